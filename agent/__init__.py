@@ -1,0 +1,1 @@
+"""The device runtime: config, supervisor, local store, MQTT sync, role flows."""

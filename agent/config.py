@@ -1,0 +1,179 @@
+"""Agent configuration: a TOML file, overridden by environment variables and secret files.
+
+Precedence (last wins): defaults < TOML file < ``BIBLIOEDGE_AGENT_*`` environment < ``*_FILE``
+secret files. Nested fields use ``__``: ``BIBLIOEDGE_AGENT_BROKER__URL=mqtt://host:1883``. Any
+variable ending in ``_FILE`` names a file whose stripped content is the value, which is how
+systemd credentials and container secrets are handed over without landing in the repo or ``ps``.
+Unknown keys are rejected everywhere so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from biblioedge.protocol import Role, valid_id
+from biblioedge.settings import (
+    BrokerConfig,
+    ConfigError,
+    deep_merge,
+    LogConfig,
+    StrictModel,
+    set_path,
+    explain,
+    load_document,
+)
+
+ENV_PREFIX = "BIBLIOEDGE_AGENT_"
+
+
+class SyncConfig(StrictModel):
+    batch_max_events: int = Field(
+        default=500, ge=1, le=5000, description="Most events in one MQTT message"
+    )
+    batch_max_bytes: int = Field(
+        default=512 * 1024, ge=1024, le=900 * 1024, description="Most bytes in one MQTT message"
+    )
+    max_inflight_batches: int = Field(
+        default=8, ge=1, le=64, description="Batches published but not yet acknowledged"
+    )
+    ack_timeout_s: float = Field(
+        default=10.0, gt=0, description="Resend unacknowledged batches after this long"
+    )
+    idle_poll_s: float = Field(
+        default=0.5, gt=0, description="Look for events written by other processes this often"
+    )
+    state_interval_s: float = Field(default=30.0, gt=0, description="Re-report state this often")
+
+
+class OutboxConfig(StrictModel):
+    max_events: int = Field(
+        default=1_000_000,
+        ge=100,
+        description="Refuse new events beyond this many unacknowledged ones (protects the disk)",
+    )
+    alarm_ratio: float = Field(
+        default=0.8, gt=0, lt=1, description="Raise an alarm event when the outbox is this full"
+    )
+
+
+class MetricsConfig(StrictModel):
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics")
+    host: str = Field(default="127.0.0.1", description="Address of the metrics endpoint")
+    port: int = Field(default=9108, ge=0, le=65535, description="Port; 0 picks a free one")
+
+
+class SupervisorConfig(StrictModel):
+    restart_budget: int = Field(
+        default=5, ge=0, description="Restarts allowed per component within budget_window_s"
+    )
+    budget_window_s: float = Field(default=60.0, gt=0, description="Window of restart_budget")
+    stall_timeout_s: float = Field(
+        default=30.0, gt=0, description="A component silent for this long is restarted"
+    )
+    shutdown_timeout_s: float = Field(
+        default=4.0, gt=0, le=30, description="Grace period for components on SIGTERM"
+    )
+
+
+class SimulatorConfig(StrictModel):
+    enabled: bool = Field(default=False, description="Emit simulated events of the role")
+    rate_per_s: float = Field(default=1.0, ge=0, le=10_000, description="Simulated events/s")
+    seed: int | None = Field(default=None, description="Random seed for repeatable runs")
+
+
+class AgentConfig(StrictModel):
+    role: Role = Field(description="What the kiosk is: gate, selfcheck or desk")
+    site: str = Field(description="Site (branch) id, a lowercase slug")
+    device_id: str = Field(description="Device id, a lowercase slug unique in the fleet")
+    data_dir: Path = Field(description="Where the local store and caches live")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker")
+    sync: SyncConfig = Field(default_factory=SyncConfig, description="Event sync tuning")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox bounds")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus")
+    log: LogConfig = Field(default_factory=LogConfig, description="Logging")
+    supervisor: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="Component supervision"
+    )
+    simulator: SimulatorConfig = Field(
+        default_factory=SimulatorConfig, description="Simulated device (demo, tests)"
+    )
+    drivers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-driver settings, by driver name"
+    )
+
+    @field_validator("site", "device_id")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not valid_id(value):
+            raise ValueError("must be a lowercase slug: letters, digits, '-' or '_'")
+        return value
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "agent.sqlite3"
+
+
+#: Settings that central may change through the desired-state document. Everything else
+#: (identity, broker, data dir) needs a local edit, so a bad push cannot cut a device off.
+TUNABLE_PATHS: frozenset[str] = frozenset(
+    {
+        "log.level",
+        "sync.batch_max_events",
+        "sync.max_inflight_batches",
+        "sync.ack_timeout_s",
+        "sync.state_interval_s",
+        "outbox.max_events",
+        "outbox.alarm_ratio",
+        "simulator.enabled",
+        "simulator.rate_per_s",
+    }
+)
+
+
+def validate_config(doc: Mapping[str, Any]) -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(explain(exc)) from exc
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AgentConfig:
+    """File, then environment, then ``overrides`` (command-line flags)."""
+    environ = os.environ if environ is None else environ
+    doc = deep_merge(load_document(path, environ, ENV_PREFIX), dict(overrides or {}))
+    return validate_config(doc)
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def apply_tunables(config: AgentConfig, overrides: Mapping[str, Any]) -> AgentConfig:
+    """A new config with desired-state overrides applied; refuses anything not tunable."""
+    flat = flatten(overrides)
+    refused = sorted(set(flat) - TUNABLE_PATHS)
+    if refused:
+        raise ConfigError(f"not tunable remotely: {', '.join(refused)}")
+    doc = config.model_dump(mode="python")
+    for dotted, value in flat.items():
+        set_path(doc, dotted.split("."), value)
+    # SecretStr dumps masked; carry the real secret across.
+    if config.broker.password is not None:
+        doc["broker"]["password"] = config.broker.password.get_secret_value()
+    return validate_config(doc)

@@ -1,0 +1,215 @@
+"""The agent process: store, metrics, sync and the role's components under one supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from biblioedge import __version__
+from biblioedge.agent.config import AgentConfig, ConfigError, apply_tunables
+from biblioedge.agent.metrics import AgentMetrics
+from biblioedge.agent.simulate import Simulator
+from biblioedge.agent.store import AsyncStore, OutboxFull, Store
+from biblioedge.agent.supervisor import Component, Context, Supervisor
+from biblioedge.agent.sync import Sync, reported_state
+from biblioedge.logs import fields
+from biblioedge.protocol import DesiredState, Event, ReportedState
+
+log = logging.getLogger("biblioedge.agent")
+
+
+class OutboxWatch:
+    """Keeps the outbox gauges fresh and raises one alarm event per excursion above the mark."""
+
+    name = "outbox"
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.rt = runtime
+        self.alarmed = False
+
+    async def run(self, ctx: Context) -> None:
+        while True:
+            ctx.heartbeat()
+            depth = await self.rt.store.call(Store.outbox_depth, self.rt.store.store)
+            cfg = self.rt.config.outbox
+            fill = depth / cfg.max_events
+            self.rt.metrics.outbox_depth.set(depth)
+            self.rt.metrics.outbox_fill.set(fill)
+            self.rt.outbox_depth = depth
+            if fill >= cfg.alarm_ratio and not self.alarmed:
+                self.alarmed = True
+                log.warning(
+                    "outbox %.0f%% full (%d events): central unreachable for long?",
+                    fill * 100,
+                    depth,
+                )
+                with contextlib.suppress(OutboxFull):
+                    await self.rt.emit(
+                        "device.outbox_alarm",
+                        {"depth": depth, "max_events": cfg.max_events, "state": "raised"},
+                    )
+            elif fill < cfg.alarm_ratio * 0.9 and self.alarmed:
+                self.alarmed = False
+                log.info("outbox back to %d events", depth)
+                await self.rt.emit(
+                    "device.outbox_alarm",
+                    {"depth": depth, "max_events": cfg.max_events, "state": "cleared"},
+                )
+            await asyncio.sleep(1.0)
+
+
+class AgentRuntime:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.metrics = AgentMetrics()
+        self.store = AsyncStore(Store(config.store_path))
+        self.started_at = time.time()
+        self.desired_version = 0
+        self.desired_error: str | None = None
+        self.outbox_depth = 0
+        self.metrics_port: int | None = None
+        self.sync = Sync(
+            lambda: self.config, self.store, self.metrics, self.state, self.apply_desired
+        )
+        self.supervisor: Supervisor | None = None
+
+    # -- events -------------------------------------------------------------------------
+
+    async def emit(self, etype: str, payload: dict[str, Any]) -> Event:
+        """Record one event durably and nudge sync. Raises OutboxFull at the bound."""
+        (event,) = await self.emit_many([(etype, payload)])
+        return event
+
+    async def emit_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+        try:
+            events = await self.store.call(
+                self.store.store.append,
+                items,
+                device_id=self.config.device_id,
+                site=self.config.site,
+                max_events=self.config.outbox.max_events,
+            )
+        except OutboxFull:
+            self.metrics.events_refused.inc(len(items))
+            log.error("outbox full: %d events refused", len(items))
+            raise
+        for etype, _ in items:
+            self.metrics.events_recorded.labels(etype).inc()
+        self.sync.wake()
+        return events
+
+    # -- state --------------------------------------------------------------------------
+
+    def state(self) -> ReportedState:
+        health = dict(self.supervisor.health) if self.supervisor else {}
+        return reported_state(
+            self.config,
+            started_at=self.started_at,
+            desired_version=self.desired_version,
+            desired_error=self.desired_error,
+            outbox_depth=self.outbox_depth,
+            components=health,
+        )
+
+    async def apply_desired(self, desired: DesiredState, *, from_store: bool = False) -> None:
+        """Apply a newer desired-state document; keep the old config if it does not validate."""
+        if desired.version <= self.desired_version and not from_store:
+            return
+        try:
+            new_config = apply_tunables(self.config, desired.config)
+        except ConfigError as exc:
+            self.desired_error = f"version {desired.version}: {exc}"
+            log.warning("refused desired state %d: %s", desired.version, exc)
+            if not from_store:
+                await self.emit(
+                    "device.desired_rejected", {"version": desired.version, "error": str(exc)}
+                )
+                self.sync.state_changed()
+            return
+        self.config = new_config
+        self.desired_version = desired.version
+        self.desired_error = None
+        logging.getLogger().setLevel(new_config.log.level)
+        self.metrics.desired_version.set(desired.version)
+        if from_store:
+            return
+        await self.store.call(
+            self.store.store.save_desired, desired.version, desired.model_dump(mode="json")
+        )
+        log.info("applied desired state %d", desired.version)
+        await self.emit("device.desired_applied", {"version": desired.version})
+        self.sync.state_changed()
+
+    async def _restore_desired(self) -> None:
+        saved = await self.store.call(self.store.store.load_desired)
+        if saved is None:
+            return
+        version, doc = saved
+        try:
+            await self.apply_desired(DesiredState.model_validate(doc), from_store=True)
+        except ValueError as exc:
+            log.warning("ignoring stored desired state %d: %s", version, exc)
+
+    async def _on_crash(self, component: str, reason: str) -> None:
+        with contextlib.suppress(OutboxFull):
+            await self.emit("device.component_crashed", {"component": component, "reason": reason})
+        self.sync.state_changed()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def components(self) -> list[Component]:
+        return [self.sync, OutboxWatch(self), Simulator(lambda: self.config, self.emit)]
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Run until SIGTERM/SIGINT (or ``stop``); returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        stop = stop or asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        cfg = self.config
+        await self._restore_desired()
+        if cfg.metrics.enabled:
+            self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        log.info(
+            "agent %s (%s at %s) starting",
+            cfg.device_id,
+            cfg.role,
+            cfg.site,
+            extra=fields(version=__version__, metrics_port=self.metrics_port),
+        )
+        with contextlib.suppress(OutboxFull):
+            await self.emit("device.started", {"software": __version__, "role": cfg.role})
+        self.supervisor = Supervisor(
+            self.components(),
+            self.metrics,
+            restart_budget=cfg.supervisor.restart_budget,
+            budget_window_s=cfg.supervisor.budget_window_s,
+            stall_timeout_s=cfg.supervisor.stall_timeout_s,
+            on_crash=self._on_crash,
+        )
+        sup_task = asyncio.create_task(self.supervisor.run(), name="supervisor")
+        stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait({sup_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if sup_task in done:
+            stop_task.cancel()
+            exc = sup_task.exception()
+            log.error("agent giving up: %s", exc)
+            code = 1
+        else:
+            log.info("stopping")
+            sup_task.cancel()
+            try:
+                async with asyncio.timeout(cfg.supervisor.shutdown_timeout_s):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sup_task
+            except TimeoutError:
+                log.error("components did not stop within %.1f s", cfg.supervisor.shutdown_timeout_s)
+        self.store.close()
+        log.info("stopped")
+        return code

@@ -1,0 +1,259 @@
+"""The agent's local store: one SQLite file (WAL) through sqlite-utils.
+
+Why these choices: WAL lets the sync loop read the outbox while a flow appends to it, and
+``synchronous=FULL`` makes every commit durable before the call returns, so an event that a
+flow was told is recorded survives kill -9 and power loss. Sequence numbers come from a counter
+row bumped in the same transaction as the insert: they never repeat, even after the outbox
+empties, which is what lets central spot a duplicate by (device, seq).
+
+All methods are synchronous and must be called from one thread; :class:`AsyncStore` gives the
+event loop a single-threaded executor in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+import sqlite_utils
+
+from biblioedge.protocol import Event, utc_now, uuid7
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StoreError(RuntimeError):
+    """The local store cannot do what was asked."""
+
+
+class OutboxFull(StoreError):
+    """The outbox reached its configured bound; the event was not recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    event_id: str
+    body: bytes
+
+
+def _m1_initial(db: sqlite_utils.Database) -> None:
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta (key, value) VALUES ('seq', '0')")
+    db.execute(
+        "CREATE TABLE outbox ("
+        " seq INTEGER PRIMARY KEY,"
+        " event_id TEXT NOT NULL UNIQUE,"
+        " type TEXT NOT NULL,"
+        " created_at REAL NOT NULL,"
+        " body BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE desired_state ("
+        " id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " version INTEGER NOT NULL,"
+        " doc TEXT NOT NULL,"
+        " applied_at REAL NOT NULL)"
+    )
+    db["patron_cache"].create(  # type: ignore[union-attr]
+        {
+            "patron_id": str,
+            "barcode": str,
+            "display_name": str,
+            "status": str,
+            "expires_at": str,
+            "updated_at": float,
+        },
+        pk="patron_id",
+    )
+    db["patron_cache"].create_index(["barcode"], unique=True)  # type: ignore[union-attr]
+
+
+#: Ordered, append-only list of migrations. Never edit a shipped one; add the next.
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
+    (1, _m1_initial),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        self.db = sqlite_utils.Database(self.conn)
+        self._migrate()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        for version, step in MIGRATIONS:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                done = self.conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                ).fetchone()
+                if not done:
+                    step(self.db)
+                    self.conn.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time())
+                    )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        newest = self.schema_version()
+        if newest > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema {newest}, newer than this software ({SCHEMA_VERSION})"
+            )
+
+    def schema_version(self) -> int:
+        row = self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def integrity_check(self) -> str:
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- outbox -------------------------------------------------------------------------
+
+    def append(
+        self,
+        items: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        device_id: str,
+        site: str,
+        max_events: int | None = None,
+    ) -> list[Event]:
+        """Record events durably; returns them with id and sequence assigned.
+
+        All or nothing: either every item is committed or none is.
+        """
+        if not items:
+            return []
+        now = time.time()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if max_events is not None:
+                depth = self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+                if depth + len(items) > max_events:
+                    raise OutboxFull(f"outbox holds {depth} of at most {max_events} events")
+            (last,) = self.conn.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'seq'"
+                " RETURNING CAST(value AS INTEGER)",
+                (len(items),),
+            ).fetchone()
+            first = int(last) - len(items) + 1
+            events: list[Event] = []
+            rows = []
+            stamp = utc_now()
+            for offset, (etype, payload) in enumerate(items):
+                event = Event(
+                    event_id=uuid7(),
+                    device_id=device_id,
+                    site=site,
+                    type=etype,
+                    seq=first + offset,
+                    occurred_at=stamp,
+                    payload=payload,
+                )
+                events.append(event)
+                body = orjson.dumps(event.model_dump(mode="json"))
+                rows.append((event.seq, event.event_id, etype, now, body))
+            self.conn.executemany(
+                "INSERT INTO outbox (seq, event_id, type, created_at, body) VALUES (?,?,?,?,?)",
+                rows,
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return events
+
+    def read_batch(self, after_seq: int, limit: int, max_bytes: int) -> list[OutboxRow]:
+        rows = self.conn.execute(
+            "SELECT seq, event_id, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        out: list[OutboxRow] = []
+        size = 0
+        for seq, event_id, body in rows:
+            size += len(body) + 1
+            if out and size > max_bytes:
+                break
+            out.append(OutboxRow(seq, event_id, bytes(body)))
+        return out
+
+    def delete_acked(self, event_ids: Iterable[str]) -> int:
+        ids = [(i,) for i in event_ids]
+        if not ids:
+            return 0
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = self.conn.total_changes
+            self.conn.executemany("DELETE FROM outbox WHERE event_id = ?", ids)
+            deleted = self.conn.total_changes - before
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return deleted
+
+    def outbox_depth(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def last_seq(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        return int(row[0])
+
+    # -- desired state ------------------------------------------------------------------
+
+    def save_desired(self, version: int, doc: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT INTO desired_state (id, version, doc, applied_at) VALUES (1, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET version = excluded.version, doc = excluded.doc,"
+            " applied_at = excluded.applied_at",
+            (version, orjson.dumps(doc).decode(), time.time()),
+        )
+
+    def load_desired(self) -> tuple[int, dict[str, Any]] | None:
+        row = self.conn.execute("SELECT version, doc FROM desired_state WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        return int(row[0]), orjson.loads(row[1])
+
+
+class AsyncStore:
+    """Runs every store call on one dedicated thread so fsyncs never block the event loop."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.store.close()

@@ -1,0 +1,338 @@
+"""Offline-first sync between one agent and central over MQTT.
+
+Outbound: events are already durable in the outbox when they get here. The sender reads them in
+seq order, publishes batches at QoS1 with up to ``max_inflight_batches`` unacknowledged, and
+deletes rows only when central's ack names them. A batch not acknowledged in time makes the
+sender rewind and publish everything still in the outbox again; central ignores what it has,
+so a lost ack costs bandwidth, never data.
+
+Inbound: acks, the retained desired-state document and commands. Anything malformed is
+refused with a logged reason and a counted metric; the connection stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from biblioedge import __version__
+from biblioedge.agent.config import AgentConfig
+from biblioedge.agent.metrics import AgentMetrics
+from biblioedge.agent.store import AsyncStore, Store
+from biblioedge.agent.supervisor import Context
+from biblioedge.logs import fields
+from biblioedge.protocol import (
+    Ack,
+    Command,
+    DesiredState,
+    ProtocolError,
+    ReportedState,
+    decode,
+    device_topic,
+    dumps,
+    utc_now,
+    uuid7,
+)
+from biblioedge.retry import Backoff, Transition
+
+log = logging.getLogger("biblioedge.agent.sync")
+
+DesiredHandler = Callable[[DesiredState], Awaitable[None]]
+StateProvider = Callable[[], ReportedState]
+
+
+@dataclass
+class _Inflight:
+    sent_at: float
+    event_ids: list[str]
+
+
+@dataclass
+class SyncStatus:
+    connected: bool = False
+    connected_at: float | None = None
+    inflight: dict[str, _Inflight] = field(default_factory=dict)
+
+
+class Sync:
+    """The component that owns the MQTT connection of one agent."""
+
+    name = "sync"
+
+    def __init__(
+        self,
+        config_ref: Callable[[], AgentConfig],
+        store: AsyncStore,
+        metrics: AgentMetrics,
+        state: StateProvider,
+        on_desired: DesiredHandler,
+    ) -> None:
+        self._cfg = config_ref
+        self.store = store
+        self.metrics = metrics
+        self._state = state
+        self._on_desired = on_desired
+        self.status = SyncStatus()
+        self._wake = asyncio.Event()
+        self._state_dirty = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._cursor = 0
+        self._link = Transition(log, "broker")
+
+    # -- called by other components -------------------------------------------------------
+
+    def wake(self) -> None:
+        """New events are in the outbox."""
+        self._wake.set()
+
+    def state_changed(self) -> None:
+        self._state_dirty.set()
+
+    # -- the component ------------------------------------------------------------------
+
+    async def run(self, ctx: Context) -> None:
+        cfg = self._cfg()
+        backoff = Backoff(base=0.2, cap=15.0)
+        self._link = Transition(log, f"broker {cfg.broker.url}")
+        while True:
+            ctx.heartbeat()
+            try:
+                await self._session(ctx)
+            except* aiomqtt.MqttError as group:
+                self._link.failed(group.exceptions[0])
+            finally:
+                self._client = None
+                self.status.connected = False
+                self.status.inflight.clear()
+                self.metrics.connected.set(0)
+            began = self.status.connected_at
+            self.status.connected_at = None
+            if began is not None and time.monotonic() - began > 30:
+                backoff.reset()  # a long healthy session earns a fast first retry
+            await self._sleep_beating(ctx, backoff.next_delay())
+
+    async def _sleep_beating(self, ctx: Context, delay: float) -> None:
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            ctx.heartbeat()
+            await asyncio.sleep(min(left, 1.0))
+
+    def _client_for(self, cfg: AgentConfig) -> aiomqtt.Client:
+        offline = ReportedState(
+            device_id=cfg.device_id,
+            site=cfg.site,
+            role=cfg.role,
+            online=False,
+            software=__version__,
+            reported_at=None,
+        )
+        password = cfg.broker.password.get_secret_value() if cfg.broker.password else None
+        return aiomqtt.Client(
+            cfg.broker.host,
+            cfg.broker.port,
+            identifier=f"agent-{cfg.device_id}",
+            username=cfg.broker.username,
+            password=password,
+            keepalive=cfg.broker.keepalive_s,
+            timeout=cfg.broker.connect_timeout_s,
+            tls_context=ssl.create_default_context() if cfg.broker.tls else None,
+            will=aiomqtt.Will(
+                device_topic(cfg.site, cfg.device_id, "state"), dumps(offline), qos=1, retain=True
+            ),
+            max_inflight_messages=64,
+        )
+
+    async def _session(self, ctx: Context) -> None:
+        cfg = self._cfg()
+        async with self._client_for(cfg) as client:
+            self._client = client
+            self.status.connected = True
+            self.status.connected_at = time.monotonic()
+            self.metrics.connected.set(1)
+            self.metrics.reconnects.inc()
+            log.info("connected to broker %s", cfg.broker.url)
+            self._link.ok()
+            await client.subscribe(
+                [
+                    (device_topic(cfg.site, cfg.device_id, "ack"), 1),
+                    (device_topic(cfg.site, cfg.device_id, "desired"), 1),
+                    (device_topic(cfg.site, cfg.device_id, "cmd"), 1),
+                ]
+            )
+            self._cursor = 0  # resync: anything still in the outbox goes again
+            self.status.inflight.clear()
+            await self.publish_state()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._receive(client), name="sync:receive")
+                    tg.create_task(self._send(ctx, client), name="sync:send")
+                    tg.create_task(self._report(client), name="sync:report")
+            except asyncio.CancelledError:
+                # A clean disconnect does not fire the will: say goodbye ourselves.
+                await self._say_offline(client)
+                raise
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        cfg = self._cfg()
+        state = self._state().model_copy(update={"online": False, "reported_at": utc_now()})
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await client.publish(
+                device_topic(cfg.site, cfg.device_id, "state"),
+                dumps(state),
+                qos=1,
+                retain=True,
+                timeout=1.0,
+            )
+
+    # -- outbound -----------------------------------------------------------------------
+
+    async def _send(self, ctx: Context, client: aiomqtt.Client) -> None:
+        cfg = self._cfg()
+        topic = device_topic(cfg.site, cfg.device_id, "events")
+        head = b'{"v":1,"device_id":"' + cfg.device_id.encode() + b'","batch_id":"'
+        while True:
+            ctx.heartbeat()
+            cfg = self._cfg()
+            inflight = self.status.inflight
+            now = time.monotonic()
+            if any(now - b.sent_at > cfg.sync.ack_timeout_s for b in inflight.values()):
+                log.warning(
+                    "no ack within %.1f s, resending the outbox", cfg.sync.ack_timeout_s,
+                    extra=fields(inflight=len(inflight)),
+                )
+                self.metrics.batches_resent.inc()
+                inflight.clear()
+                self._cursor = 0
+            if len(inflight) < cfg.sync.max_inflight_batches:
+                rows = await self.store.call(
+                    Store.read_batch,
+                    self.store.store,
+                    self._cursor,
+                    cfg.sync.batch_max_events,
+                    cfg.sync.batch_max_bytes,
+                )
+                if rows:
+                    batch_id = uuid7()
+                    payload = (
+                        head
+                        + batch_id.encode()
+                        + b'","events":['
+                        + b",".join(r.body for r in rows)
+                        + b"]}"
+                    )
+                    inflight[batch_id] = _Inflight(time.monotonic(), [r.event_id for r in rows])
+                    self._cursor = rows[-1].seq
+                    await client.publish(topic, payload, qos=1, timeout=cfg.sync.ack_timeout_s)
+                    self.metrics.batches_sent.inc()
+                    continue
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(cfg.sync.idle_poll_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _report(self, client: aiomqtt.Client) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._cfg().sync.state_interval_s):
+                    await self._state_dirty.wait()
+            except TimeoutError:
+                pass
+            self._state_dirty.clear()
+            await self.publish_state()
+
+    async def publish_state(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        cfg = self._cfg()
+        state = self._state()
+        await client.publish(
+            device_topic(cfg.site, cfg.device_id, "state"),
+            dumps(state),
+            qos=1,
+            retain=True,
+            timeout=10,
+        )
+
+    # -- inbound ------------------------------------------------------------------------
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            channel = str(message.topic).rsplit("/", 1)[-1]
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload or "").encode()
+            try:
+                if channel == "ack":
+                    await self._handle_ack(decode(Ack, payload))
+                elif channel == "desired":
+                    if not payload:
+                        continue  # retained document cleared by central
+                    await self._on_desired(decode(DesiredState, payload))
+                elif channel == "cmd":
+                    await self._handle_command(decode(Command, payload))
+            except ProtocolError as exc:
+                self.metrics.bad_messages.labels(exc.reason).inc()
+                log.warning(
+                    "refused %s message: %s", channel, exc, extra=fields(reason=exc.reason)
+                )
+
+    async def _handle_ack(self, ack: Ack) -> None:
+        batch = self.status.inflight.pop(ack.batch_id, None)
+        if batch is not None:
+            self.metrics.ack_latency.observe(time.monotonic() - batch.sent_at)
+        done = list(ack.stored) + list(ack.rejected)
+        deleted = await self.store.call(Store.delete_acked, self.store.store, done)
+        self.metrics.events_acked.inc(deleted)
+        if ack.rejected:
+            self.metrics.events_rejected.inc(len(ack.rejected))
+            for event_id, reason in list(ack.rejected.items())[:5]:
+                log.warning("central quarantined event %s: %s", event_id, reason)
+        self._wake.set()
+
+    async def _handle_command(self, cmd: Command) -> None:
+        log.info("command %s", cmd.name, extra=fields(command_id=cmd.command_id))
+        if cmd.name == "resync":
+            self.status.inflight.clear()
+            self._cursor = 0
+            self._wake.set()
+            self._state_dirty.set()
+        elif cmd.name == "report_state":
+            self._state_dirty.set()
+        else:
+            raise ProtocolError("unknown_command", cmd.name)
+
+
+def reported_state(
+    cfg: AgentConfig,
+    *,
+    started_at: float,
+    desired_version: int,
+    desired_error: str | None,
+    outbox_depth: int,
+    components: dict[str, str],
+) -> ReportedState:
+    from datetime import UTC, datetime
+
+    return ReportedState(
+        device_id=cfg.device_id,
+        site=cfg.site,
+        role=cfg.role,
+        online=True,
+        software=__version__,
+        started_at=datetime.fromtimestamp(started_at, UTC),
+        desired_version=desired_version,
+        desired_error=desired_error,
+        outbox_depth=outbox_depth,
+        components=components,
+        reported_at=utc_now(),
+    )

@@ -1,0 +1,3 @@
+from biblioedge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,262 @@
+"""``biblioedge bench sync``: agent outbox to central database, end to end, real processes.
+
+Phases, all through a real broker, a real central and real agent processes:
+
+1. startup: agents start with empty outboxes; time to "online" at central, idle RSS.
+2. throughput: N events are queued in the (stopped) agents' outboxes, the agents start, and
+   the clock runs until every one of them is a row in central's database. With ``--faults``
+   an agent is killed with SIGKILL and restarted, the broker restarted and central killed
+   with SIGKILL and restarted while this phase runs.
+3. backlog: the broker is stopped, N more events are queued by the running agents' stores,
+   the broker comes back, and the clock runs until all are stored.
+4. baseline: the same pipeline with one event per MQTT message, for the ratio.
+
+Loss and duplication are counted from central's database by (device, seq), independently of
+the UNIQUE event id that makes duplicates impossible by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from biblioedge.agent.simulate import RoleSimulator
+from biblioedge.agent.store import Store
+from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
+from biblioedge.provisioning.broker import BrokerProcess
+
+SITE = "bench"
+
+
+class _Tracker:
+    """Which (device, seq) ranges a phase queued, and how many of them central holds."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.ranges: list[tuple[str, int, int]] = []
+        self.expected = 0
+
+    def add(self, device_id: str, seqs: list[int]) -> None:
+        self.ranges.append((device_id, seqs[0], seqs[-1]))
+        assert seqs[-1] - seqs[0] + 1 == len(seqs), "one append is one contiguous range"
+        self.expected += len(seqs)
+
+    def _count(self, distinct: bool) -> int:
+        try:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        except sqlite3.OperationalError:
+            return 0
+        try:
+            total = 0
+            what = "count(DISTINCT seq)" if distinct else "count(*)"
+            for device_id, lo, hi in self.ranges:
+                (n,) = conn.execute(
+                    f"SELECT {what} FROM events WHERE device_id = ? AND seq BETWEEN ? AND ?",
+                    (device_id, lo, hi),
+                ).fetchone()
+                total += int(n)
+            return total
+        except sqlite3.OperationalError:
+            return 0  # central still migrating
+        finally:
+            conn.close()
+
+    def stored(self) -> int:
+        return self._count(distinct=True)
+
+    def rows(self) -> int:
+        return self._count(distinct=False)
+
+
+def _queue(
+    agent: AgentProcess, role: str, n: int, tracker: _Tracker, seed: int, chunk: int = 5000
+) -> None:
+    sim = RoleSimulator(role, SITE, seed)  # type: ignore[arg-type]
+    store = Store(agent.data_dir / "agent.sqlite3")
+    try:
+        left = n
+        while left > 0:
+            items = [sim.next_event() for _ in range(min(chunk, left))]
+            events = store.append(items, device_id=agent.device_id, site=SITE)
+            tracker.add(agent.device_id, [e.seq for e in events])
+            left -= len(items)
+    finally:
+        store.close()
+
+
+def _online(db_path: Path, device_id: str, since: float) -> bool:
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute(
+                "SELECT online, reported_at FROM devices WHERE device_id = ?", (device_id,)
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return False
+    if row is None or not row[0] or row[1] is None:
+        return False
+    from datetime import UTC, datetime
+
+    reported = datetime.fromisoformat(str(row[1])).replace(tzinfo=UTC).timestamp()
+    return reported >= since - 1.0
+
+
+def bench_sync(
+    *,
+    events: int,
+    devices: int = 1,
+    faults: bool = False,
+    work_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    own_tmp = work_dir is None
+    root = Path(tempfile.mkdtemp(prefix="be-bench-")) if work_dir is None else work_dir
+    root.mkdir(parents=True, exist_ok=True)
+
+    def say(message: str) -> None:
+        if progress:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+
+    broker = BrokerProcess(root / "broker")
+    central = CentralProcess(root / "central", broker.url, secrets.token_urlsafe(16))
+    db_path = root / "central" / "central.sqlite3"
+    roles = ["gate", "selfcheck", "desk"]
+    agents: list[AgentProcess] = []
+    result: dict[str, Any] = {"bench": "sync", "broker": broker.kind, "faults": []}
+    try:
+        broker.start()
+        central.start()
+        for i in range(devices):
+            dev = f"bench-{i:02d}"
+            agents.append(
+                AgentProcess(
+                    root / dev,
+                    agent_config(root / dev, dev, roles[i % 3], SITE, broker.url,
+                                 sync={"ack_timeout_s": 5.0}, supervisor={"stall_timeout_s": 60}),
+                )
+            )
+
+        # -- 1. startup ----------------------------------------------------------------
+        say("startup: agents connecting")
+        connect_s = []
+        for agent in agents:
+            t0 = time.time()
+            agent.start()
+            wait_until(lambda a=agent, t=t0: _online(db_path, a.device_id, t), 30,
+                       what=f"{agent.device_id} online")
+            connect_s.append(time.time() - t0)
+        time.sleep(2.0)
+        result["agent_connect_s"] = round(max(connect_s), 3)
+        result["agent_idle_rss_mb"] = round(max(a.rss_mb() for a in agents), 1)
+
+        # -- 2. throughput -------------------------------------------------------------
+        per = [events // devices + (1 if i < events % devices else 0) for i in range(devices)]
+        tracker = _Tracker(db_path)
+        for agent in agents:
+            agent.stop()
+        say(f"throughput: queueing {events} events in {devices} outbox(es)")
+        for i, agent in enumerate(agents):
+            _queue(agent, roles[i % 3], per[i], tracker, seed=i)
+        t0 = time.monotonic()
+        for agent in agents:
+            agent.start()
+        plan = (
+            [(0.25, "kill -9 agent", lambda: (agents[0].kill(), agents[0].start())),
+             (0.45, "restart broker", broker.restart),
+             (0.65, "kill -9 central", lambda: (central.kill(), central.start()))]
+            if faults else []
+        )
+        timeout = max(120.0, events / 500)
+        while (stored := tracker.stored()) < tracker.expected:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"throughput phase: {stored}/{tracker.expected} after {timeout} s")
+            if plan and stored >= plan[0][0] * tracker.expected:
+                _, what, act = plan.pop(0)
+                say(f"  fault at {stored}/{tracker.expected}: {what}")
+                result["faults"].append({"fault": what, "stored_before": stored})
+                act()
+            time.sleep(0.02)
+        seconds = time.monotonic() - t0
+        for _, what, act in plan:  # run too fast for a fault to land mid-send: inject anyway
+            result["faults"].append({"fault": what, "stored_before": tracker.expected})
+            act()
+        say(f"  {events} events in {seconds:.2f} s")
+        result.update(events=events, devices=devices, seconds=round(seconds, 3),
+                      events_per_s=round(events / seconds, 1))
+
+        # -- 3. backlog while the broker is down ---------------------------------------
+        backlog = _Tracker(db_path)
+        say(f"backlog: broker down, queueing {events} events")
+        broker.stop()
+        for i, agent in enumerate(agents):
+            _queue(agent, roles[i % 3], per[i], backlog, seed=100 + i)
+        t0 = time.monotonic()
+        broker.start()
+        while (stored := backlog.stored()) < backlog.expected:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"backlog phase: {stored}/{backlog.expected} after {timeout} s")
+            time.sleep(0.02)
+        drain = time.monotonic() - t0
+        say(f"  drained in {drain:.2f} s")
+        result.update(backlog_events=events, backlog_drain_s=round(drain, 3),
+                      backlog_events_per_s=round(events / drain, 1))
+
+        # -- 4. baseline: one event per message ------------------------------------------
+        n_base = min(2000, events)
+        base_dir = root / "bench-unbatched"
+        base = AgentProcess(base_dir, agent_config(base_dir, "bench-unbatched", "gate", SITE,
+                                                   broker.url, sync={"batch_max_events": 1}))
+        base_tracker = _Tracker(db_path)
+        _queue(base, "gate", n_base, base_tracker, seed=999)
+        say(f"baseline: {n_base} events, one per MQTT message")
+        t0 = time.monotonic()
+        base.start()
+        agents.append(base)
+        while base_tracker.stored() < base_tracker.expected:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError("baseline phase timed out")
+            time.sleep(0.02)
+        base_s = time.monotonic() - t0
+        result["unbatched_events_per_s"] = round(n_base / base_s, 1)
+        result["speedup_vs_unbatched"] = round(result["events_per_s"] / (n_base / base_s), 2)
+
+        # -- verdict -------------------------------------------------------------------------
+        expected = tracker.expected + backlog.expected + base_tracker.expected
+        stored = tracker.stored() + backlog.stored() + base_tracker.stored()
+        rows = tracker.rows() + backlog.rows() + base_tracker.rows()
+        result["lost"] = expected - stored
+        result["duplicated"] = rows - stored
+        result["targets"] = {
+            "events_per_s>=5000": result["events_per_s"] >= 5000,
+            "backlog_drain_s<=30": drain <= 30,
+            "lost==0": result["lost"] == 0,
+            "duplicated==0": result["duplicated"] == 0,
+            "agent_idle_rss_mb<=120": result["agent_idle_rss_mb"] <= 120,
+            "agent_connect_s<=3": result["agent_connect_s"] <= 3,
+        }
+        return result
+    finally:
+        for agent in agents:
+            agent.stop()
+        central.stop()
+        broker.stop()
+        if own_tmp:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    for key, value in result.items():
+        sys.stdout.write(f"{key:>24}: {value}\n")

@@ -1,0 +1,196 @@
+"""The ``biblioedge`` command: every program of the product behind one entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from biblioedge import __version__
+from biblioedge.logs import setup_logging
+from biblioedge.settings import ConfigError
+
+log = logging.getLogger("biblioedge.cli")
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from biblioedge.agent.config import load_config
+    from biblioedge.agent.runtime import AgentRuntime
+
+    overrides: dict[str, Any] = {}
+    for key in ("role", "site", "device_id", "data_dir"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.broker:
+        overrides["broker"] = {"url": args.broker}
+    if args.metrics_port is not None:
+        overrides["metrics"] = {"port": args.metrics_port}
+    if args.simulate is not None:
+        overrides["simulator"] = {"enabled": True, "rate_per_s": args.simulate}
+    config = load_config(args.config, overrides=overrides)
+    setup_logging(args.log_format or config.log.format, config.log.level)
+    return asyncio.run(AgentRuntime(config).run())
+
+
+def _cmd_central(args: argparse.Namespace) -> int:
+    from biblioedge.fleet.central import run_central
+    from biblioedge.fleet.config import load_central_config
+
+    overrides: dict[str, Any] = {}
+    if args.data is not None:
+        overrides["data_dir"] = str(args.data)
+    if args.db:
+        overrides["database_url"] = args.db
+    if args.broker:
+        overrides["broker"] = {"url": args.broker}
+    http = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if http:
+        overrides["http"] = http
+    config = load_central_config(args.config, overrides=overrides)
+    setup_logging(args.log_format or config.log.format, config.log.level)
+    return asyncio.run(run_central(config))
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from biblioedge.provisioning.broker import run_embedded
+
+    setup_logging(args.log_format or "human")
+    asyncio.run(run_embedded(args.port, args.host))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from biblioedge.demo import run_demo
+
+    setup_logging(args.log_format or "human")
+    return run_demo(args.data, rate=args.rate, port=args.port, duration=args.duration)
+
+
+def _cmd_bench_sync(args: argparse.Namespace) -> int:
+    from biblioedge.bench import bench_sync, print_result
+
+    setup_logging(args.log_format or "human", "WARNING")
+    result = bench_sync(
+        events=args.events, devices=args.devices, faults=args.faults, work_dir=args.work_dir,
+        progress=not args.json,
+    )
+    print_result(result, as_json=args.json)
+    return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    if args.central:
+        from biblioedge.fleet.config import load_central_config
+
+        load_central_config(args.file)
+    else:
+        from biblioedge.agent.config import load_config
+
+        load_config(args.file)
+    sys.stdout.write(f"{args.file}: ok\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="biblioedge",
+        description="Library kiosks (gates, self-checkout, card desk) and their central service.",
+    )
+    parser.add_argument("--version", action="version", version=f"biblioedge {__version__}")
+    parser.add_argument(
+        "--log-format", choices=["human", "json"], help="log line format (default: config)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "agent",
+        help="run a kiosk agent",
+        description="Run the agent of one kiosk: local store, sync with central, role flows. "
+        "Settings come from --config, then BIBLIOEDGE_AGENT_* variables, then these flags.",
+    )
+    p.add_argument("--config", type=Path, help="agent TOML file (or BIBLIOEDGE_AGENT_CONFIG)")
+    p.add_argument("--role", choices=["gate", "selfcheck", "desk"])
+    p.add_argument("--site", help="site id")
+    p.add_argument("--device-id", dest="device_id", help="device id")
+    p.add_argument("--data", dest="data_dir", type=Path, help="data directory")
+    p.add_argument("--broker", help="broker URL, mqtt://host:port")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free port)")
+    p.add_argument(
+        "--simulate", type=float, metavar="RATE", help="emit simulated role events, RATE per s"
+    )
+    p.set_defaults(func=_cmd_agent)
+
+    p = sub.add_parser(
+        "central",
+        help="run central (API + MQTT bridge)",
+        description="Run central: the HTTP API under /api/v1 and the MQTT bridge that stores "
+        "device events exactly once. The admin token comes from "
+        "BIBLIOEDGE_CENTRAL_ADMIN_TOKEN_FILE (or _TOKEN).",
+    )
+    p.add_argument("--config", type=Path, help="central TOML file (or BIBLIOEDGE_CENTRAL_CONFIG)")
+    p.add_argument("--data", type=Path, help="data directory (SQLite database lives here)")
+    p.add_argument("--db", help="database URL (default SQLite in the data directory)")
+    p.add_argument("--broker", help="broker URL, mqtt://host:port")
+    p.add_argument("--host", help="API listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="API port (default 8080)")
+    p.set_defaults(func=_cmd_central)
+
+    p = sub.add_parser(
+        "broker",
+        help="run the embedded MQTT broker (amqtt)",
+        description="The fallback broker for machines without mosquitto. Loopback only.",
+    )
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=_cmd_broker)
+
+    p = sub.add_parser(
+        "demo",
+        help="run a demo fleet on this machine",
+        description="Start a broker (mosquitto if installed, else embedded), central with "
+        "SQLite, and one simulated gate, self-checkout and desk. Ctrl-C stops everything.",
+    )
+    p.add_argument("--data", type=Path, default=Path("demo-data"), help="where state is kept")
+    p.add_argument("--port", type=int, default=8080, help="API port (0: any free port)")
+    p.add_argument("--rate", type=float, default=0.5, help="simulated events/s per device")
+    p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks (JSON output with --json)")
+    bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    b = bsub.add_parser(
+        "sync",
+        help="agent outbox to central database, end to end",
+        description="Queue events in agents' outboxes, then measure how fast they reach "
+        "central's database through a real broker: throughput, the drain of a backlog queued "
+        "while the broker was down, loss and duplication. --faults kills an agent with SIGKILL "
+        "mid-send and restarts the broker and central during the run.",
+    )
+    b.add_argument("--events", type=int, default=100_000, help="events per phase, all devices")
+    b.add_argument("--devices", type=int, default=1, help="agent processes")
+    b.add_argument("--faults", action="store_true", help="inject kill -9 and restarts")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
+    b.set_defaults(func=_cmd_bench_sync)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
+    c = csub.add_parser("check", help="validate a config file and the environment")
+    c.add_argument("file", type=Path)
+    c.add_argument("--central", action="store_true", help="the file is central's")
+    c.set_defaults(func=_cmd_config_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        sys.stderr.write(f"biblioedge: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130

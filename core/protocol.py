@@ -1,0 +1,242 @@
+"""The MQTT wire protocol shared by agents and central.
+
+This is the only module both sides import (see docs/architecture.md). Topics are one tree per
+device; payloads are JSON. Events travel in batches: an agent publishes a batch of events it
+has already committed to its outbox, central stores them (insert-or-ignore on ``event_id``) and
+answers on the device's ``ack`` topic with the ids it has durably stored. Only then does the
+agent delete them. Delivery is at-least-once; storage is exactly-once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+M = TypeVar("M", bound=BaseModel)
+
+PROTOCOL_VERSION = 1
+#: Hard ceiling for any payload on the wire. Mosquitto is configured with the same limit.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Most events a single batch may carry.
+MAX_BATCH_EVENTS = 5000
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+Role = Literal["gate", "selfcheck", "desk"]
+
+#: Event types central accepts. A type missing here is quarantined at central, not dropped.
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        # gate
+        "gate.decision",
+        "gate.alarm",
+        # self-checkout
+        "circ.checkout",
+        "circ.checkin",
+        "circ.renew",
+        "circ.offline_queued",
+        # card desk
+        "reader.registered",
+        "consent.recorded",
+        "card.issued",
+        # any role
+        "device.started",
+        "device.outbox_alarm",
+        "device.desired_applied",
+        "device.desired_rejected",
+        "device.component_crashed",
+    }
+)
+
+
+class ProtocolError(ValueError):
+    """A payload that cannot be accepted; ``reason`` is a short machine-readable slug."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def valid_id(value: str) -> bool:
+    """Site and device ids are lowercase slugs so they are safe as topic levels and file names."""
+    return bool(_ID_RE.match(value))
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids sort like the events they name."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_id(value: str) -> str:
+    if not valid_id(value):
+        raise ValueError(f"not a valid id: {value!r} (lowercase letters, digits, '-', '_')")
+    return value
+
+
+class Event(_Strict):
+    """One thing that happened on a device. Immutable once written to the outbox."""
+
+    event_id: str = Field(min_length=1, max_length=64, description="UUIDv7, unique forever")
+    device_id: str = Field(description="The device that produced the event")
+    site: str = Field(description="The site (branch) of the device")
+    type: str = Field(min_length=1, max_length=64, description="Dotted event type")
+    seq: int = Field(ge=1, description="The device's monotonic event sequence number")
+    occurred_at: datetime = Field(description="UTC wall-clock time on the device")
+    payload: dict[str, Any] = Field(default_factory=dict, description="Type-specific body")
+
+    _v_dev = field_validator("device_id", "site")(_check_id)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("occurred_at must carry a timezone (UTC)")
+        return value.astimezone(UTC)
+
+
+class EventBatch(_Strict):
+    v: int = Field(default=PROTOCOL_VERSION, description="Protocol version")
+    batch_id: str = Field(min_length=1, max_length=64)
+    device_id: str
+    events: list[dict[str, Any]] = Field(
+        max_length=MAX_BATCH_EVENTS,
+        description="Events, validated one by one so one bad event cannot sink the batch",
+    )
+
+
+class Ack(_Strict):
+    v: int = PROTOCOL_VERSION
+    batch_id: str
+    stored: list[str] = Field(description="Event ids that are durably stored (new or already)")
+    rejected: dict[str, str] = Field(
+        default_factory=dict,
+        description="Event id -> reason, for events quarantined at central. Also final: the "
+        "device may drop them, central keeps them for inspection.",
+    )
+
+
+class DesiredState(_Strict):
+    """What IT wants a device to be. Versioned; a device applies only newer versions."""
+
+    version: int = Field(ge=0)
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the agent's tunable settings"
+    )
+    software: str | None = Field(default=None, description="Wanted software release")
+    models: dict[str, str] = Field(default_factory=dict, description="Wanted model versions")
+
+
+class ReportedState(_Strict):
+    device_id: str
+    site: str
+    role: Role
+    online: bool
+    software: str = ""
+    started_at: datetime | None = None
+    desired_version: int = Field(default=0, description="Last desired version applied")
+    desired_error: str | None = None
+    outbox_depth: int = 0
+    components: dict[str, str] = Field(default_factory=dict, description="name -> health")
+    reported_at: datetime | None = None
+
+
+class Command(_Strict):
+    v: int = PROTOCOL_VERSION
+    command_id: str
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- topics -------------------------------------------------------------------------------
+
+TOPIC_PREFIX = "be"
+DEVICE_CHANNELS = ("events", "ack", "state", "desired", "cmd")
+
+
+def device_topic(site: str, device_id: str, channel: str) -> str:
+    if channel not in DEVICE_CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    return f"{TOPIC_PREFIX}/{site}/{device_id}/{channel}"
+
+
+def gallery_topic(site: str) -> str:
+    return f"{TOPIC_PREFIX}/{site}/gallery"
+
+
+def parse_device_topic(topic: str) -> tuple[str, str, str]:
+    """Split ``be/{site}/{device}/{channel}``; raise ProtocolError for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != TOPIC_PREFIX or parts[3] not in DEVICE_CHANNELS:
+        raise ProtocolError("bad_topic", topic)
+    _, site, device, channel = parts
+    if not (valid_id(site) and valid_id(device)):
+        raise ProtocolError("bad_topic", topic)
+    return site, device, channel
+
+
+# -- payload decoding ---------------------------------------------------------------------
+
+
+def dumps(obj: Any) -> bytes:
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    return orjson.dumps(obj)
+
+
+def decode(model: type[M], payload: bytes | bytearray | str) -> M:
+    """Size-check, parse and validate a payload; every failure becomes a ProtocolError."""
+    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("oversized", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("malformed_json", str(exc)) from exc
+    if not isinstance(data, dict):
+        raise ProtocolError("malformed", f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError("invalid", _short(exc)) from exc
+
+
+def validate_event(data: dict[str, Any]) -> Event:
+    try:
+        event = Event.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError("invalid_event", _short(exc)) from exc
+    if event.type not in EVENT_TYPES:
+        raise ProtocolError("unknown_type", event.type)
+    return event
+
+
+def _short(exc: ValidationError) -> str:
+    errs = exc.errors()
+    first = errs[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"{loc}: {first['msg']}{more}"

@@ -1,0 +1,1 @@
+"""Central: FastAPI API, MQTT bridge, fleet manager."""

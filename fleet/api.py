@@ -1,0 +1,222 @@
+"""Central's HTTP API (``/api/v1``), documented by its OpenAPI at ``/docs`` and ``/openapi.json``.
+
+Admin endpoints take ``Authorization: Bearer <token>``; health and metrics are open so load
+balancers and Prometheus can reach them without secrets.
+"""
+
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from biblioedge import __version__
+from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
+from biblioedge.protocol import ID_PATTERN, DesiredState, Role
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    site: str
+    role: str | None
+    registered: bool = Field(description="Registered through the API (not only seen)")
+    online: bool
+    first_seen: datetime | None
+    last_seen: datetime | None
+    reported: dict[str, Any] | None = Field(description="Last state the device reported")
+    reported_at: datetime | None
+    desired: dict[str, Any] | None = Field(description="What IT wants the device to be")
+    desired_version: int = Field(description="Send this back as base_version to change it")
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(pattern=ID_PATTERN)
+    site: str = Field(pattern=ID_PATTERN)
+    role: Role | None = None
+
+
+class DesiredIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base_version: int = Field(
+        ge=0, description="The desired_version you read; 409 if it changed meanwhile"
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="Agent tunables")
+    software: str | None = None
+    models: dict[str, str] = Field(default_factory=dict)
+
+
+class DesiredOut(BaseModel):
+    device_id: str
+    desired: DesiredState
+    published: bool = Field(description="False when the broker is down; sent on reconnect")
+
+
+class EventOut(BaseModel):
+    event_id: str
+    device_id: str
+    site: str
+    type: str
+    seq: int
+    occurred_at: datetime
+    received_at: datetime
+    payload: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: bool
+    broker: bool
+
+
+class Stats(BaseModel):
+    events: int
+    devices: int
+    quarantined: int
+
+
+def create_app(
+    cfg: CentralConfig, repo: Repo, bridge: Bridge | None, metrics: CentralMetrics
+) -> FastAPI:
+    app = FastAPI(
+        title="biblioedge central",
+        version=__version__,
+        description="Devices, events and desired state of the library's kiosk fleet.",
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    def admin(
+        cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
+        if token is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no admin token configured")
+        if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    open_api = APIRouter(prefix="/api/v1", tags=["health"])
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(admin)])
+
+    @open_api.get("/health", response_model=Health)
+    def health(response: Response) -> Health:
+        try:
+            repo.stats()
+            db_ok = True
+        except Exception:
+            db_ok = False
+        broker_ok = bridge is not None and bridge.connected.is_set()
+        ok = db_ok and broker_ok
+        if not ok:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Health(
+            status="ok" if ok else "degraded", version=__version__, database=db_ok, broker=broker_ok
+        )
+
+    @api.get("/stats", response_model=Stats, tags=["health"])
+    def stats() -> Stats:
+        return Stats(**repo.stats())
+
+    @api.get("/devices", response_model=list[DeviceOut], tags=["devices"])
+    def list_devices(site: str | None = None) -> list[dict[str, Any]]:
+        return repo.list_devices(site)
+
+    @api.post(
+        "/devices", response_model=DeviceOut, status_code=201, tags=["devices"],
+        responses={409: {"description": "registered at another site"}},
+    )
+    def register_device(body: DeviceIn) -> dict[str, Any]:
+        try:
+            return repo.register_device(body.device_id, body.site, body.role)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+    @api.get(
+        "/devices/{device_id}", response_model=DeviceOut, tags=["devices"],
+        responses={404: {"description": "no such device"}},
+    )
+    def get_device(device_id: str) -> dict[str, Any]:
+        device = repo.get_device(device_id)
+        if device is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}")
+        return device
+
+    @api.put(
+        "/devices/{device_id}/desired", response_model=DesiredOut, tags=["devices"],
+        responses={
+            404: {"description": "no such device"},
+            409: {"description": "base_version is stale: read the device again"},
+        },
+    )
+    async def put_desired(device_id: str, body: DesiredIn) -> DesiredOut:
+        doc = body.model_dump(exclude={"base_version"})
+        try:
+            site, desired = await run_in_threadpool(
+                repo.put_desired, device_id, body.base_version, doc
+            )
+        except UnknownDevice as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}") from exc
+        except StaleVersion as exc:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"desired state is at version {exc.current}, not {body.base_version}",
+            ) from exc
+        published = bridge is not None and await bridge.publish_desired(site, device_id, desired)
+        return DesiredOut(device_id=device_id, desired=desired, published=published)
+
+    @api.get("/events", response_model=EventPage, tags=["events"])
+    def list_events(
+        device_id: str | None = None,
+        site: str | None = None,
+        type: Annotated[str | None, Query(description="Event type, e.g. gate.decision")] = None,
+        since: Annotated[datetime | None, Query(description="occurred_at >= since")] = None,
+        until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        order: Literal["newest", "oldest"] = "newest",
+    ) -> EventPage:
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise HTTPException(422, f"{name} needs a timezone, e.g. 2026-11-21T00:00:00Z")
+        try:
+            cur = int(cursor) if cursor is not None else None
+        except ValueError as exc:
+            raise HTTPException(422, "cursor is not one this API returned") from exc
+        rows, nxt = repo.list_events(
+            device_id=device_id, site=site, type_=type, since=since, until=until,
+            cursor=cur, limit=limit, newest_first=order == "newest",
+        )
+        return EventPage(
+            items=[EventOut.model_validate(r) for r in rows],
+            next_cursor=str(nxt) if nxt is not None else None,
+        )
+
+    @api.get("/quarantine", tags=["events"])
+    def list_quarantine(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+        """Events central refused to store as normal events, with the reason."""
+        return repo.list_quarantine(limit)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(open_api)
+    app.include_router(api)
+    return app

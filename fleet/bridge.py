@@ -1,0 +1,155 @@
+"""The MQTT side of central: stores what devices send, acknowledges it, publishes desired state.
+
+One receive loop feeds a queue; one ingest worker drains it, storing up to ``ingest_coalesce``
+messages per transaction on a dedicated thread, and only then publishes the acks. Coalescing
+is what makes one fsync carry thousands of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+
+import aiomqtt
+
+from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.repo import Incoming, IngestResult, Repo
+from biblioedge.protocol import (
+    MAX_PAYLOAD_BYTES,
+    Ack,
+    DesiredState,
+    ProtocolError,
+    device_topic,
+    dumps,
+    parse_device_topic,
+)
+from biblioedge.retry import Backoff, Transition
+
+log = logging.getLogger("biblioedge.fleet.bridge")
+
+
+class Bridge:
+    def __init__(self, cfg: CentralConfig, repo: Repo, metrics: CentralMetrics) -> None:
+        self.cfg = cfg
+        self.repo = repo
+        self.metrics = metrics
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=4096)
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+
+    async def run(self) -> None:
+        backoff = Backoff(base=0.2, cap=10.0)
+        link = Transition(log, f"broker {self.cfg.broker.url}")
+        while True:
+            try:
+                async with self._client() as client:
+                    self.client = client
+                    self.connected.set()
+                    self.metrics.connected.set(1)
+                    link.ok()
+                    backoff.reset()
+                    log.info("bridge connected to %s", self.cfg.broker.url)
+                    await client.subscribe([("be/+/+/events", 1), ("be/+/+/state", 1)])
+                    await self._publish_all_desired(client)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._receive(client), name="bridge:receive")
+                        tg.create_task(self._ingest(client), name="bridge:ingest")
+            except* aiomqtt.MqttError as group:
+                link.failed(group.exceptions[0])
+            finally:
+                self.client = None
+                self.connected.clear()
+                self.metrics.connected.set(0)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _client(self) -> aiomqtt.Client:
+        b = self.cfg.broker
+        return aiomqtt.Client(
+            b.host,
+            b.port,
+            identifier="central-bridge",
+            username=b.username,
+            password=b.password.get_secret_value() if b.password else None,
+            keepalive=b.keepalive_s,
+            timeout=b.connect_timeout_s,
+            tls_context=ssl.create_default_context() if b.tls else None,
+            max_inflight_messages=256,
+            max_queued_incoming_messages=0,
+        )
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload or "").encode()
+            try:
+                site, device, channel = parse_device_topic(str(message.topic))
+                if len(payload) > MAX_PAYLOAD_BYTES:
+                    raise ProtocolError("oversized", f"{len(payload)} bytes")
+            except ProtocolError as exc:
+                self.metrics.refused.labels(exc.reason).inc()
+                log.warning("refused message on %s: %s", message.topic, exc)
+                continue
+            await self._queue.put(Incoming(site, device, channel, bytes(payload)))
+            self.metrics.queue.set(self._queue.qsize())
+
+    async def _ingest(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.cfg.ingest_coalesce and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self.metrics.queue.set(self._queue.qsize())
+            with self.metrics.ingest_seconds.time():
+                result: IngestResult = await loop.run_in_executor(
+                    self._db, self.repo.ingest, batch, self.cfg.accept_unknown_devices
+                )
+            self._count(result)
+            # Acks only after the transaction committed: that is the whole promise.
+            for ack in result.acks:
+                body = Ack(batch_id=ack.batch_id, stored=ack.stored, rejected=ack.rejected)
+                await client.publish(
+                    device_topic(ack.site, ack.device_id, "ack"), dumps(body), qos=1, timeout=10
+                )
+                self.metrics.acks.inc()
+
+    def _count(self, r: IngestResult) -> None:
+        self.metrics.ingested.inc(r.inserted)
+        self.metrics.duplicates.inc(r.duplicates)
+        self.metrics.held.inc(r.held)
+        for reason, n in r.quarantined.items():
+            self.metrics.quarantined.labels(reason).inc(n)
+        for reason, n in r.refused.items():
+            self.metrics.refused.labels(reason).inc(n)
+
+    async def _publish_all_desired(self, client: aiomqtt.Client) -> None:
+        """Re-assert every desired document, in case the broker lost its retained store."""
+        loop = asyncio.get_running_loop()
+        docs = await loop.run_in_executor(self._db, self.repo.all_desired)
+        for site, device_id, desired in docs:
+            await self._publish_desired(client, site, device_id, desired)
+
+    async def _publish_desired(
+        self, client: aiomqtt.Client, site: str, device_id: str, desired: DesiredState
+    ) -> None:
+        await client.publish(
+            device_topic(site, device_id, "desired"), dumps(desired), qos=1, retain=True, timeout=10
+        )
+
+    async def publish_desired(self, site: str, device_id: str, desired: DesiredState) -> bool:
+        """Best effort now; a disconnected bridge re-publishes everything when it reconnects."""
+        client = self.client
+        if client is None:
+            return False
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._publish_desired(client, site, device_id, desired)
+            return True
+        return False
+
+    def close(self) -> None:
+        self._db.shutdown(wait=True)

@@ -1,0 +1,128 @@
+"""Central's database: SQLAlchemy 2 Core tables, SQLite by default and PostgreSQL by URL.
+
+Schema changes go through Alembic (``fleet/migrations``); these table definitions are the
+target the migrations must reach, and a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the backend stores."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False, index=True),
+    Column("role", String(16), nullable=True),
+    Column("registered", Boolean, nullable=False, default=False),
+    Column("first_seen", UTCDateTime, nullable=True),
+    Column("last_seen", UTCDateTime, nullable=True),
+    Column("online", Boolean, nullable=False, default=False),
+    Column("reported", JSON, nullable=True),
+    Column("reported_at", UTCDateTime, nullable=True),
+    Column("desired", JSON, nullable=True),
+    Column("desired_version", Integer, nullable=False, default=0),
+    Column("desired_updated_at", UTCDateTime, nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("device_id", String(64), nullable=False),
+    Column("site", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Index("ix_events_device_seq", "device_id", "seq"),
+    Index("ix_events_site_occurred", "site", "occurred_at"),
+    Index("ix_events_type_occurred", "type", "occurred_at"),
+)
+
+quarantine = Table(
+    "quarantined_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=True, unique=True),
+    Column("device_id", String(64), nullable=False),
+    Column("site", String(64), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+
+def _json(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, json_serializer=_json, json_deserializer=orjson.loads,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # An ack promises the event is on disk: commit must survive power loss.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(
+        url, json_serializer=_json, json_deserializer=orjson.loads, pool_pre_ping=True
+    )

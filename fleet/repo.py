@@ -1,0 +1,379 @@
+"""What central does with its database: migrate, ingest, query, desired state.
+
+Ingestion is exactly-once by construction: ``events.event_id`` is UNIQUE and inserts are
+insert-or-ignore, so a batch delivered twice (lost ack, agent restart, broker redelivery)
+stores each event once and is acknowledged again in full.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from biblioedge.fleet import migrations
+from biblioedge.fleet.db import devices, events, make_engine, quarantine
+from biblioedge.protocol import (
+    DesiredState,
+    EventBatch,
+    ProtocolError,
+    ReportedState,
+    decode,
+    utc_now,
+    validate_event,
+)
+
+log = logging.getLogger("biblioedge.fleet.repo")
+
+
+class StaleVersion(Exception):
+    """The desired state changed since the caller read it."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(f"current desired version is {current}")
+        self.current = current
+
+
+class UnknownDevice(LookupError):
+    pass
+
+
+@dataclass
+class Incoming:
+    """One MQTT message for the ingest worker, topic already split."""
+
+    site: str
+    device_id: str
+    channel: str
+    payload: bytes
+
+
+@dataclass
+class AckOut:
+    site: str
+    device_id: str
+    batch_id: str
+    stored: list[str]
+    rejected: dict[str, str]
+
+
+@dataclass
+class IngestResult:
+    acks: list[AckOut] = field(default_factory=list)
+    inserted: int = 0
+    duplicates: int = 0
+    held: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    states: int = 0
+
+    def count(self, bucket: dict[str, int], reason: str, n: int = 1) -> None:
+        bucket[reason] = bucket.get(reason, 0) + n
+
+
+def _insert_ignore(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> None:
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        stmt: Any = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+    else:  # pragma: no cover - only the two supported backends
+        raise RuntimeError(f"unsupported database {dialect}")
+    conn.execute(stmt, rows)
+
+
+class Repo:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url)
+
+    def migrate(self) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- ingestion ----------------------------------------------------------------------
+
+    def ingest(self, messages: list[Incoming], accept_unknown: bool) -> IngestResult:
+        """Store a run of messages in one transaction; acks are only valid after it returns."""
+        result = IngestResult()
+        now = utc_now()
+        with self.engine.begin() as conn:
+            known = self._known_devices(conn, {m.device_id for m in messages})
+            for msg in messages:
+                try:
+                    if msg.channel == "state":
+                        self._ingest_state(conn, msg, known, accept_unknown, now)
+                        result.states += 1
+                    elif msg.channel == "events":
+                        self._ingest_events(conn, msg, known, accept_unknown, now, result)
+                except ProtocolError as exc:
+                    result.count(result.refused, exc.reason)
+                    log.warning(
+                        "refused %s message from %s/%s: %s",
+                        msg.channel, msg.site, msg.device_id, exc,
+                    )
+        return result
+
+    def _known_devices(self, conn: Connection, ids: set[str]) -> dict[str, str]:
+        rows = conn.execute(
+            select(devices.c.device_id, devices.c.site).where(devices.c.device_id.in_(ids))
+        )
+        return {r.device_id: r.site for r in rows}
+
+    def _admit(
+        self,
+        conn: Connection,
+        msg: Incoming,
+        known: dict[str, str],
+        accept_unknown: bool,
+        now: datetime,
+        role: str | None = None,
+    ) -> bool:
+        site = known.get(msg.device_id)
+        if site is None:
+            if not accept_unknown:
+                return False
+            conn.execute(
+                insert(devices).values(
+                    device_id=msg.device_id, site=msg.site, role=role, registered=False,
+                    first_seen=now, last_seen=now, online=False, desired_version=0,
+                )
+            )
+            known[msg.device_id] = msg.site
+            return True
+        if site != msg.site:
+            raise ProtocolError(
+                "site_mismatch", f"{msg.device_id} belongs to {site}, published under {msg.site}"
+            )
+        return True
+
+    def _ingest_state(
+        self, conn: Connection, msg: Incoming, known: dict[str, str], accept: bool, now: datetime
+    ) -> None:
+        if not msg.payload:
+            return  # a retained state cleared by an operator
+        state = decode(ReportedState, msg.payload)
+        if state.device_id != msg.device_id or state.site != msg.site:
+            raise ProtocolError("device_mismatch", "state names another device than its topic")
+        if not self._admit(conn, msg, known, accept, now, role=state.role):
+            raise ProtocolError("unknown_device", msg.device_id)
+        conn.execute(
+            update(devices)
+            .where(devices.c.device_id == msg.device_id)
+            .values(
+                role=state.role,
+                online=state.online,
+                reported=state.model_dump(mode="json"),
+                reported_at=now,
+                last_seen=now,
+            )
+        )
+
+    def _ingest_events(
+        self,
+        conn: Connection,
+        msg: Incoming,
+        known: dict[str, str],
+        accept: bool,
+        now: datetime,
+        result: IngestResult,
+    ) -> None:
+        batch = decode(EventBatch, msg.payload)
+        if batch.device_id != msg.device_id:
+            raise ProtocolError("device_mismatch", "batch names another device than its topic")
+        if not self._admit(conn, msg, known, accept, now):
+            result.held += len(batch.events)
+            result.count(result.refused, "unknown_device")
+            log.warning(
+                "holding %d events of unregistered device %s", len(batch.events), msg.device_id
+            )
+            return
+        good: list[dict[str, Any]] = []
+        bad: list[dict[str, Any]] = []
+        ack = AckOut(msg.site, msg.device_id, batch.batch_id, [], {})
+        for raw in batch.events:
+            try:
+                ev = validate_event(raw)
+                if ev.device_id != msg.device_id or ev.site != msg.site:
+                    raise ProtocolError("device_mismatch", f"event of {ev.device_id}/{ev.site}")
+            except ProtocolError as exc:
+                event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+                bad.append(
+                    {
+                        "event_id": event_id, "device_id": msg.device_id, "site": msg.site,
+                        "reason": exc.reason, "detail": exc.detail[:1000],
+                        "raw": orjson.dumps(raw).decode(), "received_at": now,
+                    }
+                )
+                result.count(result.quarantined, exc.reason)
+                if event_id is not None:
+                    ack.rejected[event_id] = exc.reason
+                continue
+            good.append(
+                {
+                    "event_id": ev.event_id, "device_id": ev.device_id, "site": ev.site,
+                    "type": ev.type, "seq": ev.seq, "occurred_at": ev.occurred_at,
+                    "received_at": now, "payload": ev.payload,
+                }
+            )
+            ack.stored.append(ev.event_id)
+        if good:
+            ids = [g["event_id"] for g in good]
+            have = set(conn.scalars(select(events.c.event_id).where(events.c.event_id.in_(ids))))
+            fresh = [g for g in good if g["event_id"] not in have]
+            _insert_ignore(conn, events, fresh, "event_id")
+            result.inserted += len(fresh)
+            result.duplicates += len(good) - len(fresh)
+        with_id = [b for b in bad if b["event_id"] is not None]
+        _insert_ignore(conn, quarantine, with_id, "event_id")
+        if len(with_id) < len(bad):
+            conn.execute(insert(quarantine), [b for b in bad if b["event_id"] is None])
+        conn.execute(
+            update(devices).where(devices.c.device_id == msg.device_id).values(last_seen=now)
+        )
+        result.acks.append(ack)
+
+    # -- devices ------------------------------------------------------------------------
+
+    def register_device(self, device_id: str, site: str, role: str | None) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(devices).where(devices.c.device_id == device_id)).first()
+            if row is None:
+                conn.execute(
+                    insert(devices).values(
+                        device_id=device_id, site=site, role=role, registered=True,
+                        first_seen=None, last_seen=None, online=False, desired_version=0,
+                    )
+                )
+            else:
+                if row.site != site:
+                    raise ValueError(f"{device_id} is already registered at site {row.site}")
+                conn.execute(
+                    update(devices)
+                    .where(devices.c.device_id == device_id)
+                    .values(registered=True, role=role or row.role)
+                )
+        device = self.get_device(device_id)
+        assert device is not None
+        return device
+
+    def list_devices(self, site: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(devices).order_by(devices.c.site, devices.c.device_id)
+        if site:
+            stmt = stmt.where(devices.c.site == site)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def get_device(self, device_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(devices).where(devices.c.device_id == device_id)).first()
+            return dict(row._mapping) if row else None
+
+    def put_desired(
+        self, device_id: str, base_version: int, doc: dict[str, Any]
+    ) -> tuple[str, DesiredState]:
+        """Compare-and-set: succeeds only if the stored version is still ``base_version``."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(devices.c.site, devices.c.desired_version).where(
+                    devices.c.device_id == device_id
+                )
+            ).first()
+            if row is None:
+                raise UnknownDevice(device_id)
+            desired = DesiredState.model_validate({**doc, "version": base_version + 1})
+            res = conn.execute(
+                update(devices)
+                .where(
+                    and_(
+                        devices.c.device_id == device_id,
+                        devices.c.desired_version == base_version,
+                    )
+                )
+                .values(
+                    desired=desired.model_dump(mode="json"),
+                    desired_version=desired.version,
+                    desired_updated_at=utc_now(),
+                )
+            )
+            if res.rowcount != 1:
+                raise StaleVersion(int(row.desired_version))
+            return str(row.site), desired
+
+    def all_desired(self) -> list[tuple[str, str, DesiredState]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(devices.c.site, devices.c.device_id, devices.c.desired).where(
+                    devices.c.desired.is_not(None)
+                )
+            )
+            return [(r.site, r.device_id, DesiredState.model_validate(r.desired)) for r in rows]
+
+    # -- events -------------------------------------------------------------------------
+
+    def list_events(
+        self,
+        *,
+        device_id: str | None = None,
+        site: str | None = None,
+        type_: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: int | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        stmt = select(events)
+        conds = []
+        if device_id:
+            conds.append(events.c.device_id == device_id)
+        if site:
+            conds.append(events.c.site == site)
+        if type_:
+            conds.append(events.c.type == type_)
+        if since:
+            conds.append(events.c.occurred_at >= since)
+        if until:
+            conds.append(events.c.occurred_at < until)
+        if cursor is not None:
+            conds.append(events.c.id < cursor if newest_first else events.c.id > cursor)
+        if conds:
+            stmt = stmt.where(and_(*conds))
+        stmt = stmt.order_by(events.c.id.desc() if newest_first else events.c.id.asc())
+        stmt = stmt.limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (int(rows[-1]["id"]) if more and rows else None)
+
+    def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(quarantine).order_by(quarantine.c.id.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def stats(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "events": int(conn.scalar(select(func.count()).select_from(events)) or 0),
+                "devices": int(conn.scalar(select(func.count()).select_from(devices)) or 0),
+                "quarantined": int(
+                    conn.scalar(select(func.count()).select_from(quarantine)) or 0
+                ),
+            }

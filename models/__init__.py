@@ -1,0 +1,1 @@
+"""The face engine: model store, detectors, alignment, embedders, gallery. Pure compute + files."""

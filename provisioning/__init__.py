@@ -1,0 +1,1 @@
+"""Device identity, broker configuration and credentials, install files."""
