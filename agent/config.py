@@ -14,19 +14,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
-
 from biblioedge.protocol import Role, valid_id
 from biblioedge.settings import (
     BrokerConfig,
     ConfigError,
-    deep_merge,
     LogConfig,
     StrictModel,
-    set_path,
+    deep_merge,
     explain,
     load_document,
+    set_path,
 )
+from pydantic import Field, ValidationError, field_validator
 
 ENV_PREFIX = "BIBLIOEDGE_AGENT_"
 

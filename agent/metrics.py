@@ -27,7 +27,9 @@ class AgentMetrics:
         )
         self.outbox_depth = Gauge("agent_outbox_depth", "Events waiting for an ack", registry=r)
         self.outbox_fill = Gauge("agent_outbox_fill_ratio", "Outbox depth / bound", registry=r)
-        self.connected = Gauge("agent_broker_connected", "1 when connected to the broker", registry=r)
+        self.connected = Gauge(
+            "agent_broker_connected", "1 when connected to the broker", registry=r
+        )
         self.reconnects = Counter("agent_broker_connects", "Successful broker connects", registry=r)
         self.bad_messages = Counter(
             "agent_bad_messages", "Messages from central that were refused", ["reason"], registry=r

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from biblioedge import __version__
-from biblioedge.agent.config import AgentConfig, ConfigError, apply_tunables
+from biblioedge.agent.config import AgentConfig, apply_tunables
 from biblioedge.agent.metrics import AgentMetrics
 from biblioedge.agent.simulate import Simulator
 from biblioedge.agent.store import AsyncStore, OutboxFull, Store
@@ -18,6 +18,7 @@ from biblioedge.agent.supervisor import Component, Context, Supervisor
 from biblioedge.agent.sync import Sync, reported_state
 from biblioedge.logs import fields
 from biblioedge.protocol import DesiredState, Event, ReportedState
+from biblioedge.settings import ConfigError
 
 log = logging.getLogger("biblioedge.agent")
 
@@ -209,7 +210,9 @@ class AgentRuntime:
                     with contextlib.suppress(asyncio.CancelledError):
                         await sup_task
             except TimeoutError:
-                log.error("components did not stop within %.1f s", cfg.supervisor.shutdown_timeout_s)
+                log.error(
+                    "components did not stop within %.1f s", cfg.supervisor.shutdown_timeout_s
+                )
         self.store.close()
         log.info("stopped")
         return code

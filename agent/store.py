@@ -23,7 +23,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import sqlite_utils
-
 from biblioedge.protocol import Event, utc_now, uuid7
 
 P = ParamSpec("P")

@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
-
 from biblioedge import __version__
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.metrics import AgentMetrics
@@ -204,7 +203,8 @@ class Sync:
             now = time.monotonic()
             if any(now - b.sent_at > cfg.sync.ack_timeout_s for b in inflight.values()):
                 log.warning(
-                    "no ack within %.1f s, resending the outbox", cfg.sync.ack_timeout_s,
+                    "no ack within %.1f s, resending the outbox",
+                    cfg.sync.ack_timeout_s,
                     extra=fields(inflight=len(inflight)),
                 )
                 self.metrics.batches_resent.inc()
@@ -282,9 +282,7 @@ class Sync:
                     await self._handle_command(decode(Command, payload))
             except ProtocolError as exc:
                 self.metrics.bad_messages.labels(exc.reason).inc()
-                log.warning(
-                    "refused %s message: %s", channel, exc, extra=fields(reason=exc.reason)
-                )
+                log.warning("refused %s message: %s", channel, exc, extra=fields(reason=exc.reason))
 
     async def _handle_ack(self, ack: Ack) -> None:
         batch = self.status.inflight.pop(ack.batch_id, None)

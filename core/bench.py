@@ -24,6 +24,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,15 @@ def bench_sync(
             agents.append(
                 AgentProcess(
                     root / dev,
-                    agent_config(root / dev, dev, roles[i % 3], SITE, broker.url,
-                                 sync={"ack_timeout_s": 5.0}, supervisor={"stall_timeout_s": 60}),
+                    agent_config(
+                        root / dev,
+                        dev,
+                        roles[i % 3],
+                        SITE,
+                        broker.url,
+                        sync={"ack_timeout_s": 5.0},
+                        supervisor={"stall_timeout_s": 60},
+                    ),
                 )
             )
 
@@ -152,8 +160,11 @@ def bench_sync(
         for agent in agents:
             t0 = time.time()
             agent.start()
-            wait_until(lambda a=agent, t=t0: _online(db_path, a.device_id, t), 30,
-                       what=f"{agent.device_id} online")
+            wait_until(
+                lambda a=agent, t=t0: _online(db_path, a.device_id, t),
+                30,
+                what=f"{agent.device_id} online",
+            )
             connect_s.append(time.time() - t0)
         time.sleep(2.0)
         result["agent_connect_s"] = round(max(connect_s), 3)
@@ -170,16 +181,30 @@ def bench_sync(
         t0 = time.monotonic()
         for agent in agents:
             agent.start()
-        plan = (
-            [(0.25, "kill -9 agent", lambda: (agents[0].kill(), agents[0].start())),
-             (0.45, "restart broker", broker.restart),
-             (0.65, "kill -9 central", lambda: (central.kill(), central.start()))]
-            if faults else []
+
+        def kill_agent() -> None:
+            agents[0].kill()
+            agents[0].start()
+
+        def kill_central() -> None:
+            central.kill()
+            central.start()
+
+        plan: list[tuple[float, str, Callable[[], None]]] = (
+            [
+                (0.25, "kill -9 agent", kill_agent),
+                (0.45, "restart broker", broker.restart),
+                (0.65, "kill -9 central", kill_central),
+            ]
+            if faults
+            else []
         )
         timeout = max(120.0, events / 500)
         while (stored := tracker.stored()) < tracker.expected:
             if time.monotonic() - t0 > timeout:
-                raise TimeoutError(f"throughput phase: {stored}/{tracker.expected} after {timeout} s")
+                raise TimeoutError(
+                    f"throughput phase: {stored}/{tracker.expected} after {timeout} s"
+                )
             if plan and stored >= plan[0][0] * tracker.expected:
                 _, what, act = plan.pop(0)
                 say(f"  fault at {stored}/{tracker.expected}: {what}")
@@ -191,8 +216,12 @@ def bench_sync(
             result["faults"].append({"fault": what, "stored_before": tracker.expected})
             act()
         say(f"  {events} events in {seconds:.2f} s")
-        result.update(events=events, devices=devices, seconds=round(seconds, 3),
-                      events_per_s=round(events / seconds, 1))
+        result.update(
+            events=events,
+            devices=devices,
+            seconds=round(seconds, 3),
+            events_per_s=round(events / seconds, 1),
+        )
 
         # -- 3. backlog while the broker is down ---------------------------------------
         backlog = _Tracker(db_path)
@@ -208,14 +237,21 @@ def bench_sync(
             time.sleep(0.02)
         drain = time.monotonic() - t0
         say(f"  drained in {drain:.2f} s")
-        result.update(backlog_events=events, backlog_drain_s=round(drain, 3),
-                      backlog_events_per_s=round(events / drain, 1))
+        result.update(
+            backlog_events=events,
+            backlog_drain_s=round(drain, 3),
+            backlog_events_per_s=round(events / drain, 1),
+        )
 
         # -- 4. baseline: one event per message ------------------------------------------
         n_base = min(2000, events)
         base_dir = root / "bench-unbatched"
-        base = AgentProcess(base_dir, agent_config(base_dir, "bench-unbatched", "gate", SITE,
-                                                   broker.url, sync={"batch_max_events": 1}))
+        base = AgentProcess(
+            base_dir,
+            agent_config(
+                base_dir, "bench-unbatched", "gate", SITE, broker.url, sync={"batch_max_events": 1}
+            ),
+        )
         base_tracker = _Tracker(db_path)
         _queue(base, "gate", n_base, base_tracker, seed=999)
         say(f"baseline: {n_base} events, one per MQTT message")

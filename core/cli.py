@@ -74,7 +74,10 @@ def _cmd_bench_sync(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format or "human", "WARNING")
     result = bench_sync(
-        events=args.events, devices=args.devices, faults=args.faults, work_dir=args.work_dir,
+        events=args.events,
+        devices=args.devices,
+        faults=args.faults,
+        work_dir=args.work_dir,
         progress=not args.json,
     )
     print_result(result, as_json=args.json)

@@ -42,7 +42,11 @@ def run_demo(
         AgentProcess(
             data / "agents" / device_id,
             agent_config(
-                data / "agents" / device_id, device_id, role, SITE, broker.url,
+                data / "agents" / device_id,
+                device_id,
+                role,
+                SITE,
+                broker.url,
                 simulator={"enabled": True, "rate_per_s": rate},
             ),
         )
@@ -59,8 +63,10 @@ def run_demo(
             started.append(agent)
         with central.client() as api:
             wait_until(
-                lambda: all(d["online"] for d in api.get("/devices").json())
-                and len(api.get("/devices").json()) == len(agents),
+                lambda: (
+                    all(d["online"] for d in api.get("/devices").json())
+                    and len(api.get("/devices").json()) == len(agents)
+                ),
                 timeout=30,
                 what="all demo kiosks online",
             )

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from biblioedge.provisioning.broker import free_port, wait_port
 
 
@@ -104,7 +103,11 @@ class Child:
 
 class CentralProcess(Child):
     def __init__(
-        self, data_dir: Path, broker_url: str, token: str, port: int | None = None,
+        self,
+        data_dir: Path,
+        broker_url: str,
+        token: str,
+        port: int | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.port = port or free_port()

@@ -110,11 +110,7 @@ def explain(exc: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
-
-
-def load_document(
-    path: Path | None, environ: Mapping[str, str], prefix: str
-) -> dict[str, Any]:
+def load_document(path: Path | None, environ: Mapping[str, str], prefix: str) -> dict[str, Any]:
     """The TOML file at ``path`` (or named by ``{prefix}CONFIG``) with env overrides on top."""
     import tomllib
 

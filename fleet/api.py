@@ -4,16 +4,9 @@ Admin endpoints take ``Authorization: Bearer <token>``; health and metrics are o
 balancers and Prometheus can reach them without secrets.
 """
 
-
 import hmac
 from datetime import datetime
 from typing import Annotated, Any, Literal
-
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response, status
-from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 
 from biblioedge import __version__
 from biblioedge.fleet.bridge import Bridge
@@ -21,6 +14,11 @@ from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
 from biblioedge.protocol import ID_PATTERN, DesiredState, Role
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DeviceOut(BaseModel):
@@ -139,7 +137,10 @@ def create_app(
         return repo.list_devices(site)
 
     @api.post(
-        "/devices", response_model=DeviceOut, status_code=201, tags=["devices"],
+        "/devices",
+        response_model=DeviceOut,
+        status_code=201,
+        tags=["devices"],
         responses={409: {"description": "registered at another site"}},
     )
     def register_device(body: DeviceIn) -> dict[str, Any]:
@@ -149,7 +150,9 @@ def create_app(
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 
     @api.get(
-        "/devices/{device_id}", response_model=DeviceOut, tags=["devices"],
+        "/devices/{device_id}",
+        response_model=DeviceOut,
+        tags=["devices"],
         responses={404: {"description": "no such device"}},
     )
     def get_device(device_id: str) -> dict[str, Any]:
@@ -159,7 +162,9 @@ def create_app(
         return device
 
     @api.put(
-        "/devices/{device_id}/desired", response_model=DesiredOut, tags=["devices"],
+        "/devices/{device_id}/desired",
+        response_model=DesiredOut,
+        tags=["devices"],
         responses={
             404: {"description": "no such device"},
             409: {"description": "base_version is stale: read the device again"},
@@ -200,8 +205,14 @@ def create_app(
         except ValueError as exc:
             raise HTTPException(422, "cursor is not one this API returned") from exc
         rows, nxt = repo.list_events(
-            device_id=device_id, site=site, type_=type, since=since, until=until,
-            cursor=cur, limit=limit, newest_first=order == "newest",
+            device_id=device_id,
+            site=site,
+            type_=type,
+            since=since,
+            until=until,
+            cursor=cur,
+            limit=limit,
+            newest_first=order == "newest",
         )
         return EventPage(
             items=[EventOut.model_validate(r) for r in rows],

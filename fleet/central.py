@@ -9,7 +9,6 @@ import signal
 from collections.abc import Generator
 
 import uvicorn
-
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.config import CentralConfig
@@ -49,7 +48,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     bridge_task = asyncio.create_task(bridge.run(), name="central:bridge")
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
-    while not server.started and not api_task.done():
+    while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.02)
     if server.started:
         port = server.servers[0].sockets[0].getsockname()[1]

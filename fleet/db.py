@@ -109,7 +109,9 @@ def _json(obj: Any) -> str:
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, json_serializer=_json, json_deserializer=orjson.loads,
+            url,
+            json_serializer=_json,
+            json_deserializer=orjson.loads,
             connect_args={"timeout": 30, "check_same_thread": False},
         )
 

@@ -16,9 +16,6 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-
 from biblioedge.fleet import migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
 from biblioedge.protocol import (
@@ -30,6 +27,8 @@ from biblioedge.protocol import (
     utc_now,
     validate_event,
 )
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 log = logging.getLogger("biblioedge.fleet.repo")
 
@@ -126,7 +125,10 @@ class Repo:
                     result.count(result.refused, exc.reason)
                     log.warning(
                         "refused %s message from %s/%s: %s",
-                        msg.channel, msg.site, msg.device_id, exc,
+                        msg.channel,
+                        msg.site,
+                        msg.device_id,
+                        exc,
                     )
         return result
 
@@ -151,8 +153,14 @@ class Repo:
                 return False
             conn.execute(
                 insert(devices).values(
-                    device_id=msg.device_id, site=msg.site, role=role, registered=False,
-                    first_seen=now, last_seen=now, online=False, desired_version=0,
+                    device_id=msg.device_id,
+                    site=msg.site,
+                    role=role,
+                    registered=False,
+                    first_seen=now,
+                    last_seen=now,
+                    online=False,
+                    desired_version=0,
                 )
             )
             known[msg.device_id] = msg.site
@@ -216,9 +224,13 @@ class Repo:
                 event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
                 bad.append(
                     {
-                        "event_id": event_id, "device_id": msg.device_id, "site": msg.site,
-                        "reason": exc.reason, "detail": exc.detail[:1000],
-                        "raw": orjson.dumps(raw).decode(), "received_at": now,
+                        "event_id": event_id,
+                        "device_id": msg.device_id,
+                        "site": msg.site,
+                        "reason": exc.reason,
+                        "detail": exc.detail[:1000],
+                        "raw": orjson.dumps(raw).decode(),
+                        "received_at": now,
                     }
                 )
                 result.count(result.quarantined, exc.reason)
@@ -227,9 +239,14 @@ class Repo:
                 continue
             good.append(
                 {
-                    "event_id": ev.event_id, "device_id": ev.device_id, "site": ev.site,
-                    "type": ev.type, "seq": ev.seq, "occurred_at": ev.occurred_at,
-                    "received_at": now, "payload": ev.payload,
+                    "event_id": ev.event_id,
+                    "device_id": ev.device_id,
+                    "site": ev.site,
+                    "type": ev.type,
+                    "seq": ev.seq,
+                    "occurred_at": ev.occurred_at,
+                    "received_at": now,
+                    "payload": ev.payload,
                 }
             )
             ack.stored.append(ev.event_id)
@@ -257,8 +274,14 @@ class Repo:
             if row is None:
                 conn.execute(
                     insert(devices).values(
-                        device_id=device_id, site=site, role=role, registered=True,
-                        first_seen=None, last_seen=None, online=False, desired_version=0,
+                        device_id=device_id,
+                        site=site,
+                        role=role,
+                        registered=True,
+                        first_seen=None,
+                        last_seen=None,
+                        online=False,
+                        desired_version=0,
                     )
                 )
             else:
@@ -373,7 +396,5 @@ class Repo:
             return {
                 "events": int(conn.scalar(select(func.count()).select_from(events)) or 0),
                 "devices": int(conn.scalar(select(func.count()).select_from(devices)) or 0),
-                "quarantined": int(
-                    conn.scalar(select(func.count()).select_from(quarantine)) or 0
-                ),
+                "quarantined": int(conn.scalar(select(func.count()).select_from(quarantine)) or 0),
             }

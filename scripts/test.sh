@@ -8,6 +8,6 @@ echo ">> ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo ">> mypy"
-.venv/bin/mypy
+bash scripts/typecheck.sh
 echo ">> pytest"
 exec .venv/bin/python -m pytest "$@"

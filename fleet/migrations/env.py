@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
-
 from biblioedge.fleet.db import metadata
+from sqlalchemy import create_engine
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
 from biblioedge.fleet.db import BigId, UTCDateTime
 
 revision = "0001"
