@@ -48,19 +48,20 @@ class OutboxWatch:
                     fill * 100,
                     depth,
                 )
-                with contextlib.suppress(OutboxFull):
-                    await self.rt.emit(
-                        "device.outbox_alarm",
-                        {"depth": depth, "max_events": cfg.max_events, "state": "raised"},
-                    )
+                await self.rt.emit(
+                    "device.outbox_alarm",
+                    {"depth": depth, "max_events": cfg.max_events, "state": "raised"},
+                    critical=True,
+                )
             elif fill < cfg.alarm_ratio * 0.9 and self.alarmed:
                 self.alarmed = False
                 log.info("outbox back to %d events", depth)
                 await self.rt.emit(
                     "device.outbox_alarm",
                     {"depth": depth, "max_events": cfg.max_events, "state": "cleared"},
+                    critical=True,
                 )
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
 
 
 class AgentRuntime:
@@ -80,19 +81,25 @@ class AgentRuntime:
 
     # -- events -------------------------------------------------------------------------
 
-    async def emit(self, etype: str, payload: dict[str, Any]) -> Event:
-        """Record one event durably and nudge sync. Raises OutboxFull at the bound."""
-        (event,) = await self.emit_many([(etype, payload)])
+    async def emit(self, etype: str, payload: dict[str, Any], *, critical: bool = False) -> Event:
+        """Record one event durably and nudge sync. Raises OutboxFull at the bound.
+
+        ``critical`` events (the device's own alarms and state changes, a handful per day)
+        bypass the bound: the alarm that says the outbox is full must not be refused by it.
+        """
+        (event,) = await self.emit_many([(etype, payload)], critical=critical)
         return event
 
-    async def emit_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+    async def emit_many(
+        self, items: list[tuple[str, dict[str, Any]]], *, critical: bool = False
+    ) -> list[Event]:
         try:
             events = await self.store.call(
                 self.store.store.append,
                 items,
                 device_id=self.config.device_id,
                 site=self.config.site,
-                max_events=self.config.outbox.max_events,
+                max_events=None if critical else self.config.outbox.max_events,
             )
         except OutboxFull:
             self.metrics.events_refused.inc(len(items))
@@ -127,7 +134,9 @@ class AgentRuntime:
             log.warning("refused desired state %d: %s", desired.version, exc)
             if not from_store:
                 await self.emit(
-                    "device.desired_rejected", {"version": desired.version, "error": str(exc)}
+                    "device.desired_rejected",
+                    {"version": desired.version, "error": str(exc)},
+                    critical=True,
                 )
                 self.sync.state_changed()
             return
@@ -142,7 +151,7 @@ class AgentRuntime:
             self.store.store.save_desired, desired.version, desired.model_dump(mode="json")
         )
         log.info("applied desired state %d", desired.version)
-        await self.emit("device.desired_applied", {"version": desired.version})
+        await self.emit("device.desired_applied", {"version": desired.version}, critical=True)
         self.sync.state_changed()
 
     async def _restore_desired(self) -> None:
@@ -156,8 +165,9 @@ class AgentRuntime:
             log.warning("ignoring stored desired state %d: %s", version, exc)
 
     async def _on_crash(self, component: str, reason: str) -> None:
-        with contextlib.suppress(OutboxFull):
-            await self.emit("device.component_crashed", {"component": component, "reason": reason})
+        await self.emit(
+            "device.component_crashed", {"component": component, "reason": reason}, critical=True
+        )
         self.sync.state_changed()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -183,8 +193,9 @@ class AgentRuntime:
             cfg.site,
             extra=fields(version=__version__, metrics_port=self.metrics_port),
         )
-        with contextlib.suppress(OutboxFull):
-            await self.emit("device.started", {"software": __version__, "role": cfg.role})
+        await self.emit(
+            "device.started", {"software": __version__, "role": cfg.role}, critical=True
+        )
         self.supervisor = Supervisor(
             self.components(),
             self.metrics,

@@ -1,0 +1,44 @@
+"""Shared fixtures: a real broker on a free loopback port, real central and agent processes."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from biblioedge.launch import AgentProcess, CentralProcess, agent_config
+from biblioedge.provisioning.broker import BrokerProcess
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(tmp_path / "broker")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def central(tmp_path: Path, broker: BrokerProcess) -> Iterator[CentralProcess]:
+    proc = CentralProcess(tmp_path / "central", broker.url, secrets.token_urlsafe(16))
+    proc.start()
+    yield proc
+    if proc.alive():
+        assert proc.stop() == 0, proc.log_tail()
+
+
+@pytest.fixture
+def make_agent(tmp_path: Path, broker: BrokerProcess) -> Iterator[object]:
+    made: list[AgentProcess] = []
+
+    def make(device_id: str, role: str = "gate", site: str = "tv-tinh", **sections: object) -> AgentProcess:
+        data = tmp_path / device_id
+        agent = AgentProcess(data, agent_config(data, device_id, role, site, broker.url, **sections))
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.stop()

@@ -1,0 +1,187 @@
+"""Central's ingestion and API, in process, on a real SQLite database migrated by Alembic."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from fastapi.testclient import TestClient
+
+from biblioedge.fleet.api import create_app
+from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.db import metadata
+from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.repo import Incoming, Repo
+from biblioedge.protocol import uuid7
+
+TOKEN = "t0ken-for-tests"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repo]:
+    r = Repo(f"sqlite:///{tmp_path / 'central.sqlite3'}")
+    r.migrate()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def api(tmp_path: Path, repo: Repo) -> TestClient:
+    cfg = CentralConfig(data_dir=tmp_path, admin_token=TOKEN)  # type: ignore[arg-type]
+    client = TestClient(create_app(cfg, repo, None, CentralMetrics()))
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    return client
+
+
+def ev(seq: int, device: str = "gate-01", site: str = "tv-tinh", **over: object) -> dict[str, object]:
+    return {
+        "event_id": uuid7(), "device_id": device, "site": site, "type": "gate.decision",
+        "seq": seq, "occurred_at": f"2026-11-21T05:00:{seq % 60:02d}Z",
+        "payload": {"decision": "grant", "patron_id": f"P{seq:06d}"}, **over,
+    }
+
+
+def batch(events: list[dict[str, object]], device: str = "gate-01", site: str = "tv-tinh") -> Incoming:
+    body = {"v": 1, "batch_id": uuid7(), "device_id": device, "events": events}
+    return Incoming(site, device, "events", orjson.dumps(body))
+
+
+def test_migrations_reach_the_table_definitions(repo: Repo) -> None:
+    with repo.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    repo.migrate()  # idempotent
+
+
+def test_ingest_is_exactly_once_and_acks_everything(repo: Repo) -> None:
+    events = [ev(i) for i in range(1, 101)]
+    first = repo.ingest([batch(events)], accept_unknown=True)
+    assert first.inserted == 100 and first.duplicates == 0
+    assert first.acks[0].stored == [e["event_id"] for e in events]
+    # the same events again (lost ack), and overlapping in one coalesced run
+    again = repo.ingest([batch(events[:50]), batch(events[40:])], accept_unknown=True)
+    assert again.inserted == 0 and again.duplicates == 110
+    assert sum(len(a.stored) for a in again.acks) == 110
+    assert repo.stats()["events"] == 100
+    device = repo.get_device("gate-01")
+    assert device is not None and device["site"] == "tv-tinh" and not device["registered"]
+
+
+def test_bad_events_are_quarantined_not_lost_and_do_not_sink_the_batch(repo: Repo) -> None:
+    good = ev(1)
+    unknown = ev(2, type="gate.teleport")
+    spoofed = ev(3, device="gate-99")
+    broken = {"event_id": uuid7(), "seq": "x"}
+    res = repo.ingest([batch([good, unknown, spoofed, broken])], accept_unknown=True)
+    assert res.inserted == 1
+    assert res.quarantined == {"unknown_type": 1, "device_mismatch": 1, "invalid_event": 1}
+    ack = res.acks[0]
+    assert ack.stored == [good["event_id"]]
+    assert set(ack.rejected) == {unknown["event_id"], spoofed["event_id"], broken["event_id"]}
+    assert repo.stats() == {"events": 1, "devices": 1, "quarantined": 3}
+    # quarantine is idempotent too
+    repo.ingest([batch([unknown])], accept_unknown=True)
+    assert repo.stats()["quarantined"] == 3
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "malformed_json"),
+        (b'{"v":1,"batch_id":"b","device_id":"gate-01"}', "invalid"),
+        (orjson.dumps({"v": 1, "batch_id": "b", "device_id": "desk-01", "events": []}), "device_mismatch"),
+    ],
+)
+def test_malformed_messages_are_refused_and_others_in_the_run_still_stored(
+    repo: Repo, payload: bytes, reason: str
+) -> None:
+    res = repo.ingest(
+        [Incoming("tv-tinh", "gate-01", "events", payload), batch([ev(1)])], accept_unknown=True
+    )
+    assert res.refused == {reason: 1}
+    assert res.inserted == 1
+
+
+def test_unknown_devices_are_held_until_registered(repo: Repo) -> None:
+    events = [ev(1, device="gate-07")]
+    res = repo.ingest([batch(events, device="gate-07")], accept_unknown=False)
+    assert res.held == 1 and res.acks == [] and repo.stats()["events"] == 0
+    repo.register_device("gate-07", "tv-tinh", "gate")
+    res = repo.ingest([batch(events, device="gate-07")], accept_unknown=False)
+    assert res.inserted == 1 and len(res.acks) == 1
+
+
+def test_device_cannot_move_site_by_publishing_elsewhere(repo: Repo) -> None:
+    repo.ingest([batch([ev(1)])], accept_unknown=True)
+    res = repo.ingest([batch([ev(2, site="cn-2")], site="cn-2")], accept_unknown=True)
+    assert res.refused == {"site_mismatch": 1} and repo.stats()["events"] == 1
+
+
+def test_admin_auth(api: TestClient) -> None:
+    assert api.get("/api/v1/devices").status_code == 200
+    assert api.get("/api/v1/devices", headers={"Authorization": "Bearer nope"}).status_code == 401
+    bare = TestClient(api.app)
+    assert bare.get("/api/v1/devices").status_code == 401
+    assert bare.get("/api/v1/health").status_code == 503  # open, but no broker here
+    assert bare.get("/api/v1/health").json()["database"] is True
+    assert bare.get("/metrics").status_code == 200
+
+
+def test_desired_state_compare_and_set(api: TestClient, repo: Repo) -> None:
+    assert api.put("/api/v1/devices/gate-01/desired", json={"base_version": 0}).status_code == 404
+    created = api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "tv-tinh", "role": "gate"})
+    assert created.status_code == 201 and created.json()["desired_version"] == 0
+    body = {"base_version": 0, "config": {"log": {"level": "DEBUG"}}}
+    first = api.put("/api/v1/devices/gate-01/desired", json=body)
+    assert first.status_code == 200 and first.json()["desired"]["version"] == 1
+    stale = api.put("/api/v1/devices/gate-01/desired", json=body)
+    assert stale.status_code == 409 and "version 1" in stale.json()["detail"]
+    dev = api.get("/api/v1/devices/gate-01").json()
+    assert dev["desired_version"] == 1 and dev["desired"]["config"] == {"log": {"level": "DEBUG"}}
+    assert api.put("/api/v1/devices/gate-01/desired", json={"base_version": 1, "oops": 1}).status_code == 422
+    assert api.get("/api/v1/devices/nope").status_code == 404
+    assert api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "cn-2"}).status_code == 409
+
+
+def test_events_filter_and_paginate(api: TestClient, repo: Repo) -> None:
+    repo.ingest([batch([ev(i) for i in range(1, 26)])], accept_unknown=True)
+    repo.ingest(
+        [batch([ev(i, device="sc-01", type="circ.checkout") for i in range(1, 6)], device="sc-01")],
+        accept_unknown=True,
+    )
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"device_id": "gate-01", "limit": 10}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.get("/api/v1/events", params=params).json()
+        seen += [i["event_id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 25 == len(set(seen))
+    only = api.get("/api/v1/events", params={"type": "circ.checkout"}).json()["items"]
+    assert len(only) == 5 and {i["device_id"] for i in only} == {"sc-01"}
+    window = api.get(
+        "/api/v1/events",
+        params={"since": "2026-11-21T05:00:10Z", "until": "2026-11-21T05:00:20Z", "device_id": "gate-01"},
+    ).json()["items"]
+    assert sorted(i["seq"] for i in window) == list(range(10, 20))
+    oldest = api.get("/api/v1/events", params={"order": "oldest", "limit": 1}).json()["items"][0]
+    assert oldest["seq"] == 1 and oldest["device_id"] == "gate-01"
+    assert api.get("/api/v1/events", params={"since": "2026-11-21T05:00:10"}).status_code == 422
+    assert api.get("/api/v1/events", params={"cursor": "abc"}).status_code == 422
+    assert api.get("/api/v1/stats").json()["events"] == 30
+
+
+def test_openapi_documents_the_api(api: TestClient) -> None:
+    spec = api.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in ["/api/v1/health", "/api/v1/devices", "/api/v1/devices/{device_id}",
+                 "/api/v1/devices/{device_id}/desired", "/api/v1/events"]:
+        assert path in paths
+    assert "409" in paths["/api/v1/devices/{device_id}/desired"]["put"]["responses"]
+    assert "event_id" in spec["components"]["schemas"]["EventOut"]["properties"]

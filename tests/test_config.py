@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+
+from biblioedge.agent.config import AgentConfig, apply_tunables, load_config
+from biblioedge.cli import main
+from biblioedge.settings import ConfigError
+
+BASE = 'role = "gate"\nsite = "tv-tinh"\ndevice_id = "gate-01"\ndata_dir = "/tmp/x"\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_loads_with_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE), environ={})
+    assert cfg.role == "gate" and cfg.broker.port == 1883 and cfg.sync.batch_max_events == 500
+
+
+def test_unknown_key_is_rejected_with_its_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sync.batch_size"):
+        load_config(write(tmp_path, BASE + "[sync]\nbatch_size = 3\n"), environ={})
+
+
+def test_wrong_type_and_bad_values_are_named(tmp_path: Path) -> None:
+    text = BASE.replace('"gate"', '"turnstile"') + '[broker]\nurl = "http://x"\n'
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), environ={})
+    assert "role" in str(err.value) and "broker.url" in str(err.value)
+
+
+def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "role = = gate"), environ={})
+
+
+def test_environment_and_secret_file_override(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    env = {
+        "BIBLIOEDGE_AGENT_BROKER__URL": "mqtts://broker.lib.vn:8883",
+        "BIBLIOEDGE_AGENT_BROKER__PASSWORD_FILE": str(secret),
+        "BIBLIOEDGE_AGENT_SYNC__BATCH_MAX_EVENTS": "100",
+        "BIBLIOEDGE_CENTRAL_ADMIN_TOKEN": "not ours",
+    }
+    cfg = load_config(write(tmp_path, BASE), environ=env)
+    assert cfg.broker.tls and cfg.broker.port == 8883 and cfg.broker.host == "broker.lib.vn"
+    assert cfg.broker.password is not None and cfg.broker.password.get_secret_value() == "s3cret"
+    assert cfg.sync.batch_max_events == 100
+    assert "s3cret" not in repr(cfg)
+
+
+def test_missing_secret_file_is_a_clear_error(tmp_path: Path) -> None:
+    env = {"BIBLIOEDGE_AGENT_BROKER__PASSWORD_FILE": str(tmp_path / "nope")}
+    with pytest.raises(ConfigError, match="cannot read secret file"):
+        load_config(write(tmp_path, BASE), environ=env)
+
+
+def test_ids_must_be_slugs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="device_id"):
+        load_config(write(tmp_path, BASE.replace("gate-01", "Gate 01/#")), environ={})
+
+
+def test_tunables_apply_and_identity_is_not_tunable(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE), environ={})
+    new = apply_tunables(cfg, {"sync": {"batch_max_events": 50}, "log": {"level": "DEBUG"}})
+    assert new.sync.batch_max_events == 50 and new.log.level == "DEBUG"
+    assert cfg.sync.batch_max_events == 500
+    with pytest.raises(ConfigError, match="not tunable remotely: device_id"):
+        apply_tunables(cfg, {"device_id": "evil"})
+    with pytest.raises(ConfigError, match="batch_max_events"):
+        apply_tunables(cfg, {"sync": {"batch_max_events": -1}})
+
+
+def test_every_field_is_described() -> None:
+    def walk(model: type) -> None:
+        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+            assert field.description, f"{model.__name__}.{name} has no description"
+            ann = field.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk(ann)
+
+    walk(AgentConfig)
+
+
+def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, BASE)
+    assert main(["config", "check", str(good)]) == 0
+    assert "ok" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASE + "colour = 1\n")
+    assert main(["config", "check", str(bad)]) == 2
+    assert "colour" in capsys.readouterr().err
