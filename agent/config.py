@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationError, field_validator
+
 from biblioedge.protocol import Role, valid_id
 from biblioedge.settings import (
     BrokerConfig,
@@ -25,7 +27,6 @@ from biblioedge.settings import (
     load_document,
     set_path,
 )
-from pydantic import Field, ValidationError, field_validator
 
 ENV_PREFIX = "BIBLIOEDGE_AGENT_"
 

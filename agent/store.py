@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import sqlite_utils
+
 from biblioedge.protocol import Event, utc_now, uuid7
 
 P = ParamSpec("P")

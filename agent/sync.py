@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
+
 from biblioedge import __version__
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.metrics import AgentMetrics

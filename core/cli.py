@@ -97,6 +97,17 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    import json
+
+    if args.central:
+        from biblioedge.fleet.config import CentralConfig as Model
+    else:
+        from biblioedge.agent.config import AgentConfig as Model  # type: ignore[assignment]
+    sys.stdout.write(json.dumps(Model.model_json_schema(), indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biblioedge",
@@ -185,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file", type=Path)
     c.add_argument("--central", action="store_true", help="the file is central's")
     c.set_defaults(func=_cmd_config_check)
+    c = csub.add_parser(
+        "schema", help="print the JSON schema of the config: every key, type and description"
+    )
+    c.add_argument("--central", action="store_true", help="central's config instead of agent's")
+    c.set_defaults(func=_cmd_config_schema)
     return parser
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from biblioedge.provisioning.broker import free_port, wait_port
 
 

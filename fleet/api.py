@@ -8,17 +8,18 @@ import hmac
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
 from biblioedge import __version__
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
 from biblioedge.protocol import ID_PATTERN, DesiredState, Role
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response, status
-from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class DeviceOut(BaseModel):

@@ -14,6 +14,7 @@ import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 import aiomqtt
+
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.repo import Incoming, IngestResult, Repo

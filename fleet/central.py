@@ -9,6 +9,7 @@ import signal
 from collections.abc import Generator
 
 import uvicorn
+
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.config import CentralConfig

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import Field, SecretStr, ValidationError
+
 from biblioedge.settings import (
     BrokerConfig,
     ConfigError,
@@ -14,7 +16,6 @@ from biblioedge.settings import (
     explain,
     load_document,
 )
-from pydantic import Field, SecretStr, ValidationError
 
 ENV_PREFIX = "BIBLIOEDGE_CENTRAL_"
 

@@ -16,6 +16,9 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
 from biblioedge.fleet import migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
 from biblioedge.protocol import (
@@ -27,8 +30,6 @@ from biblioedge.protocol import (
     utc_now,
     validate_event,
 )
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 log = logging.getLogger("biblioedge.fleet.repo")
 

@@ -33,9 +33,13 @@ def central(tmp_path: Path, broker: BrokerProcess) -> Iterator[CentralProcess]:
 def make_agent(tmp_path: Path, broker: BrokerProcess) -> Iterator[object]:
     made: list[AgentProcess] = []
 
-    def make(device_id: str, role: str = "gate", site: str = "tv-tinh", **sections: object) -> AgentProcess:
+    def make(
+        device_id: str, role: str = "gate", site: str = "tv-tinh", **sections: object
+    ) -> AgentProcess:
         data = tmp_path / device_id
-        agent = AgentProcess(data, agent_config(data, device_id, role, site, broker.url, **sections))
+        agent = AgentProcess(
+            data, agent_config(data, device_id, role, site, broker.url, **sections)
+        )
         made.append(agent)
         return agent
 

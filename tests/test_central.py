@@ -35,15 +35,24 @@ def api(tmp_path: Path, repo: Repo) -> TestClient:
     return client
 
 
-def ev(seq: int, device: str = "gate-01", site: str = "tv-tinh", **over: object) -> dict[str, object]:
+def ev(
+    seq: int, device: str = "gate-01", site: str = "tv-tinh", **over: object
+) -> dict[str, object]:
     return {
-        "event_id": uuid7(), "device_id": device, "site": site, "type": "gate.decision",
-        "seq": seq, "occurred_at": f"2026-11-21T05:00:{seq % 60:02d}Z",
-        "payload": {"decision": "grant", "patron_id": f"P{seq:06d}"}, **over,
+        "event_id": uuid7(),
+        "device_id": device,
+        "site": site,
+        "type": "gate.decision",
+        "seq": seq,
+        "occurred_at": f"2026-11-21T05:00:{seq % 60:02d}Z",
+        "payload": {"decision": "grant", "patron_id": f"P{seq:06d}"},
+        **over,
     }
 
 
-def batch(events: list[dict[str, object]], device: str = "gate-01", site: str = "tv-tinh") -> Incoming:
+def batch(
+    events: list[dict[str, object]], device: str = "gate-01", site: str = "tv-tinh"
+) -> Incoming:
     body = {"v": 1, "batch_id": uuid7(), "device_id": device, "events": events}
     return Incoming(site, device, "events", orjson.dumps(body))
 
@@ -91,7 +100,10 @@ def test_bad_events_are_quarantined_not_lost_and_do_not_sink_the_batch(repo: Rep
     [
         (b"{not json", "malformed_json"),
         (b'{"v":1,"batch_id":"b","device_id":"gate-01"}', "invalid"),
-        (orjson.dumps({"v": 1, "batch_id": "b", "device_id": "desk-01", "events": []}), "device_mismatch"),
+        (
+            orjson.dumps({"v": 1, "batch_id": "b", "device_id": "desk-01", "events": []}),
+            "device_mismatch",
+        ),
     ],
 )
 def test_malformed_messages_are_refused_and_others_in_the_run_still_stored(
@@ -131,7 +143,9 @@ def test_admin_auth(api: TestClient) -> None:
 
 def test_desired_state_compare_and_set(api: TestClient, repo: Repo) -> None:
     assert api.put("/api/v1/devices/gate-01/desired", json={"base_version": 0}).status_code == 404
-    created = api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "tv-tinh", "role": "gate"})
+    created = api.post(
+        "/api/v1/devices", json={"device_id": "gate-01", "site": "tv-tinh", "role": "gate"}
+    )
     assert created.status_code == 201 and created.json()["desired_version"] == 0
     body = {"base_version": 0, "config": {"log": {"level": "DEBUG"}}}
     first = api.put("/api/v1/devices/gate-01/desired", json=body)
@@ -140,9 +154,15 @@ def test_desired_state_compare_and_set(api: TestClient, repo: Repo) -> None:
     assert stale.status_code == 409 and "version 1" in stale.json()["detail"]
     dev = api.get("/api/v1/devices/gate-01").json()
     assert dev["desired_version"] == 1 and dev["desired"]["config"] == {"log": {"level": "DEBUG"}}
-    assert api.put("/api/v1/devices/gate-01/desired", json={"base_version": 1, "oops": 1}).status_code == 422
+    assert (
+        api.put("/api/v1/devices/gate-01/desired", json={"base_version": 1, "oops": 1}).status_code
+        == 422
+    )
     assert api.get("/api/v1/devices/nope").status_code == 404
-    assert api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "cn-2"}).status_code == 409
+    assert (
+        api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "cn-2"}).status_code
+        == 409
+    )
 
 
 def test_events_filter_and_paginate(api: TestClient, repo: Repo) -> None:
@@ -167,7 +187,11 @@ def test_events_filter_and_paginate(api: TestClient, repo: Repo) -> None:
     assert len(only) == 5 and {i["device_id"] for i in only} == {"sc-01"}
     window = api.get(
         "/api/v1/events",
-        params={"since": "2026-11-21T05:00:10Z", "until": "2026-11-21T05:00:20Z", "device_id": "gate-01"},
+        params={
+            "since": "2026-11-21T05:00:10Z",
+            "until": "2026-11-21T05:00:20Z",
+            "device_id": "gate-01",
+        },
     ).json()["items"]
     assert sorted(i["seq"] for i in window) == list(range(10, 20))
     oldest = api.get("/api/v1/events", params={"order": "oldest", "limit": 1}).json()["items"][0]
@@ -180,8 +204,13 @@ def test_events_filter_and_paginate(api: TestClient, repo: Repo) -> None:
 def test_openapi_documents_the_api(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
     paths = spec["paths"]
-    for path in ["/api/v1/health", "/api/v1/devices", "/api/v1/devices/{device_id}",
-                 "/api/v1/devices/{device_id}/desired", "/api/v1/events"]:
+    for path in [
+        "/api/v1/health",
+        "/api/v1/devices",
+        "/api/v1/devices/{device_id}",
+        "/api/v1/devices/{device_id}/desired",
+        "/api/v1/events",
+    ]:
         assert path in paths
     assert "409" in paths["/api/v1/devices/{device_id}/desired"]["put"]["responses"]
     assert "event_id" in spec["components"]["schemas"]["EventOut"]["properties"]

@@ -94,3 +94,14 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text(BASE + "colour = 1\n")
     assert main(["config", "check", str(bad)]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_config_schema_command_lists_every_section(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["config", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"role", "site", "device_id", "broker", "sync", "outbox"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+    assert main(["config", "schema", "--central"]) == 0
+    assert "accept_unknown_devices" in json.loads(capsys.readouterr().out)["properties"]

@@ -28,13 +28,17 @@ def central_db(central: CentralProcess) -> sqlite3.Connection:
 
 def stored_seqs(central: CentralProcess, device_id: str) -> list[int]:
     with central_db(central) as conn:
-        return [r[0] for r in conn.execute("SELECT seq FROM events WHERE device_id = ?", (device_id,))]
+        return [
+            r[0] for r in conn.execute("SELECT seq FROM events WHERE device_id = ?", (device_id,))
+        ]
 
 
 def queue(agent: AgentProcess, n: int) -> list[int]:
     store = Store(agent.data_dir / "agent.sqlite3")
     sim = RoleSimulator("gate", "tv-tinh", seed=1)
-    events = store.append([sim.next_event() for _ in range(n)], device_id=agent.device_id, site="tv-tinh")
+    events = store.append(
+        [sim.next_event() for _ in range(n)], device_id=agent.device_id, site="tv-tinh"
+    )
     store.close()
     return [e.seq for e in events]
 
@@ -66,15 +70,21 @@ def device(central: CentralProcess, device_id: str) -> dict[str, Any]:
         return r.json() if r.status_code == 200 else {}
 
 
-def test_simulated_agent_events_reach_central_and_leave_the_outbox(central: CentralProcess, make_agent: Any) -> None:
+def test_simulated_agent_events_reach_central_and_leave_the_outbox(
+    central: CentralProcess, make_agent: Any
+) -> None:
     port = free_port()
-    agent = make_agent("gate-01", simulator={"enabled": True, "rate_per_s": 50.0}, metrics={"port": port})
+    agent = make_agent(
+        "gate-01", simulator={"enabled": True, "rate_per_s": 50.0}, metrics={"port": port}
+    )
     agent.start()
     wait_until(lambda: len(stored_seqs(central, "gate-01")) >= 40, 30, what="40 events at central")
     dev = device(central, "gate-01")
     assert dev["online"] and dev["role"] == "gate" and dev["reported"]["software"]
     with central.client() as api:
-        items = api.get("/events", params={"device_id": "gate-01", "type": "gate.decision"}).json()["items"]
+        items = api.get("/events", params={"device_id": "gate-01", "type": "gate.decision"}).json()[
+            "items"
+        ]
     assert items and all(i["payload"]["decision"] in ("grant", "deny") for i in items)
     metrics = scrape(port)
     assert metrics["agent_broker_connected"] == 1
@@ -89,36 +99,66 @@ def test_simulated_agent_events_reach_central_and_leave_the_outbox(central: Cent
     assert len(seqs) == len(set(seqs))
 
 
-def test_desired_state_applied_and_bad_desired_refused(central: CentralProcess, make_agent: Any) -> None:
+def test_desired_state_applied_and_bad_desired_refused(
+    central: CentralProcess, make_agent: Any
+) -> None:
     agent = make_agent("selfcheck-01", role="selfcheck")
     agent.start()
     wait_until(lambda: device(central, "selfcheck-01").get("online"), 15, what="online")
     with central.client() as api:
-        r = api.put("/devices/selfcheck-01/desired",
-                    json={"base_version": 0, "config": {"simulator": {"enabled": True, "rate_per_s": 20}}})
+        r = api.put(
+            "/devices/selfcheck-01/desired",
+            json={"base_version": 0, "config": {"simulator": {"enabled": True, "rate_per_s": 20}}},
+        )
         assert r.status_code == 200 and r.json()["published"] is True
-    wait_until(lambda: device(central, "selfcheck-01")["reported"]["desired_version"] == 1, 15,
-               what="desired v1 applied")
-    wait_until(lambda: len(stored_seqs(central, "selfcheck-01")) > 10, 15, what="simulator switched on")
+    wait_until(
+        lambda: device(central, "selfcheck-01")["reported"]["desired_version"] == 1,
+        15,
+        what="desired v1 applied",
+    )
+    wait_until(
+        lambda: len(stored_seqs(central, "selfcheck-01")) > 10, 15, what="simulator switched on"
+    )
     # a push that touches identity is refused by the device, which keeps running on v1
     with central.client() as api:
-        assert api.put("/devices/selfcheck-01/desired",
-                       json={"base_version": 1, "config": {"device_id": "x"}}).status_code == 200
-    wait_until(lambda: (device(central, "selfcheck-01")["reported"] or {}).get("desired_error"), 15,
-               what="desired error reported")
+        assert (
+            api.put(
+                "/devices/selfcheck-01/desired",
+                json={"base_version": 1, "config": {"device_id": "x"}},
+            ).status_code
+            == 200
+        )
+    wait_until(
+        lambda: (device(central, "selfcheck-01")["reported"] or {}).get("desired_error"),
+        15,
+        what="desired error reported",
+    )
     reported = device(central, "selfcheck-01")["reported"]
     assert reported["desired_version"] == 1 and "not tunable" in reported["desired_error"]
     with central.client() as api:
-        kinds = {i["type"] for i in api.get("/events", params={"device_id": "selfcheck-01", "limit": 1000}).json()["items"]}
+        kinds = {
+            i["type"]
+            for i in api.get("/events", params={"device_id": "selfcheck-01", "limit": 1000}).json()[
+                "items"
+            ]
+        }
     assert {"device.desired_applied", "device.desired_rejected", "circ.checkout"} <= kinds
     # restart: the applied desired state comes back from the local store
     agent.stop()
     agent.start()
-    wait_until(lambda: device(central, "selfcheck-01")["online"]
-               and device(central, "selfcheck-01")["reported"]["desired_version"] == 1, 15, what="v1 after restart")
+    wait_until(
+        lambda: (
+            device(central, "selfcheck-01")["online"]
+            and device(central, "selfcheck-01")["reported"]["desired_version"] == 1
+        ),
+        15,
+        what="v1 after restart",
+    )
 
 
-def test_offline_broker_then_recovery_loses_nothing(broker: BrokerProcess, central: CentralProcess, make_agent: Any) -> None:
+def test_offline_broker_then_recovery_loses_nothing(
+    broker: BrokerProcess, central: CentralProcess, make_agent: Any
+) -> None:
     agent = make_agent("gate-02", simulator={"enabled": True, "rate_per_s": 100.0})
     agent.start()
     wait_until(lambda: len(stored_seqs(central, "gate-02")) > 20, 20, what="first events")
@@ -138,45 +178,73 @@ def test_offline_broker_then_recovery_loses_nothing(broker: BrokerProcess, centr
     wait_until(lambda: outbox_depth(agent) == 0, 10, what="empty outbox")
 
 
-def test_kill_9_agent_and_central_mid_send_exactly_once(central: CentralProcess, make_agent: Any) -> None:
+def test_kill_9_agent_and_central_mid_send_exactly_once(
+    central: CentralProcess, make_agent: Any
+) -> None:
     agent = make_agent("gate-03", sync={"batch_max_events": 200, "ack_timeout_s": 2.0})
     expected = queue(agent, 30_000)
     agent.start()
-    wait_until(lambda: len(stored_seqs(central, "gate-03")) > 3000, 60, interval=0.01, what="sending")
+    wait_until(
+        lambda: len(stored_seqs(central, "gate-03")) > 3000, 60, interval=0.01, what="sending"
+    )
     agent.kill()
     agent.start()
-    wait_until(lambda: len(stored_seqs(central, "gate-03")) > 12_000, 60, interval=0.01, what="resumed")
+    wait_until(
+        lambda: len(stored_seqs(central, "gate-03")) > 12_000, 60, interval=0.01, what="resumed"
+    )
     central.kill()
     central.start()
-    wait_until(lambda: len(set(stored_seqs(central, "gate-03"))) >= len(expected) + 2, 90,
-               what="all events after kills")
+    wait_until(
+        lambda: len(set(stored_seqs(central, "gate-03"))) >= len(expected) + 2,
+        90,
+        what="all events after kills",
+    )
     seqs = stored_seqs(central, "gate-03")
     assert len(seqs) == len(set(seqs)), "an event was stored twice"
     assert set(expected) <= set(seqs)
     wait_until(lambda: outbox_depth(agent) == 0, 20, what="outbox drained")
 
 
-def test_unregistered_device_is_held_fills_outbox_alarm_then_drains(tmp_path: Path, broker: BrokerProcess, make_agent: Any) -> None:
-    central = CentralProcess(tmp_path / "strict", broker.url, "tok", extra={"accept_unknown_devices": False})
+def test_unregistered_device_is_held_fills_outbox_alarm_then_drains(
+    tmp_path: Path, broker: BrokerProcess, make_agent: Any
+) -> None:
+    central = CentralProcess(
+        tmp_path / "strict", broker.url, "tok", extra={"accept_unknown_devices": False}
+    )
     central.start()
     try:
         port = free_port()
         agent = make_agent(
-            "desk-09", role="desk", metrics={"port": port},
+            "desk-09",
+            role="desk",
+            metrics={"port": port},
             simulator={"enabled": True, "rate_per_s": 200.0},
             outbox={"max_events": 200, "alarm_ratio": 0.5},
         )
         agent.start()
-        wait_until(lambda: scrape(port).get("agent_events_refused_total", 0) > 0, 30, what="outbox full")
+        wait_until(
+            lambda: scrape(port).get("agent_events_refused_total", 0) > 0, 30, what="outbox full"
+        )
         wait_until(lambda: scrape(port).get("agent_outbox_fill_ratio", 0) >= 0.5, 10, what="gauge")
         assert agent.alive()
         assert stored_seqs(central, "desk-09") == []
         with central.client() as api:
-            assert api.post("/devices", json={"device_id": "desk-09", "site": "tv-tinh", "role": "desk"}).status_code == 201
-            api.put("/devices/desk-09/desired", json={"base_version": 0, "config": {"simulator": {"enabled": False}}})
+            assert (
+                api.post(
+                    "/devices", json={"device_id": "desk-09", "site": "tv-tinh", "role": "desk"}
+                ).status_code
+                == 201
+            )
+            api.put(
+                "/devices/desk-09/desired",
+                json={"base_version": 0, "config": {"simulator": {"enabled": False}}},
+            )
         wait_until(lambda: outbox_depth(agent) == 0, 60, what="held events drained")
         with central.client() as api:
-            items = api.get("/events", params={"device_id": "desk-09", "type": "device.outbox_alarm", "limit": 10}).json()["items"]
+            items = api.get(
+                "/events",
+                params={"device_id": "desk-09", "type": "device.outbox_alarm", "limit": 10},
+            ).json()["items"]
         assert {i["payload"]["state"] for i in items} >= {"raised"}
         seqs = stored_seqs(central, "desk-09")
         assert len(seqs) == len(set(seqs))
@@ -190,23 +258,40 @@ async def _publish(url_port: int, messages: list[tuple[str, bytes]]) -> None:
             await client.publish(topic, payload, qos=1)
 
 
-def test_garbage_on_the_wire_is_refused_and_counted(broker: BrokerProcess, central: CentralProcess, make_agent: Any) -> None:
+def test_garbage_on_the_wire_is_refused_and_counted(
+    broker: BrokerProcess, central: CentralProcess, make_agent: Any
+) -> None:
     port = free_port()
     agent = make_agent("gate-04", metrics={"port": port})
     agent.start()
     wait_until(lambda: device(central, "gate-04").get("online"), 15, what="online")
-    asyncio.run(_publish(broker.port, [
-        ("be/tv-tinh/gate-04/events", b"\x00\x01garbage"),
-        ("be/tv-tinh/gate-04/events", b'{"v":1,"batch_id":"x","device_id":"gate-04","events":[{"seq":1}]}'),
-        ("be/tv-tinh/gate-04/events", b"[" + b"1," * (MAX_PAYLOAD_BYTES // 2) + b"1]"),
-        ("be/tv-tinh/gate-04/state", b'{"device_id":"gate-04"}'),
-        ("be/BAD SITE/gate-04/events", b"{}"),
-        ("be/tv-tinh/gate-04/desired", b"not json at all"),
-        ("be/tv-tinh/gate-04/ack", orjson.dumps({"batch_id": "b", "stored": 5})),
-        ("be/tv-tinh/gate-04/cmd", orjson.dumps({"command_id": "c1", "name": "self_destruct"})),
-    ]))
+    asyncio.run(
+        _publish(
+            broker.port,
+            [
+                ("be/tv-tinh/gate-04/events", b"\x00\x01garbage"),
+                (
+                    "be/tv-tinh/gate-04/events",
+                    b'{"v":1,"batch_id":"x","device_id":"gate-04","events":[{"seq":1}]}',
+                ),
+                ("be/tv-tinh/gate-04/events", b"[" + b"1," * (MAX_PAYLOAD_BYTES // 2) + b"1]"),
+                ("be/tv-tinh/gate-04/state", b'{"device_id":"gate-04"}'),
+                ("be/BAD SITE/gate-04/events", b"{}"),
+                ("be/tv-tinh/gate-04/desired", b"not json at all"),
+                ("be/tv-tinh/gate-04/ack", orjson.dumps({"batch_id": "b", "stored": 5})),
+                (
+                    "be/tv-tinh/gate-04/cmd",
+                    orjson.dumps({"command_id": "c1", "name": "self_destruct"}),
+                ),
+            ],
+        )
+    )
     queue_seqs = queue(agent, 50)
-    wait_until(lambda: set(queue_seqs) <= set(stored_seqs(central, "gate-04")), 20, what="good events after garbage")
+    wait_until(
+        lambda: set(queue_seqs) <= set(stored_seqs(central, "gate-04")),
+        20,
+        what="good events after garbage",
+    )
     text = httpx.get(central.url + "/metrics", timeout=5).text
     assert 'central_messages_refused_total{reason="malformed_json"}' in text
     assert 'central_messages_refused_total{reason="oversized"}' in text
@@ -215,7 +300,7 @@ def test_garbage_on_the_wire_is_refused_and_counted(broker: BrokerProcess, centr
         q = api.get("/quarantine").json()
     assert any(item["reason"] == "invalid_event" for item in q)
     m = scrape(port)
-    assert m['agent_bad_messages_total{reason=malformed_json}'] >= 1
-    assert m['agent_bad_messages_total{reason=invalid}'] >= 1
-    assert m['agent_bad_messages_total{reason=unknown_command}'] >= 1
+    assert m["agent_bad_messages_total{reason=malformed_json}"] >= 1
+    assert m["agent_bad_messages_total{reason=invalid}"] >= 1
+    assert m["agent_bad_messages_total{reason=unknown_command}"] >= 1
     assert agent.alive() and central.alive()

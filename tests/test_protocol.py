@@ -20,8 +20,13 @@ from biblioedge.protocol import (
 
 def event(**over: object) -> dict[str, object]:
     base = {
-        "event_id": uuid7(), "device_id": "gate-01", "site": "tv-tinh", "type": "gate.decision",
-        "seq": 1, "occurred_at": "2026-11-21T05:00:00Z", "payload": {"decision": "grant"},
+        "event_id": uuid7(),
+        "device_id": "gate-01",
+        "site": "tv-tinh",
+        "type": "gate.decision",
+        "seq": 1,
+        "occurred_at": "2026-11-21T05:00:00Z",
+        "payload": {"decision": "grant"},
     }
     return {**base, **over}
 
@@ -36,7 +41,9 @@ def test_uuid7_is_version_7_and_time_ordered() -> None:
 
 def test_topics_roundtrip_and_reject_garbage() -> None:
     assert parse_device_topic(device_topic("tv-tinh", "gate-01", "events")) == (
-        "tv-tinh", "gate-01", "events",
+        "tv-tinh",
+        "gate-01",
+        "events",
     )
     for bad in ["be/x/y", "be/x/y/z", "other/x/y/events", "be/X!/y/events", "be/a/b/events/c"]:
         with pytest.raises(ProtocolError) as err:

@@ -6,18 +6,19 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from biblioedge.agent.store import SCHEMA_VERSION, OutboxFull, Store, StoreError
 from biblioedge.protocol import Event, validate_event
 
-import orjson
-
 
 def append(store: Store, n: int, **kw: object) -> list[Event]:
     return store.append(
         [("gate.decision", {"decision": "grant", "i": i}) for i in range(n)],
-        device_id="gate-01", site="tv-tinh", **kw,  # type: ignore[arg-type]
+        device_id="gate-01",
+        site="tv-tinh",
+        **kw,  # type: ignore[arg-type]
     )
 
 

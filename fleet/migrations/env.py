@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
-from biblioedge.fleet.db import metadata
 from sqlalchemy import create_engine
+
+from biblioedge.fleet.db import metadata
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 from biblioedge.fleet.db import BigId, UTCDateTime
 
 revision = "0001"

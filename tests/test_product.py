@@ -1,0 +1,225 @@
+"""The product's commands as a user runs them: --help, the demo, the benchmark, the wheel."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
+from biblioedge.provisioning.broker import BrokerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "biblioedge"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["agent"],
+        ["central"],
+        ["broker"],
+        ["demo"],
+        ["bench"],
+        ["bench", "sync"],
+        ["config", "check"],
+        ["config", "schema"],
+    ],
+)
+def test_every_command_has_help(args: list[str]) -> None:
+    out = subprocess.run([*CLI, *args, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "usage: biblioedge" in out.stdout and len(out.stdout) > 150
+
+
+def test_bad_config_exits_2_with_reason(tmp_path: Path) -> None:
+    conf = tmp_path / "a.toml"
+    conf.write_text('role = "gate"\nsite = "s"\ndevice_id = "d"\ndata_dir = "/tmp"\nspeed = 3\n')
+    out = subprocess.run(
+        [*CLI, "agent", "--config", str(conf)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "speed" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.integration
+def test_demo_runs_all_roles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--data", str(tmp_path / "demo"), "--port", "0", "--rate", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C" in line or not line:
+            break
+    banner = "".join(lines)
+    assert "biblioedge demo is running" in banner, banner
+    api_url = next(w for w in banner.split() if w.endswith("/api/v1"))
+    token = (tmp_path / "demo" / "admin-token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def types() -> set[str]:
+        items = httpx.get(f"{api_url}/events", params={"limit": 1000}, headers=auth).json()["items"]
+        return {i["type"] for i in items}
+
+    wait_until(
+        lambda: {"gate.decision", "circ.checkout", "reader.registered"} <= types(),
+        30,
+        what="events of all three roles",
+    )
+    devices = httpx.get(f"{api_url}/devices", headers=auth).json()
+    assert {d["role"] for d in devices} == {"gate", "selfcheck", "desk"}
+    assert httpx.get(f"{api_url}/health").json()["status"] == "ok"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, rest
+    assert time.monotonic() - t0 < 15
+    assert "demo stopped" in rest
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
+    )
+    assert leftover.stdout.strip() == "", "demo left processes behind"
+
+
+@pytest.mark.integration
+def test_bench_sync_with_faults_reports_no_loss(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            *CLI,
+            "bench",
+            "sync",
+            "--events",
+            "4000",
+            "--faults",
+            "--json",
+            "--work-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    for key in (
+        "events",
+        "devices",
+        "seconds",
+        "events_per_s",
+        "backlog_drain_s",
+        "lost",
+        "duplicated",
+    ):
+        assert key in result
+    assert result["events"] == 4000 and result["devices"] == 1
+    assert result["lost"] == 0 and result["duplicated"] == 0
+    assert [f["fault"] for f in result["faults"]] == [
+        "kill -9 agent",
+        "restart broker",
+        "kill -9 central",
+    ]
+    assert result["events_per_s"] > result["unbatched_events_per_s"]
+
+
+@pytest.mark.integration
+def test_embedded_broker_fallback_carries_the_same_protocol(tmp_path: Path) -> None:
+    """What a machine without mosquitto runs: the amqtt broker in a child process."""
+    broker = BrokerProcess(tmp_path / "broker", kind="amqtt")
+    broker.start()
+    central = CentralProcess(tmp_path / "central", broker.url, "tok")
+    agent = AgentProcess(
+        tmp_path / "a",
+        agent_config(
+            tmp_path / "a",
+            "gate-01",
+            "gate",
+            "tv-tinh",
+            broker.url,
+            simulator={"enabled": True, "rate_per_s": 50.0},
+        ),
+    )
+    try:
+        central.start()
+        agent.start()
+        with central.client() as api:
+            wait_until(
+                lambda: len(api.get("/events", params={"limit": 100}).json()["items"]) >= 30,
+                30,
+                what="events through amqtt",
+            )
+            wait_until(lambda: api.get("/devices/gate-01").json()["online"], 10, what="online")
+    finally:
+        agent.stop()
+        central.stop()
+        broker.stop()
+
+
+@pytest.mark.skipif(os.environ.get("BIBLIOEDGE_SKIP_WHEEL") == "1", reason="asked to skip")
+def test_built_wheel_maps_every_folder_under_biblioedge(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("biblioedge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in [
+        "biblioedge/cli.py",
+        "biblioedge/protocol.py",
+        "biblioedge/agent/sync.py",
+        "biblioedge/fleet/api.py",
+        "biblioedge/fleet/migrations/env.py",
+        "biblioedge/fleet/migrations/versions/0001_initial.py",
+        "biblioedge/fleet/migrations/script.py.mako",
+        "biblioedge/provisioning/broker.py",
+        "biblioedge/py.typed",
+    ]:
+        assert module in names
+    tops = {n.split("/")[0] for n in names}
+    assert tops <= {"biblioedge", next(n.split("/")[0] for n in names if ".dist-info" in n)}
+    # the wheel works on its own: import it from a target dir, away from the source tree
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import biblioedge.fleet.repo, biblioedge.agent.runtime as r; print(r.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith(str(target))
