@@ -10,7 +10,9 @@ EXTRAS=""
 [[ "${1:-}" == "--test" ]] && EXTRAS="[test]"
 
 # Debian packages: the broker, and venv support for Debian's own python3.
-APT_PKGS=(mosquitto python3-venv python3-dev)
+APT_PKGS=(mosquitto python3-venv)
+# the test suite also proves central on a real PostgreSQL
+[[ -n "$EXTRAS" ]] && APT_PKGS+=(postgresql)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

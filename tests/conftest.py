@@ -12,6 +12,14 @@ from biblioedge.launch import AgentProcess, CentralProcess, agent_config
 from biblioedge.provisioning.broker import BrokerProcess
 
 
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from pg import postgres_cluster
+
+    with postgres_cluster(tmp_path_factory.mktemp("pg")) as url:
+        yield url
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     proc = BrokerProcess(tmp_path / "broker")

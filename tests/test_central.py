@@ -19,11 +19,18 @@ from biblioedge.protocol import uuid7
 TOKEN = "t0ken-for-tests"
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repo]:
-    r = Repo(f"sqlite:///{tmp_path / 'central.sqlite3'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    r = Repo(url)
     r.migrate()
     yield r
+    if request.param == "postgresql":
+        with r.engine.begin() as conn:  # the cluster is shared by the session: start clean
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     r.close()
 
 
