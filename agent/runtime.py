@@ -125,8 +125,18 @@ class AgentRuntime:
 
     async def apply_desired(self, desired: DesiredState, *, from_store: bool = False) -> None:
         """Apply a newer desired-state document; keep the old config if it does not validate."""
-        if desired.version <= self.desired_version and not from_store:
+        if desired.version < self.desired_version and not from_store:
+            # An older document than the one applied: a restored broker or a central restored
+            # from backup. Keep what we have and say so once per message.
+            self.metrics.bad_messages.labels("stale_desired").inc()
+            log.warning(
+                "ignoring desired state %d older than applied %d",
+                desired.version,
+                self.desired_version,
+            )
             return
+        if desired.version == self.desired_version and not from_store:
+            return  # the retained copy of what we already run
         try:
             new_config = apply_tunables(self.config, desired.config)
         except ConfigError as exc:

@@ -236,11 +236,50 @@ class Store:
             (version, orjson.dumps(doc).decode(), time.time()),
         )
 
+    # -- patron cache -------------------------------------------------------------------
+
+    def upsert_patrons(self, patrons: Iterable[Patron]) -> int:
+        rows = [
+            {**{f: getattr(p, f) for f in Patron.__slots__}, "updated_at": time.time()}
+            for p in patrons
+        ]
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.db["patron_cache"].upsert_all(rows, pk="patron_id")  # type: ignore[union-attr]
+        return len(rows)
+
+    def remove_patrons(self, patron_ids: Iterable[str]) -> int:
+        ids = [(i,) for i in patron_ids]
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            before = self.conn.total_changes
+            self.conn.executemany("DELETE FROM patron_cache WHERE patron_id = ?", ids)
+            return self.conn.total_changes - before
+
+    def patron_by_barcode(self, barcode: str) -> Patron | None:
+        row = self.conn.execute(
+            "SELECT patron_id, barcode, display_name, status, expires_at FROM patron_cache"
+            " WHERE barcode = ?",
+            (barcode,),
+        ).fetchone()
+        return Patron(*row) if row else None
+
     def load_desired(self) -> tuple[int, dict[str, Any]] | None:
         row = self.conn.execute("SELECT version, doc FROM desired_state WHERE id = 1").fetchone()
         if row is None:
             return None
         return int(row[0]), orjson.loads(row[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Patron:
+    """What a kiosk may know offline about a reader: enough to decide, nothing more."""
+
+    patron_id: str
+    barcode: str
+    display_name: str
+    status: str  # "active" | "blocked" | "expired"
+    expires_at: str  # ISO date
 
 
 class AsyncStore:

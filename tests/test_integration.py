@@ -170,6 +170,7 @@ def test_offline_broker_then_recovery_loses_nothing(
     broker.start()
     agent.stop()  # freeze the sequence, then everything recorded must arrive
     last = Store(agent.data_dir / "agent.sqlite3").last_seq()
+    agent = make_agent("gate-02", simulator={"enabled": False})  # same data dir, quiet now
     agent.start()
     wanted = set(range(1, last + 1))
     wait_until(lambda: wanted <= set(stored_seqs(central, "gate-02")), 30, what="all events")

@@ -135,3 +135,25 @@ def test_kill_9_loses_no_committed_event(tmp_path: Path, delay: float) -> None:
     assert not (queued & deleted)
     assert store.last_seq() >= max(appended)
     assert len(appended) >= 7
+
+
+def test_patron_cache_upsert_lookup_remove(tmp_path: Path) -> None:
+    from biblioedge.agent.store import Patron
+
+    path = tmp_path / "a.sqlite3"
+    store = Store(path)
+    an = Patron("P000001", "2000000001", "Nguyễn Văn An", "active", "2030-01-01")
+    binh = Patron("P000002", "2000000002", "Trần Thị Bình", "active", "2030-01-01")
+    assert store.upsert_patrons([an, binh]) == 2
+    store.upsert_patrons(
+        [Patron("P000002", "2000000002", "Trần Thị Bình", "blocked", "2030-01-01")]
+    )
+    store.close()
+    store = Store(path)  # survives a restart
+    assert store.patron_by_barcode("2000000001") == an
+    found = store.patron_by_barcode("2000000002")
+    assert found is not None and found.status == "blocked"
+    assert store.remove_patrons(["P000001", "P404"]) == 1
+    assert store.patron_by_barcode("2000000001") is None
+    assert store.patron_by_barcode("junk'; DROP TABLE outbox; --") is None
+    assert store.outbox_depth() == 0
