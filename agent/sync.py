@@ -180,16 +180,9 @@ class Sync:
                 raise
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
-        cfg = self._cfg()
         state = self._state().model_copy(update={"online": False, "reported_at": utc_now()})
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await client.publish(
-                device_topic(cfg.site, cfg.device_id, "state"),
-                dumps(state),
-                qos=1,
-                retain=True,
-                timeout=1.0,
-            )
+            await self._publish_state(client, state, wait_s=1.0)
 
     # -- outbound -----------------------------------------------------------------------
 
@@ -251,18 +244,15 @@ class Sync:
             await self.publish_state()
 
     async def publish_state(self) -> None:
-        client = self._client
-        if client is None:
-            return
+        if self._client is not None:
+            await self._publish_state(self._client, self._state(), wait_s=10.0)
+
+    async def _publish_state(
+        self, client: aiomqtt.Client, state: ReportedState, wait_s: float
+    ) -> None:
         cfg = self._cfg()
-        state = self._state()
-        await client.publish(
-            device_topic(cfg.site, cfg.device_id, "state"),
-            dumps(state),
-            qos=1,
-            retain=True,
-            timeout=10,
-        )
+        topic = device_topic(cfg.site, cfg.device_id, "state")
+        await client.publish(topic, dumps(state), qos=1, retain=True, timeout=wait_s)
 
     # -- inbound ------------------------------------------------------------------------
 

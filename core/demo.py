@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 
 from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
-from biblioedge.provisioning.broker import BrokerProcess, free_port
+from biblioedge.procs import free_port
+from biblioedge.provisioning.broker import BrokerProcess
 
 log = logging.getLogger("biblioedge.demo")
 

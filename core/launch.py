@@ -4,7 +4,6 @@ integration tests, so all three exercise exactly what runs on a kiosk."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from biblioedge.provisioning.broker import free_port, wait_port
+from biblioedge.procs import free_port, terminate, wait_port
 
 
 def toml_value(value: Any) -> str:
@@ -67,17 +66,7 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return terminate(self.proc, timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

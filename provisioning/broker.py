@@ -13,38 +13,17 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Literal
 
+from biblioedge.procs import free_port, terminate, wait_port
 from biblioedge.protocol import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("biblioedge.provisioning.broker")
 
 BrokerKind = Literal["auto", "mosquitto", "amqtt"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"nothing listening on {host}:{port} after {timeout} s"
-                ) from None
-            time.sleep(0.05)
 
 
 def mosquitto_path() -> str | None:
@@ -115,14 +94,7 @@ class BrokerProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout)
 
     def kill(self) -> None:
         proc, self.proc = self.proc, None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from biblioedge.provisioning.broker import free_port, wait_port
+from biblioedge.procs import free_port, wait_port
 
 
 def pg_bin() -> Path | None:

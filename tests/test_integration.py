@@ -16,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
 from biblioedge.launch import AgentProcess, CentralProcess, wait_until
+from biblioedge.procs import free_port
 from biblioedge.protocol import MAX_PAYLOAD_BYTES
-from biblioedge.provisioning.broker import BrokerProcess, free_port
+from biblioedge.provisioning.broker import BrokerProcess
 
 pytestmark = pytest.mark.integration
 

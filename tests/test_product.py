@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,8 +170,21 @@ def test_embedded_broker_fallback_carries_the_same_protocol(tmp_path: Path) -> N
 
 @pytest.mark.skipif(os.environ.get("BIBLIOEDGE_SKIP_WHEEL") == "1", reason="asked to skip")
 def test_built_wheel_maps_every_folder_under_biblioedge(tmp_path: Path) -> None:
+    # build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+    src = tmp_path / "src"
+    junk = (
+        ".venv",
+        ".git",
+        "build",
+        "*.egg-info",
+        ".typecheck",
+        "__pycache__",
+        "*_cache",
+        "demo-data",
+    )
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*junk))
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         capture_output=True,
         text=True,
         timeout=300,
