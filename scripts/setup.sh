@@ -6,13 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS=""
-[[ "${1:-}" == "--test" ]] && EXTRAS="[test]"
+EXTRAS="[face]"
+TEST=""
+[[ "${1:-}" == "--test" ]] && EXTRAS="[face,test]" && TEST=1
 
 # Debian packages: the broker, and venv support for Debian's own python3.
 APT_PKGS=(mosquitto python3-venv)
 # the test suite also proves central on a real PostgreSQL
-[[ -n "$EXTRAS" ]] && APT_PKGS+=(postgresql)
+[[ -n "$TEST" ]] && APT_PKGS+=(postgresql)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,5 +43,9 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   echo ">> pip install -e .$EXTRAS"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".$EXTRAS"
+  if [[ -n "$TEST" ]]; then
+    # reference implementation for the face tests, without its opencv-python (GUI build)
+    .venv/bin/python -m pip install -q --no-deps "insightface==2.1"
+  fi
   touch "$stamp"
 fi
