@@ -140,13 +140,14 @@ class DlibBackend:
             small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         rects, scores, _ = self.detector.run(small, self.upsample, self.score_threshold)
         faces = []
-        for rect, score in zip(rects, scores, strict=True):
+        for found, score in zip(rects, scores, strict=True):
+            rect = found
             if scale != 1.0:
                 rect = self._dlib.rectangle(
-                    int(rect.left() / scale),
-                    int(rect.top() / scale),
-                    int(rect.right() / scale),
-                    int(rect.bottom() / scale),
+                    int(found.left() / scale),
+                    int(found.top() / scale),
+                    int(found.right() / scale),
+                    int(found.bottom() / scale),
                 )
             shape = self.predictor(rgb, rect)
             faces.append(_Face(self._shape_to_detection(rect, score, shape), shape))
