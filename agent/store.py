@@ -77,9 +77,24 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     db["patron_cache"].create_index(["barcode"], unique=True)  # type: ignore[union-attr]
 
 
+def _m2_gallery(db: sqlite_utils.Database) -> None:
+    # Face templates, encrypted (see agent/gallery_store.py); never stored in clear.
+    db.execute(
+        "CREATE TABLE gallery_templates ("
+        " patron_id TEXT NOT NULL,"
+        " slot INTEGER NOT NULL,"
+        " model TEXT NOT NULL,"
+        " nonce BLOB NOT NULL,"
+        " ciphertext BLOB NOT NULL,"
+        " updated_at REAL NOT NULL,"
+        " PRIMARY KEY (patron_id, slot))"
+    )
+
+
 #: Ordered, append-only list of migrations. Never edit a shipped one; add the next.
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _m1_initial),
+    (2, _m2_gallery),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

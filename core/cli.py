@@ -84,6 +84,27 @@ def _cmd_bench_sync(args: argparse.Namespace) -> int:
     return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
 
 
+def _cmd_bench_face(args: argparse.Namespace) -> int:
+    from biblioedge.bench import print_result
+    from biblioedge.bench_face import bench_face
+
+    setup_logging(args.log_format or "human", "WARNING")
+    try:
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+    except ValueError:
+        sys.stderr.write(f"biblioedge: --sizes must be numbers, got {args.sizes!r}\n")
+        return 2
+    result = bench_face(
+        sizes=sizes,
+        probes=args.probes,
+        repeat=args.repeat,
+        data=args.data,
+        progress=not args.json,
+    )
+    print_result(result, as_json=args.json)
+    return 0
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     if args.central:
         from biblioedge.fleet.config import load_central_config
@@ -190,6 +211,27 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
     b.set_defaults(func=_cmd_bench_sync)
 
+    b = bsub.add_parser(
+        "face",
+        help="face engine: per-stage latency per backend, 1:N search at scale",
+        description="p50/p95 ms of detect, align, embed and match for each available backend "
+        "(dlib, and the active ONNX models of --data), then 1:N search over face-like "
+        "galleries of 512-d templates: the gallery's fast mode against numpy float32 brute "
+        "force on one core, with top-1 and decision agreement and memory.",
+    )
+    b.add_argument(
+        "--sizes",
+        default="10000,100000,1000000",
+        help="gallery sizes, comma-separated (default: 10000,100000,1000000)",
+    )
+    b.add_argument(
+        "--probes", type=int, default=200, help="enrolled probes (and as many strangers)"
+    )
+    b.add_argument("--repeat", type=int, default=5, help="timed runs per image and stage")
+    b.add_argument("--data", type=Path, help="agent data dir whose active models to include")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_cmd_bench_face)
+
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
     c = csub.add_parser("check", help="validate a config file and the environment")
@@ -201,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--central", action="store_true", help="central's config instead of agent's")
     c.set_defaults(func=_cmd_config_schema)
+
+    from biblioedge.facecli import register
+
+    register(sub)
     return parser
 
 
@@ -213,3 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (ValueError, RuntimeError, LookupError) as exc:
+        # Our own deliberate refusals (bad image, corrupt model, unknown id) end with their
+        # message; anything else is a bug and keeps its traceback.
+        if not type(exc).__module__.startswith("biblioedge."):
+            raise
+        sys.stderr.write(f"biblioedge: {exc}\n")
+        return 2

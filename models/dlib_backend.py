@@ -169,8 +169,16 @@ class DlibBackend:
         vectors = np.array(self.recognizer.compute_face_descriptor(rgb, shapes), np.float32)
         return l2_normalize(vectors.reshape(len(detections), self.dim))
 
+    def align(self, image: Image, det: Detection) -> Image:
+        """dlib's own 150x150 aligned chip (BGR), what its descriptor network was trained on."""
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
+        shape = self.predictor(rgb, self._dlib.rectangle(x1, y1, x2, y2))
+        chip = self._dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
+        return cast(Image, cv2.cvtColor(np.asarray(chip), cv2.COLOR_RGB2BGR))
+
     def embed(self, crops: Sequence[Image]) -> F32:
-        """Descriptors of already aligned crops (``face embed --aligned``)."""
+        """Descriptors of already aligned crops (``face embed --aligned``, ``align``)."""
         out = []
         for crop in crops:
             chip = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), (150, 150))

@@ -123,8 +123,13 @@ class FaceEngine:
         return store.active(task)  # type: ignore[arg-type]
 
     @property
-    def names(self) -> dict[str, str]:
-        return {"detector": self.detector.name, "embedder": self.embedder.name}
+    def detector_name(self) -> str:
+        return "dlib-hog@1" if isinstance(self.detector, DlibBackend) else self.detector.name
+
+    def align(self, image: Image, det: Detection) -> Image:
+        if isinstance(self.embedder, DlibBackend):
+            return self.embedder.align(image, det)
+        return norm_crop(image, det.landmarks)
 
     def detect(self, image: Image) -> list[Detection]:
         return self.detector.detect(image)

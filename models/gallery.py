@@ -54,7 +54,7 @@ class Decision:
 
 class Gallery:
     def __init__(
-        self, dim: int, *, fast_from: int = 20_000, rerank: int = 200, seed: int = 20261121
+        self, dim: int, *, fast_from: int = 20_000, rerank: int = 100, seed: int = 20261121
     ) -> None:
         if dim % 8:
             raise ValueError("dim must be a multiple of 8")
@@ -140,6 +140,25 @@ class Gallery:
             self._changed()
         return len(ids)
 
+    def add_matrix(self, ids: list[str], matrix: F32, chunk: int = 65536) -> int:
+        """Bulk load (agent start, benchmarks): one row of ``matrix`` per id, no Python loop
+        over vectors. Rows are validated and normalized like ``add``."""
+        if len(ids) != len(matrix):
+            raise GalleryError(f"{len(ids)} ids for {len(matrix)} templates")
+        with self._lock:
+            self._grow(len(ids))
+            for start in range(0, len(ids), chunk):
+                part = self._check(matrix[start : start + chunk])
+                row = self._n + start
+                self._vectors[row : row + len(part)] = part.astype(np.float16)
+                self._codes[row : row + len(part)] = self._encode(part)
+            for offset, pid in enumerate(ids):
+                self._owner.append(pid)
+                self._rows.setdefault(pid, []).append(self._n + offset)
+            self._n += len(ids)
+            self._changed()
+        return len(ids)
+
     def add(self, patron_id: str, vectors: F32) -> None:
         mat = self._check(vectors)
         self.add_many((patron_id, row) for row in mat)
@@ -205,8 +224,15 @@ class Gallery:
             if use_exact:
                 if self._exact_cache is None:
                     self._exact_cache = self._vectors[: self._n].astype(np.float32)
-                rows = np.arange(self._n)
                 scores = self._exact_cache @ p
+                # only the best few rows need sorting; enough to cover several templates each
+                keep = min(self._n, max(8 * k, 32))
+                rows = (
+                    np.argpartition(-scores, keep - 1)[:keep]
+                    if keep < self._n
+                    else np.arange(self._n)
+                )
+                scores = scores[rows]
             else:
                 rows = self._candidates(p, max(self.rerank, 4 * k))
                 scores = self._vectors[rows].astype(np.float32) @ p

@@ -1,0 +1,198 @@
+"""``biblioedge models …`` and ``biblioedge face …``: model store and face diagnostics for IT."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from biblioedge.models.store import ModelStore
+
+    return ModelStore(args.data / "models")
+
+
+def _out(doc: Any, as_json: bool, human: str) -> None:
+    sys.stdout.write((json.dumps(doc, ensure_ascii=False) if as_json else human) + "\n")
+
+
+def _progress(label: str) -> Any:
+    """Progress on stderr every 10 %: hashing a 100 MB model on a Pi takes a while."""
+    last = [-10]
+
+    def show(done: int, total: int) -> None:
+        pct = int(100 * done / max(total, 1))
+        if pct >= last[0] + 10 or (pct == 100 and last[0] != 100):
+            sys.stderr.write(f"{label} {pct}%\n")
+            last[0] = pct
+
+    return show
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from biblioedge.models.engine import check_model
+    from biblioedge.models.manifest import load_manifest
+
+    store = _store(args)
+    if args.models_cmd == "add":
+        manifest = store.add(
+            args.file, load_manifest(args.manifest), progress=_progress(f"hashing {args.file.name}")
+        )
+        _out({"added": manifest.ref}, args.json, f"added {manifest.ref}")
+    elif args.models_cmd == "list":
+        rows = [
+            {
+                "ref": s.manifest.ref,
+                "task": s.manifest.task,
+                "layout": s.manifest.layout,
+                "active": s.active,
+                "threshold": s.manifest.threshold,
+            }
+            for s in store.list()
+        ]
+        text = "\n".join(
+            f"{'*' if r['active'] else ' '} {r['ref']:32} {r['task']:8} {r['layout']}" for r in rows
+        )
+        _out(rows, args.json, text or "(no models; the dlib backend is used)")
+    elif args.models_cmd == "verify":
+        result = store.verify()
+        text = "\n".join(f"{ref}: {status}" for ref, status in result.items())
+        _out(result, args.json, text or "(no models)")
+        return 0 if all(v == "ok" for v in result.values()) else 1
+    elif args.models_cmd == "activate":
+        store.activate(args.ref, check=check_model)
+        _out({"active": args.ref}, args.json, f"{args.ref} is active")
+    elif args.models_cmd == "rollback":
+        ref = store.rollback(args.task)
+        _out({"active": ref}, args.json, f"{args.task}: {ref or 'built-in dlib backend'}")
+    return 0
+
+
+def _engine(args: argparse.Namespace, role: str) -> Any:
+    from biblioedge.models.engine import FaceEngine
+
+    store = _store(args) if (args.data / "models").exists() or args.model else None
+    kw = {role: args.model} if args.model else {}
+    return FaceEngine(store, **kw)
+
+
+def cmd_face(args: argparse.Namespace) -> int:
+    from biblioedge.models.image import read_image
+
+    if args.face_cmd == "detect":
+        engine = _engine(args, "detector")
+        image = read_image(args.image)
+        t0 = time.perf_counter()
+        dets = engine.detect(image)
+        ms = (time.perf_counter() - t0) * 1000
+        doc = {
+            "model": engine.detector_name,
+            "image": str(args.image),
+            "ms": round(ms, 1),
+            "faces": [d.as_dict() for d in dets],
+        }
+        human = f"{len(dets)} face(s) in {ms:.0f} ms ({engine.detector_name})\n" + "\n".join(
+            f"  box {d.as_dict()['box']} score {d.score:.3f}" for d in dets
+        )
+        _out(doc, args.json, human)
+        return 0
+    engine = _engine(args, "embedder")
+    if args.face_cmd == "embed":
+        image = read_image(args.image)
+        t0 = time.perf_counter()
+        if args.aligned:
+            vec = engine.embed_aligned([image])[0]
+            face = None
+        else:
+            det, vec = engine.embed_largest(image)
+            face = det.as_dict()
+        ms = (time.perf_counter() - t0) * 1000
+        doc = {
+            "model": engine.embedder.name,
+            "dim": int(vec.shape[0]),
+            "ms": round(ms, 1),
+            "face": face,
+            "embedding": [round(float(v), 6) for v in vec],
+        }
+        _out(doc, args.json, f"{vec.shape[0]}-d embedding in {ms:.0f} ms ({engine.embedder.name})")
+        return 0
+    a, b = read_image(args.a), read_image(args.b)
+    _, va = engine.embed_largest(a)
+    _, vb = engine.embed_largest(b)
+    result = engine.compare(va, vb)
+    doc = {
+        "model": engine.embedder.name,
+        "score": result.score,
+        "threshold": result.threshold,
+        "decision": "match" if result.match else "no_match",
+    }
+    word = "same person" if result.match else "different people"
+    _out(doc, args.json, f"{word}: score {result.score:.4f} (threshold {result.threshold})")
+    return 0
+
+
+def register(sub: Any) -> None:
+    default_data = Path(os.environ.get("BIBLIOEDGE_AGENT_DATA_DIR", "/var/lib/biblioedge"))
+
+    def data_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data",
+            type=Path,
+            default=default_data,
+            help="agent data directory; models live in DATA/models "
+            "(default: $BIBLIOEDGE_AGENT_DATA_DIR or /var/lib/biblioedge)",
+        )
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "models",
+        help="the on-device model store",
+        description="Add, list, verify, activate and roll back face models. Only files whose "
+        "sha256 matches their manifest are stored; activation loads the model once and refuses "
+        "it if its outputs do not match the manifest. With no active model the built-in dlib "
+        "backend is used.",
+    )
+    msub = p.add_subparsers(dest="models_cmd", required=True, metavar="ACTION")
+    a = msub.add_parser("add", help="add a model file with its manifest (JSON)")
+    a.add_argument("file", type=Path)
+    a.add_argument("--manifest", type=Path, required=True)
+    data_arg(a)
+    for name, text in (
+        ("list", "list stored models (* = active)"),
+        ("verify", "re-hash every stored model; exit 1 if any is bad"),
+    ):
+        data_arg(msub.add_parser(name, help=text))
+    a = msub.add_parser("activate", help="make NAME@VERSION the active model of its task")
+    a.add_argument("ref", metavar="NAME@VERSION")
+    data_arg(a)
+    a = msub.add_parser("rollback", help="back to the previously active model of a task")
+    a.add_argument("task", choices=["detect", "embed", "liveness"])
+    data_arg(a)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "face",
+        help="face diagnostics: detect, embed, compare",
+        description="Run the face engine on image files, as the kiosks do.",
+    )
+    fsub = p.add_subparsers(dest="face_cmd", required=True, metavar="ACTION")
+    a = fsub.add_parser("detect", help="faces in an image: boxes, scores, landmarks")
+    a.add_argument("image", type=Path)
+    a.add_argument("--model", metavar="NAME@VERSION", help="a stored detector (default: active)")
+    data_arg(a)
+    a = fsub.add_parser("embed", help="embedding of the largest face")
+    a.add_argument("image", type=Path)
+    a.add_argument("--aligned", action="store_true", help="IMAGE is already a 112x112 crop")
+    a.add_argument("--model", metavar="NAME@VERSION", help="a stored embedder (default: active)")
+    data_arg(a)
+    a = fsub.add_parser("compare", help="is the largest face of A the same person as of B?")
+    a.add_argument("a", type=Path)
+    a.add_argument("b", type=Path)
+    a.add_argument("--model", metavar="NAME@VERSION", help="a stored embedder (default: active)")
+    data_arg(a)
+    p.set_defaults(func=cmd_face)
