@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -86,6 +86,22 @@ class SimulatorConfig(StrictModel):
     seed: int | None = Field(default=None, description="Random seed for repeatable runs")
 
 
+class FaceConfig(StrictModel):
+    intra_threads: int = Field(
+        default=2, ge=1, le=16, description="onnxruntime threads per inference (a Pi 4 has 4)"
+    )
+    inter_threads: int = Field(default=1, ge=1, le=8, description="onnxruntime parallel ops")
+    optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        default="all", description="onnxruntime graph optimization level"
+    )
+    gallery_fast_from: int = Field(
+        default=20_000, ge=1, description="Use the gallery's fast mode from this many templates"
+    )
+    gallery_rerank: int = Field(
+        default=100, ge=8, le=5000, description="Fast-mode candidates re-ranked exactly"
+    )
+
+
 class AgentConfig(StrictModel):
     role: Role = Field(description="What the kiosk is: gate, selfcheck or desk")
     site: str = Field(description="Site (branch) id, a lowercase slug")
@@ -102,6 +118,7 @@ class AgentConfig(StrictModel):
     simulator: SimulatorConfig = Field(
         default_factory=SimulatorConfig, description="Simulated device (demo, tests)"
     )
+    face: FaceConfig = Field(default_factory=FaceConfig, description="Face engine tuning")
     drivers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-driver settings, by driver name"
     )

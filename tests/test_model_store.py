@@ -128,3 +128,19 @@ def test_images_are_normalized_or_refused(tmp_path: Path) -> None:
         decode_image(b"")
     with pytest.raises(ImageError, match="cannot read"):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_a_running_engine_keeps_serving_when_a_new_model_fails(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    p1, m1 = arcface(tmp_path, 0)
+    store.add(p1, m1)
+    store.activate(m1.ref, check=check_model)
+    running = FaceEngine(store)
+    crop = np.full((112, 112, 3), 100, np.uint8)
+    before = running.embed_aligned([crop])
+    blob = store.blob(m1)
+    blob.chmod(0o644)
+    blob.write_bytes(b"truncated")
+    with pytest.raises(ModelStoreError):
+        FaceEngine(store)  # the reload fails ...
+    np.testing.assert_array_equal(running.embed_aligned([crop]), before)  # ... the old one serves
