@@ -105,6 +105,14 @@ def _cmd_bench_face(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_codes(args: argparse.Namespace) -> int:
+    from biblioedge.bench import print_result
+    from biblioedge.bench_codes import bench_codes
+
+    print_result(bench_codes(args.frames, args.repeat), as_json=args.json)
+    return 0
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     if args.central:
         from biblioedge.fleet.config import load_central_config
@@ -231,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", type=Path, help="agent data dir whose active models to include")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_face)
+
+    b = bsub.add_parser(
+        "codes",
+        help="QR on 1280x720 frames: zxing-cpp and pyzbar side by side",
+        description="ms per frame, read rate and false reads of both decoders over generated "
+        "library-card QR frames (scale, rotation, blur, dim light, noise) and empty frames.",
+    )
+    b.add_argument("--frames", type=int, default=80, help="frames (a quarter without a code)")
+    b.add_argument("--repeat", type=int, default=3, help="timed decodes per frame")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_cmd_bench_codes)
 
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")

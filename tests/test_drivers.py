@@ -226,3 +226,16 @@ def test_line_buffer_drops_overlong_lines_whole() -> None:
     assert lb.feed(b"abc\r\nabcdefghij") == [b"abc"]
     assert lb.feed(b"klm\nxy") == [] and lb.take_overflows() == 1
     assert lb.feed(b"z\r") == [b"xyz"]
+
+
+def test_bench_codes_reports_both_decoders() -> None:
+    from biblioedge.bench_codes import bench_codes
+
+    doc = bench_codes(frames=12, repeat=1)
+    for config in ("library_formats", "qr_only"):
+        per = doc["decoders"][config]
+        for name in ("zxing-cpp", "pyzbar"):
+            assert per[name]["p50_ms"] > 0 and 0 <= per[name]["read_rate"] <= 1
+            assert per[name]["false_reads"] == 0
+        assert per["zxing-cpp"]["read_rate"] == 1.0
+    assert doc["frames_with_code"] == 9
