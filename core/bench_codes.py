@@ -29,7 +29,7 @@ def make_frames(n: int, seed: int = 0) -> list[tuple[Any, str | None]]:
         text = f"BE1.{rng.integers(0, 10**12):012d}.{rng.integers(0, 10**15):015d}"
         buf = io.BytesIO()
         segno.make(text, error="m").save(buf, kind="png", scale=int(rng.integers(3, 9)), border=4)
-        code = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_GRAYSCALE)
+        code: Any = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_GRAYSCALE)
         bg = int(rng.integers(140, 220))
         f: Any = np.full((720, 1280), bg, np.uint8)
         h, w = code.shape
