@@ -1,0 +1,280 @@
+"""The entry gate: camera frame -> card code or face -> policy -> relay -> event.
+
+One loop takes the newest frame (never a backlog), looks for a library card first (7 ms with
+zxing-cpp) and for a face otherwise: detect -> quality -> liveness (when enabled) -> embed ->
+1:N against the site's gallery with threshold and margin -> policy (blocked, expiry,
+anti-passback, cooldown) -> open the relay and greet by name. Every decision is an event with
+patron id, method, score and frame-to-relay latency; never an image. What the screen should
+show is published as a :class:`GateView` for the kiosk UI.
+
+Drivers block (camera waits, serial I/O, inference), so each runs off the event loop: the
+face engine on its own worker thread, codes and the relay on the loop's default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from biblioedge.agent.gate_policy import GatePolicy, Method, Verdict
+from biblioedge.agent.supervisor import Context
+from biblioedge.cardtoken import CardTokenError, CardVerifier, looks_like_card
+from biblioedge.drivers.camera import Camera, Frame
+from biblioedge.drivers.codes import Code, FrameDecoder
+from biblioedge.drivers.errors import DriverError
+from biblioedge.drivers.gate import GateController
+from biblioedge.models.engine import AsyncFaceEngine
+from biblioedge.models.gallery import Gallery
+from biblioedge.models.liveness import Liveness
+from biblioedge.models.quality import QualityConfig, assess
+
+log = logging.getLogger("biblioedge.agent.gate")
+
+Mode = Literal["idle", "granted", "denied", "hint", "out_of_service"]
+Emit = Callable[[str, dict[str, Any]], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class GateView:
+    """What the gate screen shows. ``message`` is a key the kiosk translates (vi first)."""
+
+    mode: Mode
+    message: str
+    name: str = ""
+    face_box: tuple[float, float, float, float] | None = None
+
+
+class GateMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter(
+            "gate_decisions", "Gate decisions", ["decision", "method", "reason"], registry=registry
+        )
+        self.latency = Histogram(
+            "gate_frame_to_relay_seconds",
+            "Camera frame to relay command, granted entries",
+            buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2),
+            registry=registry,
+        )
+        self.frames = Counter("gate_frames_processed", "Frames looked at", registry=registry)
+        self.camera_down = Counter(
+            "gate_camera_unavailable", "Times the camera went out of service", registry=registry
+        )
+        self.camera_ok = Gauge("gate_camera_ok", "1 while the camera delivers", registry=registry)
+        self.relay_failures = Counter(
+            "gate_relay_failures", "Relay commands that failed", registry=registry
+        )
+        self.quality_rejects = Counter(
+            "gate_quality_rejects", "Faces not good enough to try", ["reason"], registry=registry
+        )
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    pulse_ms: int = 1500
+    quality: QualityConfig = QualityConfig()
+    unknown_cooldown_s: float = 4.0
+    frame_timeout_s: float = 0.5
+
+
+class GateFlow:
+    name = "gate"
+
+    def __init__(
+        self,
+        *,
+        camera: Camera,
+        face: AsyncFaceEngine,
+        gallery: Gallery,
+        decoder: FrameDecoder,
+        gate: GateController,
+        verifier: CardVerifier,
+        policy: GatePolicy,
+        barcode_to_patron: Callable[[str], str | None],
+        emit: Emit,
+        metrics: GateMetrics,
+        settings: GateSettings | None = None,
+        liveness: Liveness | None = None,
+        on_view: Callable[[GateView], None] | None = None,
+    ) -> None:
+        self.camera = camera
+        self.face = face
+        self.gallery = gallery
+        self.decoder = decoder
+        self.gate = gate
+        self.verifier = verifier
+        self.policy = policy
+        self.barcode_to_patron = barcode_to_patron
+        self.emit = emit
+        self.metrics = metrics
+        self.settings = settings or GateSettings()
+        self.liveness = liveness
+        self.on_view = on_view
+        self.view = GateView("idle", "welcome_idle")
+        self._recent: dict[str, float] = {}  # refusal key -> when, to log one per approach
+
+    def _show(self, view: GateView) -> None:
+        if view != self.view:
+            self.view = view
+            if self.on_view is not None:
+                self.on_view(view)
+
+    async def run(self, ctx: Context) -> None:
+        self.camera.start()
+        last_seq = -1
+        camera_ok = True
+        try:
+            while True:
+                ctx.heartbeat()
+                frame = await asyncio.to_thread(
+                    self.camera.latest, last_seq, self.settings.frame_timeout_s
+                )
+                if frame is None:
+                    if self.camera.status != "ok" and camera_ok:
+                        camera_ok = False
+                        self.metrics.camera_down.inc()
+                        self.metrics.camera_ok.set(0)
+                        log.warning("camera out of service (%s)", self.camera.status)
+                        self._show(GateView("out_of_service", "out_of_service"))
+                    continue
+                if not camera_ok:
+                    camera_ok = True
+                    self.metrics.camera_ok.set(1)
+                    log.info("camera back")
+                    self._show(GateView("idle", "welcome_idle"))
+                last_seq = frame.seq
+                self.metrics.frames.inc()
+                await self.process(frame)
+        finally:
+            self.camera.stop()
+
+    async def process(self, frame: Frame) -> None:
+        codes = await asyncio.to_thread(self.decoder.decode, frame.image)
+        if codes:
+            await self._card(frame, codes[0])
+            return
+        await self._face(frame)
+
+    # -- card path ------------------------------------------------------------------------
+
+    async def _card(self, frame: Frame, code: Code) -> None:
+        method: Method = "card_qr" if looks_like_card(code.text) else "barcode"
+        if method == "card_qr":
+            try:
+                patron_id = self.verifier.verify(code.text).pid
+            except CardTokenError as exc:
+                await self._refuse(frame, method, exc.reason, key=f"code:{code.text[:64]}")
+                return
+        else:
+            found = await asyncio.to_thread(self.barcode_to_patron, code.text)
+            if found is None:
+                await self._refuse(frame, method, "unknown_barcode", key=f"code:{code.text[:64]}")
+                return
+            patron_id = found
+        await self._decided(frame, method, self.policy.decide(patron_id, method), {})
+
+    # -- face path ------------------------------------------------------------------------
+
+    async def _face(self, frame: Frame) -> None:
+        engine = self.face.engine
+        dets = await self.face.run(engine.detect, frame.image)
+        if not dets:
+            if self.liveness is not None:
+                self.liveness.reset()
+            if self.view.mode in ("hint",):
+                self._show(GateView("idle", "welcome_idle"))
+            return
+        det = max(dets, key=lambda d: d.area)
+        quality = assess(frame.image, det, self.settings.quality)
+        if not quality.ok:
+            reason = quality.reasons[0]
+            self.metrics.quality_rejects.labels(reason).inc()
+            self._show(GateView("hint", f"hint_{reason}", face_box=det.box))
+            return
+        if self.liveness is not None:
+            live = self.liveness.check(frame.image, det)
+            if live.live is None:
+                self._show(GateView("hint", "hint_hold_still", face_box=det.box))
+                return
+            if not live.live:
+                await self._refuse(frame, "face", "liveness", key="liveness", score=live.score)
+                return
+        vectors = await self.face.run(engine.embed_detections, frame.image, [det])
+        decision = self.gallery.decide(vectors[0], engine.threshold, engine.margin)
+        scores = {"score": round(decision.score, 4), "margin": round(decision.margin, 4)}
+        if not decision.accepted or decision.patron_id is None:
+            await self._refuse(frame, "face", "unknown_face", key="unknown_face", **scores)
+            return
+        verdict = self.policy.decide(decision.patron_id, "face")
+        await self._decided(frame, "face", verdict, scores)
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    async def _decided(
+        self, frame: Frame, method: Method, verdict: Verdict, extra: dict[str, Any]
+    ) -> None:
+        if verdict.repeat:
+            return  # same reader, same approach: decided a moment ago
+        patron_id = verdict.patron.patron_id if verdict.patron else None
+        if not verdict.grant:
+            await self._refuse(
+                frame, method, verdict.reason, key=None, patron_id=patron_id, **extra
+            )
+            return
+        try:
+            await asyncio.to_thread(self.gate.open, self.settings.pulse_ms)
+        except DriverError as exc:
+            self.metrics.relay_failures.inc()
+            log.error("relay failed: %s", exc)
+            await self.emit("gate.alarm", {"reason": "relay_not_responding", "detail": str(exc)})
+            self._show(GateView("out_of_service", "out_of_service"))
+            return
+        latency = time.monotonic() - frame.ts
+        self.metrics.latency.observe(latency)
+        self.metrics.decisions.labels("grant", method, "ok").inc()
+        name = verdict.patron.display_name if verdict.patron else ""
+        self._show(GateView("granted", "welcome_name", name=name))
+        await self.emit(
+            "gate.decision",
+            {
+                "decision": "grant",
+                "method": method,
+                "patron_id": patron_id,
+                "latency_ms": round(latency * 1000, 1),
+                "direction": "in",
+                **extra,
+            },
+        )
+
+    async def _refuse(
+        self, frame: Frame, method: Method, reason: str, *, key: str | None, **extra: Any
+    ) -> None:
+        now = time.monotonic()
+        if key is not None:  # the same unknown face or bad card, frame after frame
+            last = self._recent.get(key)
+            self._recent[key] = now
+            if last is not None and now - last < self.settings.unknown_cooldown_s:
+                return
+            if len(self._recent) > 1000:
+                self._recent = {
+                    k: t
+                    for k, t in self._recent.items()
+                    if now - t < self.settings.unknown_cooldown_s
+                }
+        self.metrics.decisions.labels("deny", method, reason).inc()
+        message = "scan_card" if reason == "unknown_face" else f"denied_{reason}"
+        self._show(GateView("denied", message))
+        payload = {
+            "decision": "deny",
+            "method": method,
+            "reason": reason,
+            "latency_ms": round((now - frame.ts) * 1000, 1),
+            "direction": "in",
+        }
+        payload.update({k: v for k, v in extra.items() if v is not None})
+        await self.emit("gate.decision", payload)

@@ -1,0 +1,169 @@
+"""The gate flow with the product's simulators: simulated camera playing real face images,
+the real dlib engine, the turnstile simulator on a real pty, real card tokens."""
+
+import asyncio
+import io
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import segno
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CollectorRegistry
+from samples import astronaut, sample_image
+
+from biblioedge.agent.gate import GateFlow, GateMetrics, GateSettings, GateView
+from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
+from biblioedge.agent.supervisor import Context
+from biblioedge.cardtoken import CardVerifier, issue
+from biblioedge.drivers.camera import SimulatedCamera
+from biblioedge.drivers.codes import ZxingDecoder
+from biblioedge.drivers.gate import LineGate
+from biblioedge.drivers.sim_serial import TurnstileSimulator
+from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+from biblioedge.models.gallery import Gallery
+
+KEY = Ed25519PrivateKey.generate()
+PATRONS = {
+    "P1": PatronInfo("P1", "Nguyễn Văn An", "active", "2099-01-01"),
+    "P2": PatronInfo("P2", "Trần Thị Bình", "active", "2099-01-01"),
+    "P3": PatronInfo("P3", "Lê Văn Cường", "blocked", "2099-01-01"),
+}
+
+
+def card_frame(token: str) -> np.ndarray:
+    buf = io.BytesIO()
+    segno.make(token, error="m").save(buf, kind="png", scale=5, border=4)
+    code = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+    frame = np.full((720, 1280, 3), 170, np.uint8)
+    frame[150 : 150 + code.shape[0], 500 : 500 + code.shape[1]] = code
+    return frame
+
+
+@pytest.fixture(scope="module")
+def face() -> Any:
+    engine = asyncio.run(AsyncFaceEngine.load(FaceEngine))
+    yield engine
+    engine.close()
+
+
+class Rig:
+    def __init__(self, face: AsyncFaceEngine, frames: list[np.ndarray], **sim: bool) -> None:
+        self.turnstile = TurnstileSimulator(**sim).start()
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.views: list[GateView] = []
+        gallery = Gallery(face.engine.dim)
+        _, astro = face.engine.embed_largest(astronaut())
+        gallery.add("P1", astro)
+        self.camera = SimulatedCamera(frames, fps=10)
+        self.gate = LineGate(self.turnstile.port, reply_timeout=0.3)
+        self.registry = CollectorRegistry()
+        self.metrics = GateMetrics(self.registry)
+        self.flow = GateFlow(
+            camera=self.camera,
+            face=face,
+            gallery=gallery,
+            decoder=ZxingDecoder(),
+            gate=self.gate,
+            verifier=CardVerifier({"k1": KEY.public_key()}, revoked={"card-revoked"}),
+            policy=GatePolicy(PATRONS.get, passback_s=300, cooldown_s=30),
+            barcode_to_patron={"2000000002": "P2"}.get,
+            emit=self.emit,
+            metrics=self.metrics,
+            settings=GateSettings(pulse_ms=300),
+            on_view=self.views.append,
+        )
+
+    async def emit(self, etype: str, payload: dict[str, Any]) -> None:
+        self.events.append((etype, payload))
+
+    async def run_until(self, pred: Any, limit_s: float = 20.0) -> None:
+        task = asyncio.create_task(self.flow.run(Context("gate", 30)))
+        try:
+            end = time.monotonic() + limit_s
+            while not pred():
+                assert time.monotonic() < end, (
+                    f"timed out; events {self.events} views {self.views[-3:]}"
+                )
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self.gate.close()
+            self.turnstile.stop()
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return [p for t, p in self.events if t == "gate.decision"]
+
+
+async def test_enrolled_face_opens_the_gate_once_and_greets_by_name(face: AsyncFaceEngine) -> None:
+    rig = Rig(face, [cv2.flip(astronaut(), 1)])
+    await rig.run_until(lambda: rig.turnstile.state.opens)
+    await asyncio.sleep(0)
+    (d,) = rig.decisions()
+    assert d["decision"] == "grant" and d["method"] == "face" and d["patron_id"] == "P1"
+    assert d["score"] > face.engine.threshold and 0 < d["latency_ms"] < 2000
+    assert len(rig.turnstile.state.opens) == 1  # the reader still in view is not let in twice
+    assert any(v.mode == "granted" and v.name == "Nguyễn Văn An" for v in rig.views)
+    assert "image" not in str(d) and "embedding" not in str(d)
+
+
+async def test_unknown_faces_are_refused_and_asked_for_the_card(face: AsyncFaceEngine) -> None:
+    rig = Rig(face, [sample_image("t1.jpg")])
+    await rig.run_until(rig.decisions)
+    d = rig.decisions()[0]
+    assert d == {**d, "decision": "deny", "method": "face", "reason": "unknown_face"}
+    assert not rig.turnstile.state.opens
+    assert any(v.message == "scan_card" for v in rig.views)
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (issue(KEY, "k1", "card-ok", "P2", valid_days=30), None),
+        (issue(KEY, "k1", "card-revoked", "P2", valid_days=30), "revoked"),
+        (issue(KEY, "k1", "card-blocked", "P3", valid_days=30), "blocked"),
+        (issue(Ed25519PrivateKey.generate(), "k1", "card-x", "P2", valid_days=30), "bad_signature"),
+        ("2000000002", None),
+        ("2999999999", "unknown_barcode"),
+    ],
+)
+async def test_cards_and_barcodes(face: AsyncFaceEngine, token: str, reason: str | None) -> None:
+    rig = Rig(face, [card_frame(token)])
+    await rig.run_until(rig.decisions)
+    d = rig.decisions()[0]
+    if reason is None:
+        assert d["decision"] == "grant" and d["patron_id"] == "P2"
+        await asyncio.sleep(0)
+        assert rig.turnstile.state.opens
+    else:
+        assert d["decision"] == "deny" and d["reason"] == reason
+        assert not rig.turnstile.state.opens
+
+
+async def test_dead_relay_raises_an_alarm(face: AsyncFaceEngine) -> None:
+    rig = Rig(face, [card_frame(issue(KEY, "k1", "card-ok", "P2", valid_days=30))], mute=True)
+    await rig.run_until(lambda: any(t == "gate.alarm" for t, _ in rig.events))
+    alarm = next(p for t, p in rig.events if t == "gate.alarm")
+    assert alarm["reason"] == "relay_not_responding"
+    assert rig.flow.view.mode == "out_of_service"
+
+
+async def test_camera_unplugged_shows_out_of_service_and_recovers(face: AsyncFaceEngine) -> None:
+    rig = Rig(face, [np.full((480, 640, 3), 90, np.uint8)])
+    rig.camera.stall_timeout = 0.3
+
+    async def scenario() -> None:
+        await asyncio.sleep(0.5)
+        rig.camera.unplug()
+
+    asyncio.get_running_loop().call_later(1.5, rig.camera.replug)
+    _unplug = asyncio.create_task(scenario())
+    modes: list[str] = []
+    rig.flow.on_view = lambda v: modes.append(v.mode)
+    await rig.run_until(lambda: "out_of_service" in modes and modes[-1] == "idle", limit_s=15)
+    await _unplug
+    assert rig.registry.get_sample_value("gate_camera_unavailable_total") >= 1
+    assert rig.registry.get_sample_value("gate_camera_ok") == 1
