@@ -116,6 +116,7 @@ class GateFlow:
         self.liveness = liveness
         self.on_view = on_view
         self.view = GateView("idle", "welcome_idle")
+        self.current: Frame | None = None  # the frame being decided (benchmarks attribute by it)
         self._recent: dict[str, float] = {}  # refusal key -> when, to log one per approach
 
     def _show(self, view: GateView) -> None:
@@ -154,6 +155,7 @@ class GateFlow:
             self.camera.stop()
 
     async def process(self, frame: Frame) -> None:
+        self.current = frame
         codes = await asyncio.to_thread(self.decoder.decode, frame.image)
         if codes:
             await self._card(frame, codes[0])

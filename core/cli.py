@@ -113,6 +113,16 @@ def _cmd_bench_codes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_gate(args: argparse.Namespace) -> int:
+    from biblioedge.bench import print_result
+    from biblioedge.bench_gate import bench_gate
+
+    setup_logging(args.log_format or "human", "WARNING")
+    result = bench_gate(args.people, args.rounds, args.frames, progress=not args.json)
+    print_result(result, as_json=args.json)
+    return 0
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     if args.central:
         from biblioedge.fleet.config import load_central_config
@@ -250,6 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=3, help="timed decodes per frame")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_codes)
+
+    b = bsub.add_parser(
+        "gate",
+        help="the whole gate: latency, people per minute, false accepts and rejects",
+        description="Real faces from packaged images (half enrolled, half strangers), augmented "
+        "(scale, rotation, yaw, light, blur, noise, scarf), played through the simulated camera "
+        "into the real gate flow, dlib engine and turnstile simulator.",
+    )
+    b.add_argument("--people", type=int, default=8, help="distinct people (at most 8 here)")
+    b.add_argument("--rounds", type=int, default=5, help="approaches per person")
+    b.add_argument("--frames", type=int, default=6, help="augmented frames per approach")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_cmd_bench_gate)
 
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")

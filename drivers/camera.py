@@ -31,6 +31,7 @@ class Frame:
     image: Image = field(repr=False)
     seq: int
     ts: float  # time.monotonic() when captured
+    scene: int = 0  # simulated cameras: which show() the frame came from
 
 
 @dataclass
@@ -60,10 +61,10 @@ class _NewestFrame:
         self._frame: Frame | None = None
         self._seq = 0
 
-    def put(self, image: Image) -> None:
+    def put(self, image: Image, scene: int = 0) -> None:
         with self._cond:
             self._seq += 1
-            self._frame = Frame(image, self._seq, time.monotonic())
+            self._frame = Frame(image, self._seq, time.monotonic(), scene)
             self._cond.notify_all()
 
     def get(self, newer_than: int, timeout: float) -> Frame | None:
@@ -123,6 +124,9 @@ class _ThreadedCamera:
     def _close(self) -> None:
         raise NotImplementedError
 
+    def _scene(self) -> int:
+        return 0
+
     # -- the thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -138,7 +142,7 @@ class _ThreadedCamera:
             while not self._stop.is_set():
                 image = self._read()
                 if image is not None:
-                    self._box.put(image)
+                    self._box.put(image, self._scene())
                     self.stats.frames += 1
                     last_frame = time.monotonic()
                     self._set("ok")
@@ -223,6 +227,9 @@ class SimulatedCamera(_ThreadedCamera):
         self.fps = fps
         self.loop = loop
         self._images = self._load(source)
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._last_scene = 0
         self._index = 0
         self._next_at = 0.0
         self._plugged = threading.Event()
@@ -252,6 +259,19 @@ class SimulatedCamera(_ThreadedCamera):
             raise ValueError(f"no frames in {source}")
         return images
 
+    def show(self, images: list[Image]) -> None:
+        """Replace what the camera sees (the next person walking up), from the next frame on."""
+        if not images:
+            raise ValueError("show() needs at least one frame")
+        with self._lock:
+            self._images = list(images)
+            self._index = 0
+            self._generation += 1
+
+    @property
+    def scene(self) -> int:
+        return self._generation
+
     def unplug(self) -> None:
         self._plugged.clear()
 
@@ -275,9 +295,16 @@ class SimulatedCamera(_ThreadedCamera):
         if delay > 0:
             time.sleep(delay)
         self._next_at = max(self._next_at + 1.0 / self.fps, time.monotonic() - 1.0)
-        image = self._images[self._index]
-        self._index += 1
+        with self._lock:
+            if self._index >= len(self._images):
+                self._index = 0
+            image = self._images[self._index]
+            self._index += 1
+            self._last_scene = self._generation
         return image
+
+    def _scene(self) -> int:
+        return self._last_scene
 
     def _close(self) -> None:
         pass

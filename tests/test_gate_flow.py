@@ -167,3 +167,14 @@ async def test_camera_unplugged_shows_out_of_service_and_recovers(face: AsyncFac
     await _unplug
     assert rig.registry.get_sample_value("gate_camera_unavailable_total") >= 1
     assert rig.registry.get_sample_value("gate_camera_ok") == 1
+
+
+def test_bench_gate_small_run() -> None:
+    from biblioedge.bench_gate import bench_gate
+
+    doc = bench_gate(people=4, rounds=1, frames=4, progress=False)
+    assert doc["approaches"] == 4 and doc["enrolled_approaches"] == 2
+    assert doc["false_accepts"] == 0
+    assert doc["frame_to_relay_ms"]["p50"] > 0 and doc["people_per_minute"] > 0
+    for key in ("false_rejects", "no_decision", "closest_stranger_score", "targets"):
+        assert key in doc
