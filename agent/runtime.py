@@ -64,6 +64,27 @@ class OutboxWatch:
             await asyncio.sleep(0.5)
 
 
+class _LazyGate:
+    """Builds the gate flow inside its own component: loading the face engine and gallery
+    takes seconds, and the agent should be connected and syncing meanwhile."""
+
+    name = "gate"
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.rt = runtime
+        self.flow: Any = None
+
+    async def run(self, ctx: Context) -> None:
+        if self.flow is None:
+            from biblioedge.agent.gate_build import build_gate
+
+            self.flow, closables = await build_gate(
+                self.rt.config, self.rt.store.store, self.rt.emit, self.rt.metrics.registry
+            )
+            self.rt._closables.extend(closables)
+        await self.flow.run(ctx)
+
+
 class AgentRuntime:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -78,6 +99,8 @@ class AgentRuntime:
             lambda: self.config, self.store, self.metrics, self.state, self.apply_desired
         )
         self.supervisor: Supervisor | None = None
+        self.gate: Component | None = None
+        self._closables: list[Any] = []
 
     # -- events -------------------------------------------------------------------------
 
@@ -183,7 +206,20 @@ class AgentRuntime:
     # -- lifecycle ----------------------------------------------------------------------
 
     def components(self) -> list[Component]:
-        return [self.sync, OutboxWatch(self), Simulator(lambda: self.config, self.emit)]
+        comps: list[Component] = [
+            self.sync,
+            OutboxWatch(self),
+            Simulator(lambda: self.config, self.emit),
+        ]
+        if self.gate is not None:
+            comps.append(self.gate)
+        return comps
+
+    async def _build_roles(self) -> None:
+        """Role components that need hardware or models; imported only when configured, so a
+        self-checkout never loads the face engine."""
+        if self.config.role == "gate" and self.config.gate.enabled:
+            self.gate = _LazyGate(self)
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Run until SIGTERM/SIGINT (or ``stop``); returns the process exit code."""
@@ -194,6 +230,7 @@ class AgentRuntime:
                 loop.add_signal_handler(sig, stop.set)
         cfg = self.config
         await self._restore_desired()
+        await self._build_roles()
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         log.info(
@@ -234,6 +271,9 @@ class AgentRuntime:
                 log.error(
                     "components did not stop within %.1f s", cfg.supervisor.shutdown_timeout_s
                 )
+        for closable in self._closables:
+            with contextlib.suppress(Exception):
+                closable.close()
         self.store.close()
         log.info("stopped")
         return code

@@ -13,82 +13,11 @@ as somebody else) and false rejects (an enrolled reader not let in within the ti
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-
-def _people() -> list[tuple[str, Any, Any]]:
-    """(name, image, detection) of every distinct person in the packaged images."""
-    import cv2
-
-    from biblioedge.models.engine import FaceEngine
-
-    sources: list[tuple[str, Any]] = []
-    spec = importlib.util.find_spec("insightface")
-    if spec and spec.submodule_search_locations:
-        images = Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
-        t1 = cv2.imread(str(images / "t1.jpg"))
-        tom = cv2.imread(str(images / "Tom_Hanks_54745.png"))
-        if t1 is not None:
-            sources.append(("t1", t1))
-        if tom is not None:
-            sources.append(("tom", cv2.resize(tom, (336, 336), interpolation=cv2.INTER_CUBIC)))
-    try:
-        from skimage import data
-
-        skdata: Any = data
-        sources.append(("astronaut", cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)))
-    except ImportError:
-        pass
-    engine = FaceEngine()
-    people = []
-    for name, image in sources:
-        dets = sorted(engine.detect(image), key=lambda d: d.box[0])
-        for i, det in enumerate(dets):
-            people.append((f"{name}-{i}" if len(dets) > 1 else name, image, det))
-    return people
-
-
-def _portrait(image: Any, box: tuple[float, float, float, float], face_px: float) -> Any:
-    """The person's head and shoulders, scaled so the face is ``face_px`` wide."""
-    import cv2
-
-    x1, y1, x2, y2 = box
-    w, h = x2 - x1, y2 - y1
-    pad = cv2.copyMakeBorder(image, 400, 400, 400, 400, cv2.BORDER_REFLECT)
-    cx, cy = (x1 + x2) / 2 + 400, (y1 + y2) / 2 + 400
-    crop = pad[int(cy - 1.4 * h) : int(cy + 1.6 * h), int(cx - 1.5 * w) : int(cx + 1.5 * w)]
-    scale = face_px / w
-    return cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-
-
-def _frame(portrait: Any, rng: Any) -> Any:
-    """One camera frame: the portrait on a 1280x720 scene, augmented."""
-    import cv2
-    import numpy as np
-
-    p = portrait
-    s = rng.uniform(0.8, 1.2)
-    p = cv2.resize(p, None, fx=s * rng.uniform(0.85, 1.0), fy=s)  # scale, yaw-like squeeze
-    h, w = p.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-10, 10), 1.0)
-    p = cv2.warpAffine(p, m, (w, h), borderMode=cv2.BORDER_REFLECT)
-    if rng.random() < 0.25:  # a scarf over the lower face
-        p = p.copy()
-        y0 = int(h * 0.62)
-        p[y0 : int(h * 0.75), int(w * 0.3) : int(w * 0.7)] = rng.integers(20, 90)
-    scene = np.full((720, 1280, 3), int(rng.integers(60, 200)), np.uint8)
-    h, w = min(h, 720), min(w, 1280)
-    y, x = (720 - h) // 2, int(rng.integers(0, 1280 - w + 1))
-    scene[y : y + h, x : x + w] = p[:h, :w]
-    out = scene.astype(np.float32) * rng.uniform(0.7, 1.3) + rng.uniform(-30, 30)
-    if rng.random() < 0.3:
-        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
-    out += rng.normal(0, rng.uniform(0, 8), out.shape)
-    return np.clip(out, 0, 255).astype(np.uint8)
+from biblioedge.samples import people_in_samples, portrait, scene_frame
 
 
 async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> dict[str, Any]:
@@ -107,7 +36,7 @@ async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> di
     from biblioedge.models.gallery import Gallery
 
     rng = np.random.default_rng(seed)
-    everyone = _people()
+    everyone = people_in_samples()
     if len(everyone) < 2:
         raise RuntimeError("bench gate needs the sample images of insightface and scikit-image")
     chosen = everyone[: min(people, len(everyone))]
@@ -116,7 +45,7 @@ async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> di
     gallery = Gallery(face.engine.dim)
     portraits = {}
     for name, image, det in chosen:
-        portraits[name] = _portrait(image, det.box, 170)
+        portraits[name] = portrait(image, det.box, 170)
         if name in enrolled:  # from the person's own face in the original photo
             gallery.add(name, face.engine.embed_detections(image, [det])[0])
     say(f"{len(chosen)} people, {len(enrolled)} enrolled, {rounds} approaches each")
@@ -153,7 +82,7 @@ async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> di
     try:
         order = [(name, r) for r in range(rounds) for name, _, _ in chosen]
         for name, _ in order:
-            camera.show([_frame(portraits[name], rng) for _ in range(frames)])
+            camera.show([scene_frame(portraits[name], rng) for _ in range(frames)])
             scene = camera.scene
 
             def mine(scene: int = scene) -> list[dict[str, Any]]:

@@ -136,6 +136,57 @@ def cmd_face(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gallery(args: argparse.Namespace) -> int:
+    import unicodedata
+
+    from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
+    from biblioedge.agent.store import Patron, Store
+    from biblioedge.models.image import read_image
+
+    store = Store(args.data / "agent.sqlite3")
+    templates = GalleryStore(store, load_or_create_key(args.data / "keys" / "template.key"))
+    try:
+        if args.gallery_cmd == "enroll":
+            engine = _engine(args, "embedder")
+            vectors = [engine.embed_largest(read_image(p))[1] for p in args.images]
+            import numpy as np
+
+            templates.put(args.patron, np.vstack(vectors), engine.embedder.name)
+            name = unicodedata.normalize("NFC", args.name)
+            store.upsert_patrons(
+                [Patron(args.patron, args.barcode or args.patron, name, "active", args.expires)]
+            )
+            _out(
+                {"enrolled": args.patron, "templates": len(vectors), "model": engine.embedder.name},
+                args.json,
+                f"enrolled {args.patron} ({name}) with {len(vectors)} template(s)",
+            )
+        elif args.gallery_cmd == "list":
+            rows = store.conn.execute(
+                "SELECT g.patron_id, count(*), g.model, p.display_name FROM gallery_templates g"
+                " LEFT JOIN patron_cache p USING (patron_id) GROUP BY g.patron_id, g.model"
+            ).fetchall()
+            docs = [
+                {"patron_id": r[0], "templates": r[1], "model": r[2], "name": r[3]} for r in rows
+            ]
+            _out(
+                docs,
+                args.json,
+                "\n".join(
+                    f"{d['patron_id']:12} {d['templates']} {d['model']} {d['name'] or ''}"
+                    for d in docs
+                )
+                or "(empty)",
+            )
+        elif args.gallery_cmd == "remove":
+            removed = templates.delete([args.patron])
+            store.remove_patrons([args.patron])
+            _out({"removed": removed}, args.json, f"removed {removed} template(s) of {args.patron}")
+    finally:
+        store.close()
+    return 0
+
+
 def register(sub: Any) -> None:
     default_data = Path(os.environ.get("BIBLIOEDGE_AGENT_DATA_DIR", "/var/lib/biblioedge"))
 
@@ -196,3 +247,25 @@ def register(sub: Any) -> None:
     a.add_argument("--model", metavar="NAME@VERSION", help="a stored embedder (default: active)")
     data_arg(a)
     p.set_defaults(func=cmd_face)
+
+    p = sub.add_parser(
+        "gallery",
+        help="the kiosk's local gallery of enrolled readers (diagnostics, demo)",
+        description="Enroll, list or remove readers in this kiosk's gallery directly. "
+        "Templates are stored encrypted (AES-256-GCM). A running gate reads the gallery at "
+        "start; the normal path for enrollment is the card desk through central.",
+    )
+    gsub = p.add_subparsers(dest="gallery_cmd", required=True, metavar="ACTION")
+    a = gsub.add_parser("enroll", help="enroll a reader from one or more face photos")
+    a.add_argument("patron", help="patron id")
+    a.add_argument("images", type=Path, nargs="+")
+    a.add_argument("--name", required=True, help="display name for the greeting (NFC)")
+    a.add_argument("--barcode", help="patron barcode (default: the patron id)")
+    a.add_argument("--expires", default="", help="card expiry, YYYY-MM-DD")
+    a.add_argument("--model", metavar="NAME@VERSION", help="a stored embedder (default: active)")
+    data_arg(a)
+    data_arg(gsub.add_parser("list", help="enrolled readers"))
+    a = gsub.add_parser("remove", help="erase a reader's templates and cache entry")
+    a.add_argument("patron")
+    data_arg(a)
+    p.set_defaults(func=cmd_gallery)

@@ -45,6 +45,8 @@ class _PtyDevice:
         os.close(self.master)
         os.close(self._slave)
 
+    close = stop
+
     def write(self, data: bytes) -> None:
         os.write(self.master, data)
 

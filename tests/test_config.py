@@ -105,3 +105,10 @@ def test_config_schema_command_lists_every_section(capsys: pytest.CaptureFixture
     assert schema["additionalProperties"] is False
     assert main(["config", "schema", "--central"]) == 0
     assert "accept_unknown_devices" in json.loads(capsys.readouterr().out)["properties"]
+
+
+def test_gate_relay_spec_is_checked(tmp_path: Path) -> None:
+    ok = load_config(write(tmp_path, BASE + '[gate]\nrelay = "line:/dev/ttyUSB0"\n'), environ={})
+    assert ok.gate.relay == "line:/dev/ttyUSB0"
+    with pytest.raises(ConfigError, match="gate.relay"):
+        load_config(write(tmp_path, BASE + '[gate]\nrelay = "gpio17"\n'), environ={})

@@ -170,3 +170,39 @@ async def test_inference_runs_off_the_event_loop() -> None:
     assert len(dets) >= 1
     # the loop kept ticking while detection ran (a blocked loop would tick once)
     assert ticks >= max(3, int(elapsed / 0.005 * 0.3)), (ticks, elapsed)
+
+
+def test_gallery_enroll_list_remove(tmp_path: Path) -> None:
+    images = insightface_images()
+    data = str(tmp_path / "gate")
+    out = run(
+        "gallery",
+        "enroll",
+        "P000101",
+        str(images / "Tom_Hanks_54745.png"),
+        "--name",
+        "Pha\u0323m Minh \u0110u\u031bc",
+        "--json",
+        "--data",
+        data,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "enrolled": "P000101",
+        "templates": 1,
+        "model": "dlib-resnet@1",
+    }
+    listed = json.loads(run("gallery", "list", "--json", "--data", data).stdout)
+    assert listed == [
+        {"patron_id": "P000101", "templates": 1, "model": "dlib-resnet@1", "name": "Phạm Minh Đức"}
+    ]  # stored NFC
+    assert json.loads(run("gallery", "remove", "P000101", "--json", "--data", data).stdout) == {
+        "removed": 1
+    }
+    assert json.loads(run("gallery", "list", "--json", "--data", data).stdout) == []
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((100, 100, 3), 200, np.uint8))
+    bad = run("gallery", "enroll", "P2", str(blank), "--name", "X", "--data", data)
+    assert bad.returncode == 2 and "no face found" in bad.stderr

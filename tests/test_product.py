@@ -80,6 +80,23 @@ def test_demo_runs_all_roles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         30,
         what="events of all three roles",
     )
+
+    def gate() -> list[dict[str, object]]:
+        params = {"type": "gate.decision", "limit": 1000}
+        items = httpx.get(f"{api_url}/events", params=params, headers=auth).json()["items"]
+        return [i["payload"] for i in items]
+
+    # the demo gate runs the real flow: sample readers recognized, strangers refused
+    wait_until(
+        lambda: (
+            any(p["method"] == "face" and p["decision"] == "grant" for p in gate())
+            and any(p.get("reason") == "unknown_face" for p in gate())
+        ),
+        60,
+        what="face decisions at the demo gate",
+    )
+    granted = {p["patron_id"] for p in gate() if p["decision"] == "grant"}
+    assert granted <= {"P000101", "P000102", "P000103", "P000104"}
     devices = httpx.get(f"{api_url}/devices", headers=auth).json()
     assert {d["role"] for d in devices} == {"gate", "selfcheck", "desk"}
     assert httpx.get(f"{api_url}/health").json()["status"] == "ok"
