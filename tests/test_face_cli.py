@@ -181,7 +181,7 @@ def test_gallery_enroll_list_remove(tmp_path: Path) -> None:
         "P000101",
         str(images / "Tom_Hanks_54745.png"),
         "--name",
-        "Pha\u0323m Minh \u0110u\u031bc",
+        "Pha\u0323m Minh \u0110u\u031b\u0301c",  # decomposed (NFD)
         "--json",
         "--data",
         data,
