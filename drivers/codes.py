@@ -56,12 +56,15 @@ class ZxingDecoder:
         import zxingcpp
 
         self._zx: Any = zxingcpp
-        self._formats = zxingcpp.barcode_formats_from_str(",".join(formats))
+        # the format string, not a BarcodeFormats object: nanobind reports objects still
+        # alive at interpreter exit as leaks
+        self._formats = ",".join(formats)
+        zxingcpp.barcode_formats_from_str(self._formats)  # fail early on a bad name
         self.try_harder = try_harder
 
     def decode(self, image: Image) -> list[Code]:
         kwargs: dict[str, Any] = {
-            "formats": self._formats,
+            "formats": self._zx.barcode_formats_from_str(self._formats),
             "try_rotate": self.try_harder,
             "try_downscale": self.try_harder,
         }
