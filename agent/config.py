@@ -179,6 +179,10 @@ TUNABLE_PATHS: frozenset[str] = frozenset(
         "outbox.alarm_ratio",
         "simulator.enabled",
         "simulator.rate_per_s",
+        "gate.card_keys",
+        "gate.pulse_ms",
+        "gate.passback_s",
+        "gate.cooldown_s",
     }
 )
 
@@ -202,10 +206,11 @@ def load_config(
 
 
 def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted paths to leaves; a tunable whose value is a table (gate.card_keys) stays whole."""
     out: dict[str, Any] = {}
     for key, value in doc.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and path not in TUNABLE_PATHS:
             out.update(flatten(value, path + "."))
         else:
             out[path] = value

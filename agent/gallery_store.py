@@ -59,6 +59,17 @@ class GalleryStore:
 
     def put(self, patron_id: str, vectors: F32, model: str) -> None:
         """Replace every template of ``patron_id`` in one transaction."""
+        conn = self.store.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.put_in_tx(patron_id, vectors, model)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def put_in_tx(self, patron_id: str, vectors: F32, model: str) -> None:
+        """``put`` inside a transaction the caller holds (gallery sync applies whole deltas)."""
         mat = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
         rows = []
         for slot, vec in enumerate(mat):
@@ -66,14 +77,8 @@ class GalleryStore:
             sealed = self.aead.encrypt(nonce, vec.tobytes(), self._aad(patron_id, slot, model))
             rows.append((patron_id, slot, model, nonce, sealed, time.time()))
         conn = self.store.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("DELETE FROM gallery_templates WHERE patron_id = ?", (patron_id,))
-            conn.executemany("INSERT INTO gallery_templates VALUES (?,?,?,?,?,?)", rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        conn.execute("DELETE FROM gallery_templates WHERE patron_id = ?", (patron_id,))
+        conn.executemany("INSERT INTO gallery_templates VALUES (?,?,?,?,?,?)", rows)
 
     def delete(self, patron_ids: Iterable[str]) -> int:
         conn = self.store.conn

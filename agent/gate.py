@@ -79,6 +79,7 @@ class GateSettings:
     pulse_ms: int = 1500
     quality: QualityConfig = QualityConfig()
     unknown_cooldown_s: float = 4.0
+    new_approach_s: float = 1.0
     frame_timeout_s: float = 0.5
 
 
@@ -118,6 +119,7 @@ class GateFlow:
         self.view = GateView("idle", "welcome_idle")
         self.current: Frame | None = None  # the frame being decided (benchmarks attribute by it)
         self._recent: dict[str, float] = {}  # refusal key -> when, to log one per approach
+        self._last_face = 0.0
 
     def _show(self, view: GateView) -> None:
         if view != self.view:
@@ -185,12 +187,18 @@ class GateFlow:
     async def _face(self, frame: Frame) -> None:
         engine = self.face.engine
         dets = await self.face.run(engine.detect, frame.image)
+        now = time.monotonic()
         if not dets:
+            if now - self._last_face > self.settings.new_approach_s:
+                # nobody in view for a moment: whoever comes next is a new approach
+                self._recent.pop("unknown_face", None)
+                self._recent.pop("liveness", None)
             if self.liveness is not None:
                 self.liveness.reset()
             if self.view.mode in ("hint",):
                 self._show(GateView("idle", "welcome_idle"))
             return
+        self._last_face = now
         det = max(dets, key=lambda d: d.area)
         quality = assess(frame.image, det, self.settings.quality)
         if not quality.ok:
@@ -259,9 +267,9 @@ class GateFlow:
         now = time.monotonic()
         if key is not None:  # the same unknown face or bad card, frame after frame
             last = self._recent.get(key)
-            self._recent[key] = now
             if last is not None and now - last < self.settings.unknown_cooldown_s:
                 return
+            self._recent[key] = now
             if len(self._recent) > 1000:
                 self._recent = {
                     k: t

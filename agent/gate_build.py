@@ -110,7 +110,10 @@ async def build_gate(
         gallery=gallery,
         decoder=frame_decoder(g.decoder),
         gate=relay,
-        verifier=CardVerifier({kid: load_public_key(k) for kid, k in g.card_keys.items()}),
+        verifier=CardVerifier(
+            {kid: load_public_key(k) for kid, k in g.card_keys.items()},
+            revoked={r[0] for r in store.conn.execute("SELECT jti FROM revoked_cards")},
+        ),
         policy=GatePolicy(
             patron_lookup(store),
             passback_s=g.passback_s,

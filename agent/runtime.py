@@ -17,7 +17,7 @@ from biblioedge.agent.store import AsyncStore, OutboxFull, Store
 from biblioedge.agent.supervisor import Component, Context, Supervisor
 from biblioedge.agent.sync import Sync, reported_state
 from biblioedge.logs import fields
-from biblioedge.protocol import DesiredState, Event, ReportedState
+from biblioedge.protocol import DesiredState, Event, GalleryDelta, ReportedState
 from biblioedge.settings import ConfigError
 
 log = logging.getLogger("biblioedge.agent")
@@ -95,8 +95,16 @@ class AgentRuntime:
         self.desired_error: str | None = None
         self.outbox_depth = 0
         self.metrics_port: int | None = None
+        self.gallery_sync: Any = None
+        self.gallery_version = 0
+        is_gate = config.role == "gate" and config.gate.enabled
         self.sync = Sync(
-            lambda: self.config, self.store, self.metrics, self.state, self.apply_desired
+            lambda: self.config,
+            self.store,
+            self.metrics,
+            self.state,
+            self.apply_desired,
+            self.apply_gallery if is_gate else None,
         )
         self.supervisor: Supervisor | None = None
         self.gate: Component | None = None
@@ -144,6 +152,7 @@ class AgentRuntime:
             desired_error=self.desired_error,
             outbox_depth=self.outbox_depth,
             components=health,
+            gallery_version=self.gallery_version,
         )
 
     async def apply_desired(self, desired: DesiredState, *, from_store: bool = False) -> None:
@@ -187,6 +196,32 @@ class AgentRuntime:
         await self.emit("device.desired_applied", {"version": desired.version}, critical=True)
         self.sync.state_changed()
 
+    async def apply_gallery(self, delta: GalleryDelta) -> None:
+        """Store a site gallery delta atomically, then update the running gate."""
+        if self.gallery_sync is None:
+            return
+        applied = await self.store.call(self.gallery_sync.apply, delta)
+        if not applied:
+            if delta.base != self.gallery_version:
+                self.sync.state_changed()  # tell central where we are; it resends from there
+            return
+        self.gallery_version = delta.version
+        flow = getattr(self.gate, "flow", None)
+        if flow is not None:
+            from biblioedge.agent.gallery_sync import vectors_of
+
+            model = flow.face.engine.embedder.name
+            for reader in delta.upserts:
+                if reader.templates and reader.model == model:
+                    flow.gallery.replace(reader.patron_id, vectors_of(reader.templates))
+                elif reader.patron_id in flow.gallery:
+                    flow.gallery.remove(reader.patron_id)
+            for pid in delta.removes:
+                if pid in flow.gallery:
+                    flow.gallery.remove(pid)
+            flow.verifier.revoked.update(delta.revoked_cards)
+        self.sync.state_changed()
+
     async def _restore_desired(self) -> None:
         saved = await self.store.call(self.store.store.load_desired)
         if saved is None:
@@ -219,6 +254,12 @@ class AgentRuntime:
         """Role components that need hardware or models; imported only when configured, so a
         self-checkout never loads the face engine."""
         if self.config.role == "gate" and self.config.gate.enabled:
+            from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
+            from biblioedge.agent.gallery_sync import GallerySync
+
+            key = load_or_create_key(self.config.data_dir / "keys" / "template.key")
+            self.gallery_sync = GallerySync(self.store.store, GalleryStore(self.store.store, key))
+            self.gallery_version = await self.store.call(self.gallery_sync.version)
             self.gate = _LazyGate(self)
 
     async def run(self, stop: asyncio.Event | None = None) -> int:

@@ -91,10 +91,16 @@ def _m2_gallery(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m3_gallery_sync(db: sqlite_utils.Database) -> None:
+    db.execute("CREATE TABLE revoked_cards (jti TEXT PRIMARY KEY, added_at REAL NOT NULL)")
+    db.execute("INSERT INTO meta (key, value) VALUES ('gallery_version', '0')")
+
+
 #: Ordered, append-only list of migrations. Never edit a shipped one; add the next.
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _m1_initial),
     (2, _m2_gallery),
+    (3, _m3_gallery_sync),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -32,11 +32,13 @@ from biblioedge.protocol import (
     Ack,
     Command,
     DesiredState,
+    GalleryDelta,
     ProtocolError,
     ReportedState,
     decode,
     device_topic,
     dumps,
+    gallery_topic,
     utc_now,
     uuid7,
 )
@@ -45,6 +47,7 @@ from biblioedge.retry import Backoff, Transition
 log = logging.getLogger("biblioedge.agent.sync")
 
 DesiredHandler = Callable[[DesiredState], Awaitable[None]]
+GalleryHandler = Callable[[GalleryDelta], Awaitable[None]]
 StateProvider = Callable[[], ReportedState]
 
 
@@ -73,12 +76,14 @@ class Sync:
         metrics: AgentMetrics,
         state: StateProvider,
         on_desired: DesiredHandler,
+        on_gallery: GalleryHandler | None = None,
     ) -> None:
         self._cfg = config_ref
         self.store = store
         self.metrics = metrics
         self._state = state
         self._on_desired = on_desired
+        self._on_gallery = on_gallery
         self.status = SyncStatus()
         self._wake = asyncio.Event()
         self._state_dirty = asyncio.Event()
@@ -159,13 +164,14 @@ class Sync:
             self.metrics.reconnects.inc()
             log.info("connected to broker %s", cfg.broker.url)
             self._link.ok()
-            await client.subscribe(
-                [
-                    (device_topic(cfg.site, cfg.device_id, "ack"), 1),
-                    (device_topic(cfg.site, cfg.device_id, "desired"), 1),
-                    (device_topic(cfg.site, cfg.device_id, "cmd"), 1),
-                ]
-            )
+            topics = [
+                (device_topic(cfg.site, cfg.device_id, "ack"), 1),
+                (device_topic(cfg.site, cfg.device_id, "desired"), 1),
+                (device_topic(cfg.site, cfg.device_id, "cmd"), 1),
+            ]
+            if self._on_gallery is not None:  # gates only: nobody else keeps templates
+                topics.append((gallery_topic(cfg.site), 1))
+            await client.subscribe(topics)
             self._cursor = 0  # resync: anything still in the outbox goes again
             self.status.inflight.clear()
             await self.publish_state()
@@ -271,6 +277,8 @@ class Sync:
                     await self._on_desired(decode(DesiredState, payload))
                 elif channel == "cmd":
                     await self._handle_command(decode(Command, payload))
+                elif channel == "gallery" and self._on_gallery is not None:
+                    await self._on_gallery(decode(GalleryDelta, payload))
             except ProtocolError as exc:
                 self.metrics.bad_messages.labels(exc.reason).inc()
                 log.warning("refused %s message: %s", channel, exc, extra=fields(reason=exc.reason))
@@ -309,6 +317,7 @@ def reported_state(
     desired_error: str | None,
     outbox_depth: int,
     components: dict[str, str],
+    gallery_version: int = 0,
 ) -> ReportedState:
     from datetime import UTC, datetime
 
@@ -323,5 +332,6 @@ def reported_state(
         desired_error=desired_error,
         outbox_depth=outbox_depth,
         components=components,
+        gallery_version=gallery_version,
         reported_at=utc_now(),
     )

@@ -161,7 +161,37 @@ class ReportedState(_Strict):
     desired_error: str | None = None
     outbox_depth: int = 0
     components: dict[str, str] = Field(default_factory=dict, description="name -> health")
+    gallery_version: int = Field(default=0, ge=0, description="Site gallery version applied")
     reported_at: datetime | None = None
+
+
+class GalleryReader(_Strict):
+    patron_id: str = Field(min_length=1, max_length=64)
+    display_name: str = Field(max_length=200, description="For the greeting, NFC")
+    status: Literal["active", "blocked", "expired"]
+    expires_at: str = Field(default="", max_length=10, description="YYYY-MM-DD or empty")
+    barcode: str = Field(default="", max_length=64)
+    model: str = Field(default="", max_length=80, description="Embedder the templates are of")
+    templates: list[str] = Field(
+        default_factory=list, max_length=16, description="base64 of little-endian float32"
+    )
+
+
+class GalleryDelta(_Strict):
+    """Changes to a site's gallery between two versions (central's change-log positions).
+
+    Published on ``be/{site}/gallery``. A device applies a delta only when ``base`` equals the
+    version it has, all of it in one transaction, then reports ``version`` in its state;
+    central answers a lagging report with the delta from that device's version. So a device
+    offline for a week catches up, and one that missed a message cannot apply a later one.
+    """
+
+    v: int = PROTOCOL_VERSION
+    base: int = Field(ge=0)
+    version: int = Field(ge=0)
+    upserts: list[GalleryReader] = Field(default_factory=list, max_length=1000)
+    removes: list[str] = Field(default_factory=list, description="patron ids to erase")
+    revoked_cards: list[str] = Field(default_factory=list, description="card token ids")
 
 
 class Command(_Strict):

@@ -18,6 +18,7 @@ from biblioedge import __version__
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
 from biblioedge.protocol import ID_PATTERN, DesiredState, Role
 
@@ -88,8 +89,32 @@ class Stats(BaseModel):
     quarantined: int
 
 
+class ReaderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    site: str = Field(pattern=ID_PATTERN)
+    display_name: str = Field(min_length=1, max_length=200, description="Normalized to NFC")
+    status: Literal["active", "blocked", "expired"] = "active"
+    expires_at: str = Field(default="", description="Card expiry, YYYY-MM-DD")
+    barcode: str | None = Field(default=None, max_length=64)
+
+
+class TemplatesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=80, description="Embedder, name@version")
+    templates: list[list[float]] = Field(min_length=1, max_length=16)
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jti: str = Field(min_length=1, max_length=64, description="Card token id")
+
+
 def create_app(
-    cfg: CentralConfig, repo: Repo, bridge: Bridge | None, metrics: CentralMetrics
+    cfg: CentralConfig,
+    repo: Repo,
+    bridge: Bridge | None,
+    metrics: CentralMetrics,
+    readers: Readers | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
@@ -224,6 +249,69 @@ def create_app(
     def list_quarantine(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         """Events central refused to store as normal events, with the reason."""
         return repo.list_quarantine(limit)
+
+    if readers is not None:
+        reg = readers
+
+        async def changed(site: str) -> None:
+            if bridge is not None:
+                await bridge.gallery_changed(site)
+
+        @api.put("/readers/{patron_id}", tags=["readers"])
+        async def put_reader(patron_id: str, body: ReaderIn) -> dict[str, Any]:
+            try:
+                doc = await run_in_threadpool(lambda: reg.upsert(patron_id, **body.model_dump()))
+            except ReaderError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            await changed(body.site)
+            return doc
+
+        @api.get("/readers/{patron_id}", tags=["readers"])
+        def get_reader(patron_id: str) -> dict[str, Any]:
+            """The reader and how many templates per model; never the templates."""
+            try:
+                return reg.get(patron_id)
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+
+        @api.put("/readers/{patron_id}/templates", tags=["readers"])
+        async def put_templates(patron_id: str, body: TemplatesIn) -> dict[str, Any]:
+            try:
+                n = await run_in_threadpool(
+                    reg.put_templates, patron_id, body.model, body.templates
+                )
+                site = str(reg.get(patron_id)["site"])
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+            except ReaderError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            await changed(site)
+            return {"patron_id": patron_id, "model": body.model, "templates": n}
+
+        @api.delete("/readers/{patron_id}", status_code=204, tags=["readers"])
+        async def erase_reader(patron_id: str) -> Response:
+            """Erase on request: the reader and every template, here and on every gate."""
+            try:
+                site = str(reg.get(patron_id)["site"])
+                await run_in_threadpool(reg.erase, patron_id)
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+            await changed(site)
+            return Response(status_code=204)
+
+        @api.post("/readers/{patron_id}/revocations", status_code=201, tags=["readers"])
+        async def revoke(patron_id: str, body: RevokeIn) -> dict[str, Any]:
+            try:
+                site = str(reg.get(patron_id)["site"])
+                await run_in_threadpool(reg.revoke_card, body.jti, patron_id)
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+            await changed(site)
+            return {"revoked": body.jti}
+
+        @api.get("/sites/{site}/gallery", tags=["readers"])
+        def site_gallery(site: str) -> dict[str, Any]:
+            return {"site": site, "version": reg.site_version(site)}
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -17,6 +17,7 @@ import aiomqtt
 
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Incoming, IngestResult, Repo
 from biblioedge.protocol import (
     MAX_PAYLOAD_BYTES,
@@ -25,6 +26,7 @@ from biblioedge.protocol import (
     ProtocolError,
     device_topic,
     dumps,
+    gallery_topic,
     parse_device_topic,
 )
 from biblioedge.retry import Backoff, Transition
@@ -33,9 +35,12 @@ log = logging.getLogger("biblioedge.fleet.bridge")
 
 
 class Bridge:
-    def __init__(self, cfg: CentralConfig, repo: Repo, metrics: CentralMetrics) -> None:
+    def __init__(
+        self, cfg: CentralConfig, repo: Repo, metrics: CentralMetrics, readers: Readers
+    ) -> None:
         self.cfg = cfg
         self.repo = repo
+        self.readers = readers
         self.metrics = metrics
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
@@ -110,6 +115,8 @@ class Bridge:
                     self._db, self.repo.ingest, batch, self.cfg.accept_unknown_devices
                 )
             self._count(result)
+            for site, version in set(result.gallery_versions):
+                await self._send_gallery(client, site, version)
             # Acks only after the transaction committed: that is the whole promise.
             for ack in result.acks:
                 body = Ack(batch_id=ack.batch_id, stored=ack.stored, rejected=ack.rejected)
@@ -150,6 +157,26 @@ class Bridge:
             await self._publish_desired(client, site, device_id, desired)
             return True
         return False
+
+    async def _send_gallery(self, client: aiomqtt.Client, site: str, base: int) -> None:
+        """Publish the delta after ``base`` if the site has changed since."""
+        loop = asyncio.get_running_loop()
+        delta = await loop.run_in_executor(self._db, self.readers.delta, site, base)
+        if delta is not None:
+            await client.publish(gallery_topic(site), dumps(delta), qos=1, timeout=10)
+            self.metrics.gallery_deltas.inc()
+
+    async def gallery_changed(self, site: str) -> None:
+        """After an enrollment, update or erasure: bring every gate of the site up to date.
+        A disconnected bridge catches up from the gates' next state reports."""
+        client = self.client
+        if client is None:
+            return
+        loop = asyncio.get_running_loop()
+        versions = await loop.run_in_executor(self._db, self.repo.gallery_versions, site)
+        with contextlib.suppress(aiomqtt.MqttError):
+            for base in sorted(versions):
+                await self._send_gallery(client, site, base)
 
     def close(self) -> None:
         self._db.shutdown(wait=True)

@@ -14,6 +14,7 @@ from biblioedge.fleet.api import create_app
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.readers import Readers, load_or_create_key
 from biblioedge.fleet.repo import Repo
 
 log = logging.getLogger("biblioedge.fleet.central")
@@ -37,8 +38,9 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     repo = Repo(cfg.db_url)
     await asyncio.to_thread(repo.migrate)
     metrics = CentralMetrics()
-    bridge = Bridge(cfg, repo, metrics)
-    app = create_app(cfg, repo, bridge, metrics)
+    readers = Readers(repo, load_or_create_key(cfg.data_dir / "keys" / "templates.key"))
+    bridge = Bridge(cfg, repo, metrics, readers)
+    app = create_app(cfg, repo, bridge, metrics, readers)
     server = _Server(
         uvicorn.Config(
             app, host=cfg.http.host, port=cfg.http.port, log_level="warning", access_log=False

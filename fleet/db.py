@@ -20,10 +20,12 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
 )
@@ -99,6 +101,51 @@ quarantine = Table(
     Column("detail", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
+)
+
+
+readers = Table(
+    "readers",
+    metadata,
+    Column("patron_id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False, index=True),
+    Column("display_name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expires_at", String(10), nullable=False),
+    Column("barcode", String(64), nullable=True, unique=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("patron_id", String(64), nullable=False, index=True),
+    Column("model", String(80), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("patron_id", "model", "slot", name="uq_templates_slot"),
+)
+
+#: Every change to a site's gallery appends a row; its ``seq`` is the gallery version.
+gallery_log = Table(
+    "gallery_log",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("site", String(64), nullable=False),
+    Column("patron_id", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_gallery_log_site_seq", "site", "seq"),
+)
+
+card_revocations = Table(
+    "card_revocations",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("patron_id", String(64), nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=False),
 )
 
 

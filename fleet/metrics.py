@@ -30,3 +30,6 @@ class CentralMetrics:
             registry=r,
         )
         self.queue = Gauge("central_ingest_queue", "Messages waiting to be stored", registry=r)
+        self.gallery_deltas = Counter(
+            "central_gallery_deltas", "Gallery deltas published to sites", registry=r
+        )

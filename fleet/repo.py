@@ -74,6 +74,8 @@ class IngestResult:
     quarantined: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     states: int = 0
+    #: (site, gallery version) reported by each device in this run
+    gallery_versions: list[tuple[str, int]] = field(default_factory=list)
 
     def count(self, bucket: dict[str, int], reason: str, n: int = 1) -> None:
         bucket[reason] = bucket.get(reason, 0) + n
@@ -118,8 +120,10 @@ class Repo:
             for msg in messages:
                 try:
                     if msg.channel == "state":
-                        self._ingest_state(conn, msg, known, accept_unknown, now)
+                        version = self._ingest_state(conn, msg, known, accept_unknown, now)
                         result.states += 1
+                        if version is not None:
+                            result.gallery_versions.append((msg.site, version))
                     elif msg.channel == "events":
                         self._ingest_events(conn, msg, known, accept_unknown, now, result)
                 except ProtocolError as exc:
@@ -174,9 +178,9 @@ class Repo:
 
     def _ingest_state(
         self, conn: Connection, msg: Incoming, known: dict[str, str], accept: bool, now: datetime
-    ) -> None:
+    ) -> int | None:
         if not msg.payload:
-            return  # a retained state cleared by an operator
+            return None  # a retained state cleared by an operator
         state = decode(ReportedState, msg.payload)
         if state.device_id != msg.device_id or state.site != msg.site:
             raise ProtocolError("device_mismatch", "state names another device than its topic")
@@ -193,6 +197,7 @@ class Repo:
                 last_seen=now,
             )
         )
+        return state.gallery_version if state.online and state.role == "gate" else None
 
     def _ingest_events(
         self,
@@ -386,6 +391,18 @@ class Repo:
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, (int(rows[-1]["id"]) if more and rows else None)
+
+    def gallery_versions(self, site: str) -> set[int]:
+        """Gallery versions the online gates of ``site`` last reported."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(devices.c.reported).where(
+                    (devices.c.site == site)
+                    & (devices.c.online.is_(True))
+                    & (devices.c.role == "gate")
+                )
+            )
+            return {int((r.reported or {}).get("gallery_version", 0)) for r in rows}
 
     def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -178,3 +178,19 @@ def test_bench_gate_small_run() -> None:
     assert doc["frame_to_relay_ms"]["p50"] > 0 and doc["people_per_minute"] > 0
     for key in ("false_rejects", "no_decision", "closest_stranger_score", "targets"):
         assert key in doc
+
+
+async def test_each_approach_of_a_stranger_is_one_event(face: AsyncFaceEngine) -> None:
+    blank = np.full((720, 1280, 3), 100, np.uint8)
+    rig = Rig(face, [sample_image("t1.jpg")])
+
+    async def walk() -> None:  # stranger, gone for 1.5 s, a stranger again
+        await asyncio.sleep(1.0)
+        rig.camera.show([blank])
+        await asyncio.sleep(1.5)
+        rig.camera.show([sample_image("t1.jpg")])
+
+    walker = asyncio.create_task(walk())
+    await rig.run_until(lambda: len(rig.decisions()) >= 2, limit_s=15)
+    await walker
+    assert [d["reason"] for d in rig.decisions()[:2]] == ["unknown_face", "unknown_face"]

@@ -1,0 +1,219 @@
+"""Gallery sync: central's readers and encrypted templates -> versioned deltas -> gates."""
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
+from biblioedge.agent.gallery_sync import GallerySync, vectors_of
+from biblioedge.agent.store import Store
+from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader
+from biblioedge.fleet.readers import load_or_create_key as central_key
+from biblioedge.fleet.repo import Repo
+
+
+@pytest.fixture
+def readers(tmp_path: Path) -> Readers:
+    repo = Repo(f"sqlite:///{tmp_path / 'central.sqlite3'}")
+    repo.migrate()
+    return Readers(repo, central_key(tmp_path / "keys" / "templates.key"))
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> GallerySync:
+    store = Store(tmp_path / "gate.sqlite3")
+    return GallerySync(store, GalleryStore(store, load_or_create_key(tmp_path / "gate.key")))
+
+
+def vec(seed: int, dim: int = 128) -> list[float]:
+    v = np.random.default_rng(seed).standard_normal(dim)
+    return list(v / np.linalg.norm(v))
+
+
+def test_enroll_erase_and_deltas_reach_the_gate(
+    readers: Readers, gate: GallerySync, tmp_path: Path
+) -> None:
+    readers.upsert(
+        "P1",
+        site="tv-tinh",
+        display_name="Nguye\u0302\u0303n Va\u0306n An",
+        expires_at="2030-01-01",
+    )
+    readers.put_templates("P1", "dlib-resnet@1", [vec(1), vec(2)])
+    readers.upsert("P2", site="tv-tinh", display_name="Trần Thị Bình", status="blocked")
+    readers.upsert("P9", site="cn-2", display_name="Elsewhere")
+    v = readers.site_version("tv-tinh")
+    delta = readers.delta("tv-tinh", 0)
+    assert delta is not None and delta.base == 0 and delta.version == v
+    assert [r.patron_id for r in delta.upserts] == ["P1", "P2"]  # compacted, other site absent
+    p1 = delta.upserts[0]
+    assert (
+        p1.display_name == "Nguyễn Văn An"
+        and p1.model == "dlib-resnet@1"
+        and len(p1.templates) == 2
+    )
+    np.testing.assert_allclose(vectors_of(p1.templates)[0], vec(1), atol=1e-6)
+    # templates are not in the database in clear
+    raw = (tmp_path / "central.sqlite3").read_bytes()
+    assert np.asarray(vec(1), "<f4").tobytes()[:32] not in raw
+    assert gate.apply(delta) and gate.version() == v
+    assert not gate.apply(delta)  # the same delta again: not on top of our version
+    ids, mat = gate.templates.load("dlib-resnet@1", 128)
+    assert ids == ["P1", "P1"]
+    row = gate.store.conn.execute(
+        "SELECT display_name, status FROM patron_cache WHERE patron_id='P2'"
+    ).fetchone()
+    assert row == ("Trần Thị Bình", "blocked")
+    # erase on request, and a revoked card: the next delta carries both
+    readers.revoke_card("card-7", "P2")
+    readers.erase("P1")
+    d2 = readers.delta("tv-tinh", v)
+    assert d2 is not None and d2.removes == ["P1"] and d2.revoked_cards == ["card-7"]
+    assert gate.apply(d2)
+    assert gate.templates.load("dlib-resnet@1", 128)[0] == [] and gate.revoked() == {"card-7"}
+    assert readers.delta("tv-tinh", d2.version) is None
+    with pytest.raises(UnknownReader):
+        readers.get("P1")
+
+
+def test_moving_site_removes_from_the_old_sites_gates(readers: Readers) -> None:
+    readers.upsert("P1", site="tv-tinh", display_name="An")
+    v = readers.site_version("tv-tinh")
+    readers.upsert("P1", site="cn-2", display_name="An")
+    d = readers.delta("tv-tinh", v)
+    assert d is not None and d.removes == ["P1"]
+
+
+def test_big_catch_up_comes_in_chunks(readers: Readers, gate: GallerySync) -> None:
+    for i in range(25):
+        readers.upsert(f"P{i:03d}", site="tv-tinh", display_name=f"R{i}")
+    base = 0
+    chunks = 0
+    while (d := readers.delta("tv-tinh", base, max_readers=10)) is not None:
+        assert gate.apply(d)
+        base = d.version
+        chunks += 1
+    assert chunks == 3 and gate.version() == readers.site_version("tv-tinh")
+    assert gate.store.conn.execute("SELECT count(*) FROM patron_cache").fetchone()[0] == 25
+
+
+def test_bad_reader_input_is_refused(readers: Readers) -> None:
+    with pytest.raises(ReaderError):
+        readers.upsert("P1", site="tv-tinh", display_name="A", status="vip")
+    with pytest.raises(ReaderError):
+        readers.upsert("P1", site="tv-tinh", display_name="A", expires_at="31/12/2030")
+    readers.upsert("P1", site="tv-tinh", display_name="A")
+    with pytest.raises(ReaderError):
+        readers.put_templates("P1", "m@1", [[float("nan")] * 128])
+    with pytest.raises(ReaderError):
+        readers.put_templates("P1", "m@1", [[1.0] * 8])
+    with pytest.raises(UnknownReader):
+        readers.put_templates("P404", "m@1", [vec(1)])
+
+
+def test_a_corrupt_delta_changes_nothing(readers: Readers, gate: GallerySync) -> None:
+    readers.upsert("P1", site="tv-tinh", display_name="An")
+    readers.put_templates("P1", "dlib-resnet@1", [vec(1)])
+    delta = readers.delta("tv-tinh", 0)
+    assert delta is not None
+    bad = delta.model_copy(
+        update={"upserts": [delta.upserts[0].model_copy(update={"templates": ["not base64!"]})]}
+    )
+    with pytest.raises(ValueError):
+        gate.apply(bad)
+    assert (
+        gate.version() == 0
+        and gate.store.conn.execute("SELECT count(*) FROM patron_cache").fetchone()[0] == 0
+    )
+
+
+@pytest.mark.integration
+def test_enrolled_at_central_recognized_at_the_gate_then_erased(
+    tmp_path: Path, central: object, make_agent: object
+) -> None:
+    """Real processes: enroll through the API, the gate gets the delta and opens for the
+    reader; erase through the API, the gate drops the template and refuses."""
+    import cv2
+    from samples import astronaut
+
+    from biblioedge.launch import CentralProcess, wait_until
+    from biblioedge.models.engine import FaceEngine
+    from biblioedge.samples import portrait, scene_frame
+
+    assert isinstance(central, CentralProcess)
+    engine = FaceEngine()
+    image = astronaut()
+    det, template = engine.embed_largest(image)
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    rng = np.random.default_rng(0)
+    face = portrait(image, det.box, 170)
+    for i in range(6):
+        cv2.imwrite(str(camera / f"{i:03d}.jpg"), scene_frame(face, rng))
+    for i in range(6, 12):
+        cv2.imwrite(str(camera / f"{i:03d}.jpg"), np.full((720, 1280, 3), 110, np.uint8))
+    agent = make_agent(  # type: ignore[operator]
+        "gate-09",
+        role="gate",
+        gate={
+            "enabled": True,
+            "camera": f"sim:{camera}",
+            "camera_fps": 10.0,
+            "relay": "sim",
+            "passback_s": 0.0,
+            "cooldown_s": 1.0,
+        },
+    )
+    agent.start()
+
+    def decisions() -> list[dict[str, object]]:
+        with central.client() as api:
+            items = api.get(
+                "/events", params={"device_id": "gate-09", "type": "gate.decision", "limit": 500}
+            ).json()["items"]
+        return [i["payload"] for i in items]
+
+    wait_until(
+        lambda: any(d.get("reason") == "unknown_face" for d in decisions()),
+        60,
+        what="stranger refused",
+    )
+    with central.client() as api:
+        r = api.put(
+            "/readers/P000201",
+            json={"site": "tv-tinh", "display_name": "Võ Thị Hoa", "expires_at": "2030-12-31"},
+        )
+        assert r.status_code == 200, r.text
+        r = api.put(
+            "/readers/P000201/templates",
+            json={"model": "dlib-resnet@1", "templates": [template.tolist()]},
+        )
+        assert r.status_code == 200 and r.json()["templates"] == 1
+        assert api.get("/readers/P000201").json()["templates"] == {"dlib-resnet@1": 1}
+        version = api.get("/sites/tv-tinh/gallery").json()["version"]
+    wait_until(
+        lambda: any(
+            d.get("patron_id") == "P000201" and d["decision"] == "grant" for d in decisions()
+        ),
+        60,
+        what="enrolled reader let in",
+    )
+    with central.client() as api:
+        assert api.get("/devices/gate-09").json()["reported"]["gallery_version"] == version
+        assert api.delete("/readers/P000201").status_code == 204
+        assert api.get("/readers/P000201").status_code == 404
+    wait_until(
+        lambda: (
+            central.client().get("/devices/gate-09").json()["reported"]["gallery_version"] > version
+        ),
+        30,
+        what="erasure applied",
+    )
+    grants_before = sum(1 for d in decisions() if d["decision"] == "grant")
+    seen = len(decisions())
+    wait_until(lambda: len(decisions()) > seen + 1, 30, what="more approaches")
+    assert sum(1 for d in decisions() if d["decision"] == "grant") == grants_before
+    gate_db = sqlite3.connect(agent.data_dir / "agent.sqlite3")
+    assert gate_db.execute("SELECT count(*) FROM gallery_templates").fetchone()[0] == 0
