@@ -1,0 +1,89 @@
+"""``biblioedge kiosk run``: the agent and its touch screen in one process, one asyncio loop.
+
+The screen pulls snapshots (the gate's view, the frame it is deciding, whether the broker is
+reachable) ten times a second; it never calls the agent's internals or the drivers. Closing
+the window stops the agent; SIGTERM to the agent closes the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from biblioedge.agent.config import AgentConfig
+from biblioedge.agent.runtime import AgentRuntime
+
+log = logging.getLogger("biblioedge.kiosk")
+
+
+def _kivy_setup(fullscreen: bool, size: tuple[int, int]) -> None:
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")  # our logging carries kivy's lines
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+    from kivy.config import Config
+
+    Config.set("graphics", "fullscreen", "auto" if fullscreen else "0")
+    Config.set("graphics", "width", str(size[0]))
+    Config.set("graphics", "height", str(size[1]))
+    Config.set("kivy", "exit_on_escape", "0")  # a reader's keyboard must not close the kiosk
+
+
+async def run_kiosk(
+    config: AgentConfig,
+    *,
+    fullscreen: bool = True,
+    lang: str = "vi",
+    size: tuple[int, int] = (1024, 600),
+) -> int:
+    if config.role != "gate":
+        raise ValueError("only the gate has a screen so far")
+    _kivy_setup(fullscreen, size)
+    from kivy.app import App
+    from kivy.clock import Clock
+
+    from biblioedge.kiosk.gate_screen import GateScreen
+
+    runtime = AgentRuntime(config)
+    stop = asyncio.Event()
+
+    class GateApp(App):  # type: ignore[misc]
+        title = "biblioedge"
+
+        def build(self) -> GateScreen:
+            self.screen = GateScreen(lang=lang)  # type: ignore[arg-type]
+            Clock.schedule_interval(self.tick, 0.1)
+            log.info("gate screen started")
+            return self.screen
+
+        def tick(self, _dt: float) -> None:
+            flow: Any = getattr(runtime.gate, "flow", None)
+            online = runtime.sync.status.connected
+            if flow is None:
+                from biblioedge.agent.gate import GateView
+
+                self.screen.show(GateView("idle", "welcome_idle"), None, online)
+                return
+            frame = flow.current.image if flow.current is not None else None
+            self.screen.show(flow.view, frame, online)
+
+    app = GateApp()
+    agent = asyncio.create_task(runtime.run(stop), name="kiosk:agent")
+    ui = asyncio.create_task(app.async_run(async_lib="asyncio"), name="kiosk:ui")
+    done, _ = await asyncio.wait({agent, ui}, return_when=asyncio.FIRST_COMPLETED)
+    if ui in done and not agent.done():
+        log.info("screen closed: stopping the agent")
+        stop.set()
+    if agent in done and not ui.done():
+        app.stop()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5):
+            await asyncio.gather(agent, ui, return_exceptions=True)
+    return (
+        agent.result()
+        if agent.done() and not agent.cancelled() and agent.exception() is None
+        else 1
+    )

@@ -1,0 +1,155 @@
+"""The gate screen (Kivy): camera preview with the face box, the greeting or the hint in big
+type, an offline badge, and a language button. Vietnamese by default.
+
+The screen only renders snapshots it is handed (``show(view, frame, online)``): it never
+talks to drivers. Colours carry the decision for readers who do not read the text: green
+welcome, amber hint, red refusal, grey out of service.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+os.environ.setdefault("KIVY_NO_ARGS", "1")
+os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
+os.environ.setdefault("KIVY_NO_FILELOG", "1")
+if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # no screen: render off screen
+
+import numpy as np
+from kivy.graphics import Color, Line, Rectangle
+from kivy.graphics.texture import Texture
+from kivy.uix.button import Button
+from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.label import Label
+
+from biblioedge.kiosk.i18n import Lang, subtitle, text
+
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "idle": (0.07, 0.18, 0.33),
+    "granted": (0.05, 0.45, 0.22),
+    "hint": (0.62, 0.42, 0.05),
+    "denied": (0.62, 0.12, 0.12),
+    "out_of_service": (0.30, 0.30, 0.30),
+}
+
+
+class GateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
+    def __init__(self, lang: Lang = "vi", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.lang: Lang = lang
+        self.mode = "idle"
+        self.message = "welcome_idle"
+        self.name_text = ""
+        self.online = True
+        self._box: tuple[float, float, float, float] | None = None
+        self._frame_size = (1280, 720)
+        with self.canvas.before:
+            self._bg_colour = Color(*COLOURS["idle"])
+            self._bg = Rectangle(pos=self.pos, size=self.size)
+        self.preview = _Preview(size_hint=(0.46, 0.62), pos_hint={"x": 0.03, "y": 0.3})
+        self.add_widget(self.preview)
+        self.title = Label(
+            font_size="40sp",
+            bold=True,
+            halign="center",
+            valign="middle",
+            size_hint=(0.46, 0.34),
+            pos_hint={"x": 0.51, "y": 0.52},
+        )
+        self.sub = Label(
+            font_size="22sp",
+            halign="center",
+            valign="top",
+            size_hint=(0.46, 0.2),
+            pos_hint={"x": 0.51, "y": 0.3},
+        )
+        for label in (self.title, self.sub):
+            label.bind(size=lambda w, s: setattr(w, "text_size", s))
+            self.add_widget(label)
+        self.badge = Label(
+            font_size="18sp",
+            size_hint=(0.2, 0.07),
+            pos_hint={"right": 0.99, "top": 0.99},
+            color=(1, 0.85, 0.3, 1),
+        )
+        self.add_widget(self.badge)
+        self.lang_button = Button(
+            font_size="18sp", size_hint=(0.16, 0.09), pos_hint={"right": 0.98, "y": 0.03}
+        )
+        self.lang_button.bind(on_release=lambda *_: self.toggle_language())
+        self.add_widget(self.lang_button)
+        self.bind(pos=self._layout, size=self._layout)
+        self._render()
+
+    def _layout(self, *_: Any) -> None:
+        self._bg.pos, self._bg.size = self.pos, self.size
+
+    def toggle_language(self) -> None:
+        self.lang = "en" if self.lang == "vi" else "vi"
+        self._render()
+
+    def show(self, view: Any, frame: np.ndarray | None = None, online: bool = True) -> None:
+        """Render a ``GateView`` snapshot; ``frame`` is the camera image (BGR)."""
+        self.mode, self.message, self.name_text = view.mode, view.message, view.name
+        self._box = view.face_box
+        self.online = online
+        if frame is not None:
+            self.preview.set_frame(frame, self._box)
+        self._render()
+
+    def _render(self) -> None:
+        self._bg_colour.rgb = COLOURS.get(self.mode, COLOURS["idle"])
+        self.title.text = text(self.message, self.lang, name=self.name_text)
+        self.sub.text = subtitle(self.message, self.lang)
+        self.badge.text = "" if self.online else text("offline", self.lang)
+        self.lang_button.text = text("language", self.lang)
+
+
+class _Preview(FloatLayout):  # type: ignore[misc]
+    """The camera image with the detected face outlined."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._texture: Texture | None = None
+        self._img_size = (16, 9)
+        self._box: tuple[float, float, float, float] | None = None
+        self.bind(pos=self._draw, size=self._draw)
+
+    def set_frame(self, frame: np.ndarray, box: tuple[float, float, float, float] | None) -> None:
+        h, w = frame.shape[:2]
+        if self._texture is None or self._texture.size != (w, h):
+            self._texture = Texture.create(size=(w, h), colorfmt="bgr")
+            self._texture.flip_vertical()
+        self._texture.blit_buffer(
+            np.ascontiguousarray(frame).tobytes(), colorfmt="bgr", bufferfmt="ubyte"
+        )
+        self._img_size = (w, h)
+        self._box = box
+        self._draw()
+
+    def _draw(self, *_: Any) -> None:
+        self.canvas.clear()
+        w, h = self._img_size
+        scale = min(self.width / w, self.height / h)
+        dw, dh = w * scale, h * scale
+        x0, y0 = self.x + (self.width - dw) / 2, self.y + (self.height - dh) / 2
+        with self.canvas:
+            Color(0, 0, 0, 1)
+            Rectangle(pos=(x0, y0), size=(dw, dh))
+            if self._texture is not None:
+                Color(1, 1, 1, 1)
+                Rectangle(texture=self._texture, pos=(x0, y0), size=(dw, dh))
+            if self._box is not None:
+                bx1, by1, bx2, by2 = self._box
+                Color(0.2, 1, 0.4, 1)
+                Line(
+                    rectangle=(
+                        x0 + bx1 * scale,
+                        y0 + (h - by2) * scale,
+                        (bx2 - bx1) * scale,
+                        (by2 - by1) * scale,
+                    ),
+                    width=2,
+                )

@@ -1,0 +1,148 @@
+"""The gate screen, rendered off screen by the product's own screenshot command."""
+
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from samples import insightface_images
+
+from biblioedge.kiosk.gate_screen import COLOURS
+from biblioedge.kiosk.i18n import keys, subtitle, text
+
+#: Every message the gate flow can put on screen.
+QUALITY = ["too_small", "too_dark", "too_bright", "blurry", "pose", "out_of_frame", "hold_still"]
+REFUSALS = [
+    "blocked",
+    "expired",
+    "passback",
+    "revoked",
+    "bad_signature",
+    "unknown_key",
+    "malformed",
+    "not_a_card",
+    "not_yet_valid",
+    "unknown_barcode",
+    "unknown_patron",
+    "liveness",
+]
+
+
+def test_every_gate_message_is_translated_and_nfc() -> None:
+    needed = {"welcome_idle", "welcome_name", "scan_card", "out_of_service", "offline"}
+    needed |= {f"hint_{q}" for q in QUALITY} | {f"denied_{r}" for r in REFUSALS}
+    assert needed <= keys()
+    for key in keys():
+        for lang in ("vi", "en"):
+            t = text(key, lang, name="An")  # type: ignore[arg-type]
+            assert t and unicodedata.is_normalized("NFC", t)
+    assert text("welcome_name", "vi", name="Nguye\u0302\u0303n") == "Xin chào, Nguyễn!"
+    assert subtitle("denied_blocked", "vi") == "Vui lòng liên hệ quầy thủ thư"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shots")
+    frame = insightface_images() / "t1.jpg"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "biblioedge",
+            "kiosk",
+            "screenshot",
+            "gate",
+            "--out",
+            str(out),
+            "--frame",
+            str(frame),
+            "--size",
+            "1024x600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+def pixel(img: np.ndarray, x: int, y: int) -> tuple[int, int, int]:
+    b, g, r = img[y, x][:3]
+    return int(r), int(g), int(b)
+
+
+@pytest.mark.parametrize(
+    ("state", "mode"),
+    [
+        ("idle", "idle"),
+        ("granted", "granted"),
+        ("hint", "hint"),
+        ("denied", "denied"),
+        ("blocked", "denied"),
+        ("out_of_service", "out_of_service"),
+    ],
+)
+def test_each_state_has_its_colour_and_text(shots: Path, state: str, mode: str) -> None:
+    img = cv2.imread(str(shots / f"{state}.png"))
+    assert img is not None and img.shape[:2] == (600, 1024)
+    want = tuple(round(c * 255) for c in COLOURS[mode])
+    got = pixel(img, 1010, 300)  # right edge: background
+    assert all(abs(a - b) <= 3 for a, b in zip(got, want, strict=True)), (got, want)
+    title = img[150:260, 540:1000]
+    assert (
+        np.abs(title.astype(int) - np.array(want[::-1])).sum(axis=2) > 100
+    ).mean() > 0.02  # text drawn
+    preview = img[100:380, 40:490]
+    assert preview.std() > 30  # the camera frame is shown, not a blank box
+
+
+def test_offline_badge_english_and_face_box(shots: Path) -> None:
+    idle = cv2.imread(str(shots / "idle.png"))
+    offline = cv2.imread(str(shots / "offline.png"))
+    corner = (slice(0, 45), slice(820, 1024))
+    assert np.abs(offline[corner].astype(int) - idle[corner].astype(int)).max() > 100  # badge
+    granted = cv2.imread(str(shots / "granted.png"))
+    english = cv2.imread(str(shots / "english.png"))
+    assert (
+        np.abs(
+            english[150:260, 540:1000].astype(int) - granted[150:260, 540:1000].astype(int)
+        ).max()
+        > 100
+    )
+    hint = cv2.imread(str(shots / "hint.png"))
+    green = (hint[:, :, 1] > 200) & (hint[:, :, 0] < 150) & (hint[:, :, 2] < 150)
+    assert green[60:400, 30:500].sum() > 200  # the face box outline
+
+
+def test_kiosk_run_starts_the_screen_with_the_agent_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    cv2.imwrite(str(camera / "0.jpg"), cv2.imread(str(insightface_images() / "t1.jpg")))
+    conf = tmp_path / "agent.toml"
+    conf.write_text(
+        f'role = "gate"\nsite = "tv-tinh"\ndevice_id = "gate-77"\ndata_dir = "{tmp_path}"\n'
+        '[broker]\nurl = "mqtt://127.0.0.1:1"\n[metrics]\nenabled = false\n'
+        f'[gate]\nenabled = true\ncamera = "sim:{camera}"\nrelay = "sim"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "biblioedge", "kiosk", "run", "--config", str(conf), "--window"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(8)
+    assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out[-2000:]
+    assert time.monotonic() - t0 < 6
+    assert "gate screen started" in out and "gallery: 0 templates" in out
+    assert "Traceback" not in out
