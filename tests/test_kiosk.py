@@ -145,4 +145,5 @@ def test_kiosk_run_starts_the_screen_with_the_agent_and_stops_on_sigterm(tmp_pat
     assert proc.returncode == 0, out[-2000:]
     assert time.monotonic() - t0 < 6
     assert "gate screen started" in out and "gallery: 0 templates" in out
-    assert "Traceback" not in out
+    # kivy logs a traceback while probing for the mtdev touch library; ours would name us
+    assert "biblioedge/" not in out.split("Traceback", 1)[-1] or "Traceback" not in out
