@@ -131,7 +131,7 @@ def test_a_corrupt_delta_changes_nothing(readers: Readers, gate: GallerySync) ->
 
 @pytest.mark.integration
 def test_enrolled_at_central_recognized_at_the_gate_then_erased(
-    tmp_path: Path, central: object, make_agent: object
+    tmp_path: Path, broker: object, central: object, make_agent: object
 ) -> None:
     """Real processes: enroll through the API, the gate gets the delta and opens for the
     reader; erase through the API, the gate drops the template and refuses."""
@@ -163,7 +163,7 @@ def test_enrolled_at_central_recognized_at_the_gate_then_erased(
             "camera_fps": 10.0,
             "relay": "sim",
             "passback_s": 0.0,
-            "cooldown_s": 1.0,
+            "cooldown_s": 0.3,
         },
     )
     agent.start()
@@ -200,6 +200,21 @@ def test_enrolled_at_central_recognized_at_the_gate_then_erased(
         60,
         what="enrolled reader let in",
     )
+
+    # broker (and so central) unreachable: the gate keeps deciding from its local gallery,
+    # and its decisions wait in the outbox
+    def offline_grants() -> int:
+        db = sqlite3.connect(agent.data_dir / "agent.sqlite3")
+        try:
+            rows = db.execute("SELECT body FROM outbox WHERE type = 'gate.decision'").fetchall()
+        finally:
+            db.close()
+        return sum(1 for (body,) in rows if b'"grant"' in body and b"P000201" in body)
+
+    broker.stop()  # type: ignore[attr-defined]
+    wait_until(lambda: offline_grants() >= 2, 30, what="grants while offline")
+    broker.start()  # type: ignore[attr-defined]
+    wait_until(lambda: offline_grants() == 0, 30, what="offline decisions delivered")
     with central.client() as api:
         assert api.get("/devices/gate-09").json()["reported"]["gallery_version"] == version
         assert api.delete("/readers/P000201").status_code == 204

@@ -194,3 +194,26 @@ async def test_each_approach_of_a_stranger_is_one_event(face: AsyncFaceEngine) -
     await rig.run_until(lambda: len(rig.decisions()) >= 2, limit_s=15)
     await walker
     assert [d["reason"] for d in rig.decisions()[:2]] == ["unknown_face", "unknown_face"]
+
+
+async def test_a_flood_of_frames_does_not_starve_the_event_loop(face: AsyncFaceEngine) -> None:
+    rig = Rig(face, [sample_image("t1.jpg"), cv2.flip(astronaut(), 1)])
+    rig.camera.fps = 60.0  # far more frames than the engine can take
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    start = time.monotonic()
+    await rig.run_until(lambda: time.monotonic() - start > 3.0, limit_s=10)
+    tick.cancel()
+    await asyncio.gather(tick, return_exceptions=True)
+    frames = rig.registry.get_sample_value("gate_frames_processed_total")
+    assert frames is not None and 3 <= frames < 60 * 3  # newest frame only, no backlog
+    assert max(gaps) < 0.25, max(gaps)  # the loop kept turning while frames poured in
