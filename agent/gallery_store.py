@@ -21,6 +21,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from biblioedge.agent.store import Store, StoreError
+from biblioedge.keys import KeyFileError
+from biblioedge.keys import load_or_create_key as _load_or_create_key
 
 F32 = npt.NDArray[np.float32]
 
@@ -30,20 +32,10 @@ class TemplateKeyError(StoreError):
 
 
 def load_or_create_key(path: Path) -> bytes:
-    if path.exists():
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise TemplateKeyError(f"{path}: a template key is 32 bytes, found {len(key)}")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = AESGCM.generate_key(bit_length=256)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return key
+        return _load_or_create_key(path)
+    except KeyFileError as exc:
+        raise TemplateKeyError(str(exc)) from exc
 
 
 class GalleryStore:

@@ -15,7 +15,6 @@ import base64
 import os
 import unicodedata
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,6 +22,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from biblioedge.fleet.db import card_revocations, gallery_log, readers, templates
 from biblioedge.fleet.repo import Repo, UnknownDevice
+from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import GalleryDelta, GalleryReader, utc_now
 
 MAX_TEMPLATES = 16
@@ -36,23 +36,6 @@ class UnknownReader(LookupError):
     pass
 
 
-def load_or_create_key(path: Path) -> bytes:
-    if path.exists():
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise ReaderError(f"{path}: the template key is 32 bytes, found {len(key)}")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = AESGCM.generate_key(bit_length=256)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return key
-
-
 def _aad(patron_id: str, model: str, slot: int) -> bytes:
     return f"{patron_id}\x1f{model}\x1f{slot}".encode()
 
@@ -61,6 +44,13 @@ class Readers:
     def __init__(self, repo: Repo, key: bytes) -> None:
         self.repo = repo
         self.aead = AESGCM(key)
+
+    @staticmethod
+    def _site_of(conn: Connection, patron_id: str) -> str:
+        site = conn.execute(select(readers.c.site).where(readers.c.patron_id == patron_id)).scalar()
+        if site is None:
+            raise UnknownReader(patron_id)
+        return str(site)
 
     def _log(self, conn: Connection, site: str, patron_id: str) -> None:
         conn.execute(
@@ -131,11 +121,7 @@ class Readers:
         mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
         now = utc_now()
         with self.repo.engine.begin() as conn:
-            site = conn.execute(
-                select(readers.c.site).where(readers.c.patron_id == patron_id)
-            ).scalar()
-            if site is None:
-                raise UnknownReader(patron_id)
+            site = self._site_of(conn, patron_id)
             conn.execute(
                 delete(templates).where(
                     (templates.c.patron_id == patron_id) & (templates.c.model == model)
@@ -163,22 +149,14 @@ class Readers:
     def erase(self, patron_id: str) -> None:
         """Delete a reader and every template; the gates of the site drop them at next sync."""
         with self.repo.engine.begin() as conn:
-            site = conn.execute(
-                select(readers.c.site).where(readers.c.patron_id == patron_id)
-            ).scalar()
-            if site is None:
-                raise UnknownReader(patron_id)
+            site = self._site_of(conn, patron_id)
             conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
             conn.execute(delete(readers).where(readers.c.patron_id == patron_id))
             self._log(conn, site, patron_id)
 
     def revoke_card(self, jti: str, patron_id: str) -> None:
         with self.repo.engine.begin() as conn:
-            site = conn.execute(
-                select(readers.c.site).where(readers.c.patron_id == patron_id)
-            ).scalar()
-            if site is None:
-                raise UnknownReader(patron_id)
+            site = self._site_of(conn, patron_id)
             if conn.execute(
                 select(card_revocations.c.jti).where(card_revocations.c.jti == jti)
             ).first():
