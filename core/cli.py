@@ -337,9 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--central", action="store_true", help="central's config instead of agent's")
     c.set_defaults(func=_cmd_config_schema)
 
+    from biblioedge.cccdcli import register as register_cccd
     from biblioedge.facecli import register
 
     register(sub)
+    register_cccd(sub)
     return parser
 
 

@@ -32,6 +32,14 @@ CLI = [sys.executable, "-m", "biblioedge"]
         ["bench", "sync"],
         ["config", "check"],
         ["config", "schema"],
+        ["models"],
+        ["face"],
+        ["gallery"],
+        ["kiosk"],
+        ["cccd"],
+        ["bench", "face"],
+        ["bench", "gate"],
+        ["bench", "codes"],
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:
