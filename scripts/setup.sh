@@ -14,6 +14,8 @@ TEST=""
 APT_PKGS=(mosquitto python3-venv libzbar0)
 # the test suite also proves central on a real PostgreSQL
 [[ -n "$TEST" ]] && APT_PKGS+=(postgresql)
+# the card desk: pcscd with the vpcd virtual reader, and what pyscard builds from source with
+APT_PKGS+=(pcscd vsmartcard-vpcd libpcsclite-dev swig)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,6 +21,14 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def pcsc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    from pcsc import pcscd_with_vpcd
+
+    with pcscd_with_vpcd(tmp_path_factory.mktemp("pcsc")):
+        yield
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     # BIBLIOEDGE_TEST_BROKER=amqtt runs the suite as a machine without mosquitto would.

@@ -1,0 +1,215 @@
+"""Reading the CCCD chip over PC/SC (pyscard -> pcscd): BAC, secure messaging, files.
+
+Status words are turned into decisions a librarian can act on: 6300 or 6988 during
+authentication means the keys are wrong ("check the card": the MRZ or QR data does not belong
+to this chip) and the reader does not retry, since chips count failed attempts; a card pulled
+out mid-read is :class:`CardRemoved` and can simply be read again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from biblioedge.drivers.cccd.bac import bac_keys
+from biblioedge.drivers.cccd.errors import CccdError
+from biblioedge.drivers.cccd.sm import (
+    Apdu,
+    BacChallenge,
+    SecureMessaging,
+    external_authenticate_data,
+    session_from_icc,
+)
+from biblioedge.drivers.errors import DeviceUnavailable
+
+MRTD_AID = bytes.fromhex("A0000002471001")
+FILES = {  # ICAO LDS1 short names -> file ids
+    "COM": 0x011E,
+    "DG1": 0x0101,
+    "DG2": 0x0102,
+    "DG13": 0x010D,
+    "DG14": 0x010E,
+    "DG15": 0x010F,
+    "SOD": 0x011D,
+}
+CHUNK = 0xDF  # the largest READ BINARY that still fits a short secure-messaging response
+
+Progress = Callable[[str, int, int], None]
+
+
+class WrongKeys(CccdError):
+    """BAC refused: the document number, birth or expiry date do not belong to this chip."""
+
+
+class CardRemoved(CccdError):
+    """The card left the reader during the read; reading again is safe."""
+
+
+class AccessDenied(CccdError):
+    """6982: the chip requires secure messaging (or more) for this command."""
+
+
+@dataclass
+class ChipRead:
+    files: dict[str, bytes] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    apdus: int = 0
+
+
+def list_readers() -> list[str]:
+    try:
+        from smartcard.System import readers
+    except ImportError as exc:
+        raise DeviceUnavailable("pyscard is not installed (pip install biblioedge[kiosk])") from exc
+    try:
+        return [str(r) for r in readers()]
+    except Exception as exc:  # pyscard raises its own types when pcscd is absent
+        raise DeviceUnavailable(f"PC/SC unavailable (is pcscd running?): {exc}") from exc
+
+
+class ChipReader:
+    def __init__(self, reader: str | None = None, progress: Progress | None = None) -> None:
+        self.reader_name = reader
+        self.progress = progress
+        self._conn: Any = None
+        self.apdus = 0
+
+    def connect(self) -> None:
+        from smartcard.System import readers
+
+        try:
+            available = readers()
+        except Exception as exc:
+            raise DeviceUnavailable(f"PC/SC unavailable (is pcscd running?): {exc}") from exc
+        candidates = [
+            r for r in available if self.reader_name is None or self.reader_name in str(r)
+        ]
+        if not candidates:
+            raise DeviceUnavailable(
+                f"no reader {self.reader_name or ''} among {[str(r) for r in available]}"
+            )
+        last: Exception | None = None
+        for r in candidates:
+            conn = r.createConnection()
+            try:
+                conn.connect()
+            except Exception as exc:  # NoCardException and friends
+                last = exc
+                continue
+            self._conn = conn
+            return
+        raise CardRemoved(f"no card on the reader: {last}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.disconnect()
+            except Exception:
+                pass
+            self._conn = None
+
+    def transmit(self, raw: bytes) -> tuple[bytes, bytes]:
+        if self._conn is None:
+            raise CardRemoved("not connected")
+        try:
+            data, sw1, sw2 = self._conn.transmit(list(raw))
+        except Exception as exc:  # CardConnectionException: card gone or reader unplugged
+            raise CardRemoved(f"card removed during the read: {exc}") from exc
+        self.apdus += 1
+        return bytes(data), bytes([sw1, sw2])
+
+    # -- BAC --------------------------------------------------------------------------------
+
+    def select_application(self) -> None:
+        _, sw = self.transmit(Apdu(0x00, 0xA4, 0x04, 0x0C, MRTD_AID).to_bytes())
+        if sw != b"\x90\x00":
+            raise CccdError(f"not an ICAO chip: SELECT application answered {sw.hex()}")
+
+    def bac(self, mrz_information: str) -> SecureMessaging:
+        keys = bac_keys(mrz_information)
+        rnd_icc, sw = self.transmit(Apdu(0x00, 0x84, 0x00, 0x00, le=8).to_bytes())
+        if sw != b"\x90\x00" or len(rnd_icc) != 8:
+            raise CccdError(f"GET CHALLENGE answered {sw.hex()}")
+        challenge = BacChallenge.new(rnd_icc)
+        data = external_authenticate_data(keys.k_enc, keys.k_mac, challenge)
+        answer, sw = self.transmit(Apdu(0x00, 0x82, 0x00, 0x00, data, le=40).to_bytes())
+        if sw in (b"\x63\x00", b"\x69\x88"):
+            raise WrongKeys("check the card: the chip refused these keys (not retried)")
+        if sw != b"\x90\x00":
+            raise CccdError(f"EXTERNAL AUTHENTICATE answered {sw.hex()}")
+        return session_from_icc(keys.k_enc, keys.k_mac, challenge, answer)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def _sm_call(self, sm: SecureMessaging, apdu: Apdu) -> tuple[bytes, bytes]:
+        raw, sw = self.transmit(sm.protect(apdu))
+        if not raw and sw != b"\x90\x00":
+            if sw == b"\x69\x88":
+                raise CccdError("secure messaging broke down (6988): read the card again")
+            if sw == b"\x69\x82":
+                raise AccessDenied("security status not satisfied (6982)")
+            return b"", sw
+        return sm.unprotect(raw + sw)
+
+    def read_file(self, sm: SecureMessaging, name: str) -> bytes | None:
+        fid = FILES[name]
+        _, sw = self._sm_call(sm, Apdu(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big")))
+        if sw == b"\x6a\x82":
+            return None
+        if sw != b"\x90\x00":
+            raise CccdError(f"SELECT {name} answered {sw.hex()}")
+        head, sw = self._sm_call(sm, Apdu(0x00, 0xB0, 0x00, 0x00, le=4))
+        if sw != b"\x90\x00" or len(head) < 2:
+            raise CccdError(f"READ BINARY {name} answered {sw.hex()}")
+        total = _tlv_total(head, name)
+        content = bytearray(head[: min(len(head), total)])
+        while len(content) < total:
+            offset = len(content)
+            n = min(CHUNK, total - offset)
+            part, sw = self._sm_call(sm, Apdu(0x00, 0xB0, offset >> 8 & 0x7F, offset & 0xFF, le=n))
+            if sw != b"\x90\x00" or not part:
+                raise CccdError(f"READ BINARY {name} at offset {offset} answered {sw.hex()}")
+            content += part
+            if self.progress is not None:
+                self.progress(name, len(content), total)
+        return bytes(content)
+
+    def read(
+        self,
+        mrz_information: str,
+        names: tuple[str, ...] = ("COM", "DG1", "DG2", "DG13", "DG14", "DG15", "SOD"),
+    ) -> ChipRead:
+        t0 = time.perf_counter()
+        self.apdus = 0
+        result = ChipRead()
+        self.connect()
+        try:
+            self.select_application()
+            sm = self.bac(mrz_information)
+            for name in names:
+                data = self.read_file(sm, name)
+                if data is None:
+                    result.missing.append(name)
+                else:
+                    result.files[name] = data
+        finally:
+            self.close()
+        result.seconds = time.perf_counter() - t0
+        result.apdus = self.apdus
+        return result
+
+
+def _tlv_total(head: bytes, name: str) -> int:
+    """Total length of the file from its outer TLV header (first 4 bytes)."""
+    if len(head) < 2:
+        raise CccdError(f"{name}: header too short")
+    first = head[1]
+    if first < 0x80:
+        return 2 + first
+    size = first - 0x80
+    if size not in (1, 2) or len(head) < 2 + size:
+        raise CccdError(f"{name}: unsupported length at offset 1 ({first:#x})")
+    return 2 + size + int.from_bytes(head[2 : 2 + size], "big")

@@ -1,0 +1,210 @@
+"""A CCCD chip simulator behind Debian's ``vsmartcard-vpcd`` virtual reader.
+
+vpcd is a pcscd driver that listens on localhost (port 35963 by default) for a card emulator;
+messages both ways are a 2-byte big-endian length and a payload. One-byte payloads from vpcd
+are control codes (0 power off, 1 power on, 2 reset, 4 send the ATR); anything longer is a
+command APDU to answer with a response APDU. Debian's own ``vicc`` emulator is broken on
+Python 3, hence this one.
+
+The chip behaves like an eMRTD with BAC: after SELECT of the ICAO application it answers GET
+CHALLENGE and EXTERNAL AUTHENTICATE (6300 for wrong keys, never revealing more), and from then
+on only secure-messaging APDUs (plain SELECT or READ BINARY: 6982). Files are served by their
+file ids; wrong MACs end the session (6988).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import threading
+
+from biblioedge.drivers.cccd.bac import bac_keys
+from biblioedge.drivers.cccd.sm import (
+    Apdu,
+    SecureMessaging,
+    SecureMessagingError,
+    decrypt,
+    encrypt,
+    pad,
+    retail_mac,
+)
+
+log = logging.getLogger("biblioedge.drivers.cccd.chipsim")
+
+ATR = bytes.fromhex("3B8A80018031F873F741E082900075")
+MRTD_AID = bytes.fromhex("A0000002471001")
+VPCD_PORT = 35963
+
+SW_OK = b"\x90\x00"
+SW_AUTH_FAILED = b"\x63\x00"
+SW_SECURITY = b"\x69\x82"
+SW_SM_BAD = b"\x69\x88"
+SW_NOT_FOUND = b"\x6a\x82"
+SW_WRONG_OFFSET = b"\x6b\x00"
+SW_INS = b"\x6d\x00"
+SW_COND = b"\x69\x85"
+
+
+class CccdChip:
+    """The card's logic, independent of transport (tests can drive it directly)."""
+
+    def __init__(self, mrz_information: str, files: dict[int, bytes]) -> None:
+        keys = bac_keys(mrz_information)
+        self.k_enc, self.k_mac = keys.k_enc, keys.k_mac
+        self.files = files
+        self.reset()
+
+    def reset(self) -> None:
+        self.app_selected = False
+        self.rnd_icc: bytes | None = None
+        self.sm: SecureMessaging | None = None
+        self.current: int | None = None
+
+    def handle(self, raw: bytes) -> bytes:
+        try:
+            apdu = Apdu.parse(raw)
+        except ValueError:
+            return b"\x67\x00"
+        if apdu.cla & 0x0C == 0x0C:
+            return self._protected(raw)
+        if apdu.ins == 0xA4 and apdu.p1 == 0x04:
+            if apdu.data == MRTD_AID:
+                self.reset()
+                self.app_selected = True
+                return SW_OK
+            return SW_NOT_FOUND
+        if not self.app_selected:
+            return SW_COND
+        if apdu.ins == 0x84:  # GET CHALLENGE
+            self.rnd_icc = os.urandom(8)
+            return self.rnd_icc + SW_OK
+        if apdu.ins == 0x82:  # EXTERNAL AUTHENTICATE
+            return self._external_authenticate(apdu.data)
+        if apdu.ins in (0xA4, 0xB0):  # files need secure messaging once the app is selected
+            return SW_SECURITY
+        return SW_INS
+
+    def _external_authenticate(self, data: bytes) -> bytes:
+        if self.rnd_icc is None or len(data) != 40:
+            return SW_COND
+        e_ifd, m_ifd = data[:32], data[32:]
+        if retail_mac(self.k_mac, pad(e_ifd)) != m_ifd:
+            self.rnd_icc = None  # a new challenge is needed: no guessing against one nonce
+            return SW_AUTH_FAILED
+        s = decrypt(self.k_enc, e_ifd)
+        rnd_ifd, rnd_icc, k_ifd = s[:8], s[8:16], s[16:32]
+        if rnd_icc != self.rnd_icc:
+            return SW_AUTH_FAILED
+        k_icc = os.urandom(16)
+        e_icc = encrypt(self.k_enc, rnd_icc + rnd_ifd + k_icc)
+        from biblioedge.drivers.cccd.bac import derive_key
+
+        seed = bytes(a ^ b for a, b in zip(k_ifd, k_icc, strict=True))
+        self.sm = SecureMessaging(
+            derive_key(seed, 1), derive_key(seed, 2), rnd_icc[4:] + rnd_ifd[4:]
+        )
+        self.rnd_icc = None
+        return e_icc + retail_mac(self.k_mac, pad(e_icc)) + SW_OK
+
+    def _protected(self, raw: bytes) -> bytes:
+        sm = self.sm
+        if sm is None:
+            return SW_SM_BAD
+        try:
+            cmd = sm.open_command(raw)
+        except SecureMessagingError:
+            self.sm = None  # the session is over; BAC again
+            return SW_SM_BAD
+        data, sw = self._file_command(cmd)
+        return sm.seal_response(data, sw)
+
+    def _file_command(self, cmd: Apdu) -> tuple[bytes, bytes]:
+        if cmd.ins == 0xA4 and cmd.p1 == 0x02 and len(cmd.data) == 2:
+            fid = int.from_bytes(cmd.data, "big")
+            if fid not in self.files:
+                return b"", SW_NOT_FOUND
+            self.current = fid
+            return b"", SW_OK
+        if cmd.ins == 0xB0:
+            if self.current is None:
+                return b"", SW_COND
+            offset = (cmd.p1 & 0x7F) << 8 | cmd.p2
+            content = self.files[self.current]
+            if offset > len(content):
+                return b"", SW_WRONG_OFFSET
+            n = 256 if cmd.le == 0 else (cmd.le or 0)
+            return content[offset : offset + n], SW_OK
+        return b"", SW_INS
+
+
+class VpcdCard:
+    """Connects a :class:`CccdChip` to vpcd; ``insert``/``remove`` like a hand at the reader."""
+
+    def __init__(self, chip: CccdChip, host: str = "127.0.0.1", port: int = VPCD_PORT) -> None:
+        self.chip = chip
+        self.host, self.port = host, port
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self.apdus = 0
+
+    def insert(self, timeout: float = 10.0) -> None:
+        self._sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        self._sock.settimeout(None)
+        self._thread = threading.Thread(target=self._serve, name="vpcd-card", daemon=True)
+        self._thread.start()
+
+    def remove(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _recv(self, n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            sock = self._sock
+            if sock is None:
+                return None
+            try:
+                chunk = sock.recv(n - len(buf))
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    def _serve(self) -> None:
+        while True:
+            head = self._recv(2)
+            if head is None:
+                return
+            (size,) = struct.unpack(">H", head)
+            msg = self._recv(size)
+            if msg is None:
+                return
+            if size == 1:
+                code = msg[0]
+                if code in (0, 1, 2):
+                    self.chip.reset()
+                    continue
+                if code == 4:
+                    self._send(ATR)
+                continue
+            self.apdus += 1
+            self._send(self.chip.handle(msg))
+
+    def _send(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.sendall(struct.pack(">H", len(data)) + data)
+            except OSError:
+                pass

@@ -1,0 +1,67 @@
+"""The whole PC/SC stack: pyscard -> pcscd -> vpcd -> the product's chip simulator."""
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from biblioedge.drivers.cccd.chip import ChipReader, WrongKeys, list_readers
+from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
+from biblioedge.drivers.cccd.mrz import bac_mrz_information
+from biblioedge.drivers.cccd.sm import tlv
+
+MRZ_INFO = bac_mrz_information("090012345", "900315", "300315")
+
+
+def chip_files() -> dict[int, bytes]:
+    mrz = b"IDVNM0900123451001090012345<<<9003151M3003150VNM<<<<<<<<<<<6NGUYEN<<VAN<AN<<<<<<<<<<<<<<<<"
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 58 + b"\xff\xd9"  # ~15 KB image payload
+    return {
+        # EF.COM: LDS version 0107, Unicode 040000, tags of DG1, DG2 and DG13
+        0x011E: tlv(0x60, b"\x5f\x01\x040107\x5f\x36\x06040000" + tlv(0x5C, b"\x61\x75\x6d")),
+        0x0101: tlv(0x61, b"\x5f\x1f" + bytes([len(mrz)]) + mrz),
+        0x0102: tlv(0x75, tlv(0x5F, jpeg)),
+    }
+
+
+@pytest.fixture
+def card(pcsc: None) -> Iterator[VpcdCard]:
+    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()))
+    vc.insert()
+    time.sleep(1.0)  # pcscd notices the card
+    yield vc
+    vc.remove()
+
+
+def test_bac_and_files_through_pcscd(card: VpcdCard) -> None:
+    assert any("Virtual PCD" in r for r in list_readers())
+    seen: list[tuple[str, int, int]] = []
+    result = ChipReader(progress=lambda n, done, total: seen.append((n, done, total))).read(
+        MRZ_INFO, ("COM", "DG1", "DG2", "DG13")
+    )
+    files = chip_files()
+    assert result.files["DG1"] == files[0x0101] and result.files["DG2"] == files[0x0102]
+    assert result.missing == ["DG13"]
+    assert seen and seen[-1][0] == "DG2" and seen[-1][1] == seen[-1][2] == len(files[0x0102])
+    assert result.seconds < 30 and result.apdus > 60
+
+
+def test_wrong_keys_are_reported_once_and_not_retried(card: VpcdCard) -> None:
+    before = card.apdus
+    wrong = bac_mrz_information("090012346", "900315", "300315")
+    with pytest.raises(WrongKeys, match="check the card"):
+        ChipReader().read(wrong, ("DG1",))
+    assert card.apdus - before == 3  # select, challenge, one authenticate: no retries
+
+
+def test_plain_reads_are_refused_by_the_chip(card: VpcdCard) -> None:
+    reader = ChipReader()
+    reader.connect()
+    try:
+        reader.select_application()
+        _, sw = reader.transmit(bytes.fromhex("00A4020C020101"))
+        assert sw == bytes.fromhex("6982")
+        _, sw = reader.transmit(bytes.fromhex("00B0000004"))
+        assert sw == bytes.fromhex("6982")
+    finally:
+        reader.close()
