@@ -14,7 +14,13 @@ MRZ_INFO = bac_mrz_information("090012345", "900315", "300315")
 
 
 def chip_files() -> dict[int, bytes]:
-    mrz = b"IDVNM0900123451001090012345<<<9003151M3003150VNM<<<<<<<<<<<6NGUYEN<<VAN<AN<<<<<<<<<<<<<<<<"
+    mrz = b"".join(
+        [
+            b"IDVNM0900123451001090012345<<<",
+            b"9003151M3003150VNM<<<<<<<<<<<6",
+            b"NGUYEN<<VAN<AN<<<<<<<<<<<<<<<<",
+        ]
+    )
     jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 58 + b"\xff\xd9"  # ~15 KB image payload
     return {
         # EF.COM: LDS version 0107, Unicode 040000, tags of DG1, DG2 and DG13
