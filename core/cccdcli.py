@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -37,6 +38,10 @@ def cmd_cccd(args: argparse.Namespace) -> int:
     elif args.cccd_cmd == "parse-mrz":
         td1 = parse_td1(args.text)
         _out(td1.as_dict() | {"mrz_information": td1.mrz_information()}, args.json)
+    elif args.cccd_cmd == "read":
+        return _read(args)
+    elif args.cccd_cmd == "simulate":
+        return _simulate(args)
     elif args.cccd_cmd == "bac-keys":
         number, birth, expiry = parse_mrz_information(args.mrz_info)
         info = args.mrz_info.strip().upper()
@@ -53,6 +58,91 @@ def cmd_cccd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cryptography import x509
+
+    from biblioedge.drivers.cccd.card import keys_from_qr, read_card
+
+    if args.mrz_info:
+        infos = [args.mrz_info.strip().upper()]
+    else:
+        from biblioedge.drivers.cccd.qr import parse_qr
+
+        infos = keys_from_qr(parse_qr(args.qr))
+    csca = [x509.load_pem_x509_certificate(Path(p).read_bytes()) for p in args.csca or []]
+    last = [""]
+
+    def progress(name: str, done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if name != last[0] or pct == 100:
+            sys.stderr.write(f"reading {name}: {done}/{total} bytes\n")
+            last[0] = name if pct < 100 else ""
+
+    card = read_card(infos, reader=args.reader, csca=csca, progress=progress)
+    doc = card.summary()
+    if args.json:
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    else:
+        pa = doc["passive_authentication"]
+        sys.stdout.write(
+            f"read in {doc['seconds']} s ({doc['apdus']} APDUs): {doc['id_number']} "
+            f"{doc['personal'].get('full_name', '')}\n"
+            f"passive authentication: hashes {pa['hashes']}, signature {pa['signature']}, "
+            f"chain {pa['chain']}\n"
+        )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    """Put the demo citizen's card on the virtual reader until Ctrl-C."""
+    import signal
+    import threading
+    from datetime import date
+
+    from cryptography.hazmat.primitives import serialization
+
+    from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
+    from biblioedge.drivers.cccd.simdata import Citizen, chip_files, make_pki
+
+    photo = args.photo.read_bytes() if args.photo else _demo_photo()
+    citizen = Citizen(
+        "001090012345",
+        "Nguyễn Văn An",
+        "NGUYEN<<VAN<AN",
+        date(1990, 3, 15),
+        date(2030, 3, 15),
+        "Nam",
+        photo,
+    )
+    pki = make_pki()
+    files = citizen.files(pki)
+    if args.csca_out:
+        args.csca_out.write_bytes(pki.csca.public_bytes(serialization.Encoding.PEM))
+    card = VpcdCard(CccdChip(citizen.mrz_information(), chip_files(files)), port=args.port)
+    card.insert()
+    qr = f"{citizen.id_number}||{citizen.full_name}|15031990|Nam|Hà Nội|20052021"
+    sys.stdout.write(f"card on the reader. --mrz-info {citizen.mrz_information()}\n--qr '{qr}'\n")
+    sys.stdout.flush()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    card.remove()
+    return 0
+
+
+def _demo_photo() -> bytes:
+    import cv2
+    import numpy as np
+
+    img = np.full((320, 240, 3), 200, np.uint8)
+    cv2.circle(img, (120, 150), 70, (150, 170, 200), -1)
+    ok, jpeg = cv2.imencode(".jpg", img)
+    return jpeg.tobytes()
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "cccd",
@@ -67,6 +157,17 @@ def register(sub: Any) -> None:
     a = c.add_parser("parse-mrz", help="parse a TD1 MRZ (3 x 30 characters, newline-separated)")
     a.add_argument("text")
     a.add_argument("--json", action="store_true")
+    a = c.add_parser("read", help="read the chip: BAC, data groups, passive authentication")
+    a.add_argument("--reader", help="part of the PC/SC reader name (default: first with a card)")
+    keys = a.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--mrz-info", help="document number+cd, birth+cd, expiry+cd (24 chars)")
+    keys.add_argument("--qr", help="the card's QR payload: keys derived, expiry candidates tried")
+    a.add_argument("--csca", action="append", type=Path, help="trusted CSCA certificate (PEM)")
+    a.add_argument("--json", action="store_true")
+    a = c.add_parser("simulate", help="put a simulated citizen's card on the vpcd virtual reader")
+    a.add_argument("--port", type=int, default=35963, help="vpcd port (default 35963)")
+    a.add_argument("--photo", type=Path, help="JPEG for DG2 (default: a drawn face)")
+    a.add_argument("--csca-out", type=Path, help="write the test CSCA certificate here (PEM)")
     a = c.add_parser("bac-keys", help="K_seed, K_enc, K_mac from the MRZ information")
     a.add_argument(
         "--mrz-info",

@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,50 @@ def test_plain_reads_are_refused_by_the_chip(card: VpcdCard) -> None:
         assert sw == bytes.fromhex("6982")
     finally:
         reader.close()
+
+
+def test_cccd_read_command_with_the_simulated_citizen(pcsc: None, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    csca = tmp_path / "csca.pem"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "biblioedge", "cccd", "simulate", "--csca-out", str(csca)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        line = sim.stdout.readline()
+        assert "card on the reader" in line, line
+        qr = sim.stdout.readline().split("--qr ", 1)[1].strip().strip("'")
+        time.sleep(1.0)
+
+        def read(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "biblioedge", "cccd", "read", *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        out = read("--qr", qr, "--csca", str(csca), "--json")
+        assert out.returncode == 0, out.stderr[-2000:]
+        doc = json.loads(out.stdout)
+        assert (
+            doc["id_number"] == "001090012345" and doc["personal"]["full_name"] == "Nguyễn Văn An"
+        )
+        assert doc["personal"]["father_name"] == "Nguyễn Văn Ba"
+        assert doc["photo"]["format"] == "jpeg" and doc["photo"]["bytes"] > 1000
+        assert doc["passive_authentication"]["verified"] is True
+        assert "reading DG2" in out.stderr  # progress
+        assert doc["seconds"] < 30
+        untrusted = json.loads(read("--qr", qr, "--json").stdout)
+        assert untrusted["passive_authentication"]["chain"] == "unknown_csca"
+        wrong = read("--qr", qr.replace("15031990", "16031990"))
+        assert wrong.returncode == 2 and "check the card" in wrong.stderr
+    finally:
+        sim.terminate()
+        sim.wait(10)

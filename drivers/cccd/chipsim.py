@@ -152,6 +152,8 @@ class VpcdCard:
     def insert(self, timeout: float = 10.0) -> None:
         self._sock = socket.create_connection((self.host, self.port), timeout=timeout)
         self._sock.settimeout(None)
+        # one small message each way per APDU: Nagle + delayed ACK would add ~40 ms to each
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._thread = threading.Thread(target=self._serve, name="vpcd-card", daemon=True)
         self._thread.start()
 
@@ -174,6 +176,10 @@ class VpcdCard:
                 return None
             try:
                 chunk = sock.recv(n - len(buf))
+                # vpcd writes length and APDU as two segments: ACK at once, or Nagle on its
+                # side holds the APDU for our 40 ms delayed ACK (Linux resets this per read)
+                if hasattr(socket, "TCP_QUICKACK"):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             except OSError:
                 return None
             if not chunk:
