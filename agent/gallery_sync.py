@@ -10,6 +10,7 @@ the gate's next state report tells central where it really is.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 import unicodedata
@@ -43,6 +44,10 @@ class GallerySync:
             "SELECT value FROM meta WHERE key = 'gallery_version'"
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def card_keys(self) -> dict[str, str]:
+        row = self.store.conn.execute("SELECT value FROM meta WHERE key = 'card_keys'").fetchone()
+        return dict(json.loads(row[0])) if row else {}
 
     def revoked(self) -> set[str]:
         return {r[0] for r in self.store.conn.execute("SELECT jti FROM revoked_cards")}
@@ -90,6 +95,11 @@ class GallerySync:
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'gallery_version'", (str(delta.version),)
             )
+            if delta.card_keys:  # central's key set is authoritative for centrally issued cards
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'card_keys'",
+                    (json.dumps(delta.card_keys),),
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -69,6 +69,14 @@ def make_relay(cfg: AgentConfig) -> tuple[GateController, Any]:
     raise ValueError(f"gate.relay: {spec!r} is not none, sim, line:<port> or ch340:<port>")
 
 
+def synced_keys(store: Store) -> dict[str, str]:
+    """Card-signing keys central sent with the gallery (config keys are added on top)."""
+    import json
+
+    row = store.conn.execute("SELECT value FROM meta WHERE key = 'card_keys'").fetchone()
+    return dict(json.loads(row[0])) if row else {}
+
+
 def patron_lookup(store: Store) -> Any:
     def lookup(patron_id: str) -> PatronInfo | None:
         row = store.conn.execute(
@@ -111,7 +119,7 @@ async def build_gate(
         decoder=frame_decoder(g.decoder),
         gate=relay,
         verifier=CardVerifier(
-            {kid: load_public_key(k) for kid, k in g.card_keys.items()},
+            {kid: load_public_key(k) for kid, k in {**synced_keys(store), **g.card_keys}.items()},
             revoked={r[0] for r in store.conn.execute("SELECT jti FROM revoked_cards")},
         ),
         policy=GatePolicy(

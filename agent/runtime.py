@@ -220,6 +220,12 @@ class AgentRuntime:
                 if pid in flow.gallery:
                     flow.gallery.remove(pid)
             flow.verifier.revoked.update(delta.revoked_cards)
+            if delta.card_keys:
+                from biblioedge.cardtoken import load_public_key
+
+                flow.verifier.keys.update(
+                    {kid: load_public_key(k) for kid, k in delta.card_keys.items()}
+                )
         self.sync.state_changed()
 
     async def _restore_desired(self) -> None:

@@ -94,6 +94,7 @@ def _m2_gallery(db: sqlite_utils.Database) -> None:
 def _m3_gallery_sync(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE revoked_cards (jti TEXT PRIMARY KEY, added_at REAL NOT NULL)")
     db.execute("INSERT INTO meta (key, value) VALUES ('gallery_version', '0')")
+    db.execute("INSERT INTO meta (key, value) VALUES ('card_keys', '{}')")
 
 
 #: Ordered, append-only list of migrations. Never edit a shipped one; add the next.

@@ -192,6 +192,9 @@ class GalleryDelta(_Strict):
     upserts: list[GalleryReader] = Field(default_factory=list, max_length=1000)
     removes: list[str] = Field(default_factory=list, description="patron ids to erase")
     revoked_cards: list[str] = Field(default_factory=list, description="card token ids")
+    card_keys: dict[str, str] = Field(
+        default_factory=dict, description="Central's card-signing public keys, kid -> base64url"
+    )
 
 
 class Command(_Strict):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from biblioedge import __version__
 from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader
@@ -104,6 +105,20 @@ class TemplatesIn(BaseModel):
     templates: list[list[float]] = Field(min_length=1, max_length=16)
 
 
+class CardIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    valid_days: int = Field(default=365 * 4, ge=1, le=3650)
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: Literal["face_gate"] = "face_gate"
+    text_version: str = Field(min_length=1, max_length=32, description="Version of the text shown")
+    granted: bool
+    librarian: str = Field(min_length=1, max_length=64)
+    idempotency_key: str | None = Field(default=None, max_length=64)
+
+
 class RevokeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     jti: str = Field(min_length=1, max_length=64, description="Card token id")
@@ -115,6 +130,7 @@ def create_app(
     bridge: Bridge | None,
     metrics: CentralMetrics,
     readers: Readers | None = None,
+    cards: Cards | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
@@ -312,6 +328,65 @@ def create_app(
         @api.get("/sites/{site}/gallery", tags=["readers"])
         def site_gallery(site: str) -> dict[str, Any]:
             return {"site": site, "version": reg.site_version(site)}
+
+    if readers is not None and cards is not None:
+        crd, rdr = cards, readers
+
+        async def everywhere() -> None:
+            if bridge is not None:
+                for site in await run_in_threadpool(rdr.sites):
+                    await bridge.gallery_changed(site)
+
+        @api.get("/card-keys", tags=["cards"])
+        def list_card_keys() -> dict[str, str]:
+            """Public keys gates verify card QR codes with (kid -> base64url)."""
+            return crd.public_keys()
+
+        @api.post("/card-keys/rotate", status_code=201, tags=["cards"])
+        async def rotate_card_key() -> dict[str, str]:
+            kid = await run_in_threadpool(crd.rotate)
+            await everywhere()
+            return {"active": kid}
+
+        @api.delete("/card-keys/{kid}", status_code=204, tags=["cards"])
+        async def retire_card_key(kid: str) -> Response:
+            try:
+                await run_in_threadpool(crd.retire, kid)
+            except CardError as exc:
+                raise HTTPException(409, str(exc)) from exc
+            await everywhere()
+            return Response(status_code=204)
+
+        @api.post("/readers/{patron_id}/cards", status_code=201, tags=["cards"])
+        def issue_card(patron_id: str, body: CardIn) -> dict[str, Any]:
+            """A signed library-card token for the reader's QR (verified offline at gates)."""
+            try:
+                return crd.issue_card(patron_id, body.valid_days)
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+
+        @api.post("/readers/{patron_id}/consents", status_code=201, tags=["consent"])
+        def record_consent(patron_id: str, body: ConsentIn) -> dict[str, Any]:
+            """Record consent; the same idempotency key returns the first record."""
+            try:
+                return crd.record_consent(patron_id, **body.model_dump())
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+
+        @api.get("/readers/{patron_id}/consents", tags=["consent"])
+        def list_consents(patron_id: str) -> list[dict[str, Any]]:
+            return crd.consents_of(patron_id)
+
+        @api.post("/readers/{patron_id}/consents/withdraw", tags=["consent"])
+        async def withdraw_consent(patron_id: str) -> dict[str, Any]:
+            """Withdraw biometric consent: templates erased here and, at next sync, on gates."""
+            try:
+                n = await run_in_threadpool(crd.withdraw, patron_id)
+                site = str(rdr.get(patron_id)["site"])
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+            await changed(site)
+            return {"withdrawn": n}
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -12,6 +12,7 @@ import uvicorn
 
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers, load_or_create_key
@@ -38,9 +39,11 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     repo = Repo(cfg.db_url)
     await asyncio.to_thread(repo.migrate)
     metrics = CentralMetrics()
-    readers = Readers(repo, load_or_create_key(cfg.data_dir / "keys" / "templates.key"))
+    key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
+    readers = Readers(repo, key)
+    cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
     bridge = Bridge(cfg, repo, metrics, readers)
-    app = create_app(cfg, repo, bridge, metrics, readers)
+    app = create_app(cfg, repo, bridge, metrics, readers, cards)
     server = _Server(
         uvicorn.Config(
             app, host=cfg.http.host, port=cfg.http.port, log_level="warning", access_log=False

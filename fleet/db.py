@@ -149,6 +149,43 @@ card_revocations = Table(
 )
 
 
+card_keys = Table(
+    "card_keys",
+    metadata,
+    Column("kid", String(32), primary_key=True),
+    Column("public_key", String(64), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("sealed_private_key", LargeBinary, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime, nullable=True),
+)
+
+cards = Table(
+    "cards",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("patron_id", String(64), nullable=False, index=True),
+    Column("kid", String(32), nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("patron_id", String(64), nullable=False, index=True),
+    Column("purpose", String(32), nullable=False),
+    Column("text_version", String(32), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("librarian", String(64), nullable=False),
+    Column("idempotency_key", String(64), nullable=True, unique=True),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("withdrawn_at", UTCDateTime, nullable=True),
+)
+
+
 def _json(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 

@@ -20,7 +20,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from biblioedge.fleet.db import card_revocations, gallery_log, readers, templates
+from biblioedge.fleet.db import card_keys, card_revocations, gallery_log, readers, templates
 from biblioedge.fleet.repo import Repo, UnknownDevice
 from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import GalleryDelta, GalleryReader, utc_now
@@ -168,6 +168,10 @@ class Readers:
 
     # -- deltas ---------------------------------------------------------------------------
 
+    def sites(self) -> list[str]:
+        with self.repo.engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(readers.c.site).distinct())]
+
     def site_version(self, site: str) -> int:
         with self.repo.engine.connect() as conn:
             return int(
@@ -189,6 +193,9 @@ class Readers:
             touched: list[str] = []
             version = base
             for seq, pid in log:
+                if pid == "":  # a card-key change: moves the version, carries no reader
+                    version = seq
+                    continue
                 if pid not in touched:
                     if len(touched) == max_readers:
                         break
@@ -230,8 +237,21 @@ class Readers:
                         select(card_revocations.c.jti).where(card_revocations.c.patron_id == pid)
                     )
                 ]
+            keys = {
+                r.kid: r.public_key
+                for r in conn.execute(
+                    select(card_keys.c.kid, card_keys.c.public_key).where(
+                        card_keys.c.retired_at.is_(None)
+                    )
+                )
+            }
         return GalleryDelta(
-            base=base, version=version, upserts=upserts, removes=removes, revoked_cards=revoked
+            base=base,
+            version=version,
+            upserts=upserts,
+            removes=removes,
+            revoked_cards=revoked,
+            card_keys=keys,
         )
 
 

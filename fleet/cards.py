@@ -1,0 +1,191 @@
+"""Library cards and biometric consent at central.
+
+Card signing keys are ed25519, sealed at rest with AES-GCM under central's key; exactly one is
+active (it signs), older ones stay listed so cards they signed still verify at the gates, until
+IT retires them. Public keys travel to the gates with the gallery deltas.
+
+Consent is recorded per purpose (``face_gate``), with the text version shown and the librarian
+who took it. Withdrawing biometric consent erases the reader's templates everywhere: central's
+store now, the gates at their next sync.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from sqlalchemy import delete, insert, select, update
+
+from biblioedge.cardtoken import issue, public_key_b64
+from biblioedge.fleet.db import card_keys, cards, consents, gallery_log, readers, templates
+from biblioedge.fleet.readers import Readers, UnknownReader
+from biblioedge.protocol import utc_now
+
+
+class CardError(ValueError):
+    pass
+
+
+class Cards:
+    def __init__(self, registry: Readers, key: bytes) -> None:
+        self.readers = registry
+        self.engine = registry.repo.engine
+        self.aead = AESGCM(key)
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def rotate(self) -> str:
+        """Make a new signing key active; returns its kid."""
+        key = Ed25519PrivateKey.generate()
+        raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        now = utc_now()
+        kid = f"k{now:%Y%m%d}{secrets.token_hex(2)}"
+        nonce = os.urandom(12)
+        with self.engine.begin() as conn:
+            conn.execute(update(card_keys).values(active=False))
+            conn.execute(
+                insert(card_keys).values(
+                    kid=kid,
+                    public_key=public_key_b64(key),
+                    nonce=nonce,
+                    sealed_private_key=self.aead.encrypt(nonce, raw, kid.encode()),
+                    active=True,
+                    created_at=now,
+                )
+            )
+            self._keys_changed(conn)
+        return kid
+
+    def retire(self, kid: str) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(card_keys.c.active).where(card_keys.c.kid == kid)).first()
+            if row is None:
+                raise CardError(f"no key {kid}")
+            if row.active:
+                raise CardError("rotate before retiring the active key")
+            conn.execute(
+                update(card_keys).where(card_keys.c.kid == kid).values(retired_at=utc_now())
+            )
+            self._keys_changed(conn)
+
+    def public_keys(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(card_keys.c.kid, card_keys.c.public_key).where(
+                    card_keys.c.retired_at.is_(None)
+                )
+            )
+            return {r.kid: r.public_key for r in rows}
+
+    def _keys_changed(self, conn: Any) -> None:
+        """Every site's gallery moves on, so every gate gets the new key set."""
+        for (site,) in conn.execute(select(readers.c.site).distinct()):
+            conn.execute(insert(gallery_log).values(site=site, patron_id="", created_at=utc_now()))
+
+    def _active(self) -> tuple[str, Ed25519PrivateKey]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(card_keys).where(card_keys.c.active.is_(True))).first()
+        if row is None:  # first card ever: make the first key
+            self.rotate()
+            return self._active()
+        raw = self.aead.decrypt(row.nonce, row.sealed_private_key, row.kid.encode())
+        return row.kid, Ed25519PrivateKey.from_private_bytes(raw)
+
+    # -- cards ----------------------------------------------------------------------------
+
+    def issue_card(self, patron_id: str, valid_days: int = 365 * 4) -> dict[str, Any]:
+        if not 1 <= valid_days <= 3650:
+            raise CardError("valid_days is 1 to 3650")
+        self.readers.get(patron_id)  # UnknownReader if absent
+        kid, key = self._active()
+        jti = f"c-{secrets.token_hex(8)}"
+        now = utc_now()
+        token = issue(key, kid, jti, patron_id, valid_days=valid_days, now=now.timestamp())
+        expires = now + timedelta(days=valid_days)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(cards).values(
+                    jti=jti, patron_id=patron_id, kid=kid, issued_at=now, expires_at=expires
+                )
+            )
+        return {"jti": jti, "token": token, "kid": kid, "expires_at": expires.isoformat()}
+
+    # -- consent --------------------------------------------------------------------------
+
+    def record_consent(
+        self,
+        patron_id: str,
+        *,
+        purpose: str,
+        text_version: str,
+        granted: bool,
+        librarian: str,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        self.readers.get(patron_id)
+        with self.engine.begin() as conn:
+            if idempotency_key:
+                old = conn.execute(
+                    select(consents).where(consents.c.idempotency_key == idempotency_key)
+                ).first()
+                if old is not None:
+                    return dict(old._mapping)
+            res = conn.execute(
+                insert(consents).values(
+                    patron_id=patron_id,
+                    purpose=purpose,
+                    text_version=text_version,
+                    granted=granted,
+                    librarian=librarian,
+                    idempotency_key=idempotency_key,
+                    recorded_at=utc_now(),
+                )
+            )
+            pk = res.inserted_primary_key
+            assert pk is not None
+            cid = pk[0]
+            return dict(conn.execute(select(consents).where(consents.c.id == cid)).one()._mapping)
+
+    def consents_of(self, patron_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(consents).where(consents.c.patron_id == patron_id).order_by(consents.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def has_biometric_consent(self, patron_id: str) -> bool:
+        latest = [
+            c
+            for c in self.consents_of(patron_id)
+            if c["purpose"] == "face_gate" and c["withdrawn_at"] is None
+        ]
+        return bool(latest) and bool(latest[-1]["granted"])
+
+    def withdraw(self, patron_id: str, purpose: str = "face_gate") -> int:
+        """Withdraw consent; for biometrics, erase every template (gates follow at next sync)."""
+        with self.engine.begin() as conn:
+            site = conn.execute(
+                select(readers.c.site).where(readers.c.patron_id == patron_id)
+            ).scalar()
+            if site is None:
+                raise UnknownReader(patron_id)
+            n = conn.execute(
+                update(consents)
+                .where(
+                    (consents.c.patron_id == patron_id)
+                    & (consents.c.purpose == purpose)
+                    & consents.c.withdrawn_at.is_(None)
+                )
+                .values(withdrawn_at=utc_now())
+            ).rowcount
+            if purpose == "face_gate":
+                conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
+                conn.execute(
+                    insert(gallery_log).values(site=site, patron_id=patron_id, created_at=utc_now())
+                )
+            return int(n)
