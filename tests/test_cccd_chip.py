@@ -119,3 +119,35 @@ def test_cccd_read_command_with_the_simulated_citizen(pcsc: None, tmp_path: Path
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+def test_card_pulled_out_mid_read_then_read_again(pcsc: None) -> None:
+    from biblioedge.drivers.cccd.chip import CardRemoved
+
+    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()))
+    vc.insert()
+    time.sleep(1.0)
+    pulled: list[bool] = []
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name == "DG2" and done > 2000 and not pulled:
+            pulled.append(True)
+            vc.remove()  # the reader's hand takes the card away
+
+    try:
+        with pytest.raises(CardRemoved):
+            ChipReader(progress=progress).read(MRZ_INFO, ("DG1", "DG2"))
+        time.sleep(2.0)  # the card is put back a moment later
+        vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()))
+        vc.insert()  # a plain retry reads everything, once pcscd sees the card
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                again = ChipReader().read(MRZ_INFO, ("DG1", "DG2"))
+                break
+            except CardRemoved:
+                assert time.monotonic() < deadline, "card never seen again"
+                time.sleep(0.3)
+        assert again.files["DG2"] == chip_files()[0x0102]
+    finally:
+        vc.remove()

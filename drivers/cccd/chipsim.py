@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 from biblioedge.drivers.cccd.bac import bac_keys
 from biblioedge.drivers.cccd.sm import (
@@ -150,10 +151,27 @@ class VpcdCard:
         self.apdus = 0
 
     def insert(self, timeout: float = 10.0) -> None:
-        self._sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        self._sock.settimeout(None)
-        # one small message each way per APDU: Nagle + delayed ACK would add ~40 ms to each
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        """Connect to vpcd. A connection made while vpcd is still tearing down the previous
+        card is accepted by the kernel but never served: then reconnect, as a card that did
+        not make contact is pushed in again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            # one small message each way per APDU: Nagle + delayed ACK would add 40 ms to each
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(2.0)
+            try:
+                first = sock.recv(2, socket.MSG_PEEK)
+            except TimeoutError:
+                first = b""
+            if first:
+                break
+            sock.close()
+            if time.monotonic() > deadline:
+                raise TimeoutError("vpcd did not talk to the card")
+            time.sleep(0.2)
+        sock.settimeout(None)
+        self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="vpcd-card", daemon=True)
         self._thread.start()
 
