@@ -6,9 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="[kiosk]"
 TEST=""
-[[ "${1:-}" == "--test" ]] && EXTRAS="[kiosk,test]" && TEST=1
+[[ "${1:-}" == "--test" ]] && TEST=1
 
 # Debian packages: the broker, venv support for Debian's own python3, zbar for pyzbar.
 APT_PKGS=(mosquitto python3-venv libzbar0)
@@ -31,6 +30,17 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# pyscard (the desk's card reader) compiles against PC/SC: include it when it can build
+EXTRAS="kiosk"
+if command -v swig >/dev/null && [[ -f /usr/include/PCSC/winscard.h ]]; then
+  EXTRAS+=",desk"
+elif [[ -n "$TEST" ]]; then
+  echo "the tests need swig and libpcsclite-dev (run as root to install them)" >&2
+  exit 1
+fi
+[[ -n "$TEST" ]] && EXTRAS+=",test"
+EXTRAS="[$EXTRAS]"
+
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "biblioedge needs Python >= 3.11 (found $("$PY" --version))" >&2
@@ -45,9 +55,8 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   echo ">> pip install -e .$EXTRAS"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".$EXTRAS"
-  if [[ -n "$TEST" ]]; then
-    # reference implementation for the face tests, without its opencv-python (GUI build)
-    .venv/bin/python -m pip install -q --no-deps "insightface==2.1"
-  fi
+  # sample face images for the demo gate and the benchmarks, and the face tests' reference
+  # implementation; --no-deps keeps its opencv-python (GUI build) from replacing headless
+  .venv/bin/python -m pip install -q --no-deps "insightface==2.1"
   touch "$stamp"
 fi
