@@ -7,28 +7,20 @@ Used by the screenshot tests and by anyone reviewing the UI without a kiosk at h
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from biblioedge.agent.gate import GateView
 
-@dataclass(frozen=True)
-class _View:
-    mode: str
-    message: str
-    name: str = ""
-    face_box: tuple[float, float, float, float] | None = None
-
-
-STATES: dict[str, tuple[_View, bool]] = {
-    "idle": (_View("idle", "welcome_idle"), True),
-    "granted": (_View("granted", "welcome_name", name="Nguyễn Văn An"), True),
-    "hint": (_View("hint", "hint_too_small", face_box=(560.0, 260.0, 720.0, 440.0)), True),
-    "denied": (_View("denied", "scan_card"), True),
-    "blocked": (_View("denied", "denied_blocked"), True),
-    "out_of_service": (_View("out_of_service", "out_of_service"), True),
-    "offline": (_View("idle", "welcome_idle"), False),
+STATES: dict[str, tuple[GateView, bool]] = {
+    "idle": (GateView("idle", "welcome_idle"), True),
+    "granted": (GateView("granted", "welcome_name", name="Nguyễn Văn An"), True),
+    "hint": (GateView("hint", "hint_too_small", face_box=(560.0, 260.0, 720.0, 440.0)), True),
+    "denied": (GateView("denied", "scan_card"), True),
+    "blocked": (GateView("denied", "denied_blocked"), True),
+    "out_of_service": (GateView("out_of_service", "out_of_service"), True),
+    "offline": (GateView("idle", "welcome_idle"), False),
 }
 
 
@@ -54,7 +46,7 @@ def render_gate(
         def build(self) -> GateScreen:
             self.screen = GateScreen()
             self.todo = list(STATES.items()) + [
-                ("english", (_View("granted", "welcome_name", name="Nguyễn Văn An"), True))
+                ("english", (GateView("granted", "welcome_name", name="Nguyễn Văn An"), True))
             ]
             Clock.schedule_once(self.next, 0.2)
             return self.screen

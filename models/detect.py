@@ -95,7 +95,31 @@ def _finish(
     ]
 
 
-class SCRFD:
+class _OnnxDetector:
+    """What SCRFD and YuNet share: the session, the input size (fixed by the graph, else the
+    manifest's) and the thresholds."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        options: RuntimeOptions | None,
+        score_threshold: float | None,
+        nms_threshold: float,
+        max_faces: int,
+    ) -> None:
+        self.name = manifest.ref
+        self.session = open_session(path, options)
+        self.input_name = self.session.get_inputs()[0].name
+        fixed_h, fixed_w = input_hw(self.session)
+        w, h = manifest.input_size
+        self.input_size = (fixed_w or w, fixed_h or h)
+        self.score_threshold = manifest.threshold if score_threshold is None else score_threshold
+        self.nms_threshold = nms_threshold
+        self.max_faces = max_faces
+
+
+class SCRFD(_OnnxDetector):
     def __init__(
         self,
         path: Path,
@@ -106,12 +130,7 @@ class SCRFD:
         nms_threshold: float = 0.4,
         max_faces: int = 50,
     ) -> None:
-        self.name = manifest.ref
-        self.session = open_session(path, options)
-        self.input_name = self.session.get_inputs()[0].name
-        fixed_h, fixed_w = input_hw(self.session)
-        w, h = manifest.input_size
-        self.input_size = (fixed_w or w, fixed_h or h)
+        super().__init__(path, manifest, options, score_threshold, nms_threshold, max_faces)
         n_out = len(self.session.get_outputs())
         layouts = {6: (3, 2, False), 9: (3, 2, True), 10: (5, 1, False), 15: (5, 1, True)}
         if n_out not in layouts:
@@ -122,9 +141,6 @@ class SCRFD:
         self.strides = (8, 16, 32, 64, 128)[:fmc]
         norm = manifest.normalization
         self.mean, self.std, self.rgb = norm.mean, norm.std, norm.rgb
-        self.score_threshold = manifest.threshold if score_threshold is None else score_threshold
-        self.nms_threshold = nms_threshold
-        self.max_faces = max_faces
         self._centers: dict[tuple[int, int, int], F32] = {}
         self._check_outputs()
 
@@ -202,7 +218,7 @@ class SCRFD:
         )
 
 
-class YuNet:
+class YuNet(_OnnxDetector):
     STRIDES = (8, 16, 32)
 
     def __init__(
@@ -215,12 +231,7 @@ class YuNet:
         nms_threshold: float = 0.3,
         max_faces: int = 50,
     ) -> None:
-        self.name = manifest.ref
-        self.session = open_session(path, options)
-        self.input_name = self.session.get_inputs()[0].name
-        fixed_h, fixed_w = input_hw(self.session)
-        w, h = manifest.input_size
-        self.input_size = (fixed_w or w, fixed_h or h)
+        super().__init__(path, manifest, options, score_threshold, nms_threshold, max_faces)
         if self.input_size[0] % 32 or self.input_size[1] % 32:
             raise ModelLoadError(f"{self.name}: YuNet input sides must be multiples of 32")
         names = [o.name for o in self.session.get_outputs()]
@@ -231,9 +242,6 @@ class YuNet:
         self.order = (
             [names.index(n) for n in wanted] if set(wanted) <= set(names) else list(range(12))
         )
-        self.score_threshold = manifest.threshold if score_threshold is None else score_threshold
-        self.nms_threshold = nms_threshold
-        self.max_faces = max_faces
         self.rgb = manifest.normalization.rgb
         self._check_outputs()
 
