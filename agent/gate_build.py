@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from biblioedge.agent.config import AgentConfig
-from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
+from biblioedge.agent.gallery_sync import GallerySync
 from biblioedge.agent.gate import Emit, GateFlow, GateMetrics, GateSettings
 from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
 from biblioedge.agent.store import Store
@@ -69,14 +69,6 @@ def make_relay(cfg: AgentConfig) -> tuple[GateController, Any]:
     raise ValueError(f"gate.relay: {spec!r} is not none, sim, line:<port> or ch340:<port>")
 
 
-def synced_keys(store: Store) -> dict[str, str]:
-    """Card-signing keys central sent with the gallery (config keys are added on top)."""
-    import json
-
-    row = store.conn.execute("SELECT value FROM meta WHERE key = 'card_keys'").fetchone()
-    return dict(json.loads(row[0])) if row else {}
-
-
 def patron_lookup(store: Store) -> Any:
     def lookup(patron_id: str) -> PatronInfo | None:
         row = store.conn.execute(
@@ -90,9 +82,14 @@ def patron_lookup(store: Store) -> Any:
 
 
 async def build_gate(
-    cfg: AgentConfig, store: Store, emit: Emit, registry: CollectorRegistry
+    cfg: AgentConfig,
+    store: Store,
+    synced: GallerySync,
+    emit: Emit,
+    registry: CollectorRegistry,
 ) -> tuple[GateFlow, list[Any]]:
-    """The gate flow and the resources to close when it is done."""
+    """The gate flow and the resources to close when it is done. ``synced`` holds what central
+    sent: the encrypted templates, the card keys and the revoked cards."""
     options = RuntimeOptions(cfg.face.intra_threads, cfg.face.inter_threads, cfg.face.optimization)
     models = ModelStore(cfg.data_dir / "models")
     face = await AsyncFaceEngine.load(lambda: FaceEngine(models, options=options))
@@ -100,8 +97,7 @@ async def build_gate(
     gallery = Gallery(
         engine.dim, fast_from=cfg.face.gallery_fast_from, rerank=cfg.face.gallery_rerank
     )
-    templates = GalleryStore(store, load_or_create_key(cfg.data_dir / "keys" / "template.key"))
-    ids, matrix = templates.load(engine.embedder.name, engine.dim)
+    ids, matrix = synced.templates.load(engine.embedder.name, engine.dim)
     if ids:
         gallery.add_matrix(ids, matrix)
     log.info(
@@ -119,8 +115,8 @@ async def build_gate(
         decoder=frame_decoder(g.decoder),
         gate=relay,
         verifier=CardVerifier(
-            {kid: load_public_key(k) for kid, k in {**synced_keys(store), **g.card_keys}.items()},
-            revoked={r[0] for r in store.conn.execute("SELECT jti FROM revoked_cards")},
+            {kid: load_public_key(k) for kid, k in {**synced.card_keys(), **g.card_keys}.items()},
+            revoked=synced.revoked(),
         ),
         policy=GatePolicy(
             patron_lookup(store),

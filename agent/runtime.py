@@ -79,7 +79,11 @@ class _LazyGate:
             from biblioedge.agent.gate_build import build_gate
 
             self.flow, closables = await build_gate(
-                self.rt.config, self.rt.store.store, self.rt.emit, self.rt.metrics.registry
+                self.rt.config,
+                self.rt.store.store,
+                self.rt.gallery_sync,
+                self.rt.emit,
+                self.rt.metrics.registry,
             )
             self.rt._closables.extend(closables)
         await self.flow.run(ctx)

@@ -23,7 +23,7 @@ from sqlalchemy import delete, insert, select, update
 
 from biblioedge.cardtoken import issue, public_key_b64
 from biblioedge.fleet.db import card_keys, cards, consents, gallery_log, readers, templates
-from biblioedge.fleet.readers import Readers, UnknownReader
+from biblioedge.fleet.readers import Readers
 from biblioedge.protocol import utc_now
 
 
@@ -169,11 +169,7 @@ class Cards:
     def withdraw(self, patron_id: str, purpose: str = "face_gate") -> int:
         """Withdraw consent; for biometrics, erase every template (gates follow at next sync)."""
         with self.engine.begin() as conn:
-            site = conn.execute(
-                select(readers.c.site).where(readers.c.patron_id == patron_id)
-            ).scalar()
-            if site is None:
-                raise UnknownReader(patron_id)
+            site = Readers.site_of(conn, patron_id)
             n = conn.execute(
                 update(consents)
                 .where(

@@ -15,8 +15,9 @@ from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
-from biblioedge.fleet.readers import Readers, load_or_create_key
+from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Repo
+from biblioedge.keys import load_or_create_key
 
 log = logging.getLogger("biblioedge.fleet.central")
 

@@ -21,8 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from biblioedge.fleet.db import card_keys, card_revocations, gallery_log, readers, templates
-from biblioedge.fleet.repo import Repo, UnknownDevice
-from biblioedge.keys import load_or_create_key
+from biblioedge.fleet.repo import Repo
 from biblioedge.protocol import GalleryDelta, GalleryReader, utc_now
 
 MAX_TEMPLATES = 16
@@ -46,7 +45,7 @@ class Readers:
         self.aead = AESGCM(key)
 
     @staticmethod
-    def _site_of(conn: Connection, patron_id: str) -> str:
+    def site_of(conn: Connection, patron_id: str) -> str:
         site = conn.execute(select(readers.c.site).where(readers.c.patron_id == patron_id)).scalar()
         if site is None:
             raise UnknownReader(patron_id)
@@ -121,7 +120,7 @@ class Readers:
         mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
         now = utc_now()
         with self.repo.engine.begin() as conn:
-            site = self._site_of(conn, patron_id)
+            site = self.site_of(conn, patron_id)
             conn.execute(
                 delete(templates).where(
                     (templates.c.patron_id == patron_id) & (templates.c.model == model)
@@ -149,14 +148,14 @@ class Readers:
     def erase(self, patron_id: str) -> None:
         """Delete a reader and every template; the gates of the site drop them at next sync."""
         with self.repo.engine.begin() as conn:
-            site = self._site_of(conn, patron_id)
+            site = self.site_of(conn, patron_id)
             conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
             conn.execute(delete(readers).where(readers.c.patron_id == patron_id))
             self._log(conn, site, patron_id)
 
     def revoke_card(self, jti: str, patron_id: str) -> None:
         with self.repo.engine.begin() as conn:
-            site = self._site_of(conn, patron_id)
+            site = self.site_of(conn, patron_id)
             if conn.execute(
                 select(card_revocations.c.jti).where(card_revocations.c.jti == jti)
             ).first():
@@ -253,6 +252,3 @@ class Readers:
             revoked_cards=revoked,
             card_keys=keys,
         )
-
-
-__all__ = ["Readers", "ReaderError", "UnknownReader", "UnknownDevice", "load_or_create_key"]

