@@ -89,6 +89,27 @@ class _LazyGate:
         await self.flow.run(ctx)
 
 
+class _LazyDesk:
+    """The desk flow, built inside its component like the gate (the face engine loads)."""
+
+    name = "desk"
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.rt = runtime
+        self.flow: Any = None
+
+    async def run(self, ctx: Context) -> None:
+        if self.flow is None:
+            from biblioedge.agent.desk_build import build_desk
+
+            self.flow, closables = await build_desk(
+                self.rt.config, self.rt.store, self.rt.emit, self.rt.metrics.registry
+            )
+            self.rt._closables.extend(closables)
+            self.rt.sync.answer_listeners.append(self.flow.answers_arrived)
+        await self.flow.run(ctx)
+
+
 class AgentRuntime:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -112,6 +133,7 @@ class AgentRuntime:
         )
         self.supervisor: Supervisor | None = None
         self.gate: Component | None = None
+        self.desk: _LazyDesk | None = None
         self._closables: list[Any] = []
 
     # -- events -------------------------------------------------------------------------
@@ -258,6 +280,8 @@ class AgentRuntime:
         ]
         if self.gate is not None:
             comps.append(self.gate)
+        if self.desk is not None:
+            comps.append(self.desk)
         return comps
 
     async def _build_roles(self) -> None:
@@ -271,6 +295,8 @@ class AgentRuntime:
             self.gallery_sync = GallerySync(self.store.store, GalleryStore(self.store.store, key))
             self.gallery_version = await self.store.call(self.gallery_sync.version)
             self.gate = _LazyGate(self)
+        if self.config.role == "desk" and self.config.desk.enabled:
+            self.desk = _LazyDesk(self)
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Run until SIGTERM/SIGINT (or ``stop``); returns the process exit code."""

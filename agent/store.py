@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +97,29 @@ def _m3_gallery_sync(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('card_keys', '{}')")
 
 
+def _m4_answers(db: sqlite_utils.Database) -> None:
+    # Central's answers to events that ask one (a desk registration -> patron and card),
+    # written in the transaction that deletes the acked event: the answer cannot be lost
+    # between the two. Purged after the desk has used it.
+    db.execute(
+        "CREATE TABLE answers ("
+        " event_id TEXT PRIMARY KEY,"
+        " type TEXT NOT NULL,"
+        " body BLOB NOT NULL,"
+        " received_at REAL NOT NULL)"
+    )
+
+
 #: Ordered, append-only list of migrations. Never edit a shipped one; add the next.
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _m1_initial),
     (2, _m2_gallery),
     (3, _m3_gallery_sync),
+    (4, _m4_answers),
 ]
+
+#: Event types whose acks carry an answer the device keeps (see ``answers``).
+ANSWERED_TYPES = ("desk.registration",)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -226,12 +243,36 @@ class Store:
             out.append(OutboxRow(seq, event_id, bytes(body)))
         return out
 
-    def delete_acked(self, event_ids: Iterable[str]) -> int:
+    def delete_acked(
+        self,
+        event_ids: Iterable[str],
+        answers: Mapping[str, dict[str, Any]] | None = None,
+    ) -> int:
+        """Delete acked events; keep central's answers to those of ``ANSWERED_TYPES`` in the
+        same transaction (``{"rejected": reason}`` for a refused one)."""
         ids = [(i,) for i in event_ids]
         if not ids:
             return 0
+        answers = answers or {}
+        now = time.time()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            if answers:
+                marks = ",".join("?" * len(answers))
+                kinds = dict(
+                    self.conn.execute(
+                        f"SELECT event_id, type FROM outbox WHERE event_id IN ({marks})",  # noqa: S608
+                        list(answers),
+                    ).fetchall()
+                )
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?)",
+                    [
+                        (eid, kinds[eid], orjson.dumps(body), now)
+                        for eid, body in answers.items()
+                        if kinds.get(eid) in ANSWERED_TYPES
+                    ],
+                )
             before = self.conn.total_changes
             self.conn.executemany("DELETE FROM outbox WHERE event_id = ?", ids)
             deleted = self.conn.total_changes - before
@@ -240,6 +281,32 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
         return deleted
+
+    def answer(self, event_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT body FROM answers WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def answered(self, etype: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT event_id FROM answers WHERE type = ? ORDER BY received_at", (etype,)
+            )
+        ]
+
+    def forget_answer(self, event_id: str) -> None:
+        self.conn.execute("DELETE FROM answers WHERE event_id = ?", (event_id,))
+
+    def pending(self, etype: str) -> list[str]:
+        """Event ids of ``etype`` still waiting in the outbox."""
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT event_id FROM outbox WHERE type = ? ORDER BY seq", (etype,)
+            )
+        ]
 
     def outbox_depth(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])

@@ -85,6 +85,8 @@ class Sync:
         self._on_desired = on_desired
         self._on_gallery = on_gallery
         self.status = SyncStatus()
+        #: called after central's answers to some events were stored (the desk waits on them)
+        self.answer_listeners: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._state_dirty = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -288,7 +290,11 @@ class Sync:
         if batch is not None:
             self.metrics.ack_latency.observe(time.monotonic() - batch.sent_at)
         done = list(ack.stored) + list(ack.rejected)
-        deleted = await self.store.call(Store.delete_acked, self.store.store, done)
+        answers = {**ack.results, **{e: {"rejected": r} for e, r in ack.rejected.items()}}
+        deleted = await self.store.call(Store.delete_acked, self.store.store, done, answers)
+        if answers:
+            for listener in self.answer_listeners:
+                listener()
         self.metrics.events_acked.inc(deleted)
         if ack.rejected:
             self.metrics.events_rejected.inc(len(ack.rejected))

@@ -44,6 +44,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "circ.renew",
         "circ.offline_queued",
         # card desk
+        "desk.registration",
         "reader.registered",
         "consent.recorded",
         "card.issued",
@@ -137,6 +138,11 @@ class Ack(_Strict):
         description="Event id -> reason, for events quarantined at central. Also final: the "
         "device may drop them, central keeps them for inspection.",
     )
+    results: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Event id -> central's answer, for events that ask one (desk.registration:"
+        " the patron number and the signed card). Sent again for a resent event.",
+    )
 
 
 class DesiredState(_Strict):
@@ -195,6 +201,52 @@ class GalleryDelta(_Strict):
     card_keys: dict[str, str] = Field(
         default_factory=dict, description="Central's card-signing public keys, kid -> base64url"
     )
+
+
+class RegistrationConsent(_Strict):
+    purpose: Literal["face_gate"] = "face_gate"
+    granted: bool
+    text_version: str = Field(min_length=1, max_length=32)
+    librarian: str = Field(min_length=1, max_length=64)
+
+
+class RegistrationFace(_Strict):
+    model: str = Field(min_length=1, max_length=80)
+    templates: list[str] = Field(
+        min_length=1, max_length=16, description="base64 of little-endian float32"
+    )
+
+
+class RegistrationCheck(_Strict):
+    """How the desk made sure the person is the card holder; kept as the audit trail."""
+
+    method: Literal["chip_face", "qr_librarian"]
+    passive_auth: Literal["ok", "unknown_csca", "failed", "absent"] = "absent"
+    face_score: float | None = None
+    face_threshold: float | None = None
+    override_by: str | None = Field(
+        default=None, max_length=64, description="Librarian who accepted a failed check"
+    )
+    override_reason: str | None = Field(default=None, max_length=200)
+
+
+class DeskRegistration(_Strict):
+    """Payload of ``desk.registration``: one reader registered (or re-registered) at a desk.
+
+    ``registration_id`` is the idempotency key; ``citizen_ref`` is a keyed hash of the citizen
+    ID number so central recognises a returning reader without being sent the number.
+    """
+
+    registration_id: str = Field(min_length=8, max_length=64)
+    citizen_ref: str = Field(pattern=r"^[0-9a-f]{64}$")
+    display_name: str = Field(min_length=1, max_length=200)
+    profile: dict[str, str] = Field(
+        default_factory=dict, max_length=20, description="Kept citizen-ID fields (minimal)"
+    )
+    consent: RegistrationConsent
+    face: RegistrationFace | None = None
+    check: RegistrationCheck
+    card_valid_days: int = Field(default=365 * 4, ge=1, le=3650)
 
 
 class Command(_Strict):

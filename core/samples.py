@@ -81,3 +81,25 @@ def scene_frame(portrait: Any, rng: Any) -> Any:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
     out += rng.normal(0, rng.uniform(0, 8), out.shape)
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def desk_person(index: int = 3, frames: int = 6, seed: int = 7) -> tuple[bytes, list[Any]]:
+    """(chip photo JPEG of about 15 KB, live desk-camera frames) of one sample person: the
+    chip holds an older, smaller, compressed portrait; the camera sees the person again."""
+    import cv2
+    import numpy as np
+
+    people = people_in_samples()
+    _, image, det = people[index % len(people)]
+    chip = portrait(image, det.box, 150)
+    quality = 90
+    while True:
+        ok, jpeg = cv2.imencode(".jpg", chip, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        if len(jpeg) <= 16_000 or quality <= 40:
+            break
+        quality -= 10
+    rng = np.random.default_rng(seed)
+    live = portrait(image, det.box, 190)
+    return jpeg.tobytes(), [scene_frame(live, rng) for _ in range(frames)]

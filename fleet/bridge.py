@@ -117,9 +117,16 @@ class Bridge:
             self._count(result)
             for site, version in set(result.gallery_versions):
                 await self._send_gallery(client, site, version)
+            for site in result.changed_sites:  # a desk registered readers: gates follow now
+                await self.gallery_changed(site)
             # Acks only after the transaction committed: that is the whole promise.
             for ack in result.acks:
-                body = Ack(batch_id=ack.batch_id, stored=ack.stored, rejected=ack.rejected)
+                body = Ack(
+                    batch_id=ack.batch_id,
+                    stored=ack.stored,
+                    rejected=ack.rejected,
+                    results=ack.results,
+                )
                 await client.publish(
                     device_topic(ack.site, ack.device_id, "ack"), dumps(body), qos=1, timeout=10
                 )

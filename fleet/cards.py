@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from biblioedge.cardtoken import issue, public_key_b64
 from biblioedge.fleet.db import card_keys, cards, consents, gallery_log, readers, templates
@@ -41,24 +41,27 @@ class Cards:
 
     def rotate(self) -> str:
         """Make a new signing key active; returns its kid."""
+        with self.engine.begin() as conn:
+            return self.rotate_in(conn)
+
+    def rotate_in(self, conn: Connection) -> str:
         key = Ed25519PrivateKey.generate()
         raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         now = utc_now()
         kid = f"k{now:%Y%m%d}{secrets.token_hex(2)}"
         nonce = os.urandom(12)
-        with self.engine.begin() as conn:
-            conn.execute(update(card_keys).values(active=False))
-            conn.execute(
-                insert(card_keys).values(
-                    kid=kid,
-                    public_key=public_key_b64(key),
-                    nonce=nonce,
-                    sealed_private_key=self.aead.encrypt(nonce, raw, kid.encode()),
-                    active=True,
-                    created_at=now,
-                )
+        conn.execute(update(card_keys).values(active=False))
+        conn.execute(
+            insert(card_keys).values(
+                kid=kid,
+                public_key=public_key_b64(key),
+                nonce=nonce,
+                sealed_private_key=self.aead.encrypt(nonce, raw, kid.encode()),
+                active=True,
+                created_at=now,
             )
-            self._keys_changed(conn)
+        )
+        self._keys_changed(conn)
         return kid
 
     def retire(self, kid: str) -> None:
@@ -87,33 +90,38 @@ class Cards:
         for (site,) in conn.execute(select(readers.c.site).distinct()):
             conn.execute(insert(gallery_log).values(site=site, patron_id="", created_at=utc_now()))
 
-    def _active(self) -> tuple[str, Ed25519PrivateKey]:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(card_keys).where(card_keys.c.active.is_(True))).first()
+    def _active(self, conn: Connection) -> tuple[str, Ed25519PrivateKey]:
+        row = conn.execute(select(card_keys).where(card_keys.c.active.is_(True))).first()
         if row is None:  # first card ever: make the first key
-            self.rotate()
-            return self._active()
+            self.rotate_in(conn)
+            return self._active(conn)
         raw = self.aead.decrypt(row.nonce, row.sealed_private_key, row.kid.encode())
         return row.kid, Ed25519PrivateKey.from_private_bytes(raw)
 
     # -- cards ----------------------------------------------------------------------------
 
     def issue_card(self, patron_id: str, valid_days: int = 365 * 4) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            return self.issue_in(conn, patron_id, valid_days)
+
+    def issue_in(self, conn: Connection, patron_id: str, valid_days: int) -> dict[str, Any]:
         if not 1 <= valid_days <= 3650:
             raise CardError("valid_days is 1 to 3650")
-        self.readers.get(patron_id)  # UnknownReader if absent
-        kid, key = self._active()
+        Readers.site_of(conn, patron_id)  # UnknownReader if absent
+        kid, key = self._active(conn)
         jti = f"c-{secrets.token_hex(8)}"
         now = utc_now()
         token = issue(key, kid, jti, patron_id, valid_days=valid_days, now=now.timestamp())
         expires = now + timedelta(days=valid_days)
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(cards).values(
-                    jti=jti, patron_id=patron_id, kid=kid, issued_at=now, expires_at=expires
-                )
+        conn.execute(
+            insert(cards).values(
+                jti=jti, patron_id=patron_id, kid=kid, issued_at=now, expires_at=expires
             )
+        )
         return {"jti": jti, "token": token, "kid": kid, "expires_at": expires.isoformat()}
+
+    def cards_of(self, conn: Connection, patron_id: str) -> list[str]:
+        return list(conn.scalars(select(cards.c.jti).where(cards.c.patron_id == patron_id)))
 
     # -- consent --------------------------------------------------------------------------
 
@@ -127,29 +135,49 @@ class Cards:
         librarian: str,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        self.readers.get(patron_id)
         with self.engine.begin() as conn:
-            if idempotency_key:
-                old = conn.execute(
-                    select(consents).where(consents.c.idempotency_key == idempotency_key)
-                ).first()
-                if old is not None:
-                    return dict(old._mapping)
-            res = conn.execute(
-                insert(consents).values(
-                    patron_id=patron_id,
-                    purpose=purpose,
-                    text_version=text_version,
-                    granted=granted,
-                    librarian=librarian,
-                    idempotency_key=idempotency_key,
-                    recorded_at=utc_now(),
-                )
+            return self.record_consent_in(
+                conn,
+                patron_id,
+                purpose=purpose,
+                text_version=text_version,
+                granted=granted,
+                librarian=librarian,
+                idempotency_key=idempotency_key,
             )
-            pk = res.inserted_primary_key
-            assert pk is not None
-            cid = pk[0]
-            return dict(conn.execute(select(consents).where(consents.c.id == cid)).one()._mapping)
+
+    def record_consent_in(
+        self,
+        conn: Connection,
+        patron_id: str,
+        *,
+        purpose: str,
+        text_version: str,
+        granted: bool,
+        librarian: str,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        Readers.site_of(conn, patron_id)
+        if idempotency_key:
+            old = conn.execute(
+                select(consents).where(consents.c.idempotency_key == idempotency_key)
+            ).first()
+            if old is not None:
+                return dict(old._mapping)
+        res = conn.execute(
+            insert(consents).values(
+                patron_id=patron_id,
+                purpose=purpose,
+                text_version=text_version,
+                granted=granted,
+                librarian=librarian,
+                idempotency_key=idempotency_key,
+                recorded_at=utc_now(),
+            )
+        )
+        pk = res.inserted_primary_key
+        assert pk is not None
+        return dict(conn.execute(select(consents).where(consents.c.id == pk[0])).one()._mapping)
 
     def consents_of(self, patron_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -16,6 +16,7 @@ from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
+from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.repo import Repo
 from biblioedge.keys import load_or_create_key
 
@@ -43,6 +44,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
     readers = Readers(repo, key)
     cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
+    repo.effects[REGISTRATION] = Registrar(readers, cards, cfg.patron_prefix)
     bridge = Bridge(cfg, repo, metrics, readers)
     app = create_app(cfg, repo, bridge, metrics, readers, cards)
     server = _Server(

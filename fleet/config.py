@@ -46,6 +46,11 @@ class CentralConfig(StrictModel):
     ingest_coalesce: int = Field(
         default=64, ge=1, le=1024, description="Most MQTT messages stored in one transaction"
     )
+    patron_prefix: str = Field(
+        default="BE",
+        pattern=r"^[A-Z]{1,4}$",
+        description="Patron numbers the desks are given: prefix + 7 digits (BE0000042)",
+    )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging")
 
     @property

@@ -186,6 +186,32 @@ consents = Table(
 )
 
 
+#: One row per desk registration: the idempotency key and what central answered, so a desk
+#: that resends (lost ack, restart) gets the same patron and card, not a second one.
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("registration_id", String(64), primary_key=True),
+    Column("patron_id", String(64), nullable=False, index=True),
+    Column("device_id", String(64), nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: The fields a desk kept from the citizen ID (configurable, minimal), sealed like templates.
+#: ``citizen_ref`` is a keyed hash of the ID number: it finds a returning reader without
+#: storing the number.
+reader_profiles = Table(
+    "reader_profiles",
+    metadata,
+    Column("patron_id", String(64), primary_key=True),
+    Column("citizen_ref", String(64), nullable=False, unique=True),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
 def _json(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 

@@ -20,7 +20,15 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from biblioedge.fleet.db import card_keys, card_revocations, gallery_log, readers, templates
+from biblioedge.fleet.db import (
+    card_keys,
+    card_revocations,
+    gallery_log,
+    reader_profiles,
+    readers,
+    registrations,
+    templates,
+)
 from biblioedge.fleet.repo import Repo
 from biblioedge.protocol import GalleryDelta, GalleryReader, utc_now
 
@@ -33,6 +41,23 @@ class ReaderError(ValueError):
 
 class UnknownReader(LookupError):
     pass
+
+
+def check_vectors(vectors: list[list[float]]) -> np.ndarray:
+    """Templates as unit rows, or ReaderError: checked before anything is written."""
+    if not 1 <= len(vectors) <= MAX_TEMPLATES:
+        raise ReaderError(f"1 to {MAX_TEMPLATES} templates")
+    try:
+        mat = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ReaderError("templates are lists of numbers") from exc
+    if mat.ndim != 2 or not 16 <= mat.shape[1] <= 4096 or not np.all(np.isfinite(mat)):
+        raise ReaderError("templates are equal-length lists of 16 to 4096 finite numbers")
+    norms = np.linalg.norm(mat, axis=1, keepdims=True)
+    if np.any(norms < 1e-6):
+        raise ReaderError("a template is all zeros")
+    unit: np.ndarray = mat / norms
+    return unit
 
 
 def _aad(patron_id: str, model: str, slot: int) -> bytes:
@@ -66,6 +91,21 @@ class Readers:
         expires_at: str = "",
         barcode: str | None = None,
     ) -> dict[str, object]:
+        with self.repo.engine.begin() as conn:
+            self.upsert_in(conn, patron_id, site, display_name, status, expires_at, barcode)
+        return self.get(patron_id)
+
+    def upsert_in(
+        self,
+        conn: Connection,
+        patron_id: str,
+        site: str,
+        display_name: str,
+        status: str = "active",
+        expires_at: str = "",
+        barcode: str | None = None,
+    ) -> None:
+        """The upsert inside a caller's transaction (the desk registration uses one)."""
         if status not in ("active", "blocked", "expired"):
             raise ReaderError("status is active, blocked or expired")
         if expires_at:
@@ -74,6 +114,8 @@ class Readers:
             except ValueError as exc:
                 raise ReaderError("expires_at is YYYY-MM-DD") from exc
         name = unicodedata.normalize("NFC", display_name).strip()
+        if not name:
+            raise ReaderError("display_name is empty")
         values = {
             "site": site,
             "display_name": name,
@@ -82,20 +124,14 @@ class Readers:
             "barcode": barcode or None,
             "updated_at": utc_now(),
         }
-        with self.repo.engine.begin() as conn:
-            old = conn.execute(
-                select(readers.c.site).where(readers.c.patron_id == patron_id)
-            ).first()
-            if old is None:
-                conn.execute(insert(readers).values(patron_id=patron_id, **values))
-            else:
-                conn.execute(
-                    update(readers).where(readers.c.patron_id == patron_id).values(**values)
-                )
-                if old.site != site:
-                    self._log(conn, old.site, patron_id)  # leaves the old site's gates
-            self._log(conn, site, patron_id)
-        return self.get(patron_id)
+        old = conn.execute(select(readers.c.site).where(readers.c.patron_id == patron_id)).first()
+        if old is None:
+            conn.execute(insert(readers).values(patron_id=patron_id, **values))
+        else:
+            conn.execute(update(readers).where(readers.c.patron_id == patron_id).values(**values))
+            if old.site != site:
+                self._log(conn, old.site, patron_id)  # leaves the old site's gates
+        self._log(conn, site, patron_id)
 
     def get(self, patron_id: str) -> dict[str, object]:
         with self.repo.engine.connect() as conn:
@@ -112,58 +148,64 @@ class Readers:
         return doc
 
     def put_templates(self, patron_id: str, model: str, vectors: list[list[float]]) -> int:
-        if not 1 <= len(vectors) <= MAX_TEMPLATES:
-            raise ReaderError(f"1 to {MAX_TEMPLATES} templates")
-        mat = np.asarray(vectors, dtype=np.float32)
-        if mat.ndim != 2 or not 16 <= mat.shape[1] <= 4096 or not np.all(np.isfinite(mat)):
-            raise ReaderError("templates are equal-length lists of 16 to 4096 finite numbers")
-        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
-        now = utc_now()
         with self.repo.engine.begin() as conn:
-            site = self.site_of(conn, patron_id)
-            conn.execute(
-                delete(templates).where(
-                    (templates.c.patron_id == patron_id) & (templates.c.model == model)
-                )
+            return self.put_templates_in(conn, patron_id, model, vectors)
+
+    def put_templates_in(
+        self, conn: Connection, patron_id: str, model: str, vectors: list[list[float]]
+    ) -> int:
+        mat = check_vectors(vectors)
+        now = utc_now()
+        site = self.site_of(conn, patron_id)
+        conn.execute(
+            delete(templates).where(
+                (templates.c.patron_id == patron_id) & (templates.c.model == model)
             )
-            rows = []
-            for slot, vec in enumerate(mat):
-                nonce = os.urandom(12)
-                rows.append(
-                    {
-                        "patron_id": patron_id,
-                        "model": model,
-                        "slot": slot,
-                        "nonce": nonce,
-                        "ciphertext": self.aead.encrypt(
-                            nonce, vec.astype("<f4").tobytes(), _aad(patron_id, model, slot)
-                        ),
-                        "created_at": now,
-                    }
-                )
-            conn.execute(insert(templates), rows)
-            self._log(conn, site, patron_id)
+        )
+        rows = []
+        for slot, vec in enumerate(mat):
+            nonce = os.urandom(12)
+            rows.append(
+                {
+                    "patron_id": patron_id,
+                    "model": model,
+                    "slot": slot,
+                    "nonce": nonce,
+                    "ciphertext": self.aead.encrypt(
+                        nonce, vec.astype("<f4").tobytes(), _aad(patron_id, model, slot)
+                    ),
+                    "created_at": now,
+                }
+            )
+        conn.execute(insert(templates), rows)
+        self._log(conn, site, patron_id)
         return len(rows)
 
     def erase(self, patron_id: str) -> None:
-        """Delete a reader and every template; the gates of the site drop them at next sync."""
+        """Delete a reader, every template and the kept ID fields; the gates of the site drop
+        them at next sync. Consent records stay: they name only the patron number."""
         with self.repo.engine.begin() as conn:
             site = self.site_of(conn, patron_id)
             conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
             conn.execute(delete(readers).where(readers.c.patron_id == patron_id))
+            conn.execute(delete(reader_profiles).where(reader_profiles.c.patron_id == patron_id))
+            conn.execute(delete(registrations).where(registrations.c.patron_id == patron_id))
             self._log(conn, site, patron_id)
 
     def revoke_card(self, jti: str, patron_id: str) -> None:
         with self.repo.engine.begin() as conn:
-            site = self.site_of(conn, patron_id)
-            if conn.execute(
-                select(card_revocations.c.jti).where(card_revocations.c.jti == jti)
-            ).first():
-                return
-            conn.execute(
-                insert(card_revocations).values(jti=jti, patron_id=patron_id, revoked_at=utc_now())
-            )
-            self._log(conn, site, patron_id)
+            self.revoke_in(conn, jti, patron_id)
+
+    def revoke_in(self, conn: Connection, jti: str, patron_id: str) -> None:
+        site = self.site_of(conn, patron_id)
+        if conn.execute(
+            select(card_revocations.c.jti).where(card_revocations.c.jti == jti)
+        ).first():
+            return
+        conn.execute(
+            insert(card_revocations).values(jti=jti, patron_id=patron_id, revoked_at=utc_now())
+        )
+        self._log(conn, site, patron_id)
 
     # -- deltas ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from alembic import command
@@ -23,6 +23,7 @@ from biblioedge.fleet import migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
 from biblioedge.protocol import (
     DesiredState,
+    Event,
     EventBatch,
     ProtocolError,
     ReportedState,
@@ -63,6 +64,7 @@ class AckOut:
     batch_id: str
     stored: list[str]
     rejected: dict[str, str]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +78,8 @@ class IngestResult:
     states: int = 0
     #: (site, gallery version) reported by each device in this run
     gallery_versions: list[tuple[str, int]] = field(default_factory=list)
+    #: sites whose gallery changed in this run (a desk registered a reader)
+    changed_sites: set[str] = field(default_factory=set)
 
     def count(self, bucket: dict[str, int], reason: str, n: int = 1) -> None:
         bucket[reason] = bucket.get(reason, 0) + n
@@ -94,10 +98,24 @@ def _insert_ignore(conn: Connection, table: Any, rows: list[dict[str, Any]], key
     conn.execute(stmt, rows)
 
 
+class Effect(Protocol):
+    """Work an event type does at central, in the transaction that stores the event."""
+
+    def apply(self, conn: Connection, event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(payload to store, answer for the device). ProtocolError refuses the event and
+        must be raised before anything is written (no savepoints: pysqlite's are unreliable)."""
+        ...
+
+    def result_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
+        """The answer already given, for a resent event."""
+        ...
+
+
 class Repo:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = make_engine(url)
+        self.effects: dict[str, Effect] = {}
 
     def migrate(self) -> None:
         cfg = Config()
@@ -221,28 +239,36 @@ class Repo:
         good: list[dict[str, Any]] = []
         bad: list[dict[str, Any]] = []
         ack = AckOut(msg.site, msg.device_id, batch.batch_id, [], {})
+        valid: list[Event] = []
         for raw in batch.events:
             try:
                 ev = validate_event(raw)
                 if ev.device_id != msg.device_id or ev.site != msg.site:
                     raise ProtocolError("device_mismatch", f"event of {ev.device_id}/{ev.site}")
             except ProtocolError as exc:
-                event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
-                bad.append(
-                    {
-                        "event_id": event_id,
-                        "device_id": msg.device_id,
-                        "site": msg.site,
-                        "reason": exc.reason,
-                        "detail": exc.detail[:1000],
-                        "raw": orjson.dumps(raw).decode(),
-                        "received_at": now,
-                    }
-                )
-                result.count(result.quarantined, exc.reason)
-                if event_id is not None:
-                    ack.rejected[event_id] = exc.reason
+                self._reject(bad, ack, result, msg, raw, exc, now)
                 continue
+            valid.append(ev)
+        ids = [ev.event_id for ev in valid]
+        have = set(conn.scalars(select(events.c.event_id).where(events.c.event_id.in_(ids))))
+        for ev in valid:
+            payload = ev.payload
+            effect = self.effects.get(ev.type)
+            if effect is not None:
+                if ev.event_id in have:
+                    answer = effect.result_of(conn, ev)
+                else:
+                    try:  # effects check everything before they write
+                        payload, answer = effect.apply(conn, ev)
+                    except ProtocolError as exc:
+                        # quarantine the fact, not the personal data or templates it carried
+                        kept = ev.model_dump(mode="json")
+                        kept["payload"] = {"redacted": True, "keys": sorted(ev.payload)[:20]}
+                        self._reject(bad, ack, result, msg, kept, exc, now)
+                        continue
+                    result.changed_sites.add(ev.site)
+                if answer is not None:
+                    ack.results[ev.event_id] = answer
             good.append(
                 {
                     "event_id": ev.event_id,
@@ -252,13 +278,11 @@ class Repo:
                     "seq": ev.seq,
                     "occurred_at": ev.occurred_at,
                     "received_at": now,
-                    "payload": ev.payload,
+                    "payload": payload,
                 }
             )
             ack.stored.append(ev.event_id)
         if good:
-            ids = [g["event_id"] for g in good]
-            have = set(conn.scalars(select(events.c.event_id).where(events.c.event_id.in_(ids))))
             fresh = [g for g in good if g["event_id"] not in have]
             _insert_ignore(conn, events, fresh, "event_id")
             result.inserted += len(fresh)
@@ -271,6 +295,32 @@ class Repo:
             update(devices).where(devices.c.device_id == msg.device_id).values(last_seen=now)
         )
         result.acks.append(ack)
+
+    @staticmethod
+    def _reject(
+        bad: list[dict[str, Any]],
+        ack: AckOut,
+        result: IngestResult,
+        msg: Incoming,
+        raw: dict[str, Any],
+        exc: ProtocolError,
+        now: datetime,
+    ) -> None:
+        event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+        bad.append(
+            {
+                "event_id": event_id,
+                "device_id": msg.device_id,
+                "site": msg.site,
+                "reason": exc.reason,
+                "detail": exc.detail[:1000],
+                "raw": orjson.dumps(raw).decode(),
+                "received_at": now,
+            }
+        )
+        result.count(result.quarantined, exc.reason)
+        if event_id is not None:
+            ack.rejected[event_id] = exc.reason
 
     # -- devices ------------------------------------------------------------------------
 

@@ -8,15 +8,18 @@ candidates are tried, in order, each with a fresh challenge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
-from biblioedge.drivers.cccd.chip import ChipRead, ChipReader, Progress, WrongKeys
+from biblioedge.drivers.cccd.chip import CardRemoved, ChipRead, ChipReader, Progress, WrongKeys
+from biblioedge.drivers.cccd.errors import CccdError
 from biblioedge.drivers.cccd.lds import dg2_image, parse_dg1, parse_dg13
 from biblioedge.drivers.cccd.mrz import TD1, bac_mrz_information, parse_td1
 from biblioedge.drivers.cccd.pa import PassiveAuth, passive_authentication
 from biblioedge.drivers.cccd.qr import CccdQr, expiry_candidates
+from biblioedge.drivers.errors import DeviceUnavailable
 
 MAX_KEY_TRIES = 3
 
@@ -85,3 +88,45 @@ def read_card(
         else PassiveAuth(detail="no EF.SOD on the chip")
     )
     return CardData(mrz, personal, photo, kind, pa, result)
+
+
+class PcscChip:
+    """The desk's chip source: card presence and a whole read, keys from the card's QR."""
+
+    def __init__(self, reader: str | None = None, csca: list[x509.Certificate] | None = None):
+        self.reader = reader
+        self.csca = csca
+
+    def present(self) -> bool:
+        probe = ChipReader(self.reader)
+        try:
+            probe.connect()
+        except (CardRemoved, DeviceUnavailable):
+            return False
+        probe.close()
+        return True
+
+    def read(self, qr: CccdQr, progress: Progress) -> CardData:
+        keys = keys_from_qr(qr)
+        if not keys:
+            raise WrongKeys("check the card: the QR carries no issue date to derive keys from")
+        return read_card(keys, reader=self.reader, csca=self.csca, progress=progress)
+
+
+def load_trust_store(folder: Path | None) -> list[x509.Certificate]:
+    """Every PEM or DER certificate in ``folder``; a file that is neither is an error."""
+    if folder is None:
+        return []
+    out = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        try:
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                out += x509.load_pem_x509_certificates(data)
+            else:
+                out.append(x509.load_der_x509_certificate(data))
+        except ValueError as exc:
+            raise CccdError(f"{path}: not a PEM or DER certificate") from exc
+    return out

@@ -151,6 +151,20 @@ class Citizen:
         l2 += check_digit(l1[5:30] + l2[0:7] + l2[8:15] + l2[18:29])
         return l1 + l2 + self.mrz_name.ljust(30, "<")[:30]
 
+    def qr(self, issued: date, address: str = "Số 1 Tràng Tiền, Hà Nội") -> str:
+        """The payload of the card's QR (``issued`` should derive ``expires`` by the rules)."""
+        return "|".join(
+            [
+                self.id_number,
+                "",
+                self.full_name,
+                self.born.strftime("%d%m%Y"),
+                self.gender,
+                address,
+                issued.strftime("%d%m%Y"),
+            ]
+        )
+
     def mrz_information(self) -> str:
         from biblioedge.drivers.cccd.mrz import bac_mrz_information
 
@@ -202,3 +216,18 @@ def _len(n: int) -> bytes:
 
 def chip_files(files: dict[str, bytes]) -> dict[int, bytes]:
     return {FIDS[name]: data for name, data in files.items()}
+
+
+def demo_citizen(photo_jpeg: bytes) -> tuple[Citizen, str]:
+    """The demo's citizen and the QR on her card (keys derive from it: issued 2021, age 31,
+    so the card expires at 40)."""
+    citizen = Citizen(
+        "001190012345",
+        "Nguyễn Thị Bình",
+        "NGUYEN<<THI<BINH",
+        date(1990, 3, 15),
+        date(2030, 3, 15),
+        "Nữ",
+        photo_jpeg,
+    )
+    return citizen, citizen.qr(date(2021, 5, 20))

@@ -1,0 +1,100 @@
+"""Build the desk flow from the agent's config: camera, chip reader, scanner, printer, face.
+
+Kept apart from :mod:`biblioedge.agent.desk` so the flow stays testable with hand-made parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from biblioedge.agent.config import AgentConfig
+from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings, Emit
+from biblioedge.agent.store import AsyncStore
+from biblioedge.drivers.camera import Camera, OpenCVCamera, SimulatedCamera
+from biblioedge.drivers.cardprint import CardPrinter
+from biblioedge.drivers.codes import Code, SerialScanner, frame_decoder
+from biblioedge.keys import load_or_create_key
+from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+from biblioedge.models.onnx import RuntimeOptions
+from biblioedge.models.store import ModelStore
+
+log = logging.getLogger("biblioedge.agent.desk")
+
+
+def desk_camera(cfg: AgentConfig) -> Camera:
+    d = cfg.desk
+    if d.camera.startswith("sim:"):
+        return SimulatedCamera(Path(d.camera[4:]), fps=d.camera_fps)
+    source: int | str = int(d.camera) if d.camera.isdigit() else d.camera
+    return OpenCVCamera(source, fps=d.camera_fps)
+
+
+def desk_settings(cfg: AgentConfig) -> DeskSettings:
+    d = cfg.desk
+    return DeskSettings(
+        librarian=d.librarian,
+        library_name=d.library_name,
+        consent_version=d.consent_version,
+        keep_fields=tuple(d.keep_fields),
+        card_photo=d.card_photo,
+        card_valid_days=d.card_valid_days,
+        templates=d.templates,
+        face_threshold=d.face_threshold,
+    )
+
+
+async def build_desk(
+    cfg: AgentConfig, store: AsyncStore, emit: Emit, registry: CollectorRegistry
+) -> tuple[DeskFlow, list[Any]]:
+    d = cfg.desk
+    chip = None
+    if d.chip:
+        from biblioedge.drivers.cccd.card import PcscChip, load_trust_store
+
+        chip = PcscChip(d.reader, load_trust_store(d.csca_dir) or None)
+    options = RuntimeOptions(cfg.face.intra_threads, cfg.face.inter_threads, cfg.face.optimization)
+    models = ModelStore(cfg.data_dir / "models")
+    face = await AsyncFaceEngine.load(lambda: FaceEngine(models, options=options))
+    pepper = load_or_create_key(d.pepper_file or cfg.data_dir / "keys" / "citizen.pepper")
+    flow = DeskFlow(
+        chip=chip,
+        camera=desk_camera(cfg),
+        face=face,
+        decoder=frame_decoder("zxing") if d.qr_from_camera else None,
+        emit=emit,
+        store=store,
+        printer=CardPrinter(d.printer),
+        pepper=pepper,
+        settings=desk_settings(cfg),
+        metrics=DeskMetrics(registry),
+    )
+    closables: list[Any] = [face]
+    if d.scanner.startswith("serial:"):
+        loop = asyncio.get_running_loop()
+
+        def on_code(code: Code) -> None:
+            loop.call_soon_threadsafe(flow.scanned, code.text)
+
+        scanner = SerialScanner(d.scanner[7:], on_code=on_code)
+        scanner.start()
+        closables.append(_Stop(scanner))
+    log.info(
+        "desk ready: chip %s, printer %s, keeps %s",
+        "on" if chip else "off",
+        d.printer,
+        ",".join(d.keep_fields) or "name only",
+    )
+    return flow, closables
+
+
+class _Stop:
+    def __init__(self, thing: SerialScanner) -> None:
+        self.thing = thing
+
+    def close(self) -> None:
+        self.thing.stop()

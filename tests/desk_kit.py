@@ -1,0 +1,175 @@
+"""A desk under test: the real flow, real chip stack and face engine, and a central played by
+the real Repo + Registrar moving outbox events the way Sync does (no broker needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings, DeskView
+from biblioedge.agent.store import AsyncStore, Store
+from biblioedge.agent.supervisor import Context
+from biblioedge.drivers.camera import SimulatedCamera
+from biblioedge.drivers.cardprint import CardPrinter
+from biblioedge.drivers.cccd.card import PcscChip
+from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
+from biblioedge.drivers.cccd.simdata import Citizen, TestPki, chip_files, demo_citizen, make_pki
+from biblioedge.fleet.cards import Cards
+from biblioedge.fleet.readers import Readers
+from biblioedge.fleet.registrations import REGISTRATION, Registrar
+from biblioedge.fleet.repo import Incoming, Repo
+from biblioedge.keys import load_or_create_key
+from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+from biblioedge.samples import desk_person
+
+SITE, DESK = "tv-tinh", "desk-1"
+_ENGINE: FaceEngine | None = None
+_PEOPLE: dict[int, tuple[bytes, list[Any]]] = {}
+
+
+def engine() -> FaceEngine:
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = FaceEngine()
+    return _ENGINE
+
+
+def person(index: int) -> tuple[bytes, list[Any]]:
+    if index not in _PEOPLE:
+        _PEOPLE[index] = desk_person(index, frames=8)
+    return _PEOPLE[index]
+
+
+class MiniCentral:
+    """Central's ingest with the desk-registration effect; ``online`` plays the link."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.repo = Repo(f"sqlite:///{tmp / 'central.sqlite3'}")
+        self.repo.migrate()
+        self.readers = Readers(self.repo, load_or_create_key(tmp / "t.key"))
+        self.cards = Cards(self.readers, load_or_create_key(tmp / "c.key"))
+        self.registrar = Registrar(self.readers, self.cards)
+        self.repo.effects[REGISTRATION] = self.registrar
+        self.online = True
+
+    async def pump(self, store: Store, on_answers: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            if not self.online:
+                continue
+            rows = store.read_batch(0, 100, 1 << 20)
+            if not rows:
+                continue
+            body = {
+                "batch_id": str(uuid.uuid4()),
+                "device_id": DESK,
+                "events": [orjson.loads(r.body) for r in rows],
+            }
+            result = await asyncio.to_thread(
+                self.repo.ingest, [Incoming(SITE, DESK, "events", orjson.dumps(body))], True
+            )
+            for ack in result.acks:
+                answers = {**ack.results, **{e: {"rejected": r} for e, r in ack.rejected.items()}}
+                store.delete_acked(ack.stored + list(ack.rejected), answers)
+                if answers:
+                    on_answers()
+
+
+@dataclass
+class Desk:
+    flow: DeskFlow
+    store: Store
+    central: MiniCentral
+    citizen: Citizen
+    qr: str
+    pki: TestPki
+    card: VpcdCard
+    prints: Path
+    views: list[DeskView] = field(default_factory=list)
+
+    async def until(self, step: str, within: float = 60.0) -> DeskView:
+        deadline = time.monotonic() + within
+        while self.flow.view.step != step:
+            if time.monotonic() > deadline:
+                seen = [(v.step, v.message) for v in self.views[-8:]]
+                raise AssertionError(f"never reached {step}; last views {seen}")
+            await asyncio.sleep(0.05)
+        return self.flow.view
+
+    async def seen(self, message: str, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while message not in self.messages():
+            assert time.monotonic() < deadline, f"never showed {message}"
+            await asyncio.sleep(0.05)
+
+    def messages(self) -> list[str]:
+        return [v.message for v in self.views]
+
+
+@contextlib.asynccontextmanager
+async def running_desk(
+    tmp: Path,
+    *,
+    live_person: int = 3,
+    chip_person: int = 3,
+    tamper: bool = False,
+    settings: DeskSettings | None = None,
+    files_hook: Callable[[dict[str, bytes]], None] | None = None,
+) -> AsyncIterator[Desk]:
+    photo, _ = person(chip_person)
+    _, frames = person(live_person)
+    citizen, qr = demo_citizen(photo)
+    pki = make_pki()
+    files = citizen.files(pki)
+    if tamper:  # a changed DG13 after signing: the SOD hash no longer matches
+        files["DG13"] = files["DG13"].replace("Bình".encode(), "Bính".encode())
+    if files_hook is not None:
+        files_hook(files)
+    card = VpcdCard(CccdChip(citizen.mrz_information(), chip_files(files)))
+    card.insert()
+    store = Store(tmp / "desk.sqlite3")
+    astore = AsyncStore(store)
+    central = MiniCentral(tmp)
+    prints = tmp / "cards"
+
+    async def emit(etype: str, payload: dict[str, Any]) -> Any:
+        (event,) = store.append([(etype, payload)], device_id=DESK, site=SITE)
+        return event
+
+    flow = DeskFlow(
+        chip=PcscChip(csca=[pki.csca]),
+        camera=SimulatedCamera(frames, fps=10),
+        face=AsyncFaceEngine(engine()),
+        decoder=None,
+        emit=emit,
+        store=astore,
+        printer=CardPrinter(f"dir:{prints}"),
+        pepper=b"p" * 32,
+        settings=settings or DeskSettings(librarian="lan", answer_wait_s=3.0),
+        metrics=DeskMetrics(CollectorRegistry()),
+    )
+    desk = Desk(flow, store, central, citizen, qr, pki, card, prints)
+    flow.on_view = desk.views.append
+    tasks = [
+        asyncio.create_task(flow.run(Context("desk", 60))),
+        asyncio.create_task(central.pump(store, flow.answers_arrived)),
+    ]
+    try:
+        yield desk
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        desk.card.remove()
+        astore.close()

@@ -1,0 +1,173 @@
+"""The card desk, end to end on the real stacks: pcscd + vpcd + chip simulator, dlib, SQLite.
+
+Central is the real Repo + Registrar fed from the desk's outbox (tests/desk_kit.py); the MQTT
+leg is covered by test_integration.
+"""
+
+import asyncio
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from desk_kit import running_desk
+from sqlalchemy import select
+
+from biblioedge.agent.desk import DeskSettings
+from biblioedge.cardtoken import CardVerifier, load_public_key
+from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
+from biblioedge.drivers.cccd.simdata import chip_files
+from biblioedge.drivers.codes import ZxingDecoder
+from biblioedge.fleet.db import events
+
+pytestmark = pytest.mark.usefixtures("pcsc")
+
+
+def read_card_qr(png: Path) -> str:
+    codes = ZxingDecoder().decode(cv2.imread(str(png)))
+    assert len(codes) == 1
+    return codes[0].text
+
+
+async def test_register_a_citizen_in_two_taps(tmp_path: Path) -> None:
+    async with running_desk(tmp_path) as desk:
+        desk.flow.scanned(desk.qr)
+        consent = await desk.until("consent")
+        assert consent.person["name"] == "Nguyễn Thị Bình"
+        assert consent.person["id"] == "001••••••345"  # the screen masks the ID number
+        assert consent.score is not None and consent.threshold is not None
+        assert consent.score >= consent.threshold
+        reading = [v.progress for v in desk.views if v.step == "reading" and v.progress]
+        assert reading and max(reading) >= 0.85  # the read showed its progress
+        desk.flow.tap("consent_yes")
+        issued = await desk.until("issued")
+        pid = issued.patron_id
+        assert pid == "BE0000001"
+        png = desk.prints / f"{pid}.png"
+        assert png.exists() and (desk.prints / f"{pid}.pdf").read_bytes().startswith(b"%PDF")
+        token = read_card_qr(png)  # what the gate's camera will read off the printed card
+        keys = {k: load_public_key(v) for k, v in desk.central.cards.public_keys().items()}
+        assert CardVerifier(keys).verify(token).pid == pid
+        desk.flow.tap("next")
+        await desk.until("idle")
+        assert desk.flow.taps == 2
+        reader = desk.central.readers.get(pid)
+        assert reader["display_name"] == "Nguyễn Thị Bình"
+        assert reader["templates"] == {"dlib-resnet@1": 3}
+        (consent_row,) = desk.central.cards.consents_of(pid)
+        assert consent_row["granted"] and consent_row["librarian"] == "lan"
+        assert consent_row["text_version"] == "vi-2026-1"
+        with desk.central.repo.engine.connect() as conn:
+            profile = desk.central.registrar.profile(conn, pid)
+            (audit,) = conn.execute(select(events.c.payload)).scalars()
+        assert profile == {"date_of_birth": "15/03/1990", "gender": "Nữ"}  # minimal by default
+        assert audit["check"]["method"] == "chip_face"
+        assert audit["check"]["passive_auth"] == "ok"
+        # nothing personal is left on the desk: outbox drained, answer used up
+        assert desk.store.outbox_depth() == 0 and desk.store.answered("desk.registration") == []
+
+
+async def test_forgery_needs_the_librarians_override(tmp_path: Path) -> None:
+    async with running_desk(tmp_path, tamper=True) as desk:
+        desk.flow.scanned(desk.qr)
+        view = await desk.until("forgery")
+        assert view.actions == ("override", "cancel")
+        desk.flow.tap("consent_yes")  # not offered here: ignored, not counted
+        assert desk.flow.taps == 0
+        desk.flow.tap("override")
+        await desk.until("consent")
+        desk.flow.tap("consent_no")  # a card without face enrollment
+        issued = await desk.until("issued")
+        with desk.central.repo.engine.connect() as conn:
+            (audit,) = conn.execute(select(events.c.payload)).scalars()
+        assert audit["check"]["passive_auth"] == "failed"
+        assert audit["check"]["override_by"] == "lan"
+        assert desk.central.readers.get(issued.patron_id)["templates"] == {}
+        assert desk.flow.taps == 2
+
+
+async def test_wrong_card_says_check_the_card_without_retrying(tmp_path: Path) -> None:
+    async with running_desk(tmp_path) as desk:
+        other = desk.qr.replace("001190012345", "001190012399")
+        before = desk.card.apdus
+        desk.flow.scanned(other)
+        view = await desk.until("check_card")
+        assert "check the card" in view.detail
+        # at most three key candidates, each one challenge + one refused authentication
+        assert desk.card.apdus - before <= 3 * 3
+        desk.flow.tap("cancel")
+        await desk.until("idle")
+        assert desk.store.outbox_depth() == 0
+
+
+async def test_someone_else_in_front_of_the_camera_is_not_registered(tmp_path: Path) -> None:
+    settings = DeskSettings(librarian="lan", mismatch_frames=3, face_timeout_s=20)
+    async with running_desk(tmp_path, live_person=6, settings=settings) as desk:
+        desk.flow.scanned(desk.qr)
+        view = await desk.until("face_failed")
+        assert view.message == "face_mismatch"
+        assert view.score is not None and view.threshold is not None
+        assert view.score < view.threshold
+        desk.flow.tap("cancel")
+        await desk.until("idle")
+        assert desk.store.outbox_depth() == 0
+
+
+async def test_offline_registration_waits_and_the_card_prints_later(tmp_path: Path) -> None:
+    async with running_desk(tmp_path) as desk:
+        desk.central.online = False
+        desk.flow.scanned(desk.qr)
+        await desk.until("consent")
+        desk.flow.tap("consent_yes")
+        view = await desk.until("pending")
+        assert view.pending_cards == 1 and desk.store.outbox_depth() == 1
+        desk.flow.tap("next")
+        await desk.until("idle")
+        assert not desk.prints.exists()
+        desk.central.online = True  # back online: central answers, the card prints
+        deadline = time.monotonic() + 20
+        while not list(desk.prints.glob("*.png")):
+            assert time.monotonic() < deadline, "the late card never printed"
+            await asyncio.sleep(0.1)
+        assert [p.name for p in desk.prints.glob("*.png")] == ["BE0000001.png"]
+        await asyncio.sleep(0.3)
+        assert desk.store.answered("desk.registration") == []
+        assert desk.flow.view.pending_cards == 0
+
+
+async def test_card_pulled_out_mid_read_is_read_again(tmp_path: Path) -> None:
+    async with running_desk(tmp_path) as desk:
+        pulled: list[bool] = []
+        original = desk.flow.chip
+        assert original is not None
+
+        class Pulling:
+            def present(self) -> bool:
+                return original.present()
+
+            def read(self, qr, progress):  # type: ignore[no-untyped-def]
+                def hand(name: str, done: int, total: int) -> None:
+                    progress(name, done, total)
+                    if name == "DG2" and done > 4000 and not pulled:
+                        pulled.append(True)
+                        desk.card.remove()
+
+                return original.read(qr, hand)
+
+        desk.flow.chip = Pulling()
+        desk.flow.scanned(desk.qr)
+        await desk.seen("card_removed")  # the card left the reader mid-read
+        assert pulled and desk.flow.view.step == "place_card"
+        await asyncio.sleep(1.5)
+        files = desk.citizen.files(desk.pki)
+        desk.card = VpcdCard(CccdChip(desk.citizen.mrz_information(), chip_files(files)))
+        desk.card.insert()  # put back: the desk reads again by itself
+        await desk.until("consent")
+        assert desk.flow.taps == 0
+
+
+async def test_a_qr_that_is_not_a_cccd_gets_a_clear_message(tmp_path: Path) -> None:
+    async with running_desk(tmp_path) as desk:
+        desk.flow.scanned("https://example.com/not-a-card")
+        await desk.seen("not_cccd", 5)
+        assert desk.flow.view.detail
