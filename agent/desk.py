@@ -184,6 +184,7 @@ class DeskFlow:
         self._current: str | None = None  # the event id of the session's registration
         self._ctx: Context | None = None
         self._last_frame = -1
+        self.current: Any = None  # the newest camera frame, for the screen (memory only)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -279,6 +280,7 @@ class DeskFlow:
             if frame is None:
                 continue
             self._last_frame = frame.seq
+            self.current = frame
             codes = await asyncio.to_thread(self.decoder.decode, frame.image)
             for code in codes:
                 if "|" in code.text:  # a CCCD payload; library cards are BE1.… tokens
@@ -374,8 +376,10 @@ class DeskFlow:
         def progress(name: str, done: int, total: int) -> None:
             loop.call_soon_threadsafe(self._progress, person, name, done, total)
 
+        waiting = "place_card"
         while True:
-            self._show(DeskView("place_card", "place_card", person=person, actions=("cancel",)))
+            self._show(DeskView("place_card", waiting, person=person, actions=("cancel",)))
+            waiting = "place_card"
             while not await asyncio.to_thread(chip.present):
                 await self._poll_cancel(0.3)
             self._show(
@@ -388,9 +392,7 @@ class DeskFlow:
                 card = await asyncio.to_thread(chip.read, qr, progress)
             except CardRemoved:
                 log.info("card removed during the read; reading again when it is back")
-                self._show(
-                    DeskView("place_card", "card_removed", person=person, actions=("cancel",))
-                )
+                waiting = "card_removed"
                 await asyncio.sleep(0.5)
                 continue
             except WrongKeys as exc:
@@ -462,6 +464,7 @@ class DeskFlow:
                 if frame is None:
                     continue
                 self._last_frame = frame.seq
+                self.current = frame
                 dets = await self.face.run(engine.detect, frame.image)
                 if not dets:
                     continue

@@ -133,7 +133,7 @@ def _cmd_kiosk_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_kiosk_screenshot(args: argparse.Namespace) -> int:
-    from biblioedge.kiosk.screenshots import render_gate
+    from biblioedge.kiosk.screenshots import render_desk, render_gate
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
@@ -145,7 +145,8 @@ def _cmd_kiosk_screenshot(args: argparse.Namespace) -> int:
         from biblioedge.models.image import read_image
 
         frame = read_image(args.frame)
-    for path in render_gate(args.out, (width, height), frame):
+    render = render_desk if args.screen == "desk" else render_gate
+    for path in render(args.out, (width, height), frame):
         sys.stdout.write(f"{path}\n")
     return 0
 
@@ -309,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render the gate screen (idle, granted, hint, denied, blocked, out of "
         "service, offline, English) to PNG files, without a display.",
     )
-    k.add_argument("screen", choices=["gate"])
+    k.add_argument("screen", choices=["gate", "desk"])
     k.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
     k.add_argument("--size", default="1024x600", help="WIDTHxHEIGHT (default 1024x600)")
     k.add_argument("--frame", type=Path, help="an image to show as the camera preview")

@@ -39,16 +39,71 @@ async def run_kiosk(
     lang: str = "vi",
     size: tuple[int, int] = (1024, 600),
 ) -> int:
-    if config.role != "gate":
-        raise ValueError("only the gate has a screen so far")
+    if config.role not in ("gate", "desk"):
+        raise ValueError("the gate and the desk have screens; the self-checkout not yet")
     _kivy_setup(fullscreen, size)
+    runtime = AgentRuntime(config)
+    stop = asyncio.Event()
+    if config.role == "desk":
+        app: Any = _desk_app(runtime, lang)
+    else:
+        app = _gate_app(runtime, lang)
+    agent = asyncio.create_task(runtime.run(stop), name="kiosk:agent")
+    ui = asyncio.create_task(app.async_run(async_lib="asyncio"), name="kiosk:ui")
+    done, _ = await asyncio.wait({agent, ui}, return_when=asyncio.FIRST_COMPLETED)
+    if ui in done and not agent.done():
+        log.info("screen closed: stopping the agent")
+        stop.set()
+    if agent in done and not ui.done():
+        app.stop()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5):
+            await asyncio.gather(agent, ui, return_exceptions=True)
+    return (
+        agent.result()
+        if agent.done() and not agent.cancelled() and agent.exception() is None
+        else 1
+    )
+
+
+def _desk_app(runtime: AgentRuntime, lang: str) -> Any:
+    from kivy.app import App
+    from kivy.clock import Clock
+
+    from biblioedge.agent.desk import DeskView
+    from biblioedge.kiosk.desk_screen import DeskScreen
+
+    class DeskApp(App):  # type: ignore[misc]
+        title = "biblioedge desk"
+
+        def build(self) -> DeskScreen:
+            self.screen = DeskScreen(lang=lang, on_action=self.action)  # type: ignore[arg-type]
+            Clock.schedule_interval(self.tick, 0.1)
+            log.info("desk screen started")
+            return self.screen
+
+        def action(self, name: str) -> None:
+            flow: Any = getattr(runtime.desk, "flow", None)
+            if flow is not None:
+                flow.tap(name)
+
+        def tick(self, _dt: float) -> None:
+            flow: Any = getattr(runtime.desk, "flow", None)
+            online = runtime.sync.status.connected
+            if flow is None:
+                self.screen.show(DeskView("idle", "desk_idle"), None, online)
+                return
+            frame = flow.current.image if flow.current is not None else None
+            self.screen.show(flow.view, frame, online)
+
+    return DeskApp()
+
+
+def _gate_app(runtime: AgentRuntime, lang: str) -> Any:
     from kivy.app import App
     from kivy.clock import Clock
 
     from biblioedge.kiosk.gate_screen import GateScreen
-
-    runtime = AgentRuntime(config)
-    stop = asyncio.Event()
 
     class GateApp(App):  # type: ignore[misc]
         title = "biblioedge"
@@ -70,20 +125,4 @@ async def run_kiosk(
             frame = flow.current.image if flow.current is not None else None
             self.screen.show(flow.view, frame, online)
 
-    app = GateApp()
-    agent = asyncio.create_task(runtime.run(stop), name="kiosk:agent")
-    ui = asyncio.create_task(app.async_run(async_lib="asyncio"), name="kiosk:ui")
-    done, _ = await asyncio.wait({agent, ui}, return_when=asyncio.FIRST_COMPLETED)
-    if ui in done and not agent.done():
-        log.info("screen closed: stopping the agent")
-        stop.set()
-    if agent in done and not ui.done():
-        app.stop()
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(5):
-            await asyncio.gather(agent, ui, return_exceptions=True)
-    return (
-        agent.result()
-        if agent.done() and not agent.cancelled() and agent.exception() is None
-        else 1
-    )
+    return GateApp()

@@ -54,13 +54,90 @@ _GATE: dict[str, tuple[str, str]] = {
     ),
     "offline": ("Ngoại tuyến", "Offline"),
     "language": ("English", "Tiếng Việt"),
+    # -- card desk (the librarian's screen, read by the reader too) --
+    "desk_idle": ("Cấp thẻ bạn đọc", "Library card registration"),
+    "desk_idle_sub": (
+        "Quét mã QR trên CCCD, rồi đặt thẻ lên đầu đọc",
+        "Scan the QR code on the citizen ID card, then place the card on the reader",
+    ),
+    "not_cccd": ("Đây không phải mã QR của CCCD", "This is not a citizen ID QR code"),
+    "not_cccd_sub": ("Vui lòng quét mã QR ở mặt trước CCCD", "Scan the QR code on the front"),
+    "place_card": ("Đặt CCCD lên đầu đọc", "Place the ID card on the reader"),
+    "card_removed": ("Thẻ bị nhấc ra khi đang đọc", "The card was lifted during the read"),
+    "card_removed_sub": ("Đặt lại thẻ, máy sẽ đọc lại", "Put it back: it will be read again"),
+    "reading_chip": ("Đang đọc chip…", "Reading the chip…"),
+    "reading_chip_sub": ("Giữ yên thẻ trên đầu đọc", "Keep the card still on the reader"),
+    "check_card": ("Kiểm tra lại thẻ", "Check the card"),
+    "check_card_sub": (
+        "Chip không nhận khóa từ mã QR: mã QR và thẻ không khớp",
+        "The chip refused the keys from the QR: the QR and the card do not match",
+    ),
+    "reader_problem": ("Không đọc được chip", "The chip could not be read"),
+    "reader_problem_sub": (
+        "Thử lại, hoặc đăng ký chỉ với mã QR (thủ thư đối chiếu ảnh)",
+        "Retry, or register from the QR only (the librarian checks the photo)",
+    ),
+    "forgery_suspected": ("Cảnh báo: dữ liệu chip không toàn vẹn", "Warning: chip data altered"),
+    "forgery_suspected_sub": (
+        "Có thể là thẻ giả. Chỉ tiếp tục khi đã kiểm tra thẻ bằng mắt; việc này được ghi lại",
+        "Possibly forged. Continue only after checking the card by eye; this is logged",
+    ),
+    "look_at_camera": ("Mời bạn nhìn vào camera", "Please look at the camera"),
+    "face_matched": ("Khuôn mặt khớp với ảnh trong chip", "The face matches the chip photo"),
+    "face_captured": ("Đã chụp khuôn mặt", "Face captured"),
+    "face_mismatch": ("Khuôn mặt không khớp với ảnh trong chip", "The face does not match"),
+    "face_mismatch_sub": (
+        "Người đăng ký phải là chủ thẻ CCCD",
+        "The person registering must be the card holder",
+    ),
+    "face_timeout": ("Chưa chụp được khuôn mặt", "No usable face yet"),
+    "face_timeout_sub": ("Nhìn thẳng vào camera rồi thử lại", "Look straight at it and retry"),
+    "confirm_identity": ("Thủ thư đối chiếu ảnh trên thẻ", "Librarian: check the card photo"),
+    "confirm_identity_sub": (
+        "Chip không có ảnh dùng được: xác nhận người này là chủ thẻ",
+        "No usable chip photo: confirm this person holds the card",
+    ),
+    "consent_text": ("Đồng ý dùng khuôn mặt để vào thư viện?", "Use your face to enter?"),
+    "consent_text_sub": (
+        "Mục đích: nhận diện khuôn mặt tại cổng thư viện. Lưu: mẫu khuôn mặt mã hóa, không lưu "
+        "ảnh, đến khi thẻ hết hạn hoặc bạn rút lại. Rút lại: tại quầy thủ thư bất cứ lúc nào, "
+        "mẫu khuôn mặt bị xóa khỏi mọi cổng. Không đồng ý vẫn được cấp thẻ (vào bằng mã QR).",
+        "Purpose: face recognition at the library gates. Kept: an encrypted face template, no "
+        "photo, until the card expires or you withdraw. Withdraw: at the desk at any time; the "
+        "template is erased from every gate. Without consent you still get a card (QR entry).",
+    ),
+    "registering": ("Đang đăng ký…", "Registering…"),
+    "card_pending": ("Đã ghi nhận, thẻ sẽ in khi có kết nối", "Saved: the card prints when online"),
+    "card_pending_sub": (
+        "Máy trạm đang ngoại tuyến; đăng ký không bị mất",
+        "The desk is offline; the registration is kept",
+    ),
+    "card_issued": ("Đã cấp thẻ {patron}", "Card {patron} issued"),
+    "card_issued_sub": ("Thẻ đang được in", "The card is printing"),
+    "registration_refused": ("Máy chủ từ chối đăng ký", "Central refused the registration"),
+    "pending_cards": ("{n} thẻ chờ in", "{n} cards waiting"),
+    "score": ("Độ khớp {score} (ngưỡng {threshold})", "Match {score} (threshold {threshold})"),
+    "action_retry": ("Thử lại", "Retry"),
+    "action_cancel": ("Hủy", "Cancel"),
+    "action_override": ("Vẫn tiếp tục", "Continue anyway"),
+    "action_consent_yes": ("Đồng ý", "I agree"),
+    "action_consent_no": ("Không đồng ý", "I do not agree"),
+    "action_qr_only": ("Chỉ dùng mã QR", "QR only"),
+    "action_print": ("In lại", "Print again"),
+    "action_next": ("Người tiếp theo", "Next reader"),
+    "action_confirm_identity": ("Đúng chủ thẻ", "Holder confirmed"),
 }
+
+
+class _Fields(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""  # a field the caller did not have is left out, never a crash on screen
 
 
 def text(key: str, lang: Lang = "vi", **fields: str) -> str:
     vi, en = _GATE[key]
-    out = (vi if lang == "vi" else en).format(
-        **{k: unicodedata.normalize("NFC", v) for k, v in fields.items()}
+    out = (vi if lang == "vi" else en).format_map(
+        _Fields({k: unicodedata.normalize("NFC", v) for k, v in fields.items()})
     )
     return unicodedata.normalize("NFC", out)
 

@@ -147,3 +147,135 @@ def test_kiosk_run_starts_the_screen_with_the_agent_and_stops_on_sigterm(tmp_pat
     assert "gate screen started" in out and "gallery: 0 templates" in out
     # kivy logs a traceback while probing for the mtdev touch library; ours would name us
     assert "biblioedge/" not in out.split("Traceback", 1)[-1] or "Traceback" not in out
+
+
+DESK_MESSAGES = {
+    "desk_idle",
+    "not_cccd",
+    "place_card",
+    "card_removed",
+    "reading_chip",
+    "check_card",
+    "reader_problem",
+    "forgery_suspected",
+    "look_at_camera",
+    "face_matched",
+    "face_captured",
+    "face_mismatch",
+    "face_timeout",
+    "confirm_identity",
+    "consent_text",
+    "registering",
+    "card_pending",
+    "card_issued",
+    "registration_refused",
+}
+DESK_ACTIONS = {
+    "retry",
+    "cancel",
+    "override",
+    "consent_yes",
+    "consent_no",
+    "qr_only",
+    "print",
+    "next",
+    "confirm_identity",
+}
+
+
+def test_every_desk_message_and_action_is_translated() -> None:
+    import ast
+
+    from biblioedge.kiosk import i18n
+
+    assert DESK_MESSAGES | {f"action_{a}" for a in DESK_ACTIONS} <= keys()
+    # and every message key the desk flow can show is in the list above
+    source = (Path(i18n.__file__).parents[1] / "agent" / "desk.py").read_text()
+    shown = {
+        node.args[1].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", "") == "DeskView"
+        and len(node.args) > 1
+        and isinstance(node.args[1], ast.Constant)
+    }
+    assert shown and shown <= DESK_MESSAGES
+    consent = subtitle("consent_text", "vi")
+    for words in ("Mục đích", "Lưu", "Rút lại"):  # purpose, retention, withdrawal
+        assert words in consent
+
+
+@pytest.fixture(scope="module")
+def desk_shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("desk")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "biblioedge",
+            "kiosk",
+            "screenshot",
+            "desk",
+            "--out",
+            str(out),
+            "--frame",
+            str(insightface_images() / "t1.jpg"),
+            "--size",
+            "1280x800",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+def buttons(img: np.ndarray) -> tuple[int, int]:
+    """(primary, secondary) buttons in the bottom bar, counted by their colour runs."""
+    row = img[664, :1000].astype(int)  # a line through the button bar, above the labels
+    green = np.abs(row - np.array([64, 140, 26])).sum(axis=1) < 40
+    grey = np.abs(row - np.array([97, 89, 89])).sum(axis=1) < 40
+
+    def runs(mask: np.ndarray) -> int:
+        return int(((mask[1:].astype(int) - mask[:-1].astype(int)) == 1).sum() + mask[0])
+
+    return runs(green), runs(grey)
+
+
+@pytest.mark.parametrize(
+    ("state", "tone", "want"),
+    [
+        ("desk_idle", "normal", (0, 0)),
+        ("desk_reading", "normal", (0, 1)),
+        ("desk_forgery", "alarm", (1, 1)),
+        ("desk_check_card", "warning", (1, 1)),
+        ("desk_face_mismatch", "warning", (1, 1)),
+        ("desk_consent", "normal", (1, 2)),
+        ("desk_pending", "warning", (1, 0)),
+        ("desk_issued", "done", (1, 1)),
+    ],
+)
+def test_desk_states_colour_and_buttons(
+    desk_shots: Path, state: str, tone: str, want: tuple[int, int]
+) -> None:
+    from biblioedge.kiosk.desk_screen import BACKGROUND
+
+    img = cv2.imread(str(desk_shots / f"{state}.png"))
+    assert img is not None and img.shape[:2] == (800, 1280)
+    expected = tuple(round(c * 255) for c in BACKGROUND[tone])
+    got = pixel(img, 1270, 560)
+    assert all(abs(a - b) <= 3 for a, b in zip(got, expected, strict=True)), (got, expected)
+    assert buttons(img) == want
+    title = img[70:150, 560:1250]
+    assert (np.abs(title.astype(int) - np.array(expected[::-1])).sum(axis=2) > 100).mean() > 0.02
+
+
+def test_desk_english_and_progress(desk_shots: Path) -> None:
+    vi = cv2.imread(str(desk_shots / "desk_consent.png"))
+    en = cv2.imread(str(desk_shots / "desk_consent_english.png"))
+    assert np.abs(vi[70:300, 560:1250].astype(int) - en[70:300, 560:1250].astype(int)).max() > 100
+    reading = cv2.imread(str(desk_shots / "desk_reading.png"))
+    idle = cv2.imread(str(desk_shots / "desk_idle.png"))
+    bar = (slice(580, 600), slice(40, 320))  # the chip-read progress bar under the preview
+    assert np.abs(reading[bar].astype(int) - idle[bar].astype(int)).max() > 60

@@ -1,0 +1,166 @@
+"""The card desk screen (Kivy): what the librarian and the reader both look at.
+
+Left, the desk camera with the reader's face; right, the step in big type, what it means, the
+person read from the chip (ID number masked), the read progress or the face match score, and
+at the bottom one large button per action the flow offers (at most three). The screen renders
+``DeskView`` snapshots and reports button presses through ``on_action``; it never touches the
+flow or the drivers. Vietnamese by default, English on a tap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kivy.graphics import Color, Rectangle
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.label import Label
+from kivy.uix.progressbar import ProgressBar
+
+from biblioedge.kiosk.gate_screen import _Preview
+from biblioedge.kiosk.i18n import Lang, subtitle, text
+
+BACKGROUND: dict[str, tuple[float, float, float]] = {
+    "normal": (0.07, 0.18, 0.33),
+    "warning": (0.62, 0.42, 0.05),
+    "alarm": (0.62, 0.12, 0.12),
+    "done": (0.05, 0.45, 0.22),
+}
+TONE = {
+    "forgery": "alarm",
+    "check_card": "warning",
+    "reader_problem": "warning",
+    "face_failed": "warning",
+    "confirm_identity": "warning",
+    "refused": "alarm",
+    "issued": "done",
+    "pending": "warning",
+}
+PRIMARY = {"consent_yes", "next", "retry", "confirm_identity", "override"}
+PERSON_FIELDS = (
+    ("name", "Họ tên", "Name"),
+    ("id", "Số CCCD", "ID number"),
+    ("date_of_birth", "Ngày sinh", "Born"),
+    ("gender", "Giới tính", "Sex"),
+)
+
+
+class DeskScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
+    def __init__(
+        self, lang: Lang = "vi", on_action: Callable[[str], None] | None = None, **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.lang: Lang = lang
+        self.on_action = on_action
+        self.view: Any = None
+        self.online = True
+        with self.canvas.before:
+            self._bg_colour = Color(*BACKGROUND["normal"])
+            self._bg = Rectangle(pos=self.pos, size=self.size)
+        self.preview = _Preview(size_hint=(0.40, 0.56), pos_hint={"x": 0.02, "y": 0.3})
+        self.add_widget(self.preview)
+        self.title = self._label("34sp", (0.54, 0.16), {"x": 0.44, "y": 0.78}, bold=True)
+        self.sub = self._label("19sp", (0.54, 0.2), {"x": 0.44, "y": 0.57}, valign="top")
+        self.person = self._label("20sp", (0.54, 0.2), {"x": 0.44, "y": 0.36}, valign="top")
+        self.detail = self._label("16sp", (0.54, 0.06), {"x": 0.44, "y": 0.3})
+        self.progress = ProgressBar(
+            max=1.0, size_hint=(0.38, 0.04), pos_hint={"x": 0.03, "y": 0.24}
+        )
+        self.add_widget(self.progress)
+        self.badge = self._label("18sp", (0.3, 0.06), {"x": 0.02, "top": 0.99})
+        self.badge.color = (1, 0.85, 0.3, 1)
+        self.buttons = BoxLayout(
+            spacing=16, size_hint=(0.74, 0.14), pos_hint={"x": 0.02, "y": 0.04}
+        )
+        self.add_widget(self.buttons)
+        self.lang_button = Button(
+            font_size="18sp", size_hint=(0.18, 0.1), pos_hint={"right": 0.98, "y": 0.06}
+        )
+        self.lang_button.bind(on_release=lambda *_: self.toggle_language())
+        self.add_widget(self.lang_button)
+        self.bind(pos=self._layout, size=self._layout)
+        self._shown_actions: tuple[str, ...] | None = None
+        self._render()
+
+    def _label(
+        self, size: str, hint: tuple[float, float], pos: dict[str, float], **kw: Any
+    ) -> Label:
+        label = Label(
+            font_size=size,
+            halign="left",
+            valign=kw.pop("valign", "middle"),
+            size_hint=hint,
+            pos_hint=pos,
+            **kw,
+        )
+        label.bind(size=lambda w, s: setattr(w, "text_size", s))
+        self.add_widget(label)
+        return label
+
+    def _layout(self, *_: Any) -> None:
+        self._bg.pos, self._bg.size = self.pos, self.size
+
+    def toggle_language(self) -> None:
+        self.lang = "en" if self.lang == "vi" else "vi"
+        self._shown_actions = None
+        self._render()
+
+    def show(self, view: Any, frame: Any = None, online: bool = True) -> None:
+        """Render a ``DeskView``; ``frame`` is the desk camera image (BGR) or None."""
+        self.view, self.online = view, online
+        if frame is not None:
+            self.preview.set_frame(frame, None)
+        self._render()
+
+    def _render(self) -> None:
+        v = self.view
+        step = v.step if v is not None else "idle"
+        message = v.message if v is not None else "desk_idle"
+        self._bg_colour.rgb = BACKGROUND[TONE.get(step, "normal")]
+        patron = v.patron_id if v is not None else ""
+        self.title.text = text(message, self.lang, patron=patron)
+        self.sub.text = subtitle(message, self.lang)
+        lines = []
+        if v is not None:
+            for key, vi, en in PERSON_FIELDS:
+                if v.person.get(key):
+                    lines.append(f"{vi if self.lang == 'vi' else en}: {v.person[key]}")
+            if v.score is not None and v.threshold is not None:
+                lines.append(
+                    text("score", self.lang, score=f"{v.score:.3f}", threshold=f"{v.threshold:.2f}")
+                )
+        self.person.text = "\n".join(lines)
+        self.detail.text = (
+            v.detail[:120]
+            if v is not None and step in ("check_card", "reader_problem", "refused", "not_cccd")
+            else ""
+        )
+        self.progress.opacity = 1 if v is not None and v.progress is not None else 0
+        self.progress.value = v.progress if v is not None and v.progress is not None else 0
+        badge = []
+        if v is not None and v.pending_cards:
+            badge.append(text("pending_cards", self.lang, n=str(v.pending_cards)))
+        if not self.online:
+            badge.append(text("offline", self.lang))
+        self.badge.text = "  ·  ".join(badge)
+        self.lang_button.text = text("language", self.lang)
+        actions = v.actions if v is not None else ()
+        if actions != self._shown_actions:
+            self._shown_actions = actions
+            self.buttons.clear_widgets()
+            for action in actions:
+                button = Button(
+                    text=text(f"action_{action}", self.lang), font_size="24sp", bold=True
+                )
+                button.background_normal = ""
+                button.background_color = (
+                    (0.1, 0.55, 0.25, 1) if action in PRIMARY else (0.35, 0.35, 0.38, 1)
+                )
+                button.bind(on_release=lambda _b, a=action: self._pressed(a))
+                self.buttons.add_widget(button)
+
+    def _pressed(self, action: str) -> None:
+        if self.on_action is not None:
+            self.on_action(action)
