@@ -178,6 +178,10 @@ class DeskConfig(StrictModel):
     face_threshold: float | None = Field(
         default=None, gt=0, lt=1, description="1:1 threshold vs the chip photo (engine's if unset)"
     )
+    demo_librarian: bool = Field(
+        default=False,
+        description="Demo only: a simulated librarian answers the screens (consent, next)",
+    )
     pepper_file: Path | None = Field(
         default=None,
         description="Secret for the keyed hash of ID numbers; the same file on every desk of "

@@ -282,6 +282,11 @@ class AgentRuntime:
             comps.append(self.gate)
         if self.desk is not None:
             comps.append(self.desk)
+            if self.config.desk.demo_librarian:
+                from biblioedge.agent.desk import DemoLibrarian
+
+                desk = self.desk
+                comps.append(DemoLibrarian(lambda: desk.flow))
         return comps
 
     async def _build_roles(self) -> None:

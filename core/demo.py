@@ -1,6 +1,9 @@
 """``biblioedge demo``: a whole fleet on one machine, no hardware.
 
 A broker, central with SQLite, and one simulated kiosk of each role, each a real process.
+The desk runs its real flow: a simulated citizen's CCCD lies on a virtual PC/SC reader (pcscd
++ vpcd + the chip simulator), its QR comes through a simulated hand scanner, a demo librarian
+taps consent; central issues the card; the new reader's face then opens the simulated gate.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.procs import free_port
@@ -80,6 +84,103 @@ def prepare_gate(agent_dir: Path) -> Path | None:
     return camera
 
 
+def prepare_desk(agent_dir: Path) -> tuple[Path, bytes] | None:
+    """(the desk camera's folder, the chip photo) of the demo citizen, or None without
+    sample faces."""
+    import cv2
+
+    from biblioedge.samples import desk_person
+
+    try:
+        photo, frames = desk_person(frames=12)
+    except (IndexError, ValueError):
+        return None
+    camera = agent_dir / "camera"
+    camera.mkdir(parents=True, exist_ok=True)
+    for old in camera.glob("*.jpg"):
+        old.unlink()
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(camera / f"{i:05d}.jpg"), frame)
+    return camera, photo
+
+
+class DemoDesk:
+    """The props around the demo desk: the card on the virtual reader, the hand scanner."""
+
+    def __init__(self, data: Path, photo: bytes, csca_dir: Path) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        from biblioedge.drivers.cccd.simdata import make_pki
+        from biblioedge.drivers.sim_serial import ScannerSimulator
+        from biblioedge.provisioning.pcsc import PcscdProcess, PcscUnavailable
+
+        self.photo = photo
+        # the demo country's signing authority: the desk trusts it from the start
+        self.pki = make_pki()
+        csca_dir.mkdir(parents=True, exist_ok=True)
+        (csca_dir / "demo-csca.pem").write_bytes(
+            self.pki.csca.public_bytes(serialization.Encoding.PEM)
+        )
+        self.scanner = ScannerSimulator().start()
+        self.pcscd: PcscdProcess | None = PcscdProcess(data / "pcsc")
+        self.card: object = None
+        try:
+            self.pcscd.start()
+        except PcscUnavailable as exc:
+            log.warning("no virtual card reader (%s): the demo desk registers from the QR", exc)
+            self.pcscd = None
+
+    @property
+    def chip(self) -> bool:
+        return self.pcscd is not None
+
+    def present_citizen(self) -> str:
+        """Put the citizen's card on the reader and scan its QR; returns the name."""
+        from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
+        from biblioedge.drivers.cccd.simdata import chip_files, demo_citizen
+
+        citizen, qr = demo_citizen(self.photo)
+        if self.chip:
+            files = chip_files(citizen.files(self.pki))
+            card = VpcdCard(CccdChip(citizen.mrz_information(), files))
+            card.insert()
+            self.card = card
+        if not self.scanner.wait_opened(120):
+            log.warning("the desk never opened its scanner port: no registration in this demo")
+        self.scanner.scan(qr)
+        return citizen.full_name
+
+    def stop(self) -> None:
+        card: Any = self.card
+        if card is not None:
+            card.remove()
+        self.scanner.stop()
+        if self.pcscd is not None:
+            self.pcscd.stop()
+
+
+def _follow_desk(central: CentralProcess, name: str, stop: threading.Event) -> None:
+    """Tell the demo's story on stdout: the registration, then the gate letting her in."""
+    with central.client() as api:
+        patron = ""
+        while not stop.wait(1.0):
+            if not patron:
+                items = api.get("/events", params={"type": "desk.registration"}).json()["items"]
+                if items:
+                    patron = items[0]["payload"]["patron_id"]
+                    sys.stdout.write(f"desk-01 registered {name} as {patron}; card printed\n")
+                    sys.stdout.flush()
+                continue
+            items = api.get("/events", params={"type": "gate.decision", "limit": 200}).json()
+            if any(
+                i["payload"].get("patron_id") == patron and i["payload"]["decision"] == "grant"
+                for i in items["items"]
+            ):
+                sys.stdout.write(f"gate-01 recognized {name} ({patron}) by face: gate opened\n")
+                sys.stdout.flush()
+                return
+
+
 def run_demo(
     data: Path, *, rate: float = 0.5, port: int = 8080, duration: float | None = None
 ) -> int:
@@ -95,6 +196,9 @@ def run_demo(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
+    desk_kit = prepare_desk(data / "agents" / "desk-01")
+    csca_dir = data / "csca"
+    desk = DemoDesk(data, desk_kit[1], csca_dir) if desk_kit is not None else None
     broker = BrokerProcess(data / "broker")
     central = CentralProcess(data / "central", broker.url, token, port=port or free_port())
     agents = []
@@ -117,6 +221,22 @@ def run_demo(
                         "pulse_ms": 800,
                     },
                 }
+        if role == "desk" and desk is not None and desk_kit is not None:
+            sections = {
+                "simulator": {"enabled": False},
+                "desk": {
+                    "enabled": True,
+                    "camera": f"sim:{desk_kit[0]}",
+                    "camera_fps": 10.0,
+                    "qr_from_camera": False,
+                    "scanner": f"serial:{desk.scanner.port}",
+                    "chip": desk.chip,
+                    "csca_dir": str(csca_dir),
+                    "printer": f"dir:{data / 'cards'}",
+                    "library_name": "Thư viện tỉnh (demo)",
+                    "demo_librarian": True,
+                },
+            }
         agents.append(
             AgentProcess(
                 agent_dir, agent_config(agent_dir, device_id, role, SITE, broker.url, **sections)
@@ -141,6 +261,12 @@ def run_demo(
                 what="all demo kiosks online",
             )
         api_url = central.url + "/api/v1"
+        if desk is not None:
+
+            def story(kit: DemoDesk = desk) -> None:
+                _follow_desk(central, kit.present_citizen(), stop)
+
+            threading.Thread(target=story, daemon=True, name="demo-story").start()
         sys.stdout.write(
             "\n".join(
                 [
@@ -150,6 +276,7 @@ def run_demo(
                     f"  API      {api_url}   (OpenAPI docs: {central.url}/docs)",
                     f"  token    {token}   (also in {token_file})",
                     f"  kiosks   {', '.join(a.device_id for a in agents)} at site {SITE}",
+                    f"  cards    {data / 'cards'} (printed by the desk)",
                     f"  data     {data}",
                     "",
                     f'  curl -H "Authorization: Bearer {token}" {api_url}/events?limit=5',
@@ -173,5 +300,7 @@ def run_demo(
             agent.stop()
         central.stop()
         broker.stop()
+        if desk is not None:
+            desk.stop()
     sys.stdout.write("demo stopped\n")
     return 0

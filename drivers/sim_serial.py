@@ -162,3 +162,35 @@ class RelayBoardSimulator(_PtyDevice):
                 continue
             self.relays[ch] = bool(state)
             self.history.append((time.monotonic(), ch, bool(state)))
+
+
+class ScannerSimulator(_PtyDevice):
+    """A hand scanner on a serial port: ``scan(text)`` sends one code, CR/LF-terminated."""
+
+    def feed(self, data: bytes) -> None:
+        pass  # scanners take no commands
+
+    def scan(self, text: str) -> None:
+        self.write(text.encode("utf-8") + b"\r\n")
+
+    def wait_opened(self, timeout: float = 60.0) -> bool:
+        """Wait until another process opens the port: pyserial flushes what was sent before
+        it opened, as a real port would, so a scan before that is lost (Linux /proc)."""
+        deadline = time.monotonic() + timeout
+        me = str(os.getpid())
+        while time.monotonic() < deadline:
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit() or pid == me:
+                    continue
+                try:
+                    fds = os.listdir(f"/proc/{pid}/fd")
+                except OSError:
+                    continue
+                for fd in fds:
+                    try:
+                        if os.readlink(f"/proc/{pid}/fd/{fd}") == self.port:
+                            return True
+                    except OSError:
+                        continue
+            time.sleep(0.2)
+        return False

@@ -65,6 +65,18 @@ def test_demo_runs_all_roles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    try:
+        _demo_story(proc, tmp_path)
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave a fleet running
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 60
@@ -84,8 +96,8 @@ def test_demo_runs_all_roles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         return {i["type"] for i in items}
 
     wait_until(
-        lambda: {"gate.decision", "circ.checkout", "reader.registered"} <= types(),
-        30,
+        lambda: {"gate.decision", "circ.checkout", "desk.registration"} <= types(),
+        90,
         what="events of all three roles",
     )
 
@@ -103,8 +115,22 @@ def test_demo_runs_all_roles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         60,
         what="face decisions at the demo gate",
     )
+    # the desk registered the simulated citizen from her simulated chip...
+    regs = httpx.get(
+        f"{api_url}/events", params={"type": "desk.registration"}, headers=auth
+    ).json()["items"]
+    assert len(regs) == 1 and regs[0]["payload"]["check"]["method"] == "chip_face"
+    assert regs[0]["payload"]["check"]["passive_auth"] == "ok"
+    patron = regs[0]["payload"]["patron_id"]
+    assert (tmp_path / "demo" / "cards" / f"{patron}.png").exists()
+    # ...and the gate then lets her in by face
+    wait_until(
+        lambda: any(p.get("patron_id") == patron and p["decision"] == "grant" for p in gate()),
+        90,
+        what="the newly registered reader recognized at the gate",
+    )
     granted = {p["patron_id"] for p in gate() if p["decision"] == "grant"}
-    assert granted <= {"P000101", "P000102", "P000103", "P000104"}
+    assert granted <= {"P000101", "P000102", "P000103", "P000104", patron}
     devices = httpx.get(f"{api_url}/devices", headers=auth).json()
     assert {d["role"] for d in devices} == {"gate", "selfcheck", "desk"}
     assert httpx.get(f"{api_url}/health").json()["status"] == "ok"
@@ -114,6 +140,9 @@ def test_demo_runs_all_roles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 0, rest
     assert time.monotonic() - t0 < 15
     assert "demo stopped" in rest
+    story = banner + rest
+    assert f"registered Nguyễn Thị Bình as {patron}" in story
+    assert "by face: gate opened" in story
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
     )
