@@ -35,6 +35,7 @@ def pad(data: bytes) -> bytes:
 
 
 def unpad(data: bytes) -> bytes:
+    """Strip ISO 9797-1 method 2 padding (any block size)."""
     end = data.rstrip(b"\x00")
     if not end or end[-1] != 0x80:
         raise SecureMessagingError("bad ISO 9797-1 padding")
@@ -153,24 +154,46 @@ class Apdu:
 
 
 class SecureMessaging:
-    """One BAC session: protects commands and verifies and decrypts responses (reader side);
-    the chip simulator uses the mirror methods."""
+    """One BAC session (3DES, retail MAC, 8-byte SSC): protects commands and verifies and
+    decrypts responses (reader side); the chip simulator uses the mirror methods. PACE's AES
+    variant (``pace.AesSecureMessaging``) changes only the primitives below."""
+
+    block = 8
 
     def __init__(self, ks_enc: bytes, ks_mac: bytes, ssc: bytes) -> None:
         self.ks_enc = ks_enc
         self.ks_mac = ks_mac
         self.ssc = int.from_bytes(ssc, "big")
+        self.ssc_len = len(ssc)
+
+    # -- the primitives of the cipher suite ---------------------------------------------
+
+    def _pad(self, data: bytes) -> bytes:
+        data = data + b"\x80"
+        return data + bytes(-len(data) % self.block)
+
+    def _encrypt(self, data: bytes, ssc: bytes) -> bytes:
+        return encrypt(self.ks_enc, data)
+
+    def _decrypt(self, data: bytes, ssc: bytes) -> bytes:
+        return decrypt(self.ks_enc, data)
+
+    def _mac(self, padded: bytes) -> bytes:
+        return retail_mac(self.ks_mac, padded)
 
     def _next(self) -> bytes:
-        self.ssc = (self.ssc + 1) % (1 << 64)
-        return self.ssc.to_bytes(8, "big")
+        self.ssc = (self.ssc + 1) % (1 << (8 * self.ssc_len))
+        return self.ssc.to_bytes(self.ssc_len, "big")
+
+    # -- the reader's side ----------------------------------------------------------------
 
     def protect(self, apdu: Apdu) -> bytes:
+        ssc = self._next()
         cla = apdu.cla | 0x0C
-        header = pad(bytes([cla, apdu.ins, apdu.p1, apdu.p2]))
-        do87 = tlv(0x87, b"\x01" + encrypt(self.ks_enc, pad(apdu.data))) if apdu.data else b""
+        header = self._pad(bytes([cla, apdu.ins, apdu.p1, apdu.p2]))
+        do87 = tlv(0x87, b"\x01" + self._encrypt(self._pad(apdu.data), ssc)) if apdu.data else b""
         do97 = tlv(0x97, bytes([apdu.le])) if apdu.le is not None else b""
-        mac = retail_mac(self.ks_mac, pad(self._next() + header + do87 + do97))
+        mac = self._mac(self._pad(ssc + header + do87 + do97))
         body = do87 + do97 + tlv(0x8E, mac)
         return bytes([cla, apdu.ins, apdu.p1, apdu.p2, len(body)]) + body + b"\x00"
 
@@ -179,8 +202,8 @@ class SecureMessaging:
         if len(response) < 2:
             raise SecureMessagingError("response shorter than a status word")
         body, sw = response[:-2], response[-2:]
+        ssc = self._next()
         if not body:  # an error status the chip sends unprotected (e.g. 6988 SM failure)
-            self._next()
             return b"", sw
         objects: dict[int, bytes] = {}
         raw: dict[int, bytes] = {}
@@ -192,7 +215,7 @@ class SecureMessaging:
             raw[tag] = body[start:offset]
         if 0x8E not in objects or 0x99 not in objects:
             raise SecureMessagingError("protected response lacks DO99 or DO8E")
-        expected = retail_mac(self.ks_mac, pad(self._next() + raw.get(0x87, b"") + raw[0x99]))
+        expected = self._mac(self._pad(ssc + raw.get(0x87, b"") + raw[0x99]))
         if expected != objects[0x8E]:
             raise SecureMessagingError("response MAC does not verify")
         data = b""
@@ -200,7 +223,9 @@ class SecureMessaging:
             enc = objects[0x87]
             if not enc or enc[0] != 0x01:
                 raise SecureMessagingError("DO87 without the padding-content indicator")
-            data = unpad(decrypt(self.ks_enc, enc[1:]))
+            if len(enc[1:]) % self.block:
+                raise SecureMessagingError("ciphertext is not a whole number of blocks")
+            data = unpad(self._decrypt(enc[1:], ssc))
         return data, objects[0x99]
 
     # -- the chip's side --------------------------------------------------------------------
@@ -210,6 +235,7 @@ class SecureMessaging:
         cmd = Apdu.parse(raw)
         if cmd.cla & 0x0C != 0x0C:
             raise SecureMessagingError("command is not protected")
+        ssc = self._next()
         objects: dict[int, bytes] = {}
         order: list[bytes] = []
         offset = 0
@@ -221,19 +247,23 @@ class SecureMessaging:
                 order.append(cmd.data[start:offset])
         if 0x8E not in objects:
             raise SecureMessagingError("protected command lacks DO8E")
-        header = pad(bytes([cmd.cla, cmd.ins, cmd.p1, cmd.p2]))
-        if retail_mac(self.ks_mac, pad(self._next() + header + b"".join(order))) != objects[0x8E]:
+        header = self._pad(bytes([cmd.cla, cmd.ins, cmd.p1, cmd.p2]))
+        if self._mac(self._pad(ssc + header + b"".join(order))) != objects[0x8E]:
             raise SecureMessagingError("command MAC does not verify")
         data = b""
         if 0x87 in objects:
-            data = unpad(decrypt(self.ks_enc, objects[0x87][1:]))
+            enc = objects[0x87][1:]
+            if len(enc) % self.block:
+                raise SecureMessagingError("ciphertext is not a whole number of blocks")
+            data = unpad(self._decrypt(enc, ssc))
         le = objects[0x97][0] if 0x97 in objects else None
         return Apdu(cmd.cla & ~0x0C & 0xFF, cmd.ins, cmd.p1, cmd.p2, data, le)
 
     def seal_response(self, data: bytes, sw: bytes) -> bytes:
-        do87 = tlv(0x87, b"\x01" + encrypt(self.ks_enc, pad(data))) if data else b""
+        ssc = self._next()
+        do87 = tlv(0x87, b"\x01" + self._encrypt(self._pad(data), ssc)) if data else b""
         do99 = tlv(0x99, sw)
-        mac = retail_mac(self.ks_mac, pad(self._next() + do87 + do99))
+        mac = self._mac(self._pad(ssc + do87 + do99))
         return do87 + do99 + tlv(0x8E, mac) + sw
 
 
