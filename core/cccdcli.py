@@ -65,12 +65,15 @@ def _read(args: argparse.Namespace) -> int:
 
     from biblioedge.drivers.cccd.card import keys_from_qr, read_card
 
+    can = args.can
     if args.mrz_info:
         infos = [args.mrz_info.strip().upper()]
     else:
         from biblioedge.drivers.cccd.qr import parse_qr
 
-        infos = keys_from_qr(parse_qr(args.qr))
+        qr = parse_qr(args.qr)
+        infos = keys_from_qr(qr)
+        can = can or qr.can
     csca = [x509.load_pem_x509_certificate(Path(p).read_bytes()) for p in args.csca or []]
     last = [""]
 
@@ -80,14 +83,15 @@ def _read(args: argparse.Namespace) -> int:
             sys.stderr.write(f"reading {name}: {done}/{total} bytes\n")
             last[0] = name if pct < 100 else ""
 
-    card = read_card(infos, reader=args.reader, csca=csca, progress=progress)
+    card = read_card(infos, can=can, reader=args.reader, csca=csca, progress=progress)
     doc = card.summary()
     if args.json:
         sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
     else:
         pa = doc["passive_authentication"]
         sys.stdout.write(
-            f"read in {doc['seconds']} s ({doc['apdus']} APDUs): {doc['id_number']} "
+            f"read in {doc['seconds']} s ({doc['access']}, {doc['apdus']} APDUs): "
+            f"{doc['id_number']} "
             f"{doc['personal'].get('full_name', '')}\n"
             f"passive authentication: hashes {pa['hashes']}, signature {pa['signature']}, "
             f"chain {pa['chain']}\n"
@@ -120,7 +124,10 @@ def _simulate(args: argparse.Namespace) -> int:
     files = citizen.files(pki)
     if args.csca_out:
         args.csca_out.write_bytes(pki.csca.public_bytes(serialization.Encoding.PEM))
-    card = VpcdCard(CccdChip(citizen.mrz_information(), chip_files(files)), port=args.port)
+    chip = CccdChip(
+        citizen.mrz_information(), chip_files(files), can=None if args.bac_only else citizen.can
+    )
+    card = VpcdCard(chip, port=args.port)
     card.insert()
     qr = f"{citizen.id_number}||{citizen.full_name}|15031990|Nam|Hà Nội|20052021"
     sys.stdout.write(f"card on the reader. --mrz-info {citizen.mrz_information()}\n--qr '{qr}'\n")
@@ -157,17 +164,23 @@ def register(sub: Any) -> None:
     a = c.add_parser("parse-mrz", help="parse a TD1 MRZ (3 x 30 characters, newline-separated)")
     a.add_argument("text")
     a.add_argument("--json", action="store_true")
-    a = c.add_parser("read", help="read the chip: BAC, data groups, passive authentication")
+    a = c.add_parser(
+        "read", help="read the chip: PACE or BAC, data groups, passive authentication"
+    )
     a.add_argument("--reader", help="part of the PC/SC reader name (default: first with a card)")
     keys = a.add_mutually_exclusive_group(required=True)
     keys.add_argument("--mrz-info", help="document number+cd, birth+cd, expiry+cd (24 chars)")
-    keys.add_argument("--qr", help="the card's QR payload: keys derived, expiry candidates tried")
+    keys.add_argument(
+        "--qr", help="the card's QR payload: CAN for PACE, BAC keys with expiry candidates"
+    )
+    a.add_argument("--can", help="card access number for PACE (default: last 6 ID digits)")
     a.add_argument("--csca", action="append", type=Path, help="trusted CSCA certificate (PEM)")
     a.add_argument("--json", action="store_true")
     a = c.add_parser("simulate", help="put a simulated citizen's card on the vpcd virtual reader")
     a.add_argument("--port", type=int, default=35963, help="vpcd port (default 35963)")
     a.add_argument("--photo", type=Path, help="JPEG for DG2 (default: a drawn face)")
     a.add_argument("--csca-out", type=Path, help="write the test CSCA certificate here (PEM)")
+    a.add_argument("--bac-only", action="store_true", help="a chip without PACE (older cards)")
     a = c.add_parser("bac-keys", help="K_seed, K_enc, K_mac from the MRZ information")
     a.add_argument(
         "--mrz-info",

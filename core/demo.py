@@ -121,7 +121,8 @@ class DemoDesk:
         (csca_dir / "demo-csca.pem").write_bytes(
             self.pki.csca.public_bytes(serialization.Encoding.PEM)
         )
-        self.scanner = ScannerSimulator().start()
+        self.scanner = ScannerSimulator()
+        self.scanner.start()
         self.pcscd: PcscdProcess | None = PcscdProcess(data / "pcsc")
         self.card: object = None
         try:
@@ -142,7 +143,7 @@ class DemoDesk:
         citizen, qr = demo_citizen(self.photo)
         if self.chip:
             files = chip_files(citizen.files(self.pki))
-            card = VpcdCard(CccdChip(citizen.mrz_information(), files))
+            card = VpcdCard(CccdChip(citizen.mrz_information(), files, can=citizen.can))
             card.insert()
             self.card = card
         if not self.scanner.wait_opened(120):

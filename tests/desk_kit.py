@@ -134,7 +134,7 @@ async def running_desk(
         files["DG13"] = files["DG13"].replace("Bình".encode(), "Bính".encode())
     if files_hook is not None:
         files_hook(files)
-    card = VpcdCard(CccdChip(citizen.mrz_information(), chip_files(files)))
+    card = VpcdCard(CccdChip(citizen.mrz_information(), chip_files(files), can=citizen.can))
     card.insert()
     store = Store(tmp / "desk.sqlite3")
     astore = AsyncStore(store)

@@ -9,6 +9,8 @@ import pytest
 from biblioedge.drivers.cccd.chip import ChipReader, WrongKeys, list_readers
 from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
 from biblioedge.drivers.cccd.mrz import bac_mrz_information
+from biblioedge.drivers.cccd.simdata import chip_files as sim_files
+from biblioedge.drivers.cccd.simdata import demo_citizen, make_pki
 from biblioedge.drivers.cccd.sm import tlv
 
 MRZ_INFO = bac_mrz_information("090012345", "900315", "300315")
@@ -111,11 +113,15 @@ def test_cccd_read_command_with_the_simulated_citizen(pcsc: None, tmp_path: Path
         assert doc["photo"]["format"] == "jpeg" and doc["photo"]["bytes"] > 1000
         assert doc["passive_authentication"]["verified"] is True
         assert "reading DG2" in out.stderr  # progress
-        assert doc["seconds"] < 30
+        assert doc["seconds"] < 30 and doc["access"] == "PACE"
+        # a wrong birth date in the QR: PACE needs only the CAN, so the card still opens
+        assert json.loads(read("--qr", qr.replace("15031990", "16031990"), "--json").stdout)
         untrusted = json.loads(read("--qr", qr, "--json").stdout)
         assert untrusted["passive_authentication"]["chain"] == "unknown_csca"
-        wrong = read("--qr", qr.replace("15031990", "16031990"))
+        wrong = read("--qr", qr.replace("001090012345", "001090012399"))  # another card's QR
         assert wrong.returncode == 2 and "check the card" in wrong.stderr
+        bac = read("--mrz-info", MRZ_INFO.replace("90031", "90041"))
+        assert bac.returncode == 2 and "check the card" in bac.stderr
     finally:
         sim.terminate()
         sim.wait(10)
@@ -151,3 +157,48 @@ def test_card_pulled_out_mid_read_then_read_again(pcsc: None) -> None:
         assert again.files["DG2"] == chip_files()[0x0102]
     finally:
         vc.remove()
+
+
+def test_pace_with_the_can_through_pcscd_and_bac_fallbacks(pcsc: None) -> None:
+    from biblioedge.drivers.cccd.card import read_card
+    from biblioedge.drivers.cccd.chip import PaceRefused
+
+    chip = CccdChip(MRZ_INFO, chip_files(), can="012345")
+    vc = VpcdCard(chip)
+    vc.insert()
+    time.sleep(1.0)
+    try:
+        result = ChipReader().read(None, ("DG1", "DG2"), can="012345")
+        assert result.access == "PACE" and chip.pace_runs == 1
+        assert result.files["DG2"] == chip_files()[0x0102]
+        with pytest.raises(PaceRefused, match="check the card"):
+            ChipReader().read(None, ("DG1",), can="999999")
+        assert chip.pace_runs == 2  # refused once, not retried
+        # a refused CAN falls back to BAC with the MRZ data (its own try counter)
+        card_result = ChipReader().read(MRZ_INFO, ("DG1",), can=None)
+        assert card_result.access == "BAC"
+    finally:
+        vc.remove()
+    # a whole card: a refused CAN costs one PACE try, then BAC with the MRZ data opens it
+    import cv2
+    import numpy as np
+
+    _, jpeg = cv2.imencode(".jpg", np.full((160, 120, 3), 128, np.uint8))
+    citizen, _ = demo_citizen(jpeg.tobytes())
+    whole = CccdChip(citizen.mrz_information(), sim_files(citizen.files(make_pki())), can="000000")
+    vc = VpcdCard(whole)
+    vc.insert()
+    time.sleep(1.0)
+    try:
+        card = read_card([citizen.mrz_information()], can=citizen.can)
+        assert card.read.access == "BAC" and whole.pace_runs == 1
+        assert card.personal["full_name"] == "Nguyễn Thị Bình"
+    finally:
+        vc.remove()
+    plain = VpcdCard(CccdChip(MRZ_INFO, chip_files()))  # an older chip without PACE
+    plain.insert()
+    time.sleep(1.0)
+    try:
+        assert ChipReader().read(MRZ_INFO, ("DG1",), can="012345").access == "BAC"
+    finally:
+        plain.remove()

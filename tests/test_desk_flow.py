@@ -89,12 +89,12 @@ async def test_forgery_needs_the_librarians_override(tmp_path: Path) -> None:
 async def test_wrong_card_says_check_the_card_without_retrying(tmp_path: Path) -> None:
     async with running_desk(tmp_path) as desk:
         other = desk.qr.replace("001190012345", "001190012399")
-        before = desk.card.apdus
         desk.flow.scanned(other)
         view = await desk.until("check_card")
         assert "check the card" in view.detail
-        # at most three key candidates, each one challenge + one refused authentication
-        assert desk.card.apdus - before <= 3 * 3
+        # one PACE try with the CAN, then at most three BAC candidates; nothing more
+        chip = desk.card.chip
+        assert chip.pace_runs == 1 and 1 <= chip.bac_failures <= 3
         desk.flow.tap("cancel")
         await desk.until("idle")
         assert desk.store.outbox_depth() == 0
@@ -160,7 +160,9 @@ async def test_card_pulled_out_mid_read_is_read_again(tmp_path: Path) -> None:
         assert pulled and desk.flow.view.step == "place_card"
         await asyncio.sleep(1.5)
         files = desk.citizen.files(desk.pki)
-        desk.card = VpcdCard(CccdChip(desk.citizen.mrz_information(), chip_files(files)))
+        desk.card = VpcdCard(
+            CccdChip(desk.citizen.mrz_information(), chip_files(files), can=desk.citizen.can)
+        )
         desk.card.insert()  # put back: the desk reads again by itself
         await desk.until("consent")
         assert desk.flow.taps == 0

@@ -13,7 +13,14 @@ from typing import Any
 
 from cryptography import x509
 
-from biblioedge.drivers.cccd.chip import CardRemoved, ChipRead, ChipReader, Progress, WrongKeys
+from biblioedge.drivers.cccd.chip import (
+    CardRemoved,
+    ChipRead,
+    ChipReader,
+    PaceRefused,
+    Progress,
+    WrongKeys,
+)
 from biblioedge.drivers.cccd.errors import CccdError
 from biblioedge.drivers.cccd.lds import dg2_image, parse_dg1, parse_dg13
 from biblioedge.drivers.cccd.mrz import TD1, bac_mrz_information, parse_td1
@@ -41,6 +48,7 @@ class CardData:
             "photo": {"format": self.photo_format, "bytes": len(self.photo)},
             "passive_authentication": self.passive_auth.as_dict(),
             "seconds": round(self.read.seconds, 3),
+            "access": self.read.access,
             "apdus": self.read.apdus,
             "files": {k: len(v) for k, v in self.read.files.items()},
         }
@@ -64,18 +72,32 @@ def keys_from_qr(qr: CccdQr) -> list[str]:
 def read_card(
     mrz_informations: list[str],
     *,
+    can: str | None = None,
     reader: str | None = None,
     csca: list[x509.Certificate] | None = None,
     progress: Progress | None = None,
 ) -> CardData:
+    """PACE with the CAN first when given (the chip decides whether it offers it), then BAC
+    with up to three MRZ candidates. Each refusal costs the chip one try, so no more."""
     last: WrongKeys | None = None
-    for info in mrz_informations[:MAX_KEY_TRIES]:
+    result: ChipRead | None = None
+    if can is not None:
         try:
-            result = ChipReader(reader, progress).read(info)
-            break
+            first = mrz_informations[0] if mrz_informations else None
+            result = ChipReader(reader, progress).read(first, can=can)
+        except PaceRefused as exc:
+            last = exc  # BAC keeps its own counter: the MRZ data may still open the chip
         except WrongKeys as exc:
             last = exc
-    else:
+            mrz_informations = mrz_informations[1:]  # the first candidate was just refused
+    if result is None:
+        for info in mrz_informations[:MAX_KEY_TRIES]:
+            try:
+                result = ChipReader(reader, progress).read(info)
+                break
+            except WrongKeys as exc:
+                last = exc
+    if result is None:
         raise last or WrongKeys("check the card: no keys to try")
     files = result.files
     mrz_text = parse_dg1(files["DG1"])
@@ -107,10 +129,8 @@ class PcscChip:
         return True
 
     def read(self, qr: CccdQr, progress: Progress) -> CardData:
-        keys = keys_from_qr(qr)
-        if not keys:
-            raise WrongKeys("check the card: the QR carries no issue date to derive keys from")
-        return read_card(keys, reader=self.reader, csca=self.csca, progress=progress)
+        keys = keys_from_qr(qr)  # for BAC; PACE needs only the CAN (last six ID digits)
+        return read_card(keys, can=qr.can, reader=self.reader, csca=self.csca, progress=progress)
 
 
 def load_trust_store(folder: Path | None) -> list[x509.Certificate]:

@@ -8,6 +8,7 @@ out mid-read is :class:`CardRemoved` and can simply be read again.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,16 @@ from typing import Any
 
 from biblioedge.drivers.cccd.bac import bac_keys
 from biblioedge.drivers.cccd.errors import CccdError
+from biblioedge.drivers.cccd.pace import (
+    PASSWORD_CAN,
+    PaceError,
+    PaceInfo,
+    PcdPace,
+    dynamic,
+    mse_set_at,
+    parse_card_access,
+    undynamic,
+)
 from biblioedge.drivers.cccd.sm import (
     Apdu,
     BacChallenge,
@@ -23,6 +34,8 @@ from biblioedge.drivers.cccd.sm import (
     session_from_icc,
 )
 from biblioedge.drivers.errors import DeviceUnavailable
+
+log = logging.getLogger("biblioedge.drivers.cccd.chip")
 
 MRTD_AID = bytes.fromhex("A0000002471001")
 FILES = {  # ICAO LDS1 short names -> file ids
@@ -43,6 +56,10 @@ class WrongKeys(CccdError):
     """BAC refused: the document number, birth or expiry date do not belong to this chip."""
 
 
+class PaceRefused(WrongKeys):
+    """PACE refused the CAN (6300 at the tokens); BAC with the MRZ data may still work."""
+
+
 class CardRemoved(CccdError):
     """The card left the reader during the read; reading again is safe."""
 
@@ -57,6 +74,7 @@ class ChipRead:
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
     apdus: int = 0
+    access: str = ""  # "PACE" or "BAC"
 
 
 def list_readers() -> list[str]:
@@ -142,6 +160,46 @@ class ChipReader:
             raise CccdError(f"EXTERNAL AUTHENTICATE answered {sw.hex()}")
         return session_from_icc(keys.k_enc, keys.k_mac, challenge, answer)
 
+    # -- PACE -------------------------------------------------------------------------------
+
+    def pace_info(self) -> PaceInfo | None:
+        """The chip's supported PACE offer from EF.CardAccess, or None (then BAC)."""
+        data, sw = self.transmit(Apdu(0x00, 0xB0, 0x9C, 0x00, le=0).to_bytes())
+        if sw != b"\x90\x00" or not data:
+            return None
+        try:
+            infos = parse_card_access(data)
+        except PaceError as exc:
+            log.warning("unreadable EF.CardAccess, using BAC: %s", exc)
+            return None
+        return next((i for i in infos if i.supported), None)
+
+    def pace(self, info: PaceInfo, can: str) -> SecureMessaging:
+        pcd = PcdPace(info, can, PASSWORD_CAN)
+        _, sw = self.transmit(
+            Apdu(0x00, 0x22, 0xC1, 0xA4, mse_set_at(info, PASSWORD_CAN)).to_bytes()
+        )
+        if sw != b"\x90\x00":
+            raise CccdError(f"MSE:Set AT answered {sw.hex()}")
+
+        def step(cla: int, data: bytes, tag: int) -> bytes:
+            answer, sw = self.transmit(Apdu(cla, 0x86, 0x00, 0x00, data, le=0).to_bytes())
+            if sw in (b"\x63\x00", b"\x69\x88") or sw[:1] == b"\x63":
+                raise PaceRefused("check the card: the chip refused the CAN (not retried)")
+            if sw != b"\x90\x00":
+                raise CccdError(f"GENERAL AUTHENTICATE answered {sw.hex()}")
+            return undynamic(answer, tag)
+
+        nonce = step(0x10, dynamic(0, b""), 0x80)
+        pk_map_ic = step(0x10, dynamic(0x81, pcd.map_key(nonce)), 0x82)
+        pk_eph_ic = step(0x10, dynamic(0x83, pcd.ephemeral_key(pk_map_ic)), 0x84)
+        token_ic = step(0x00, dynamic(0x85, pcd.token(pk_eph_ic)), 0x86)
+        sm = pcd.finish(token_ic)
+        _, sw = self._sm_call(sm, Apdu(0x00, 0xA4, 0x04, 0x0C, MRTD_AID))
+        if sw != b"\x90\x00":
+            raise CccdError(f"SELECT application after PACE answered {sw.hex()}")
+        return sm
+
     # -- files ------------------------------------------------------------------------------
 
     def _sm_call(self, sm: SecureMessaging, apdu: Apdu) -> tuple[bytes, bytes]:
@@ -179,16 +237,27 @@ class ChipReader:
 
     def read(
         self,
-        mrz_information: str,
+        mrz_information: str | None,
         names: tuple[str, ...] = ("COM", "DG1", "DG2", "DG13", "DG14", "DG15", "SOD"),
+        *,
+        can: str | None = None,
     ) -> ChipRead:
+        """PACE with the CAN when given and offered by the chip, else BAC with the MRZ data."""
         t0 = time.perf_counter()
         self.apdus = 0
         result = ChipRead()
         self.connect()
         try:
-            self.select_application()
-            sm = self.bac(mrz_information)
+            info = self.pace_info() if can else None
+            if info is not None and can is not None:
+                sm = self.pace(info, can)
+                result.access = "PACE"
+            else:
+                if mrz_information is None:
+                    raise WrongKeys("check the card: the chip offers no PACE and no MRZ is known")
+                self.select_application()
+                sm = self.bac(mrz_information)
+                result.access = "BAC"
             for name in names:
                 data = self.read_file(sm, name)
                 if data is None:

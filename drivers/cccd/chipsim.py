@@ -22,6 +22,19 @@ import threading
 import time
 
 from biblioedge.drivers.cccd.bac import bac_keys
+from biblioedge.drivers.cccd.errors import CccdError
+from biblioedge.drivers.cccd.pace import (
+    PACE_ECDH_GM_AES_128,
+    PASSWORD_CAN,
+    AesSecureMessaging,
+    IcPace,
+    PaceError,
+    PaceInfo,
+    card_access,
+    dynamic,
+    oid_der,
+    undynamic,
+)
 from biblioedge.drivers.cccd.sm import (
     Apdu,
     SecureMessaging,
@@ -29,6 +42,7 @@ from biblioedge.drivers.cccd.sm import (
     decrypt,
     encrypt,
     pad,
+    read_tlv,
     retail_mac,
 )
 
@@ -49,12 +63,29 @@ SW_COND = b"\x69\x85"
 
 
 class CccdChip:
-    """The card's logic, independent of transport (tests can drive it directly)."""
+    """The card's logic, independent of transport (tests can drive it directly).
 
-    def __init__(self, mrz_information: str, files: dict[int, bytes]) -> None:
+    With a ``can`` the chip also offers PACE (EF.CardAccess readable at the MF, MSE:Set AT,
+    four GENERAL AUTHENTICATE steps, then AES secure messaging), as CCCD chips do; BAC stays
+    available for readers that do not speak PACE.
+    """
+
+    def __init__(
+        self,
+        mrz_information: str,
+        files: dict[int, bytes],
+        *,
+        can: str | None = None,
+        pace_parameter: int = 13,
+    ) -> None:
         keys = bac_keys(mrz_information)
         self.k_enc, self.k_mac = keys.k_enc, keys.k_mac
         self.files = files
+        self.can = can
+        self.card_access = card_access(pace_parameter) if can else None
+        self.pace_info = PaceInfo(PACE_ECDH_GM_AES_128, 2, pace_parameter)
+        self.pace_runs = 0
+        self.bac_failures = 0
         self.reset()
 
     def reset(self) -> None:
@@ -62,6 +93,9 @@ class CccdChip:
         self.rnd_icc: bytes | None = None
         self.sm: SecureMessaging | None = None
         self.current: int | None = None
+        self.mf_file: int | None = None
+        self.pace: IcPace | None = None
+        self.pace_step = 0
 
     def handle(self, raw: bytes) -> bytes:
         try:
@@ -70,6 +104,10 @@ class CccdChip:
             return b"\x67\x00"
         if apdu.cla & 0x0C == 0x0C:
             return self._protected(raw)
+        if self.card_access is not None and not self.app_selected:
+            answer = self._master_file(apdu)
+            if answer is not None:
+                return answer
         if apdu.ins == 0xA4 and apdu.p1 == 0x04:
             if apdu.data == MRTD_AID:
                 self.reset()
@@ -87,12 +125,81 @@ class CccdChip:
             return SW_SECURITY
         return SW_INS
 
+    # -- PACE at the master file --------------------------------------------------------
+
+    def _master_file(self, apdu: Apdu) -> bytes | None:
+        """EF.CardAccess, MSE:Set AT and GENERAL AUTHENTICATE; None: not a PACE command."""
+        assert self.card_access is not None
+        if apdu.ins == 0xA4 and apdu.p1 in (0x00, 0x02) and len(apdu.data) == 2:
+            fid = int.from_bytes(apdu.data, "big")
+            if fid == 0x3F00:
+                return SW_OK
+            if fid == 0x011C:
+                self.mf_file = fid
+                return SW_OK
+            return None
+        if apdu.ins == 0xB0 and (apdu.p1 == 0x9C or (apdu.p1 < 0x80 and self.mf_file)):
+            offset = apdu.p2 if apdu.p1 & 0x80 else (apdu.p1 << 8 | apdu.p2)
+            n = 256 if not apdu.le else apdu.le
+            return self.card_access[offset : offset + n] + SW_OK
+        if apdu.ins == 0x22 and apdu.p1 == 0xC1 and apdu.p2 == 0xA4:
+            return self._mse_set_at(apdu.data)
+        if apdu.ins == 0x86:
+            return self._general_authenticate(apdu)
+        return None
+
+    def _mse_set_at(self, data: bytes) -> bytes:
+        try:
+            objects = {}
+            offset = 0
+            while offset < len(data):
+                tag, value, offset = read_tlv(data, offset)
+                objects[tag] = value
+        except CccdError:
+            return b"\x6a\x80"
+        wanted = oid_der(PACE_ECDH_GM_AES_128)[2:]
+        if objects.get(0x80) != wanted or objects.get(0x83) != b"\x02":
+            return b"\x6a\x80"  # only PACE with the CAN is offered
+        if 0x84 in objects and objects[0x84] != bytes([self.pace_info.parameter_id]):
+            return b"\x6a\x80"
+        assert self.can is not None
+        self.pace = IcPace(self.pace_info, self.can, PASSWORD_CAN)
+        self.pace_step = 1
+        self.sm = None
+        return SW_OK
+
+    def _general_authenticate(self, apdu: Apdu) -> bytes:
+        pace, step = self.pace, self.pace_step
+        if pace is None:
+            return SW_COND
+        try:
+            if step == 1:
+                out = dynamic(0x80, pace.encrypted_nonce())
+            elif step == 2:
+                out = dynamic(0x82, pace.map_key(undynamic(apdu.data, 0x81)))
+            elif step == 3:
+                out = dynamic(0x84, pace.ephemeral_key(undynamic(apdu.data, 0x83)))
+            else:
+                token = pace.check_token(undynamic(apdu.data, 0x85))
+                self.pace, self.pace_step = None, 0
+                self.pace_runs += 1
+                if token is None:
+                    return SW_AUTH_FAILED
+                self.sm = AesSecureMessaging(pace.ks_enc, pace.ks_mac)
+                return dynamic(0x86, token) + SW_OK
+        except PaceError:
+            self.pace, self.pace_step = None, 0
+            return b"\x6a\x80"
+        self.pace_step += 1
+        return out + SW_OK
+
     def _external_authenticate(self, data: bytes) -> bytes:
         if self.rnd_icc is None or len(data) != 40:
             return SW_COND
         e_ifd, m_ifd = data[:32], data[32:]
         if retail_mac(self.k_mac, pad(e_ifd)) != m_ifd:
             self.rnd_icc = None  # a new challenge is needed: no guessing against one nonce
+            self.bac_failures += 1
             return SW_AUTH_FAILED
         s = decrypt(self.k_enc, e_ifd)
         rnd_ifd, rnd_icc, k_ifd = s[:8], s[8:16], s[16:32]
@@ -122,6 +229,13 @@ class CccdChip:
         return sm.seal_response(data, sw)
 
     def _file_command(self, cmd: Apdu) -> tuple[bytes, bytes]:
+        if cmd.ins == 0xA4 and cmd.p1 == 0x04:  # after PACE the application is selected here
+            if cmd.data != MRTD_AID:
+                return b"", SW_NOT_FOUND
+            self.app_selected = True
+            return b"", SW_OK
+        if not self.app_selected:
+            return b"", SW_COND
         if cmd.ins == 0xA4 and cmd.p1 == 0x02 and len(cmd.data) == 2:
             fid = int.from_bytes(cmd.data, "big")
             if fid not in self.files:

@@ -151,6 +151,10 @@ class Citizen:
         l2 += check_digit(l1[5:30] + l2[0:7] + l2[8:15] + l2[18:29])
         return l1 + l2 + self.mrz_name.ljust(30, "<")[:30]
 
+    @property
+    def can(self) -> str:
+        return self.id_number[-6:]
+
     def qr(self, issued: date, address: str = "Số 1 Tràng Tiền, Hà Nội") -> str:
         """The payload of the card's QR (``issued`` should derive ``expires`` by the rules)."""
         return "|".join(
