@@ -164,9 +164,7 @@ def register(sub: Any) -> None:
     a = c.add_parser("parse-mrz", help="parse a TD1 MRZ (3 x 30 characters, newline-separated)")
     a.add_argument("text")
     a.add_argument("--json", action="store_true")
-    a = c.add_parser(
-        "read", help="read the chip: PACE or BAC, data groups, passive authentication"
-    )
+    a = c.add_parser("read", help="read the chip: PACE or BAC, data groups, passive authentication")
     a.add_argument("--reader", help="part of the PC/SC reader name (default: first with a card)")
     keys = a.add_mutually_exclusive_group(required=True)
     keys.add_argument("--mrz-info", help="document number+cd, birth+cd, expiry+cd (24 chars)")
