@@ -113,6 +113,16 @@ def _cmd_bench_codes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_desk(args: argparse.Namespace) -> int:
+    from biblioedge.bench import print_result
+    from biblioedge.bench_desk import bench_desk
+
+    setup_logging(args.log_format or "human", "WARNING")
+    result = bench_desk(args.rounds, args.runs, progress=not args.json)
+    print_result(result, as_json=args.json)
+    return 0
+
+
 def _cmd_bench_gate(args: argparse.Namespace) -> int:
     from biblioedge.bench import print_result
     from biblioedge.bench_gate import bench_gate
@@ -301,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=6, help="augmented frames per approach")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_gate)
+
+    b = bsub.add_parser(
+        "desk",
+        help="the card desk: chip reads (PACE vs BAC) and whole registrations with their taps",
+        description="Starts pcscd with the vpcd virtual reader (or uses the running one), puts "
+        "the simulated citizen's card on it, times chip reads with PACE and with BAC, then runs "
+        "whole registrations through the real desk flow, face engine and central code, counting "
+        "the librarian's taps.",
+    )
+    b.add_argument("--rounds", type=int, default=5, help="chip reads per access protocol")
+    b.add_argument("--runs", type=int, default=3, help="whole registrations")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_cmd_bench_desk)
 
     p = sub.add_parser("kiosk", help="kiosk screens")
     ksub = p.add_subparsers(dest="kiosk_cmd", required=True, metavar="ACTION")

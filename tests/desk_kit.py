@@ -1,33 +1,27 @@
-"""A desk under test: the real flow, real chip stack and face engine, and a central played by
-the real Repo + Registrar moving outbox events the way Sync does (no broker needed)."""
+"""A desk under test: the real flow, real chip stack and face engine, and central's real ingest
+and registration code fed from the desk's outbox (bench_desk.OutboxPump, no broker needed)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prometheus_client import CollectorRegistry
 
 from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings, DeskView
 from biblioedge.agent.store import AsyncStore, Store
 from biblioedge.agent.supervisor import Context
+from biblioedge.bench_desk import OutboxPump
 from biblioedge.drivers.camera import SimulatedCamera
 from biblioedge.drivers.cardprint import CardPrinter
 from biblioedge.drivers.cccd.card import PcscChip
 from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
 from biblioedge.drivers.cccd.simdata import Citizen, TestPki, chip_files, demo_citizen, make_pki
-from biblioedge.fleet.cards import Cards
-from biblioedge.fleet.readers import Readers
-from biblioedge.fleet.registrations import REGISTRATION, Registrar
-from biblioedge.fleet.repo import Incoming, Repo
-from biblioedge.keys import load_or_create_key
 from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
 from biblioedge.samples import desk_person
 
@@ -49,46 +43,11 @@ def person(index: int) -> tuple[bytes, list[Any]]:
     return _PEOPLE[index]
 
 
-class MiniCentral:
-    """Central's ingest with the desk-registration effect; ``online`` plays the link."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.repo = Repo(f"sqlite:///{tmp / 'central.sqlite3'}")
-        self.repo.migrate()
-        self.readers = Readers(self.repo, load_or_create_key(tmp / "t.key"))
-        self.cards = Cards(self.readers, load_or_create_key(tmp / "c.key"))
-        self.registrar = Registrar(self.readers, self.cards)
-        self.repo.effects[REGISTRATION] = self.registrar
-        self.online = True
-
-    async def pump(self, store: Store, on_answers: Callable[[], None]) -> None:
-        while True:
-            await asyncio.sleep(0.1)
-            if not self.online:
-                continue
-            rows = store.read_batch(0, 100, 1 << 20)
-            if not rows:
-                continue
-            body = {
-                "batch_id": str(uuid.uuid4()),
-                "device_id": DESK,
-                "events": [orjson.loads(r.body) for r in rows],
-            }
-            result = await asyncio.to_thread(
-                self.repo.ingest, [Incoming(SITE, DESK, "events", orjson.dumps(body))], True
-            )
-            for ack in result.acks:
-                answers = {**ack.results, **{e: {"rejected": r} for e, r in ack.rejected.items()}}
-                store.delete_acked(ack.stored + list(ack.rejected), answers)
-                if answers:
-                    on_answers()
-
-
 @dataclass
 class Desk:
     flow: DeskFlow
     store: Store
-    central: MiniCentral
+    central: OutboxPump
     citizen: Citizen
     qr: str
     pki: TestPki
@@ -138,7 +97,7 @@ async def running_desk(
     card.insert()
     store = Store(tmp / "desk.sqlite3")
     astore = AsyncStore(store)
-    central = MiniCentral(tmp)
+    central = OutboxPump(tmp)
     prints = tmp / "cards"
 
     async def emit(etype: str, payload: dict[str, Any]) -> Any:
@@ -161,7 +120,7 @@ async def running_desk(
     flow.on_view = desk.views.append
     tasks = [
         asyncio.create_task(flow.run(Context("desk", 60))),
-        asyncio.create_task(central.pump(store, flow.answers_arrived)),
+        asyncio.create_task(central.run(store, flow.answers_arrived, SITE)),
     ]
     try:
         yield desk

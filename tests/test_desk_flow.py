@@ -173,3 +173,34 @@ async def test_a_qr_that_is_not_a_cccd_gets_a_clear_message(tmp_path: Path) -> N
         desk.flow.scanned("https://example.com/not-a-card")
         await desk.seen("not_cccd", 5)
         assert desk.flow.view.detail
+
+
+def test_bench_desk_reports_reads_and_taps() -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "biblioedge",
+            "bench",
+            "desk",
+            "--rounds",
+            "2",
+            "--runs",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout)
+    assert doc["chip_read"]["PACE"]["dg2_bytes"] > 10_000
+    assert doc["chip_read"]["BAC"]["apdus"] > 50
+    assert doc["registration"]["taps"] == [2, 2]
+    assert doc["targets"] == {"chip_read_s<=3": True, "taps<=4": True}
+    assert doc["pace_vs_bac_time_ratio"] > 0
