@@ -52,7 +52,19 @@ def test_bac_and_files_through_pcscd(card: VpcdCard) -> None:
     assert result.files["DG1"] == files[0x0101] and result.files["DG2"] == files[0x0102]
     assert result.missing == ["DG13"]
     assert seen and seen[-1][0] == "DG2" and seen[-1][1] == seen[-1][2] == len(files[0x0102])
-    assert result.seconds < 30 and result.apdus > 60
+    assert result.seconds < 30 and result.extended and result.apdus < 35  # 1 KB reads
+
+
+def test_a_chip_without_extended_length_is_read_in_short_chunks(pcsc: None) -> None:
+    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files(), extended_length=False))
+    vc.insert()
+    time.sleep(1.0)
+    try:
+        result = ChipReader().read(MRZ_INFO, ("DG1", "DG2"))
+        assert not result.extended and result.apdus > 60
+        assert result.files["DG2"] == chip_files()[0x0102]
+    finally:
+        vc.remove()
 
 
 def test_wrong_keys_are_reported_once_and_not_retried(card: VpcdCard) -> None:

@@ -3,6 +3,7 @@
 import pytest
 
 from biblioedge.drivers.cccd.bac import bac_keys
+from biblioedge.drivers.cccd.errors import CccdError
 from biblioedge.drivers.cccd.sm import (
     Apdu,
     BacChallenge,
@@ -91,3 +92,19 @@ def test_padding_and_tlv_errors_name_the_place() -> None:
     with pytest.raises(SecureMessagingError, match="length byte 0x83 at offset 1"):
         read_tlv(H("8783010203"), 0)
     assert read_tlv(H("8781020102") + bytes(0x100), 0)[0] == 0x87
+
+
+def test_extended_apdus_round_trip_and_through_secure_messaging() -> None:
+    read = Apdu(0x00, 0xB0, 0x01, 0x00, le=1024, extended=True)
+    assert read.to_bytes() == bytes.fromhex("00B00100000400")
+    assert Apdu.parse(read.to_bytes()) == read
+    put = Apdu(0x00, 0xD6, 0, 0, bytes(300), 0, extended=True)
+    assert Apdu.parse(put.to_bytes()) == put and put.expected == 65536
+    with pytest.raises(CccdError, match="does not fit"):
+        Apdu.parse(bytes.fromhex("00B0000000050102"))
+    reader = SecureMessaging(bytes(range(16)), bytes(range(16, 32)), bytes(8))
+    chip = SecureMessaging(bytes(range(16)), bytes(range(16, 32)), bytes(8))
+    opened = chip.open_command(reader.protect(read))
+    assert (opened.ins, opened.le, opened.extended) == (0xB0, 1024, True)
+    data = bytes(range(256)) * 4
+    assert reader.unprotect(chip.seal_response(data, b"\x90\x00")) == (data, b"\x90\x00")

@@ -200,7 +200,7 @@ def test_bench_desk_reports_reads_and_taps() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
     assert doc["chip_read"]["PACE"]["dg2_bytes"] > 10_000
-    assert doc["chip_read"]["BAC"]["apdus"] > 50
+    assert 10 < doc["chip_read"]["BAC"]["apdus"] < 40  # extended-length reads
     assert doc["registration"]["taps"] == [2, 2]
     assert doc["targets"] == {"chip_read_s<=3": True, "taps<=4": True}
     assert doc["pace_vs_bac_time_ratio"] > 0

@@ -48,6 +48,7 @@ FILES = {  # ICAO LDS1 short names -> file ids
     "SOD": 0x011D,
 }
 CHUNK = 0xDF  # the largest READ BINARY that still fits a short secure-messaging response
+EXT_CHUNK = 0x0400  # per READ BINARY when the chip announces extended length in its ATR
 
 Progress = Callable[[str, int, int], None]
 
@@ -75,6 +76,7 @@ class ChipRead:
     seconds: float = 0.0
     apdus: int = 0
     access: str = ""  # "PACE" or "BAC"
+    extended: bool = False  # extended-length READ BINARY used
 
 
 def list_readers() -> list[str]:
@@ -88,12 +90,41 @@ def list_readers() -> list[str]:
         raise DeviceUnavailable(f"PC/SC unavailable (is pcscd running?): {exc}") from exc
 
 
+def extended_length(atr: bytes) -> bool:
+    """ISO 7816-4 card capabilities in the ATR's historical bytes: extended Lc/Le supported?
+    (compact-TLV tag 7, third byte, bit 7). Anything unparsable means no."""
+    if len(atr) < 2:
+        return False
+    k = atr[1] & 0x0F
+    pos, td = 2, atr[1]
+    while True:  # skip the interface bytes TAi, TBi, TCi, TDi
+        pos += bin(td >> 4 & 0x7).count("1")
+        if not td & 0x80:
+            break
+        if pos >= len(atr):
+            return False
+        td = atr[pos]
+        pos += 1
+    hist = atr[pos : pos + k]
+    if len(hist) < k or not hist or hist[0] != 0x80:
+        return False
+    i = 1
+    while i < len(hist):
+        tag, size = hist[i] >> 4, hist[i] & 0x0F
+        value = hist[i + 1 : i + 1 + size]
+        if tag == 0x7 and len(value) >= 3:
+            return bool(value[2] & 0x40)
+        i += 1 + size
+    return False
+
+
 class ChipReader:
     def __init__(self, reader: str | None = None, progress: Progress | None = None) -> None:
         self.reader_name = reader
         self.progress = progress
         self._conn: Any = None
         self.apdus = 0
+        self.extended = False
 
     def connect(self) -> None:
         from smartcard.System import readers
@@ -118,6 +149,10 @@ class ChipReader:
                 last = exc
                 continue
             self._conn = conn
+            try:
+                self.extended = extended_length(bytes(conn.getATR()))
+            except Exception:  # an ATR pyscard cannot give: stay with short APDUs
+                self.extended = False
             return
         raise CardRemoved(f"no card on the reader: {last}")
 
@@ -226,8 +261,9 @@ class ChipReader:
         content = bytearray(head[: min(len(head), total)])
         while len(content) < total:
             offset = len(content)
-            n = min(CHUNK, total - offset)
-            part, sw = self._sm_call(sm, Apdu(0x00, 0xB0, offset >> 8 & 0x7F, offset & 0xFF, le=n))
+            n = min(EXT_CHUNK if self.extended else CHUNK, total - offset)
+            read = Apdu(0x00, 0xB0, offset >> 8 & 0x7F, offset & 0xFF, le=n, extended=n > CHUNK)
+            part, sw = self._sm_call(sm, read)
             if sw != b"\x90\x00" or not part:
                 raise CccdError(f"READ BINARY {name} at offset {offset} answered {sw.hex()}")
             content += part
@@ -258,6 +294,7 @@ class ChipReader:
                 self.select_application()
                 sm = self.bac(mrz_information)
                 result.access = "BAC"
+            result.extended = self.extended
             for name in names:
                 data = self.read_file(sm, name)
                 if data is None:

@@ -48,7 +48,10 @@ from biblioedge.drivers.cccd.sm import (
 
 log = logging.getLogger("biblioedge.drivers.cccd.chipsim")
 
+# historical bytes 80 | 31 F8 | 73 F7 41 E0 | 82 90 00: card capabilities (73) third byte
+# E0 says command chaining and extended Lc/Le are supported; ATR_SHORT (A0) says no extended
 ATR = bytes.fromhex("3B8A80018031F873F741E082900075")
+ATR_SHORT = bytes.fromhex("3B8A80018031F873F741A082900035")
 MRTD_AID = bytes.fromhex("A0000002471001")
 VPCD_PORT = 35963
 
@@ -77,6 +80,7 @@ class CccdChip:
         *,
         can: str | None = None,
         pace_parameter: int = 13,
+        extended_length: bool = True,
     ) -> None:
         keys = bac_keys(mrz_information)
         self.k_enc, self.k_mac = keys.k_enc, keys.k_mac
@@ -86,6 +90,8 @@ class CccdChip:
         self.pace_info = PaceInfo(PACE_ECDH_GM_AES_128, 2, pace_parameter)
         self.pace_runs = 0
         self.bac_failures = 0
+        self.extended_length = extended_length
+        self.atr = ATR if extended_length else ATR_SHORT
         self.reset()
 
     def reset(self) -> None:
@@ -249,8 +255,9 @@ class CccdChip:
             content = self.files[self.current]
             if offset > len(content):
                 return b"", SW_WRONG_OFFSET
-            n = 256 if cmd.le == 0 else (cmd.le or 0)
-            return content[offset : offset + n], SW_OK
+            if cmd.extended and not self.extended_length:
+                return b"", b"\x67\x00"
+            return content[offset : offset + cmd.expected], SW_OK
         return b"", SW_INS
 
 
@@ -334,7 +341,7 @@ class VpcdCard:
                     self.chip.reset()
                     continue
                 if code == 4:
-                    self._send(ATR)
+                    self._send(self.chip.atr)
                 continue
             self.apdus += 1
             self._send(self.chip.handle(msg))

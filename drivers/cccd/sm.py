@@ -124,11 +124,12 @@ class Apdu:
     p1: int
     p2: int
     data: bytes = b""
-    le: int | None = None  # None: no Le; 0 means 256
+    le: int | None = None  # None: no Le; 0 means the maximum (256, or 65536 when extended)
+    extended: bool = False  # ISO 7816-4 extended Lc/Le (3-byte Lc, 2-byte Le)
 
     @classmethod
     def parse(cls, raw: bytes) -> Apdu:
-        """Short APDUs, cases 1-4."""
+        """Short and extended APDUs, cases 1-4."""
         if len(raw) < 4:
             raise CccdError(f"APDU of {len(raw)} bytes")
         cla, ins, p1, p2 = raw[:4]
@@ -137,6 +138,16 @@ class Apdu:
             return cls(cla, ins, p1, p2)
         if len(body) == 1:
             return cls(cla, ins, p1, p2, le=body[0])
+        if body[0] == 0 and len(body) >= 3:  # extended
+            if len(body) == 3:
+                return cls(cla, ins, p1, p2, le=int.from_bytes(body[1:3], "big"), extended=True)
+            lc = int.from_bytes(body[1:3], "big")
+            if len(body) == 3 + lc:
+                return cls(cla, ins, p1, p2, body[3:], extended=True)
+            if len(body) == 5 + lc:
+                le = int.from_bytes(body[3 + lc :], "big")
+                return cls(cla, ins, p1, p2, body[3 : 3 + lc], le, extended=True)
+            raise CccdError(f"extended APDU length {len(raw)} does not fit Lc {lc}")
         lc = body[0]
         if len(body) == 1 + lc:
             return cls(cla, ins, p1, p2, body[1:])
@@ -146,11 +157,26 @@ class Apdu:
 
     def to_bytes(self) -> bytes:
         out = bytes([self.cla, self.ins, self.p1, self.p2])
+        if self.extended:
+            if self.data:
+                out += b"\x00" + len(self.data).to_bytes(2, "big") + self.data
+            if self.le is not None:
+                out += (b"" if self.data else b"\x00") + self.le.to_bytes(2, "big")
+            return out
         if self.data:
             out += bytes([len(self.data)]) + self.data
         if self.le is not None:
             out += bytes([self.le])
         return out
+
+    @property
+    def expected(self) -> int:
+        """How many response bytes Le asks for."""
+        if self.le is None:
+            return 0
+        if self.le == 0:
+            return 65536 if self.extended else 256
+        return self.le
 
 
 class SecureMessaging:
@@ -192,9 +218,16 @@ class SecureMessaging:
         cla = apdu.cla | 0x0C
         header = self._pad(bytes([cla, apdu.ins, apdu.p1, apdu.p2]))
         do87 = tlv(0x87, b"\x01" + self._encrypt(self._pad(apdu.data), ssc)) if apdu.data else b""
-        do97 = tlv(0x97, bytes([apdu.le])) if apdu.le is not None else b""
+        if apdu.le is None:
+            do97 = b""
+        elif apdu.extended:
+            do97 = tlv(0x97, apdu.le.to_bytes(2, "big"))
+        else:
+            do97 = tlv(0x97, bytes([apdu.le]))
         mac = self._mac(self._pad(ssc + header + do87 + do97))
         body = do87 + do97 + tlv(0x8E, mac)
+        if apdu.extended:
+            return Apdu(cla, apdu.ins, apdu.p1, apdu.p2, body, 0, extended=True).to_bytes()
         return bytes([cla, apdu.ins, apdu.p1, apdu.p2, len(body)]) + body + b"\x00"
 
     def unprotect(self, response: bytes) -> tuple[bytes, bytes]:
@@ -256,8 +289,9 @@ class SecureMessaging:
             if len(enc) % self.block:
                 raise SecureMessagingError("ciphertext is not a whole number of blocks")
             data = unpad(self._decrypt(enc, ssc))
-        le = objects[0x97][0] if 0x97 in objects else None
-        return Apdu(cmd.cla & ~0x0C & 0xFF, cmd.ins, cmd.p1, cmd.p2, data, le)
+        le = int.from_bytes(objects[0x97], "big") if 0x97 in objects else None
+        extended = 0x97 in objects and len(objects[0x97]) == 2
+        return Apdu(cmd.cla & ~0x0C & 0xFF, cmd.ins, cmd.p1, cmd.p2, data, le, extended)
 
     def seal_response(self, data: bytes, sw: bytes) -> bytes:
         ssc = self._next()
