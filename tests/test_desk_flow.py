@@ -204,3 +204,21 @@ def test_bench_desk_reports_reads_and_taps() -> None:
     assert doc["registration"]["taps"] == [2, 2]
     assert doc["targets"] == {"chip_read_s<=3": True, "taps<=4": True}
     assert doc["pace_vs_bac_time_ratio"] > 0
+
+
+def test_chip_photos_in_jpeg_2000_are_decoded_for_the_face_match() -> None:
+    import numpy as np
+
+    from biblioedge.agent.desk import citizen_ref, decode_photo, mask_id
+    from biblioedge.samples import desk_person
+
+    jpeg, _ = desk_person()
+    image = decode_photo(jpeg)
+    assert image is not None
+    ok, jp2 = cv2.imencode(".jp2", image)
+    assert ok and decode_photo(jp2.tobytes()) is not None
+    assert decode_photo(b"\x00\x00\x00\x0cjP  broken") is None
+    assert np.asarray(decode_photo(jp2.tobytes())).shape == image.shape
+    assert mask_id("001190012345") == "001••••••345"
+    a, b = citizen_ref(b"k" * 32, "001190012345"), citizen_ref(b"j" * 32, "001190012345")
+    assert a != b and len(a) == 64 and "001190012345" not in a
