@@ -218,14 +218,19 @@ class DeskFlow:
             self._ctx.heartbeat()
 
     async def _choose(self, within: float | None = None) -> str:
-        """The next tap among the view's actions; ``cancel`` ends the session."""
-        deadline = None if within is None else time.monotonic() + within
+        """The next tap among the view's actions; ``cancel`` ends the session. Without
+        ``within``, a screen left alone for ``idle_reset_s`` ends the session too, so a
+        reader's data never stays on an unattended desk; with it, "timeout" is returned."""
+        limit = self.settings.idle_reset_s if within is None else within
+        deadline = time.monotonic() + limit
         while True:
             self._beat()
             try:
                 action = await asyncio.wait_for(self._taps.get(), 1.0)
             except TimeoutError:
-                if deadline is not None and time.monotonic() > deadline:
+                if time.monotonic() > deadline:
+                    if within is None:
+                        raise _Cancelled from None
                     return "timeout"
                 continue
             if action == "cancel":

@@ -201,6 +201,7 @@ def test_bench_desk_reports_reads_and_taps() -> None:
     doc = json.loads(out.stdout)
     assert doc["chip_read"]["PACE"]["dg2_bytes"] > 10_000
     assert 10 < doc["chip_read"]["BAC"]["apdus"] < 40  # extended-length reads
+    assert doc["chip_read"]["BAC_short_apdus"]["apdus"] > 60
     assert doc["registration"]["taps"] == [2, 2]
     assert doc["targets"] == {"chip_read_s<=3": True, "taps<=4": True}
     assert doc["pace_vs_bac_time_ratio"] > 0
@@ -222,3 +223,12 @@ def test_chip_photos_in_jpeg_2000_are_decoded_for_the_face_match() -> None:
     assert mask_id("001190012345") == "001••••••345"
     a, b = citizen_ref(b"k" * 32, "001190012345"), citizen_ref(b"j" * 32, "001190012345")
     assert a != b and len(a) == 64 and "001190012345" not in a
+
+
+async def test_an_unattended_consent_screen_clears_itself(tmp_path: Path) -> None:
+    settings = DeskSettings(librarian="lan", idle_reset_s=1.5)
+    async with running_desk(tmp_path, settings=settings) as desk:
+        desk.flow.scanned(desk.qr)
+        await desk.until("consent")
+        await desk.until("idle", 10)  # nobody answered: the reader's data leaves the screen
+        assert desk.flow.view.person == {} and desk.store.outbox_depth() == 0

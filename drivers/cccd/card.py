@@ -137,6 +137,8 @@ def load_trust_store(folder: Path | None) -> list[x509.Certificate]:
     """Every PEM or DER certificate in ``folder``; a file that is neither is an error."""
     if folder is None:
         return []
+    if not folder.is_dir():
+        raise CccdError(f"csca_dir {folder} is not a directory of CSCA certificates")
     out = []
     for path in sorted(folder.iterdir()):
         if not path.is_file():
