@@ -75,6 +75,45 @@ class OutboxPump:
                     on_answers()
 
 
+def simulated_desk(
+    store: Any,
+    engine: Any,
+    frames: list[Any],
+    csca: Any,
+    prints: Path,
+    settings: Any,
+    site: str = SITE,
+    device: str = DESK,
+) -> Any:
+    """A desk flow on the simulated camera and the PC/SC reader, recording into ``store``
+    (a :class:`Store`), printing into ``prints``: the benchmark's and the tests' desk."""
+    from prometheus_client import CollectorRegistry
+
+    from biblioedge.agent.desk import DeskFlow, DeskMetrics
+    from biblioedge.agent.store import AsyncStore
+    from biblioedge.drivers.camera import SimulatedCamera
+    from biblioedge.drivers.cardprint import CardPrinter
+    from biblioedge.drivers.cccd.card import PcscChip
+    from biblioedge.models.engine import AsyncFaceEngine
+
+    async def emit(etype: str, payload: dict[str, Any]) -> Any:
+        (event,) = store.append([(etype, payload)], device_id=device, site=site)
+        return event
+
+    return DeskFlow(
+        chip=PcscChip(csca=[csca]),
+        camera=SimulatedCamera(frames, fps=15),
+        face=AsyncFaceEngine(engine),
+        decoder=None,
+        emit=emit,
+        store=AsyncStore(store),
+        printer=CardPrinter(f"dir:{prints}"),
+        pepper=b"b" * 32,
+        settings=settings,
+        metrics=DeskMetrics(CollectorRegistry()),
+    )
+
+
 def _chip_reads(citizen: Any, pki: Any, rounds: int) -> dict[str, Any]:
     """p50/max read time per access: PACE and BAC on a chip with extended length, and BAC on
     a chip without it (short APDUs), each card put on the reader in turn."""
@@ -116,39 +155,20 @@ def _chip_reads(citizen: Any, pki: Any, rounds: int) -> dict[str, Any]:
 
 
 async def _registrations(runs: int, citizen: Any, qr: str, pki: Any, say: Any) -> dict[str, Any]:
-    from prometheus_client import CollectorRegistry
-
-    from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings
-    from biblioedge.agent.store import AsyncStore, Store
+    from biblioedge.agent.desk import DeskSettings
+    from biblioedge.agent.store import Store
     from biblioedge.agent.supervisor import Context
-    from biblioedge.drivers.camera import SimulatedCamera
-    from biblioedge.drivers.cardprint import CardPrinter
-    from biblioedge.drivers.cccd.card import PcscChip
     from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
     from biblioedge.drivers.cccd.simdata import chip_files
-    from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+    from biblioedge.models.engine import FaceEngine
     from biblioedge.samples import desk_person
 
     _, frames = desk_person(frames=8)
     tmp = Path(tempfile.mkdtemp(prefix="bench-desk-"))
     store = Store(tmp / "desk.sqlite3")
     central = OutboxPump(tmp)
-
-    async def emit(etype: str, payload: dict[str, Any]) -> Any:
-        (event,) = store.append([(etype, payload)], device_id=DESK, site=SITE)
-        return event
-
-    flow = DeskFlow(
-        chip=PcscChip(csca=[pki.csca]),
-        camera=SimulatedCamera(frames, fps=15),
-        face=AsyncFaceEngine(FaceEngine()),
-        decoder=None,
-        emit=emit,
-        store=AsyncStore(store),
-        printer=CardPrinter(f"dir:{tmp / 'cards'}"),
-        pepper=b"b" * 32,
-        settings=DeskSettings(librarian="bench"),
-        metrics=DeskMetrics(CollectorRegistry()),
+    flow = simulated_desk(
+        store, FaceEngine(), frames, pki.csca, tmp / "cards", DeskSettings(librarian="bench")
     )
     files = chip_files(citizen.files(pki))
     card = VpcdCard(CccdChip(citizen.mrz_information(), files, can=citizen.can))

@@ -11,18 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
-from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings, DeskView
-from biblioedge.agent.store import AsyncStore, Store
+from biblioedge.agent.desk import DeskFlow, DeskSettings, DeskView
+from biblioedge.agent.store import Store
 from biblioedge.agent.supervisor import Context
-from biblioedge.bench_desk import OutboxPump
-from biblioedge.drivers.camera import SimulatedCamera
-from biblioedge.drivers.cardprint import CardPrinter
-from biblioedge.drivers.cccd.card import PcscChip
+from biblioedge.bench_desk import OutboxPump, simulated_desk
 from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
 from biblioedge.drivers.cccd.simdata import Citizen, TestPki, chip_files, demo_citizen, make_pki
-from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+from biblioedge.models.engine import FaceEngine
 from biblioedge.samples import desk_person
 
 SITE, DESK = "tv-tinh", "desk-1"
@@ -96,25 +91,17 @@ async def running_desk(
     card = VpcdCard(CccdChip(citizen.mrz_information(), chip_files(files), can=citizen.can))
     card.insert()
     store = Store(tmp / "desk.sqlite3")
-    astore = AsyncStore(store)
     central = OutboxPump(tmp)
     prints = tmp / "cards"
-
-    async def emit(etype: str, payload: dict[str, Any]) -> Any:
-        (event,) = store.append([(etype, payload)], device_id=DESK, site=SITE)
-        return event
-
-    flow = DeskFlow(
-        chip=PcscChip(csca=[pki.csca]),
-        camera=SimulatedCamera(frames, fps=10),
-        face=AsyncFaceEngine(engine()),
-        decoder=None,
-        emit=emit,
-        store=astore,
-        printer=CardPrinter(f"dir:{prints}"),
-        pepper=b"p" * 32,
-        settings=settings or DeskSettings(librarian="lan", answer_wait_s=3.0),
-        metrics=DeskMetrics(CollectorRegistry()),
+    flow = simulated_desk(
+        store,
+        engine(),
+        frames,
+        pki.csca,
+        prints,
+        settings or DeskSettings(librarian="lan", answer_wait_s=3.0),
+        site=SITE,
+        device=DESK,
     )
     desk = Desk(flow, store, central, citizen, qr, pki, card, prints)
     flow.on_view = desk.views.append
@@ -131,4 +118,4 @@ async def running_desk(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         desk.card.remove()
-        astore.close()
+        flow.store.close()
