@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -15,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings, Emit
 from biblioedge.agent.store import AsyncStore
-from biblioedge.drivers.camera import Camera, OpenCVCamera, SimulatedCamera
+from biblioedge.drivers.camera import open_camera
 from biblioedge.drivers.cardprint import CardPrinter
 from biblioedge.drivers.codes import Code, SerialScanner, frame_decoder
 from biblioedge.keys import load_or_create_key
@@ -24,14 +23,6 @@ from biblioedge.models.onnx import RuntimeOptions
 from biblioedge.models.store import ModelStore
 
 log = logging.getLogger("biblioedge.agent.desk")
-
-
-def desk_camera(cfg: AgentConfig) -> Camera:
-    d = cfg.desk
-    if d.camera.startswith("sim:"):
-        return SimulatedCamera(Path(d.camera[4:]), fps=d.camera_fps)
-    source: int | str = int(d.camera) if d.camera.isdigit() else d.camera
-    return OpenCVCamera(source, fps=d.camera_fps)
 
 
 def desk_settings(cfg: AgentConfig) -> DeskSettings:
@@ -63,7 +54,7 @@ async def build_desk(
     pepper = load_or_create_key(d.pepper_file or cfg.data_dir / "keys" / "citizen.pepper")
     flow = DeskFlow(
         chip=chip,
-        camera=desk_camera(cfg),
+        camera=open_camera(d.camera, fps=d.camera_fps),
         face=face,
         decoder=frame_decoder("zxing") if d.qr_from_camera else None,
         emit=emit,

@@ -7,7 +7,6 @@ and this module is the only place that knows config strings like ``line:/dev/tty
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -18,7 +17,7 @@ from biblioedge.agent.gate import Emit, GateFlow, GateMetrics, GateSettings
 from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
 from biblioedge.agent.store import Store
 from biblioedge.cardtoken import CardVerifier, load_public_key
-from biblioedge.drivers.camera import Camera, OpenCVCamera, SimulatedCamera
+from biblioedge.drivers.camera import Camera, open_camera
 from biblioedge.drivers.codes import frame_decoder
 from biblioedge.drivers.gate import CH340Relay, GateController, LineGate
 from biblioedge.drivers.sim_serial import TurnstileSimulator
@@ -34,10 +33,7 @@ log = logging.getLogger("biblioedge.agent.gate")
 
 def make_camera(cfg: AgentConfig) -> Camera:
     g = cfg.gate
-    if g.camera.startswith("sim:"):
-        return SimulatedCamera(Path(g.camera[4:]), fps=g.camera_fps)
-    source: int | str = int(g.camera) if g.camera.isdigit() else g.camera
-    return OpenCVCamera(source, width=g.camera_width, height=g.camera_height, fps=g.camera_fps)
+    return open_camera(g.camera, fps=g.camera_fps, width=g.camera_width, height=g.camera_height)
 
 
 class NoRelay:

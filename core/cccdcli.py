@@ -103,23 +103,14 @@ def _simulate(args: argparse.Namespace) -> int:
     """Put the demo citizen's card on the virtual reader until Ctrl-C."""
     import signal
     import threading
-    from datetime import date
 
     from cryptography.hazmat.primitives import serialization
 
     from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
-    from biblioedge.drivers.cccd.simdata import Citizen, chip_files, make_pki
+    from biblioedge.drivers.cccd.simdata import chip_files, demo_citizen, make_pki
 
     photo = args.photo.read_bytes() if args.photo else _demo_photo()
-    citizen = Citizen(
-        "001090012345",
-        "Nguyễn Văn An",
-        "NGUYEN<<VAN<AN",
-        date(1990, 3, 15),
-        date(2030, 3, 15),
-        "Nam",
-        photo,
-    )
+    citizen, qr = demo_citizen(photo)
     pki = make_pki()
     files = citizen.files(pki)
     if args.csca_out:
@@ -129,7 +120,6 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     card = VpcdCard(chip, port=args.port)
     card.insert()
-    qr = f"{citizen.id_number}||{citizen.full_name}|15031990|Nam|Hà Nội|20052021"
     sys.stdout.write(f"card on the reader. --mrz-info {citizen.mrz_information()}\n--qr '{qr}'\n")
     sys.stdout.flush()
     stop = threading.Event()

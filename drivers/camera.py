@@ -308,3 +308,14 @@ class SimulatedCamera(_ThreadedCamera):
 
     def _close(self) -> None:
         pass
+
+
+def open_camera(
+    spec: str, *, fps: float = 15.0, width: int | None = None, height: int | None = None
+) -> Camera:
+    """A camera from its config string: a V4L2 index or path, a URL or video file, or
+    ``sim:<folder>`` for the simulated camera."""
+    if spec.startswith("sim:"):
+        return SimulatedCamera(Path(spec[4:]), fps=fps)
+    source: int | str = int(spec) if spec.isdigit() else spec
+    return OpenCVCamera(source, width=width, height=height, fps=fps)

@@ -119,7 +119,7 @@ def test_cccd_read_command_with_the_simulated_citizen(pcsc: None, tmp_path: Path
         assert out.returncode == 0, out.stderr[-2000:]
         doc = json.loads(out.stdout)
         assert (
-            doc["id_number"] == "001090012345" and doc["personal"]["full_name"] == "Nguyễn Văn An"
+            doc["id_number"] == "001190012345" and doc["personal"]["full_name"] == "Nguyễn Thị Bình"
         )
         assert doc["personal"]["father_name"] == "Nguyễn Văn Ba"
         assert doc["photo"]["format"] == "jpeg" and doc["photo"]["bytes"] > 1000
@@ -130,7 +130,7 @@ def test_cccd_read_command_with_the_simulated_citizen(pcsc: None, tmp_path: Path
         assert json.loads(read("--qr", qr.replace("15031990", "16031990"), "--json").stdout)
         untrusted = json.loads(read("--qr", qr, "--json").stdout)
         assert untrusted["passive_authentication"]["chain"] == "unknown_csca"
-        wrong = read("--qr", qr.replace("001090012345", "001090012399"))  # another card's QR
+        wrong = read("--qr", qr.replace("001190012345", "001190012399"))  # another card's QR
         assert wrong.returncode == 2 and "check the card" in wrong.stderr
         bac = read("--mrz-info", MRZ_INFO.replace("90031", "90041"))
         assert bac.returncode == 2 and "check the card" in bac.stderr
