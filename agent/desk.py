@@ -385,8 +385,13 @@ class DeskFlow:
         while True:
             self._show(DeskView("place_card", waiting, person=person, actions=("cancel",)))
             waiting = "place_card"
-            while not await asyncio.to_thread(chip.present):
-                await self._poll_cancel(0.3)
+            try:
+                while not await asyncio.to_thread(chip.present):
+                    await self._poll_cancel(0.3)
+            except DriverError as exc:  # no reader, no pcscd, no pyscard
+                if await self._reader_problem(person, exc) == "qr_only":
+                    return None
+                continue
             self._show(
                 DeskView(
                     "reading", "reading_chip", person=person, progress=0.0, actions=("cancel",)
@@ -413,21 +418,24 @@ class DeskFlow:
                 await self._choose()
                 continue
             except (CccdError, DriverError) as exc:
-                log.warning("chip read failed: %s", exc)
-                self._show(
-                    DeskView(
-                        "reader_problem",
-                        "reader_problem",
-                        detail=str(exc),
-                        person=person,
-                        actions=("retry", "qr_only", "cancel"),
-                    )
-                )
-                if await self._choose() == "qr_only":
+                if await self._reader_problem(person, exc) == "qr_only":
                     return None
                 continue
             self.metrics.chip_read.observe(time.monotonic() - t0)
             return card
+
+    async def _reader_problem(self, person: dict[str, str], exc: Exception) -> str:
+        log.warning("chip read failed: %s", exc)
+        self._show(
+            DeskView(
+                "reader_problem",
+                "reader_problem",
+                detail=str(exc),
+                person=person,
+                actions=("retry", "qr_only", "cancel"),
+            )
+        )
+        return await self._choose()
 
     async def _poll_cancel(self, seconds: float) -> None:
         self._beat()

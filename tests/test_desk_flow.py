@@ -232,3 +232,33 @@ async def test_an_unattended_consent_screen_clears_itself(tmp_path: Path) -> Non
         await desk.until("consent")
         await desk.until("idle", 10)  # nobody answered: the reader's data leaves the screen
         assert desk.flow.view.person == {} and desk.store.outbox_depth() == 0
+
+
+async def test_no_reader_offers_qr_only_with_the_librarians_check(tmp_path: Path) -> None:
+    from biblioedge.drivers.errors import DeviceUnavailable
+
+    async with running_desk(tmp_path) as desk:
+
+        class Unplugged:
+            def present(self) -> bool:
+                raise DeviceUnavailable("no reader among []")
+
+            def read(self, qr, progress):  # type: ignore[no-untyped-def]
+                raise AssertionError("never read without a reader")
+
+        desk.flow.chip = Unplugged()
+        desk.flow.scanned(desk.qr)
+        view = await desk.until("reader_problem")
+        assert "no reader" in view.detail and "qr_only" in view.actions
+        desk.flow.tap("qr_only")
+        await desk.until("confirm_identity")  # no chip photo: the librarian checks the card
+        desk.flow.tap("confirm_identity")
+        await desk.until("consent")
+        desk.flow.tap("consent_yes")
+        issued = await desk.until("issued")
+        with desk.central.repo.engine.connect() as conn:
+            (audit,) = conn.execute(select(events.c.payload)).scalars()
+        assert audit["check"]["method"] == "qr_librarian"
+        assert audit["check"]["passive_auth"] == "absent"
+        assert desk.central.readers.get(issued.patron_id)["templates"] == {"dlib-resnet@1": 3}
+        assert desk.flow.taps == 3

@@ -26,7 +26,6 @@ from biblioedge.drivers.cccd.lds import dg2_image, parse_dg1, parse_dg13
 from biblioedge.drivers.cccd.mrz import TD1, bac_mrz_information, parse_td1
 from biblioedge.drivers.cccd.pa import PassiveAuth, passive_authentication
 from biblioedge.drivers.cccd.qr import CccdQr, expiry_candidates
-from biblioedge.drivers.errors import DeviceUnavailable
 
 MAX_KEY_TRIES = 3
 
@@ -120,10 +119,11 @@ class PcscChip:
         self.csca = csca
 
     def present(self) -> bool:
+        """A card on the reader? DeviceUnavailable when there is no reader or no pcscd."""
         probe = ChipReader(self.reader)
         try:
             probe.connect()
-        except (CardRemoved, DeviceUnavailable):
+        except CardRemoved:
             return False
         probe.close()
         return True

@@ -83,7 +83,7 @@ def list_readers() -> list[str]:
     try:
         from smartcard.System import readers
     except ImportError as exc:
-        raise DeviceUnavailable("pyscard is not installed (pip install biblioedge[kiosk])") from exc
+        raise DeviceUnavailable("pyscard is not installed (pip install biblioedge[desk])") from exc
     try:
         return [str(r) for r in readers()]
     except Exception as exc:  # pyscard raises its own types when pcscd is absent
@@ -127,7 +127,12 @@ class ChipReader:
         self.extended = False
 
     def connect(self) -> None:
-        from smartcard.System import readers
+        try:
+            from smartcard.System import readers
+        except ImportError as exc:
+            raise DeviceUnavailable(
+                "pyscard is not installed (pip install biblioedge[desk])"
+            ) from exc
 
         try:
             available = readers()
