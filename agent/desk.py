@@ -184,6 +184,7 @@ class DeskFlow:
         self._current: str | None = None  # the event id of the session's registration
         self._ctx: Context | None = None
         self._last_frame = -1
+        self._quiet: dict[str, float] = {}  # camera QR payload -> ignored until (monotonic)
         self.current: Any = None  # the newest camera frame, for the screen (memory only)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -254,12 +255,15 @@ class DeskFlow:
                 except CccdError as exc:
                     self.metrics.sessions.labels("not_cccd").inc()
                     self._show(DeskView("idle", "not_cccd", detail=str(exc)))
+                    self._quiet[payload] = time.monotonic() + 10.0
                     await asyncio.sleep(3.0)
                     continue
                 try:
                     outcome = await self.session(qr)
                 except _Cancelled:
                     outcome = "cancelled"
+                # the card may still be held up to the camera: not a new registration
+                self._quiet[payload] = time.monotonic() + 60.0
                 self.metrics.sessions.labels(outcome).inc()
                 log.info("desk session: %s (%d taps)", outcome, self.taps)
         finally:
@@ -287,8 +291,11 @@ class DeskFlow:
             self._last_frame = frame.seq
             self.current = frame
             codes = await asyncio.to_thread(self.decoder.decode, frame.image)
+            now = time.monotonic()
+            self._quiet = {k: t for k, t in self._quiet.items() if t > now}
             for code in codes:
-                if "|" in code.text:  # a CCCD payload; library cards are BE1.… tokens
+                # a CCCD payload (library cards are BE1.… tokens), not the one just handled
+                if "|" in code.text and code.text not in self._quiet:
                     return code.text
 
     # -- one reader -----------------------------------------------------------------------

@@ -262,3 +262,30 @@ async def test_no_reader_offers_qr_only_with_the_librarians_check(tmp_path: Path
         assert audit["check"]["passive_auth"] == "absent"
         assert desk.central.readers.get(issued.patron_id)["templates"] == {"dlib-resnet@1": 3}
         assert desk.flow.taps == 3
+
+
+async def test_qr_held_to_the_camera_starts_one_session_not_two(tmp_path: Path) -> None:
+    import numpy as np
+
+    from biblioedge.drivers.camera import SimulatedCamera
+    from biblioedge.drivers.cardprint import qr_image
+    from biblioedge.drivers.codes import ZxingDecoder
+    from desk_kit import person
+
+    async with running_desk(tmp_path) as desk:
+        code = np.asarray(qr_image(desk.qr, 420).convert("RGB"))[:, :, ::-1]
+        scene = np.full((720, 1280, 3), 120, np.uint8)
+        scene[150 : 150 + code.shape[0], 430 : 430 + code.shape[1]] = code
+        _, faces = person(3)
+        desk.flow.camera.stop()
+        desk.flow.camera = SimulatedCamera([scene] * 3 + faces, fps=15)
+        desk.flow.camera.start()
+        desk.flow.decoder = ZxingDecoder()
+        await desk.until("consent", 60)  # nobody scanned: the camera read the QR
+        desk.flow.tap("consent_yes")
+        await desk.until("issued")
+        desk.flow.tap("next")
+        await desk.until("idle")
+        await asyncio.sleep(3.0)  # the same card is still in view of the camera
+        assert desk.flow.view.step == "idle"
+        assert desk.store.outbox_depth() == 0 and len(list(desk.prints.glob("*.png"))) == 1
