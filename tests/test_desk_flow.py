@@ -266,11 +266,11 @@ async def test_no_reader_offers_qr_only_with_the_librarians_check(tmp_path: Path
 
 async def test_qr_held_to_the_camera_starts_one_session_not_two(tmp_path: Path) -> None:
     import numpy as np
+    from desk_kit import person
 
     from biblioedge.drivers.camera import SimulatedCamera
     from biblioedge.drivers.cardprint import qr_image
     from biblioedge.drivers.codes import ZxingDecoder
-    from desk_kit import person
 
     async with running_desk(tmp_path) as desk:
         code = np.asarray(qr_image(desk.qr, 420).convert("RGB"))[:, :, ::-1]
