@@ -83,7 +83,13 @@ class Registrar:
         )
         patron_id = ref.patron_id if ref is not None and returning else self._next_patron(conn)
         expires = (datetime.now(UTC) + timedelta(days=reg.card_valid_days)).date().isoformat()
-        self.readers.upsert_in(conn, patron_id, event.site, name, "active", expires)
+        status = "active"
+        if returning:  # a desk renews a card; it does not lift a block the library set
+            current = conn.execute(
+                select(readers.c.status).where(readers.c.patron_id == patron_id)
+            ).scalar()
+            status = "blocked" if current == "blocked" else "active"
+        self.readers.upsert_in(conn, patron_id, event.site, name, status, expires)
         if returning:  # a re-issued card replaces the lost or old one
             for jti in self.cards.cards_of(conn, patron_id):
                 self.readers.revoke_in(conn, jti, patron_id)

@@ -142,6 +142,12 @@ def test_returning_reader_keeps_the_number_and_old_card_is_revoked(central: Cent
     assert delta is not None and first["card"]["jti"] in delta.revoked_cards
     # no consent this time: the earlier templates are gone
     assert central.readers.get(first["patron_id"])["templates"] == {}
+    # a block the library set survives a renewal at the desk
+    central.readers.upsert(first["patron_id"], site=SITE, display_name="x", status="blocked")
+    ev4 = central.event(registration(ref="b" * 64))
+    a4, _ = central.send(ev4)
+    assert a4.results[ev4["event_id"]]["patron_id"] == first["patron_id"]
+    assert central.readers.get(first["patron_id"])["status"] == "blocked"
     ev3 = central.event(registration(ref="c" * 64))
     a3, _ = central.send(ev3)
     assert a3.results[ev3["event_id"]]["patron_id"] == "BE0000002"
