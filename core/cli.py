@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run a demo fleet on this machine",
         description="Start a broker (mosquitto if installed, else embedded), central with "
-        "SQLite, and one simulated gate, self-checkout and desk. Ctrl-C stops everything.",
+        "SQLite, and one simulated gate, self-checkout and desk. The desk registers a simulated "
+        "citizen from her simulated chip (pcscd + vpcd when installed, else from her QR); the "
+        "gate then recognizes her. Printed cards go to DATA/cards. Ctrl-C stops everything.",
     )
     p.add_argument("--data", type=Path, default=Path("demo-data"), help="where state is kept")
     p.add_argument("--port", type=int, default=8080, help="API port (0: any free port)")
@@ -340,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=_cmd_kiosk_screenshot)
     k = ksub.add_parser(
         "run",
-        help="run the agent with its touch screen (gate)",
+        help="run the agent with its touch screen (gate or desk)",
         description="The agent and its screen in one process. Full screen by default; the "
         "screen is Vietnamese with an English button.",
     )
