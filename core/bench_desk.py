@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -210,6 +211,8 @@ async def _registrations(runs: int, citizen: Any, qr: str, pki: Any, say: Any) -
                 await t
         card.remove()
         store.close()
+        central.repo.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "runs": runs,
         "taps": taps,

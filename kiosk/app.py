@@ -67,62 +67,56 @@ async def run_kiosk(
 
 
 def _desk_app(runtime: AgentRuntime, lang: str) -> Any:
-    from kivy.app import App
-    from kivy.clock import Clock
-
     from biblioedge.agent.desk import DeskView
     from biblioedge.kiosk.desk_screen import DeskScreen
 
-    class DeskApp(App):  # type: ignore[misc]
-        title = "biblioedge desk"
+    def tap(name: str) -> None:
+        flow: Any = getattr(runtime.desk, "flow", None)
+        if flow is not None:
+            flow.tap(name)
 
-        def build(self) -> DeskScreen:
-            self.screen = DeskScreen(lang=lang, on_action=self.action)  # type: ignore[arg-type]
-            Clock.schedule_interval(self.tick, 0.1)
-            log.info("desk screen started")
-            return self.screen
-
-        def action(self, name: str) -> None:
-            flow: Any = getattr(runtime.desk, "flow", None)
-            if flow is not None:
-                flow.tap(name)
-
-        def tick(self, _dt: float) -> None:
-            flow: Any = getattr(runtime.desk, "flow", None)
-            online = runtime.sync.status.connected
-            if flow is None:
-                self.screen.show(DeskView("idle", "desk_idle"), None, online)
-                return
-            frame = flow.current.image if flow.current is not None else None
-            self.screen.show(flow.view, frame, online)
-
-    return DeskApp()
+    return _screen_app(
+        runtime,
+        "desk",
+        lambda: DeskScreen(lang=lang, on_action=tap),  # type: ignore[arg-type]
+        DeskView("idle", "desk_idle"),
+    )
 
 
 def _gate_app(runtime: AgentRuntime, lang: str) -> Any:
+    from biblioedge.agent.gate import GateView
+    from biblioedge.kiosk.gate_screen import GateScreen
+
+    return _screen_app(
+        runtime,
+        "gate",
+        lambda: GateScreen(lang=lang),  # type: ignore[arg-type]
+        GateView("idle", "welcome_idle"),
+    )
+
+
+def _screen_app(runtime: AgentRuntime, role: str, make: Any, waiting: Any) -> Any:
+    """A Kivy app that shows the role's flow ten times a second: its view, the frame it is
+    working on and whether the broker is reachable; ``waiting`` until the flow is built."""
     from kivy.app import App
     from kivy.clock import Clock
 
-    from biblioedge.kiosk.gate_screen import GateScreen
+    class ScreenApp(App):  # type: ignore[misc]
+        title = f"biblioedge {role}"
 
-    class GateApp(App):  # type: ignore[misc]
-        title = "biblioedge"
-
-        def build(self) -> GateScreen:
-            self.screen = GateScreen(lang=lang)  # type: ignore[arg-type]
+        def build(self) -> Any:
+            self.screen = make()
             Clock.schedule_interval(self.tick, 0.1)
-            log.info("gate screen started")
+            log.info("%s screen started", role)
             return self.screen
 
         def tick(self, _dt: float) -> None:
-            flow: Any = getattr(runtime.gate, "flow", None)
+            flow: Any = getattr(getattr(runtime, role), "flow", None)
             online = runtime.sync.status.connected
             if flow is None:
-                from biblioedge.agent.gate import GateView
-
-                self.screen.show(GateView("idle", "welcome_idle"), None, online)
+                self.screen.show(waiting, None, online)
                 return
             frame = flow.current.image if flow.current is not None else None
             self.screen.show(flow.view, frame, online)
 
-    return GateApp()
+    return ScreenApp()

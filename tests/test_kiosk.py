@@ -43,10 +43,8 @@ def test_every_gate_message_is_translated_and_nfc() -> None:
     assert subtitle("denied_blocked", "vi") == "Vui lòng liên hệ quầy thủ thư"
 
 
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("shots")
-    frame = insightface_images() / "t1.jpg"
+def screenshots(screen: str, out: Path, size: str) -> Path:
+    """The product's own screenshot command, as a reviewer runs it."""
     run = subprocess.run(
         [
             sys.executable,
@@ -54,13 +52,13 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "biblioedge",
             "kiosk",
             "screenshot",
-            "gate",
+            screen,
             "--out",
             str(out),
             "--frame",
-            str(frame),
+            str(insightface_images() / "t1.jpg"),
             "--size",
-            "1024x600",
+            size,
         ],
         capture_output=True,
         text=True,
@@ -68,6 +66,11 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return screenshots("gate", tmp_path_factory.mktemp("shots"), "1024x600")
 
 
 def pixel(img: np.ndarray, x: int, y: int) -> tuple[int, int, int]:
@@ -207,28 +210,7 @@ def test_every_desk_message_and_action_is_translated() -> None:
 
 @pytest.fixture(scope="module")
 def desk_shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("desk")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "biblioedge",
-            "kiosk",
-            "screenshot",
-            "desk",
-            "--out",
-            str(out),
-            "--frame",
-            str(insightface_images() / "t1.jpg"),
-            "--size",
-            "1280x800",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    return out
+    return screenshots("desk", tmp_path_factory.mktemp("desk"), "1280x800")
 
 
 def buttons(img: np.ndarray) -> tuple[int, int]:

@@ -22,6 +22,7 @@ import threading
 import time
 
 from biblioedge.drivers.cccd.bac import bac_keys
+from biblioedge.drivers.cccd.chip import MRTD_AID
 from biblioedge.drivers.cccd.errors import CccdError
 from biblioedge.drivers.cccd.pace import (
     PACE_ECDH_GM_AES_128,
@@ -52,7 +53,6 @@ log = logging.getLogger("biblioedge.drivers.cccd.chipsim")
 # E0 says command chaining and extended Lc/Le are supported; ATR_SHORT (A0) says no extended
 ATR = bytes.fromhex("3B8A80018031F873F741E082900075")
 ATR_SHORT = bytes.fromhex("3B8A80018031F873F741A082900035")
-MRTD_AID = bytes.fromhex("A0000002471001")
 VPCD_PORT = 35963
 
 SW_OK = b"\x90\x00"

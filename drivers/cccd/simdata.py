@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from biblioedge.drivers.cccd.chip import FILES
 from biblioedge.drivers.cccd.lds import build_dg13
 from biblioedge.drivers.cccd.mrz import check_digit
 from biblioedge.drivers.cccd.pa import DG_NUMBERS, LDSSecurityObject
 from biblioedge.drivers.cccd.sm import tlv
 
 LDS_OID = "2.23.136.1.1.1"
-FIDS = {"COM": 0x011E, "DG1": 0x0101, "DG2": 0x0102, "DG13": 0x010D, "SOD": 0x011D}
 
 
 @dataclass
@@ -219,7 +219,7 @@ def _len(n: int) -> bytes:
 
 
 def chip_files(files: dict[str, bytes]) -> dict[int, bytes]:
-    return {FIDS[name]: data for name, data in files.items()}
+    return {FILES[name]: data for name, data in files.items()}
 
 
 def demo_citizen(photo_jpeg: bytes) -> tuple[Citizen, str]:
