@@ -1,0 +1,86 @@
+"""Sealing data to a public key (ECIES: ephemeral ECDH, HKDF-SHA256, AES-256-GCM).
+
+Two recipients use it: central's X25519 sealing key (desk registrations, sealed from the
+moment they enter the desk's outbox, so neither the desk's disk nor the broker sees names or
+templates) and a gate's certificate key, P-256 (the site's gallery key, wrapped to each gate).
+``context`` is bound into the key derivation and the AEAD, so a sealed blob made for one use
+does not open for another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+PublicKey = x25519.X25519PublicKey | ec.EllipticCurvePublicKey
+PrivateKey = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+class SealError(ValueError):
+    """A sealed blob that does not open: wrong key, wrong context, or tampered."""
+
+
+def _raw(pub: PublicKey) -> bytes:
+    if isinstance(pub, x25519.X25519PublicKey):
+        return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return pub.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+def _derive(shared: bytes, eph: bytes, recipient: bytes, context: bytes) -> bytes:
+    return HKDF(
+        hashes.SHA256(), 32, salt=eph + recipient, info=b"biblioedge-seal\x00" + context
+    ).derive(shared)
+
+
+def seal(recipient: PublicKey, data: bytes, context: bytes) -> bytes:
+    """``ephemeral public key | nonce | ciphertext``."""
+    if isinstance(recipient, x25519.X25519PublicKey):
+        xe = x25519.X25519PrivateKey.generate()
+        shared = xe.exchange(recipient)
+        eph = _raw(xe.public_key())
+    else:
+        ee = ec.generate_private_key(recipient.curve)
+        shared = ee.exchange(ec.ECDH(), recipient)
+        eph = _raw(ee.public_key())
+    key = _derive(shared, eph, _raw(recipient), context)
+    nonce = os.urandom(12)
+    return eph + nonce + AESGCM(key).encrypt(nonce, data, context)
+
+
+def open_sealed(private: PrivateKey, blob: bytes, context: bytes) -> bytes:
+    pub = private.public_key()
+    try:
+        if isinstance(private, x25519.X25519PrivateKey):
+            eph_raw, rest = blob[:32], blob[32:]
+            shared = private.exchange(x25519.X25519PublicKey.from_public_bytes(eph_raw))
+        else:
+            n = 1 + 2 * ((private.curve.key_size + 7) // 8)
+            eph_raw, rest = blob[:n], blob[n:]
+            eph = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, eph_raw)
+            shared = private.exchange(ec.ECDH(), eph)
+        if len(rest) < 12 + 16:
+            raise SealError("sealed data is truncated")
+        key = _derive(shared, eph_raw, _raw(pub), context)
+        return AESGCM(key).decrypt(rest[:12], rest[12:], context)
+    except (ValueError, InvalidTag) as exc:
+        raise SealError("sealed data does not open with this key") from exc
+
+
+def x25519_public_b64(key: x25519.X25519PrivateKey | x25519.X25519PublicKey) -> str:
+    pub = key.public_key() if isinstance(key, x25519.X25519PrivateKey) else key
+    return base64.urlsafe_b64encode(_raw(pub)).decode()
+
+
+def load_x25519_public(text: str) -> x25519.X25519PublicKey:
+    try:
+        return x25519.X25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(text.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError(f"not an X25519 public key: {exc}") from exc
