@@ -1,26 +1,34 @@
 """Central's HTTP API (``/api/v1``), documented by its OpenAPI at ``/docs`` and ``/openapi.json``.
 
-Admin endpoints take ``Authorization: Bearer <token>``; health and metrics are open so load
-balancers and Prometheus can reach them without secrets.
+Every endpoint but health, metrics and the kiosks' enrollment takes ``Authorization: Bearer
+<token>`` with a named API token (``fleet.auth``). The token is checked by a middleware before
+the request body is read, so an anonymous caller cannot make central parse anything; each
+route then admits the roles it names, and every change is written to the audit trail.
 """
 
-import hmac
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from biblioedge import __version__
+from biblioedge.fleet.auth import ADMIN, ANY, STAFF, Audit, Principal, Tokens
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.enrollments import Registry
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
+from biblioedge.fleet.routers import audit as audit_routes
+from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.protocol import ID_PATTERN, DesiredState, Role
 
 
@@ -131,29 +139,65 @@ def create_app(
     metrics: CentralMetrics,
     readers: Readers | None = None,
     cards: Cards | None = None,
+    registry: Registry | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
         version=__version__,
         description="Devices, events and desired state of the library's kiosk fleet.",
     )
-    bearer = HTTPBearer(auto_error=False)
 
-    def admin(
-        cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
-        if token is None:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no admin token configured")
-        if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong bearer token",
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 in FastAPI's documented shape, without the input: a crafted body is neither
+        echoed back whole nor (when it is not UTF-8) able to break the error handler."""
+        detail = [
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", ""))[:200],
+                "type": e.get("type", ""),
+            }
+            for e in exc.errors()[:20]
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    tokens = Tokens(repo.engine)
+    audit = Audit(repo.engine)
+    # declared for the OpenAPI document; the middleware below does the checking
+    bearer = HTTPBearer(auto_error=False, description="A named API token (central token create)")
+    open_paths = {"/api/v1/health", "/api/v1/enroll", "/api/v1/enroll/ca"}
+    open_paths |= {"/api/v1/enroll/claim", "/api/v1/renewals"}
+
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        path = request.url.path
+        if not path.startswith("/api/v1/") or path in open_paths:
+            return await call_next(request)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        who = None
+        if scheme.lower() == "bearer" and token:
+            who = await run_in_threadpool(tokens.check, token.strip())
+        if who is None:
+            metrics.api_denied.labels("unauthenticated").inc()
+            return JSONResponse(
+                {"detail": "missing or wrong bearer token"},
+                status_code=status.HTTP_401_UNAUTHORIZED,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        request.state.principal = who
+        response = await call_next(request)
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            await run_in_threadpool(audit.record, who, request.method, path, response.status_code)
+        return response
 
     open_api = APIRouter(prefix="/api/v1", tags=["health"])
-    api = APIRouter(prefix="/api/v1", dependencies=[Depends(admin)])
+    api = APIRouter(
+        prefix="/api/v1",
+        dependencies=[ANY, Depends(bearer)],
+        responses={401: {"description": "missing or wrong bearer token"}},
+    )
 
     @open_api.get("/health", response_model=Health)
     def health(response: Response) -> Health:
@@ -185,7 +229,7 @@ def create_app(
         tags=["devices"],
         responses={409: {"description": "registered at another site"}},
     )
-    def register_device(body: DeviceIn) -> dict[str, Any]:
+    def register_device(body: DeviceIn, _: Annotated[Principal, ADMIN]) -> dict[str, Any]:
         try:
             return repo.register_device(body.device_id, body.site, body.role)
         except ValueError as exc:
@@ -212,7 +256,9 @@ def create_app(
             409: {"description": "base_version is stale: read the device again"},
         },
     )
-    async def put_desired(device_id: str, body: DesiredIn) -> DesiredOut:
+    async def put_desired(
+        device_id: str, body: DesiredIn, _: Annotated[Principal, ADMIN]
+    ) -> DesiredOut:
         doc = body.model_dump(exclude={"base_version"})
         try:
             site, desired = await run_in_threadpool(
@@ -274,7 +320,9 @@ def create_app(
                 await bridge.gallery_changed(site)
 
         @api.put("/readers/{patron_id}", tags=["readers"])
-        async def put_reader(patron_id: str, body: ReaderIn) -> dict[str, Any]:
+        async def put_reader(
+            patron_id: str, body: ReaderIn, _: Annotated[Principal, STAFF]
+        ) -> dict[str, Any]:
             try:
                 doc = await run_in_threadpool(lambda: reg.upsert(patron_id, **body.model_dump()))
             except ReaderError as exc:
@@ -291,7 +339,9 @@ def create_app(
                 raise HTTPException(404, f"no reader {patron_id}") from exc
 
         @api.put("/readers/{patron_id}/templates", tags=["readers"])
-        async def put_templates(patron_id: str, body: TemplatesIn) -> dict[str, Any]:
+        async def put_templates(
+            patron_id: str, body: TemplatesIn, _: Annotated[Principal, STAFF]
+        ) -> dict[str, Any]:
             try:
                 n = await run_in_threadpool(
                     reg.put_templates, patron_id, body.model, body.templates
@@ -305,7 +355,7 @@ def create_app(
             return {"patron_id": patron_id, "model": body.model, "templates": n}
 
         @api.delete("/readers/{patron_id}", status_code=204, tags=["readers"])
-        async def erase_reader(patron_id: str) -> Response:
+        async def erase_reader(patron_id: str, _: Annotated[Principal, STAFF]) -> Response:
             """Erase on request: the reader and every template, here and on every gate."""
             try:
                 site = str(reg.get(patron_id)["site"])
@@ -316,7 +366,9 @@ def create_app(
             return Response(status_code=204)
 
         @api.post("/readers/{patron_id}/revocations", status_code=201, tags=["readers"])
-        async def revoke(patron_id: str, body: RevokeIn) -> dict[str, Any]:
+        async def revoke(
+            patron_id: str, body: RevokeIn, _: Annotated[Principal, STAFF]
+        ) -> dict[str, Any]:
             try:
                 site = str(reg.get(patron_id)["site"])
                 await run_in_threadpool(reg.revoke_card, body.jti, patron_id)
@@ -343,13 +395,13 @@ def create_app(
             return crd.public_keys()
 
         @api.post("/card-keys/rotate", status_code=201, tags=["cards"])
-        async def rotate_card_key() -> dict[str, str]:
+        async def rotate_card_key(_: Annotated[Principal, ADMIN]) -> dict[str, str]:
             kid = await run_in_threadpool(crd.rotate)
             await everywhere()
             return {"active": kid}
 
         @api.delete("/card-keys/{kid}", status_code=204, tags=["cards"])
-        async def retire_card_key(kid: str) -> Response:
+        async def retire_card_key(kid: str, _: Annotated[Principal, ADMIN]) -> Response:
             try:
                 await run_in_threadpool(crd.retire, kid)
             except CardError as exc:
@@ -358,7 +410,9 @@ def create_app(
             return Response(status_code=204)
 
         @api.post("/readers/{patron_id}/cards", status_code=201, tags=["cards"])
-        def issue_card(patron_id: str, body: CardIn) -> dict[str, Any]:
+        def issue_card(
+            patron_id: str, body: CardIn, _: Annotated[Principal, STAFF]
+        ) -> dict[str, Any]:
             """A signed library-card token for the reader's QR (verified offline at gates)."""
             try:
                 return crd.issue_card(patron_id, body.valid_days)
@@ -366,7 +420,9 @@ def create_app(
                 raise HTTPException(404, f"no reader {patron_id}") from exc
 
         @api.post("/readers/{patron_id}/consents", status_code=201, tags=["consent"])
-        def record_consent(patron_id: str, body: ConsentIn) -> dict[str, Any]:
+        def record_consent(
+            patron_id: str, body: ConsentIn, _: Annotated[Principal, STAFF]
+        ) -> dict[str, Any]:
             """Record consent; the same idempotency key returns the first record."""
             try:
                 return crd.record_consent(patron_id, **body.model_dump())
@@ -378,7 +434,9 @@ def create_app(
             return crd.consents_of(patron_id)
 
         @api.post("/readers/{patron_id}/consents/withdraw", tags=["consent"])
-        async def withdraw_consent(patron_id: str) -> dict[str, Any]:
+        async def withdraw_consent(
+            patron_id: str, _: Annotated[Principal, STAFF]
+        ) -> dict[str, Any]:
             """Withdraw biometric consent: templates erased here and, at next sync, on gates."""
             try:
                 n = await run_in_threadpool(crd.withdraw, patron_id)
@@ -394,4 +452,9 @@ def create_app(
 
     app.include_router(open_api)
     app.include_router(api)
+    app.include_router(audit_routes.router(audit))
+    if registry is not None:
+        app.include_router(
+            enrollment_routes.router(registry, metrics, cfg.security.enrollment_ttl_s)
+        )
     return app

@@ -212,6 +212,74 @@ reader_profiles = Table(
 )
 
 
+#: Device certificates central issued: renewals add rows; revoking a device revokes them all
+#: (the CRL lists every serial here with ``revoked_at``).
+device_certs = Table(
+    "device_certs",
+    metadata,
+    Column("serial", String(40), primary_key=True, comment="hex"),
+    Column("device_id", String(64), nullable=False, index=True),
+    Column("site", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("pem", Text, nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("not_after", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+#: One-time enrollment tokens, bound to one device; only a hash of the secret is kept.
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("site", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
+
+#: Named API tokens with a role; only a hash of the token is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+#: Who changed what through the API, and when.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("actor", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", String(300), nullable=False),
+    Column("status", Integer, nullable=False),
+)
+
+#: Each site's gallery key: AES-256, sealed under central's key, wrapped to each gate.
+site_keys = Table(
+    "site_keys",
+    metadata,
+    Column("kid", String(32), primary_key=True),
+    Column("site", String(64), nullable=False, index=True),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("sealed_key", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime, nullable=True),
+)
+
+
 def _json(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 

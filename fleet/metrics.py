@@ -33,3 +33,15 @@ class CentralMetrics:
         self.gallery_deltas = Counter(
             "central_gallery_deltas", "Gallery deltas published to sites", registry=r
         )
+        self.enrollments = Counter(
+            "central_enrollments",
+            "Enrollments, renewals and revocations, and refusals by reason",
+            ["outcome"],
+            registry=r,
+        )
+        self.api_denied = Counter(
+            "central_api_denied",
+            "API requests refused before their body was read",
+            ["reason"],
+            registry=r,
+        )

@@ -1,0 +1,175 @@
+"""Enrollment of kiosks (token, claim, CSR), certificate renewal and revocation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from biblioedge.fleet.auth import ADMIN, Principal
+from biblioedge.fleet.enrollments import EnrollmentError, Registry
+from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.protocol import ID_PATTERN, Role
+
+_PEM_MAX = 16 * 1024
+
+
+class EnrollmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(pattern=ID_PATTERN)
+    site: str = Field(pattern=ID_PATTERN)
+    role: Role
+    ttl_s: int | None = Field(
+        default=None, ge=60, le=7 * 86400, description="Default security.enrollment_ttl_s"
+    )
+
+
+class EnrollmentOut(BaseModel):
+    token: str = Field(description="Shown once: give it to `biblioedge enroll --token`")
+    token_id: str
+    device_id: str
+    site: str
+    role: str
+    expires_at: datetime
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=3, max_length=200)
+
+
+class ClaimOut(BaseModel):
+    device_id: str
+    site: str
+    role: str
+
+
+class EnrollIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=3, max_length=200)
+    csr: str = Field(min_length=1, max_length=_PEM_MAX, description="PEM certificate request")
+
+
+class RenewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    certificate: str = Field(min_length=1, max_length=_PEM_MAX, description="Current cert, PEM")
+    csr: str = Field(min_length=1, max_length=_PEM_MAX, description="New key's request, PEM")
+    proof: str = Field(
+        min_length=1, max_length=512, description="base64 ECDSA of the CSR by the current key"
+    )
+
+
+class IdentityOut(BaseModel):
+    device_id: str
+    site: str
+    role: str
+    certificate: str
+    ca: str
+    not_after: datetime
+    broker_url: str
+    central_url: str
+    control_keys: dict[str, str] = Field(description="kid -> ed25519 key central signs with")
+    seal_key: str = Field(description="X25519 key desks seal registrations to")
+
+
+class Refusal(BaseModel):
+    reason: str
+    message: str
+
+
+class RefusalOut(BaseModel):
+    detail: Refusal
+
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    code: {"model": RefusalOut, "description": what}
+    for code, what in (
+        (401, "unknown or malformed token, or a certificate not from this CA"),
+        (403, "token used or expired; certificate revoked"),
+        (409, "the device is registered at another site"),
+        (422, "a CSR that is malformed or names another device"),
+    )
+}
+
+
+def router(registry: Registry, metrics: CentralMetrics, ttl_s: int) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["enrollment"])
+
+    def refuse(exc: EnrollmentError) -> HTTPException:
+        metrics.enrollments.labels(exc.reason).inc()
+        return HTTPException(exc.status, {"reason": exc.reason, "message": exc.detail})
+
+    @api.post("/enrollments", response_model=EnrollmentOut, status_code=201, responses=_REFUSALS)
+    async def create_enrollment(
+        body: EnrollmentIn, who: Annotated[Principal, ADMIN]
+    ) -> dict[str, Any]:
+        """A one-time enrollment token for one kiosk (admin)."""
+        try:
+            return await run_in_threadpool(
+                registry.create_token,
+                body.device_id,
+                body.site,
+                body.role,
+                who.name,
+                body.ttl_s or ttl_s,
+            )
+        except EnrollmentError as exc:
+            raise refuse(exc) from exc
+
+    @api.get(
+        "/enroll/ca",
+        response_class=Response,
+        responses={200: {"content": {"application/x-pem-file": {}}}},
+    )
+    def enroll_ca() -> Response:
+        """The device CA (PEM). Open: a kiosk checks it against the pin in its token."""
+        return Response(registry.identity.ca_pem, media_type="application/x-pem-file")
+
+    @api.post("/enroll/claim", response_model=ClaimOut, responses=_REFUSALS)
+    def claim(body: ClaimIn) -> dict[str, str]:
+        """Which device a token is for (the kiosk names it in its CSR); does not use it up."""
+        try:
+            return registry.claim(body.token)
+        except EnrollmentError as exc:
+            raise refuse(exc) from exc
+
+    @api.post("/enroll", response_model=IdentityOut, responses=_REFUSALS)
+    async def enroll(body: EnrollIn) -> dict[str, Any]:
+        """Exchange a token and a CSR for the kiosk's certificate and central's keys."""
+        try:
+            out = await run_in_threadpool(registry.enroll, body.token, body.csr.encode())
+        except EnrollmentError as exc:
+            raise refuse(exc) from exc
+        metrics.enrollments.labels("enrolled").inc()
+        return out
+
+    @api.post("/renewals", response_model=IdentityOut, responses=_REFUSALS)
+    async def renew(body: RenewIn) -> dict[str, Any]:
+        """A new certificate for a kiosk that proves it holds its current key."""
+        try:
+            out = await run_in_threadpool(
+                registry.renew, body.certificate.encode(), body.csr.encode(), body.proof
+            )
+        except EnrollmentError as exc:
+            raise refuse(exc) from exc
+        metrics.enrollments.labels("renewed").inc()
+        return out
+
+    @api.post("/devices/{device_id}/revoke", tags=["devices"])
+    async def revoke_device(
+        device_id: str, request: Request, _who: Annotated[Principal, ADMIN]
+    ) -> dict[str, Any]:
+        """Revoke the device's certificates: the broker refuses it from now on (admin)."""
+        n = await run_in_threadpool(registry.revoke, device_id)
+        if n == 0:
+            raise HTTPException(404, f"{device_id} holds no valid certificate")
+        metrics.enrollments.labels("revoked").inc()
+        hook = getattr(request.app.state, "on_revoked", None)
+        if hook is not None:
+            await hook(device_id)
+        return {"device_id": device_id, "revoked_certificates": n}
+
+    return api
