@@ -61,6 +61,37 @@ class OutboxConfig(StrictModel):
     )
 
 
+class AgentSecurityConfig(StrictModel):
+    require: bool = Field(
+        default=True,
+        description="Refuse to run without an enrolled identity: a TLS broker (mqtts://), a "
+        "client certificate and central's control keys. Only the demo on a machine without "
+        "mosquitto turns it off.",
+    )
+    identity_dir: Path | None = Field(
+        default=None,
+        description="device.key, device.crt and ca.crt from `biblioedge enroll`; default "
+        "<data_dir>/identity",
+    )
+    central_url: str | None = Field(
+        default=None, description="Central's HTTPS URL (renewal), written by enroll"
+    )
+    control_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="kid -> ed25519 public key central signs acks, desired state, commands "
+        "and gallery deltas with; written by enroll",
+    )
+    seal_key: str | None = Field(
+        default=None, description="Central's X25519 key desks seal registrations to"
+    )
+    renew_check_s: float = Field(
+        default=3600.0, gt=0, description="How often to check whether the certificate is due"
+    )
+    command_max_age_s: float = Field(
+        default=600.0, gt=0, description="Commands issued longer ago than this are refused"
+    )
+
+
 class MetricsConfig(StrictModel):
     enabled: bool = Field(default=True, description="Serve Prometheus metrics")
     host: str = Field(default="127.0.0.1", description="Address of the metrics endpoint")
@@ -211,6 +242,9 @@ class AgentConfig(StrictModel):
     drivers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-driver settings, by driver name"
     )
+    security: AgentSecurityConfig = Field(
+        default_factory=AgentSecurityConfig, description="Identity and central's keys"
+    )
 
     @field_validator("site", "device_id")
     @classmethod
@@ -222,6 +256,10 @@ class AgentConfig(StrictModel):
     @property
     def store_path(self) -> Path:
         return self.data_dir / "agent.sqlite3"
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.security.identity_dir or self.data_dir / "identity"
 
 
 #: Settings that central may change through the desired-state document. Everything else

@@ -64,6 +64,65 @@ class OutboxWatch:
             await asyncio.sleep(0.5)
 
 
+def check_identity(cfg: AgentConfig) -> None:
+    """With ``security.require``: an enrolled kiosk on a TLS broker, or a clear refusal."""
+    from biblioedge.provisioning.enroll import IdentityFiles
+
+    if not cfg.security.require:
+        log.warning(
+            "security.require is off: this kiosk does not prove who it is and does not check "
+            "what central sends (demo without mosquitto only)"
+        )
+        return
+    problems = []
+    if not cfg.broker.tls:
+        problems.append(f"broker {cfg.broker.url} is not mqtts://")
+    if not IdentityFiles(cfg.identity_dir).present():
+        problems.append(f"no identity in {cfg.identity_dir}")
+    if not cfg.security.control_keys:
+        problems.append("no security.control_keys")
+    if problems:
+        raise ConfigError(
+            "security.require: " + "; ".join(problems) + " (enroll the kiosk first: "
+            "biblioedge enroll --central URL --token T)"
+        )
+
+
+class Renewal:
+    """Renews the kiosk's certificate when two thirds of its life have passed, then makes
+    sync reconnect with the new one. A failed attempt is logged and retried next check."""
+
+    name = "renewal"
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.rt = runtime
+
+    async def run(self, ctx: Context) -> None:
+        from biblioedge.provisioning.enroll import (
+            EnrollError,
+            IdentityFiles,
+            due_for_renewal,
+            renew,
+        )
+
+        files = IdentityFiles(self.rt.config.identity_dir)
+        while True:
+            ctx.heartbeat()
+            sec = self.rt.config.security
+            if sec.central_url and files.present() and due_for_renewal(files):
+                try:
+                    until = await asyncio.to_thread(renew, sec.central_url, files)
+                except (EnrollError, OSError, ValueError) as exc:
+                    log.warning("certificate renewal failed (will retry): %s", exc)
+                else:
+                    log.info("certificate renewed, valid until %s", until)
+                    self.rt.sync.reconnect()
+            end = time.monotonic() + sec.renew_check_s
+            while (left := end - time.monotonic()) > 0:
+                ctx.heartbeat()
+                await asyncio.sleep(min(left, 1.0))
+
+
 class _LazyGate:
     """Builds the gate flow inside its own component: loading the face engine and gallery
     takes seconds, and the agent should be connected and syncing meanwhile."""
@@ -276,6 +335,7 @@ class AgentRuntime:
         comps: list[Component] = [
             self.sync,
             OutboxWatch(self),
+            Renewal(self),
             Simulator(lambda: self.config, self.emit),
         ]
         if self.gate is not None:
@@ -311,6 +371,7 @@ class AgentRuntime:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         cfg = self.config
+        check_identity(cfg)
         await self._restore_desired()
         await self._build_roles()
         if cfg.metrics.enabled:

@@ -6,21 +6,29 @@ deletes rows only when central's ack names them. A batch not acknowledged in tim
 sender rewind and publish everything still in the outbox again; central ignores what it has,
 so a lost ack costs bandwidth, never data.
 
-Inbound: acks, the retained desired-state document and commands. Anything malformed is
-refused with a logged reason and a counted metric; the connection stays up.
+Inbound: acks, the retained desired-state document, commands and gallery deltas, each signed
+by central (``provisioning.signing``) and verified against the control keys the kiosk got at
+enrollment before anything is acted on: even whoever controls the broker cannot make a kiosk
+delete its outbox, change its settings or let a stranger in. Anything unsigned, wrongly signed,
+stale or malformed is refused with a logged reason and a counted metric; the connection stays up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import aiomqtt
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from biblioedge import __version__
 from biblioedge.agent.config import AgentConfig
@@ -42,6 +50,8 @@ from biblioedge.protocol import (
     utc_now,
     uuid7,
 )
+from biblioedge.provisioning import signing
+from biblioedge.provisioning.enroll import IdentityFiles
 from biblioedge.retry import Backoff, Transition
 
 log = logging.getLogger("biblioedge.agent.sync")
@@ -92,6 +102,11 @@ class Sync:
         self._client: aiomqtt.Client | None = None
         self._cursor = 0
         self._link = Transition(log, "broker")
+        self._last_command: datetime | None = None
+        self._reconnect = asyncio.Event()
+        self.control_keys: dict[str, Ed25519PublicKey] = {
+            kid: signing.load_public(k) for kid, k in config_ref().security.control_keys.items()
+        }
 
     # -- called by other components -------------------------------------------------------
 
@@ -101,6 +116,10 @@ class Sync:
 
     def state_changed(self) -> None:
         self._state_dirty.set()
+
+    def reconnect(self) -> None:
+        """Drop the connection so the next one uses a renewed certificate."""
+        self._reconnect.set()
 
     # -- the component ------------------------------------------------------------------
 
@@ -141,6 +160,10 @@ class Sync:
             reported_at=None,
         )
         password = cfg.broker.password.get_secret_value() if cfg.broker.password else None
+        tls: ssl.SSLContext | None = None
+        if cfg.broker.tls:
+            identity = IdentityFiles(cfg.identity_dir)
+            tls = identity.tls_context() if identity.present() else ssl.create_default_context()
         return aiomqtt.Client(
             cfg.broker.host,
             cfg.broker.port,
@@ -149,7 +172,7 @@ class Sync:
             password=password,
             keepalive=cfg.broker.keepalive_s,
             timeout=cfg.broker.connect_timeout_s,
-            tls_context=ssl.create_default_context() if cfg.broker.tls else None,
+            tls_context=tls,
             will=aiomqtt.Will(
                 device_topic(cfg.site, cfg.device_id, "state"), dumps(offline), qos=1, retain=True
             ),
@@ -180,12 +203,18 @@ class Sync:
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._receive(client), name="sync:receive")
+                    tg.create_task(self._until_reconnect(), name="sync:reconnect")
                     tg.create_task(self._send(ctx, client), name="sync:send")
                     tg.create_task(self._report(client), name="sync:report")
             except asyncio.CancelledError:
                 # A clean disconnect does not fire the will: say goodbye ourselves.
                 await self._say_offline(client)
                 raise
+
+    async def _until_reconnect(self) -> None:
+        self._reconnect.clear()
+        await self._reconnect.wait()
+        raise aiomqtt.MqttError("reconnecting with the renewed certificate")
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         state = self._state().model_copy(update={"online": False, "reported_at": utc_now()})
@@ -266,24 +295,37 @@ class Sync:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            channel = str(message.topic).rsplit("/", 1)[-1]
+            topic = str(message.topic)
+            channel = topic.rsplit("/", 1)[-1]
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = str(payload or "").encode()
+            if not payload:
+                continue  # a retained document cleared by central
             try:
+                body = self._open(topic, bytes(payload))
                 if channel == "ack":
-                    await self._handle_ack(decode(Ack, payload))
+                    await self._handle_ack(decode(Ack, body))
                 elif channel == "desired":
-                    if not payload:
-                        continue  # retained document cleared by central
-                    await self._on_desired(decode(DesiredState, payload))
+                    await self._on_desired(decode(DesiredState, body))
                 elif channel == "cmd":
-                    await self._handle_command(decode(Command, payload))
+                    await self._handle_command(decode(Command, body))
                 elif channel == "gallery" and self._on_gallery is not None:
-                    await self._on_gallery(decode(GalleryDelta, payload))
+                    await self._on_gallery(decode(GalleryDelta, body))
             except ProtocolError as exc:
                 self.metrics.bad_messages.labels(exc.reason).inc()
                 log.warning("refused %s message: %s", channel, exc, extra=fields(reason=exc.reason))
+
+    def _open(self, topic: str, payload: bytes) -> bytes:
+        """The body central signed for this topic. Without control keys (an unenrolled demo
+        kiosk, security.require off) the envelope is opened unverified."""
+        if self.control_keys:
+            return signing.verify(self.control_keys, topic, payload)
+        try:
+            env = orjson.loads(payload)
+            return base64.b64decode(env["body"], validate=True)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise ProtocolError("unsigned", "not a signed envelope") from exc
 
     async def _handle_ack(self, ack: Ack) -> None:
         batch = self.status.inflight.pop(ack.batch_id, None)
@@ -303,6 +345,13 @@ class Sync:
         self._wake.set()
 
     async def _handle_command(self, cmd: Command) -> None:
+        now = utc_now()
+        max_age = self._cfg().security.command_max_age_s
+        if (now - cmd.issued_at).total_seconds() > max_age:
+            raise ProtocolError("stale_command", f"{cmd.name} was issued at {cmd.issued_at}")
+        if self._last_command is not None and cmd.issued_at <= self._last_command:
+            raise ProtocolError("replayed_command", f"{cmd.name} is not newer than the last one")
+        self._last_command = cmd.issued_at
         log.info("command %s", cmd.name, extra=fields(command_id=cmd.command_id))
         if cmd.name == "resync":
             self.status.inflight.clear()

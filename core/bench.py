@@ -18,7 +18,6 @@ the UNIQUE event id that makes duplicates impossible by construction.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import sqlite3
 import sys
@@ -118,7 +117,10 @@ def bench_sync(
     faults: bool = False,
     work_dir: Path | None = None,
     progress: bool = True,
+    secure: bool = True,
 ) -> dict[str, Any]:
+    """One run. ``secure``: mosquitto with mutual TLS and central's ACL, enrolled agents,
+    signed acks (what a library runs); otherwise an anonymous plain-TCP broker."""
     own_tmp = work_dir is None
     root = Path(tempfile.mkdtemp(prefix="be-bench-")) if work_dir is None else work_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -129,11 +131,16 @@ def bench_sync(
             sys.stderr.flush()
 
     broker = BrokerProcess(root / "broker")
-    central = CentralProcess(root / "central", broker.url, secrets.token_urlsafe(16))
+    central = CentralProcess(root / "central", broker, secure=secure)
     db_path = root / "central" / "central.sqlite3"
     roles = ["gate", "selfcheck", "desk"]
     agents: list[AgentProcess] = []
-    result: dict[str, Any] = {"bench": "sync", "broker": broker.kind, "faults": []}
+    result: dict[str, Any] = {
+        "bench": "sync",
+        "broker": broker.kind,
+        "tls": broker.secure,
+        "faults": [],
+    }
     try:
         broker.start()
         central.start()
@@ -151,8 +158,10 @@ def bench_sync(
                         sync={"ack_timeout_s": 5.0},
                         supervisor={"stall_timeout_s": 60},
                     ),
+                    central,
                 )
             )
+            agents[-1].enroll()  # before the clock: start-up measures connecting, not enrolling
 
         # -- 1. startup ----------------------------------------------------------------
         say("startup: agents connecting")
@@ -251,7 +260,9 @@ def bench_sync(
             agent_config(
                 base_dir, "bench-unbatched", "gate", SITE, broker.url, sync={"batch_max_events": 1}
             ),
+            central,
         )
+        base.enroll()
         base_tracker = _Tracker(db_path)
         _queue(base, "gate", n_base, base_tracker, seed=999)
         say(f"baseline: {n_base} events, one per MQTT message")
@@ -288,6 +299,20 @@ def bench_sync(
         broker.stop()
         if own_tmp:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_sync_tls(**kwargs: Any) -> dict[str, Any]:
+    """Plain, then mutual TLS with ACLs and signed acks, in the same run: the TLS result with
+    ``plain_events_per_s`` beside it and the ratio (target: TLS keeps >= 90 %)."""
+    plain = bench_sync(secure=False, **kwargs)
+    tls = bench_sync(secure=True, **kwargs)
+    tls["plain_events_per_s"] = plain["events_per_s"]
+    tls["plain_backlog_events_per_s"] = plain["backlog_events_per_s"]
+    tls["tls_ratio"] = round(tls["events_per_s"] / plain["events_per_s"], 3)
+    tls["lost"] += plain["lost"]
+    tls["duplicated"] += plain["duplicated"]
+    tls["targets"]["tls_ratio>=0.9"] = tls["tls_ratio"] >= 0.9
+    return tls
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:

@@ -70,10 +70,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_sync(args: argparse.Namespace) -> int:
-    from biblioedge.bench import bench_sync, print_result
+    from biblioedge.bench import bench_sync, bench_sync_tls, print_result
 
     setup_logging(args.log_format or "human", "WARNING")
-    result = bench_sync(
+    result = (bench_sync_tls if args.tls else bench_sync)(
         events=args.events,
         devices=args.devices,
         faults=args.faults,
@@ -217,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "central",
         help="run central (API + MQTT bridge)",
-        description="Run central: the HTTP API under /api/v1 and the MQTT bridge that stores "
-        "device events exactly once. The admin token comes from "
-        "BIBLIOEDGE_CENTRAL_ADMIN_TOKEN_FILE (or _TOKEN).",
+        description="Run central: the HTTP API under /api/v1 (HTTPS) and the MQTT bridge that "
+        "stores device events exactly once. `central init` makes its keys and the broker's "
+        "files; `central token create` makes the API tokens (there is no default one).",
     )
     p.add_argument("--config", type=Path, help="central TOML file (or BIBLIOEDGE_CENTRAL_CONFIG)")
     p.add_argument("--data", type=Path, help="data directory (SQLite database lives here)")
@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="API listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="API port (default 8080)")
     p.set_defaults(func=_cmd_central)
+    from biblioedge import identitycli
+
+    identitycli.register_central(p)
+    identitycli.register(sub)
 
     p = sub.add_parser(
         "broker",
@@ -265,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--events", type=int, default=100_000, help="events per phase, all devices")
     b.add_argument("--devices", type=int, default=1, help="agent processes")
     b.add_argument("--faults", action="store_true", help="inject kill -9 and restarts")
+    b.add_argument(
+        "--tls",
+        action="store_true",
+        help="run plain and mutual-TLS (ACLs, signed acks) in the same run; report both",
+    )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
     b.set_defaults(func=_cmd_bench_sync)

@@ -9,7 +9,6 @@ taps consent; central issues the card; the new reader's face then opens the simu
 from __future__ import annotations
 
 import logging
-import secrets
 import signal
 import sys
 import threading
@@ -187,11 +186,6 @@ def run_demo(
 ) -> int:
     data = data.resolve()
     data.mkdir(parents=True, exist_ok=True)
-    token_file = data / "admin-token"
-    if not token_file.exists():
-        token_file.write_text(secrets.token_urlsafe(24))
-        token_file.chmod(0o600)
-    token = token_file.read_text().strip()
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -201,7 +195,17 @@ def run_demo(
     csca_dir = data / "csca"
     desk = DemoDesk(data, desk_kit[1], csca_dir) if desk_kit is not None else None
     broker = BrokerProcess(data / "broker")
-    central = CentralProcess(data / "central", broker.url, token, port=port or free_port())
+    # central first: it makes the device CA and writes the broker's TLS files and ACL
+    central = CentralProcess(data / "central", broker, port=port or free_port())
+    if not broker.secure:
+        log.warning(
+            "mosquitto is not installed: the demo runs the embedded broker WITHOUT TLS, "
+            "client certificates or ACLs (security.require off). apt-get install mosquitto."
+        )
+    token = central.token
+    token_file = data / "admin-token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
     agents = []
     for device_id, role in DEVICES:
         agent_dir = data / "agents" / device_id
@@ -240,7 +244,9 @@ def run_demo(
             }
         agents.append(
             AgentProcess(
-                agent_dir, agent_config(agent_dir, device_id, role, SITE, broker.url, **sections)
+                agent_dir,
+                agent_config(agent_dir, device_id, role, SITE, broker.url, **sections),
+                central,
             )
         )
     started: list[object] = []
@@ -273,14 +279,17 @@ def run_demo(
                 [
                     "",
                     "biblioedge demo is running",
-                    f"  broker   {broker.kind} at {broker.url}",
+                    f"  broker   {broker.kind} at {broker.url}"
+                    + ("   (mutual TLS, per-kiosk ACLs)" if broker.secure else "   (INSECURE)"),
                     f"  API      {api_url}   (OpenAPI docs: {central.url}/docs)",
-                    f"  token    {token}   (also in {token_file})",
+                    f"  CA       {central.ca_file}   (curl --cacert)",
+                    f"  token    {token}   (admin; also in {token_file})",
                     f"  kiosks   {', '.join(a.device_id for a in agents)} at site {SITE}",
                     f"  cards    {data / 'cards'} (printed by the desk)",
                     f"  data     {data}",
                     "",
-                    f'  curl -H "Authorization: Bearer {token}" {api_url}/events?limit=5',
+                    f'  curl --cacert {central.ca_file} -H "Authorization: Bearer {token}" '
+                    f"{api_url}/events?limit=5",
                     "",
                     "Ctrl-C stops everything.",
                     "",

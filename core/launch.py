@@ -4,6 +4,7 @@ integration tests, so all three exercise exactly what runs on a kiosk."""
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -13,27 +14,8 @@ from typing import Any
 import httpx
 
 from biblioedge.procs import free_port, terminate, wait_port
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def to_toml(doc: dict[str, Any]) -> str:
-    """Enough TOML for our config files: scalars and one level of tables."""
-    top = [f"{k} = {toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    tables = []
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            tables.append(f"\n[{key}]")
-            tables += [f"{k} = {toml_value(v)}" for k, v in value.items()]
-    return "\n".join(top + tables) + "\n"
+from biblioedge.provisioning.broker import BrokerFiles, BrokerProcess
+from biblioedge.settings import deep_merge, to_toml
 
 
 class Child:
@@ -92,49 +74,96 @@ class Child:
 
 
 class CentralProcess(Child):
+    """Central in a child process, initialised like a real install: ``central init`` (device
+    CA, keys, the broker's TLS files and ACL) and one admin API token for the caller.
+
+    With a mosquitto ``broker``, central hands it its files, so the broker requires client
+    certificates from central's CA and applies central's ACL (``secure``); the embedded
+    broker cannot, and central then runs with ``security.require = false``."""
+
     def __init__(
         self,
         data_dir: Path,
-        broker_url: str,
-        token: str,
+        broker: BrokerProcess,
         port: int | None = None,
         extra: dict[str, Any] | None = None,
+        secure: bool = True,
     ) -> None:
         self.port = port or free_port()
-        self.token = token
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        token_file = data_dir / "admin-token"
-        token_file.write_text(token)
-        token_file.chmod(0o600)
-        conf = {
+        if secure and broker.kind == "mosquitto":
+            broker.files = BrokerFiles(data_dir / "broker")
+        self.secure = broker.secure
+        security: dict[str, Any] = {"require": self.secure, "broker_dir": str(data_dir / "broker")}
+        if self.secure:
+            security["broker_pid_file"] = str(broker.pid_file)
+        conf: dict[str, Any] = {
             "data_dir": str(data_dir),
             **(extra or {}),
-            "broker": {"url": broker_url},
+            "broker": {"url": broker.url},
             "http": {"host": "127.0.0.1", "port": self.port},
+            "security": security,
         }
         (data_dir / "central.toml").write_text(to_toml(conf))
+        self.token = self._init()
         super().__init__(
             "central",
             ["central", "--config", str(data_dir / "central.toml")],
             data_dir / "central.log",
-            {"BIBLIOEDGE_CENTRAL_ADMIN_TOKEN_FILE": str(token_file)},
+            {},
         )
+
+    def _init(self) -> str:
+        """``central init`` and an admin token (kept in ``admin-token``, 0600, across runs)."""
+        from biblioedge.fleet.auth import Tokens
+        from biblioedge.fleet.central import open_identity
+        from biblioedge.fleet.config import load_central_config
+        from biblioedge.fleet.repo import Repo
+
+        cfg = load_central_config(self.data_dir / "central.toml", environ={})
+        repo = Repo(cfg.db_url)
+        try:
+            repo.migrate()
+            open_identity(cfg, repo)
+            token_file = self.data_dir / "admin-token"
+            if token_file.exists():
+                token = token_file.read_text().strip()
+                if Tokens(repo.engine).check(token) is not None:
+                    return token
+            _, token = Tokens(repo.engine).create("launcher", "admin")
+        finally:
+            repo.close()
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        return token
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "keys" / "device-ca.crt"
 
     def start(self) -> None:
         super().start()
         wait_port("127.0.0.1", self.port, 30)
 
-    def client(self) -> httpx.Client:
+    def client(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(
             base_url=self.url + "/api/v1",
-            headers={"Authorization": f"Bearer {self.token}"},
+            headers={"Authorization": f"Bearer {token or self.token}"},
+            verify=ssl.create_default_context(cafile=self.ca_file),
             timeout=10,
         )
+
+    def enrollment_token(self, device_id: str, site: str, role: str) -> str:
+        with self.client() as api:
+            r = api.post("/enrollments", json={"device_id": device_id, "site": site, "role": role})
+            if r.status_code != 201:
+                raise RuntimeError(f"central refused the enrollment token: {r.text}")
+            return str(r.json()["token"])
 
 
 def agent_config(
@@ -154,15 +183,52 @@ def agent_config(
 
 
 class AgentProcess(Child):
-    def __init__(self, data_dir: Path, config: dict[str, Any]) -> None:
+    """A kiosk agent in a child process. Given ``central``, it enrolls through the real path
+    (token from central's API, key and CSR made here, identity written) before its first
+    start; against an insecure central it runs with ``security.require = false``."""
+
+    def __init__(
+        self, data_dir: Path, config: dict[str, Any], central: CentralProcess | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.device_id = str(config["device_id"])
+        self.central = central
+        self.config = config
         data_dir.mkdir(parents=True, exist_ok=True)
-        path = data_dir / "agent.toml"
-        path.write_text(to_toml(config))
+        self.config_path = data_dir / "agent.toml"
+        if central is not None and not central.secure:
+            config.setdefault("security", {})["require"] = False
+        if self.enrolled and self.config_path.exists():
+            # a new config for an enrolled kiosk keeps what enrollment wrote
+            import tomllib
+
+            old = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+            config = deep_merge(config, {k: old[k] for k in ("broker", "security") if k in old})
+        self.config_path.write_text(to_toml(config))
         super().__init__(
-            f"agent:{self.device_id}", ["agent", "--config", str(path)], data_dir / "agent.log", {}
+            f"agent:{self.device_id}",
+            ["agent", "--config", str(self.config_path)],
+            data_dir / "agent.log",
+            {},
         )
+
+    @property
+    def enrolled(self) -> bool:
+        return (self.data_dir / "identity" / "device.crt").exists()
+
+    def enroll(self) -> None:
+        from biblioedge.provisioning.enroll import enroll
+
+        assert self.central is not None
+        token = self.central.enrollment_token(
+            self.device_id, str(self.config["site"]), str(self.config["role"])
+        )
+        enroll(self.central.url, token, self.data_dir, self.config_path)
+
+    def start(self) -> None:
+        if self.central is not None and not self.enrolled:
+            self.enroll()
+        super().start()
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05, what: str = "") -> None:

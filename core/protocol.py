@@ -251,15 +251,54 @@ class DeskRegistration(_Strict):
 
 class Command(_Strict):
     v: int = PROTOCOL_VERSION
-    command_id: str
-    name: str
+    command_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64)
+    issued_at: datetime = Field(description="A kiosk runs only commands newer than the last one")
     args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("issued_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("issued_at must carry a timezone (UTC)")
+        return value.astimezone(UTC)
+
+
+class SiteKeys(_Strict):
+    """The site's gallery keys, each wrapped to this gate's certificate key (retained on the
+    gate's own ``keys`` topic). ``version`` only moves forward; ``active`` seals new deltas."""
+
+    v: int = PROTOCOL_VERSION
+    device_id: str
+    site: str
+    version: int = Field(ge=1, le=2**62)
+    active: str = Field(min_length=1, max_length=32)
+    keys: dict[str, str] = Field(
+        max_length=16, description="kid -> base64 of the key sealed to the gate's public key"
+    )
+
+
+class SealedGallery(_Strict):
+    """A gallery delta encrypted with the site key (AES-256-GCM, AAD = site and kid)."""
+
+    v: int = PROTOCOL_VERSION
+    site: str
+    kid: str = Field(min_length=1, max_length=32)
+    nonce: str = Field(min_length=16, max_length=16, description="base64 of 12 bytes")
+    ciphertext: str = Field(description="base64")
+
+
+class SealedPayload(_Strict):
+    """An event payload sealed to central's X25519 key (desk registrations)."""
+
+    sealed: str = Field(min_length=1, description="base64 of the sealed JSON payload")
+    kid: str = Field(default="s1", max_length=32)
 
 
 # -- topics -------------------------------------------------------------------------------
 
 TOPIC_PREFIX = "be"
-DEVICE_CHANNELS = ("events", "ack", "state", "desired", "cmd")
+DEVICE_CHANNELS = ("events", "ack", "state", "desired", "cmd", "keys")
 
 
 def device_topic(site: str, device_id: str, channel: str) -> str:

@@ -125,3 +125,34 @@ def load_document(path: Path | None, environ: Mapping[str, str], prefix: str) ->
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return deep_merge(doc, env_overrides(environ, prefix))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text) + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else _toml_value(key)
+
+
+def to_toml(doc: Mapping[str, Any], prefix: str = "") -> str:
+    """Enough TOML for our config files: scalars, lists of scalars and nested tables."""
+    lines = [
+        f"{_toml_key(k)} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, Mapping)
+    ]
+    for key, value in doc.items():
+        if isinstance(value, Mapping):
+            name = f"{prefix}{_toml_key(key)}"
+            lines.append(f"\n[{name}]")
+            lines.append(to_toml(value, name + ".").rstrip("\n"))
+    return "\n".join(line for line in lines if line) + "\n"

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 import aiomqtt
 
 from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Incoming, IngestResult, Repo
@@ -36,9 +36,16 @@ log = logging.getLogger("biblioedge.fleet.bridge")
 
 class Bridge:
     def __init__(
-        self, cfg: CentralConfig, repo: Repo, metrics: CentralMetrics, readers: Readers
+        self,
+        cfg: CentralConfig,
+        repo: Repo,
+        metrics: CentralMetrics,
+        readers: Readers,
+        identity: CentralIdentity,
     ) -> None:
         self.cfg = cfg
+        self.identity = identity
+        self.signer = identity.signer
         self.repo = repo
         self.readers = readers
         self.metrics = metrics
@@ -82,7 +89,7 @@ class Bridge:
             password=b.password.get_secret_value() if b.password else None,
             keepalive=b.keepalive_s,
             timeout=b.connect_timeout_s,
-            tls_context=ssl.create_default_context() if b.tls else None,
+            tls_context=self.identity.bridge_tls() if b.tls else None,
             max_inflight_messages=256,
             max_queued_incoming_messages=0,
         )
@@ -127,8 +134,9 @@ class Bridge:
                     rejected=ack.rejected,
                     results=ack.results,
                 )
+                topic = device_topic(ack.site, ack.device_id, "ack")
                 await client.publish(
-                    device_topic(ack.site, ack.device_id, "ack"), dumps(body), qos=1, timeout=10
+                    topic, self.signer.envelope(topic, dumps(body)), qos=1, timeout=10
                 )
                 self.metrics.acks.inc()
 
@@ -151,8 +159,9 @@ class Bridge:
     async def _publish_desired(
         self, client: aiomqtt.Client, site: str, device_id: str, desired: DesiredState
     ) -> None:
+        topic = device_topic(site, device_id, "desired")
         await client.publish(
-            device_topic(site, device_id, "desired"), dumps(desired), qos=1, retain=True, timeout=10
+            topic, self.signer.envelope(topic, dumps(desired)), qos=1, retain=True, timeout=10
         )
 
     async def publish_desired(self, site: str, device_id: str, desired: DesiredState) -> bool:
@@ -170,7 +179,10 @@ class Bridge:
         loop = asyncio.get_running_loop()
         delta = await loop.run_in_executor(self._db, self.readers.delta, site, base)
         if delta is not None:
-            await client.publish(gallery_topic(site), dumps(delta), qos=1, timeout=10)
+            topic = gallery_topic(site)
+            await client.publish(
+                topic, self.signer.envelope(topic, dumps(delta)), qos=1, timeout=10
+            )
             self.metrics.gallery_deltas.inc()
 
     async def gallery_changed(self, site: str) -> None:

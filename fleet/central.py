@@ -14,11 +14,14 @@ from biblioedge.fleet.api import create_app
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.enrollments import Registry
+from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.repo import Repo
 from biblioedge.keys import load_or_create_key
+from biblioedge.settings import ConfigError
 
 log = logging.getLogger("biblioedge.fleet.central")
 
@@ -31,7 +34,35 @@ class _Server(uvicorn.Server):
         yield
 
 
+def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Registry]:
+    """Central's keys and device registry; writes the broker's files (``central init``)."""
+    sec = cfg.security
+    identity = CentralIdentity(
+        cfg.data_dir / "keys", cfg.broker_dir, list(sec.hostnames), sec.cert_days
+    )
+    registry = Registry(
+        repo.engine,
+        identity,
+        cert_days=sec.cert_days,
+        broker_url=sec.kiosk_broker_url or cfg.broker.url,
+        central_url=cfg.public_url,
+        pid_file=sec.broker_pid_file,
+    )
+    registry.sync_broker()
+    return identity, registry
+
+
+def check_secure(cfg: CentralConfig) -> None:
+    if cfg.security.require and not cfg.broker.tls:
+        raise ConfigError(
+            f"security.require: the broker {cfg.broker.url} is not mqtts:// with client "
+            "certificates; central will not run its fleet in the open (set security.require "
+            "= false only for a demo on a machine without mosquitto)"
+        )
+
+
 async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> int:
+    check_secure(cfg)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -45,15 +76,25 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     readers = Readers(repo, key)
     cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
     repo.effects[REGISTRATION] = Registrar(readers, cards, cfg.patron_prefix)
-    bridge = Bridge(cfg, repo, metrics, readers)
-    app = create_app(cfg, repo, bridge, metrics, readers, cards)
+    identity, registry = await asyncio.to_thread(open_identity, cfg, repo)
+    bridge = Bridge(cfg, repo, metrics, readers, identity)
+    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry)
+    tls: dict[str, str] = {}
+    if cfg.http.tls:
+        crt, tls_key = identity.https_files
+        tls = {"ssl_certfile": str(crt), "ssl_keyfile": str(tls_key)}
     server = _Server(
         uvicorn.Config(
-            app, host=cfg.http.host, port=cfg.http.port, log_level="warning", access_log=False
+            app,
+            host=cfg.http.host,
+            port=cfg.http.port,
+            log_level="warning",
+            access_log=False,
+            **tls,  # type: ignore[arg-type]
         )
     )
-    if cfg.admin_token is None:
-        log.warning("no admin token set: the admin API answers 503 (set *_ADMIN_TOKEN_FILE)")
+    if not cfg.security.require:
+        log.warning("security.require is off: the broker is not authenticated (demo only)")
     bridge_task = asyncio.create_task(bridge.run(), name="central:bridge")
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
@@ -61,7 +102,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         await asyncio.sleep(0.02)
     if server.started:
         port = server.servers[0].sockets[0].getsockname()[1]
-        log.info("central API on http://%s:%d/api/v1 (docs at /docs)", cfg.http.host, port)
+        scheme = "https" if cfg.http.tls else "http"
+        log.info("central API on %s://%s:%d/api/v1 (docs at /docs)", scheme, cfg.http.host, port)
     done, _ = await asyncio.wait(
         {bridge_task, api_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
     )

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, ValidationError
 
 from biblioedge.settings import (
     BrokerConfig,
@@ -23,6 +23,49 @@ ENV_PREFIX = "BIBLIOEDGE_CENTRAL_"
 class HttpConfig(StrictModel):
     host: str = Field(default="127.0.0.1", description="Address the API listens on")
     port: int = Field(default=8080, ge=0, le=65535, description="API port; 0 picks a free one")
+    tls: bool = Field(
+        default=True,
+        description="Serve HTTPS with a certificate from central's device CA (kiosks enroll "
+        "and renew over it; pin the CA with the enrollment token)",
+    )
+
+
+class SecurityConfig(StrictModel):
+    require: bool = Field(
+        default=True,
+        description="Refuse to run on a broker without TLS and client certificates (the "
+        "embedded fallback broker). Only the demo on a machine without mosquitto turns it off.",
+    )
+    hostnames: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1"],
+        min_length=1,
+        description="Names and addresses in the certificates of central's HTTPS API and the "
+        "broker: what kiosks connect to",
+    )
+    kiosk_broker_url: str | None = Field(
+        default=None,
+        description="Broker URL kiosks are given at enrollment; default broker.url",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Central's URL as kiosks reach it (certificate renewal); default from http",
+    )
+    cert_days: int = Field(
+        default=365, ge=1, le=3650, description="Lifetime of the certificates central issues"
+    )
+    enrollment_ttl_s: int = Field(
+        default=3600, ge=60, le=7 * 86400, description="Default lifetime of enrollment tokens"
+    )
+    broker_dir: Path | None = Field(
+        default=None,
+        description="Where central writes the broker's CA, certificate, CRL and ACL; "
+        "default <data_dir>/broker",
+    )
+    broker_pid_file: Path | None = Field(
+        default=None,
+        description="mosquitto's pid_file: central sends it SIGHUP when the ACL or CRL "
+        "changed (else run a systemd path unit that reloads mosquitto)",
+    )
 
 
 class CentralConfig(StrictModel):
@@ -34,9 +77,8 @@ class CentralConfig(StrictModel):
     )
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API")
-    admin_token: SecretStr | None = Field(
-        default=None,
-        description="Bearer token for the admin API; set BIBLIOEDGE_CENTRAL_ADMIN_TOKEN_FILE",
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig, description="Device identity and broker security"
     )
     accept_unknown_devices: bool = Field(
         default=True,
@@ -52,6 +94,15 @@ class CentralConfig(StrictModel):
         description="Patron numbers the desks are given: prefix + 7 digits (BE0000042)",
     )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging")
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.security.broker_dir or self.data_dir / "broker"
+
+    @property
+    def public_url(self) -> str:
+        scheme = "https" if self.http.tls else "http"
+        return self.security.public_url or f"{scheme}://{self.http.host}:{self.http.port}"
 
     @property
     def db_url(self) -> str:

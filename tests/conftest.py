@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,18 +30,20 @@ def pcsc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """Started by the ``central`` fixture, once central has written its TLS files and ACL."""
     # BIBLIOEDGE_TEST_BROKER=amqtt runs the suite as a machine without mosquitto would.
     kind = os.environ.get("BIBLIOEDGE_TEST_BROKER", "auto")
     assert kind in ("auto", "mosquitto", "amqtt"), kind
     proc = BrokerProcess(tmp_path / "broker", kind=kind)  # type: ignore[arg-type]
-    proc.start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
 def central(tmp_path: Path, broker: BrokerProcess) -> Iterator[CentralProcess]:
-    proc = CentralProcess(tmp_path / "central", broker.url, secrets.token_urlsafe(16))
+    """Central and its broker with mutual TLS and central's ACL (mosquitto)."""
+    proc = CentralProcess(tmp_path / "central", broker)
+    broker.start()
     proc.start()
     yield proc
     if proc.alive():
@@ -50,7 +51,8 @@ def central(tmp_path: Path, broker: BrokerProcess) -> Iterator[CentralProcess]:
 
 
 @pytest.fixture
-def make_agent(tmp_path: Path, broker: BrokerProcess) -> Iterator[object]:
+def make_agent(tmp_path: Path, broker: BrokerProcess, central: CentralProcess) -> Iterator[object]:
+    """Agents that enroll with ``central`` through the real path before their first start."""
     made: list[AgentProcess] = []
 
     def make(
@@ -58,7 +60,7 @@ def make_agent(tmp_path: Path, broker: BrokerProcess) -> Iterator[object]:
     ) -> AgentProcess:
         data = tmp_path / device_id
         agent = AgentProcess(
-            data, agent_config(data, device_id, role, site, broker.url, **sections)
+            data, agent_config(data, device_id, role, site, broker.url, **sections), central
         )
         made.append(agent)
         return agent

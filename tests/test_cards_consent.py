@@ -11,6 +11,7 @@ from biblioedge.agent.gallery_sync import GallerySync
 from biblioedge.agent.store import Store
 from biblioedge.cardtoken import CardTokenError, CardVerifier, load_public_key
 from biblioedge.fleet.api import create_app
+from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
@@ -102,9 +103,10 @@ def test_card_keys_travel_with_the_gallery(tmp_path: Path, setup: tuple[Readers,
 
 def test_cards_and_consent_api(tmp_path: Path, setup: tuple[Readers, Cards]) -> None:
     readers, cards = setup
-    cfg = CentralConfig(data_dir=tmp_path, admin_token="t")  # type: ignore[arg-type]
+    cfg = CentralConfig(data_dir=tmp_path)
     api = TestClient(create_app(cfg, readers.repo, None, CentralMetrics(), readers, cards))
-    api.headers["Authorization"] = "Bearer t"
+    token = Tokens(readers.repo.engine).create("librarian-1", "librarian")[1]
+    api.headers["Authorization"] = f"Bearer {token}"
     r = api.post("/api/v1/readers/P1/cards", json={"valid_days": 365})
     assert r.status_code == 201 and r.json()["token"].startswith("BE1.")
     assert api.post("/api/v1/readers/P404/cards", json={}).status_code == 404
@@ -124,6 +126,8 @@ def test_cards_and_consent_api(tmp_path: Path, setup: tuple[Readers, Cards]) -> 
         ).status_code
         == 422
     )
+    assert api.post("/api/v1/card-keys/rotate").status_code == 403  # keys are IT's
+    api.headers["Authorization"] = f"Bearer {Tokens(readers.repo.engine).create('it', 'admin')[1]}"
     rot = api.post("/api/v1/card-keys/rotate")
     assert (
         rot.status_code == 201

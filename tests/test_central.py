@@ -10,13 +10,12 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 
 from biblioedge.fleet.api import create_app
+from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.db import metadata
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.repo import Incoming, Repo
 from biblioedge.protocol import uuid7
-
-TOKEN = "t0ken-for-tests"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -36,9 +35,9 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
 
 @pytest.fixture
 def api(tmp_path: Path, repo: Repo) -> TestClient:
-    cfg = CentralConfig(data_dir=tmp_path, admin_token=TOKEN)  # type: ignore[arg-type]
+    cfg = CentralConfig(data_dir=tmp_path)
     client = TestClient(create_app(cfg, repo, None, CentralMetrics()))
-    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    client.headers["Authorization"] = f"Bearer {Tokens(repo.engine).create('tests', 'admin')[1]}"
     return client
 
 

@@ -3,6 +3,7 @@ processes: what runs on a kiosk, end to end."""
 
 import asyncio
 import sqlite3
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
-from biblioedge.launch import AgentProcess, CentralProcess, wait_until
+from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.procs import free_port
 from biblioedge.protocol import MAX_PAYLOAD_BYTES
 from biblioedge.provisioning.broker import BrokerProcess
@@ -207,21 +208,31 @@ def test_kill_9_agent_and_central_mid_send_exactly_once(
     wait_until(lambda: outbox_depth(agent) == 0, 20, what="outbox drained")
 
 
-def test_unregistered_device_is_held_fills_outbox_alarm_then_drains(
-    tmp_path: Path, broker: BrokerProcess, make_agent: Any
-) -> None:
+def test_unregistered_device_is_held_fills_outbox_alarm_then_drains(tmp_path: Path) -> None:
+    """On a broker without certificates (the embedded fallback's mode) central can only hold
+    what an unknown device sends; an enrolled fleet never gets here (the broker refuses it)."""
+    broker = BrokerProcess(tmp_path / "open-broker")
     central = CentralProcess(
-        tmp_path / "strict", broker.url, "tok", extra={"accept_unknown_devices": False}
+        tmp_path / "strict", broker, extra={"accept_unknown_devices": False}, secure=False
     )
+    broker.start()
     central.start()
     try:
         port = free_port()
-        agent = make_agent(
-            "desk-09",
-            role="desk",
-            metrics={"port": port},
-            simulator={"enabled": True, "rate_per_s": 200.0},
-            outbox={"max_events": 200, "alarm_ratio": 0.5},
+        data = tmp_path / "desk-09"
+        agent = AgentProcess(
+            data,
+            agent_config(
+                data,
+                "desk-09",
+                "desk",
+                "tv-tinh",
+                broker.url,
+                metrics={"port": port},
+                simulator={"enabled": True, "rate_per_s": 200.0},
+                outbox={"max_events": 200, "alarm_ratio": 0.5},
+                security={"require": False},
+            ),
         )
         agent.start()
         wait_until(
@@ -251,7 +262,9 @@ def test_unregistered_device_is_held_fills_outbox_alarm_then_drains(
         seqs = stored_seqs(central, "desk-09")
         assert len(seqs) == len(set(seqs))
     finally:
+        agent.stop()
         central.stop()
+        broker.stop()
 
 
 async def _publish(url_port: int, messages: list[tuple[str, bytes]]) -> None:
@@ -260,13 +273,29 @@ async def _publish(url_port: int, messages: list[tuple[str, bytes]]) -> None:
             await client.publish(topic, payload, qos=1)
 
 
-def test_garbage_on_the_wire_is_refused_and_counted(
-    broker: BrokerProcess, central: CentralProcess, make_agent: Any
-) -> None:
+def test_garbage_and_forgeries_on_the_wire_are_refused_and_counted(tmp_path: Path) -> None:
+    """Someone who controls the broker (here: an open one anyone may publish to) sends
+    garbage to central and forged control messages to a kiosk: central refuses what does not
+    parse, and the kiosk obeys nothing that central did not sign for its own topic."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from biblioedge.provisioning import signing
+
+    broker = BrokerProcess(tmp_path / "open-broker")
+    central = CentralProcess(tmp_path / "central", broker, secure=False)
+    broker.start()
+    central.start()
     port = free_port()
-    agent = make_agent("gate-04", metrics={"port": port})
+    data = tmp_path / "gate-04"
+    agent = AgentProcess(
+        data,
+        agent_config(data, "gate-04", "gate", "tv-tinh", broker.url, metrics={"port": port}),
+        central,
+    )
     agent.start()
     wait_until(lambda: device(central, "gate-04").get("online"), 15, what="online")
+    mallory = Ed25519PrivateKey.generate()
+    ack = orjson.dumps({"batch_id": "b", "stored": []})
     asyncio.run(
         _publish(
             broker.port,
@@ -279,11 +308,16 @@ def test_garbage_on_the_wire_is_refused_and_counted(
                 ("be/tv-tinh/gate-04/events", b"[" + b"1," * (MAX_PAYLOAD_BYTES // 2) + b"1]"),
                 ("be/tv-tinh/gate-04/state", b'{"device_id":"gate-04"}'),
                 ("be/BAD SITE/gate-04/events", b"{}"),
+                # to the kiosk: unsigned, signed by a stranger, signed under central's kid
                 ("be/tv-tinh/gate-04/desired", b"not json at all"),
-                ("be/tv-tinh/gate-04/ack", orjson.dumps({"batch_id": "b", "stored": 5})),
+                ("be/tv-tinh/gate-04/ack", ack),
+                (
+                    "be/tv-tinh/gate-04/desired",
+                    signing.sign(mallory, "evil", "be/tv-tinh/gate-04/desired", b"{}"),
+                ),
                 (
                     "be/tv-tinh/gate-04/cmd",
-                    orjson.dumps({"command_id": "c1", "name": "self_destruct"}),
+                    signing.sign(mallory, "c1", "be/tv-tinh/gate-04/cmd", b"{}"),
                 ),
             ],
         )
@@ -294,7 +328,11 @@ def test_garbage_on_the_wire_is_refused_and_counted(
         20,
         what="good events after garbage",
     )
-    text = httpx.get(central.url + "/metrics", timeout=5).text
+    text = httpx.get(
+        central.url + "/metrics",
+        timeout=5,
+        verify=ssl.create_default_context(cafile=central.ca_file),
+    ).text
     assert 'central_messages_refused_total{reason="malformed_json"}' in text
     assert 'central_messages_refused_total{reason="oversized"}' in text
     assert 'central_messages_refused_total{reason="invalid"}' in text
@@ -302,7 +340,11 @@ def test_garbage_on_the_wire_is_refused_and_counted(
         q = api.get("/quarantine").json()
     assert any(item["reason"] == "invalid_event" for item in q)
     m = scrape(port)
-    assert m["agent_bad_messages_total{reason=malformed_json}"] >= 1
-    assert m["agent_bad_messages_total{reason=invalid}"] >= 1
-    assert m["agent_bad_messages_total{reason=unknown_command}"] >= 1
+    assert m["agent_bad_messages_total{reason=unsigned}"] >= 2
+    assert m["agent_bad_messages_total{reason=unknown_key}"] >= 1
+    assert m["agent_bad_messages_total{reason=bad_signature}"] >= 1
+    assert device(central, "gate-04")["reported"]["desired_version"] == 0
     assert agent.alive() and central.alive()
+    agent.stop()
+    central.stop()
+    broker.stop()

@@ -132,6 +132,7 @@ def test_kiosk_run_starts_the_screen_with_the_agent_and_stops_on_sigterm(tmp_pat
     conf.write_text(
         f'role = "gate"\nsite = "tv-tinh"\ndevice_id = "gate-77"\ndata_dir = "{tmp_path}"\n'
         '[broker]\nurl = "mqtt://127.0.0.1:1"\n[metrics]\nenabled = false\n'
+        "[security]\nrequire = false\n"
         f'[gate]\nenabled = true\ncamera = "sim:{camera}"\nrelay = "sim"\n'
     )
     proc = subprocess.Popen(

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -90,9 +91,13 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     api_url = next(w for w in banner.split() if w.endswith("/api/v1"))
     token = (tmp_path / "demo" / "admin-token").read_text().strip()
     auth = {"Authorization": f"Bearer {token}"}
+    ca = ssl.create_default_context(cafile=tmp_path / "demo" / "central" / "keys" / "device-ca.crt")
+    assert api_url.startswith("https://")
 
     def types() -> set[str]:
-        items = httpx.get(f"{api_url}/events", params={"limit": 1000}, headers=auth).json()["items"]
+        items = httpx.get(
+            f"{api_url}/events", params={"limit": 1000}, headers=auth, verify=ca
+        ).json()["items"]
         return {i["type"] for i in items}
 
     wait_until(
@@ -103,7 +108,9 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
 
     def gate() -> list[dict[str, object]]:
         params = {"type": "gate.decision", "limit": 1000}
-        items = httpx.get(f"{api_url}/events", params=params, headers=auth).json()["items"]
+        items = httpx.get(f"{api_url}/events", params=params, headers=auth, verify=ca).json()[
+            "items"
+        ]
         return [i["payload"] for i in items]
 
     # the demo gate runs the real flow: sample readers recognized, strangers refused
@@ -117,7 +124,7 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     )
     # the desk registered the simulated citizen from her simulated chip...
     regs = httpx.get(
-        f"{api_url}/events", params={"type": "desk.registration"}, headers=auth
+        f"{api_url}/events", params={"type": "desk.registration"}, headers=auth, verify=ca
     ).json()["items"]
     assert len(regs) == 1 and regs[0]["payload"]["check"]["method"] == "chip_face"
     assert regs[0]["payload"]["check"]["passive_auth"] == "ok"
@@ -131,9 +138,9 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     )
     granted = {p["patron_id"] for p in gate() if p["decision"] == "grant"}
     assert granted <= {"P000101", "P000102", "P000103", "P000104", patron}
-    devices = httpx.get(f"{api_url}/devices", headers=auth).json()
+    devices = httpx.get(f"{api_url}/devices", headers=auth, verify=ca).json()
     assert {d["role"] for d in devices} == {"gate", "selfcheck", "desk"}
-    assert httpx.get(f"{api_url}/health").json()["status"] == "ok"
+    assert httpx.get(f"{api_url}/health", verify=ca).json()["status"] == "ok"
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=30)
@@ -194,7 +201,8 @@ def test_embedded_broker_fallback_carries_the_same_protocol(tmp_path: Path) -> N
     """What a machine without mosquitto runs: the amqtt broker in a child process."""
     broker = BrokerProcess(tmp_path / "broker", kind="amqtt")
     broker.start()
-    central = CentralProcess(tmp_path / "central", broker.url, "tok")
+    central = CentralProcess(tmp_path / "central", broker)
+    assert not central.secure  # the fallback cannot enforce certificates: said, not hidden
     agent = AgentProcess(
         tmp_path / "a",
         agent_config(
@@ -205,6 +213,7 @@ def test_embedded_broker_fallback_carries_the_same_protocol(tmp_path: Path) -> N
             broker.url,
             simulator={"enabled": True, "rate_per_s": 50.0},
         ),
+        central,
     )
     try:
         central.start()
