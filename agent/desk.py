@@ -33,6 +33,8 @@ from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
+import orjson
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from biblioedge.agent.store import AsyncStore, Store
@@ -47,7 +49,8 @@ from biblioedge.drivers.codes import FrameDecoder
 from biblioedge.drivers.errors import DriverError
 from biblioedge.models.engine import AsyncFaceEngine
 from biblioedge.models.quality import QualityConfig, assess
-from biblioedge.protocol import uuid7
+from biblioedge.protocol import registration_context, uuid7
+from biblioedge.provisioning.sealing import seal
 
 log = logging.getLogger("biblioedge.agent.desk")
 
@@ -102,6 +105,9 @@ class DeskSettings:
     answer_wait_s: float = 8.0
     idle_reset_s: float = 120.0
     quality: QualityConfig = field(default_factory=QualityConfig)
+    #: central's X25519 key: registrations are sealed to it before they enter the outbox
+    seal_key: X25519PublicKey | None = None
+    device_id: str = ""
 
 
 class ChipSource(Protocol):
@@ -573,11 +579,21 @@ class DeskFlow:
             }
         return payload
 
+    def _sealed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Name, kept ID fields and templates sealed to central before they touch the disk:
+        only the registration id stays readable (central answers a resend by it)."""
+        key = self.settings.seal_key
+        if key is None:
+            return payload
+        rid = str(payload["registration_id"])
+        blob = seal(key, orjson.dumps(payload), registration_context(self.settings.device_id, rid))
+        return {"registration_id": rid, "sealed": base64.b64encode(blob).decode()}
+
     async def _register(
         self, payload: dict[str, Any], person: dict[str, str], card: CardData | None
     ) -> str:
         self._show(DeskView("registering", "registering", person=person))
-        event = await self.emit(REGISTRATION, payload)
+        event = await self.emit(REGISTRATION, self._sealed(payload))
         event_id = event.event_id
         self._current = event_id
         photo = card.photo if card is not None and self.settings.card_photo else None

@@ -21,6 +21,7 @@ from biblioedge.keys import load_or_create_key
 from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
 from biblioedge.models.onnx import RuntimeOptions
 from biblioedge.models.store import ModelStore
+from biblioedge.provisioning.sealing import load_x25519_public
 
 log = logging.getLogger("biblioedge.agent.desk")
 
@@ -36,6 +37,8 @@ def desk_settings(cfg: AgentConfig) -> DeskSettings:
         card_valid_days=d.card_valid_days,
         templates=d.templates,
         face_threshold=d.face_threshold,
+        seal_key=load_x25519_public(cfg.security.seal_key) if cfg.security.seal_key else None,
+        device_id=cfg.device_id,
     )
 
 

@@ -47,7 +47,11 @@ class OutboxPump:
         self.repo.migrate()
         self.readers = Readers(self.repo, load_or_create_key(data / "templates.key"))
         self.cards = Cards(self.readers, load_or_create_key(data / "cards.key"))
-        self.registrar = Registrar(self.readers, self.cards)
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        #: central's sealing key: the desk seals registrations to its public half
+        self.seal_key = X25519PrivateKey.generate()
+        self.registrar = Registrar(self.readers, self.cards, seal_key=self.seal_key)
         self.repo.effects[REGISTRATION] = self.registrar
         self.online = True
 
@@ -85,9 +89,13 @@ def simulated_desk(
     settings: Any,
     site: str = SITE,
     device: str = DESK,
+    seal_key: Any = None,
 ) -> Any:
     """A desk flow on the simulated camera and the PC/SC reader, recording into ``store``
-    (a :class:`Store`), printing into ``prints``: the benchmark's and the tests' desk."""
+    (a :class:`Store`), printing into ``prints``: the benchmark's and the tests' desk.
+    ``seal_key``: central's public sealing key, as an enrolled desk has it."""
+    import dataclasses
+
     from prometheus_client import CollectorRegistry
 
     from biblioedge.agent.desk import DeskFlow, DeskMetrics
@@ -110,7 +118,7 @@ def simulated_desk(
         store=AsyncStore(store),
         printer=CardPrinter(f"dir:{prints}"),
         pepper=b"b" * 32,
-        settings=settings,
+        settings=dataclasses.replace(settings, seal_key=seal_key, device_id=device),
         metrics=DeskMetrics(CollectorRegistry()),
     )
 
@@ -169,7 +177,13 @@ async def _registrations(runs: int, citizen: Any, qr: str, pki: Any, say: Any) -
     store = Store(tmp / "desk.sqlite3")
     central = OutboxPump(tmp)
     flow = simulated_desk(
-        store, FaceEngine(), frames, pki.csca, tmp / "cards", DeskSettings(librarian="bench")
+        store,
+        FaceEngine(),
+        frames,
+        pki.csca,
+        tmp / "cards",
+        DeskSettings(librarian="bench"),
+        seal_key=central.seal_key.public_key(),
     )
     files = chip_files(citizen.files(pki))
     card = VpcdCard(CccdChip(citizen.mrz_information(), files, can=citizen.can))

@@ -230,6 +230,12 @@ class RegistrationCheck(_Strict):
     override_reason: str | None = Field(default=None, max_length=200)
 
 
+def registration_context(device_id: str, registration_id: str) -> bytes:
+    """What a sealed ``desk.registration`` payload is bound to: it opens only as this desk's
+    event for this registration, so a sealed blob copied elsewhere is refused."""
+    return f"desk.registration\0{device_id}\0{registration_id}".encode()
+
+
 class DeskRegistration(_Strict):
     """Payload of ``desk.registration``: one reader registered (or re-registered) at a desk.
 
@@ -276,23 +282,6 @@ class SiteKeys(_Strict):
     keys: dict[str, str] = Field(
         max_length=16, description="kid -> base64 of the key sealed to the gate's public key"
     )
-
-
-class SealedGallery(_Strict):
-    """A gallery delta encrypted with the site key (AES-256-GCM, AAD = site and kid)."""
-
-    v: int = PROTOCOL_VERSION
-    site: str
-    kid: str = Field(min_length=1, max_length=32)
-    nonce: str = Field(min_length=16, max_length=16, description="base64 of 12 bytes")
-    ciphertext: str = Field(description="base64")
-
-
-class SealedPayload(_Strict):
-    """An event payload sealed to central's X25519 key (desk registrations)."""
-
-    sealed: str = Field(min_length=1, description="base64 of the sealed JSON payload")
-    kid: str = Field(default="s1", max_length=32)
 
 
 # -- topics -------------------------------------------------------------------------------

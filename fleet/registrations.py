@@ -14,12 +14,15 @@ trail: no name, no profile, no templates.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -27,17 +30,53 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.db import reader_profiles, readers, registrations, templates
 from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
-from biblioedge.protocol import DeskRegistration, Event, ProtocolError, utc_now
+from biblioedge.protocol import (
+    DeskRegistration,
+    Event,
+    ProtocolError,
+    registration_context,
+    utc_now,
+)
+from biblioedge.provisioning.sealing import SealError, open_sealed
 
 REGISTRATION = "desk.registration"
 
 
 class Registrar:
-    def __init__(self, registry: Readers, cards: Cards, prefix: str = "BE") -> None:
+    def __init__(
+        self,
+        registry: Readers,
+        cards: Cards,
+        prefix: str = "BE",
+        seal_key: X25519PrivateKey | None = None,
+    ) -> None:
         self.readers = registry
         self.cards = cards
         self.prefix = prefix
         self.aead: AESGCM = registry.aead
+        self.seal_key = seal_key
+
+    def _opened(self, event: Event) -> dict[str, Any]:
+        """The registration, opened if the desk sealed it to central (it always does once
+        enrolled; an unsealed one comes from a desk without central's key)."""
+        payload = event.payload
+        if "sealed" not in payload:
+            return payload
+        if self.seal_key is None:
+            raise ProtocolError("invalid_registration", "sealed, and central has no sealing key")
+        rid = payload.get("registration_id")
+        try:
+            if not isinstance(rid, str) or set(payload) != {"registration_id", "sealed"}:
+                raise ValueError("a sealed registration carries its id and the sealed data")
+            blob = base64.b64decode(str(payload["sealed"]), validate=True)
+            inner = orjson.loads(
+                open_sealed(self.seal_key, blob, registration_context(event.device_id, rid))
+            )
+        except (SealError, ValueError, binascii.Error) as exc:
+            raise ProtocolError("invalid_registration", f"sealed data: {exc}") from exc
+        if not isinstance(inner, dict) or inner.get("registration_id") != rid:
+            raise ProtocolError("invalid_registration", "sealed data names another registration")
+        return inner
 
     def result_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
         rid = event.payload.get("registration_id")
@@ -50,7 +89,7 @@ class Registrar:
         """(payload to store, answer for the desk); ProtocolError refuses the registration,
         which quarantines the event and tells the desk why."""
         try:
-            reg = DeskRegistration.model_validate(event.payload)
+            reg = DeskRegistration.model_validate(self._opened(event))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

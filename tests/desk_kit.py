@@ -102,6 +102,7 @@ async def running_desk(
         settings or DeskSettings(librarian="lan", answer_wait_s=3.0),
         site=SITE,
         device=DESK,
+        seal_key=central.seal_key.public_key(),
     )
     desk = Desk(flow, store, central, citizen, qr, pki, card, prints)
     flow.on_view = desk.views.append

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import cv2
+import orjson
 import pytest
 from desk_kit import running_desk
 from sqlalchemy import select
@@ -121,6 +122,16 @@ async def test_offline_registration_waits_and_the_card_prints_later(tmp_path: Pa
         desk.flow.tap("consent_yes")
         view = await desk.until("pending")
         assert view.pending_cards == 1 and desk.store.outbox_depth() == 1
+        # what waits on the desk's disk is sealed to central: no name, ID fields or templates
+        (row,) = desk.store.read_batch(0, 10, 1 << 20)
+        payload = orjson.loads(row.body)["payload"]
+        assert set(payload) == {"registration_id", "sealed"}
+        desk.store.conn.execute("PRAGMA wal_checkpoint(FULL)")
+        on_disk = await asyncio.to_thread(
+            lambda: b"".join(p.read_bytes() for p in tmp_path.glob("desk.sqlite3*"))
+        )
+        for secret in ("Nguyễn Thị Bình", "Bình", "15/03/1990", "dlib-resnet"):
+            assert secret.encode() not in on_disk, secret
         desk.flow.tap("next")
         await desk.until("idle")
         assert not desk.prints.exists()

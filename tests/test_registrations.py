@@ -212,3 +212,34 @@ def test_erasure_removes_profile_and_registration(central: Central) -> None:
     ev2 = central.event(registration())
     ack2, _ = central.send(ev2)
     assert not ack2.results[ev2["event_id"]]["returning"]
+
+
+def test_sealed_registrations_open_only_as_their_desks_event(central: Central) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from biblioedge.protocol import registration_context
+    from biblioedge.provisioning.sealing import seal
+
+    key = X25519PrivateKey.generate()
+    central.registrar.seal_key = key
+
+    def sealed(doc: dict[str, Any], device: str = DESK, rid: str | None = None) -> dict[str, Any]:
+        rid = rid or doc["registration_id"]
+        blob = seal(key.public_key(), orjson.dumps(doc), registration_context(device, rid))
+        return {"registration_id": rid, "sealed": base64.b64encode(blob).decode()}
+
+    good = registration()
+    ack, _ = central.send(central.event(sealed(good)))
+    assert ack.stored and ack.results[ack.stored[0]]["patron_id"].startswith("BE")
+    copied = registration(ref="b" * 64)  # sealed for another desk, or another registration
+    bad = [
+        sealed(copied, device="desk-9"),
+        sealed(copied, rid=uuid7()),
+        {"registration_id": uuid7(), "sealed": "!!not base64"},
+        {**sealed(registration(ref="c" * 64)), "display_name": "x"},
+    ]
+    ack, result = central.send(*[central.event(b) for b in bad])
+    assert not ack.stored and set(ack.rejected.values()) == {"invalid_registration"}
+    with central.repo.engine.connect() as conn:
+        kept = [r.raw for r in conn.execute(select(quarantine))]
+    assert all("sealed" not in k or "redacted" in k for k in kept)
