@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from biblioedge import __version__
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.metrics import AgentMetrics
+from biblioedge.agent.sitekeys import SiteKeyRing
 from biblioedge.agent.store import AsyncStore, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.logs import fields
@@ -43,6 +44,7 @@ from biblioedge.protocol import (
     GalleryDelta,
     ProtocolError,
     ReportedState,
+    SiteKeys,
     decode,
     device_topic,
     dumps,
@@ -104,6 +106,11 @@ class Sync:
         self._link = Transition(log, "broker")
         self._last_command: datetime | None = None
         self._reconnect = asyncio.Event()
+        cfg = config_ref()
+        #: the site's gallery keys (gates only: nobody else keeps templates)
+        self.site_keys = (
+            SiteKeyRing(cfg.identity_dir, cfg.device_id, cfg.site) if on_gallery else None
+        )
         self.control_keys: dict[str, Ed25519PublicKey] = {
             kid: signing.load_public(k) for kid, k in config_ref().security.control_keys.items()
         }
@@ -196,6 +203,7 @@ class Sync:
             ]
             if self._on_gallery is not None:  # gates only: nobody else keeps templates
                 topics.append((gallery_topic(cfg.site), 1))
+                topics.append((device_topic(cfg.site, cfg.device_id, "keys"), 1))
             await client.subscribe(topics)
             self._cursor = 0  # resync: anything still in the outbox goes again
             self.status.inflight.clear()
@@ -310,8 +318,11 @@ class Sync:
                     await self._on_desired(decode(DesiredState, body))
                 elif channel == "cmd":
                     await self._handle_command(decode(Command, body))
-                elif channel == "gallery" and self._on_gallery is not None:
-                    await self._on_gallery(decode(GalleryDelta, body))
+                elif channel == "keys" and self.site_keys is not None:
+                    if self.site_keys.update(decode(SiteKeys, body)):
+                        self._state_dirty.set()  # central answers with the delta we lack
+                elif channel == "gallery" and self._on_gallery and self.site_keys is not None:
+                    await self._on_gallery(decode(GalleryDelta, self.site_keys.open(body)))
             except ProtocolError as exc:
                 self.metrics.bad_messages.labels(exc.reason).inc()
                 log.warning("refused %s message: %s", channel, exc, extra=fields(reason=exc.reason))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import aiomqtt
@@ -19,6 +20,7 @@ from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Incoming, IngestResult, Repo
+from biblioedge.fleet.sitekeys import SiteKeyring
 from biblioedge.protocol import (
     MAX_PAYLOAD_BYTES,
     Ack,
@@ -46,6 +48,9 @@ class Bridge:
         self.cfg = cfg
         self.identity = identity
         self.signer = identity.signer
+        self.site_keys = SiteKeyring(repo.engine, identity.aead)
+        #: (device id, site, certificate PEM) of the gates that hold a valid certificate
+        self.gates: Callable[[], list[tuple[str, str, str]]] = lambda: []
         self.repo = repo
         self.readers = readers
         self.metrics = metrics
@@ -68,6 +73,7 @@ class Bridge:
                     log.info("bridge connected to %s", self.cfg.broker.url)
                     await client.subscribe([("be/+/+/events", 1), ("be/+/+/state", 1)])
                     await self._publish_all_desired(client)
+                    await self._publish_keys(client, None)
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._receive(client), name="bridge:receive")
                         tg.create_task(self._ingest(client), name="bridge:ingest")
@@ -180,9 +186,10 @@ class Bridge:
         delta = await loop.run_in_executor(self._db, self.readers.delta, site, base)
         if delta is not None:
             topic = gallery_topic(site)
-            await client.publish(
-                topic, self.signer.envelope(topic, dumps(delta)), qos=1, timeout=10
+            sealed = await loop.run_in_executor(
+                self._db, self.site_keys.seal_delta, site, dumps(delta)
             )
+            await client.publish(topic, self.signer.envelope(topic, sealed), qos=1, timeout=10)
             self.metrics.gallery_deltas.inc()
 
     async def gallery_changed(self, site: str) -> None:
@@ -196,6 +203,36 @@ class Bridge:
         with contextlib.suppress(aiomqtt.MqttError):
             for base in sorted(versions):
                 await self._send_gallery(client, site, base)
+
+    async def _publish_keys(self, client: aiomqtt.Client, site: str | None) -> None:
+        """The site keys, wrapped to each gate of ``site`` (every site: None), retained."""
+        loop = asyncio.get_running_loop()
+        gates = await loop.run_in_executor(self._db, self.gates)
+        for device_id, gate_site, cert in gates:
+            if site is not None and gate_site != site:
+                continue
+            body = await loop.run_in_executor(
+                self._db, self.site_keys.message, device_id, gate_site, cert
+            )
+            topic = device_topic(gate_site, device_id, "keys")
+            await client.publish(
+                topic, self.signer.envelope(topic, body), qos=1, retain=True, timeout=10
+            )
+
+    async def site_keys_changed(self, site: str, revoked: str | None = None) -> None:
+        """After a gate enrolled or renewed (its wrapping changed) or was revoked (the site
+        key rotates first and the revoked gate's retained copy is cleared)."""
+        loop = asyncio.get_running_loop()
+        if revoked is not None:
+            await loop.run_in_executor(self._db, self.site_keys.rotate, site)
+        client = self.client
+        if client is None:
+            return  # published to every gate when the bridge reconnects
+        with contextlib.suppress(aiomqtt.MqttError):
+            if revoked is not None:
+                topic = device_topic(site, revoked, "keys")
+                await client.publish(topic, b"", qos=1, retain=True, timeout=10)
+            await self._publish_keys(client, site)
 
     def close(self) -> None:
         self._db.shutdown(wait=True)

@@ -78,7 +78,22 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     identity, registry = await asyncio.to_thread(open_identity, cfg, repo)
     repo.effects[REGISTRATION] = Registrar(readers, cards, cfg.patron_prefix, identity.seal_key)
     bridge = Bridge(cfg, repo, metrics, readers, identity)
+    bridge.gates = lambda: [
+        (name.device_id, name.site, pem) for name, pem in registry.active() if name.role == "gate"
+    ]
     app = create_app(cfg, repo, bridge, metrics, readers, cards, registry)
+
+    async def enrolled(device_id: str, site: str, role: str) -> None:
+        if role == "gate":
+            await bridge.site_keys_changed(site)
+
+    async def revoked(device_id: str) -> None:
+        device = await asyncio.to_thread(repo.get_device, device_id)
+        if device is not None and device["role"] == "gate":
+            await bridge.site_keys_changed(str(device["site"]), revoked=device_id)
+
+    app.state.on_enrolled = enrolled
+    app.state.on_revoked = revoked
     tls: dict[str, str] = {}
     if cfg.http.tls:
         crt, tls_key = identity.https_files

@@ -73,8 +73,6 @@ class Registry:
         self.broker_url = broker_url
         self.central_url = central_url
         self.pid_file = pid_file
-        #: called with (device_id, site, role, cert pem) after a gate's certificate changed
-        self.on_gate_cert: list[Any] = []
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -160,7 +158,6 @@ class Registry:
             self._register(conn, name, now)
         log.info("enrolled %s (%s at %s)", name.device_id, name.role, name.site)
         self.sync_broker()
-        self._gate_cert_changed(name, cert)
         return self._bundle(name, cert)
 
     def renew(self, cert_pem: bytes, csr_pem: bytes, signature_b64: str) -> dict[str, Any]:
@@ -195,7 +192,6 @@ class Registry:
             self._store_cert(conn, name, cert)
         log.info("renewed the certificate of %s", name.device_id)
         self.sync_broker()
-        self._gate_cert_changed(name, cert)
         return self._bundle(name, cert)
 
     def revoke(self, device_id: str) -> int:
@@ -289,11 +285,6 @@ class Registry:
                 .where(devices.c.device_id == name.device_id)
                 .values(registered=True, role=name.role)
             )
-
-    def _gate_cert_changed(self, name: pki.DeviceName, cert: Any) -> None:
-        if name.role == "gate":
-            for listener in self.on_gate_cert:
-                listener(name.device_id, name.site)
 
     def _bundle(self, name: pki.DeviceName, cert: Any) -> dict[str, Any]:
         return {

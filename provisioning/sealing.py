@@ -84,3 +84,45 @@ def load_x25519_public(text: str) -> x25519.X25519PublicKey:
         return x25519.X25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(text.encode()))
     except (ValueError, binascii.Error) as exc:
         raise ValueError(f"not an X25519 public key: {exc}") from exc
+
+
+class UnknownKey(SealError):
+    """Sealed with a key this side does not hold (yet)."""
+
+
+def seal_with(key: bytes, kid: str, data: bytes, context: bytes) -> bytes:
+    """Symmetric sealing under a named AES-256 key: ``len(kid) | kid | nonce | ciphertext``."""
+    head = kid.encode()
+    if not 0 < len(head) < 256:
+        raise ValueError("a key id is 1 to 255 bytes")
+    nonce = os.urandom(12)
+    return bytes([len(head)]) + head + nonce + AESGCM(key).encrypt(nonce, data, context + head)
+
+
+def open_with(keys: dict[str, bytes], blob: bytes, context: bytes) -> bytes:
+    if not blob:
+        raise SealError("sealed data is empty")
+    n = blob[0]
+    head, rest = blob[1 : 1 + n], blob[1 + n :]
+    try:
+        kid = head.decode()
+    except UnicodeDecodeError as exc:
+        raise SealError("sealed data names no key") from exc
+    key = keys.get(kid)
+    if key is None:
+        raise UnknownKey(f"sealed with key {kid[:32]!r}, which this side does not hold")
+    if len(rest) < 12 + 16:
+        raise SealError("sealed data is truncated")
+    try:
+        return AESGCM(key).decrypt(rest[:12], rest[12:], context + head)
+    except InvalidTag as exc:
+        raise SealError("sealed data does not open with its key") from exc
+
+
+def site_key_context(site: str, kid: str, device_id: str) -> bytes:
+    """A site key wrapped for one gate opens only as that gate's key for that site."""
+    return f"site-key\0{site}\0{kid}\0{device_id}".encode()
+
+
+def gallery_context(site: str) -> bytes:
+    return f"gallery\0{site}\0".encode()

@@ -388,3 +388,58 @@ def test_enrollment_to_first_event_and_a_kiosk_that_is_not_enrolled_refuses_to_s
     lone.start()
     assert lone.proc is not None and lone.proc.wait(20) == 2
     assert "enroll the kiosk first" in lone.log_tail()
+
+
+def test_gallery_deltas_open_only_with_the_sites_key_wrapped_to_this_gate(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from biblioedge.agent.sitekeys import SiteKeyRing
+    from biblioedge.fleet.sitekeys import SiteKeyring
+    from biblioedge.protocol import SiteKeys, decode
+
+    repo = Repo(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    repo.migrate()
+    central = SiteKeyring(repo.engine, AESGCM(b"k" * 32))
+    ca = pki.DeviceCA.create()
+
+    def gate(device: str, site: str = "tv-tinh") -> tuple[SiteKeyRing, str]:
+        key = pki.new_key()
+        name = pki.DeviceName(device, site, "gate")
+        pem = pki.cert_pem(ca.issue_device(pki.make_csr(key, name), name, 30)).decode()
+        folder = tmp_path / device
+        pki.write_private(folder / "device.key", pki.key_pem(key))
+        return SiteKeyRing(folder, device, site), pem
+
+    ring1, pem1 = gate("gate-01")
+    ring2, pem2 = gate("gate-02")
+    first = central.message("gate-01", "tv-tinh", pem1)
+    assert ring1.update(decode(SiteKeys, first))
+    sealed = central.seal_delta("tv-tinh", b'{"base":0}')
+    assert b"base" not in sealed and ring1.open(sealed) == b'{"base":0}'
+    # gate-02's wrapping does not open with gate-01's key, nor is it for gate-01
+    other = decode(SiteKeys, central.message("gate-02", "tv-tinh", pem2))
+    with pytest.raises(ProtocolError) as err:
+        ring1.update(other)
+    assert err.value.reason == "device_mismatch"
+    stolen = other.model_copy(update={"device_id": "gate-01", "version": 9})
+    with pytest.raises(ProtocolError) as err:
+        ring1.update(stolen)
+    assert err.value.reason == "bad_site_keys"
+    with pytest.raises(ProtocolError) as err:
+        ring1.open(sealed[:-1] + bytes([sealed[-1] ^ 1]))
+    assert err.value.reason == "bad_gallery"
+    # gate-02 is revoked: the key rotates; gate-01 gets the new set, gate-02 never does
+    assert ring2.update(other)
+    central.rotate("tv-tinh")
+    after = central.seal_delta("tv-tinh", b'{"base":1}')
+    with pytest.raises(ProtocolError) as err:
+        ring2.open(after)
+    assert err.value.reason == "unknown_site_key"
+    assert ring1.update(decode(SiteKeys, central.message("gate-01", "tv-tinh", pem1)))
+    assert ring1.open(after) == b'{"base":1}' and ring1.open(sealed) == b'{"base":0}'
+    assert not ring1.update(decode(SiteKeys, first))  # an older set replayed: ignored
+    assert SiteKeyRing(tmp_path / "gate-01", "gate-01", "tv-tinh").open(after)  # kept on disk
+    other_site, pem3 = gate("gate-03", "xa-b")
+    with pytest.raises(ProtocolError):
+        other_site.open(after)
+    repo.close()

@@ -136,18 +136,24 @@ def router(registry: Registry, metrics: CentralMetrics, ttl_s: int) -> APIRouter
         except EnrollmentError as exc:
             raise refuse(exc) from exc
 
+    async def announce(request: Request, out: dict[str, Any]) -> None:
+        hook = getattr(request.app.state, "on_enrolled", None)
+        if hook is not None:
+            await hook(out["device_id"], out["site"], out["role"])
+
     @api.post("/enroll", response_model=IdentityOut, responses=_REFUSALS)
-    async def enroll(body: EnrollIn) -> dict[str, Any]:
+    async def enroll(body: EnrollIn, request: Request) -> dict[str, Any]:
         """Exchange a token and a CSR for the kiosk's certificate and central's keys."""
         try:
             out = await run_in_threadpool(registry.enroll, body.token, body.csr.encode())
         except EnrollmentError as exc:
             raise refuse(exc) from exc
         metrics.enrollments.labels("enrolled").inc()
+        await announce(request, out)
         return out
 
     @api.post("/renewals", response_model=IdentityOut, responses=_REFUSALS)
-    async def renew(body: RenewIn) -> dict[str, Any]:
+    async def renew(body: RenewIn, request: Request) -> dict[str, Any]:
         """A new certificate for a kiosk that proves it holds its current key."""
         try:
             out = await run_in_threadpool(
@@ -156,6 +162,7 @@ def router(registry: Registry, metrics: CentralMetrics, ttl_s: int) -> APIRouter
         except EnrollmentError as exc:
             raise refuse(exc) from exc
         metrics.enrollments.labels("renewed").inc()
+        await announce(request, out)
         return out
 
     @api.post("/devices/{device_id}/revoke", tags=["devices"])
