@@ -87,6 +87,13 @@ class AgentSecurityConfig(StrictModel):
     renew_check_s: float = Field(
         default=3600.0, gt=0, description="How often to check whether the certificate is due"
     )
+    renew_after: float = Field(
+        default=2 / 3,
+        gt=0,
+        lt=1,
+        description="Renew the certificate once this fraction of its lifetime has passed "
+        "(a year's certificate: four months ahead, time enough to ride out an outage)",
+    )
     command_max_age_s: float = Field(
         default=600.0, gt=0, description="Commands issued longer ago than this are refused"
     )

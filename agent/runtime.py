@@ -109,7 +109,7 @@ class Renewal:
         while True:
             ctx.heartbeat()
             sec = self.rt.config.security
-            if sec.central_url and files.present() and due_for_renewal(files):
+            if sec.central_url and files.present() and due_for_renewal(files, sec.renew_after):
                 try:
                     until = await asyncio.to_thread(renew, sec.central_url, files)
                 except (EnrollError, OSError, ValueError) as exc:

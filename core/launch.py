@@ -100,11 +100,11 @@ class CentralProcess(Child):
             security["broker_pid_file"] = str(broker.pid_file)
         conf: dict[str, Any] = {
             "data_dir": str(data_dir),
-            **(extra or {}),
             "broker": {"url": broker.url},
             "http": {"host": "127.0.0.1", "port": self.port},
             "security": security,
         }
+        conf = deep_merge(conf, extra or {})
         (data_dir / "central.toml").write_text(to_toml(conf))
         self.token = self._init()
         super().__init__(

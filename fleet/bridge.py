@@ -19,7 +19,7 @@ from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
-from biblioedge.fleet.repo import Incoming, IngestResult, Repo
+from biblioedge.fleet.repo import AckOut, Incoming, IngestResult, Repo
 from biblioedge.fleet.sitekeys import SiteKeyring
 from biblioedge.protocol import (
     MAX_PAYLOAD_BYTES,
@@ -132,19 +132,18 @@ class Bridge:
                 await self._send_gallery(client, site, version)
             for site in result.changed_sites:  # a desk registered readers: gates follow now
                 await self.gallery_changed(site)
-            # Acks only after the transaction committed: that is the whole promise.
-            for ack in result.acks:
-                body = Ack(
-                    batch_id=ack.batch_id,
-                    stored=ack.stored,
-                    rejected=ack.rejected,
-                    results=ack.results,
-                )
-                topic = device_topic(ack.site, ack.device_id, "ack")
-                await client.publish(
-                    topic, self.signer.envelope(topic, dumps(body)), qos=1, timeout=10
-                )
-                self.metrics.acks.inc()
+            # Acks only after the transaction committed: that is the whole promise. They are
+            # independent, so all of them go out at once rather than one PUBACK round trip
+            # after another (over TLS that wait had cut throughput by a quarter).
+            await asyncio.gather(*(self._publish_ack(client, ack) for ack in result.acks))
+
+    async def _publish_ack(self, client: aiomqtt.Client, ack: AckOut) -> None:
+        body = Ack(
+            batch_id=ack.batch_id, stored=ack.stored, rejected=ack.rejected, results=ack.results
+        )
+        topic = device_topic(ack.site, ack.device_id, "ack")
+        await client.publish(topic, self.signer.envelope(topic, dumps(body)), qos=1, timeout=10)
+        self.metrics.acks.inc()
 
     def _count(self, r: IngestResult) -> None:
         self.metrics.ingested.inc(r.inserted)

@@ -14,6 +14,7 @@ client whose ACL entry is gone is denied every publish and delivery at once).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -100,23 +101,24 @@ class CentralIdentity:
             self.seal_key = x25519.X25519PrivateKey.generate()
             _seal_file(aead, seal, self.seal_key.private_bytes_raw())
         self.aead = aead
-        self._tls_leaf("bridge", lambda k: ca.issue_client(pki.BRIDGE_ID, k, cert_days))
-        self._tls_leaf("https", lambda k: ca.issue_server(k, hosts, cert_days))
+        self._tls_leaf("bridge", lambda k: ca.issue_client(pki.BRIDGE_ID, k, cert_days), [])
+        self._tls_leaf("https", lambda k: ca.issue_server(k, hosts, cert_days), hosts)
         self._broker_leaf(cert_days)
 
     # -- TLS leaves ----------------------------------------------------------------------
 
-    def _tls_leaf(self, name: str, issue: object) -> None:
-        """(Re)issue ``keys/{name}.crt`` when it is missing, from another CA or near expiry."""
+    def _tls_leaf(self, name: str, issue: object, hosts: list[str]) -> None:
+        """(Re)issue ``keys/{name}.crt`` when it is missing, from another CA, near expiry, or
+        (server certificates) for other names than ``security.hostnames`` now lists."""
         crt, key = self.keys_dir / f"{name}.crt", self.keys_dir / f"{name}.key"
-        if self._leaf_ok(crt):
+        if self._leaf_ok(crt, hosts):
             return
         k = pki.new_key()
         cert = issue(k.public_key())  # type: ignore[operator]
         pki.write_private(key, pki.key_pem(k))
         pki.write_public(crt, pki.cert_pem(cert))
 
-    def _leaf_ok(self, crt: Path) -> bool:
+    def _leaf_ok(self, crt: Path, hosts: list[str]) -> bool:
         if not crt.exists():
             return False
         try:
@@ -124,15 +126,15 @@ class CentralIdentity:
             self.ca.verify(cert)
         except pki.PkiError:
             return False
-        import datetime as dt
-
+        if hosts and pki.server_names(cert) != {h.lower() for h in hosts}:
+            return False
         return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=7)
 
     def _broker_leaf(self, cert_days: int) -> None:
         f = self.files
         f.root.mkdir(parents=True, exist_ok=True)
         pki.write_public(f.ca, pki.cert_pem(self.ca.cert))
-        if not self._leaf_ok(f.cert):
+        if not self._leaf_ok(f.cert, self.hosts):
             k = pki.new_key()
             pki.write_private(f.key, pki.key_pem(k))
             pki.write_public(
@@ -182,6 +184,9 @@ class CentralIdentity:
         try:
             pid = int(pid_file.read_text().strip())
             os.kill(pid, signal.SIGHUP)
+        except FileNotFoundError:
+            log.info("no broker running yet: it reads the new ACL and CRL when it starts")
+            return False
         except (OSError, ValueError) as exc:
             log.warning("could not ask the broker to reload (%s): %s", pid_file, exc)
             return False

@@ -17,14 +17,16 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from biblioedge.provisioning import pki
 from biblioedge.settings import deep_merge, to_toml
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("biblioedge.provisioning.enroll")
 
@@ -91,6 +93,8 @@ def _refusal(resp: httpx.Response) -> EnrollError:
 
 def fetch_ca(central: str, pin: str, timeout: float = 10.0) -> bytes:
     """Central's CA, accepted only if its key matches the pin the token carries."""
+    import httpx  # only enrollment and renewal speak HTTP: the running agent never loads it
+
     try:
         # verify=False is safe here: what arrives is checked against the pin before any use
         resp = httpx.get(f"{central}/api/v1/enroll/ca", verify=False, timeout=timeout)  # noqa: S501
@@ -118,6 +122,8 @@ def enroll(
     timeout: float = 10.0,
 ) -> dict[str, Any]:
     """Enroll this kiosk; returns central's answer (device, site, role, not_after, …)."""
+    import httpx
+
     central = central.rstrip("/")
     secret, pin = parse_token(token)
     progress("checking central's identity against the token")
@@ -180,11 +186,14 @@ def cert_lifetime(files: IdentityFiles) -> tuple[dt.datetime, dt.datetime]:
     return cert.not_valid_before_utc, cert.not_valid_after_utc
 
 
-def due_for_renewal(files: IdentityFiles, now: dt.datetime | None = None) -> bool:
-    """Renew once two thirds of the lifetime have passed (a year: four months ahead)."""
+def due_for_renewal(
+    files: IdentityFiles, after: float = 2 / 3, now: dt.datetime | None = None
+) -> bool:
+    """Due once ``after`` of the lifetime has passed (two thirds: a year's is renewed four
+    months ahead)."""
     start, end = cert_lifetime(files)
     now = now or dt.datetime.now(dt.UTC)
-    return now >= start + (end - start) * 2 / 3
+    return now >= start + (end - start) * after
 
 
 def renew(central: str, files: IdentityFiles, timeout: float = 10.0) -> dt.datetime:
@@ -192,6 +201,8 @@ def renew(central: str, files: IdentityFiles, timeout: float = 10.0) -> dt.datet
 
     The new key is written only after central answered, and both files are replaced
     atomically, so a failed renewal leaves the working identity in place."""
+    import httpx
+
     current = files.cert.read_bytes()
     old_key = pki.load_key(files.key.read_bytes())
     name = pki.device_name(pki.load_cert(current))

@@ -116,6 +116,16 @@ def spki_sha256(cert: x509.Certificate) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def server_names(cert: x509.Certificate) -> set[str]:
+    """The DNS names and IP addresses a server certificate is for (lowercase text)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    names = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+    return names | {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+
+
 # -- the kiosk side ----------------------------------------------------------------------
 
 

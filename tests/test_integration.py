@@ -5,6 +5,7 @@ import asyncio
 import sqlite3
 import ssl
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +268,17 @@ def test_unregistered_device_is_held_fills_outbox_alarm_then_drains(tmp_path: Pa
         broker.stop()
 
 
+def _central_control_key(central: CentralProcess) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from biblioedge.fleet.identity import _open_file
+
+    aead = AESGCM((central.data_dir / "keys" / "identity.key").read_bytes())
+    raw = _open_file(aead, central.data_dir / "keys" / "control.key.sealed")
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
 async def _publish(url_port: int, messages: list[tuple[str, bytes]]) -> None:
     async with aiomqtt.Client("127.0.0.1", url_port, identifier="vandal") as client:
         for topic, payload in messages:
@@ -339,7 +351,34 @@ def test_garbage_and_forgeries_on_the_wire_are_refused_and_counted(tmp_path: Pat
     with central.client() as api:
         q = api.get("/quarantine").json()
     assert any(item["reason"] == "invalid_event" for item in q)
+    # central's own signatures, replayed: on another kiosk's topic, or an old command again
+    key = _central_control_key(central)
+    now = datetime.now(UTC)
+
+    def cmd(at: datetime, cid: str) -> bytes:
+        doc = {"command_id": cid, "name": "report_state", "issued_at": at.isoformat()}
+        return signing.sign(key, "c1", "be/tv-tinh/gate-04/cmd", orjson.dumps(doc))
+
+    other = signing.sign(key, "c1", "be/tv-tinh/gate-99/desired", b'{"version": 50}')
+    asyncio.run(
+        _publish(
+            broker.port,
+            [
+                ("be/tv-tinh/gate-04/desired", other),
+                ("be/tv-tinh/gate-04/cmd", cmd(now, "c-1")),
+                ("be/tv-tinh/gate-04/cmd", cmd(now, "c-1")),  # the same one recorded and replayed
+                ("be/tv-tinh/gate-04/cmd", cmd(now - timedelta(hours=2), "c-0")),
+            ],
+        )
+    )
+    wait_until(
+        lambda: scrape(port).get("agent_bad_messages_total{reason=stale_command}", 0) >= 1,
+        10,
+        what="old command refused",
+    )
     m = scrape(port)
+    assert m["agent_bad_messages_total{reason=replayed_command}"] >= 1
+    assert m["agent_bad_messages_total{reason=bad_signature}"] >= 2
     assert m["agent_bad_messages_total{reason=unsigned}"] >= 2
     assert m["agent_bad_messages_total{reason=unknown_key}"] >= 1
     assert m["agent_bad_messages_total{reason=bad_signature}"] >= 1

@@ -41,6 +41,12 @@ CLI = [sys.executable, "-m", "biblioedge"]
         ["bench", "face"],
         ["bench", "gate"],
         ["bench", "codes"],
+        ["central", "init"],
+        ["central", "token", "create"],
+        ["central", "token", "list"],
+        ["central", "token", "revoke"],
+        ["provision", "token"],
+        ["enroll"],
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:
