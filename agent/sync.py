@@ -55,6 +55,7 @@ from biblioedge.protocol import (
 from biblioedge.provisioning import signing
 from biblioedge.provisioning.enroll import IdentityFiles
 from biblioedge.retry import Backoff, Transition
+from biblioedge.settings import MQTT_SOCKET_OPTIONS
 
 log = logging.getLogger("biblioedge.agent.sync")
 
@@ -184,6 +185,7 @@ class Sync:
                 device_topic(cfg.site, cfg.device_id, "state"), dumps(offline), qos=1, retain=True
             ),
             max_inflight_messages=64,
+            socket_options=MQTT_SOCKET_OPTIONS,
         )
 
     async def _session(self, ctx: Context) -> None:

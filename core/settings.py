@@ -7,6 +7,7 @@ Both read a TOML file and let environment variables and secret files override it
 from __future__ import annotations
 
 import copy
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +56,11 @@ class BrokerConfig(StrictModel):
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "mqtts"
+
+
+#: MQTT clients send small messages (acks, single events) right after large ones: without
+#: TCP_NODELAY, Nagle's algorithm and the peer's delayed ACK hold each one up to ~40 ms.
+MQTT_SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class LogConfig(StrictModel):

@@ -32,6 +32,7 @@ from biblioedge.protocol import (
     parse_device_topic,
 )
 from biblioedge.retry import Backoff, Transition
+from biblioedge.settings import MQTT_SOCKET_OPTIONS
 
 log = logging.getLogger("biblioedge.fleet.bridge")
 
@@ -97,6 +98,7 @@ class Bridge:
             timeout=b.connect_timeout_s,
             tls_context=self.identity.bridge_tls() if b.tls else None,
             max_inflight_messages=256,
+            socket_options=MQTT_SOCKET_OPTIONS,
             max_queued_incoming_messages=0,
         )
 
