@@ -111,6 +111,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     if not cfg.security.require:
         log.warning("security.require is off: the broker is not authenticated (demo only)")
     bridge_task = asyncio.create_task(bridge.run(), name="central:bridge")
+    crl_task = asyncio.create_task(registry.refresh_loop(), name="central:crl")
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -129,6 +130,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
             code = 1
     server.should_exit = True
     bridge_task.cancel()
+    crl_task.cancel()
     stop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         async with asyncio.timeout(5):

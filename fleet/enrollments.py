@@ -10,6 +10,7 @@ trust central's HTTPS before it has anything else (as kubeadm's discovery hash d
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -20,6 +21,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -144,9 +146,14 @@ class Registry:
             except pki.PkiError as exc:
                 reason = "mismatched_csr" if "token is for" in str(exc) else "malformed_csr"
                 raise EnrollmentError(reason, str(exc), 422) from exc
-            conn.execute(
-                update(enrollments).where(enrollments.c.token_id == token_id).values(used_at=now)
+            claimed = conn.execute(  # two kiosks racing with one token: only one wins
+                update(enrollments)
+                .where(enrollments.c.token_id == token_id)
+                .where(enrollments.c.used_at.is_(None))
+                .values(used_at=now)
             )
+            if claimed.rowcount != 1:
+                raise EnrollmentError("used_token", "this enrollment token was already used")
             # a re-enrolled kiosk (new hardware, wiped disk): its old keys stop working
             conn.execute(
                 update(device_certs)
@@ -232,7 +239,12 @@ class Registry:
         return [(pki.DeviceName(r.device_id, r.site, r.role), r.pem) for r in newest.values()]
 
     def sync_broker(self) -> None:
-        """Rewrite the ACL and CRL from the registry; ask the broker to reload on change."""
+        """Rewrite the ACL, and the CRL when its revocations changed or it is past half its
+        life, from the registry; ask the broker to reload when either changed.
+
+        The CRL is re-signed well before ``next_update``: with CRL checking on, OpenSSL
+        refuses every client certificate once the CRL has expired. Central calls this at
+        start and every few hours (``refresh_loop``)."""
         with self.engine.connect() as conn:
             revoked = [
                 (int(r.serial, 16), r.revoked_at)
@@ -243,8 +255,29 @@ class Registry:
                 )
             ]
             active = [name for name, _ in self.active(conn)]
-        if self.identity.write_broker_files(active, self.identity.ca.crl(revoked)):
+        crl = None if self._crl_current({s for s, _ in revoked}) else self.identity.ca.crl(revoked)
+        if self.identity.write_broker_files(active, crl):
             self.identity.reload_broker(self.pid_file)
+
+    def _crl_current(self, serials: set[int]) -> bool:
+        path = self.identity.files.crl
+        try:
+            crl = x509.load_pem_x509_crl(path.read_bytes())
+        except (OSError, ValueError):
+            return False
+        if crl.next_update_utc is None or {c.serial_number for c in crl} != serials:
+            return False
+        left = crl.next_update_utc - utc_now()
+        return left > (crl.next_update_utc - crl.last_update_utc) / 2
+
+    async def refresh_loop(self, every_s: float = 6 * 3600) -> None:
+        """Keep the CRL fresh (and the ACL free of expired certificates) while central runs."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await asyncio.to_thread(self.sync_broker)
+            except Exception:  # logged, retried next round; never takes central down
+                log.exception("refreshing the broker's CRL and ACL failed")
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -167,12 +167,12 @@ class CentralIdentity:
 
     # -- broker files --------------------------------------------------------------------
 
-    def write_broker_files(self, devices: list[pki.DeviceName], crl: bytes) -> bool:
-        """Write the ACL and CRL; True when either changed (the broker must reload)."""
+    def write_broker_files(self, devices: list[pki.DeviceName], crl: bytes | None) -> bool:
+        """Write the ACL and (when given) the CRL; True when either changed (reload)."""
         acl = mosquitto_acl(devices).encode()
         changed = False
         for path, data in ((self.files.acl, acl), (self.files.crl, crl)):
-            if not path.exists() or path.read_bytes() != data:
+            if data is not None and (not path.exists() or path.read_bytes() != data):
                 pki.write_public(path, data)
                 changed = True
         return changed

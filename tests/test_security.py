@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -612,3 +613,45 @@ def test_central_init_is_idempotent_and_follows_its_hostnames(tmp_path: Path) ->
     sealed = (tmp_path / "keys" / "device-ca.key.sealed").read_bytes()
     assert b"PRIVATE KEY" not in sealed
     assert oct((tmp_path / "keys" / "https.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_one_token_enrolls_one_kiosk_even_when_raced(api: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from biblioedge.fleet.enrollments import EnrollmentError
+
+    token = _token(api)
+
+    def attempt(_: int) -> str:
+        try:
+            api.registry.enroll(token, pki.make_csr(pki.new_key(), GATE))
+            return "enrolled"
+        except EnrollmentError as exc:
+            return exc.reason
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    assert outcomes.count("enrolled") == 1 and set(outcomes) == {"enrolled", "used_token"}
+
+
+def test_the_crl_is_resigned_before_it_expires_and_left_alone_otherwise(api: Any) -> None:
+    from cryptography import x509
+
+    registry = api.registry
+    path = registry.identity.files.crl
+    registry.sync_broker()
+    first = path.read_bytes()
+    registry.sync_broker()
+    assert path.read_bytes() == first  # nothing changed: no rewrite, no broker reload
+    now = dt.datetime.now(dt.UTC)
+    old = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(registry.identity.ca.cert.subject)
+        .last_update(now - dt.timedelta(days=20))
+        .next_update(now + dt.timedelta(days=5))
+        .sign(registry.identity.ca.key, hashes.SHA256())
+    )
+    path.write_bytes(old.public_bytes(Encoding.PEM))
+    registry.sync_broker()
+    fresh = x509.load_pem_x509_crl(path.read_bytes())
+    assert fresh.next_update_utc is not None and fresh.next_update_utc - now > dt.timedelta(days=25)
