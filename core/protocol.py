@@ -98,6 +98,12 @@ def _check_id(value: str) -> str:
     return value
 
 
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a timezone (UTC)")
+    return value.astimezone(UTC)
+
+
 class Event(_Strict):
     """One thing that happened on a device. Immutable once written to the outbox."""
 
@@ -111,12 +117,7 @@ class Event(_Strict):
 
     _v_dev = field_validator("device_id", "site")(_check_id)
 
-    @field_validator("occurred_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("occurred_at must carry a timezone (UTC)")
-        return value.astimezone(UTC)
+    _v_at = field_validator("occurred_at")(_aware_utc)
 
 
 class EventBatch(_Strict):
@@ -262,12 +263,7 @@ class Command(_Strict):
     issued_at: datetime = Field(description="A kiosk runs only commands newer than the last one")
     args: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("issued_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("issued_at must carry a timezone (UTC)")
-        return value.astimezone(UTC)
+    _v_at = field_validator("issued_at")(_aware_utc)
 
 
 class SiteKeys(_Strict):

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from biblioedge.fleet.db import device_certs, devices, enrollments
 from biblioedge.fleet.identity import CentralIdentity
+from biblioedge.fleet.repo import register_in
 from biblioedge.protocol import utc_now, valid_id
 from biblioedge.provisioning import pki
 from biblioedge.provisioning.enroll import RENEW_DOMAIN
@@ -162,7 +163,10 @@ class Registry:
                 .values(revoked_at=now)
             )
             self._store_cert(conn, name, cert)
-            self._register(conn, name, now)
+            try:
+                register_in(conn, name.device_id, name.site, name.role)
+            except ValueError as exc:  # moved to another site since the token was made
+                raise EnrollmentError("site_mismatch", str(exc), 409) from exc
         log.info("enrolled %s (%s at %s)", name.device_id, name.role, name.site)
         self.sync_broker()
         return self._bundle(name, cert)
@@ -293,31 +297,6 @@ class Registry:
                 not_after=cert.not_valid_after_utc,
             )
         )
-
-    @staticmethod
-    def _register(conn: Connection, name: pki.DeviceName, now: dt.datetime) -> None:
-        exists = conn.execute(
-            select(devices.c.device_id).where(devices.c.device_id == name.device_id)
-        ).first()
-        if exists is None:
-            conn.execute(
-                insert(devices).values(
-                    device_id=name.device_id,
-                    site=name.site,
-                    role=name.role,
-                    registered=True,
-                    first_seen=None,
-                    last_seen=None,
-                    online=False,
-                    desired_version=0,
-                )
-            )
-        else:
-            conn.execute(
-                update(devices)
-                .where(devices.c.device_id == name.device_id)
-                .values(registered=True, role=name.role)
-            )
 
     def _bundle(self, name: pki.DeviceName, cert: Any) -> dict[str, Any]:
         return {

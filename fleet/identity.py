@@ -22,7 +22,6 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -162,9 +161,6 @@ class CentralIdentity:
     def https_files(self) -> tuple[Path, Path]:
         return self.keys_dir / "https.crt", self.keys_dir / "https.key"
 
-    def site_key_aead(self) -> AESGCM:
-        return self.aead
-
     # -- broker files --------------------------------------------------------------------
 
     def write_broker_files(self, devices: list[pki.DeviceName], crl: bytes | None) -> bool:
@@ -192,11 +188,3 @@ class CentralIdentity:
             return False
         log.info("broker %d reloads its ACL and CRL", pid)
         return True
-
-
-def public_pem(cert_pem: str) -> bytes:
-    """The SubjectPublicKeyInfo of a certificate, PEM (what a key is wrapped to)."""
-    cert = pki.load_cert(cert_pem.encode())
-    return cert.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )

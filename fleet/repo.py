@@ -111,6 +111,33 @@ class Effect(Protocol):
         ...
 
 
+def register_in(conn: Connection, device_id: str, site: str, role: str | None) -> None:
+    """Mark a device registered (through the API or by enrolling), creating its row if new;
+    ValueError if it is registered at another site."""
+    row = conn.execute(select(devices).where(devices.c.device_id == device_id)).first()
+    if row is None:
+        conn.execute(
+            insert(devices).values(
+                device_id=device_id,
+                site=site,
+                role=role,
+                registered=True,
+                first_seen=None,
+                last_seen=None,
+                online=False,
+                desired_version=0,
+            )
+        )
+        return
+    if row.site != site:
+        raise ValueError(f"{device_id} is already registered at site {row.site}")
+    conn.execute(
+        update(devices)
+        .where(devices.c.device_id == device_id)
+        .values(registered=True, role=role or row.role)
+    )
+
+
 class Repo:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -326,28 +353,7 @@ class Repo:
 
     def register_device(self, device_id: str, site: str, role: str | None) -> dict[str, Any]:
         with self.engine.begin() as conn:
-            row = conn.execute(select(devices).where(devices.c.device_id == device_id)).first()
-            if row is None:
-                conn.execute(
-                    insert(devices).values(
-                        device_id=device_id,
-                        site=site,
-                        role=role,
-                        registered=True,
-                        first_seen=None,
-                        last_seen=None,
-                        online=False,
-                        desired_version=0,
-                    )
-                )
-            else:
-                if row.site != site:
-                    raise ValueError(f"{device_id} is already registered at site {row.site}")
-                conn.execute(
-                    update(devices)
-                    .where(devices.c.device_id == device_id)
-                    .values(registered=True, role=role or row.role)
-                )
+            register_in(conn, device_id, site, role)
         device = self.get_device(device_id)
         assert device is not None
         return device
