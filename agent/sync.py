@@ -328,6 +328,12 @@ class Sync:
             except ProtocolError as exc:
                 self.metrics.bad_messages.labels(exc.reason).inc()
                 log.warning("refused %s message: %s", channel, exc, extra=fields(reason=exc.reason))
+            except aiomqtt.MqttError:
+                raise
+            except Exception as exc:  # a bad message costs that message, not the connection
+                reason = f"internal:{type(exc).__name__}"
+                self.metrics.bad_messages.labels(reason).inc()
+                log.error("%s message failed: %s", channel, exc, exc_info=exc)
 
     def _open(self, topic: str, payload: bytes) -> bytes:
         """The body central signed for this topic. Without control keys (an unenrolled demo

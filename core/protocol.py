@@ -27,6 +27,15 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 #: Most events a single batch may carry.
 MAX_BATCH_EVENTS = 5000
 
+#: Largest sequence number or version on the wire: what a signed 64-bit database column holds.
+MAX_INT = 2**63 - 1
+#: Deepest JSON nesting accepted anywhere (orjson cannot write past 254; nothing we send
+#: needs more than a handful).
+MAX_DEPTH = 32
+#: Timestamps outside these years are refused: nothing real happens there, and datetime
+#: arithmetic overflows near the ends of its range.
+YEARS = (2000, 2200)
+
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _ID_RE = re.compile(ID_PATTERN)
 
@@ -101,6 +110,8 @@ def _check_id(value: str) -> str:
 def _aware_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must carry a timezone (UTC)")
+    if not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"must be between the years {YEARS[0]} and {YEARS[1]}")
     return value.astimezone(UTC)
 
 
@@ -111,7 +122,7 @@ class Event(_Strict):
     device_id: str = Field(description="The device that produced the event")
     site: str = Field(description="The site (branch) of the device")
     type: str = Field(min_length=1, max_length=64, description="Dotted event type")
-    seq: int = Field(ge=1, description="The device's monotonic event sequence number")
+    seq: int = Field(ge=1, le=MAX_INT, description="The device's monotonic event sequence number")
     occurred_at: datetime = Field(description="UTC wall-clock time on the device")
     payload: dict[str, Any] = Field(default_factory=dict, description="Type-specific body")
 
@@ -149,7 +160,7 @@ class Ack(_Strict):
 class DesiredState(_Strict):
     """What IT wants a device to be. Versioned; a device applies only newer versions."""
 
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=MAX_INT)
     config: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the agent's tunable settings"
     )
@@ -164,11 +175,15 @@ class ReportedState(_Strict):
     online: bool
     software: str = ""
     started_at: datetime | None = None
-    desired_version: int = Field(default=0, description="Last desired version applied")
-    desired_error: str | None = None
-    outbox_depth: int = 0
+    desired_version: int = Field(
+        default=0, ge=0, le=MAX_INT, description="Last desired version applied"
+    )
+    desired_error: str | None = Field(default=None, max_length=2000)
+    outbox_depth: int = Field(default=0, ge=0, le=MAX_INT)
     components: dict[str, str] = Field(default_factory=dict, description="name -> health")
-    gallery_version: int = Field(default=0, ge=0, description="Site gallery version applied")
+    gallery_version: int = Field(
+        default=0, ge=0, le=MAX_INT, description="Site gallery version applied"
+    )
     reported_at: datetime | None = None
 
 
@@ -194,8 +209,8 @@ class GalleryDelta(_Strict):
     """
 
     v: int = PROTOCOL_VERSION
-    base: int = Field(ge=0)
-    version: int = Field(ge=0)
+    base: int = Field(ge=0, le=MAX_INT)
+    version: int = Field(ge=0, le=MAX_INT)
     upserts: list[GalleryReader] = Field(default_factory=list, max_length=1000)
     removes: list[str] = Field(default_factory=list, description="patron ids to erase")
     revoked_cards: list[str] = Field(default_factory=list, description="card token ids")
@@ -316,7 +331,12 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
-def decode(model: type[M], payload: bytes | bytearray | str) -> M:
+#: A batch is checked loosely (below what orjson can write back), its events one by one
+#: against MAX_DEPTH, so one deep event is quarantined without sinking its batch.
+BATCH_DEPTH = 200
+
+
+def decode(model: type[M], payload: bytes | bytearray | str, max_depth: int = MAX_DEPTH) -> M:
     """Size-check, parse and validate a payload; every failure becomes a ProtocolError."""
     raw = payload.encode() if isinstance(payload, str) else bytes(payload)
     if len(raw) > MAX_PAYLOAD_BYTES:
@@ -327,13 +347,32 @@ def decode(model: type[M], payload: bytes | bytearray | str) -> M:
         raise ProtocolError("malformed_json", str(exc)) from exc
     if not isinstance(data, dict):
         raise ProtocolError("malformed", f"expected a JSON object, got {type(data).__name__}")
+    check_depth(data, max_depth)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ProtocolError("invalid", _short(exc)) from exc
 
 
+def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
+    """ProtocolError ``too_deep`` past ``limit`` levels of nesting (iterative: a hostile
+    document cannot exhaust the stack here either)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise ProtocolError("too_deep", f"JSON nested deeper than {limit} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+
+
 def validate_event(data: dict[str, Any]) -> Event:
+    try:
+        check_depth(data)
+    except ProtocolError as exc:
+        raise ProtocolError("invalid_event", exc.detail) from exc
     try:
         event = Event.model_validate(data)
     except ValidationError as exc:

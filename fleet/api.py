@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from biblioedge import __version__
 from biblioedge.fleet.auth import ADMIN, ANY, STAFF, Audit, Principal, Tokens
@@ -29,7 +29,15 @@ from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
 from biblioedge.fleet.routers import audit as audit_routes
 from biblioedge.fleet.routers import enrollments as enrollment_routes
-from biblioedge.protocol import ID_PATTERN, DesiredState, Role
+from biblioedge.protocol import (
+    ID_PATTERN,
+    MAX_DEPTH,
+    MAX_INT,
+    DesiredState,
+    ProtocolError,
+    Role,
+    check_depth,
+)
 
 
 class DeviceOut(BaseModel):
@@ -56,11 +64,21 @@ class DeviceIn(BaseModel):
 class DesiredIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base_version: int = Field(
-        ge=0, description="The desired_version you read; 409 if it changed meanwhile"
+        ge=0, le=MAX_INT - 1, description="The desired_version you read; 409 if it changed"
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Agent tunables")
-    software: str | None = None
-    models: dict[str, str] = Field(default_factory=dict)
+    software: str | None = Field(default=None, max_length=80)
+    models: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("config")
+    @classmethod
+    def _deliverable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Kiosks refuse documents nested past MAX_DEPTH: refuse them here, not there."""
+        try:
+            check_depth(value, MAX_DEPTH - 2)
+        except ProtocolError as exc:
+            raise ValueError(exc.detail) from exc
+        return value
 
 
 class DesiredOut(BaseModel):

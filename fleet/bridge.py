@@ -80,6 +80,9 @@ class Bridge:
                         tg.create_task(self._ingest(client), name="bridge:ingest")
             except* aiomqtt.MqttError as group:
                 link.failed(group.exceptions[0])
+            except* Exception as group:  # a bug must not take central down: log, reconnect
+                self.metrics.refused.labels("bridge_restart").inc()
+                log.error("bridge session failed, restarting it", exc_info=group.exceptions[0])
             finally:
                 self.client = None
                 self.connected.clear()
@@ -127,7 +130,7 @@ class Bridge:
             self.metrics.queue.set(self._queue.qsize())
             with self.metrics.ingest_seconds.time():
                 result: IngestResult = await loop.run_in_executor(
-                    self._db, self.repo.ingest, batch, self.cfg.accept_unknown_devices
+                    self._db, self.repo.ingest_isolated, batch, self.cfg.accept_unknown_devices
                 )
             self._count(result)
             for site, version in set(result.gallery_versions):

@@ -18,10 +18,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from biblioedge.fleet import migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
 from biblioedge.protocol import (
+    BATCH_DEPTH,
     DesiredState,
     Event,
     EventBatch,
@@ -83,6 +85,18 @@ class IngestResult:
 
     def count(self, bucket: dict[str, int], reason: str, n: int = 1) -> None:
         bucket[reason] = bucket.get(reason, 0) + n
+
+    def merge(self, other: IngestResult) -> None:
+        self.acks += other.acks
+        self.inserted += other.inserted
+        self.duplicates += other.duplicates
+        self.held += other.held
+        self.states += other.states
+        for mine, theirs in ((self.quarantined, other.quarantined), (self.refused, other.refused)):
+            for reason, n in theirs.items():
+                self.count(mine, reason, n)
+        self.gallery_versions += other.gallery_versions
+        self.changed_sites |= other.changed_sites
 
 
 def _insert_ignore(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> None:
@@ -182,6 +196,90 @@ class Repo:
                     )
         return result
 
+    def ingest_isolated(self, messages: list[Incoming], accept_unknown: bool) -> IngestResult:
+        """``ingest``, and when a run fails on something unexpected, each message alone: the
+        one that fails again costs only itself (quarantined, its events acknowledged as
+        rejected, the cause logged), never the process or the other messages.
+
+        A database error is not the message's fault: nothing is acknowledged then, and the
+        devices send again once the database is back."""
+        try:
+            return self.ingest(messages, accept_unknown)
+        except DBAPIError as exc:
+            return self._database_down(messages, exc)
+        except Exception as exc:
+            if len(messages) == 1:
+                return self._failed(messages[0], exc)
+            log.warning(
+                "a run of %d messages failed (%r): storing them one by one", len(messages), exc
+            )
+        merged = IngestResult()
+        for msg in messages:
+            try:
+                merged.merge(self.ingest([msg], accept_unknown))
+            except DBAPIError as exc:
+                merged.merge(self._database_down([msg], exc))
+            except Exception as exc:
+                merged.merge(self._failed(msg, exc))
+        return merged
+
+    @staticmethod
+    def _database_down(messages: list[Incoming], exc: DBAPIError) -> IngestResult:
+        log.error(
+            "database error, %d messages left for the devices to resend: %s",
+            len(messages),
+            exc.orig,
+        )
+        result = IngestResult()
+        result.count(result.refused, "database_error", len(messages))
+        return result
+
+    def _failed(self, msg: Incoming, exc: Exception) -> IngestResult:
+        reason = f"internal:{type(exc).__name__}"
+        log.error(
+            "%s message from %s/%s failed: quarantined",
+            msg.channel,
+            msg.site,
+            msg.device_id,
+            exc_info=exc,
+        )
+        result = IngestResult()
+        result.count(result.refused, reason)
+        if msg.channel != "events":
+            return result
+        try:
+            batch = decode(EventBatch, msg.payload, BATCH_DEPTH)
+        except ProtocolError:
+            return result
+        ids = [e["event_id"] for e in batch.events if isinstance(e.get("event_id"), str)]
+        ids = [i for i in ids if 0 < len(i) <= 64]
+        now = utc_now()
+        rows = [
+            {
+                "event_id": event_id,
+                "device_id": msg.device_id,
+                "site": msg.site,
+                "reason": "internal_error",
+                "detail": f"{type(exc).__name__}: {exc}"[:1000],
+                "raw": msg.payload[:20_000].decode("utf-8", errors="replace"),
+                "received_at": now,
+            }
+            for event_id in dict.fromkeys(ids)
+        ]
+        try:
+            with self.engine.begin() as conn:
+                _insert_ignore(conn, quarantine, rows, "event_id")
+        except Exception:  # cannot even keep it aside: leave it unacknowledged
+            log.exception("could not quarantine the failed message")
+            return result
+        result.count(result.quarantined, "internal_error", len(rows))
+        result.acks.append(
+            AckOut(
+                msg.site, msg.device_id, batch.batch_id, [], dict.fromkeys(ids, "internal_error")
+            )
+        )
+        return result
+
     def _known_devices(self, conn: Connection, ids: set[str]) -> dict[str, str]:
         rows = conn.execute(
             select(devices.c.device_id, devices.c.site).where(devices.c.device_id.in_(ids))
@@ -253,7 +351,7 @@ class Repo:
         now: datetime,
         result: IngestResult,
     ) -> None:
-        batch = decode(EventBatch, msg.payload)
+        batch = decode(EventBatch, msg.payload, BATCH_DEPTH)
         if batch.device_id != msg.device_id:
             raise ProtocolError("device_mismatch", "batch names another device than its topic")
         if not self._admit(conn, msg, known, accept, now):

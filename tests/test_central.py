@@ -169,6 +169,14 @@ def test_desired_state_compare_and_set(api: TestClient, repo: Repo) -> None:
         api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "cn-2"}).status_code
         == 409
     )
+    # what no kiosk would accept is refused here, with a reason and without echoing it
+    deep: dict[str, object] = {}
+    for _ in range(40):
+        deep = {"a": deep}
+    for bad in ({"base_version": 1, "config": deep}, {"base_version": 2**63}):
+        r = api.put("/api/v1/devices/gate-01/desired", json=bad)
+        assert r.status_code == 422 and len(r.content) < 2000, r.text
+    assert api.get("/api/v1/devices/gate-01").json()["desired_version"] == 1
 
 
 def test_events_filter_and_paginate(api: TestClient, repo: Repo) -> None:
@@ -220,3 +228,69 @@ def test_openapi_documents_the_api(api: TestClient) -> None:
         assert path in paths
     assert "409" in paths["/api/v1/devices/{device_id}/desired"]["put"]["responses"]
     assert "event_id" in spec["components"]["schemas"]["EventOut"]["properties"]
+
+
+def _nested(depth: int) -> dict[str, object]:
+    doc: dict[str, object] = {}
+    for _ in range(depth):
+        doc = {"x": doc}
+    return doc
+
+
+def test_events_that_once_killed_central_are_quarantined(repo: Repo) -> None:
+    """Each of these took central's bridge down before (OverflowError in the database or in
+    datetime, orjson's depth limit on the way back to the quarantine)."""
+    good = ev(1)
+    bad = [
+        {**ev(2), "seq": 2**63},
+        ev(3, occurred_at="0001-01-01T00:00:00+14:00"),
+        ev(4, occurred_at="9999-12-31T23:59:59-14:00"),
+        ev(6, payload=_nested(40)),
+    ]
+    res = repo.ingest_isolated([batch([good, *bad])], accept_unknown=True)
+    assert res.inserted == 1 and res.acks[0].stored == [good["event_id"]]
+    assert set(res.acks[0].rejected) == {e["event_id"] for e in bad}
+    assert res.quarantined == {"invalid_event": 4}
+    # no agent can write an event 500 deep (orjson stops at 254): the batch is refused whole
+    import json
+
+    body = {
+        "v": 1,
+        "batch_id": uuid7(),
+        "device_id": "gate-01",
+        "events": [ev(5, payload=_nested(500))],
+    }
+    msg = Incoming("tv-tinh", "gate-01", "events", json.dumps(body).encode())
+    assert repo.ingest_isolated([msg], accept_unknown=True).refused == {"too_deep": 1}
+    state = {
+        "device_id": "gate-01",
+        "site": "tv-tinh",
+        "role": "gate",
+        "online": True,
+        "gallery_version": 2**63,
+    }
+    res = repo.ingest_isolated(
+        [Incoming("tv-tinh", "gate-01", "state", orjson.dumps(state))], accept_unknown=True
+    )
+    assert res.refused == {"invalid": 1} and res.gallery_versions == []
+
+
+def test_a_message_that_fails_unexpectedly_costs_only_itself(repo: Repo) -> None:
+    class Broken:
+        def apply(self, conn: object, event: object) -> tuple[dict[str, object], dict[str, object]]:
+            raise RuntimeError("a bug in an effect")
+
+        def result_of(self, conn: object, event: object) -> None:
+            return None
+
+    repo.effects["gate.alarm"] = Broken()  # type: ignore[assignment]
+    poison = batch([ev(1, type="gate.alarm"), ev(2)])
+    fine = batch([ev(3, device="gate-02")], device="gate-02")
+    res = repo.ingest_isolated([poison, fine], accept_unknown=True)
+    assert res.refused == {"internal:RuntimeError": 1}
+    assert res.inserted == 1  # the other device's message went through
+    rejected = {a.device_id: a.rejected for a in res.acks}
+    assert set(rejected["gate-01"].values()) == {"internal_error"}  # the device drops it...
+    kept = repo.list_quarantine()
+    assert {q["reason"] for q in kept} == {"internal_error"}  # ...and central keeps it aside
+    assert "a bug in an effect" in kept[0]["detail"]

@@ -89,3 +89,23 @@ def test_event_validation() -> None:
         validate_event(event(occurred_at="2026-11-21T05:00:00"))
     with pytest.raises(ProtocolError, match="device_id"):
         validate_event(event(device_id="../etc"))
+
+
+def test_depth_and_integer_bounds_are_refused_with_a_reason() -> None:
+    import pytest as _pytest
+
+    from biblioedge.protocol import MAX_DEPTH, DesiredState, ProtocolError, check_depth, decode
+
+    doc: dict[str, object] = {}
+    for _ in range(MAX_DEPTH):
+        doc = {"a": [doc]}
+    with _pytest.raises(ProtocolError) as err:
+        check_depth(doc)
+    assert err.value.reason == "too_deep"
+    deep = b'{"version": 1, "config": ' + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}"
+    with _pytest.raises(ProtocolError) as err:
+        decode(DesiredState, deep)
+    assert err.value.reason in ("too_deep", "malformed_json")
+    with _pytest.raises(ProtocolError) as err:
+        decode(DesiredState, b'{"version": 9223372036854775808}')
+    assert err.value.reason == "invalid"
