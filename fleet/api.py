@@ -142,12 +142,50 @@ class ConsentIn(BaseModel):
     text_version: str = Field(min_length=1, max_length=32, description="Version of the text shown")
     granted: bool
     librarian: str = Field(min_length=1, max_length=64)
-    idempotency_key: str | None = Field(default=None, max_length=64)
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Printable ASCII; the same key for the same reader returns the first record",
+    )
 
 
 class RevokeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     jti: str = Field(min_length=1, max_length=64, description="Card token id")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``limit`` bytes, judged by Content-Length before
+    anything is read, and counted while a body without one streams in."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            refusal = JSONResponse(
+                {"detail": f"the request body is over {self.limit} bytes"}, status_code=413
+            )
+            await refusal(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"the request body is over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(
@@ -179,6 +217,7 @@ def create_app(
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    app.add_middleware(BodyLimit, limit=cfg.http.max_body_bytes)
     tokens = Tokens(repo.engine)
     audit = Audit(repo.engine)
     # declared for the OpenAPI document; the middleware below does the checking
@@ -437,7 +476,15 @@ def create_app(
             except UnknownReader as exc:
                 raise HTTPException(404, f"no reader {patron_id}") from exc
 
-        @api.post("/readers/{patron_id}/consents", status_code=201, tags=["consent"])
+        @api.post(
+            "/readers/{patron_id}/consents",
+            status_code=201,
+            tags=["consent"],
+            responses={
+                404: {"description": "no such reader"},
+                409: {"description": "the idempotency key was used for another reader"},
+            },
+        )
         def record_consent(
             patron_id: str, body: ConsentIn, _: Annotated[Principal, STAFF]
         ) -> dict[str, Any]:
@@ -446,6 +493,8 @@ def create_app(
                 return crd.record_consent(patron_id, **body.model_dump())
             except UnknownReader as exc:
                 raise HTTPException(404, f"no reader {patron_id}") from exc
+            except CardError as exc:
+                raise HTTPException(409, str(exc)) from exc
 
         @api.get("/readers/{patron_id}/consents", tags=["consent"])
         def list_consents(patron_id: str) -> list[dict[str, Any]]:

@@ -163,6 +163,8 @@ class Cards:
                 select(consents).where(consents.c.idempotency_key == idempotency_key)
             ).first()
             if old is not None:
+                if old.patron_id != patron_id:
+                    raise CardError("this idempotency key was used for another reader")
                 return dict(old._mapping)
         res = conn.execute(
             insert(consents).values(

@@ -23,6 +23,12 @@ ENV_PREFIX = "BIBLIOEDGE_CENTRAL_"
 class HttpConfig(StrictModel):
     host: str = Field(default="127.0.0.1", description="Address the API listens on")
     port: int = Field(default=8080, ge=0, le=65535, description="API port; 0 picks a free one")
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="Largest request body; larger ones get 413 before anything is parsed",
+    )
     tls: bool = Field(
         default=True,
         description="Serve HTTPS with a certificate from central's device CA (kiosks enroll "

@@ -1,6 +1,7 @@
 """Central's library cards and consent; card keys reach gates with the gallery."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -133,3 +134,40 @@ def test_cards_and_consent_api(tmp_path: Path, setup: tuple[Readers, Cards]) -> 
         rot.status_code == 201
         and api.delete(f"/api/v1/card-keys/{rot.json()['active']}").status_code == 409
     )
+
+
+def test_consent_keys_are_checked_and_bodies_are_bounded(
+    tmp_path: Path, setup: tuple[Readers, Cards]
+) -> None:
+    readers, cards = setup
+    readers.upsert("P2", site="tv-tinh", display_name="Lê Thị Hoa")
+    cfg = CentralConfig(data_dir=tmp_path)
+    api = TestClient(create_app(cfg, readers.repo, None, CentralMetrics(), readers, cards))
+    api.headers["Authorization"] = (
+        f"Bearer {Tokens(readers.repo.engine).create('l', 'librarian')[1]}"
+    )
+    body = {"text_version": "vi-2026-1", "granted": True, "librarian": "lan"}
+    for bad in ("", " ", "khóa"):  # empty once gave 500 for ever after
+        r = api.post("/api/v1/readers/P1/consents", json={**body, "idempotency_key": bad})
+        assert r.status_code == 422, bad
+    first = api.post("/api/v1/readers/P1/consents", json={**body, "idempotency_key": "k-1"})
+    again = api.post("/api/v1/readers/P1/consents", json={**body, "idempotency_key": "k-1"})
+    assert (
+        first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
+    )
+    other = api.post("/api/v1/readers/P2/consents", json={**body, "idempotency_key": "k-1"})
+    assert other.status_code == 409  # not the first reader's record under another's name
+    assert len(api.get("/api/v1/readers/P1/consents").json()) == 1
+    assert api.get("/api/v1/readers/P2/consents").json() == []
+    big = b'{"display_name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    r = api.put("/api/v1/readers/P3", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and len(r.content) < 200
+
+    def chunks() -> Any:  # no Content-Length: counted as it streams
+        for _ in range(40):
+            yield b"x" * 65536
+
+    r = api.put(
+        "/api/v1/readers/P3", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413
