@@ -9,6 +9,8 @@ agent delete them. Delivery is at-least-once; storage is exactly-once.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import time
@@ -38,6 +40,13 @@ YEARS = (2000, 2200)
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _ID_RE = re.compile(ID_PATTERN)
+#: Patron numbers (library cards, ILS barcodes): printed on cards, typed at desks and sent to
+#: library systems, so ASCII letters, digits and ``._-`` only; 64 at most, as the gallery stores.
+PATRON_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: Largest body a signed envelope can carry within MAX_PAYLOAD_BYTES (the body travels as
+#: base64, and the envelope's own fields take a few hundred bytes).
+MAX_SIGNED_BODY = (MAX_PAYLOAD_BYTES - 1024) * 3 // 4
+_B64URL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 Role = Literal["gate", "selfcheck", "desk"]
 
@@ -107,7 +116,8 @@ def _check_id(value: str) -> str:
     return value
 
 
-def _aware_utc(value: datetime) -> datetime:
+def aware_utc(value: datetime) -> datetime:
+    """A timestamp the database and datetime arithmetic can hold, in UTC; else ValueError."""
     if value.tzinfo is None:
         raise ValueError("must carry a timezone (UTC)")
     if not YEARS[0] <= value.year <= YEARS[1]:
@@ -128,7 +138,7 @@ class Event(_Strict):
 
     _v_dev = field_validator("device_id", "site")(_check_id)
 
-    _v_at = field_validator("occurred_at")(_aware_utc)
+    _v_at = field_validator("occurred_at")(aware_utc)
 
 
 class EventBatch(_Strict):
@@ -188,7 +198,7 @@ class ReportedState(_Strict):
 
 
 class GalleryReader(_Strict):
-    patron_id: str = Field(min_length=1, max_length=64)
+    patron_id: str = Field(pattern=PATRON_PATTERN)
     display_name: str = Field(max_length=200, description="For the greeting, NFC")
     status: Literal["active", "blocked", "expired"]
     expires_at: str = Field(default="", max_length=10, description="YYYY-MM-DD or empty")
@@ -212,11 +222,34 @@ class GalleryDelta(_Strict):
     base: int = Field(ge=0, le=MAX_INT)
     version: int = Field(ge=0, le=MAX_INT)
     upserts: list[GalleryReader] = Field(default_factory=list, max_length=1000)
-    removes: list[str] = Field(default_factory=list, description="patron ids to erase")
-    revoked_cards: list[str] = Field(default_factory=list, description="card token ids")
-    card_keys: dict[str, str] = Field(
-        default_factory=dict, description="Central's card-signing public keys, kid -> base64url"
+    removes: list[str] = Field(
+        default_factory=list, max_length=1000, description="patron ids to erase"
     )
+    revoked_cards: list[str] = Field(
+        default_factory=list, max_length=20_000, description="card token ids"
+    )
+    card_keys: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Central's card-signing public keys, kid -> base64url",
+    )
+
+    @field_validator("card_keys")
+    @classmethod
+    def _ed25519_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        """A gate that stored an undecodable key would fail every card scan: refuse it here."""
+        for kid, key in value.items():
+            if not 1 <= len(kid) <= 32:
+                raise ValueError("card key ids are 1 to 32 characters")
+            try:
+                if not _B64URL.fullmatch(key):
+                    raise ValueError(key)
+                raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
+            except (ValueError, binascii.Error) as exc:
+                raise ValueError(f"card key {kid[:32]!r} is not base64url") from exc
+            if len(raw) != 32:
+                raise ValueError(f"card key {kid[:32]!r} is not a 32-byte ed25519 key")
+        return value
 
 
 class RegistrationConsent(_Strict):
@@ -278,7 +311,7 @@ class Command(_Strict):
     issued_at: datetime = Field(description="A kiosk runs only commands newer than the last one")
     args: dict[str, Any] = Field(default_factory=dict)
 
-    _v_at = field_validator("issued_at")(_aware_utc)
+    _v_at = field_validator("issued_at")(aware_utc)
 
 
 class SiteKeys(_Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -59,6 +60,40 @@ class Bridge:
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=4096)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+        #: monotonic times of the session's last failed and last good publish, and of the
+        #: recent session restarts: what /health judges "can publish and acknowledge" by
+        self._publish_failed = 0.0
+        self._published = 0.0
+        self._restarts: list[float] = []
+
+    def problems(self) -> list[str]:
+        """Why the bridge cannot do its job now (empty: it can). A bridge that is connected
+        but whose acks fail, or that keeps restarting, is not healthy: kiosks would hold
+        their outboxes and IT would not know."""
+        now = time.monotonic()
+        out = []
+        if not self.connected.is_set():
+            out.append("not connected")
+        if self._publish_failed > self._published:
+            out.append("publishing fails")
+        recent = [t for t in self._restarts if now - t < 60]
+        self._restarts = recent
+        if len(recent) >= 3:
+            out.append(f"{len(recent)} session restarts in the last minute")
+        if self._queue.full():
+            out.append("ingest queue full")
+        return out
+
+    async def _publish(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, retain: bool = False
+    ) -> None:
+        """Every publish goes through here, so /health knows when publishing fails."""
+        try:
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
+        except Exception:
+            self._publish_failed = time.monotonic()
+            raise
+        self._published = time.monotonic()
 
     async def run(self) -> None:
         backoff = Backoff(base=0.2, cap=10.0)
@@ -68,6 +103,7 @@ class Bridge:
                 async with self._client() as client:
                     self.client = client
                     self.connected.set()
+                    self._published = time.monotonic()  # a new session starts healthy
                     self.metrics.connected.set(1)
                     link.ok()
                     backoff.reset()
@@ -79,8 +115,10 @@ class Bridge:
                         tg.create_task(self._receive(client), name="bridge:receive")
                         tg.create_task(self._ingest(client), name="bridge:ingest")
             except* aiomqtt.MqttError as group:
+                self._restarts.append(time.monotonic())
                 link.failed(group.exceptions[0])
             except* Exception as group:  # a bug must not take central down: log, reconnect
+                self._restarts.append(time.monotonic())
                 self.metrics.refused.labels("bridge_restart").inc()
                 log.error("bridge session failed, restarting it", exc_info=group.exceptions[0])
             finally:
@@ -110,6 +148,8 @@ class Bridge:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = str(payload or "").encode()
+            if not payload:  # a retained message being cleared (a deleted device's state)
+                continue
             try:
                 site, device, channel = parse_device_topic(str(message.topic))
                 if len(payload) > MAX_PAYLOAD_BYTES:
@@ -147,7 +187,7 @@ class Bridge:
             batch_id=ack.batch_id, stored=ack.stored, rejected=ack.rejected, results=ack.results
         )
         topic = device_topic(ack.site, ack.device_id, "ack")
-        await client.publish(topic, self.signer.envelope(topic, dumps(body)), qos=1, timeout=10)
+        await self._publish(client, topic, self.signer.envelope(topic, dumps(body)))
         self.metrics.acks.inc()
 
     def _count(self, r: IngestResult) -> None:
@@ -164,15 +204,17 @@ class Bridge:
         loop = asyncio.get_running_loop()
         docs = await loop.run_in_executor(self._db, self.repo.all_desired)
         for site, device_id, desired in docs:
-            await self._publish_desired(client, site, device_id, desired)
+            try:
+                await self._publish_desired(client, site, device_id, desired)
+            except ProtocolError as exc:  # stored before the API's limits: skip, do not loop
+                self.metrics.refused.labels(f"desired_{exc.reason}").inc()
+                log.error("cannot publish the desired state of %s: %s", device_id, exc)
 
     async def _publish_desired(
         self, client: aiomqtt.Client, site: str, device_id: str, desired: DesiredState
     ) -> None:
         topic = device_topic(site, device_id, "desired")
-        await client.publish(
-            topic, self.signer.envelope(topic, dumps(desired)), qos=1, retain=True, timeout=10
-        )
+        await self._publish(client, topic, self.signer.envelope(topic, dumps(desired)), True)
 
     async def publish_desired(self, site: str, device_id: str, desired: DesiredState) -> bool:
         """Best effort now; a disconnected bridge re-publishes everything when it reconnects."""
@@ -193,7 +235,13 @@ class Bridge:
             sealed = await loop.run_in_executor(
                 self._db, self.site_keys.seal_delta, site, dumps(delta)
             )
-            await client.publish(topic, self.signer.envelope(topic, sealed), qos=1, timeout=10)
+            try:
+                envelope = self.signer.envelope(topic, sealed)
+            except ProtocolError as exc:  # deltas are sized below this; never loop on one
+                self.metrics.refused.labels("gallery_oversized").inc()
+                log.error("cannot publish the gallery delta of %s after %d: %s", site, base, exc)
+                return
+            await self._publish(client, topic, envelope)
             self.metrics.gallery_deltas.inc()
 
     async def gallery_changed(self, site: str) -> None:
@@ -219,9 +267,7 @@ class Bridge:
                 self._db, self.site_keys.message, device_id, gate_site, cert
             )
             topic = device_topic(gate_site, device_id, "keys")
-            await client.publish(
-                topic, self.signer.envelope(topic, body), qos=1, retain=True, timeout=10
-            )
+            await self._publish(client, topic, self.signer.envelope(topic, body), True)
 
     async def site_keys_changed(self, site: str, revoked: str | None = None) -> None:
         """After a gate enrolled or renewed (its wrapping changed) or was revoked (the site
@@ -234,9 +280,17 @@ class Bridge:
             return  # published to every gate when the bridge reconnects
         with contextlib.suppress(aiomqtt.MqttError):
             if revoked is not None:
-                topic = device_topic(site, revoked, "keys")
-                await client.publish(topic, b"", qos=1, retain=True, timeout=10)
+                await self._publish(client, device_topic(site, revoked, "keys"), b"", True)
             await self._publish_keys(client, site)
+
+    async def forget_device(self, site: str, device_id: str) -> None:
+        """Clear a deleted device's retained topics, so nothing of it comes back on restart."""
+        client = self.client
+        if client is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError):
+            for channel in ("desired", "keys", "state"):
+                await self._publish(client, device_topic(site, device_id, channel), b"", True)
 
     def close(self) -> None:
         self._db.shutdown(wait=True)

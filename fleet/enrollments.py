@@ -83,9 +83,9 @@ class Registry:
         self, device_id: str, site: str, role: str, created_by: str, ttl_s: int
     ) -> dict[str, Any]:
         if not (valid_id(device_id) and valid_id(site)) or device_id == pki.BRIDGE_ID:
-            raise EnrollmentError("invalid_device", "device and site must be lowercase ids", 422)
+            raise EnrollmentError("invalid_device", "device and site must be lowercase ids", 400)
         if role not in pki.ROLES:
-            raise EnrollmentError("invalid_role", f"role must be one of {pki.ROLES}", 422)
+            raise EnrollmentError("invalid_role", f"role must be one of {pki.ROLES}", 400)
         now = utc_now()
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(24)
         with self.engine.begin() as conn:
@@ -146,7 +146,7 @@ class Registry:
                 cert = self.identity.ca.issue_device(csr_pem, name, self.cert_days)
             except pki.PkiError as exc:
                 reason = "mismatched_csr" if "token is for" in str(exc) else "malformed_csr"
-                raise EnrollmentError(reason, str(exc), 422) from exc
+                raise EnrollmentError(reason, str(exc), 400) from exc
             claimed = conn.execute(  # two kiosks racing with one token: only one wins
                 update(enrollments)
                 .where(enrollments.c.token_id == token_id)
@@ -199,7 +199,7 @@ class Registry:
             try:
                 cert = self.identity.ca.issue_device(csr_pem, name, self.cert_days)
             except pki.PkiError as exc:
-                raise EnrollmentError("malformed_csr", str(exc), 422) from exc
+                raise EnrollmentError("malformed_csr", str(exc), 400) from exc
             self._store_cert(conn, name, cert)
         log.info("renewed the certificate of %s", name.device_id)
         self.sync_broker()

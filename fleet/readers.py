@@ -12,12 +12,15 @@ reader's whole history.
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import re
 import unicodedata
 from datetime import date
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import ValidationError
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from biblioedge.fleet.db import (
@@ -30,9 +33,22 @@ from biblioedge.fleet.db import (
     templates,
 )
 from biblioedge.fleet.repo import Repo
-from biblioedge.protocol import GalleryDelta, GalleryReader, utc_now
+from biblioedge.protocol import (
+    MAX_SIGNED_BODY,
+    PATRON_PATTERN,
+    GalleryDelta,
+    GalleryReader,
+    dumps,
+    utc_now,
+)
+
+log = logging.getLogger("biblioedge.fleet.readers")
 
 MAX_TEMPLATES = 16
+PATRON_RE = re.compile(PATRON_PATTERN)
+#: Reader bytes per delta: what is left of a signed message once sealing, card keys and the
+#: delta's own fields are paid for (one reader at its largest takes about 350 KB).
+DELTA_BYTES = MAX_SIGNED_BODY - 32 * 1024
 
 
 class ReaderError(ValueError):
@@ -43,20 +59,32 @@ class UnknownReader(LookupError):
     pass
 
 
+class BarcodeTaken(ReaderError):
+    """The barcode is another reader's: a scan must find one reader."""
+
+
+class WrongLength(ReaderError):
+    """Templates whose length differs from each other's or from the model's stored ones."""
+
+
 def check_vectors(vectors: list[list[float]]) -> np.ndarray:
     """Templates as unit rows, or ReaderError: checked before anything is written."""
     if not 1 <= len(vectors) <= MAX_TEMPLATES:
         raise ReaderError(f"1 to {MAX_TEMPLATES} templates")
+    if len({len(v) if isinstance(v, list) else -1 for v in vectors}) != 1:
+        raise WrongLength("the templates of one model all have the same length")
     try:
-        mat = np.asarray(vectors, dtype=np.float32)
+        mat = np.asarray(vectors, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ReaderError("templates are lists of numbers") from exc
     if mat.ndim != 2 or not 16 <= mat.shape[1] <= 4096 or not np.all(np.isfinite(mat)):
-        raise ReaderError("templates are equal-length lists of 16 to 4096 finite numbers")
-    norms = np.linalg.norm(mat, axis=1, keepdims=True)
-    if np.any(norms < 1e-6):
+        raise ReaderError("templates are lists of 16 to 4096 finite numbers")
+    # scale first, then normalize: tiny or huge values neither underflow nor overflow
+    peak = np.max(np.abs(mat), axis=1, keepdims=True)
+    if np.any(peak == 0):
         raise ReaderError("a template is all zeros")
-    unit: np.ndarray = mat / norms
+    scaled = mat / peak
+    unit: np.ndarray = (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
     return unit
 
 
@@ -106,6 +134,8 @@ class Readers:
         barcode: str | None = None,
     ) -> None:
         """The upsert inside a caller's transaction (the desk registration uses one)."""
+        if not PATRON_RE.fullmatch(patron_id):
+            raise ReaderError("a patron id is 1 to 64 ASCII letters, digits, '.', '_' or '-'")
         if status not in ("active", "blocked", "expired"):
             raise ReaderError("status is active, blocked or expired")
         if expires_at:
@@ -124,6 +154,14 @@ class Readers:
             "barcode": barcode or None,
             "updated_at": utc_now(),
         }
+        if barcode:
+            holder = conn.scalar(
+                select(readers.c.patron_id).where(
+                    (readers.c.barcode == barcode) & (readers.c.patron_id != patron_id)
+                )
+            )
+            if holder is not None:
+                raise BarcodeTaken(f"barcode {barcode} belongs to reader {holder}")
         old = conn.execute(select(readers.c.site).where(readers.c.patron_id == patron_id)).first()
         if old is None:
             conn.execute(insert(readers).values(patron_id=patron_id, **values))
@@ -155,6 +193,9 @@ class Readers:
         self, conn: Connection, patron_id: str, model: str, vectors: list[list[float]]
     ) -> int:
         mat = check_vectors(vectors)
+        dim = self.model_dim(conn, model)
+        if dim is not None and mat.shape[1] != dim:
+            raise WrongLength(f"{model} templates have {dim} values, not {mat.shape[1]}")
         now = utc_now()
         site = self.site_of(conn, patron_id)
         conn.execute(
@@ -180,6 +221,15 @@ class Readers:
         conn.execute(insert(templates), rows)
         self._log(conn, site, patron_id)
         return len(rows)
+
+    @staticmethod
+    def model_dim(conn: Connection, model: str) -> int | None:
+        """The length of ``model``'s templates, from those already stored (None: first ones).
+        A gate holds one gallery matrix per model: one wrong length would break it."""
+        n = conn.scalar(
+            select(func.length(templates.c.ciphertext)).where(templates.c.model == model).limit(1)
+        )
+        return None if n is None else (int(n) - 16) // 4
 
     def erase(self, patron_id: str) -> None:
         """Delete a reader, every template and the kept ID fields; the gates of the site drop
@@ -220,70 +270,90 @@ class Readers:
                 or 0
             )
 
-    def delta(self, site: str, base: int, max_readers: int = 200) -> GalleryDelta | None:
-        """Changes after ``base`` for ``site``, at most ``max_readers`` readers (the rest in the
-        next delta); None when the site has nothing after ``base``."""
+    def _current(
+        self, conn: Connection, site: str, pid: str
+    ) -> tuple[GalleryReader | None, list[str]]:
+        """A reader as the site's gates should hold it (None: drop it) and its revoked cards."""
+        row = conn.execute(select(readers).where(readers.c.patron_id == pid)).first()
+        revoked = [
+            r.jti
+            for r in conn.execute(
+                select(card_revocations.c.jti).where(card_revocations.c.patron_id == pid)
+            )
+        ]
+        if row is None or row.site != site:
+            return None, revoked
+        tmpl = conn.execute(
+            select(templates)
+            .where(templates.c.patron_id == pid)
+            .order_by(templates.c.model, templates.c.slot)
+        ).all()
+        model = tmpl[0].model if tmpl else ""
+        vecs = [
+            base64.b64encode(
+                self.aead.decrypt(t.nonce, t.ciphertext, _aad(pid, t.model, t.slot))
+            ).decode()
+            for t in tmpl
+            if t.model == model
+        ]
+        try:
+            reader = GalleryReader(
+                patron_id=pid,
+                display_name=row.display_name,
+                status=row.status,
+                expires_at=row.expires_at,
+                barcode=row.barcode or "",
+                model=model,
+                templates=vecs,
+            )
+        except ValidationError as exc:  # stored before today's rules: gates must not hold it
+            log.warning("reader %r cannot go to gates, dropping it there: %s", pid[:64], exc)
+            return None, revoked
+        return reader, revoked
+
+    def delta(
+        self, site: str, base: int, max_readers: int = 200, max_bytes: int = DELTA_BYTES
+    ) -> GalleryDelta | None:
+        """Changes after ``base`` for ``site``: at most ``max_readers`` readers and about
+        ``max_bytes`` of them (the rest in the next delta, so every delta can be published);
+        None when the site has nothing after ``base``."""
         with self.repo.engine.connect() as conn:
-            log = conn.execute(
+            changes = conn.execute(
                 select(gallery_log.c.seq, gallery_log.c.patron_id)
                 .where((gallery_log.c.site == site) & (gallery_log.c.seq > base))
                 .order_by(gallery_log.c.seq)
             ).all()
-            if not log:
+            if not changes:
                 return None
-            touched: list[str] = []
-            version = base
-            for seq, pid in log:
-                if pid == "":  # a card-key change: moves the version, carries no reader
+            upserts: list[GalleryReader] = []
+            removes: list[str] = []
+            revoked: list[str] = []
+            seen: set[str] = set()
+            version, size = base, 0
+            for seq, pid in changes:
+                if pid == "" or pid in seen:  # "" is a card-key change: it carries no reader
                     version = seq
                     continue
-                if pid not in touched:
-                    if len(touched) == max_readers:
-                        break
-                    touched.append(pid)
+                reader, jtis = self._current(conn, site, pid)
+                cost = len(dumps(reader)) if reader else len(pid) + 4
+                cost += sum(len(j) + 4 for j in jtis)
+                if seen and (len(seen) == max_readers or size + cost > max_bytes):
+                    break
+                seen.add(pid)
+                size += cost
                 version = seq
-            upserts, removes, revoked = [], [], []
-            for pid in touched:
-                row = conn.execute(select(readers).where(readers.c.patron_id == pid)).first()
-                if row is None or row.site != site:
+                if reader is None:
                     removes.append(pid)
-                    continue
-                tmpl = conn.execute(
-                    select(templates)
-                    .where(templates.c.patron_id == pid)
-                    .order_by(templates.c.model, templates.c.slot)
-                ).all()
-                model = tmpl[0].model if tmpl else ""
-                vecs = [
-                    base64.b64encode(
-                        self.aead.decrypt(t.nonce, t.ciphertext, _aad(pid, t.model, t.slot))
-                    ).decode()
-                    for t in tmpl
-                    if t.model == model
-                ]
-                upserts.append(
-                    GalleryReader(
-                        patron_id=pid,
-                        display_name=row.display_name,
-                        status=row.status,
-                        expires_at=row.expires_at,
-                        barcode=row.barcode or "",
-                        model=model,
-                        templates=vecs,
-                    )
-                )
-                revoked += [
-                    r.jti
-                    for r in conn.execute(
-                        select(card_revocations.c.jti).where(card_revocations.c.patron_id == pid)
-                    )
-                ]
-            keys = {
+                else:
+                    upserts.append(reader)
+                revoked += jtis
+            keys = {  # the newest 16 the wire schema carries; older ones should be retired
                 r.kid: r.public_key
                 for r in conn.execute(
-                    select(card_keys.c.kid, card_keys.c.public_key).where(
-                        card_keys.c.retired_at.is_(None)
-                    )
+                    select(card_keys.c.kid, card_keys.c.public_key)
+                    .where(card_keys.c.retired_at.is_(None))
+                    .order_by(card_keys.c.created_at.desc())
+                    .limit(16)
                 )
             }
         return GalleryDelta(

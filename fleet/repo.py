@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -455,6 +455,14 @@ class Repo:
         device = self.get_device(device_id)
         assert device is not None
         return device
+
+    def delete_device(self, device_id: str) -> None:
+        """The registry row goes; events and quarantined messages it sent stay (they are the
+        record of what happened)."""
+        with self.engine.begin() as conn:
+            res = conn.execute(delete(devices).where(devices.c.device_id == device_id))
+        if res.rowcount == 0:
+            raise UnknownDevice(device_id)
 
     def list_devices(self, site: str | None = None) -> list[dict[str, Any]]:
         stmt = select(devices).order_by(devices.c.site, devices.c.device_id)

@@ -93,6 +93,8 @@ def mosquitto_acl(devices: Iterable[DeviceName], bridge: str = "central-bridge")
         *(f"topic read be/+/+/{ch}" for ch in _DEVICE_WRITES),
         *(f"topic write be/+/+/{ch}" for ch in _DEVICE_READS),
         "topic write be/+/gallery",
+        "# to clear the retained state of a device IT deleted",
+        "topic write be/+/+/state",
         "",
     ]
     for d in sorted(devices, key=lambda d: d.device_id):

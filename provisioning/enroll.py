@@ -83,11 +83,12 @@ def parse_token(token: str) -> tuple[str, str]:
 
 def _refusal(resp: httpx.Response) -> EnrollError:
     try:
-        detail = resp.json().get("detail")
-    except ValueError:
-        detail = None
-    if isinstance(detail, dict):
-        return EnrollError(f"central refused: {detail.get('reason')}: {detail.get('message')}")
+        doc = resp.json()
+        detail, reason = doc.get("detail"), doc.get("reason")
+    except (ValueError, AttributeError):
+        detail = reason = None
+    if reason:
+        return EnrollError(f"central refused: {reason}: {detail}")
     return EnrollError(f"central answered {resp.status_code}: {detail or resp.text[:200]}")
 
 

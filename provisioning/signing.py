@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from biblioedge.protocol import MAX_PAYLOAD_BYTES, ProtocolError
+from biblioedge.protocol import MAX_PAYLOAD_BYTES, MAX_SIGNED_BODY, ProtocolError
 
 _DOMAIN = b"biblioedge-control-v1\x00"
 
@@ -40,6 +40,10 @@ def _message(topic: str, body: bytes) -> bytes:
 
 
 def sign(key: Ed25519PrivateKey, kid: str, topic: str, body: bytes) -> bytes:
+    """The envelope; ProtocolError ``oversized`` when it could not cross the broker (which
+    would drop the connection and so every other message in flight with it)."""
+    if len(body) > MAX_SIGNED_BODY:
+        raise ProtocolError("oversized", f"{len(body)} bytes to sign; at most {MAX_SIGNED_BODY}")
     sig = key.sign(_message(topic, body))
     return orjson.dumps(
         {

@@ -183,7 +183,7 @@ def _token(api: Any, device: str = "gate-01", role: str = "gate") -> str:
 
 
 def _reason(r: Any) -> str:
-    return str(r.json()["detail"]["reason"])
+    return str(r.json()["reason"])
 
 
 def test_enrollment_refuses_reuse_expiry_mismatch_and_garbage(api: Any) -> None:
@@ -192,9 +192,9 @@ def test_enrollment_refuses_reuse_expiry_mismatch_and_garbage(api: Any) -> None:
     assert api.post("/api/v1/enroll/claim", json={"token": token}).json()["device_id"] == "gate-01"
     wrong = pki.make_csr(key, pki.DeviceName("gate-99", "tv-tinh", "gate")).decode()
     r = api.post("/api/v1/enroll", json={"token": token, "csr": wrong})
-    assert r.status_code == 422 and _reason(r) == "mismatched_csr"
+    assert r.status_code == 400 and _reason(r) == "mismatched_csr"
     r = api.post("/api/v1/enroll", json={"token": token, "csr": "garbage"})
-    assert r.status_code == 422 and _reason(r) == "malformed_csr"
+    assert r.status_code == 400 and _reason(r) == "malformed_csr"
     good = pki.make_csr(key, GATE).decode()
     r = api.post("/api/v1/enroll", json={"token": token, "csr": good})
     assert r.status_code == 200, r.text

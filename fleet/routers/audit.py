@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from biblioedge.fleet.auth import ADMIN, Audit, Principal
+from biblioedge.fleet.routers.common import AUTHENTICATED
 
 
 class AuditOut(BaseModel):
@@ -22,7 +23,7 @@ class AuditOut(BaseModel):
 
 
 def router(audit: Audit) -> APIRouter:
-    api = APIRouter(prefix="/api/v1", tags=["audit"])
+    api = APIRouter(prefix="/api/v1", tags=["audit"], responses=AUTHENTICATED)
 
     @api.get("/audit", response_model=list[AuditOut])
     def list_audit(

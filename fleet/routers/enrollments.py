@@ -7,11 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.enrollments import EnrollmentError, Registry
 from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.routers.common import AUTHENTICATED, SECURED, DeviceId, error
 from biblioedge.protocol import ID_PATTERN, Role
 
 _PEM_MAX = 16 * 1024
@@ -75,13 +77,16 @@ class IdentityOut(BaseModel):
     seal_key: str = Field(description="X25519 key desks seal registrations to")
 
 
-class Refusal(BaseModel):
-    reason: str
-    message: str
+class RevokedOut(BaseModel):
+    device_id: str
+    revoked_certificates: int
 
 
 class RefusalOut(BaseModel):
-    detail: Refusal
+    """``detail`` as in every other error; ``reason`` says which refusal, for programs."""
+
+    detail: str
+    reason: str = Field(default="", description="e.g. used_token, expired_token, revoked")
 
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -90,19 +95,32 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
         (401, "unknown or malformed token, or a certificate not from this CA"),
         (403, "token used or expired; certificate revoked"),
         (409, "the device is registered at another site"),
-        (422, "a CSR that is malformed or names another device"),
+        (400, "a CSR that is malformed or names another device; a body that is not JSON"),
+        (413, "the request body is over http.max_body_bytes"),
     )
 }
+
+
+async def refused(_request: Request, exc: Exception) -> JSONResponse:
+    """The app's handler for EnrollmentError: its status, message and reason."""
+    assert isinstance(exc, EnrollmentError)
+    return JSONResponse({"detail": exc.detail, "reason": exc.reason}, status_code=exc.status)
 
 
 def router(registry: Registry, metrics: CentralMetrics, ttl_s: int) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["enrollment"])
 
-    def refuse(exc: EnrollmentError) -> HTTPException:
+    def refuse(exc: EnrollmentError) -> EnrollmentError:
         metrics.enrollments.labels(exc.reason).inc()
-        return HTTPException(exc.status, {"reason": exc.reason, "message": exc.detail})
+        return exc
 
-    @api.post("/enrollments", response_model=EnrollmentOut, status_code=201, responses=_REFUSALS)
+    @api.post(
+        "/enrollments",
+        response_model=EnrollmentOut,
+        status_code=201,
+        dependencies=SECURED,
+        responses={**AUTHENTICATED, 400: _REFUSALS[400], 409: _REFUSALS[409]},
+    )
     async def create_enrollment(
         body: EnrollmentIn, who: Annotated[Principal, ADMIN]
     ) -> dict[str, Any]:
@@ -165,9 +183,15 @@ def router(registry: Registry, metrics: CentralMetrics, ttl_s: int) -> APIRouter
         await announce(request, out)
         return out
 
-    @api.post("/devices/{device_id}/revoke", tags=["devices"])
+    @api.post(
+        "/devices/{device_id}/revoke",
+        tags=["devices"],
+        response_model=RevokedOut,
+        dependencies=SECURED,
+        responses={**AUTHENTICATED, 404: error("the device holds no valid certificate")},
+    )
     async def revoke_device(
-        device_id: str, request: Request, _who: Annotated[Principal, ADMIN]
+        device_id: DeviceId, request: Request, _who: Annotated[Principal, ADMIN]
     ) -> dict[str, Any]:
         """Revoke the device's certificates: the broker refuses it from now on (admin)."""
         n = await run_in_threadpool(registry.revoke, device_id)

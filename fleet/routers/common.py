@@ -1,0 +1,76 @@
+"""What every router shares: the error shapes, documented once, and the path parameters.
+
+Every error central returns is one of two documented shapes: ``{"detail": "text"}``, or for
+422 FastAPI's validation list (``loc``, ``msg``, ``type``) — also when a route refuses a value
+itself, so a client parses one shape for each status.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel
+
+from biblioedge.protocol import ID_PATTERN, PATRON_PATTERN
+
+#: Declares the bearer token in the OpenAPI document; the middleware in ``fleet.api`` checks
+#: it before the body is read.
+BEARER = HTTPBearer(auto_error=False, description="A named API token (central token create)")
+SECURED = [Depends(BEARER)]
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+def error(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+#: Responses of every authenticated route.
+AUTHENTICATED: Responses = {
+    400: error("the body is not UTF-8 JSON"),
+    401: error("missing or wrong bearer token"),
+    403: error("the token's role may not do this"),
+    413: error("the request body is over http.max_body_bytes"),
+}
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def strict_query(request: Request) -> None:
+    """422 for a query parameter the route does not take: a mistyped filter (``devce_id``)
+    would otherwise be ignored and the caller would get everything."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    unknown = set(request.query_params) - _query_names(dependant)
+    if unknown:
+        name = sorted(unknown)[0][:64]
+        raise unprocessable(name, "this route takes no such query parameter")
+
+
+STRICT = [Depends(strict_query)]
+
+
+def unprocessable(field: str, msg: str, where: str = "query") -> HTTPException:
+    """A 422 in the same shape as FastAPI's own validation errors."""
+    return HTTPException(422, [{"loc": [where, field], "msg": msg, "type": "value_error"}])
+
+
+PatronId = Annotated[
+    str,
+    Path(pattern=PATRON_PATTERN, description="Patron number: ASCII letters, digits, . _ -"),
+]
+DeviceId = Annotated[str, Path(pattern=ID_PATTERN, description="Device id")]
+SiteId = Annotated[str, Path(pattern=ID_PATTERN, description="Site id")]

@@ -1,0 +1,94 @@
+"""Consent to biometric processing: recorded with the text version shown, withdrawn on request."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from biblioedge.fleet.auth import STAFF, Principal
+from biblioedge.fleet.cards import CardError, Cards
+from biblioedge.fleet.readers import Readers, UnknownReader
+from biblioedge.fleet.routers.common import AUTHENTICATED, PatronId, Responses, error
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: Literal["face_gate"] = "face_gate"
+    text_version: str = Field(
+        min_length=1, max_length=32, pattern=_PRINTABLE, description="Version of the text shown"
+    )
+    granted: bool
+    librarian: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Printable ASCII; the same key for the same reader returns the first record",
+    )
+
+
+class ConsentOut(BaseModel):
+    id: int
+    patron_id: str
+    purpose: str
+    text_version: str
+    granted: bool
+    librarian: str
+    idempotency_key: str | None
+    recorded_at: datetime
+    withdrawn_at: datetime | None
+
+
+class WithdrawnOut(BaseModel):
+    withdrawn: int = Field(description="Consent records withdrawn")
+
+
+_NOT_FOUND: Responses = {404: error("no such reader")}
+
+
+def router(crd: Cards, rdr: Readers, changed: Callable[[str], Awaitable[None]]) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["consent"], responses=AUTHENTICATED)
+
+    @api.post(
+        "/readers/{patron_id}/consents",
+        status_code=201,
+        response_model=ConsentOut,
+        responses={**_NOT_FOUND, 409: error("the idempotency key was used for another reader")},
+    )
+    def record_consent(
+        patron_id: PatronId, body: ConsentIn, _: Annotated[Principal, STAFF]
+    ) -> dict[str, Any]:
+        """Record consent; the same idempotency key returns the first record."""
+        try:
+            return crd.record_consent(patron_id, **body.model_dump())
+        except UnknownReader as exc:
+            raise HTTPException(404, f"no reader {patron_id}") from exc
+        except CardError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @api.get("/readers/{patron_id}/consents", response_model=list[ConsentOut])
+    def list_consents(patron_id: PatronId) -> list[dict[str, Any]]:
+        return crd.consents_of(patron_id)
+
+    @api.post(
+        "/readers/{patron_id}/consents/withdraw", response_model=WithdrawnOut, responses=_NOT_FOUND
+    )
+    async def withdraw_consent(patron_id: PatronId, _: Annotated[Principal, STAFF]) -> WithdrawnOut:
+        """Withdraw biometric consent: templates erased here and, at next sync, on gates."""
+        try:
+            n = await run_in_threadpool(crd.withdraw, patron_id)
+            site = str(rdr.get(patron_id)["site"])
+        except UnknownReader as exc:
+            raise HTTPException(404, f"no reader {patron_id}") from exc
+        await changed(site)
+        return WithdrawnOut(withdrawn=n)
+
+    return api

@@ -1,0 +1,162 @@
+"""Devices: the registry IT keeps, what each kiosk last reported, and what IT wants it to be."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from biblioedge.fleet.auth import ADMIN, Principal
+from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.enrollments import Registry
+from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
+from biblioedge.fleet.routers.common import AUTHENTICATED, DeviceId, Responses, error
+from biblioedge.protocol import (
+    ID_PATTERN,
+    MAX_DEPTH,
+    MAX_INT,
+    MAX_SIGNED_BODY,
+    DesiredState,
+    ProtocolError,
+    Role,
+    check_depth,
+    dumps,
+)
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    site: str
+    role: str | None
+    registered: bool = Field(description="Registered through the API (not only seen)")
+    online: bool
+    first_seen: datetime | None
+    last_seen: datetime | None
+    reported: dict[str, Any] | None = Field(description="Last state the device reported")
+    reported_at: datetime | None
+    desired: dict[str, Any] | None = Field(description="What IT wants the device to be")
+    desired_version: int = Field(description="Send this back as base_version to change it")
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(pattern=ID_PATTERN)
+    site: str = Field(pattern=ID_PATTERN)
+    role: Role | None = None
+
+
+class DesiredIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base_version: int = Field(
+        ge=0, le=MAX_INT - 1, description="The desired_version you read; 409 if it changed"
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="Agent tunables")
+    software: str | None = Field(default=None, max_length=80)
+    models: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("config")
+    @classmethod
+    def _deliverable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Kiosks refuse documents nested past MAX_DEPTH: refuse them here, not there."""
+        try:
+            check_depth(value, MAX_DEPTH - 2)
+        except ProtocolError as exc:
+            raise ValueError(exc.detail) from exc
+        return value
+
+
+class DesiredOut(BaseModel):
+    device_id: str
+    desired: DesiredState
+    published: bool = Field(description="False when the broker is down; sent on reconnect")
+
+
+_NOT_FOUND: Responses = {404: error("no such device")}
+
+
+def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["devices"], responses=AUTHENTICATED)
+
+    @api.get("/devices", response_model=list[DeviceOut])
+    def list_devices(
+        site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    ) -> list[dict[str, Any]]:
+        return repo.list_devices(site)
+
+    @api.post(
+        "/devices",
+        response_model=DeviceOut,
+        status_code=201,
+        responses={409: error("registered at another site")},
+    )
+    def register_device(body: DeviceIn, _: Annotated[Principal, ADMIN]) -> dict[str, Any]:
+        """Register a device ahead of its enrollment (admin)."""
+        try:
+            return repo.register_device(body.device_id, body.site, body.role)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+    @api.get("/devices/{device_id}", response_model=DeviceOut, responses=_NOT_FOUND)
+    def get_device(device_id: DeviceId) -> dict[str, Any]:
+        device = repo.get_device(device_id)
+        if device is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}")
+        return device
+
+    @api.delete("/devices/{device_id}", status_code=204, responses=_NOT_FOUND)
+    async def delete_device(
+        device_id: DeviceId, request: Request, _: Annotated[Principal, ADMIN]
+    ) -> Response:
+        """Remove a device that should not be there (admin): its certificates are revoked,
+        its registry row and retained topics go; the events it sent stay."""
+        device = await run_in_threadpool(repo.get_device, device_id)
+        if device is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}")
+        revoked = 0 if registry is None else await run_in_threadpool(registry.revoke, device_id)
+        if revoked:
+            hook = getattr(request.app.state, "on_revoked", None)
+            if hook is not None:
+                await hook(device_id)
+        await run_in_threadpool(repo.delete_device, device_id)
+        if bridge is not None:
+            await bridge.forget_device(str(device["site"]), device_id)
+        return Response(status_code=204)
+
+    @api.put(
+        "/devices/{device_id}/desired",
+        response_model=DesiredOut,
+        responses={
+            **_NOT_FOUND,
+            409: error("base_version is stale: read the device again"),
+            413: error("the document is larger than one MQTT message can carry"),
+        },
+    )
+    async def put_desired(
+        device_id: DeviceId, body: DesiredIn, _: Annotated[Principal, ADMIN]
+    ) -> DesiredOut:
+        """What the device should be (admin); published retained and signed."""
+        doc = body.model_dump(exclude={"base_version"})
+        size = len(dumps({**doc, "version": body.base_version + 1}))
+        if size > MAX_SIGNED_BODY - 1024:
+            raise HTTPException(
+                413,
+                f"the desired document is {size} bytes; one message carries {MAX_SIGNED_BODY}",
+            )
+        try:
+            site, desired = await run_in_threadpool(
+                repo.put_desired, device_id, body.base_version, doc
+            )
+        except UnknownDevice as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}") from exc
+        except StaleVersion as exc:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"desired state is at version {exc.current}, not {body.base_version}",
+            ) from exc
+        published = bridge is not None and await bridge.publish_desired(site, device_id, desired)
+        return DesiredOut(device_id=device_id, desired=desired, published=published)
+
+    return api

@@ -1,0 +1,64 @@
+"""Health (open: load balancers and the demo poll it) and the fleet's counts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, Field
+
+from biblioedge import __version__
+from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.routers.common import AUTHENTICATED
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: bool
+    broker: bool = Field(description="Connected, and publishing (acks, desired state) works")
+    problems: list[str] = Field(default_factory=list, description="Why it is degraded")
+
+
+class Stats(BaseModel):
+    events: int
+    devices: int
+    quarantined: int
+
+
+def router(repo: Repo, bridge: Bridge | None) -> tuple[APIRouter, APIRouter]:
+    """(the open health route, the authenticated stats route)."""
+    open_api = APIRouter(prefix="/api/v1", tags=["health"])
+    api = APIRouter(prefix="/api/v1", tags=["health"], responses=AUTHENTICATED)
+
+    @open_api.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "degraded: see problems"}},
+    )
+    def health(response: Response) -> Health:
+        problems: list[str] = []
+        try:
+            repo.stats()
+        except Exception as exc:  # any failure means the database cannot serve
+            problems.append(f"database: {type(exc).__name__}")
+        if bridge is None:
+            problems.append("broker: no bridge")
+        else:
+            problems += [f"broker: {p}" for p in bridge.problems()]
+        if problems:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Health(
+            status="degraded" if problems else "ok",
+            version=__version__,
+            database=not any(p.startswith("database") for p in problems),
+            broker=not any(p.startswith("broker") for p in problems),
+            problems=problems,
+        )
+
+    @api.get("/stats", response_model=Stats)
+    def stats() -> Stats:
+        return Stats(**repo.stats())
+
+    return open_api, api

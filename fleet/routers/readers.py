@@ -1,0 +1,189 @@
+"""Readers, their face templates and card revocations; every change reaches the site's gates."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from biblioedge.fleet.auth import STAFF, Principal
+from biblioedge.fleet.readers import (
+    MAX_TEMPLATES,
+    BarcodeTaken,
+    ReaderError,
+    Readers,
+    UnknownReader,
+    WrongLength,
+)
+from biblioedge.fleet.routers.common import (
+    AUTHENTICATED,
+    PatronId,
+    Responses,
+    SiteId,
+    error,
+    unprocessable,
+)
+from biblioedge.protocol import ID_PATTERN
+
+Changed = Callable[[str], Awaitable[None]]
+
+
+class ReaderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    site: str = Field(pattern=ID_PATTERN)
+    display_name: str = Field(min_length=1, max_length=200, description="Normalized to NFC")
+    status: Literal["active", "blocked", "expired"] = "active"
+    expires_at: date | None = Field(default=None, description="Card expiry")
+    barcode: str | None = Field(default=None, max_length=64, pattern=r"^[\x21-\x7e]*$")
+
+
+class ReaderOut(BaseModel):
+    patron_id: str
+    site: str
+    display_name: str
+    status: str
+    expires_at: str
+    barcode: str | None
+    templates: dict[str, int] = Field(description="Templates held per model (never the values)")
+
+
+#: One embedding. ``not all zeros`` is in the schema too; the values are normalized here.
+Template = Annotated[
+    list[Annotated[float, Field(ge=-1e6, le=1e6)]],
+    Field(
+        min_length=16,
+        max_length=4096,
+        json_schema_extra={"not": {"items": {"const": 0}}},
+    ),
+]
+
+
+class TemplatesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(
+        min_length=1, max_length=80, pattern=r"^[\x21-\x7e]+$", description="name@version"
+    )
+    templates: list[Template] = Field(
+        min_length=1,
+        max_length=MAX_TEMPLATES,
+        description="Embeddings of one model, all of its length (409 if not)",
+    )
+
+
+class TemplatesOut(BaseModel):
+    patron_id: str
+    model: str
+    templates: int
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jti: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+
+
+class RevokedOut(BaseModel):
+    revoked: str
+
+
+class SiteGalleryOut(BaseModel):
+    site: str
+    version: int
+
+
+_NOT_FOUND: Responses = {404: error("no such reader")}
+
+
+def router(reg: Readers, changed: Changed) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["readers"], responses=AUTHENTICATED)
+
+    def site_of(patron_id: str) -> str:
+        try:
+            return str(reg.get(patron_id)["site"])
+        except UnknownReader as exc:
+            raise HTTPException(404, f"no reader {patron_id}") from exc
+
+    @api.put(
+        "/readers/{patron_id}",
+        response_model=ReaderOut,
+        responses={409: error("the barcode is another reader's")},
+    )
+    async def put_reader(
+        patron_id: PatronId, body: ReaderIn, _: Annotated[Principal, STAFF]
+    ) -> dict[str, Any]:
+        try:
+            fields = body.model_dump()
+            fields["expires_at"] = body.expires_at.isoformat() if body.expires_at else ""
+            doc = await run_in_threadpool(lambda: reg.upsert(patron_id, **fields))
+        except BarcodeTaken as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except ReaderError as exc:
+            raise unprocessable("body", str(exc), "body") from exc
+        await changed(body.site)
+        return doc
+
+    @api.get("/readers/{patron_id}", response_model=ReaderOut, responses=_NOT_FOUND)
+    def get_reader(patron_id: PatronId) -> dict[str, Any]:
+        """The reader and how many templates per model; never the templates."""
+        try:
+            return reg.get(patron_id)
+        except UnknownReader as exc:
+            raise HTTPException(404, f"no reader {patron_id}") from exc
+
+    @api.put(
+        "/readers/{patron_id}/templates",
+        response_model=TemplatesOut,
+        responses={**_NOT_FOUND, 409: error("the templates' length is not the model's")},
+    )
+    async def put_templates(
+        patron_id: PatronId, body: TemplatesIn, _: Annotated[Principal, STAFF]
+    ) -> TemplatesOut:
+        """Replace the reader's templates of one model (lengths must match the model's)."""
+        try:
+            n = await run_in_threadpool(reg.put_templates, patron_id, body.model, body.templates)
+        except UnknownReader as exc:
+            raise HTTPException(404, f"no reader {patron_id}") from exc
+        except WrongLength as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except ReaderError as exc:
+            raise unprocessable("templates", str(exc), "body") from exc
+        await changed(site_of(patron_id))
+        return TemplatesOut(patron_id=patron_id, model=body.model, templates=n)
+
+    @api.delete("/readers/{patron_id}", status_code=204, responses=_NOT_FOUND)
+    async def erase_reader(patron_id: PatronId, _: Annotated[Principal, STAFF]) -> Response:
+        """Erase on request: the reader and every template, here and on every gate."""
+        site = site_of(patron_id)
+        try:
+            await run_in_threadpool(reg.erase, patron_id)
+        except UnknownReader as exc:
+            raise HTTPException(404, f"no reader {patron_id}") from exc
+        await changed(site)
+        return Response(status_code=204)
+
+    @api.post(
+        "/readers/{patron_id}/revocations",
+        status_code=201,
+        response_model=RevokedOut,
+        responses=_NOT_FOUND,
+    )
+    async def revoke(
+        patron_id: PatronId, body: RevokeIn, _: Annotated[Principal, STAFF]
+    ) -> RevokedOut:
+        """Revoke one library card (lost or stolen): gates refuse its QR from the next sync."""
+        site = site_of(patron_id)
+        try:
+            await run_in_threadpool(reg.revoke_card, body.jti, patron_id)
+        except UnknownReader as exc:
+            raise HTTPException(404, f"no reader {patron_id}") from exc
+        await changed(site)
+        return RevokedOut(revoked=body.jti)
+
+    @api.get("/sites/{site}/gallery", response_model=SiteGalleryOut)
+    def site_gallery(site: SiteId) -> SiteGalleryOut:
+        return SiteGalleryOut(site=site, version=reg.site_version(site))
+
+    return api
