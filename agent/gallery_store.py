@@ -10,6 +10,7 @@ unreadable, which is the intended failure: the gate re-syncs it from central.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from biblioedge.keys import KeyFileError
 from biblioedge.keys import load_or_create_key as _load_or_create_key
 
 F32 = npt.NDArray[np.float32]
+log = logging.getLogger("biblioedge.agent.gallery")
 
 
 class TemplateKeyError(StoreError):
@@ -96,7 +98,8 @@ class GalleryStore:
         ).fetchall()
         ids: list[str] = []
         mat = np.empty((len(rows), dim), np.float32)
-        for i, (pid, slot, nonce, sealed) in enumerate(rows):
+        skipped = 0
+        for pid, slot, nonce, sealed in rows:
             try:
                 raw = self.aead.decrypt(nonce, sealed, self._aad(pid, slot, model))
             except InvalidTag as exc:
@@ -104,11 +107,14 @@ class GalleryStore:
                     f"template {pid}/{slot} does not open: wrong key or tampered row"
                 ) from exc
             vec = np.frombuffer(raw, np.float32)
-            if vec.shape[0] != dim:
-                raise StoreError(f"template {pid}/{slot} has {vec.shape[0]} values, not {dim}")
-            mat[i] = vec
+            if vec.shape[0] != dim:  # one bad row must not keep the gate from starting
+                skipped += 1
+                continue
+            mat[len(ids)] = vec
             ids.append(pid)
-        return ids, mat
+        if skipped:
+            log.warning("skipped %d %s template(s) whose length is not %d", skipped, model, dim)
+        return ids, mat[: len(ids)]
 
     def count(self) -> int:
         return int(self.store.conn.execute("SELECT count(*) FROM gallery_templates").fetchone()[0])

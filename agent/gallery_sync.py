@@ -10,6 +10,7 @@ the gate's next state report tells central where it really is.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import time
@@ -28,16 +29,59 @@ Applied = Callable[[GalleryDelta], None]
 
 
 def vectors_of(templates: list[str]) -> np.ndarray:
-    vecs = [np.frombuffer(base64.b64decode(t, validate=True), dtype="<f4") for t in templates]
-    if not vecs or len({v.shape[0] for v in vecs}) != 1:
-        raise ValueError("templates of one reader must all have the same length")
-    return np.vstack(vecs).astype(np.float32)
+    """The reader's templates as rows; ValueError unless they are base64 float32 vectors of
+    one length, all finite and none all zeros."""
+    try:
+        raw = [base64.b64decode(t, validate=True) for t in templates]
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("a template is not base64") from exc
+    if not raw or len({len(r) for r in raw}) != 1 or len(raw[0]) % 4 or not raw[0]:
+        raise ValueError("templates of one reader are float32 vectors of one length")
+    mat = np.vstack([np.frombuffer(r, dtype="<f4") for r in raw]).astype(np.float32)
+    if not np.all(np.isfinite(mat)) or np.any(np.all(mat == 0, axis=1)):
+        raise ValueError("a template is not finite or is all zeros")
+    return mat
 
 
 class GallerySync:
     def __init__(self, store: Store, templates: GalleryStore) -> None:
         self.store = store
         self.templates = templates
+        #: template length per model, from the running face engine (set when it loads)
+        self.dims: dict[str, int] = {}
+        #: readers whose templates were refused, by reason (the state report counts them)
+        self.refused: dict[str, int] = {}
+        #: the templates the last applied delta stored, per reader (the running gate's update)
+        self.accepted: dict[str, np.ndarray] = {}
+
+    def _dim(self, model: str) -> int | None:
+        """The length ``model``'s templates must have: the engine's, or the stored ones'."""
+        if model in self.dims:
+            return self.dims[model]
+        row = self.store.conn.execute(
+            "SELECT length(ciphertext) FROM gallery_templates WHERE model = ? LIMIT 1", (model,)
+        ).fetchone()
+        return None if row is None else (int(row[0]) - 16) // 4
+
+    def _usable(self, delta: GalleryDelta) -> dict[str, np.ndarray]:
+        """Each upserted reader's templates, checked before anything is written. A reader
+        whose templates are unusable keeps its card (stored without a face) rather than
+        costing the whole delta, or breaking the gate's gallery at its next start."""
+        out: dict[str, np.ndarray] = {}
+        for reader in delta.upserts:
+            if not reader.templates:
+                continue
+            try:
+                mat = vectors_of(reader.templates)
+                dim = self._dim(reader.model)
+                if dim is not None and mat.shape[1] != dim:
+                    raise ValueError(f"{reader.model} templates have {dim} values")
+            except ValueError as exc:
+                self.refused["template"] = self.refused.get("template", 0) + 1
+                log.warning("not storing the templates of %s: %s", reader.patron_id, exc)
+                continue
+            out[reader.patron_id] = mat
+        return out
 
     def version(self) -> int:
         row = self.store.conn.execute(
@@ -56,7 +100,7 @@ class GallerySync:
         """True when applied; False when it does not start at our version (ignored)."""
         if delta.base != self.version() or delta.version <= delta.base:
             return False
-        decoded = {r.patron_id: vectors_of(r.templates) for r in delta.upserts if r.templates}
+        decoded = self._usable(delta)
         conn = self.store.conn
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
@@ -104,6 +148,7 @@ class GallerySync:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self.accepted = decoded
         log.info(
             "gallery %d -> %d: %d readers updated, %d erased, %d cards revoked",
             delta.base,

@@ -93,6 +93,7 @@ async def build_gate(
     gallery = Gallery(
         engine.dim, fast_from=cfg.face.gallery_fast_from, rerank=cfg.face.gallery_rerank
     )
+    synced.dims[engine.embedder.name] = engine.dim  # deltas are checked against it from now
     ids, matrix = synced.templates.load(engine.embedder.name, engine.dim)
     if ids:
         gallery.add_matrix(ids, matrix)

@@ -293,12 +293,12 @@ class AgentRuntime:
         self.gallery_version = delta.version
         flow = getattr(self.gate, "flow", None)
         if flow is not None:
-            from biblioedge.agent.gallery_sync import vectors_of
-
             model = flow.face.engine.embedder.name
+            accepted = self.gallery_sync.accepted
             for reader in delta.upserts:
-                if reader.templates and reader.model == model:
-                    flow.gallery.replace(reader.patron_id, vectors_of(reader.templates))
+                templates = accepted.get(reader.patron_id)
+                if templates is not None and reader.model == model:
+                    flow.gallery.replace(reader.patron_id, templates)
                 elif reader.patron_id in flow.gallery:
                     flow.gallery.remove(reader.patron_id)
             for pid in delta.removes:

@@ -369,8 +369,12 @@ def dumps(obj: Any) -> bytes:
 BATCH_DEPTH = 200
 
 
-def decode(model: type[M], payload: bytes | bytearray | str, max_depth: int = MAX_DEPTH) -> M:
-    """Size-check, parse and validate a payload; every failure becomes a ProtocolError."""
+def decode(
+    model: type[M], payload: bytes | bytearray | str, max_depth: int = MAX_DEPTH, nul: bool = False
+) -> M:
+    """Size-check, parse and validate a payload; every failure becomes a ProtocolError.
+    ``nul``: let NUL characters through (an event batch: each event is checked on its own,
+    so one bad event costs that event, not the batch)."""
     raw = payload.encode() if isinstance(payload, str) else bytes(payload)
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise ProtocolError("oversized", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
@@ -380,25 +384,32 @@ def decode(model: type[M], payload: bytes | bytearray | str, max_depth: int = MA
         raise ProtocolError("malformed_json", str(exc)) from exc
     if not isinstance(data, dict):
         raise ProtocolError("malformed", f"expected a JSON object, got {type(data).__name__}")
-    check_depth(data, max_depth)
+    check_depth(data, max_depth, nul)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ProtocolError("invalid", _short(exc)) from exc
 
 
-def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
-    """ProtocolError ``too_deep`` past ``limit`` levels of nesting (iterative: a hostile
-    document cannot exhaust the stack here either)."""
+def check_depth(doc: Any, limit: int = MAX_DEPTH, nul: bool = False) -> None:
+    """ProtocolError ``too_deep`` past ``limit`` levels of nesting, or ``nul_character`` for a
+    NUL in any string or key (PostgreSQL can store neither in text nor in jsonb, so such a
+    document would fail at central for ever). Iterative: a hostile document cannot exhaust
+    the stack here either."""
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > limit:
             raise ProtocolError("too_deep", f"JSON nested deeper than {limit} levels")
         if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+            for k, v in node.items():
+                if not nul and isinstance(k, str) and "\x00" in k:
+                    raise ProtocolError("nul_character", "a key holds a NUL character")
+                stack.append((v, depth + 1))
         elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+            stack.extend((v, depth + 1) for v in node)
+        elif not nul and isinstance(node, str) and "\x00" in node:
+            raise ProtocolError("nul_character", "a string holds a NUL character")
 
 
 def validate_event(data: dict[str, Any]) -> Event:

@@ -13,6 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import Engine, insert, select, update
@@ -115,7 +116,7 @@ class Audit:
                     actor=who.name,
                     role=who.role,
                     method=method,
-                    path=path[:300],
+                    path=quote(path, safe="/-._~:@+,;=")[:300],  # as sent: no NUL stored
                     status=status,
                 )
             )

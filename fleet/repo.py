@@ -248,7 +248,7 @@ class Repo:
         if msg.channel != "events":
             return result
         try:
-            batch = decode(EventBatch, msg.payload, BATCH_DEPTH)
+            batch = decode(EventBatch, msg.payload, BATCH_DEPTH, nul=True)
         except ProtocolError:
             return result
         ids = [e["event_id"] for e in batch.events if isinstance(e.get("event_id"), str)]
@@ -351,7 +351,7 @@ class Repo:
         now: datetime,
         result: IngestResult,
     ) -> None:
-        batch = decode(EventBatch, msg.payload, BATCH_DEPTH)
+        batch = decode(EventBatch, msg.payload, BATCH_DEPTH, nul=True)
         if batch.device_id != msg.device_id:
             raise ProtocolError("device_mismatch", "batch names another device than its topic")
         if not self._admit(conn, msg, known, accept, now):
@@ -431,10 +431,14 @@ class Repo:
         exc: ProtocolError,
         now: datetime,
     ) -> None:
-        event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+        sent_id = raw.get("event_id")
+        event_id = sent_id if isinstance(sent_id, str) else None
+        column = event_id  # kept in raw; a NUL or an overlong id cannot be a column value
+        if column is not None and not (0 < len(column) <= 64 and column.isprintable()):
+            column = None
         bad.append(
             {
-                "event_id": event_id,
+                "event_id": column,
                 "device_id": msg.device_id,
                 "site": msg.site,
                 "reason": exc.reason,
@@ -444,7 +448,7 @@ class Repo:
             }
         )
         result.count(result.quarantined, exc.reason)
-        if event_id is not None:
+        if event_id is not None and len(event_id) <= 64:  # the sender may drop it
             ack.rejected[event_id] = exc.reason
 
     # -- devices ------------------------------------------------------------------------

@@ -294,3 +294,119 @@ def test_a_message_that_fails_unexpectedly_costs_only_itself(repo: Repo) -> None
     kept = repo.list_quarantine()
     assert {q["reason"] for q in kept} == {"internal_error"}  # ...and central keeps it aside
     assert "a bug in an effect" in kept[0]["detail"]
+
+
+# -- hardening: what once gave 500s, or was accepted and broke kiosks later ----------------
+
+
+@pytest.fixture
+def full_api(tmp_path: Path, repo: Repo) -> TestClient:
+    from biblioedge.fleet.cards import Cards
+    from biblioedge.fleet.readers import Readers
+
+    readers = Readers(repo, b"k" * 32)
+    app = create_app(
+        CentralConfig(data_dir=tmp_path),
+        repo,
+        None,
+        CentralMetrics(),
+        readers,
+        Cards(readers, b"c" * 32),
+    )
+    client = TestClient(app)
+    client.headers["Authorization"] = f"Bearer {Tokens(repo.engine).create('tests', 'admin')[1]}"
+    return client
+
+
+def test_event_queries_at_the_edges_are_answered_not_500(api: TestClient, repo: Repo) -> None:
+    repo.ingest([batch([ev(i) for i in range(1, 4)])], accept_unknown=True)
+    get = api.get
+    assert get("/api/v1/events", params={"cursor": str(2**64)}).status_code == 422
+    assert get("/api/v1/events", params={"cursor": "-1"}).status_code == 422
+    far_past = get("/api/v1/events", params={"since": "0001-01-01T00:00:00+14:00"})
+    assert far_past.status_code == 200 and len(far_past.json()["items"]) == 3  # from the start
+    far_future = get("/api/v1/events", params={"since": "9999-12-31T23:59:59-14:00"})
+    assert far_future.status_code == 200 and far_future.json()["items"] == []
+    assert get("/api/v1/events", params={"until": "0001-01-01T00:00:00Z"}).json()["items"] == []
+    typo = get("/api/v1/events", params={"devce_id": "gate-01"})  # not silently "everything"
+    assert typo.status_code == 422 and typo.json()["detail"][0]["loc"] == ["query", "devce_id"]
+
+
+def test_a_desired_document_no_message_can_carry_is_413(api: TestClient) -> None:
+    api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "tv-tinh", "role": "gate"})
+    big = {"base_version": 0, "config": {"note": "x" * 900_000}}  # under the 1 MiB body limit
+    r = api.put("/api/v1/devices/gate-01/desired", json=big)
+    assert r.status_code == 413 and "bytes" in r.json()["detail"]
+    assert api.get("/api/v1/devices/gate-01").json()["desired_version"] == 0  # nothing stored
+
+
+def test_a_device_that_should_not_be_there_can_be_deleted(api: TestClient, repo: Repo) -> None:
+    repo.ingest([batch([ev(1, device="stray-01")], device="stray-01")], accept_unknown=True)
+    assert api.get("/api/v1/devices/stray-01").status_code == 200
+    assert api.delete("/api/v1/devices/stray-01").status_code == 204
+    assert api.get("/api/v1/devices/stray-01").status_code == 404
+    assert api.delete("/api/v1/devices/stray-01").status_code == 404
+    assert api.get("/api/v1/events", params={"device_id": "stray-01"}).json()["items"]  # kept
+    viewer = Tokens(repo.engine).create("v", "viewer")[1]
+    api.post("/api/v1/devices", json={"device_id": "gate-02", "site": "tv-tinh"})
+    r = api.delete("/api/v1/devices/gate-02", headers={"Authorization": f"Bearer {viewer}"})
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize("patron_id", ["P%201", "P%00", "P%F0%9F%98%80", "x" * 65, "-P1", "P%2F1"])
+def test_reader_ids_follow_the_gallery_rules_at_the_api(
+    full_api: TestClient, patron_id: str
+) -> None:
+    body = {"site": "tv-tinh", "display_name": "Lê Văn C"}
+    assert full_api.put(f"/api/v1/readers/{patron_id}", json=body).status_code in (404, 422)
+    assert full_api.put("/api/v1/readers/BE0000042", json=body).status_code == 200
+
+
+def test_readers_barcodes_and_templates_refused_with_a_reason(full_api: TestClient) -> None:
+    put = full_api.put
+    assert (
+        put(
+            "/api/v1/readers/P1", json={"site": "tv-tinh", "display_name": "A", "barcode": "B1"}
+        ).status_code
+        == 200
+    )
+    clash = put(
+        "/api/v1/readers/P2", json={"site": "tv-tinh", "display_name": "B", "barcode": "B1"}
+    )
+    assert clash.status_code == 409 and "P1" in clash.json()["detail"]
+    bad_date = put(
+        "/api/v1/readers/P2",
+        json={"site": "tv-tinh", "display_name": "B", "expires_at": "2030-13-45"},
+    )
+    assert bad_date.status_code == 422
+    assert (
+        put("/api/v1/readers/P2", json={"site": "tv-tinh", "display_name": "B"}).status_code == 200
+    )
+    one = [0.1] * 128
+    assert (
+        put("/api/v1/readers/P1/templates", json={"model": "m@1", "templates": [one]}).status_code
+        == 200
+    )
+    shorter = put("/api/v1/readers/P2/templates", json={"model": "m@1", "templates": [[0.1] * 64]})
+    assert shorter.status_code == 409 and "128" in shorter.json()["detail"]
+    zeros = put("/api/v1/readers/P2/templates", json={"model": "m@1", "templates": [[0.0] * 128]})
+    assert zeros.status_code == 422 and isinstance(zeros.json()["detail"], list)
+    tiny = put("/api/v1/readers/P2/templates", json={"model": "m@1", "templates": [[5e-324] * 128]})
+    assert tiny.status_code == 200  # normalized without underflow
+
+
+def test_nul_characters_are_refused_at_every_edge(full_api: TestClient, repo: Repo) -> None:
+    """PostgreSQL stores NUL in neither text nor jsonb: each would have been a 500, or an
+    event batch that fails at central for ever."""
+    body = {"site": "tv-tinh", "display_name": "A\u0000B"}
+    assert full_api.put("/api/v1/readers/P1", json=body).status_code == 422
+    full_api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "tv-tinh"})
+    doc = {"base_version": 0, "config": {"k\u0000": 1}}
+    assert full_api.put("/api/v1/devices/gate-01/desired", json=doc).status_code == 422
+    assert full_api.get("/api/v1/events", params={"type": "gate\u0000"}).status_code == 422
+    assert full_api.get("/api/v1/audit").status_code == 200  # the refused paths were audited
+    good, bad, bad_id = ev(1), ev(2, payload={"note": "x\u0000"}), ev(3, event_id="e\u0000")
+    result = repo.ingest([batch([good, bad, bad_id])], accept_unknown=True)
+    assert result.inserted == 1 and result.quarantined == {"invalid_event": 2}
+    (ack,) = result.acks
+    assert ack.stored == [good["event_id"]] and set(ack.rejected) == {bad["event_id"], "e\u0000"}

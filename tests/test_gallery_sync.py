@@ -1,15 +1,17 @@
 """Gallery sync: central's readers and encrypted templates -> versioned deltas -> gates."""
 
+import base64
 import sqlite3
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
 from biblioedge.agent.gallery_sync import GallerySync, vectors_of
 from biblioedge.agent.store import Store
-from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader
+from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader, WrongLength
 from biblioedge.fleet.repo import Repo
 from biblioedge.keys import load_or_create_key as central_key
 
@@ -113,20 +115,117 @@ def test_bad_reader_input_is_refused(readers: Readers) -> None:
         readers.put_templates("P404", "m@1", [vec(1)])
 
 
-def test_a_corrupt_delta_changes_nothing(readers: Readers, gate: GallerySync) -> None:
+def test_unusable_templates_cost_that_reader_its_face_not_the_delta(
+    readers: Readers, gate: GallerySync
+) -> None:
     readers.upsert("P1", site="tv-tinh", display_name="An")
     readers.put_templates("P1", "dlib-resnet@1", [vec(1)])
+    readers.upsert("P2", site="tv-tinh", display_name="Bình")
+    readers.put_templates("P2", "dlib-resnet@1", [vec(2)])
     delta = readers.delta("tv-tinh", 0)
     assert delta is not None
-    bad = delta.model_copy(
-        update={"upserts": [delta.upserts[0].model_copy(update={"templates": ["not base64!"]})]}
-    )
-    with pytest.raises(ValueError):
-        gate.apply(bad)
-    assert (
-        gate.version() == 0
-        and gate.store.conn.execute("SELECT count(*) FROM patron_cache").fetchone()[0] == 0
-    )
+    gate.dims["dlib-resnet@1"] = 128  # what the running engine says
+    short = base64.b64encode(np.ones(64, "<f4").tobytes()).decode()
+    for bad in (["not base64!"], [short], [base64.b64encode(b"\0" * 512).decode()]):
+        crafted = delta.model_copy(
+            update={"upserts": [delta.upserts[0].model_copy(update={"templates": bad})]}
+            | {
+                "upserts": [
+                    delta.upserts[0].model_copy(update={"templates": bad}),
+                    delta.upserts[1],
+                ]
+            }
+        )
+        gate.store.conn.execute("UPDATE meta SET value = '0' WHERE key = 'gallery_version'")
+        assert gate.apply(crafted)
+        ids, mat = gate.templates.load("dlib-resnet@1", 128)
+        assert ids == ["P2"] and mat.shape == (1, 128)  # P1 kept its card, not the bad face
+        assert gate.store.conn.execute(
+            "SELECT count(*) FROM patron_cache WHERE patron_id = 'P1'"
+        ).fetchone() == (1,)
+    assert gate.refused["template"] == 3 and set(gate.accepted) == {"P2"}
+
+
+def test_a_stored_template_of_another_length_does_not_stop_the_gate(gate: GallerySync) -> None:
+    gate.templates.put("P1", np.ones((1, 64), np.float32), "dlib-resnet@1")  # an older bug's row
+    gate.templates.put("P2", np.ones((2, 128), np.float32), "dlib-resnet@1")
+    ids, mat = gate.templates.load("dlib-resnet@1", 128)
+    assert ids == ["P2", "P2"] and mat.shape == (2, 128)
+
+
+def test_deltas_of_large_templates_each_fit_one_message(
+    readers: Readers, gate: GallerySync
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from biblioedge.protocol import MAX_PAYLOAD_BYTES, dumps
+    from biblioedge.provisioning import signing
+    from biblioedge.provisioning.sealing import gallery_context, seal_with
+
+    rng = np.random.default_rng(7)
+    for i in range(30):  # 30 readers x 16 templates x 512 values: one 1.75 MB message before
+        readers.upsert(f"P{i:02d}", site="tv-tinh", display_name=f"R{i}")
+        readers.put_templates(f"P{i:02d}", "arcface@1", rng.standard_normal((16, 512)).tolist())
+    key, base, sizes = Ed25519PrivateKey.generate(), 0, []
+    while (d := readers.delta("tv-tinh", base)) is not None:
+        sealed = seal_with(b"k" * 32, "s1", dumps(d), gallery_context("tv-tinh"))
+        sizes.append(len(signing.sign(key, "c1", "be/tv-tinh/gallery", sealed)))
+        assert gate.apply(d)
+        base = d.version
+    assert len(sizes) > 1 and max(sizes) <= MAX_PAYLOAD_BYTES, sizes
+    assert gate.version() == readers.site_version("tv-tinh")
+    assert len(gate.templates.load("arcface@1", 512)[0]) == 30 * 16
+
+
+def test_central_refuses_templates_of_another_length_for_a_model(readers: Readers) -> None:
+    readers.upsert("P1", site="tv-tinh", display_name="A")
+    readers.upsert("P2", site="tv-tinh", display_name="B")
+    readers.put_templates("P1", "dlib-resnet@1", [vec(1)])
+    with pytest.raises(WrongLength):
+        readers.put_templates("P2", "dlib-resnet@1", [vec(2, dim=64)])
+    with pytest.raises(WrongLength):
+        readers.put_templates("P2", "other@1", [vec(2, dim=64), vec(3)])
+    readers.put_templates("P2", "other@1", [vec(2, dim=64)])  # another model, its own length
+
+
+def test_a_reader_stored_under_older_rules_is_dropped_from_gates_not_fatal(
+    readers: Readers,
+) -> None:
+    from biblioedge.fleet.db import gallery_log
+    from biblioedge.fleet.db import readers as readers_table
+    from biblioedge.protocol import utc_now
+
+    with readers.repo.engine.begin() as conn:  # a 300-character id with a space, as once let in
+        bad = "P " + "x" * 298
+        conn.execute(
+            readers_table.insert().values(
+                patron_id=bad[:64],
+                site="tv-tinh",
+                display_name="X",
+                status="active",
+                expires_at="",
+                updated_at=utc_now(),
+            )
+        )
+        conn.execute(
+            gallery_log.insert().values(site="tv-tinh", patron_id=bad[:64], created_at=utc_now())
+        )
+    readers.upsert("P1", site="tv-tinh", display_name="A")
+    delta = readers.delta("tv-tinh", 0)
+    assert delta is not None
+    assert [r.patron_id for r in delta.upserts] == ["P1"] and delta.removes == [bad[:64]]
+    with pytest.raises(ReaderError):
+        readers.upsert("P 1", site="tv-tinh", display_name="A")
+
+
+def test_card_keys_that_are_not_ed25519_keys_are_refused_on_the_wire() -> None:
+    from biblioedge.protocol import GalleryDelta, ProtocolError, decode
+
+    good = base64.urlsafe_b64encode(b"k" * 32).rstrip(b"=").decode()
+    assert GalleryDelta(base=0, version=1, card_keys={"k1": good}).card_keys == {"k1": good}
+    for keys in ({"k1": "abc"}, {"k1": good + "AAAA"}, {"": good}, {"k1": "!" * 43}):
+        with pytest.raises(ProtocolError):
+            decode(GalleryDelta, orjson.dumps({"base": 0, "version": 1, "card_keys": keys}))
 
 
 @pytest.mark.integration

@@ -8,16 +8,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import ADMIN, STAFF, Principal
 from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.readers import UnknownReader
-from biblioedge.fleet.routers.common import AUTHENTICATED, PatronId, error
+from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, PatronId, error
 
 
-class CardIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CardIn(ApiIn):
     valid_days: int = Field(default=365 * 4, ge=1, le=3650)
 
 
@@ -53,7 +52,7 @@ def router(crd: Cards, everywhere: Callable[[], Awaitable[None]]) -> APIRouter:
         responses={409: error("no such key, or it is the active one")},
     )
     async def retire_card_key(
-        kid: Annotated[str, Path(max_length=32)], _: Annotated[Principal, ADMIN]
+        kid: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")], _: Annotated[Principal, ADMIN]
     ) -> Response:
         """Retire a key: every card it signed stops opening gates."""
         try:

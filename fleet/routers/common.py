@@ -11,14 +11,30 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from biblioedge.protocol import ID_PATTERN, PATRON_PATTERN
+from biblioedge.protocol import ID_PATTERN, MAX_DEPTH, PATRON_PATTERN, ProtocolError, check_depth
 
 #: Declares the bearer token in the OpenAPI document; the middleware in ``fleet.api`` checks
 #: it before the body is read.
 BEARER = HTTPBearer(auto_error=False, description="A named API token (central token create)")
 SECURED = [Depends(BEARER)]
+
+
+class ApiIn(BaseModel):
+    """Every request body: unknown fields refused, and no NUL anywhere in it (PostgreSQL
+    stores NUL in neither text nor jsonb: it would be a 500, and on SQLite a trap for later)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        try:
+            check_depth(data, MAX_DEPTH)
+        except ProtocolError as exc:
+            raise ValueError(exc.detail) from exc
+        return data
 
 
 class ErrorOut(BaseModel):

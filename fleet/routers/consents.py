@@ -8,18 +8,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import STAFF, Principal
 from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.readers import Readers, UnknownReader
-from biblioedge.fleet.routers.common import AUTHENTICATED, PatronId, Responses, error
+from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, PatronId, Responses, error
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
 
-class ConsentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ConsentIn(ApiIn):
     purpose: Literal["face_gate"] = "face_gate"
     text_version: str = Field(
         min_length=1, max_length=32, pattern=_PRINTABLE, description="Version of the text shown"

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.enrollments import Registry
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
-from biblioedge.fleet.routers.common import AUTHENTICATED, DeviceId, Responses, error
+from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, DeviceId, Responses, error
 from biblioedge.protocol import (
     ID_PATTERN,
     MAX_DEPTH,
@@ -41,15 +41,13 @@ class DeviceOut(BaseModel):
     desired_version: int = Field(description="Send this back as base_version to change it")
 
 
-class DeviceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DeviceIn(ApiIn):
     device_id: str = Field(pattern=ID_PATTERN)
     site: str = Field(pattern=ID_PATTERN)
     role: Role | None = None
 
 
-class DesiredIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DesiredIn(ApiIn):
     base_version: int = Field(
         ge=0, le=MAX_INT - 1, description="The desired_version you read; 409 if it changed"
     )

@@ -8,19 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.enrollments import EnrollmentError, Registry
 from biblioedge.fleet.metrics import CentralMetrics
-from biblioedge.fleet.routers.common import AUTHENTICATED, SECURED, DeviceId, error
+from biblioedge.fleet.routers.common import AUTHENTICATED, SECURED, ApiIn, DeviceId, error
 from biblioedge.protocol import ID_PATTERN, Role
 
 _PEM_MAX = 16 * 1024
 
 
-class EnrollmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EnrollmentIn(ApiIn):
     device_id: str = Field(pattern=ID_PATTERN)
     site: str = Field(pattern=ID_PATTERN)
     role: Role
@@ -38,8 +37,7 @@ class EnrollmentOut(BaseModel):
     expires_at: datetime
 
 
-class ClaimIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ClaimIn(ApiIn):
     token: str = Field(min_length=3, max_length=200)
 
 
@@ -49,14 +47,12 @@ class ClaimOut(BaseModel):
     role: str
 
 
-class EnrollIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EnrollIn(ApiIn):
     token: str = Field(min_length=3, max_length=200)
     csr: str = Field(min_length=1, max_length=_PEM_MAX, description="PEM certificate request")
 
 
-class RenewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RenewIn(ApiIn):
     certificate: str = Field(min_length=1, max_length=_PEM_MAX, description="Current cert, PEM")
     csr: str = Field(min_length=1, max_length=_PEM_MAX, description="New key's request, PEM")
     proof: str = Field(

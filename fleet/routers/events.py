@@ -66,7 +66,8 @@ def router(repo: Repo) -> APIRouter:
         device_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         type: Annotated[
-            str | None, Query(max_length=64, description="Event type, e.g. gate.decision")
+            str | None,
+            Query(pattern=r"^[a-z0-9_.]{1,64}$", description="Event type, e.g. gate.decision"),
         ] = None,
         since: Annotated[datetime | None, Query(description="occurred_at >= since")] = None,
         until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,

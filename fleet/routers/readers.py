@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import STAFF, Principal
 from biblioedge.fleet.readers import (
@@ -21,6 +21,7 @@ from biblioedge.fleet.readers import (
 )
 from biblioedge.fleet.routers.common import (
     AUTHENTICATED,
+    ApiIn,
     PatronId,
     Responses,
     SiteId,
@@ -32,8 +33,7 @@ from biblioedge.protocol import ID_PATTERN
 Changed = Callable[[str], Awaitable[None]]
 
 
-class ReaderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ReaderIn(ApiIn):
     site: str = Field(pattern=ID_PATTERN)
     display_name: str = Field(min_length=1, max_length=200, description="Normalized to NFC")
     status: Literal["active", "blocked", "expired"] = "active"
@@ -62,8 +62,7 @@ Template = Annotated[
 ]
 
 
-class TemplatesIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TemplatesIn(ApiIn):
     model: str = Field(
         min_length=1, max_length=80, pattern=r"^[\x21-\x7e]+$", description="name@version"
     )
@@ -80,8 +79,7 @@ class TemplatesOut(BaseModel):
     templates: int
 
 
-class RevokeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RevokeIn(ApiIn):
     jti: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
 
 
