@@ -1,5 +1,6 @@
 """Central's ingestion and API, in process, on a real SQLite database migrated by Alembic."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -410,3 +411,43 @@ def test_nul_characters_are_refused_at_every_edge(full_api: TestClient, repo: Re
     assert result.inserted == 1 and result.quarantined == {"invalid_event": 2}
     (ack,) = result.acks
     assert ack.stored == [good["event_id"]] and set(ack.rejected) == {bad["event_id"], "e\u0000"}
+
+
+async def test_health_is_degraded_while_the_bridge_cannot_publish(tmp_path: Path) -> None:
+    import aiomqtt
+    from httpx import ASGITransport, AsyncClient
+
+    from biblioedge.fleet.bridge import Bridge
+    from biblioedge.fleet.central import open_identity
+    from biblioedge.fleet.readers import Readers
+
+    cfg = CentralConfig(data_dir=tmp_path, security={"require": False})  # type: ignore[arg-type]
+    repo = Repo(cfg.db_url)
+    repo.migrate()
+    identity, _ = open_identity(cfg, repo)
+    bridge = Bridge(cfg, repo, CentralMetrics(), Readers(repo, b"k" * 32), identity)
+    app = create_app(cfg, repo, bridge, CentralMetrics())
+
+    class Broker:  # the one thing this test fakes: a connection whose publishes fail or pass
+        fail = True
+
+        async def publish(self, *_: object, **__: object) -> None:
+            if self.fail:
+                raise aiomqtt.MqttError("Operation timed out")
+
+    link = Broker()
+    bridge.connected.set()
+    async with AsyncClient(transport=ASGITransport(app), base_url="http://t") as http:
+        assert (await http.get("/api/v1/health")).status_code == 200
+        with pytest.raises(aiomqtt.MqttError):
+            await bridge._publish(link, "be/tv-tinh/gate-01/ack", b"{}")  # type: ignore[arg-type]
+        r = await http.get("/api/v1/health")
+        assert r.status_code == 503 and r.json()["problems"] == ["broker: publishing fails"]
+        assert r.json()["broker"] is False and r.json()["database"] is True
+        link.fail = False
+        await bridge._publish(link, "be/tv-tinh/gate-01/ack", b"{}")  # type: ignore[arg-type]
+        assert (await http.get("/api/v1/health")).status_code == 200
+        bridge._restarts += [time.monotonic()] * 3  # a session that keeps failing
+        assert "restarts" in (await http.get("/api/v1/health")).json()["problems"][0]
+    bridge.close()
+    repo.close()

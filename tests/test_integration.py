@@ -282,10 +282,10 @@ def _central_control_key(central: CentralProcess) -> Any:
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
-async def _publish(url_port: int, messages: list[tuple[str, bytes]]) -> None:
+async def _publish(url_port: int, messages: list[tuple[str, bytes]], retain: bool = False) -> None:
     async with aiomqtt.Client("127.0.0.1", url_port, identifier="vandal") as client:
         for topic, payload in messages:
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=1, retain=retain)
 
 
 def test_garbage_and_forgeries_on_the_wire_are_refused_and_counted(tmp_path: Path) -> None:
@@ -363,10 +363,17 @@ def test_garbage_and_forgeries_on_the_wire_are_refused_and_counted(tmp_path: Pat
         return signing.sign(key, "c1", "be/tv-tinh/gate-04/cmd", orjson.dumps(doc))
 
     other = signing.sign(key, "c1", "be/tv-tinh/gate-99/desired", b'{"version": 50}')
+    # signed by central but nested 1000 deep (once killed the kiosk's sync, then SIGTERM)
+    deep = b'{"version": 60, "config": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1001
+    topic = "be/tv-tinh/gate-04/desired"
     asyncio.run(
         _publish(
             broker.port,
             [
+                (
+                    "be/tv-tinh/gate-04/desired",
+                    signing.sign(key, "c1", "be/tv-tinh/gate-04/desired", deep),
+                ),
                 ("be/tv-tinh/gate-04/desired", other),
                 ("be/tv-tinh/gate-04/cmd", cmd(now, "c-1")),
                 ("be/tv-tinh/gate-04/cmd", cmd(now, "c-1")),  # the same one recorded and replayed
@@ -385,8 +392,33 @@ def test_garbage_and_forgeries_on_the_wire_are_refused_and_counted(tmp_path: Pat
     assert m["agent_bad_messages_total{reason=unsigned}"] >= 2
     assert m["agent_bad_messages_total{reason=unknown_key}"] >= 1
     assert m["agent_bad_messages_total{reason=bad_signature}"] >= 1
+    assert m["agent_bad_messages_total{reason=too_deep}"] >= 1
     assert device(central, "gate-04")["reported"]["desired_version"] == 0
     assert agent.alive() and central.alive()
-    agent.stop()
-    central.stop()
+    assert agent.stop() == 0  # it still obeys SIGTERM
+    # retained input is hostile too: a state central's database cannot hold, waiting for
+    # every restart of central (once it died within a second of each start)
+    huge = orjson.dumps(
+        {"device_id": "gate-04", "site": "tv-tinh", "role": "gate", "online": True}
+    ).replace(b"}", b', "gallery_version": 9223372036854775808}')
+    asyncio.run(_publish(broker.port, [("be/tv-tinh/gate-04/state", huge)], retain=True))
+    central.restart()
+    wait_until(
+        lambda: 'central_messages_refused_total{reason="invalid"} 1.0' in _metrics(central),
+        15,
+        what="retained state refused after restart",
+    )
+    time.sleep(1)
+    assert central.alive()
+    with central.client() as api:
+        assert api.get("/health").json()["status"] == "ok"
+    assert central.stop() == 0
     broker.stop()
+
+
+def _metrics(central: CentralProcess) -> str:
+    return httpx.get(
+        central.url + "/metrics",
+        timeout=5,
+        verify=ssl.create_default_context(cafile=central.ca_file),
+    ).text
