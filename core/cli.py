@@ -11,7 +11,7 @@ from typing import Any
 
 from biblioedge import __version__
 from biblioedge.logs import setup_logging
-from biblioedge.settings import ConfigError
+from biblioedge.settings import ConfigError, check_data_dir
 
 log = logging.getLogger("biblioedge.cli")
 
@@ -31,6 +31,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     if args.simulate is not None:
         overrides["simulator"] = {"enabled": True, "rate_per_s": args.simulate}
     config = load_config(args.config, overrides=overrides)
+    check_data_dir(config.data_dir)
     setup_logging(args.log_format or config.log.format, config.log.level)
     return asyncio.run(AgentRuntime(config).run())
 
@@ -50,6 +51,7 @@ def _cmd_central(args: argparse.Namespace) -> int:
     if http:
         overrides["http"] = http
     config = load_central_config(args.config, overrides=overrides)
+    check_data_dir(config.data_dir)
     setup_logging(args.log_format or config.log.format, config.log.level)
     return asyncio.run(run_central(config))
 
@@ -165,11 +167,11 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     if args.central:
         from biblioedge.fleet.config import load_central_config
 
-        load_central_config(args.file)
+        check_data_dir(load_central_config(args.file).data_dir)
     else:
         from biblioedge.agent.config import load_config
 
-        load_config(args.file)
+        check_data_dir(load_config(args.file).data_dir)
     sys.stdout.write(f"{args.file}: ok\n")
     return 0
 

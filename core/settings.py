@@ -7,6 +7,7 @@ Both read a TOML file and let environment variables and secret files override it
 from __future__ import annotations
 
 import copy
+import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -128,9 +129,38 @@ def load_document(path: Path | None, environ: Mapping[str, str], prefix: str) ->
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is not)") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return deep_merge(doc, env_overrides(environ, prefix))
+
+
+#: Kernel file systems: they look like directories, but hold neither a database nor keys.
+_PSEUDO_FS = ("/proc", "/sys", "/dev")
+
+
+def check_data_dir(path: Path) -> Path:
+    """The data directory, created if need be and proven writable (a probe file is written,
+    synced and removed), or ConfigError naming the reason. Called at start and by ``config
+    check``, so a wrong path is a clear exit 2 rather than a traceback later."""
+    resolved = path.expanduser().resolve()
+    for root in _PSEUDO_FS:
+        if resolved == Path(root) or Path(root) in resolved.parents:
+            raise ConfigError(f"data_dir {path} is on the kernel's {root} file system")
+    probe = resolved / f".write-probe-{os.getpid()}"
+    try:
+        resolved.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"data_dir {path} is not a writable directory: {exc.strerror}") from exc
+    return resolved
 
 
 def _toml_value(value: Any) -> str:

@@ -112,3 +112,38 @@ def test_gate_relay_spec_is_checked(tmp_path: Path) -> None:
     assert ok.gate.relay == "line:/dev/ttyUSB0"
     with pytest.raises(ConfigError, match="gate.relay"):
         load_config(write(tmp_path, BASE + '[gate]\nrelay = "gpio17"\n'), environ={})
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"\xff\xfe\x00r\x00o\x00l\x00e", "not UTF-8"),  # a UTF-16 file
+        (bytes(range(256)), "not UTF-8"),
+        (b"role = 'gate'\x00\x01", "not valid TOML"),
+    ],
+)
+def test_binary_or_foreign_config_files_exit_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, reason: str
+) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(content)
+    for argv in (["config", "check", str(path)], ["agent", "--config", str(path)]):
+        assert main(argv) == 2
+        assert reason in capsys.readouterr().err
+
+
+def test_a_data_dir_that_cannot_hold_data_is_refused_before_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for data_dir, reason in (
+        ("/proc/self/biblioedge", "/proc"),
+        ("/sys/kernel", "/sys"),
+        (str(blocker / "data"), "not a writable directory"),
+    ):
+        path = write(tmp_path, BASE.replace('"/tmp/x"', f'"{data_dir}"'))
+        assert main(["config", "check", str(path)]) == 2
+        assert reason in capsys.readouterr().err
+        assert main(["agent", "--config", str(path)]) == 2
+        assert reason in capsys.readouterr().err

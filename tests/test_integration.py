@@ -282,6 +282,9 @@ def _central_control_key(central: CentralProcess) -> Any:
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
+DESIRED = "be/tv-tinh/gate-04/desired"
+
+
 async def _publish(url_port: int, messages: list[tuple[str, bytes]], retain: bool = False) -> None:
     async with aiomqtt.Client("127.0.0.1", url_port, identifier="vandal") as client:
         for topic, payload in messages:
@@ -365,15 +368,11 @@ def test_garbage_and_forgeries_on_the_wire_are_refused_and_counted(tmp_path: Pat
     other = signing.sign(key, "c1", "be/tv-tinh/gate-99/desired", b'{"version": 50}')
     # signed by central but nested 1000 deep (once killed the kiosk's sync, then SIGTERM)
     deep = b'{"version": 60, "config": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1001
-    topic = "be/tv-tinh/gate-04/desired"
     asyncio.run(
         _publish(
             broker.port,
             [
-                (
-                    "be/tv-tinh/gate-04/desired",
-                    signing.sign(key, "c1", "be/tv-tinh/gate-04/desired", deep),
-                ),
+                ("be/tv-tinh/gate-04/desired", signing.sign(key, "c1", DESIRED, deep)),
                 ("be/tv-tinh/gate-04/desired", other),
                 ("be/tv-tinh/gate-04/cmd", cmd(now, "c-1")),
                 ("be/tv-tinh/gate-04/cmd", cmd(now, "c-1")),  # the same one recorded and replayed
