@@ -61,6 +61,23 @@ class OutboxConfig(StrictModel):
     )
 
 
+class StorageConfig(StrictModel):
+    reserve_mb: float = Field(
+        default=16,
+        ge=0,
+        description="Below this much free space on the data dir's disk the kiosk stops taking "
+        "what it would have to record (degraded: disk_full) until space returns",
+    )
+    ballast_mb: float = Field(
+        default=8,
+        ge=0,
+        description="Emergency space kept as a file in the data dir and released when the disk "
+        "fills, so the kiosk can still open its store, deliver what it holds and report; "
+        "0 disables it",
+    )
+    check_s: float = Field(default=2.0, gt=0, le=60, description="How often free space is checked")
+
+
 class AgentSecurityConfig(StrictModel):
     require: bool = Field(
         default=True,
@@ -235,6 +252,9 @@ class AgentConfig(StrictModel):
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker")
     sync: SyncConfig = Field(default_factory=SyncConfig, description="Event sync tuning")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox bounds")
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Free-space guard for the data dir"
+    )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging")
     supervisor: SupervisorConfig = Field(

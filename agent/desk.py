@@ -37,7 +37,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from biblioedge.agent.store import AsyncStore, Store
+from biblioedge.agent.store import AsyncStore, NotRecorded, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.camera import Camera
 from biblioedge.drivers.cardprint import CardFace, CardPrinter
@@ -174,6 +174,8 @@ class DeskFlow:
         self.face = face
         self.decoder = decoder
         self.emit = emit
+        #: False while the kiosk cannot record (full disk): no registration is started
+        self.can_record: Callable[[], bool] = lambda: True
         self.store = store
         self.printer = printer
         self.pepper = pepper
@@ -256,6 +258,12 @@ class DeskFlow:
                 await self._refresh_pending()
                 self._show(DeskView("idle", "desk_idle", pending_cards=self.view.pending_cards))
                 payload = await self._wait_qr()
+                if not self.can_record():  # a registration it could not keep: refuse it first
+                    self.metrics.sessions.labels("storage_full").inc()
+                    self._show(DeskView("refused", "storage_full"))
+                    self._quiet[payload] = time.monotonic() + 10.0
+                    await asyncio.sleep(3.0)
+                    continue
                 try:
                     qr = parse_qr(payload)
                 except CccdError as exc:
@@ -593,7 +601,13 @@ class DeskFlow:
         self, payload: dict[str, Any], person: dict[str, str], card: CardData | None
     ) -> str:
         self._show(DeskView("registering", "registering", person=person))
-        event = await self.emit(REGISTRATION, self._sealed(payload))
+        try:
+            event = await self.emit(REGISTRATION, self._sealed(payload))
+        except NotRecorded as exc:  # nothing was kept: no consent, no card; say so
+            log.error("registration not recorded: %s", exc)
+            self._show(DeskView("refused", "storage_full", detail=str(exc)[:200]))
+            await asyncio.sleep(3.0)
+            return "not_recorded"
         event_id = event.event_id
         self._current = event_id
         photo = card.photo if card is not None and self.settings.card_photo else None

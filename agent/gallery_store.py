@@ -53,14 +53,8 @@ class GalleryStore:
 
     def put(self, patron_id: str, vectors: F32, model: str) -> None:
         """Replace every template of ``patron_id`` in one transaction."""
-        conn = self.store.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.store.transaction():
             self.put_in_tx(patron_id, vectors, model)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def put_in_tx(self, patron_id: str, vectors: F32, model: str) -> None:
         """``put`` inside a transaction the caller holds (gallery sync applies whole deltas)."""
@@ -76,17 +70,12 @@ class GalleryStore:
 
     def delete(self, patron_ids: Iterable[str]) -> int:
         conn = self.store.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.store.transaction():
             before = conn.total_changes
             conn.executemany(
                 "DELETE FROM gallery_templates WHERE patron_id = ?", [(p,) for p in patron_ids]
             )
             deleted = conn.total_changes - before
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return deleted
 
     def load(self, model: str, dim: int) -> tuple[list[str], F32]:

@@ -103,8 +103,7 @@ class GallerySync:
         decoded = self._usable(delta)
         conn = self.store.conn
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.store.transaction():
             for reader in delta.upserts:
                 conn.execute(
                     "INSERT INTO patron_cache (patron_id, barcode, display_name, status,"
@@ -144,10 +143,6 @@ class GallerySync:
                     "UPDATE meta SET value = ? WHERE key = 'card_keys'",
                     (json.dumps(delta.card_keys),),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self.accepted = decoded
         log.info(
             "gallery %d -> %d: %d readers updated, %d erased, %d cards revoked",

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from biblioedge.agent.gate_policy import GatePolicy, Method, Verdict
+from biblioedge.agent.store import NotRecorded
 from biblioedge.agent.supervisor import Context
 from biblioedge.cardtoken import CardTokenError, CardVerifier, looks_like_card
 from biblioedge.drivers.camera import Camera, Frame
@@ -112,6 +113,8 @@ class GateFlow:
         self.policy = policy
         self.barcode_to_patron = barcode_to_patron
         self.emit = emit
+        #: False while the kiosk cannot record (full disk): the gate does not open then
+        self.can_record: Callable[[], bool] = lambda: True
         self.metrics = metrics
         self.settings = settings or GateSettings()
         self.liveness = liveness
@@ -158,6 +161,11 @@ class GateFlow:
 
     async def process(self, frame: Frame) -> None:
         self.current = frame
+        if not self.can_record():  # an entry it could not record: out of service instead
+            self._show(GateView("out_of_service", "out_of_service_storage"))
+            return
+        if self.view.message == "out_of_service_storage":
+            self._show(GateView("idle", "welcome_idle"))
         codes = await asyncio.to_thread(self.decoder.decode, frame.image)
         if codes:
             await self._card(frame, codes[0])
@@ -241,7 +249,7 @@ class GateFlow:
         except DriverError as exc:
             self.metrics.relay_failures.inc()
             log.error("relay failed: %s", exc)
-            await self.emit("gate.alarm", {"reason": "relay_not_responding", "detail": str(exc)})
+            await self._record("gate.alarm", {"reason": "relay_not_responding", "detail": str(exc)})
             self._show(GateView("out_of_service", "out_of_service"))
             return
         latency = time.monotonic() - frame.ts
@@ -249,7 +257,7 @@ class GateFlow:
         self.metrics.decisions.labels("grant", method, "ok").inc()
         name = verdict.patron.display_name if verdict.patron else ""
         self._show(GateView("granted", "welcome_name", name=name))
-        await self.emit(
+        await self._record(
             "gate.decision",
             {
                 "decision": "grant",
@@ -287,4 +295,12 @@ class GateFlow:
             "direction": "in",
         }
         payload.update({k: v for k, v in extra.items() if v is not None})
-        await self.emit("gate.decision", payload)
+        await self._record("gate.decision", payload)
+
+    async def _record(self, etype: str, payload: dict[str, Any]) -> None:
+        """Record a decision already shown; if the disk filled a moment ago, the reader has
+        already passed: log it, and the guard takes the gate out of service from now on."""
+        try:
+            await self.emit(etype, payload)
+        except NotRecorded as exc:
+            log.error("%s not recorded: %s", etype, exc)

@@ -13,7 +13,16 @@ class AgentMetrics:
             "agent_events_recorded", "Events committed to the outbox", ["type"], registry=r
         )
         self.events_refused = Counter(
-            "agent_events_refused", "Events refused because the outbox was full", registry=r
+            "agent_events_refused",
+            "Events not recorded: outbox_full (at the bound) or disk_full",
+            ["reason"],
+            registry=r,
+        )
+        self.storage_full = Gauge(
+            "agent_storage_full", "1 while the data dir's disk is below its reserve", registry=r
+        )
+        self.storage_free = Gauge(
+            "agent_storage_free_bytes", "Free space on the data dir's disk", registry=r
         )
         self.events_acked = Counter(
             "agent_events_acked", "Events acknowledged by central and removed", registry=r

@@ -13,7 +13,8 @@ from biblioedge import __version__
 from biblioedge.agent.config import AgentConfig, apply_tunables
 from biblioedge.agent.metrics import AgentMetrics
 from biblioedge.agent.simulate import Simulator
-from biblioedge.agent.store import AsyncStore, OutboxFull, Store
+from biblioedge.agent.storage import DISK_FULL, StorageGuard, release_ballast
+from biblioedge.agent.store import AsyncStore, DiskFull, NotRecorded, OutboxFull, Store
 from biblioedge.agent.supervisor import Component, Context, Supervisor
 from biblioedge.agent.sync import Sync, reported_state
 from biblioedge.logs import fields
@@ -48,18 +49,16 @@ class OutboxWatch:
                     fill * 100,
                     depth,
                 )
-                await self.rt.emit(
+                await self.rt.note(
                     "device.outbox_alarm",
                     {"depth": depth, "max_events": cfg.max_events, "state": "raised"},
-                    critical=True,
                 )
             elif fill < cfg.alarm_ratio * 0.9 and self.alarmed:
                 self.alarmed = False
                 log.info("outbox back to %d events", depth)
-                await self.rt.emit(
+                await self.rt.note(
                     "device.outbox_alarm",
                     {"depth": depth, "max_events": cfg.max_events, "state": "cleared"},
-                    critical=True,
                 )
             await asyncio.sleep(0.5)
 
@@ -144,6 +143,7 @@ class _LazyGate:
                 self.rt.emit,
                 self.rt.metrics.registry,
             )
+            self.flow.can_record = lambda: self.rt.storage.can_record
             self.rt._closables.extend(closables)
         await self.flow.run(ctx)
 
@@ -164,6 +164,7 @@ class _LazyDesk:
             self.flow, closables = await build_desk(
                 self.rt.config, self.rt.store, self.rt.emit, self.rt.metrics.registry
             )
+            self.flow.can_record = lambda: self.rt.storage.can_record
             self.rt._closables.extend(closables)
             self.rt.sync.answer_listeners.append(self.flow.answers_arrived)
         await self.flow.run(ctx)
@@ -173,6 +174,7 @@ class AgentRuntime:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.metrics = AgentMetrics()
+        release_ballast(config)  # a store reopened on a full disk needs room for its WAL
         self.store = AsyncStore(Store(config.store_path))
         self.started_at = time.time()
         self.desired_version = 0
@@ -190,10 +192,14 @@ class AgentRuntime:
             self.apply_desired,
             self.apply_gallery if is_gate else None,
         )
+        self.storage = StorageGuard(
+            lambda: self.config, self.store, self.metrics, self._storage_changed
+        )
         self.supervisor: Supervisor | None = None
         self.gate: Component | None = None
         self.desk: _LazyDesk | None = None
         self._closables: list[Any] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- events -------------------------------------------------------------------------
 
@@ -206,9 +212,20 @@ class AgentRuntime:
         (event,) = await self.emit_many([(etype, payload)], critical=critical)
         return event
 
+    async def note(self, etype: str, payload: dict[str, Any]) -> None:
+        """The device's own bookkeeping (started, alarms, desired state): past the outbox
+        bound, and on a full disk it costs only this record, never the caller."""
+        try:
+            await self.emit_many([(etype, payload)], critical=True)
+        except NotRecorded as exc:
+            log.error("could not record %s: %s", etype, exc)
+
     async def emit_many(
         self, items: list[tuple[str, dict[str, Any]]], *, critical: bool = False
     ) -> list[Event]:
+        if self.storage.full and not critical:  # refuse what cannot be kept, and say why
+            self.metrics.events_refused.labels("disk_full").inc(len(items))
+            raise DiskFull(f"the disk is full: {self.storage.cause}")
         try:
             events = await self.store.call(
                 self.store.store.append,
@@ -218,8 +235,11 @@ class AgentRuntime:
                 max_events=None if critical else self.config.outbox.max_events,
             )
         except OutboxFull:
-            self.metrics.events_refused.inc(len(items))
+            self.metrics.events_refused.labels("outbox_full").inc(len(items))
             log.error("outbox full: %d events refused", len(items))
+            raise
+        except DiskFull:
+            self.metrics.events_refused.labels("disk_full").inc(len(items))
             raise
         for etype, _ in items:
             self.metrics.events_recorded.labels(etype).inc()
@@ -238,6 +258,7 @@ class AgentRuntime:
             outbox_depth=self.outbox_depth,
             components=health,
             gallery_version=self.gallery_version,
+            degraded=[DISK_FULL] if self.storage.full else [],
         )
 
     async def apply_desired(self, desired: DesiredState, *, from_store: bool = False) -> None:
@@ -260,10 +281,8 @@ class AgentRuntime:
             self.desired_error = f"version {desired.version}: {exc}"
             log.warning("refused desired state %d: %s", desired.version, exc)
             if not from_store:
-                await self.emit(
-                    "device.desired_rejected",
-                    {"version": desired.version, "error": str(exc)},
-                    critical=True,
+                await self.note(
+                    "device.desired_rejected", {"version": desired.version, "error": str(exc)}
                 )
                 self.sync.state_changed()
             return
@@ -278,7 +297,7 @@ class AgentRuntime:
             self.store.store.save_desired, desired.version, desired.model_dump(mode="json")
         )
         log.info("applied desired state %d", desired.version)
-        await self.emit("device.desired_applied", {"version": desired.version}, critical=True)
+        await self.note("device.desired_applied", {"version": desired.version})
         self.sync.state_changed()
 
     async def apply_gallery(self, delta: GalleryDelta) -> None:
@@ -323,10 +342,17 @@ class AgentRuntime:
         except ValueError as exc:
             log.warning("ignoring stored desired state %d: %s", version, exc)
 
-    async def _on_crash(self, component: str, reason: str) -> None:
-        await self.emit(
-            "device.component_crashed", {"component": component, "reason": reason}, critical=True
+    def _storage_changed(self, full: bool) -> None:
+        self.sync.state_changed()
+        state = "raised" if full else "cleared"
+        task = asyncio.get_running_loop().create_task(
+            self.note("device.storage_full", {"state": state, "cause": self.storage.cause[:200]})
         )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_crash(self, component: str, reason: str) -> None:
+        await self.note("device.component_crashed", {"component": component, "reason": reason})
         self.sync.state_changed()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -334,6 +360,7 @@ class AgentRuntime:
     def components(self) -> list[Component]:
         comps: list[Component] = [
             self.sync,
+            self.storage,
             OutboxWatch(self),
             Renewal(self),
             Simulator(lambda: self.config, self.emit),
@@ -383,9 +410,8 @@ class AgentRuntime:
             cfg.site,
             extra=fields(version=__version__, metrics_port=self.metrics_port),
         )
-        await self.emit(
-            "device.started", {"software": __version__, "role": cfg.role}, critical=True
-        )
+        await self.storage.check()  # a kiosk that starts on a full disk starts degraded
+        await self.note("device.started", {"software": __version__, "role": cfg.role})
         self.supervisor = Supervisor(
             self.components(),
             self.metrics,

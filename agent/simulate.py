@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from biblioedge.agent.config import AgentConfig
-from biblioedge.agent.store import OutboxFull
+from biblioedge.agent.store import NotRecorded
 from biblioedge.agent.supervisor import Context
 from biblioedge.protocol import Role
 
@@ -167,5 +167,5 @@ class Simulator:
             next_at = max(next_at, loop.time() - 1.0) + self.sim.rng.expovariate(cfg.rate_per_s)
             try:
                 await self._emit(*self.sim.next_event())
-            except OutboxFull:
+            except NotRecorded:
                 await asyncio.sleep(1.0)  # counted and logged by emit; keep the kiosk alive

@@ -13,9 +13,10 @@ event loop a single-threaded executor in front of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,28 @@ class StoreError(RuntimeError):
     """The local store cannot do what was asked."""
 
 
-class OutboxFull(StoreError):
+class NotRecorded(StoreError):
+    """Nothing was written: whatever depended on recording it must not happen either."""
+
+
+class OutboxFull(NotRecorded):
     """The outbox reached its configured bound; the event was not recorded."""
+
+
+class DiskFull(NotRecorded):
+    """The disk under the store is full (or failing): nothing more can be recorded now."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL, or an I/O error (how a WAL write that hits ENOSPC surfaces)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in (10, 13)
+
+
+def as_store_error(exc: BaseException) -> BaseException:
+    if is_disk_full(exc):
+        return DiskFull(f"the disk is full: {exc}")
+    return exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +157,23 @@ class Store:
         self.db = sqlite_utils.Database(self.conn)
         self._migrate()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT. On failure it rolls back only a transaction that is
+        still open: SQLite ends one itself on SQLITE_FULL, and a blind ROLLBACK would then
+        raise "no transaction is active" and hide the real cause. A full disk is DiskFull."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            err = as_store_error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+
     # -- schema -------------------------------------------------------------------------
 
     def _migrate(self) -> None:
@@ -144,8 +182,7 @@ class Store:
             " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
         )
         for version, step in MIGRATIONS:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction():
                 done = self.conn.execute(
                     "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
                 ).fetchone()
@@ -154,10 +191,6 @@ class Store:
                     self.conn.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time())
                     )
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
         newest = self.schema_version()
         if newest > SCHEMA_VERSION:
             raise StoreError(
@@ -167,6 +200,15 @@ class Store:
     def schema_version(self) -> int:
         row = self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
         return int(row[0] or 0)
+
+    def probe(self, size: int = 64 * 1024) -> None:
+        """A real write and fsync of ``size`` bytes, undone: DiskFull unless the disk has room."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', hex(randomblob(?)))",
+                (size // 2,),
+            )
+            self.conn.execute("DELETE FROM meta WHERE key = 'probe'")
 
     def integrity_check(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
@@ -191,8 +233,7 @@ class Store:
         if not items:
             return []
         now = time.time()
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             if max_events is not None:
                 depth = self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
                 if depth + len(items) > max_events:
@@ -223,10 +264,6 @@ class Store:
                 "INSERT INTO outbox (seq, event_id, type, created_at, body) VALUES (?,?,?,?,?)",
                 rows,
             )
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return events
 
     def read_batch(self, after_seq: int, limit: int, max_bytes: int) -> list[OutboxRow]:
@@ -255,8 +292,7 @@ class Store:
             return 0
         answers = answers or {}
         now = time.time()
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             if answers:
                 marks = ",".join("?" * len(answers))
                 kinds = dict(
@@ -276,10 +312,6 @@ class Store:
             before = self.conn.total_changes
             self.conn.executemany("DELETE FROM outbox WHERE event_id = ?", ids)
             deleted = self.conn.total_changes - before
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return deleted
 
     def answer(self, event_id: str) -> dict[str, Any] | None:
@@ -332,15 +364,13 @@ class Store:
             {**{f: getattr(p, f) for f in Patron.__slots__}, "updated_at": time.time()}
             for p in patrons
         ]
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             self.db["patron_cache"].upsert_all(rows, pk="patron_id")  # type: ignore[union-attr]
         return len(rows)
 
     def remove_patrons(self, patron_ids: Iterable[str]) -> int:
         ids = [(i,) for i in patron_ids]
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             before = self.conn.total_changes
             self.conn.executemany("DELETE FROM patron_cache WHERE patron_id = ?", ids)
             return self.conn.total_changes - before
@@ -377,10 +407,21 @@ class AsyncStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        #: called with the error whenever a call finds the disk full (the runtime's guard)
+        self.on_full: Callable[[DiskFull], None] | None = None
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except (sqlite3.Error, DiskFull) as exc:
+            err = as_store_error(exc)
+            if isinstance(err, DiskFull):
+                if self.on_full is not None:
+                    self.on_full(err)
+                if err is not exc:
+                    raise err from exc
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

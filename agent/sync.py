@@ -392,6 +392,7 @@ def reported_state(
     outbox_depth: int,
     components: dict[str, str],
     gallery_version: int = 0,
+    degraded: list[str] | None = None,
 ) -> ReportedState:
     from datetime import UTC, datetime
 
@@ -407,5 +408,6 @@ def reported_state(
         outbox_depth=outbox_depth,
         components=components,
         gallery_version=gallery_version,
+        degraded=degraded or [],
         reported_at=utc_now(),
     )

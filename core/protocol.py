@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -69,6 +69,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         # any role
         "device.started",
         "device.outbox_alarm",
+        "device.storage_full",
         "device.desired_applied",
         "device.desired_rejected",
         "device.component_crashed",
@@ -193,6 +194,11 @@ class ReportedState(_Strict):
     components: dict[str, str] = Field(default_factory=dict, description="name -> health")
     gallery_version: int = Field(
         default=0, ge=0, le=MAX_INT, description="Site gallery version applied"
+    )
+    degraded: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="What the kiosk cannot do now and why, e.g. disk_full",
     )
     reported_at: datetime | None = None
 

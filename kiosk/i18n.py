@@ -52,6 +52,22 @@ _GATE: dict[str, tuple[str, str]] = {
         "Vui lòng dùng cổng bên cạnh hoặc hỏi thủ thư",
         "Please use the next gate or ask a librarian",
     ),
+    "out_of_service_storage": (
+        "Cổng tạm ngưng: bộ nhớ của thiết bị đã đầy",
+        "This gate is out of service: its storage is full",
+    ),
+    "out_of_service_storage_sub": (
+        "Vui lòng dùng cổng bên cạnh; bộ phận CNTT đã được báo",
+        "Please use the next gate; IT has been alerted",
+    ),
+    "storage_full": (
+        "Bộ nhớ của máy đã đầy: tạm thời chưa cấp thẻ được",
+        "This desk's storage is full: no cards can be issued for now",
+    ),
+    "storage_full_sub": (
+        "Không có dữ liệu nào bị mất. Vui lòng báo bộ phận CNTT",
+        "Nothing was lost. Please tell IT",
+    ),
     "offline": ("Ngoại tuyến", "Offline"),
     "language": ("English", "Tiếng Việt"),
     # -- card desk (the librarian's screen, read by the reader too) --

@@ -22,6 +22,7 @@ STATES: dict[str, tuple[GateView, bool]] = {
     "denied": (GateView("denied", "scan_card"), True),
     "blocked": (GateView("denied", "denied_blocked"), True),
     "out_of_service": (GateView("out_of_service", "out_of_service"), True),
+    "storage_full": (GateView("out_of_service", "out_of_service_storage"), True),
     "offline": (GateView("idle", "welcome_idle"), False),
 }
 
@@ -30,6 +31,7 @@ _AN = {"name": "Nguyễn Thị Bình", "id": "001••••••345"}
 _FULL = {**_AN, "date_of_birth": "15/03/1990", "gender": "Nữ"}
 DESK_STATES: dict[str, tuple[DeskView, bool]] = {
     "desk_idle": (DeskView("idle", "desk_idle", pending_cards=0), True),
+    "desk_storage_full": (DeskView("refused", "storage_full"), True),
     "desk_reading": (
         DeskView("reading", "reading_chip", person=_AN, progress=0.6, actions=("cancel",)),
         True,

@@ -240,7 +240,9 @@ def test_unregistered_device_is_held_fills_outbox_alarm_then_drains(tmp_path: Pa
         )
         agent.start()
         wait_until(
-            lambda: scrape(port).get("agent_events_refused_total", 0) > 0, 30, what="outbox full"
+            lambda: scrape(port).get("agent_events_refused_total{reason=outbox_full}", 0) > 0,
+            30,
+            what="outbox full",
         )
         wait_until(lambda: scrape(port).get("agent_outbox_fill_ratio", 0) >= 0.5, 10, what="gauge")
         assert agent.alive()

@@ -87,6 +87,7 @@ def pixel(img: np.ndarray, x: int, y: int) -> tuple[int, int, int]:
         ("denied", "denied"),
         ("blocked", "denied"),
         ("out_of_service", "out_of_service"),
+        ("storage_full", "out_of_service"),
     ],
 )
 def test_each_state_has_its_colour_and_text(shots: Path, state: str, mode: str) -> None:
@@ -155,6 +156,7 @@ def test_kiosk_run_starts_the_screen_with_the_agent_and_stops_on_sigterm(tmp_pat
 
 DESK_MESSAGES = {
     "desk_idle",
+    "storage_full",
     "not_cccd",
     "place_card",
     "card_removed",
@@ -237,6 +239,7 @@ def buttons(img: np.ndarray) -> tuple[int, int]:
         ("desk_consent", "normal", (1, 2)),
         ("desk_pending", "warning", (1, 0)),
         ("desk_issued", "done", (1, 1)),
+        ("desk_storage_full", "alarm", (0, 0)),
     ],
 )
 def test_desk_states_colour_and_buttons(
