@@ -8,13 +8,19 @@ taps consent; central issues the card; the new reader's face then opens the simu
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import signal
+import socket
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import httpx
+
+from biblioedge.keeper import Keeper
 from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.procs import free_port
 from biblioedge.provisioning.broker import BrokerProcess
@@ -159,8 +165,23 @@ class DemoDesk:
             self.pcscd.stop()
 
 
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def _follow_desk(central: CentralProcess, name: str, stop: threading.Event) -> None:
-    """Tell the demo's story on stdout: the registration, then the gate letting her in."""
+    """Tell the demo's story on stdout: the registration, then the gate letting her in.
+    Central may be restarted meanwhile (the keeper does that): the story waits for it."""
+    while not stop.is_set():
+        try:
+            _story(central, name, stop)
+            return
+        except (httpx.HTTPError, KeyError, ValueError):
+            stop.wait(2.0)
+
+
+def _story(central: CentralProcess, name: str, stop: threading.Event) -> None:
     with central.client() as api:
         patron = ""
         while not stop.wait(1.0):
@@ -168,16 +189,14 @@ def _follow_desk(central: CentralProcess, name: str, stop: threading.Event) -> N
                 items = api.get("/events", params={"type": "desk.registration"}).json()["items"]
                 if items:
                     patron = items[0]["payload"]["patron_id"]
-                    sys.stdout.write(f"desk-01 registered {name} as {patron}; card printed\n")
-                    sys.stdout.flush()
+                    _say(f"desk-01 registered {name} as {patron}; card printed")
                 continue
             items = api.get("/events", params={"type": "gate.decision", "limit": 200}).json()
             if any(
                 i["payload"].get("patron_id") == patron and i["payload"]["decision"] == "grant"
                 for i in items["items"]
             ):
-                sys.stdout.write(f"gate-01 recognized {name} ({patron}) by face: gate opened\n")
-                sys.stdout.flush()
+                _say(f"gate-01 recognized {name} ({patron}) by face: gate opened")
                 return
 
 
@@ -186,6 +205,17 @@ def run_demo(
 ) -> int:
     data = data.resolve()
     data.mkdir(parents=True, exist_ok=True)
+    lock = _lock(data)
+    if lock is None:
+        sys.stderr.write(f"biblioedge: another demo is running with {data}; stop it first\n")
+        return 2
+    if port and not _port_free(port):
+        sys.stderr.write(
+            f"biblioedge: port {port} is in use (another demo or central?): stop it, "
+            "or pass --port with a free one (0 picks one)\n"
+        )
+        lock.close()
+        return 2
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -297,7 +327,16 @@ def run_demo(
             )
         )
         sys.stdout.flush()
-        stop.wait(timeout=duration)
+        keeper = Keeper([broker, central, *agents], _say)
+        end = None if duration is None else time.monotonic() + duration
+        while not stop.wait(1.0):
+            if end is not None and time.monotonic() > end:
+                break
+            reason = keeper.check()
+            if reason is not None:
+                log.error("giving up: %s", reason)
+                _say(f"demo stopping: {reason}")
+                return 1
     except (TimeoutError, OSError) as exc:
         log.error("demo could not start: %s", exc)
         for child in (central, *agents):
@@ -312,5 +351,26 @@ def run_demo(
         broker.stop()
         if desk is not None:
             desk.stop()
+        lock.close()
     sys.stdout.write("demo stopped\n")
     return 0
+
+
+def _lock(data: Path) -> IO[str] | None:
+    """An exclusive lock on the data dir for as long as the demo runs (None: held)."""
+    f = (data / "demo.lock").open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

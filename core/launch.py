@@ -47,6 +47,10 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
     def stop(self, timeout: float = 10.0) -> int | None:
         return terminate(self.proc, timeout)
 

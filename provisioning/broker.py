@@ -168,9 +168,25 @@ class BrokerProcess:
         self.files = files if kind == "mosquitto" else None
         self.proc: subprocess.Popen[bytes] | None = None
 
+    name = "broker"
+
     @property
     def secure(self) -> bool:
         return self.files is not None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = (self.data_dir / "broker.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     @property
     def url(self) -> str:

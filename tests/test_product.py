@@ -1,9 +1,11 @@
 """The product's commands as a user runs them: --help, the demo, the benchmark, the wheel."""
 
+import fcntl
 import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -62,6 +64,31 @@ def test_bad_config_exits_2_with_reason(tmp_path: Path) -> None:
         [*CLI, "agent", "--config", str(conf)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and "speed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_refuses_a_busy_port_and_a_data_dir_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run(
+            [*CLI, "demo", "--data", str(tmp_path / "d"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 2 and f"port {port} is in use" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    (tmp_path / "d").mkdir(exist_ok=True)
+    with (tmp_path / "d" / "demo.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        out = subprocess.run(
+            [*CLI, "demo", "--data", str(tmp_path / "d"), "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 2 and "another demo is running" in out.stderr, out.stderr
 
 
 @pytest.mark.integration
@@ -147,6 +174,28 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     devices = httpx.get(f"{api_url}/devices", headers=auth, verify=ca).json()
     assert {d["role"] for d in devices} == {"gate", "selfcheck", "desk"}
     assert httpx.get(f"{api_url}/health", verify=ca).json()["status"] == "ok"
+    # the demo keeps its fleet up: kill -9 central and a kiosk, both come back
+    demo = tmp_path / "demo"
+    for pattern in (f"central --config {demo}", f"agent --config {demo}/agents/selfcheck-01"):
+        pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+        assert pids.split(), pattern
+        for pid in pids.split():
+            os.kill(int(pid), signal.SIGKILL)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{api_url}/health", verify=ca, timeout=2).json()["status"] == "ok"
+        except httpx.HTTPError:
+            return False
+
+    def selfcheck_online() -> bool:
+        devs = httpx.get(f"{api_url}/devices", headers=auth, verify=ca, timeout=2).json()
+        return any(d["device_id"] == "selfcheck-01" and d["online"] for d in devs)
+
+    wait_until(healthy, 30, what="central restarted by the demo")
+    n = len(types())
+    wait_until(lambda: selfcheck_online() and len(types()) >= n, 30, what="selfcheck back")
+    assert proc.poll() is None
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=30)
@@ -156,6 +205,7 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     story = banner + rest
     assert f"registered Nguyễn Thị Bình as {patron}" in story
     assert "by face: gate opened" in story
+    assert "central stopped (killed by SIGKILL" in story and "selfcheck-01 stopped (killed" in story
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
     )
