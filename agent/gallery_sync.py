@@ -105,6 +105,12 @@ class GallerySync:
         now = time.time()
         with self.store.transaction():
             for reader in delta.upserts:
+                # a barcode finds one reader: central moved it to this one, so the reader
+                # that had it loses it here until its own update arrives
+                conn.execute(
+                    "UPDATE patron_cache SET barcode = NULL WHERE barcode = ? AND patron_id != ?",
+                    (reader.barcode or reader.patron_id, reader.patron_id),
+                )
                 conn.execute(
                     "INSERT INTO patron_cache (patron_id, barcode, display_name, status,"
                     " expires_at, updated_at) VALUES (?,?,?,?,?,?) ON CONFLICT (patron_id) DO"

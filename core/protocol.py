@@ -146,7 +146,7 @@ class EventBatch(_Strict):
     v: int = Field(default=PROTOCOL_VERSION, description="Protocol version")
     batch_id: str = Field(min_length=1, max_length=64)
     device_id: str
-    events: list[dict[str, Any]] = Field(
+    events: list[Any] = Field(
         max_length=MAX_BATCH_EVENTS,
         description="Events, validated one by one so one bad event cannot sink the batch",
     )
@@ -418,7 +418,11 @@ def check_depth(doc: Any, limit: int = MAX_DEPTH, nul: bool = False) -> None:
             raise ProtocolError("nul_character", "a string holds a NUL character")
 
 
-def validate_event(data: dict[str, Any]) -> Event:
+def validate_event(data: Any) -> Event:
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            "invalid_event", f"an event is a JSON object, not {type(data).__name__}"
+        )
     try:
         check_depth(data)
     except ProtocolError as exc:

@@ -427,11 +427,11 @@ class Repo:
         ack: AckOut,
         result: IngestResult,
         msg: Incoming,
-        raw: dict[str, Any],
+        raw: Any,
         exc: ProtocolError,
         now: datetime,
     ) -> None:
-        sent_id = raw.get("event_id")
+        sent_id = raw.get("event_id") if isinstance(raw, dict) else None
         event_id = sent_id if isinstance(sent_id, str) else None
         column = event_id  # kept in raw; a NUL or an overlong id cannot be a column value
         if column is not None and not (0 < len(column) <= 64 and column.isprintable()):
