@@ -335,7 +335,8 @@ def test_event_queries_at_the_edges_are_answered_not_500(api: TestClient, repo: 
 
 def test_a_desired_document_no_message_can_carry_is_413(api: TestClient) -> None:
     api.post("/api/v1/devices", json={"device_id": "gate-01", "site": "tv-tinh", "role": "gate"})
-    big = {"base_version": 0, "config": {"note": "x" * 900_000}}  # under the 1 MiB body limit
+    sections = {f"s{j}": {f"k{i}": "x" * 1000 for i in range(64)} for j in range(13)}
+    big = {"base_version": 0, "config": sections}  # 830 KB: under the 1 MiB body limit
     r = api.put("/api/v1/devices/gate-01/desired", json=big)
     assert r.status_code == 413 and "bytes" in r.json()["detail"]
     assert api.get("/api/v1/devices/gate-01").json()["desired_version"] == 0  # nothing stored

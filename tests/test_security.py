@@ -209,7 +209,7 @@ def test_enrollment_refuses_reuse_expiry_mismatch_and_garbage(api: Any) -> None:
     csr2 = pki.make_csr(key, pki.DeviceName("gate-02", "tv-tinh", "gate")).decode()
     r = api.post("/api/v1/enroll", json={"token": late, "csr": csr2})
     assert r.status_code == 403 and _reason(r) == "expired_token"
-    for bad, code in (("x", 422), ("a.b", 401), ("\x00" * 150, 401), ("a.b.c.d", 401)):
+    for bad, code in (("x", 422), ("a.b", 401), ("\x00" * 150, 422), ("a.b.c.d", 401)):
         r = api.post("/api/v1/enroll", json={"token": bad, "csr": good})
         assert r.status_code == code, bad
     assert api.post("/api/v1/enroll", content=b"\xff{").status_code == 422

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from biblioedge.protocol import ID_PATTERN, MAX_DEPTH, PATRON_PATTERN, ProtocolError, check_depth
 
@@ -19,6 +19,31 @@ from biblioedge.protocol import ID_PATTERN, MAX_DEPTH, PATRON_PATTERN, ProtocolE
 #: it before the body is read.
 BEARER = HTTPBearer(auto_error=False, description="A named API token (central token create)")
 SECURED = [Depends(BEARER)]
+
+
+#: No NUL, nor other control characters but tab and newlines: a name, a PEM, a config value.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+#: A person's name: no control characters, and something besides spaces.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Text = Annotated[str, StringConstraints(pattern=TEXT_PATTERN, max_length=1024)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+CLOSED = {"additionalProperties": False}  # keys must match their pattern, in the schema too
+Scalar = None | bool | Int64 | float | Text
+Setting = (
+    Scalar
+    | Annotated[list[Scalar], Field(max_length=64)]
+    | Annotated[dict[Name, Scalar], Field(max_length=64, json_schema_extra=CLOSED)]
+)
+#: An agent config override, shaped as agent configs are (section -> key -> value, a value
+#: at most a list or a table): the schema says what kiosks accept, so nothing else is sent.
+ConfigDoc = Annotated[
+    dict[
+        Name,
+        Annotated[dict[Name, Setting], Field(max_length=64, json_schema_extra=CLOSED)],
+    ],
+    Field(max_length=16, json_schema_extra=CLOSED),
+]
 
 
 class ApiIn(BaseModel):

@@ -7,22 +7,28 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.enrollments import Registry
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
-from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, DeviceId, Responses, error
+from biblioedge.fleet.routers.common import (
+    AUTHENTICATED,
+    CLOSED,
+    ApiIn,
+    ConfigDoc,
+    DeviceId,
+    Name,
+    Responses,
+    error,
+)
 from biblioedge.protocol import (
     ID_PATTERN,
-    MAX_DEPTH,
     MAX_INT,
     MAX_SIGNED_BODY,
     DesiredState,
-    ProtocolError,
     Role,
-    check_depth,
     dumps,
 )
 
@@ -51,19 +57,13 @@ class DesiredIn(ApiIn):
     base_version: int = Field(
         ge=0, le=MAX_INT - 1, description="The desired_version you read; 409 if it changed"
     )
-    config: dict[str, Any] = Field(default_factory=dict, description="Agent tunables")
-    software: str | None = Field(default=None, max_length=80)
-    models: dict[str, str] = Field(default_factory=dict, max_length=16)
-
-    @field_validator("config")
-    @classmethod
-    def _deliverable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """Kiosks refuse documents nested past MAX_DEPTH: refuse them here, not there."""
-        try:
-            check_depth(value, MAX_DEPTH - 2)
-        except ProtocolError as exc:
-            raise ValueError(exc.detail) from exc
-        return value
+    config: ConfigDoc = Field(
+        default_factory=dict, description="Agent tunables: section -> key -> value"
+    )
+    software: str | None = Field(default=None, max_length=80, pattern=r"^[\x21-\x7e]+$")
+    models: Annotated[dict[Name, Name], Field(max_length=16, json_schema_extra=CLOSED)] = Field(
+        default_factory=dict, description="Model name -> version"
+    )
 
 
 class DesiredOut(BaseModel):

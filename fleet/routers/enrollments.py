@@ -37,8 +37,12 @@ class EnrollmentOut(BaseModel):
     expires_at: datetime
 
 
+_TOKEN = r"^[\x21-\x7e]+$"
+_PEM = r"^[\x09\x0a\x0d\x20-\x7e]+$"
+
+
 class ClaimIn(ApiIn):
-    token: str = Field(min_length=3, max_length=200)
+    token: str = Field(min_length=3, max_length=200, pattern=_TOKEN)
 
 
 class ClaimOut(BaseModel):
@@ -48,15 +52,24 @@ class ClaimOut(BaseModel):
 
 
 class EnrollIn(ApiIn):
-    token: str = Field(min_length=3, max_length=200)
-    csr: str = Field(min_length=1, max_length=_PEM_MAX, description="PEM certificate request")
+    token: str = Field(min_length=3, max_length=200, pattern=_TOKEN)
+    csr: str = Field(
+        min_length=1, max_length=_PEM_MAX, pattern=_PEM, description="PEM certificate request"
+    )
 
 
 class RenewIn(ApiIn):
-    certificate: str = Field(min_length=1, max_length=_PEM_MAX, description="Current cert, PEM")
-    csr: str = Field(min_length=1, max_length=_PEM_MAX, description="New key's request, PEM")
+    certificate: str = Field(
+        min_length=1, max_length=_PEM_MAX, pattern=_PEM, description="Current cert, PEM"
+    )
+    csr: str = Field(
+        min_length=1, max_length=_PEM_MAX, pattern=_PEM, description="New key's request, PEM"
+    )
     proof: str = Field(
-        min_length=1, max_length=512, description="base64 ECDSA of the CSR by the current key"
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9+/=]+$",
+        description="base64 ECDSA of the CSR by the current key",
     )
 
 

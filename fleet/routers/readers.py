@@ -21,6 +21,7 @@ from biblioedge.fleet.readers import (
 )
 from biblioedge.fleet.routers.common import (
     AUTHENTICATED,
+    NAME_PATTERN,
     ApiIn,
     PatronId,
     Responses,
@@ -35,7 +36,9 @@ Changed = Callable[[str], Awaitable[None]]
 
 class ReaderIn(ApiIn):
     site: str = Field(pattern=ID_PATTERN)
-    display_name: str = Field(min_length=1, max_length=200, description="Normalized to NFC")
+    display_name: str = Field(
+        min_length=1, max_length=200, pattern=NAME_PATTERN, description="Normalized to NFC"
+    )
     status: Literal["active", "blocked", "expired"] = "active"
     expires_at: date | None = Field(default=None, description="Card expiry")
     barcode: str | None = Field(default=None, max_length=64, pattern=r"^[\x21-\x7e]*$")
