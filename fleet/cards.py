@@ -48,7 +48,10 @@ class Cards:
         key = Ed25519PrivateKey.generate()
         raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         now = utc_now()
-        kid = f"k{now:%Y%m%d}{secrets.token_hex(2)}"
+        while True:  # 32 random bits: rotating many times a day must never reuse a kid
+            kid = f"k{now:%Y%m%d}{secrets.token_hex(4)}"
+            if conn.execute(select(card_keys.c.kid).where(card_keys.c.kid == kid)).first() is None:
+                break
         nonce = os.urandom(12)
         conn.execute(update(card_keys).values(active=False))
         conn.execute(

@@ -106,6 +106,13 @@ class Registrar:
             vectors = check_vectors(_vectors(reg.face.templates)).tolist() if reg.face else []
         except ReaderError as exc:
             raise ProtocolError("invalid_registration", str(exc)) from exc
+        if reg.face is not None:
+            dim = Readers.model_dim(conn, reg.face.model)
+            if dim is not None and len(vectors[0]) != dim:
+                raise ProtocolError(
+                    "invalid_registration",
+                    f"{reg.face.model} templates have {dim} values, not {len(vectors[0])}",
+                )
         if not name:
             raise ProtocolError("invalid_registration", "display_name is empty")
         ref = conn.execute(

@@ -127,7 +127,7 @@ def test_desired_state_applied_and_bad_desired_refused(
         assert (
             api.put(
                 "/devices/selfcheck-01/desired",
-                json={"base_version": 1, "config": {"device_id": "x"}},
+                json={"base_version": 1, "config": {"broker": {"url": "mqtt://elsewhere:1883"}}},
             ).status_code
             == 200
         )

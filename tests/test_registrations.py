@@ -243,3 +243,18 @@ def test_sealed_registrations_open_only_as_their_desks_event(central: Central) -
     with central.repo.engine.connect() as conn:
         kept = [r.raw for r in conn.execute(select(quarantine))]
     assert all("sealed" not in k or "redacted" in k for k in kept)
+
+
+def test_a_registration_whose_templates_do_not_fit_the_model_is_refused_whole(
+    central: Central,
+) -> None:
+    central.readers.upsert("P1", site="tv-tinh", display_name="Earlier")
+    central.readers.put_templates("P1", "dlib-resnet@1", [[0.1] * 128])
+    short = base64.b64encode(np.ones(64, "<f4").tobytes()).decode()
+    reg = registration()
+    reg["face"]["templates"] = [short]
+    ev = central.event(reg)
+    ack, _ = central.send(ev)
+    assert ack.rejected == {ev["event_id"]: "invalid_registration"}
+    with central.repo.engine.connect() as conn:
+        assert conn.execute(select(registrations)).all() == []

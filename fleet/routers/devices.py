@@ -25,7 +25,6 @@ from biblioedge.fleet.routers.common import (
 )
 from biblioedge.protocol import (
     ID_PATTERN,
-    MAX_INT,
     MAX_SIGNED_BODY,
     DesiredState,
     Role,
@@ -53,9 +52,15 @@ class DeviceIn(ApiIn):
     role: Role | None = None
 
 
+#: Integers a JSON client can hold exactly (a double's 53 bits): versions stay far below.
+JSON_SAFE_INT = 2**53 - 1
+
+
 class DesiredIn(ApiIn):
     base_version: int = Field(
-        ge=0, le=MAX_INT - 1, description="The desired_version you read; 409 if it changed"
+        ge=0,
+        le=JSON_SAFE_INT - 1,
+        description="The desired_version you read; 409 if it changed",
     )
     config: ConfigDoc = Field(
         default_factory=dict, description="Agent tunables: section -> key -> value"
