@@ -376,9 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from biblioedge.cccdcli import register as register_cccd
     from biblioedge.facecli import register
+    from biblioedge.sipcli import register as register_sip
 
     register(sub)
     register_cccd(sub)
+    register_sip(sub)
     return parser
 
 

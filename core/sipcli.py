@@ -1,0 +1,111 @@
+"""``biblioedge sip …``: talk SIP2 to the library system as a self-check would, for IT at
+install time (is the account right? does a loan go through?), and ``sip serve`` for the dummy
+library system the demo and the tests use."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+ENV_URL = "BIBLIOEDGE_ILS"
+
+
+def _out(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        return
+    for key, value in doc.items():
+        sys.stdout.write(f"{key:>16}: {value}\n")
+
+
+def cmd_sip(args: argparse.Namespace) -> int:
+    from biblioedge.drivers.sip2.client import Account, LoginRefused
+    from biblioedge.drivers.sip2.codec import Sip2Error
+    from biblioedge.drivers.sip2.library import Sip2Library, as_json
+
+    if args.sip_cmd == "serve":
+        import asyncio
+
+        from biblioedge.drivers.sip2.dummy import serve
+
+        sys.stdout.write(f"dummy library system (SIP2, UTF-8) on 127.0.0.1:{args.port}\n")
+        sys.stdout.flush()
+        try:
+            asyncio.run(serve(args.port, args.host))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    url = args.ils or os.environ.get(ENV_URL)
+    if not url:
+        sys.stderr.write(f"biblioedge: --ils sip2://USER:PASSWORD@HOST:PORT (or ${ENV_URL})\n")
+        return 2
+    try:
+        account = Account.from_url(url)
+    except ValueError as exc:
+        sys.stderr.write(f"biblioedge: {exc}\n")
+        return 2
+    lib = Sip2Library(account)
+    try:
+        if args.sip_cmd == "status":
+            doc = as_json(lib.status())
+        elif args.sip_cmd == "patron":
+            doc = as_json(lib.patron(args.patron, args.patron_password))
+        elif args.sip_cmd == "checkout":
+            doc = as_json(lib.checkout(args.patron, args.item, fee_ack=args.fee_ack))
+        elif args.sip_cmd == "checkin":
+            doc = as_json(lib.checkin(args.item))
+        elif args.sip_cmd == "renew":
+            doc = as_json(lib.renew(args.patron, args.item))
+        else:
+            doc = as_json(lib.item(args.item))
+    except LoginRefused as exc:
+        sys.stderr.write(f"biblioedge: {exc} (check the account's user and password)\n")
+        return 3
+    except Sip2Error as exc:
+        sys.stderr.write(f"biblioedge: {exc}\n")
+        return 1
+    finally:
+        lib.close()
+    doc["round_trips"] = lib.client.round_trips
+    _out(doc, args.json)
+    ok = doc.get("ok", doc.get("online", doc.get("valid", True)))
+    return 0 if ok or args.sip_cmd in ("item",) else 4
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "sip",
+        help="SIP2 diagnostics against the library system",
+        description="Talk SIP2 to the library system as a self-check does. The account is "
+        "--ils sip2://USER:PASSWORD@HOST:PORT?institution=I&location=L&encoding=E "
+        "(sip2s:// for TLS; also error_detection=0|1, terminator=cr|crlf, timeout=S, "
+        f"cafile=PATH), or ${ENV_URL}. Exit 0 when the answer is yes, 4 when the library "
+        "system says no, 3 when it refuses the login, 1 when it cannot be reached, 2 for "
+        "bad arguments.",
+    )
+    c = p.add_subparsers(dest="sip_cmd", required=True, metavar="ACTION")
+
+    def action(name: str, text: str, *args: str) -> argparse.ArgumentParser:
+        a: argparse.ArgumentParser = c.add_parser(name, help=text)
+        for arg in args:
+            a.add_argument(arg)
+        a.add_argument("--ils", help="the account URL (default $BIBLIOEDGE_ILS)")
+        a.add_argument("--json", action="store_true")
+        a.set_defaults(func=cmd_sip)
+        return a
+
+    action("status", "is the library system online, and what does it support (99/98)")
+    a = action("patron", "the reader's status: valid, name, blocks, fees (63/64)", "patron")
+    a.add_argument("--patron-password", help="the reader's PIN, when the library asks one")
+    a = action("checkout", "lend an item to a reader (11/12)", "patron", "item")
+    a.add_argument("--fee-ack", action="store_true", help="the reader accepted the charge (BO=Y)")
+    action("checkin", "return an item (09/10)", "item")
+    action("renew", "renew a reader's loan (29/30)", "patron", "item")
+    action("item", "an item's status and title (17/18)", "item")
+    s = c.add_parser("serve", help="run the dummy library system (demo, tests)")
+    s.add_argument("--port", type=int, default=6001)
+    s.add_argument("--host", default="127.0.0.1")
+    s.set_defaults(func=cmd_sip)

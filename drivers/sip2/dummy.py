@@ -1,0 +1,272 @@
+"""A dummy library system that speaks SIP2 over TCP: pysip2's ACS server with a small
+Vietnamese catalogue and the demo's readers. The demo's self-check and the tests talk to it
+as they would to Koha; ``offline`` makes it answer as a library system that is down for
+circulation (the ACS status says offline and loans are refused)."""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from pysip2 import (
+    CHECKIN,
+    CHECKOUT,
+    END_PATRON_SESSION,
+    ITEM_INFORMATION,
+    LOGIN,
+    PATRON_INFORMATION,
+    PATRON_STATUS,
+    RENEW,
+    CheckinResponse,
+    CheckoutResponse,
+    EndSessionResponse,
+    ItemInformationResponse,
+    LoginResponse,
+    PatronInformationResponse,
+    PatronStatusResponse,
+    RenewResponse,
+    SIP2Server,
+)
+
+CATALOGUE = {
+    "30000001": "Truyện Kiều — Nguyễn Du",
+    "30000002": "Dế Mèn phiêu lưu ký — Tô Hoài",
+    "30000003": "Số đỏ — Vũ Trọng Phụng",
+    "30000004": "Tắt đèn — Ngô Tất Tố",
+    "30000005": "Nỗi buồn chiến tranh — Bảo Ninh",
+    "30000006": "Cho tôi xin một vé đi tuổi thơ — Nguyễn Nhật Ánh",
+    "30000007": "Lịch sử Tây Ninh",
+    "30000008": "Từ điển Tiếng Việt",
+    "30000009": "Chí Phèo — Nam Cao",
+    "30000010": "Vợ nhặt — Kim Lân",
+}
+PATRONS = {
+    "P000101": ("Nguyễn Văn An", ""),
+    "P000102": ("Trần Thị Bình", ""),
+    "P000103": ("Lê Hoàng Cường", ""),
+    "P000104": ("Phạm Minh Đức", ""),
+    "P000900": ("Bạn đọc bị khóa thẻ", "blocked"),
+    "P000901": ("Bạn đọc còn nợ phí", "fees"),
+}
+
+
+@dataclass
+class Library:
+    """The dummy's state: who has what, and until when."""
+
+    loans: dict[str, tuple[str, date]] = field(default_factory=dict)  # item -> patron, due
+    holds: set[str] = field(default_factory=lambda: {"30000008"})  # on hold for someone else
+    offline: bool = False
+    loan_days: int = 14
+    login: tuple[str, str] = ("kiosk", "kiosk")
+    fee_items: set[str] = field(default_factory=lambda: {"30000007"})  # a loan with a charge
+
+
+def _flags(kind: str) -> str:
+    status = [" "] * 14
+    if kind == "blocked":
+        status[0] = status[1] = "Y"
+    if kind == "fees":
+        status[11] = "Y"
+    return "".join(status)
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def _sip_due(day: date) -> str:
+    return day.strftime("%Y%m%d") + "    235900"
+
+
+def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
+    server = SIP2Server(
+        encoding="utf-8",
+        institution_id=institution,
+        library_name="Thư viện tỉnh (dummy SIP2)",
+        login_required=True,
+    )
+
+    @server.route(LOGIN)
+    def login(req: Any, ctx: Any) -> LoginResponse:
+        ok = (req.login_user_id, req.login_password) == lib.login
+        return LoginResponse(ok="1" if ok else "0")
+
+    def patron_fields(pid: str, ctx: Any) -> dict[str, Any]:
+        name, kind = PATRONS.get(pid, ("", "unknown"))
+        return {
+            "patron_status": _flags(kind),
+            "language": "000",
+            "transaction_date": ctx.now_18(),
+            "institution_id": institution,
+            "patron_identifier": pid,
+            "personal_name": _nfc(name),
+            "valid_patron": "N" if kind == "unknown" else "Y",
+            "currency_type": "VND" if kind == "fees" else None,
+            "fee_amount": "25000" if kind == "fees" else None,
+        }
+
+    @server.route(PATRON_STATUS)
+    def patron_status(req: Any, ctx: Any) -> PatronStatusResponse:
+        f = patron_fields(req.patron_identifier, ctx)
+        return PatronStatusResponse(
+            **{k: v for k, v in f.items() if k in PatronStatusResponse.__struct_fields__}
+        )
+
+    @server.route(PATRON_INFORMATION)
+    def patron_info(req: Any, ctx: Any) -> PatronInformationResponse:
+        pid = req.patron_identifier
+        charged = sum(1 for p, _ in lib.loans.values() if p == pid)
+        return PatronInformationResponse(
+            **patron_fields(pid, ctx),
+            hold_items_count="0000",
+            overdue_items_count="0000",
+            charged_items_count=f"{charged:04d}",
+            fine_items_count="0000",
+            recall_items_count="0000",
+            unavailable_holds_count="0000",
+        )
+
+    def refuse(req: Any, ctx: Any, message: str, **extra: Any) -> CheckoutResponse:
+        return CheckoutResponse(
+            ok="0",
+            renewal_ok="N",
+            magnetic_media="N",
+            desensitize="N",
+            transaction_date=ctx.now_18(),
+            institution_id=institution,
+            patron_identifier=req.patron_identifier,
+            item_identifier=req.item_identifier,
+            title_identifier=_nfc(CATALOGUE.get(req.item_identifier, "")),
+            due_date="",
+            screen_message=(message,),
+            **extra,
+        )
+
+    @server.route(CHECKOUT)
+    def checkout(req: Any, ctx: Any) -> CheckoutResponse:
+        pid, item = req.patron_identifier, req.item_identifier
+        name, kind = PATRONS.get(pid, ("", "unknown"))
+        if lib.offline:
+            return refuse(req, ctx, "Hệ thống đang ngoại tuyến")
+        if kind == "unknown":
+            return refuse(req, ctx, "Không tìm thấy bạn đọc")
+        if kind == "blocked":
+            return refuse(req, ctx, "Thẻ bạn đọc đang bị khóa")
+        if item not in CATALOGUE:
+            return refuse(req, ctx, "Không tìm thấy tài liệu")
+        if item in lib.holds:
+            return refuse(req, ctx, "Tài liệu đang được giữ cho bạn đọc khác")
+        holder = lib.loans.get(item)
+        if holder is not None and holder[0] != pid:
+            return refuse(req, ctx, "Tài liệu đang được mượn")
+        fee = item in lib.fee_items
+        if fee and req.fee_acknowledged != "Y":  # as Koha: show the charge, ask, resend BO=Y
+            return refuse(
+                req,
+                ctx,
+                "Mượn tài liệu này mất phí 5.000 đ",
+                fee_type="01",
+                currency_type="VND",
+                fee_amount="5000",
+            )
+        due = date.today() + timedelta(days=lib.loan_days)
+        lib.loans[item] = (pid, due)
+        return CheckoutResponse(
+            ok="1",
+            renewal_ok="N" if holder is None else "Y",
+            magnetic_media="N",
+            desensitize="Y",
+            transaction_date=ctx.now_18(),
+            institution_id=institution,
+            patron_identifier=pid,
+            item_identifier=item,
+            title_identifier=_nfc(CATALOGUE[item]),
+            due_date=_sip_due(due),
+            fee_amount="5000" if fee else None,
+            currency_type="VND" if fee else None,
+        )
+
+    @server.route(CHECKIN)
+    def checkin(req: Any, ctx: Any) -> CheckinResponse:
+        item = req.item_identifier
+        known = item in CATALOGUE and not lib.offline
+        holder = lib.loans.pop(item, None) if known else None
+        hold = item in lib.holds
+        return CheckinResponse(
+            ok="1" if known else "0",
+            resensitize="Y" if known else "N",
+            magnetic_media="N",
+            alert="Y" if hold else "N",
+            transaction_date=ctx.now_18(),
+            institution_id=institution,
+            item_identifier=item,
+            permanent_location="Kho mở tầng 1",
+            title_identifier=_nfc(CATALOGUE.get(item, "")) or None,
+            sort_bin="B2" if hold else "A1",
+            patron_identifier=holder[0] if holder else None,
+            screen_message=("Đặt vào khay giữ chỗ",) if hold else (),
+        )
+
+    @server.route(RENEW)
+    def renew(req: Any, ctx: Any) -> RenewResponse:
+        pid, item = req.patron_identifier, req.item_identifier
+        holder = lib.loans.get(item)
+        ok = holder is not None and holder[0] == pid and not lib.offline
+        due = date.today() + timedelta(days=lib.loan_days)
+        if ok:
+            lib.loans[item] = (pid, due)
+        return RenewResponse(
+            ok="1" if ok else "0",
+            renewal_ok="Y" if ok else "N",
+            magnetic_media="N",
+            desensitize="N",
+            transaction_date=ctx.now_18(),
+            institution_id=institution,
+            patron_identifier=pid,
+            item_identifier=item,
+            title_identifier=_nfc(CATALOGUE.get(item, "")),
+            due_date=_sip_due(due) if ok else "",
+            screen_message=() if ok else ("Không gia hạn được tài liệu này",),
+        )
+
+    @server.route(ITEM_INFORMATION)
+    def item_info(req: Any, ctx: Any) -> ItemInformationResponse:
+        item = req.item_identifier
+        loan = lib.loans.get(item)
+        status = "03"  # available
+        if item not in CATALOGUE:
+            status = "01"
+        elif loan:
+            status = "04"
+        elif item in lib.holds:
+            status = "08"
+        return ItemInformationResponse(
+            circulation_status=status,
+            security_marker="02",
+            fee_type="01",
+            transaction_date=ctx.now_18(),
+            item_identifier=item,
+            title_identifier=_nfc(CATALOGUE.get(item, "")),
+            due_date=_sip_due(loan[1]) if loan else None,
+        )
+
+    @server.route(END_PATRON_SESSION)
+    def end(req: Any, ctx: Any) -> EndSessionResponse:
+        return EndSessionResponse(
+            end_session="Y",
+            transaction_date=ctx.now_18(),
+            institution_id=institution,
+            patron_identifier=req.patron_identifier,
+        )
+
+    return server
+
+
+async def serve(port: int, host: str = "127.0.0.1", lib: Library | None = None) -> None:
+    server = build(lib or Library())
+    async with server.start(host, port):
+        await asyncio.Event().wait()

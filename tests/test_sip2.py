@@ -1,0 +1,256 @@
+"""SIP2: the kiosk's client against the dummy library system (pysip2's ACS server, a real
+process on a loopback port), and against a scripted server that misbehaves as real ones do."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import unicodedata
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pysip2 import calculate_checksum
+
+from biblioedge.drivers.sip2.client import Account, LoginRefused, ReplyLost, Sip2Client
+from biblioedge.drivers.sip2.codec import Dialect, Sip2Error, checksum, decode, encode
+from biblioedge.drivers.sip2.library import Sip2Library
+from biblioedge.launch import free_port, wait_port
+
+CLI = [sys.executable, "-m", "biblioedge"]
+
+
+@pytest.fixture(scope="module")
+def ils() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "sip", "serve", "--port", str(port)], stdout=subprocess.DEVNULL)
+    try:
+        wait_port("127.0.0.1", port, 20)
+        yield f"sip2://kiosk:kiosk@127.0.0.1:{port}?institution=TVTN&location=sc-01"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_loan_and_a_return_against_the_dummy_library_system(ils: str) -> None:
+    lib = Sip2Library(Account.from_url(ils))
+    status = lib.status()
+    assert status.online and status.checkout_ok and "renew" in status.supported
+    reader = lib.patron("P000102")
+    assert reader.valid and reader.name == "Trần Thị Bình" and reader.blocks == []
+    assert unicodedata.is_normalized("NFC", reader.name)
+    loan = lib.checkout("P000102", "30000003")
+    assert loan.ok and loan.desensitize and loan.title == "Số đỏ — Vũ Trọng Phụng"
+    assert loan.due is not None and loan.due_raw.startswith(loan.due.replace("-", ""))
+    assert lib.item("30000003").circulation_status == "charged"
+    assert lib.renew("P000102", "30000003").ok
+    back = lib.checkin("30000003")
+    assert back.ok and back.resensitize and back.sort_bin == "A1"
+    blocked = lib.patron("P000900")
+    assert blocked.valid and "charge_privileges_denied" in blocked.blocks
+    refused = lib.checkout("P000900", "30000002")
+    assert not refused.ok and refused.screen_message == "Thẻ bạn đọc đang bị khóa"
+    fee = lib.checkout("P000101", "30000007")  # a charge: refused until the reader agrees
+    assert not fee.ok and fee.fee == "5000"
+    assert lib.checkout("P000101", "30000007", fee_ack=True).ok
+    hold = lib.checkin("30000008")
+    assert hold.alert and hold.sort_bin == "B2"
+    assert lib.end_session("P000101")
+    lib.close()
+
+
+def test_the_sip_command_answers_in_json_and_says_when_the_login_is_refused(ils: str) -> None:
+    import json
+
+    out = subprocess.run(
+        [*CLI, "sip", "checkout", "P000103", "30000004", "--ils", ils, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    doc = json.loads(out.stdout)
+    assert out.returncode == 0 and doc["ok"] and doc["desensitize"] is True
+    assert {"ok", "item", "title", "due", "desensitize", "screen_message"} <= set(doc)
+    out = subprocess.run(
+        [*CLI, "sip", "status", "--ils", ils.replace("kiosk:kiosk", "kiosk:wrong")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 3 and "refused the login" in out.stderr
+    assert "Traceback" not in out.stderr
+    for bad in ("http://x", "sip2://", "sip2://h:1?colour=red", "sip2://h:1?encoding=klingon"):
+        out = subprocess.run(
+            [*CLI, "sip", "status", "--ils", bad], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (bad, out.stderr)
+
+
+# -- a server that misbehaves ---------------------------------------------------------------
+
+Script = Callable[[bytes, int], list[bytes]]  # (request frame, nth request) -> raw replies
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Script], Account]]:
+    servers: list[socket.socket] = []
+
+    def start(script: Script, dialect: Dialect | None = None) -> Account:
+        srv = socket.create_server(("127.0.0.1", 0))
+        servers.append(srv)
+        seen = [0]
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                with conn:
+                    buf = b""
+                    while True:
+                        try:
+                            data = conn.recv(4096)
+                        except OSError:
+                            break
+                        if not data:
+                            break
+                        buf += data
+                        while b"\r" in buf:
+                            frame, _, buf = buf.partition(b"\r")
+                            buf = buf.lstrip(b"\n")
+                            seen[0] += 1
+                            replies = script(frame, seen[0])
+                            if replies == [b"CLOSE"]:
+                                conn.close()
+                                break
+                            for r in replies:
+                                conn.sendall(r)
+
+        threading.Thread(target=serve, daemon=True).start()
+        port = srv.getsockname()[1]
+        return Account("127.0.0.1", port, dialect=dialect or Dialect(), timeout_s=2.0)
+
+    yield start  # type: ignore[misc]
+    for s in servers:
+        s.close()
+
+
+UTF8 = Dialect()
+
+
+def reply(text: str, seq: int | None = None, d: Dialect = UTF8) -> bytes:
+    body = text.encode(d.encoding, errors="replace")
+    if seq is not None:
+        body += b"AY" + str(seq).encode() + b"AZ"
+        body += checksum(body).encode()
+    return body + d.terminator
+
+
+def seq_of(frame: bytes) -> int:
+    return int(frame[frame.rfind(b"AY") + 2 : frame.rfind(b"AY") + 3])
+
+
+STATUS = "98YYYYNY030003" + "20261202    101500" + "2.00AOTVTN|BXYYYYYYYYYYYYYYYY|"
+CHECKOUT = "121NNY20261202    101500AOTVTN|AAP1|AB30000001|AJTruyện Kiều|AH20261216    235900|"
+
+
+def test_bad_checksums_other_sequences_garbage_and_resend_requests_are_survived(
+    scripted: Any,
+) -> None:
+    sent: list[bytes] = []
+
+    def script(frame: bytes, n: int) -> list[bytes]:
+        sent.append(frame)
+        if frame.startswith(b"97"):  # our resend request: now the good one
+            return [reply(STATUS, 0)]
+        s = seq_of(frame)
+        if n == 1:
+            bad = bytearray(reply(STATUS, s))
+            bad[5] ^= 1
+            return [b"\x00\xff garbage\r", reply(STATUS, (s + 1) % 10), bytes(bad)]
+        return [reply("96AZFEF6"), reply(STATUS, s)]  # the server asks us to resend first
+
+    client = Sip2Client(scripted(script))
+    client.connect()
+    r = client.request("99", "0" + "080" + "2.00", [], "98")
+    assert r.command == "98" and r.flag(0)
+    assert sent[-1].startswith(b"97")  # asked again after the bad checksum
+    r = client.request("99", "0" + "080" + "2.00", [], "98")
+    assert r.command == "98" and sent[-1] == sent[-2]  # answered 96 with the same frame
+
+
+def test_text_that_is_not_utf8_is_replaced_not_fatal(scripted: Any) -> None:
+    raw = CHECKOUT.encode().replace("Truyện".encode(), b"Truy\xff\xfen")
+
+    def script(frame: bytes, n: int) -> list[bytes]:
+        body = raw + b"AY" + str(seq_of(frame)).encode() + b"AZ"
+        return [body + checksum(body).encode() + b"\r"]
+
+    lib = Sip2Library(scripted(script))
+    loan = lib.checkout("P1", "30000001")
+    assert loan.ok and loan.title.startswith("Truy\ufffd") and loan.due == "2026-12-16"
+
+
+def test_a_lost_checkout_reply_is_not_sent_again_and_status_reconnects(scripted: Any) -> None:
+    calls: list[bytes] = []
+
+    def script(frame: bytes, n: int) -> list[bytes]:
+        calls.append(frame[:2])
+        if frame.startswith(b"11"):
+            return [b"CLOSE"]  # mid-checkout: did it happen? only the item status can say
+        if frame.startswith(b"99") and calls.count(b"99") == 1:
+            return [b"CLOSE"]
+        return [reply(STATUS, seq_of(frame))]
+
+    lib = Sip2Library(scripted(script))
+    assert lib.status().online  # the first attempt died; reconnected and asked again
+    with pytest.raises(ReplyLost):
+        lib.checkout("P1", "30000001")
+    assert calls.count(b"11") == 1
+
+
+def test_crlf_cp850_and_no_error_detection_dialects(scripted: Any) -> None:
+    d = Dialect(encoding="cp850", error_detection=False, terminator=b"\r\n")
+    got: list[bytes] = []
+
+    def script(frame: bytes, n: int) -> list[bytes]:
+        got.append(frame)
+        return [reply(CHECKOUT, None, d)]
+
+    lib = Sip2Library(scripted(script, d))
+    loan = lib.checkout("Nguyễn", "30000001")  # not representable in cp850: replaced
+    assert loan.ok and b"AY" not in got[0] and b"AANguy?n|" in got[0]
+
+
+def test_the_login_refusal_is_its_own_error(scripted: Any) -> None:
+    acct = scripted(lambda f, n: [reply("940", seq_of(f))])
+    with pytest.raises(LoginRefused, match="refused the login"):
+        Sip2Client(Account(acct.host, acct.port, user="kiosk", password="x")).connect()
+
+
+def test_our_checksum_agrees_with_pysip2s() -> None:
+    frame = encode("93", "00", [("CN", "kiosk"), ("CO", "kiosk")], Dialect(), 3)
+    body = frame[:-5]
+    assert frame[-5:-1].decode() == calculate_checksum(body) == checksum(body)
+    with pytest.raises(Sip2Error, match="may not hold"):
+        encode("11", "", [("AA", "P1|AB2")], Dialect())
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    frame=st.binary(max_size=300)
+    | st.sampled_from([reply(STATUS, 1), reply(CHECKOUT, 2)]).flatmap(
+        lambda r: st.integers(0, len(r) - 1).map(lambda i: r[:i] + b"\xff" + r[i + 1 :])
+    ),
+    dialect=st.sampled_from([Dialect(), Dialect(encoding="cp850", error_detection=False)]),
+)
+def test_decode_raises_only_sip2_errors(frame: bytes, dialect: Dialect) -> None:
+    try:
+        decode(frame, dialect)
+    except Sip2Error:
+        pass
