@@ -49,6 +49,9 @@ CLI = [sys.executable, "-m", "biblioedge"]
         ["central", "token", "revoke"],
         ["provision", "token"],
         ["enroll"],
+        ["sip"],
+        ["sip", "checkout"],
+        ["sip", "serve"],
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:
