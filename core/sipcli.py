@@ -105,7 +105,13 @@ def register(sub: Any) -> None:
     action("checkin", "return an item (09/10)", "item")
     action("renew", "renew a reader's loan (29/30)", "patron", "item")
     action("item", "an item's status and title (17/18)", "item")
-    s = c.add_parser("serve", help="run the dummy library system (demo, tests)")
-    s.add_argument("--port", type=int, default=6001)
-    s.add_argument("--host", default="127.0.0.1")
+    s = c.add_parser(
+        "serve",
+        help="run the dummy library system (demo, tests)",
+        description="A dummy library system speaking SIP2 (UTF-8) over TCP: ten Vietnamese "
+        "titles, the demo readers, a blocked reader, one with fees, an item on hold and one "
+        "with a loan charge. Account kiosk / kiosk.",
+    )
+    s.add_argument("--port", type=int, default=6001, help="TCP port (default 6001)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     s.set_defaults(func=cmd_sip)
