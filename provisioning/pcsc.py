@@ -57,6 +57,8 @@ class PcscdProcess:
             if not _wait(vpcd_port_open, 3.0):
                 raise PcscUnavailable("a pcscd runs without the vpcd reader (port 35963)")
             return self
+        if not _wait(vpcd_port_free, 75.0):
+            raise PcscUnavailable(f"port {VPCD_PORT} stays in use: vpcd cannot listen")
         conf = self.workdir / "reader.conf.d"
         conf.mkdir(parents=True, exist_ok=True)
         (conf / "vpcd").write_text(
@@ -93,6 +95,17 @@ class PcscdProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def vpcd_port_free(port: int = VPCD_PORT) -> bool:
+    """Whether vpcd could bind its port now. It binds without SO_REUSEADDR, so the TIME_WAIT
+    connections of a pcscd stopped a moment ago hold the port for up to a minute."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait(cond: Callable[[], bool], timeout: float) -> bool:

@@ -176,8 +176,10 @@ class Sip2Client:
             try:
                 reply = decode(self._read_frame(), d)
             except Sip2ChecksumError as exc:
+                # 97, never our own frame again: a checkout the server did act on must not be
+                # sent twice because its answer was garbled on the way back
                 log.warning("library system reply failed its checksum (%s): asking again", exc)
-                self._send(encode("97", "", [], d, None) if d.error_detection else frame)
+                self._send(encode("97", "", [], d, None))
                 continue
             except Sip2Error as exc:
                 log.warning("unusable reply from the library system: %s", exc)

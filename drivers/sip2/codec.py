@@ -120,7 +120,9 @@ def encode(
         parts.append(f"{fid}{unicodedata.normalize('NFC', value)}{dialect.delimiter}")
     body = "".join(parts).encode(dialect.encoding, errors="replace")
     if dialect.error_detection:
-        body += b"AY" + str((sequence or 0) % 10).encode() + b"AZ"
+        if command not in ("96", "97"):  # the resend requests carry a checksum, no sequence
+            body += b"AY" + str((sequence or 0) % 10).encode()
+        body += b"AZ"
         body += checksum(body).encode()
     return body + dialect.terminator
 
