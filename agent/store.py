@@ -131,12 +131,31 @@ def _m4_answers(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m5_offline_circulation(db: sqlite_utils.Database) -> None:
+    # Loans and returns a self-check made while the library system was away, in the order
+    # they happened, until each is forwarded and its answer checked (agent/offline.py).
+    db.execute(
+        "CREATE TABLE offline_tx ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " tx_id TEXT NOT NULL UNIQUE,"
+        " kind TEXT NOT NULL CHECK (kind IN ('checkout', 'checkin')),"
+        " patron_id TEXT NOT NULL,"
+        " item_id TEXT NOT NULL,"
+        " at REAL NOT NULL,"
+        " due TEXT NOT NULL,"
+        " state TEXT NOT NULL DEFAULT 'pending',"
+        " result TEXT NOT NULL DEFAULT '')"
+    )
+    db.execute("CREATE INDEX ix_offline_tx_pending ON offline_tx (state, seq)")
+
+
 #: Ordered, append-only list of migrations. Never edit a shipped one; add the next.
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _m1_initial),
     (2, _m2_gallery),
     (3, _m3_gallery_sync),
     (4, _m4_answers),
+    (5, _m5_offline_circulation),
 ]
 
 #: Event types whose acks carry an answer the device keeps (see ``answers``).
