@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +14,22 @@ import pytest
 
 from biblioedge.launch import AgentProcess, CentralProcess, agent_config
 from biblioedge.provisioning.broker import BrokerProcess
+
+
+@pytest.fixture(autouse=True)
+def _no_processes_left_behind(tmp_path: Path) -> Iterator[None]:
+    """A test that fails midway must not leave its broker, central or kiosks running (they
+    would hold ports and CPU for the rest of the session): whatever still runs from this
+    test's directory is killed when it ends."""
+    yield
+    pgrep = shutil.which("pgrep")
+    if pgrep is None:
+        return
+    out = subprocess.run([pgrep, "-f", str(tmp_path)], capture_output=True, text=True)
+    for pid in (int(p) for p in out.stdout.split()):
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
