@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ import httpx
 
 from biblioedge.keeper import Keeper
 from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
-from biblioedge.procs import free_port
+from biblioedge.procs import free_port, port_free
 from biblioedge.provisioning.broker import BrokerProcess
 
 log = logging.getLogger("biblioedge.demo")
@@ -209,7 +208,7 @@ def run_demo(
     if lock is None:
         sys.stderr.write(f"biblioedge: another demo is running with {data}; stop it first\n")
         return 2
-    if port and not _port_free(port):
+    if port and not port_free(port):
         sys.stderr.write(
             f"biblioedge: port {port} is in use (another demo or central?): stop it, "
             "or pass --port with a free one (0 picks one)\n"
@@ -365,12 +364,3 @@ def _lock(data: Path) -> IO[str] | None:
         f.close()
         return None
     return f
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

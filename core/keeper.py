@@ -36,7 +36,10 @@ def cause_of(child: Process) -> str:
     if code is None:
         status = "gone"
     elif code < 0:
-        status = f"killed by {signal.Signals(-code).name}"
+        try:
+            status = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            status = f"killed by signal {-code}"
     else:
         status = f"exit code {code}"
     lines = [ln.strip() for ln in child.log_tail(40).splitlines() if ln.strip()]

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from biblioedge.procs import port_free
+
 SOCKET = Path("/run/pcscd/pcscd.comm")
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 VPCD_PORT = 35963
@@ -57,7 +59,8 @@ class PcscdProcess:
             if not _wait(vpcd_port_open, 3.0):
                 raise PcscUnavailable("a pcscd runs without the vpcd reader (port 35963)")
             return self
-        if not _wait(vpcd_port_free, 75.0):
+        # vpcd binds without SO_REUSEADDR: a pcscd stopped a moment ago holds it in TIME_WAIT
+        if not _wait(lambda: port_free(VPCD_PORT), 75.0):
             raise PcscUnavailable(f"port {VPCD_PORT} stays in use: vpcd cannot listen")
         conf = self.workdir / "reader.conf.d"
         conf.mkdir(parents=True, exist_ok=True)
@@ -95,17 +98,6 @@ class PcscdProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-
-
-def vpcd_port_free(port: int = VPCD_PORT) -> bool:
-    """Whether vpcd could bind its port now. It binds without SO_REUSEADDR, so the TIME_WAIT
-    connections of a pcscd stopped a moment ago hold the port for up to a minute."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _wait(cond: Callable[[], bool], timeout: float) -> bool:

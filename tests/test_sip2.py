@@ -83,7 +83,8 @@ def test_the_sip_command_answers_in_json_and_says_when_the_login_is_refused(ils:
     )
     assert out.returncode == 3 and "refused the login" in out.stderr
     assert "Traceback" not in out.stderr
-    for bad in ("http://x", "sip2://", "sip2://h:1?colour=red", "sip2://h:1?encoding=klingon"):
+    bad_urls = ("http://x", "sip2://", "sip2://h:1?colour=red", "sip2://h:1?encoding=klingon")
+    for bad in (*bad_urls, "sip2://h:1?timeout=-1", "sip2://h:1?timeout=soon"):
         out = subprocess.run(
             [*CLI, "sip", "status", "--ils", bad], capture_output=True, text=True, timeout=60
         )

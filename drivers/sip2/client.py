@@ -80,6 +80,12 @@ class Account:
             )
         except LookupError as exc:
             raise ValueError(f"unknown encoding {q.get('encoding')!r}") from exc
+        try:
+            timeout = float(q.get("timeout", "10"))
+        except ValueError as exc:
+            raise ValueError("timeout is a number of seconds") from exc
+        if not 0 < timeout <= 300:
+            raise ValueError("timeout is between 0 and 300 seconds")
         return cls(
             host=parts.hostname,
             port=port,
@@ -90,7 +96,7 @@ class Account:
             tls=parts.scheme == "sip2s",
             cafile=q.get("cafile"),
             dialect=dialect,
-            timeout_s=float(q.get("timeout", "10")),
+            timeout_s=timeout,
         )
 
 

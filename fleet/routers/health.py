@@ -39,21 +39,21 @@ def router(repo: Repo, bridge: Bridge | None) -> tuple[APIRouter, APIRouter]:
     )
     def health(response: Response) -> Health:
         problems: list[str] = []
+        db_ok = True
         try:
             repo.stats()
         except Exception as exc:  # any failure means the database cannot serve
+            db_ok = False
             problems.append(f"database: {type(exc).__name__}")
-        if bridge is None:
-            problems.append("broker: no bridge")
-        else:
-            problems += [f"broker: {p}" for p in bridge.problems()]
+        broker = ["no bridge"] if bridge is None else bridge.problems()
+        problems += [f"broker: {p}" for p in broker]
         if problems:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return Health(
             status="degraded" if problems else "ok",
             version=__version__,
-            database=not any(p.startswith("database") for p in problems),
-            broker=not any(p.startswith("broker") for p in problems),
+            database=db_ok,
+            broker=not broker,
             problems=problems,
         )
 
