@@ -8,11 +8,13 @@ before SQLite fails (free space below ``storage.reserve_mb``) or when a write fo
 full, and leaves it by itself once space is back and a probe write succeeds. The state
 report carries ``degraded: ["disk_full"]`` meanwhile, so IT sees it at central.
 
-Emergency space: the data dir holds a ballast file (``storage.ballast_mb``). When the disk
-fills, the guard deletes it, so SQLite still has room to open the store (a closed WAL store
-needs new files to reopen), to delete what central acknowledged and to record the kiosk's
-own few notes. The kiosk stays degraded until the ballast fits again beside the reserve,
-then recreates it and resumes: a disk that is merely near full never flaps in and out.
+Emergency space: the data dir holds two ballast files. When the disk fills while the kiosk
+runs, the guard deletes the larger one (``storage.ballast_mb``), so SQLite still has room to
+delete what central acknowledged and to record the kiosk's own few notes. The smaller one
+(1 MiB) is given back only at start, before the store opens: a closed WAL store needs new
+files to reopen, and a kiosk restarted on a disk that stayed full must still start, degraded,
+and deliver what it holds. The kiosk stays degraded until both fit again beside the reserve,
+then recreates them and resumes: a disk that is merely near full never flaps in and out.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger("biblioedge.agent.storage")
 
 DISK_FULL = "disk_full"
 BALLAST = ".emergency-space"
+RESTART = ".restart-space"
+RESTART_BYTES = 1024 * 1024
 
 
 def _free(path: Path) -> int:
@@ -42,17 +46,21 @@ def _free(path: Path) -> int:
 
 
 def release_ballast(cfg: AgentConfig) -> bool:
-    """At start, before the store opens: give the ballast back if the disk is short of the
-    reserve. True when it was released."""
-    ballast = cfg.data_dir / BALLAST
+    """At start, before the store opens: give both ballast files back if the disk is short of
+    the reserve. True when any was released."""
+    released = False
     try:
-        if ballast.exists() and _free(cfg.data_dir) < cfg.storage.reserve_mb * 1024 * 1024:
-            ballast.unlink()
-            log.error("disk nearly full at start: released the %s emergency space", BALLAST)
-            return True
+        if _free(cfg.data_dir) >= cfg.storage.reserve_mb * 1024 * 1024:
+            return False
+        for name in (BALLAST, RESTART):
+            ballast = cfg.data_dir / name
+            if ballast.exists():
+                ballast.unlink()
+                released = True
+                log.error("disk nearly full at start: released the %s emergency space", name)
     except OSError as exc:
         log.error("cannot release the emergency space: %s", exc)
-    return False
+    return released
 
 
 def _make_ballast(path: Path, size: int) -> None:
@@ -106,6 +114,19 @@ class StorageGuard:
         cfg = self.config()
         return cfg.data_dir / BALLAST, int(cfg.storage.ballast_mb * 1024 * 1024)
 
+    def _missing(self) -> list[tuple[Path, int]]:
+        """The ballast files that should exist and do not, with their sizes."""
+        path, size = self._ballast()
+        if not size:
+            return []
+        files = [(path, size), (path.with_name(RESTART), RESTART_BYTES)]
+        return [(p, n) for p, n in files if not p.exists()]
+
+    @staticmethod
+    def _make(missing: list[tuple[Path, int]]) -> None:
+        for path, size in missing:
+            _make_ballast(path, size)
+
     def _release(self) -> None:
         path, size = self._ballast()
         if size and path.exists():
@@ -144,10 +165,9 @@ class StorageGuard:
         """One look at the disk: enter or leave the degraded state."""
         cfg = self.config().storage
         reserve = int(cfg.reserve_mb * 1024 * 1024)
-        path, size = self._ballast()
         try:
             free = await asyncio.to_thread(self.free_bytes)
-            missing = size > 0 and not path.exists()
+            missing = await asyncio.to_thread(self._missing)
         except OSError as exc:  # the data dir itself is gone or unreadable
             self._enter(f"cannot stat the data dir: {exc}")
             return
@@ -157,16 +177,15 @@ class StorageGuard:
                 self._enter(f"{free // 1024} KiB free, below the reserve of {reserve // 1024} KiB")
                 await asyncio.to_thread(self._release)
             elif missing:  # first start, or a start after the ballast was released
-                if free >= reserve + size:
-                    await asyncio.to_thread(_make_ballast, path, size)
+                if free >= reserve + sum(n for _, n in missing):
+                    await asyncio.to_thread(self._make, missing)
                 else:
                     self._enter(f"{free // 1024} KiB free: no room for the emergency space")
             return
-        if free < reserve + (size if missing else 0):
+        if free < reserve + sum(n for _, n in missing):
             return
         try:
-            if missing:
-                await asyncio.to_thread(_make_ballast, path, size)
+            await asyncio.to_thread(self._make, missing)
             await self.store.call(Store.probe, self.store.store)
         except (StoreError, sqlite3.Error, OSError) as exc:
             log.debug("storage probe still fails: %s", exc)

@@ -7,6 +7,7 @@ Both read a TOML file and let environment variables and secret files override it
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import socket
 from collections.abc import Mapping
@@ -143,7 +144,8 @@ _PSEUDO_FS = ("/proc", "/sys", "/dev")
 def check_data_dir(path: Path) -> Path:
     """The data directory, created if need be and proven writable (a probe file is written,
     synced and removed), or ConfigError naming the reason. Called at start and by ``config
-    check``, so a wrong path is a clear exit 2 rather than a traceback later."""
+    check``, so a wrong path is a clear exit 2 rather than a traceback later. A full disk is
+    not a wrong path: the kiosk must still start, degraded, and deliver what it holds."""
     resolved = path.expanduser().resolve()
     for root in _PSEUDO_FS:
         if resolved == Path(root) or Path(root) in resolved.parents:
@@ -159,6 +161,9 @@ def check_data_dir(path: Path) -> Path:
             os.close(fd)
         probe.unlink()
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            probe.unlink(missing_ok=True)
+            return resolved
         raise ConfigError(f"data_dir {path} is not a writable directory: {exc.strerror}") from exc
     return resolved
 

@@ -12,6 +12,7 @@ from test_integration import device, scrape, stored_seqs
 
 from biblioedge.agent.store import DiskFull, Store
 from biblioedge.launch import CentralProcess, free_port, wait_until
+from biblioedge.settings import check_data_dir
 
 WHO = {"device_id": "gate-07", "site": "tv-tinh"}
 
@@ -42,6 +43,14 @@ def test_the_store_names_a_full_disk_and_keeps_what_it_committed(tmp_path: Path)
         store.close()
 
 
+def test_a_full_data_dir_is_still_a_valid_one(tmp_path: Path) -> None:
+    """A kiosk restarted on a full disk must start (degraded), not exit as misconfigured."""
+    with tmpfs(tmp_path / "disk", 1) as disk:
+        fill(disk)
+        assert check_data_dir(disk) == disk.resolve()
+        assert not list(disk.glob(".write-probe-*"))
+
+
 @pytest.mark.integration
 def test_a_kiosk_on_a_full_disk_degrades_delivers_and_resumes(
     tmp_path: Path, central: CentralProcess, make_agent: Any
@@ -54,6 +63,7 @@ def test_a_kiosk_on_a_full_disk_degrades_delivers_and_resumes(
             metrics={"port": port},
             storage={"reserve_mb": 2, "check_s": 0.2},
         )
+        agent.log_path = tmp_path / "gate-07.log"  # a kiosk logs to the journal, not its data
         agent.start()
         wait_until(lambda: len(stored_seqs(central, "gate-07")) >= 20, 30, what="events flowing")
         filler = fill(disk)  # completely: whichever notices first, SQLite or the guard
@@ -71,8 +81,10 @@ def test_a_kiosk_on_a_full_disk_degrades_delivers_and_resumes(
         )
         seqs = stored_seqs(central, "gate-07")  # what was committed keeps being delivered
         assert seqs == list(range(1, len(seqs) + 1)), "an event committed before was lost"
-        # a kiosk started on a full disk starts, degraded, rather than exiting
+        # a kiosk restarted on a disk that stayed full starts, degraded, rather than exiting;
+        # closing the store freed its WAL, so fill that too
         assert agent.stop() == 0
+        fill(disk)
         agent.start()
         full = lambda: scrape(port).get("agent_storage_full") == 1  # noqa: E731
         wait_until(full, 20, what=f"degraded at start: {agent.log_tail()}")
