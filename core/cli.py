@@ -376,11 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from biblioedge.cccdcli import register as register_cccd
     from biblioedge.facecli import register
+    from biblioedge.rfidcli import register as register_rfid
     from biblioedge.sipcli import register as register_sip
 
     register(sub)
     register_cccd(sub)
     register_sip(sub)
+    register_rfid(sub)
     return parser
 
 

@@ -42,7 +42,12 @@ CATALOGUE = {
     "30000008": "Từ điển Tiếng Việt",
     "30000009": "Chí Phèo — Nam Cao",
     "30000010": "Vợ nhặt — Kim Lân",
+    "30000011": "Tuyển tập Nam Cao (2 tập)",
 }
+#: Items whose tags carry several parts (ISO 28560 set information).
+SETS = {"30000011": 2}
+#: Items whose tags say "not for loan or return while offline" (reference copies).
+NOT_OFFLINE = {"30000010"}
 PATRONS = {
     "P000101": ("Nguyễn Văn An", ""),
     "P000102": ("Trần Thị Bình", ""),
