@@ -91,6 +91,15 @@ class OfflineDesk:
             )
         return tx, due
 
+    def cancel(self, tx_id: str) -> bool:
+        """Forget an offline transaction not yet forwarded (its security write failed, so the
+        reader kept nothing). False if it is already on its way."""
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                "DELETE FROM offline_tx WHERE tx_id = ? AND state = 'pending'", (tx_id,)
+            )
+        return cur.rowcount == 1
+
     def take_back(self, item_id: str) -> str:
         """Record an offline return; the tx id."""
         tx = str(uuid.uuid4())

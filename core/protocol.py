@@ -61,6 +61,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "circ.checkin",
         "circ.renew",
         "circ.offline_queued",
+        "circ.attention",
         # card desk
         "desk.registration",
         "reader.registered",

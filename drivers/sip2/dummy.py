@@ -44,6 +44,8 @@ CATALOGUE = {
     "30000010": "Vợ nhặt — Kim Lân",
     "30000011": "Tuyển tập Nam Cao (2 tập)",
 }
+#: Every demo reader's PIN, for the barcode-and-PIN login.
+PIN = "1234"
 #: Items whose tags carry several parts (ISO 28560 set information).
 SETS = {"30000011": 2}
 #: Items whose tags say "not for loan or return while offline" (reference copies).
@@ -100,9 +102,10 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
         ok = (req.login_user_id, req.login_password) == lib.login
         return LoginResponse(ok="1" if ok else "0")
 
-    def patron_fields(pid: str, ctx: Any) -> dict[str, Any]:
+    def patron_fields(pid: str, ctx: Any, password: str | None = None) -> dict[str, Any]:
         name, kind = PATRONS.get(pid, ("", "unknown"))
         return {
+            "valid_patron_password": None if not password else "YN"[password != PIN],
             "patron_status": _flags(kind),
             "language": "000",
             "transaction_date": ctx.now_18(),
@@ -116,7 +119,7 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
 
     @server.route(PATRON_STATUS)
     def patron_status(req: Any, ctx: Any) -> PatronStatusResponse:
-        f = patron_fields(req.patron_identifier, ctx)
+        f = patron_fields(req.patron_identifier, ctx, req.patron_password)
         return PatronStatusResponse(
             **{k: v for k, v in f.items() if k in PatronStatusResponse.__struct_fields__}
         )
@@ -126,7 +129,7 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
         pid = req.patron_identifier
         charged = sum(1 for p, _ in lib.loans.values() if p == pid)
         return PatronInformationResponse(
-            **patron_fields(pid, ctx),
+            **patron_fields(pid, ctx, req.patron_password),
             hold_items_count="0000",
             overdue_items_count="0000",
             charged_items_count=f"{charged:04d}",
