@@ -44,9 +44,13 @@ def vectors_of(templates: list[str]) -> np.ndarray:
 
 
 class GallerySync:
-    def __init__(self, store: Store, templates: GalleryStore) -> None:
+    def __init__(
+        self, store: Store, templates: GalleryStore, *, keep_citizen_ref: bool = False
+    ) -> None:
         self.store = store
         self.templates = templates
+        #: the self-check keeps the keyed hash of the ID number (CCCD QR); gates do not
+        self.keep_citizen_ref = keep_citizen_ref
         #: template length per model, from the running face engine (set when it loads)
         self.dims: dict[str, int] = {}
         #: readers whose templates were refused, by reason (the state report counts them)
@@ -96,6 +100,20 @@ class GallerySync:
     def revoked(self) -> set[str]:
         return {r[0] for r in self.store.conn.execute("SELECT jti FROM revoked_cards")}
 
+    def reader(self, *, patron_id: str = "", citizen_ref: str = "") -> tuple[str, str] | None:
+        """(patron id, status) of a synced reader, by id or by the ID number's keyed hash."""
+        if citizen_ref:
+            row = self.store.conn.execute(
+                "SELECT patron_id, status FROM patron_cache WHERE citizen_ref = ?",
+                (citizen_ref,),
+            ).fetchone()
+        else:
+            row = self.store.conn.execute(
+                "SELECT patron_id, status FROM patron_cache WHERE patron_id = ? OR barcode = ?",
+                (patron_id, patron_id),
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
     def apply(self, delta: GalleryDelta) -> bool:
         """True when applied; False when it does not start at our version (ignored)."""
         if delta.base != self.version() or delta.version <= delta.base:
@@ -113,10 +131,11 @@ class GallerySync:
                 )
                 conn.execute(
                     "INSERT INTO patron_cache (patron_id, barcode, display_name, status,"
-                    " expires_at, updated_at) VALUES (?,?,?,?,?,?) ON CONFLICT (patron_id) DO"
-                    " UPDATE SET barcode = excluded.barcode, display_name = excluded.display_name,"
-                    " status = excluded.status, expires_at = excluded.expires_at,"
-                    " updated_at = excluded.updated_at",
+                    " expires_at, updated_at, citizen_ref) VALUES (?,?,?,?,?,?,?)"
+                    " ON CONFLICT (patron_id) DO UPDATE SET barcode = excluded.barcode,"
+                    " display_name = excluded.display_name, status = excluded.status,"
+                    " expires_at = excluded.expires_at, updated_at = excluded.updated_at,"
+                    " citizen_ref = excluded.citizen_ref",
                     (
                         reader.patron_id,
                         reader.barcode or reader.patron_id,
@@ -124,6 +143,7 @@ class GallerySync:
                         reader.status,
                         reader.expires_at,
                         now,
+                        (reader.citizen_ref or None) if self.keep_citizen_ref else None,
                     ),
                 )
                 if reader.patron_id in decoded:

@@ -183,14 +183,16 @@ class AgentRuntime:
         self.metrics_port: int | None = None
         self.gallery_sync: Any = None
         self.gallery_version = 0
-        is_gate = config.role == "gate" and config.gate.enabled
+        holds_gallery = (config.role == "gate" and config.gate.enabled) or (
+            config.role == "selfcheck" and config.selfcheck.enabled
+        )
         self.sync = Sync(
             lambda: self.config,
             self.store,
             self.metrics,
             self.state,
             self.apply_desired,
-            self.apply_gallery if is_gate else None,
+            self.apply_gallery if holds_gallery else None,
         )
         self.storage = StorageGuard(
             lambda: self.config, self.store, self.metrics, self._storage_changed

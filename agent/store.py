@@ -150,12 +150,19 @@ def _m5_offline_circulation(db: sqlite_utils.Database) -> None:
 
 
 #: Ordered, append-only list of migrations. Never edit a shipped one; add the next.
+def _m6_citizen_ref(db: sqlite_utils.Database) -> None:
+    # A self-check finds a reader by the keyed hash of the ID number on the CCCD's QR.
+    db.execute("ALTER TABLE patron_cache ADD COLUMN citizen_ref TEXT")
+    db.execute("CREATE INDEX patron_cache_citizen_ref ON patron_cache (citizen_ref)")
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _m1_initial),
     (2, _m2_gallery),
     (3, _m3_gallery_sync),
     (4, _m4_answers),
     (5, _m5_offline_circulation),
+    (6, _m6_citizen_ref),
 ]
 
 #: Event types whose acks carry an answer the device keeps (see ``answers``).

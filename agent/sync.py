@@ -108,7 +108,7 @@ class Sync:
         self._last_command: datetime | None = None
         self._reconnect = asyncio.Event()
         cfg = config_ref()
-        #: the site's gallery keys (gates only: nobody else keeps templates)
+        #: the site's gallery keys (GALLERY_ROLES only: the desk keeps no templates)
         self.site_keys = (
             SiteKeyRing(cfg.identity_dir, cfg.device_id, cfg.site) if on_gallery else None
         )
@@ -203,7 +203,7 @@ class Sync:
                 (device_topic(cfg.site, cfg.device_id, "desired"), 1),
                 (device_topic(cfg.site, cfg.device_id, "cmd"), 1),
             ]
-            if self._on_gallery is not None:  # gates only: nobody else keeps templates
+            if self._on_gallery is not None:  # GALLERY_ROLES only
                 topics.append((gallery_topic(cfg.site), 1))
                 topics.append((device_topic(cfg.site, cfg.device_id, "keys"), 1))
             await client.subscribe(topics)

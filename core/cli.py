@@ -135,6 +135,16 @@ def _cmd_bench_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_selfcheck(args: argparse.Namespace) -> int:
+    from biblioedge.bench import print_result
+    from biblioedge.bench_selfcheck import bench_selfcheck
+
+    setup_logging(args.log_format or "human", "WARNING")
+    result = bench_selfcheck(args.rounds, args.offline, progress=not args.json)
+    print_result(result, as_json=args.json)
+    return 0
+
+
 def _cmd_kiosk_run(args: argparse.Namespace) -> int:
     from biblioedge.agent.config import load_config
     from biblioedge.kiosk.app import run_kiosk
@@ -337,6 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=3, help="whole registrations")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_desk)
+
+    b = bsub.add_parser(
+        "selfcheck",
+        help="self-check loans from tags on the pad to done, and the offline backlog forwarded",
+        description="Loans of 1, 5 and 10 tagged items through the real self-check flow, the "
+        "3M 810 driver on a pty (simulated reader at 19200 baud plus air time per command) and "
+        "the dummy library system over loopback SIP2 behind a delay proxy (latencies stated in "
+        "the output), every security write read back; the baseline reads each tag's whole "
+        "memory. Then offline transactions forwarded by a process killed with -9 part way "
+        "(lost and duplicated counted at the library system).",
+    )
+    b.add_argument("--rounds", type=int, default=20, help="loans per stack size")
+    b.add_argument(
+        "--offline", type=int, default=10_000, help="offline transactions to forward (0: skip)"
+    )
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_cmd_bench_selfcheck)
 
     p = sub.add_parser("kiosk", help="kiosk screens")
     ksub = p.add_subparsers(dest="kiosk_cmd", required=True, metavar="ACTION")

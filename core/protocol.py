@@ -49,6 +49,10 @@ MAX_SIGNED_BODY = (MAX_PAYLOAD_BYTES - 1024) * 3 // 4
 _B64URL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 Role = Literal["gate", "selfcheck", "desk"]
+#: Roles that hold the site's gallery (readers, card keys, revocations, face templates): the
+#: gate to let readers in, the self-check to know who borrows when the library system is away
+#: and to recognise the card QR, the CCCD QR and (with consent) the face. Never the desk.
+GALLERY_ROLES: frozenset[str] = frozenset({"gate", "selfcheck"})
 
 #: Event types central accepts. A type missing here is quarantined at central, not dropped.
 EVENT_TYPES: frozenset[str] = frozenset(
@@ -213,6 +217,12 @@ class GalleryReader(_Strict):
     model: str = Field(default="", max_length=80, description="Embedder the templates are of")
     templates: list[str] = Field(
         default_factory=list, max_length=16, description="base64 of little-endian float32"
+    )
+    citizen_ref: str = Field(
+        default="",
+        pattern=r"^([0-9a-f]{64})?$",
+        description="Keyed hash of the reader's ID number (the desks' pepper): a self-check "
+        "finds the reader by the CCCD QR with it; gates do not keep it",
     )
 
 

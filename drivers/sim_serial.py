@@ -12,6 +12,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Self
 
 
 def pty_pair() -> tuple[int, int, str]:
@@ -35,7 +36,7 @@ class _PtyDevice:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
 
-    def start(self) -> _PtyDevice:
+    def start(self) -> Self:
         self._thread.start()
         return self
 

@@ -21,6 +21,7 @@ from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.repo import Repo
 from biblioedge.keys import load_or_create_key
+from biblioedge.protocol import GALLERY_ROLES
 from biblioedge.settings import ConfigError
 
 log = logging.getLogger("biblioedge.fleet.central")
@@ -79,17 +80,19 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     repo.effects[REGISTRATION] = Registrar(readers, cards, cfg.patron_prefix, identity.seal_key)
     bridge = Bridge(cfg, repo, metrics, readers, identity)
     bridge.gates = lambda: [
-        (name.device_id, name.site, pem) for name, pem in registry.active() if name.role == "gate"
+        (name.device_id, name.site, pem)
+        for name, pem in registry.active()
+        if name.role in GALLERY_ROLES
     ]
     app = create_app(cfg, repo, bridge, metrics, readers, cards, registry)
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
-        if role == "gate":
+        if role in GALLERY_ROLES:
             await bridge.site_keys_changed(site)
 
     async def revoked(device_id: str) -> None:
         device = await asyncio.to_thread(repo.get_device, device_id)
-        if device is not None and device["role"] == "gate":
+        if device is not None and device["role"] in GALLERY_ROLES:
             await bridge.site_keys_changed(str(device["site"]), revoked=device_id)
 
     app.state.on_enrolled = enrolled

@@ -289,6 +289,9 @@ class Readers:
             .order_by(templates.c.model, templates.c.slot)
         ).all()
         model = tmpl[0].model if tmpl else ""
+        ref = conn.execute(
+            select(reader_profiles.c.citizen_ref).where(reader_profiles.c.patron_id == pid)
+        ).scalar()
         vecs = [
             base64.b64encode(
                 self.aead.decrypt(t.nonce, t.ciphertext, _aad(pid, t.model, t.slot))
@@ -305,6 +308,7 @@ class Readers:
                 barcode=row.barcode or "",
                 model=model,
                 templates=vecs,
+                citizen_ref=ref or "",
             )
         except ValidationError as exc:  # stored before today's rules: gates must not hold it
             log.warning("reader %r cannot go to gates, dropping it there: %s", pid[:64], exc)

@@ -24,6 +24,7 @@ from biblioedge.fleet import migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
 from biblioedge.protocol import (
     BATCH_DEPTH,
+    GALLERY_ROLES,
     DesiredState,
     Event,
     EventBatch,
@@ -340,7 +341,7 @@ class Repo:
                 last_seen=now,
             )
         )
-        return state.gallery_version if state.online and state.role == "gate" else None
+        return state.gallery_version if state.online and state.role in GALLERY_ROLES else None
 
     def _ingest_events(
         self,
@@ -565,7 +566,7 @@ class Repo:
                 select(devices.c.reported).where(
                     (devices.c.site == site)
                     & (devices.c.online.is_(True))
-                    & (devices.c.role == "gate")
+                    & (devices.c.role.in_(sorted(GALLERY_ROLES)))
                 )
             )
             return {int((r.reported or {}).get("gallery_version", 0)) for r in rows}

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from biblioedge.procs import free_port, terminate, wait_port
-from biblioedge.protocol import MAX_PAYLOAD_BYTES
+from biblioedge.protocol import GALLERY_ROLES, MAX_PAYLOAD_BYTES
 
 if TYPE_CHECKING:
     from biblioedge.provisioning.pki import DeviceName
@@ -73,7 +73,7 @@ class BrokerFiles:
         return all(p.exists() for p in (self.ca, self.cert, self.key, self.crl, self.acl))
 
 
-#: Topics each role may use under its own tree (and gates: the site gallery).
+#: Topics each role may use under its own tree (and GALLERY_ROLES: the site gallery).
 _DEVICE_WRITES = ("events", "state")
 _DEVICE_READS = ("ack", "desired", "cmd", "keys")
 
@@ -102,7 +102,7 @@ def mosquitto_acl(devices: Iterable[DeviceName], bridge: str = "central-bridge")
         lines.append(f"user {d.device_id}")
         lines += [f"topic write {tree}/{ch}" for ch in _DEVICE_WRITES]
         lines += [f"topic read {tree}/{ch}" for ch in _DEVICE_READS]
-        if d.role == "gate":  # gates alone hold the site's templates
+        if d.role in GALLERY_ROLES:  # the roles that hold the site's gallery
             lines.append(f"topic read be/{d.site}/gallery")
         lines.append("")
     return "\n".join(lines)
