@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +35,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from biblioedge.agent.citizen import citizen_ref
 from biblioedge.agent.store import AsyncStore, NotRecorded, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.camera import Camera
@@ -137,12 +136,6 @@ class DeskMetrics:
 
 class _Cancelled(Exception):
     pass
-
-
-def citizen_ref(pepper: bytes, id_number: str) -> str:
-    """A keyed hash of the ID number: the same reader is recognised at central, the number
-    itself is never sent (a plain hash of 12 digits is reversed in minutes)."""
-    return hmac.new(pepper, id_number.encode(), hashlib.sha256).hexdigest()
 
 
 def mask_id(id_number: str) -> str:

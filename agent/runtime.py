@@ -170,6 +170,30 @@ class _LazyDesk:
         await self.flow.run(ctx)
 
 
+class _LazySelfcheck:
+    """The self-check station, built inside its component: it opens the RFID reader and the
+    library system's connection, which may take a while or fail and be retried."""
+
+    name = "selfcheck"
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.rt = runtime
+        self.flow: Any = None
+
+    async def run(self, ctx: Context) -> None:
+        if self.flow is None:
+            from biblioedge.agent.selfcheck_build import build_selfcheck
+
+            self.flow, closables = await build_selfcheck(
+                lambda: self.rt.config,
+                self.rt.emit,
+                self.rt.gallery_sync,
+                lambda: self.rt.storage.can_record,
+            )
+            self.rt._closables.extend(closables)
+        await self.flow.run(ctx)
+
+
 class AgentRuntime:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -200,6 +224,7 @@ class AgentRuntime:
         self.supervisor: Supervisor | None = None
         self.gate: Component | None = None
         self.desk: _LazyDesk | None = None
+        self.selfcheck: _LazySelfcheck | None = None
         self._closables: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -369,6 +394,13 @@ class AgentRuntime:
         ]
         if self.gate is not None:
             comps.append(self.gate)
+        if self.selfcheck is not None:
+            comps.append(self.selfcheck)
+            if self.config.selfcheck.demo_reader:
+                from biblioedge.agent.selfcheck_demo import DemoReader
+
+                station = self.selfcheck
+                comps.append(DemoReader(lambda: station.flow))
         if self.desk is not None:
             comps.append(self.desk)
             if self.config.desk.demo_librarian:
@@ -378,19 +410,29 @@ class AgentRuntime:
                 comps.append(DemoLibrarian(lambda: desk.flow))
         return comps
 
+    async def _open_gallery(self, *, keep_citizen_ref: bool) -> None:
+        from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
+        from biblioedge.agent.gallery_sync import GallerySync
+
+        key = load_or_create_key(self.config.data_dir / "keys" / "template.key")
+        self.gallery_sync = GallerySync(
+            self.store.store,
+            GalleryStore(self.store.store, key),
+            keep_citizen_ref=keep_citizen_ref,
+        )
+        self.gallery_version = await self.store.call(self.gallery_sync.version)
+
     async def _build_roles(self) -> None:
         """Role components that need hardware or models; imported only when configured, so a
         self-checkout never loads the face engine."""
         if self.config.role == "gate" and self.config.gate.enabled:
-            from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
-            from biblioedge.agent.gallery_sync import GallerySync
-
-            key = load_or_create_key(self.config.data_dir / "keys" / "template.key")
-            self.gallery_sync = GallerySync(self.store.store, GalleryStore(self.store.store, key))
-            self.gallery_version = await self.store.call(self.gallery_sync.version)
+            await self._open_gallery(keep_citizen_ref=False)
             self.gate = _LazyGate(self)
         if self.config.role == "desk" and self.config.desk.enabled:
             self.desk = _LazyDesk(self)
+        if self.config.role == "selfcheck" and self.config.selfcheck.enabled:
+            await self._open_gallery(keep_citizen_ref=True)
+            self.selfcheck = _LazySelfcheck(self)
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Run until SIGTERM/SIGINT (or ``stop``); returns the process exit code."""

@@ -155,7 +155,7 @@ def _cmd_kiosk_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_kiosk_screenshot(args: argparse.Namespace) -> int:
-    from biblioedge.kiosk.screenshots import render_desk, render_gate
+    from biblioedge.kiosk.screenshots import render_desk, render_gate, render_selfcheck
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
@@ -167,7 +167,7 @@ def _cmd_kiosk_screenshot(args: argparse.Namespace) -> int:
         from biblioedge.models.image import read_image
 
         frame = read_image(args.frame)
-    render = render_desk if args.screen == "desk" else render_gate
+    render = {"desk": render_desk, "selfcheck": render_selfcheck}.get(args.screen, render_gate)
     for path in render(args.out, (width, height), frame):
         sys.stdout.write(f"{path}\n")
     return 0
@@ -370,17 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     k = ksub.add_parser(
         "screenshot",
         help="render a screen in each of its states to PNG files (off screen)",
-        description="Render the gate screen (idle, granted, hint, denied, blocked, out of "
-        "service, offline, English) to PNG files, without a display.",
+        description="Render a kiosk screen in each of its states (the gate: idle, granted, "
+        "hint, denied, blocked, out of service, offline; the desk's steps; the self-check's "
+        "steps with loans, problems, offline and receipt; each also in English) to PNG files, "
+        "without a display.",
     )
-    k.add_argument("screen", choices=["gate", "desk"])
+    k.add_argument("screen", choices=["gate", "desk", "selfcheck"])
     k.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
     k.add_argument("--size", default="1024x600", help="WIDTHxHEIGHT (default 1024x600)")
     k.add_argument("--frame", type=Path, help="an image to show as the camera preview")
     k.set_defaults(func=_cmd_kiosk_screenshot)
     k = ksub.add_parser(
         "run",
-        help="run the agent with its touch screen (gate or desk)",
+        help="run the agent with its touch screen (gate, desk or self-check)",
         description="The agent and its screen in one process. Full screen by default; the "
         "screen is Vietnamese with an English button.",
     )

@@ -66,6 +66,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "circ.renew",
         "circ.offline_queued",
         "circ.attention",
+        "circ.reconciled",
         # card desk
         "desk.registration",
         "reader.registered",

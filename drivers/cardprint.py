@@ -83,7 +83,7 @@ def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, size: int, width: int) -> Any:
+def fit_font(draw: ImageDraw.ImageDraw, text: str, size: int, width: int) -> Any:
     """The largest font up to ``size`` that fits ``text`` in ``width`` pixels."""
     while size > 14:
         font = _font(size)
@@ -101,7 +101,7 @@ def render_card(card: CardFace) -> Image.Image:
     draw.text(
         (36, 48),
         _nfc(card.library).upper(),
-        font=_fit(draw, _nfc(card.library).upper(), 36, w - 72),
+        font=fit_font(draw, _nfc(card.library).upper(), 36, w - 72),
         fill="white",
         anchor="lm",
     )
@@ -116,7 +116,7 @@ def render_card(card: CardFace) -> Image.Image:
     text_w = w - qr.width - 24 - left - 12
     draw.text((left, 140), "THẺ BẠN ĐỌC · LIBRARY CARD", font=_font(26), fill=(18, 82, 140))
     name = _nfc(card.name).upper()
-    draw.text((left, 200), name, font=_fit(draw, name, 44, text_w), fill="black")
+    draw.text((left, 200), name, font=fit_font(draw, name, 44, text_w), fill="black")
     draw.text((left, 290), "Số thẻ / No.", font=_font(22), fill=(90, 90, 90))
     draw.text((left, 318), card.patron_id, font=_font(48), fill="black")
     draw.text((left, 410), "Hạn dùng / Valid until", font=_font(22), fill=(90, 90, 90))
@@ -166,13 +166,13 @@ def render_receipt(card: CardFace, width: int = RECEIPT_DOTS) -> Image.Image:
     draw = ImageDraw.Draw(img)
     y = 20
     for text, size in lines:
-        font = _fit(draw, text, size, width - 24)
+        font = fit_font(draw, text, size, width - 24)
         draw.text((width // 2, y), text, font=font, fill=0, anchor="mt")
         y += size + 18
     img.paste(qr, ((width - qr.width) // 2, y))
     y += qr.height + 10
     note = "Quét mã tại cổng để vào thư viện"
-    draw.text((width // 2, y), note, font=_fit(draw, note, 22, width - 24), fill=0, anchor="mt")
+    draw.text((width // 2, y), note, font=fit_font(draw, note, 22, width - 24), fill=0, anchor="mt")
     return img
 
 

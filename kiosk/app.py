@@ -39,13 +39,13 @@ async def run_kiosk(
     lang: str = "vi",
     size: tuple[int, int] = (1024, 600),
 ) -> int:
-    if config.role not in ("gate", "desk"):
-        raise ValueError("the gate and the desk have screens; the self-checkout not yet")
     _kivy_setup(fullscreen, size)
     runtime = AgentRuntime(config)
     stop = asyncio.Event()
     if config.role == "desk":
         app: Any = _desk_app(runtime, lang)
+    elif config.role == "selfcheck":
+        app = _selfcheck_app(runtime, lang)
     else:
         app = _gate_app(runtime, lang)
     agent = asyncio.create_task(runtime.run(stop), name="kiosk:agent")
@@ -83,6 +83,29 @@ def _desk_app(runtime: AgentRuntime, lang: str) -> Any:
     )
 
 
+def _selfcheck_app(runtime: AgentRuntime, lang: str) -> Any:
+    from biblioedge.agent.selfcheck_station import SelfcheckView
+    from biblioedge.kiosk.selfcheck_screen import SelfcheckScreen
+
+    def station() -> Any:
+        return getattr(runtime.selfcheck, "flow", None)
+
+    def tap(name: str) -> None:
+        if (s := station()) is not None:
+            s.tap(name)
+
+    def pin(value: str) -> None:
+        if (s := station()) is not None:
+            s.pin(value)
+
+    return _screen_app(
+        runtime,
+        "selfcheck",
+        lambda: SelfcheckScreen(lang=lang, on_action=tap, on_pin=pin),  # type: ignore[arg-type]
+        SelfcheckView("starting", "selfcheck_starting"),
+    )
+
+
 def _gate_app(runtime: AgentRuntime, lang: str) -> Any:
     from biblioedge.agent.gate import GateView
     from biblioedge.kiosk.gate_screen import GateScreen
@@ -116,7 +139,8 @@ def _screen_app(runtime: AgentRuntime, role: str, make: Any, waiting: Any) -> An
             if flow is None:
                 self.screen.show(waiting, None, online)
                 return
-            frame = flow.current.image if flow.current is not None else None
+            current = getattr(flow, "current", None)
+            frame = current.image if current is not None else None
             self.screen.show(flow.view, frame, online)
 
     return ScreenApp()

@@ -145,6 +145,123 @@ _GATE: dict[str, tuple[str, str]] = {
 }
 
 
+_SELFCHECK: dict[str, tuple[str, str]] = {
+    "selfcheck_starting": ("Đang khởi động…", "Starting…"),
+    "selfcheck_idle": ("Mượn sách tự động", "Self-service borrowing"),
+    "selfcheck_idle_sub": (
+        "Quét thẻ thư viện hoặc mã QR trên CCCD. Trả sách: chạm «Trả sách»",
+        "Scan your library card or the QR on your citizen ID. To return: tap «Return»",
+    ),
+    "selfcheck_pin": ("Nhập mã PIN", "Enter your PIN"),
+    "selfcheck_pin_sub": ("Mã PIN của thẻ bạn đọc", "The PIN of your reader card"),
+    "selfcheck_identifying": ("Đang kiểm tra thẻ…", "Checking your card…"),
+    "selfcheck_place_books": ("Xin chào, {name}!", "Hello, {name}!"),
+    "selfcheck_place_books_sub": (
+        "Đặt sách lên khay đọc, có thể đặt cả chồng",
+        "Put your books on the pad, a whole stack at once",
+    ),
+    "selfcheck_return_place": ("Trả sách", "Return books"),
+    "selfcheck_return_place_sub": (
+        "Đặt sách cần trả lên khay đọc",
+        "Put the books you return on the pad",
+    ),
+    "selfcheck_working": ("Đang xử lý…", "Working…"),
+    "selfcheck_working_sub": ("Xin đừng nhấc sách lên", "Please do not lift the books"),
+    "selfcheck_returning": ("Đang nhận sách trả…", "Taking the books back…"),
+    "selfcheck_returning_sub": ("Xin đừng nhấc sách lên", "Please do not lift the books"),
+    "selfcheck_results": ("Sách bạn mượn", "Your loans"),
+    "selfcheck_results_sub": (
+        "Đặt thêm sách, hoặc chạm «Xong»",
+        "Add more books, or tap «Done»",
+    ),
+    "selfcheck_returned": ("Đã nhận sách trả", "Books returned"),
+    "selfcheck_returned_sub": (
+        "Đặt sách vào đúng khay như hướng dẫn",
+        "Put each book in the bin shown",
+    ),
+    "selfcheck_receipt_printed": ("Mời bạn lấy phiếu mượn", "Please take your receipt"),
+    "selfcheck_receipt_qr": (
+        "Chụp mã QR để lưu phiếu mượn",
+        "Photograph the QR to keep your receipt",
+    ),
+    "selfcheck_card_invalid": ("Thẻ không hợp lệ", "This card is not valid"),
+    "selfcheck_card_invalid_sub": (
+        "Thẻ hết hạn, bị thu hồi hoặc không phải thẻ của thư viện: mời bạn đến quầy",
+        "Expired, revoked or not the library's card: please see the desk",
+    ),
+    "selfcheck_cccd_unknown": ("Chưa có thẻ bạn đọc", "No reader card yet"),
+    "selfcheck_cccd_unknown_sub": (
+        "CCCD này chưa đăng ký: mời bạn đến quầy làm thẻ",
+        "This citizen ID is not registered: please see the desk for a card",
+    ),
+    "selfcheck_code_unknown": ("Không đọc được mã", "Code not recognized"),
+    "selfcheck_reader_problem": ("Khay đọc sách đang gặp sự cố", "The book reader has a problem"),
+    "selfcheck_reader_problem_sub": (
+        "Xin mượn tại quầy; nhân viên đã được báo",
+        "Please borrow at the desk; staff have been told",
+    ),
+    "selfcheck_refused_unknown_reader": ("Không tìm thấy bạn đọc", "Reader not found"),
+    "selfcheck_refused_wrong_pin": ("Mã PIN không đúng", "Wrong PIN"),
+    "selfcheck_refused_reader_blocked": ("Thẻ của bạn đang bị khóa", "Your card is blocked"),
+    "selfcheck_refused_reader_blocked_sub": (
+        "Mời bạn đến quầy thủ thư",
+        "Please see the librarian at the desk",
+    ),
+    "selfcheck_refused_pin_offline": (
+        "Tạm thời không dùng được mã PIN",
+        "PIN login is unavailable for now",
+    ),
+    "selfcheck_refused_pin_offline_sub": (
+        "Mất kết nối với hệ thống thư viện: xin quét thẻ thư viện hoặc CCCD",
+        "The library system is unreachable: please scan your library card or citizen ID",
+    ),
+    "selfcheck_refused_storage_full": ("Máy tạm ngừng phục vụ", "Out of service"),
+    "selfcheck_refused_storage_full_sub": (
+        "Xin mượn tại quầy; nhân viên đã được báo",
+        "Please borrow at the desk; staff have been told",
+    ),
+    "problem_unreadable_tag": ("Không đọc được nhãn sách", "The book's tag cannot be read"),
+    "problem_incomplete_set": (
+        "Thiếu phần của bộ sách ({message}): đặt đủ các phần",
+        "Part of the set is missing ({message}): put all parts on the pad",
+    ),
+    "problem_not_for_loan": ("Tài liệu chỉ đọc tại chỗ", "For use in the library only"),
+    "problem_refused": ("Không mượn được: {message}", "Not lent: {message}"),
+    "problem_fee_required": ("Mượn mất phí {fee} đ", "A charge of {fee} VND applies"),
+    "problem_tag_lifted": (
+        "Sách bị nhấc lên quá sớm: đặt lại lên khay",
+        "The book was lifted too soon: put it back on the pad",
+    ),
+    "problem_security_failed": (
+        "Không tắt được từ tính: mời bạn mang sách đến quầy",
+        "Security could not be switched: please take the book to the desk",
+    ),
+    "problem_not_while_offline": (
+        "Tài liệu này không mượn/trả được khi mất kết nối",
+        "This item cannot be lent or returned while offline",
+    ),
+    "problem_offline_limit": (
+        "Đã đủ số sách được mượn khi mất kết nối",
+        "The offline loan limit is reached",
+    ),
+    "problem_reader_blocked": ("Thẻ bạn đọc đang bị khóa", "Your card is blocked"),
+    "problem_storage_full": ("Máy tạm ngừng ghi nhận", "The kiosk cannot record now"),
+    "due": ("Hạn trả {due}", "Due {due}"),
+    "sort_bin": ("Khay {bin}", "Bin {bin}"),
+    "hold": ("Sách có người đặt: để vào khay giữ chỗ", "On hold: put it in the holds bin"),
+    "fees": ("Phí chưa trả: {fees} đ", "Unpaid fees: {fees} VND"),
+    "pending_offline": ("{n} giao dịch chờ đồng bộ", "{n} transactions to sync"),
+    "action_return": ("Trả sách", "Return"),
+    "action_return_more": ("Trả thêm", "Return more"),
+    "action_finish": ("Xong", "Done"),
+    "action_new_session": ("Kết thúc", "Finish"),
+    "action_fee_yes": ("Đồng ý trả phí", "Accept the charge"),
+    "action_ok": ("Đồng ý", "OK"),
+    "key_delete": ("Xóa", "Delete"),
+}
+_GATE.update(_SELFCHECK)
+
+
 class _Fields(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return ""  # a field the caller did not have is left out, never a crash on screen

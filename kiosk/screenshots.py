@@ -1,7 +1,8 @@
-"""Render the gate and desk screens in each of their states to PNG files, off screen.
+"""Render the gate, desk and self-check screens in each of their states to PNG files, off
+screen.
 
 Used by the screenshot tests and by anyone reviewing the UI without a kiosk at hand:
-``biblioedge kiosk screenshot gate --out shots/`` (or ``desk``).
+``biblioedge kiosk screenshot gate --out shots/`` (or ``desk``, ``selfcheck``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 
 from biblioedge.agent.desk import DeskView
 from biblioedge.agent.gate import GateView
+from biblioedge.agent.selfcheck import ItemResult
+from biblioedge.agent.selfcheck_station import ACTIONS, SelfcheckView
 
 STATES: dict[str, tuple[GateView, bool]] = {
     "idle": (GateView("idle", "welcome_idle"), True),
@@ -83,6 +86,89 @@ DESK_STATES: dict[str, tuple[DeskView, bool]] = {
         True,
     ),
 }
+
+
+_LENT = (
+    ItemResult("30000001", True, "Truyện Kiều — Nguyễn Du", due="2026-12-16"),
+    ItemResult("30000002", True, "Dế Mèn phiêu lưu ký — Tô Hoài", due="2026-12-16"),
+)
+_PROBLEMS = (
+    ItemResult("30000007", False, "Lịch sử Tây Ninh", problem="fee_required", fee="5000"),
+    ItemResult("30000004", False, "Tắt đèn — Ngô Tất Tố", problem="tag_lifted"),
+    ItemResult("30000011", False, "Tuyển tập Nam Cao", problem="incomplete_set", message="1/2"),
+)
+_BINA = "Kho mở tầng 1"
+
+
+def _sc(step: str, message: str, **kw: Any) -> SelfcheckView:
+    kw.setdefault("actions", ACTIONS.get(step, ()))  # type: ignore[call-overload]
+    return SelfcheckView(step, message, **kw)  # type: ignore[arg-type]
+
+
+SELFCHECK_STATES: dict[str, tuple[SelfcheckView, bool]] = {
+    "sc_idle": (_sc("idle", "selfcheck_idle"), True),
+    "sc_pin": (_sc("pin", "selfcheck_pin"), True),
+    "sc_ready": (_sc("ready", "selfcheck_place_books", name="Trần Thị Bình", fees="25000"), True),
+    "sc_results": (
+        _sc(
+            "results",
+            "selfcheck_results",
+            name="Trần Thị Bình",
+            items=_LENT + _PROBLEMS,
+            actions=("fee_yes:30000007", "finish"),
+        ),
+        True,
+    ),
+    "sc_offline": (
+        _sc(
+            "results",
+            "selfcheck_results",
+            items=tuple(
+                ItemResult(r.item_id, True, r.title, due=r.due, offline=True) for r in _LENT
+            )
+            + (ItemResult("30000010", False, "Vợ nhặt — Kim Lân", problem="not_while_offline"),),
+            offline=True,
+            pending=2,
+        ),
+        True,
+    ),
+    "sc_receipt": (
+        _sc(
+            "receipt",
+            "selfcheck_receipt_qr",
+            items=_LENT,
+            receipt="Thư viện tỉnh\nPhiếu mượn 02/12/2026 10:15\n"
+            "- Truyện Kiều — hạn trả 16/12/2026",
+        ),
+        True,
+    ),
+    "sc_returned": (
+        _sc(
+            "returned",
+            "selfcheck_returned",
+            items=(
+                ItemResult("30000001", True, "Truyện Kiều — Nguyễn Du", sort_bin="A1"),
+                ItemResult("30000008", True, "Từ điển Tiếng Việt", sort_bin="B2", message="hold"),
+            ),
+        ),
+        True,
+    ),
+    "sc_refused": (_sc("refused", "selfcheck_refused_reader_blocked"), True),
+    "sc_out_of_service": (
+        _sc("out_of_service", "selfcheck_reader_problem", detail="the RFID reader did not answer"),
+        False,
+    ),
+}
+
+
+def render_selfcheck(
+    out: Path, size: tuple[int, int] = (1280, 800), frame: np.ndarray | None = None
+) -> list[Path]:
+    from biblioedge.kiosk.selfcheck_screen import SelfcheckScreen
+
+    states = list(SELFCHECK_STATES.items())
+    states.append(("sc_results_english", SELFCHECK_STATES["sc_results"]))
+    return _render(out, size, frame, SelfcheckScreen, states, "sc_results_english")
 
 
 def render_desk(

@@ -201,3 +201,151 @@ def test_offline_lending_and_reconciliation(kiosk: Kiosk, ils: Dummy) -> None:
     out = kiosk.flow.offline.forward(kiosk.lib)
     assert out.done == 2 and out.pending == 0 and not out.refused
     assert kiosk.lib.item("30000001").circulation_status == "charged"
+
+
+# -- the station: what the screen drives ---------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, etype: str, payload: dict[str, Any]) -> None:
+        self.events.append((etype, payload))
+
+
+def station_config(tmp: Path, url: str) -> Any:
+    from biblioedge.agent.config import validate_config
+
+    return validate_config(
+        {
+            "role": "selfcheck",
+            "site": "tv-tinh",
+            "device_id": "sc-01",
+            "data_dir": str(tmp),
+            "selfcheck": {
+                "enabled": True,
+                "ils": url,
+                "rfid": "sim",
+                "probe_s": 0.3,
+                "session_timeout_s": 30,
+                "receipt": f"dir:{tmp / 'receipts'}",
+            },
+        }
+    )
+
+
+async def until(station: Any, *steps: str, within: float = 15) -> None:
+    import asyncio
+
+    for _ in range(int(within / 0.05)):
+        if station.view.step in steps:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"stuck at {station.view}")
+
+
+@pytest.mark.asyncio
+async def test_the_station_from_barcode_and_pin_to_receipt_and_back(
+    tmp_path: Path, ils: Dummy
+) -> None:
+    import asyncio
+
+    from biblioedge.agent.selfcheck_build import build_selfcheck
+    from biblioedge.agent.supervisor import Context
+
+    cfg = station_config(tmp_path, ils.url)
+    record = Recorder()
+    station, closables = await build_selfcheck(lambda: cfg, record, None, lambda: True)
+    task = asyncio.create_task(station.run(Context("selfcheck", 30)))
+    try:
+        await until(station, "idle")
+        station.scanned("P000101")
+        await until(station, "pin")
+        station.pin("1234")
+        await until(station, "ready")
+        assert station.view.name == "Nguyễn Văn An"
+        books = [t for item in ("30000001", "30000003") for t in TAGS[item]]
+        for tag in books:
+            tag.afi = 0x07
+        station.simulator.place(*books)
+        await until(station, "results")
+        assert [r.ok for r in station.view.items] == [True, True]
+        station.tap("finish")
+        await until(station, "receipt")
+        (slip,) = (tmp_path / "receipts").glob("*.png")  # printed, and shown
+        assert station.view.message == "selfcheck_receipt_printed"
+        assert "Truyện Kiều" in station.view.receipt and "P000101" not in station.view.receipt
+        station.tap("new_session")
+        await until(station, "idle")
+        station.tap("return")
+        await until(station, "ready")
+        station.simulator.clear()
+        station.simulator.place(*books)
+        await until(station, "returned")
+        assert {r.sort_bin for r in station.view.items} == {"A1"}
+        assert {t.afi for t in books} == {0x07}
+        kinds = [t for t, _ in record.events]
+        assert kinds.count("circ.checkout") == 2 and kinds.count("circ.checkin") == 2
+        assert station.stories[0].startswith("P000101 mượn 2 tài liệu")
+    finally:
+        task.cancel()
+        for c in closables:
+            c.close()
+
+
+@pytest.mark.asyncio
+async def test_the_station_lends_offline_and_reconciles_when_the_system_returns(
+    tmp_path: Path, ils: Dummy
+) -> None:
+    import asyncio
+
+    from biblioedge.agent.selfcheck_build import build_selfcheck
+    from biblioedge.agent.supervisor import Context
+
+    cfg = station_config(tmp_path, ils.url)
+    record = Recorder()
+    station, closables = await build_selfcheck(lambda: cfg, record, None, lambda: True)
+    task = asyncio.create_task(station.run(Context("selfcheck", 30)))
+    try:
+        await until(station, "idle")
+        ils.stop()
+        for _ in range(100):  # the probe notices
+            if not station.flow.online:
+                break
+            await asyncio.sleep(0.05)
+        assert not station.flow.online and station.view.offline
+        station.scanned("P000104")
+        await until(station, "pin")
+        station.pin("1234")
+        await until(station, "refused")
+        assert station.view.message == "selfcheck_refused_pin_offline"
+        station.tap("new_session")
+        await until(station, "idle")
+        station.face("P000104")  # recognised by the camera: allowed offline
+        await until(station, "ready")
+        books = [t for item in ("30000005", "30000008") for t in TAGS[item]]
+        for tag in books:
+            tag.afi = 0x07
+        station.simulator.place(*books)
+        await until(station, "results")
+        assert all(r.ok and r.offline for r in station.view.items)
+        station.tap("finish")
+        await until(station, "receipt")
+        station.tap("new_session")
+        await until(station, "idle")
+        assert station.offline.pending() == 2
+        ils.start()
+        for _ in range(200):
+            if any(t == "circ.reconciled" for t, _ in record.events):
+                break
+            await asyncio.sleep(0.05)
+        (rec,) = [p for t, p in record.events if t == "circ.reconciled"]
+        assert rec == {"done": 1, "refused": 1, "pending": 0}  # 30000008 is on hold
+        (att,) = [p for t, p in record.events if t == "circ.attention"]
+        assert att["item_id"] == "30000008" and "Contact the reader" in att["action"]
+        assert station.view.pending == 0
+    finally:
+        task.cancel()
+        for c in closables:
+            c.close()
