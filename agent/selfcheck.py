@@ -166,7 +166,10 @@ class SelfCheck:
     def probe(self) -> bool:
         """Ask the library system whether it is there (99); returns and remembers it."""
         try:
-            self.online = self.library.status().online
+            online = self.library.status().online
+            if online and not self.online:
+                log.warning("library system reachable again")
+            self.online = online
         except Sip2Error as exc:
             if self.online:
                 log.warning("library system unreachable, lending offline: %s", exc)

@@ -20,8 +20,8 @@ from typing import IO, Any
 import httpx
 
 from biblioedge.keeper import Keeper
-from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
-from biblioedge.procs import free_port, port_free
+from biblioedge.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
+from biblioedge.procs import free_port, port_free, wait_port
 from biblioedge.provisioning.broker import BrokerProcess
 
 log = logging.getLogger("biblioedge.demo")
@@ -199,6 +199,66 @@ def _story(central: CentralProcess, name: str, stop: threading.Event) -> None:
                 return
 
 
+def _circ_line(e: dict[str, Any]) -> str | None:
+    """One story line for a self-check event (ids only: events carry no names or titles)."""
+    p = e["payload"]
+    if e["type"] == "circ.checkout":
+        if p.get("result") != "ok":
+            return f"selfcheck-01 did not lend {p['item_id']}: {p.get('result')}"
+        how = "OFFLINE, recorded for later" if p.get("offline") else "security off, read back"
+        return (
+            f"selfcheck-01 lent {p['item_id']} to {p.get('patron_id')} "
+            f"(due {p.get('due_date', '?')}; {how})"
+        )
+    if e["type"] == "circ.checkin":
+        where = f"bin {p['sort_bin']}" if p.get("sort_bin") else "offline"
+        return f"selfcheck-01 took back {p['item_id']} ({where}; security on, read back)"
+    if e["type"] == "circ.reconciled":
+        return (
+            f"selfcheck-01 reconciled with the library system: {p['done']} offline "
+            f"transactions recorded, {p['refused']} refused (sent to staff)"
+        )
+    if e["type"] == "circ.attention":
+        return f"selfcheck-01 needs staff: {p.get('reason')} for {p.get('item_id')}"
+    return None
+
+
+def _follow_selfcheck(central: CentralProcess, ils: Child, stop: threading.Event) -> None:
+    """Print the self-check's loans and returns; after the first return, stop the library
+    system for a while so the demo shows offline lending and the reconciliation."""
+    seen: set[str] = set()
+    returns = 0
+    down_until: float | None = None
+    told = False  # after the reconciliation the story is told: only staff cases from then on
+    while not stop.wait(2.0):
+        try:
+            with central.client() as api:
+                items = api.get(
+                    "/events", params={"device_id": "selfcheck-01", "limit": 200}
+                ).json()["items"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            continue
+        for e in sorted(items, key=lambda e: e["seq"]):
+            if e["event_id"] in seen or not e["type"].startswith("circ."):
+                continue
+            seen.add(e["event_id"])
+            line = _circ_line(e)
+            if line and (not told or e["type"] == "circ.attention"):
+                _say(line)
+            if e["type"] == "circ.reconciled":
+                told = True
+            if e["type"] == "circ.checkin":
+                returns += 1
+        if returns and down_until is None:
+            _say("demo: stopping the library system for 30 s (the self-check lends offline)")
+            ils.stop()
+            down_until = time.monotonic() + 30
+        elif down_until is not None and down_until > 0 and time.monotonic() > down_until:
+            _say("demo: the library system is back (the self-check forwards what it lent)")
+            ils.start()
+            down_until = 0
+
+
 def run_demo(
     data: Path, *, rate: float = 0.5, port: int = 8080, duration: float | None = None
 ) -> int:
@@ -221,6 +281,12 @@ def run_demo(
         signal.signal(sig, lambda *_: stop.set())
 
     desk_kit = prepare_desk(data / "agents" / "desk-01")
+    ils_port = free_port()
+    ils = Child("ils", ["sip", "serve", "--port", str(ils_port)], data / "ils" / "ils.log", {})
+    password = data / "ils" / "kiosk.password"  # the SIP2 account's secret, out of the config
+    password.parent.mkdir(parents=True, exist_ok=True)
+    password.write_text("kiosk\n")
+    password.chmod(0o600)
     csca_dir = data / "csca"
     desk = DemoDesk(data, desk_kit[1], csca_dir) if desk_kit is not None else None
     broker = BrokerProcess(data / "broker")
@@ -255,6 +321,19 @@ def run_demo(
                         "pulse_ms": 800,
                     },
                 }
+        if role == "selfcheck":  # the real flow: dummy library system, simulated RFID pad
+            sections = {
+                "simulator": {"enabled": False},
+                "selfcheck": {
+                    "enabled": True,
+                    "ils": f"sip2://kiosk@127.0.0.1:{ils_port}?institution=TVTN&timeout=3",
+                    "password_file": str(password),
+                    "rfid": "sim",
+                    "receipt": f"dir:{data / 'receipts'}",
+                    "probe_s": 5.0,
+                    "demo_reader": True,
+                },
+            }
         if role == "desk" and desk is not None and desk_kit is not None:
             sections = {
                 "simulator": {"enabled": False},
@@ -280,6 +359,8 @@ def run_demo(
         )
     started: list[object] = []
     try:
+        ils.start()
+        wait_port("127.0.0.1", ils_port, 20)
         broker.start()
         started.append(broker)
         central.start()
@@ -303,6 +384,9 @@ def run_demo(
                 _follow_desk(central, kit.present_citizen(), stop)
 
             threading.Thread(target=story, daemon=True, name="demo-story").start()
+        threading.Thread(
+            target=_follow_selfcheck, args=(central, ils, stop), daemon=True, name="demo-circ"
+        ).start()
         sys.stdout.write(
             "\n".join(
                 [
@@ -315,6 +399,8 @@ def run_demo(
                     f"  token    {token}   (admin; also in {token_file})",
                     f"  kiosks   {', '.join(a.device_id for a in agents)} at site {SITE}",
                     f"  cards    {data / 'cards'} (printed by the desk)",
+                    f"  library  dummy SIP2 library system at 127.0.0.1:{ils_port}"
+                    f"   (receipts in {data / 'receipts'})",
                     f"  data     {data}",
                     "",
                     f'  curl --cacert {central.ca_file} -H "Authorization: Bearer {token}" '
@@ -348,6 +434,7 @@ def run_demo(
             agent.stop()
         central.stop()
         broker.stop()
+        ils.stop()
         if desk is not None:
             desk.stop()
         lock.close()

@@ -12,6 +12,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -177,6 +178,27 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     devices = httpx.get(f"{api_url}/devices", headers=auth, verify=ca).json()
     assert {d["role"] for d in devices} == {"gate", "selfcheck", "desk"}
     assert httpx.get(f"{api_url}/health", verify=ca).json()["status"] == "ok"
+
+    # the self-check runs the real flow: a loan and a return against the dummy library
+    # system; then the demo stops the library system, loans go on offline, and are forwarded
+    # when it is back
+    def circ() -> list[dict[str, Any]]:
+        params = {"device_id": "selfcheck-01", "limit": 1000}
+        return httpx.get(f"{api_url}/events", params=params, headers=auth, verify=ca).json()[
+            "items"
+        ]
+
+    wait_until(
+        lambda: any(e["type"] == "circ.reconciled" for e in circ()), 150, what="reconciliation"
+    )
+    loans = [e["payload"] for e in circ() if e["type"] == "circ.checkout"]
+    assert any(p["result"] == "ok" and not p["offline"] for p in loans)
+    assert any(p["result"] == "ok" and p["offline"] for p in loans)
+    assert all("title" not in p for p in loans)  # ids only
+    (rec,) = [e["payload"] for e in circ() if e["type"] == "circ.reconciled"][:1]
+    assert rec["done"] > 0 and rec["pending"] == 0
+    assert list((tmp_path / "demo" / "receipts").glob("*.png"))
+
     # the demo keeps its fleet up: kill -9 central and a kiosk, both come back
     demo = tmp_path / "demo"
     for pattern in (f"central --config {demo}", f"agent --config {demo}/agents/selfcheck-01"):
@@ -208,6 +230,8 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     story = banner + rest
     assert f"registered Nguyễn Thị Bình as {patron}" in story
     assert "by face: gate opened" in story
+    assert "security off, read back" in story and "OFFLINE, recorded for later" in story
+    assert "reconciled with the library system" in story
     assert "central stopped (killed by SIGKILL" in story and "selfcheck-01 stopped (killed" in story
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
