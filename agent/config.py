@@ -282,10 +282,25 @@ class SelfcheckConfig(StrictModel):
     session_timeout_s: float = Field(
         default=60.0, gt=0, le=600, description="A session with no activity ends by itself"
     )
+    library_name: str = Field(
+        default="Thư viện tỉnh", min_length=1, max_length=80, description="On the receipt"
+    )
     receipt: str = Field(
         default="screen",
         pattern=r"^(none|screen|dir:.+|escpos:.+)$",
         description="screen (a QR), dir:<folder> (PNG) or escpos:<device> (receipt printer)",
+    )
+    camera: str = Field(
+        default="none",
+        description="Face identification: none, or the camera facing the reader (as "
+        "gate.camera, sim:<folder> too); only readers who consented to face_selfcheck",
+    )
+    camera_fps: float = Field(default=5.0, gt=0, le=30, description="Frames per second")
+    face_threshold: float | None = Field(
+        default=None, gt=0, lt=1, description="1:N threshold (the engine's if unset)"
+    )
+    liveness: Literal["off", "motion"] = Field(
+        default="motion", description="Presentation-attack check before a face is accepted"
     )
     demo_reader: bool = Field(
         default=False,

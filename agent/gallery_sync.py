@@ -45,10 +45,18 @@ def vectors_of(templates: list[str]) -> np.ndarray:
 
 class GallerySync:
     def __init__(
-        self, store: Store, templates: GalleryStore, *, keep_citizen_ref: bool = False
+        self,
+        store: Store,
+        templates: GalleryStore,
+        *,
+        keep_citizen_ref: bool = False,
+        purpose: str = "face_gate",
     ) -> None:
         self.store = store
         self.templates = templates
+        #: the face purpose this kiosk serves: it keeps templates only of readers who
+        #: consented to it (a gate: entering; a self-check: being recognised there)
+        self.purpose = purpose
         #: the self-check keeps the keyed hash of the ID number (CCCD QR); gates do not
         self.keep_citizen_ref = keep_citizen_ref
         #: template length per model, from the running face engine (set when it loads)
@@ -75,6 +83,11 @@ class GallerySync:
         for reader in delta.upserts:
             if not reader.templates:
                 continue
+            # no purposes with templates: a central older than purposes, when templates
+            # were sent only with the entrance consent
+            purposes = reader.face_purposes or ["face_gate"]
+            if self.purpose not in purposes:
+                continue  # not consented for this kiosk's purpose: not kept here
             try:
                 mat = vectors_of(reader.templates)
                 dim = self._dim(reader.model)

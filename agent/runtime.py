@@ -191,7 +191,10 @@ class _LazySelfcheck:
                 lambda: self.rt.storage.can_record,
             )
             self.rt._closables.extend(closables)
-        await self.flow.run(ctx)
+        if self.flow.face_watch is None:
+            await self.flow.run(ctx)
+        else:  # the camera watches beside the station, under the same supervision
+            await asyncio.gather(self.flow.run(ctx), self.flow.face_watch.run(ctx))
 
 
 class AgentRuntime:
@@ -337,7 +340,7 @@ class AgentRuntime:
                 self.sync.state_changed()  # tell central where we are; it resends from there
             return
         self.gallery_version = delta.version
-        flow = getattr(self.gate, "flow", None)
+        flow = getattr(self.gate, "flow", None) or self._selfcheck_face()
         if flow is not None:
             model = flow.face.engine.embedder.name
             accepted = self.gallery_sync.accepted
@@ -350,6 +353,7 @@ class AgentRuntime:
             for pid in delta.removes:
                 if pid in flow.gallery:
                     flow.gallery.remove(pid)
+        if flow is not None and hasattr(flow, "verifier"):
             flow.verifier.revoked.update(delta.revoked_cards)
             if delta.card_keys:
                 from biblioedge.cardtoken import load_public_key
@@ -358,6 +362,10 @@ class AgentRuntime:
                     {kid: load_public_key(k) for kid, k in delta.card_keys.items()}
                 )
         self.sync.state_changed()
+
+    def _selfcheck_face(self) -> Any:
+        station = getattr(self.selfcheck, "flow", None)
+        return getattr(station, "face_watch", None)
 
     async def _restore_desired(self) -> None:
         saved = await self.store.call(self.store.store.load_desired)
@@ -410,7 +418,7 @@ class AgentRuntime:
                 comps.append(DemoLibrarian(lambda: desk.flow))
         return comps
 
-    async def _open_gallery(self, *, keep_citizen_ref: bool) -> None:
+    async def _open_gallery(self, *, keep_citizen_ref: bool, purpose: str) -> None:
         from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
         from biblioedge.agent.gallery_sync import GallerySync
 
@@ -419,6 +427,7 @@ class AgentRuntime:
             self.store.store,
             GalleryStore(self.store.store, key),
             keep_citizen_ref=keep_citizen_ref,
+            purpose=purpose,
         )
         self.gallery_version = await self.store.call(self.gallery_sync.version)
 
@@ -426,12 +435,12 @@ class AgentRuntime:
         """Role components that need hardware or models; imported only when configured, so a
         self-checkout never loads the face engine."""
         if self.config.role == "gate" and self.config.gate.enabled:
-            await self._open_gallery(keep_citizen_ref=False)
+            await self._open_gallery(keep_citizen_ref=False, purpose="face_gate")
             self.gate = _LazyGate(self)
         if self.config.role == "desk" and self.config.desk.enabled:
             self.desk = _LazyDesk(self)
         if self.config.role == "selfcheck" and self.config.selfcheck.enabled:
-            await self._open_gallery(keep_citizen_ref=True)
+            await self._open_gallery(keep_citizen_ref=True, purpose="face_selfcheck")
             self.selfcheck = _LazySelfcheck(self)
 
     async def run(self, stop: asyncio.Event | None = None) -> int:

@@ -27,12 +27,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from biblioedge.agent.offline import OfflineDesk, Refusal
 from biblioedge.agent.store import NotRecorded
 from biblioedge.drivers.errors import DriverError
+from biblioedge.drivers.rfid.iso28560 import TagData
 from biblioedge.drivers.rfid.reader import (
     AfiScheme,
     PadItem,
@@ -80,6 +81,8 @@ class ItemResult:
     sort_bin: str = ""
     offline: bool = False
     parts: int = 1
+    #: False for a barcode item: it has no tag, so the kiosk switched no security
+    tagged: bool = True
 
 
 @dataclass
@@ -108,19 +111,26 @@ class Refused:
 
 @dataclass
 class Group:
-    """The tags of one item on the pad (several for a multi-part set)."""
+    """The tags of one item on the pad (several for a multi-part set); none for an item
+    whose barcode was scanned (it has no tag, so no security to switch)."""
 
     item_id: str
     tags: list[PadItem]
 
     @property
     def parts(self) -> int:
-        return max(t.data.parts for t in self.tags if t.data)
+        return max((t.data.parts for t in self.tags if t.data), default=1)
 
     @property
     def complete(self) -> bool:
+        if not self.tags:
+            return True
         have = {t.data.part for t in self.tags if t.data}
         return have == set(range(1, self.parts + 1))
+
+    @property
+    def data(self) -> TagData | None:
+        return next((t.data for t in self.tags if t.data), None)
 
 
 def group(pad: Iterable[PadItem]) -> tuple[list[Group], list[PadItem]]:
@@ -135,6 +145,14 @@ def group(pad: Iterable[PadItem]) -> tuple[list[Group], list[PadItem]]:
             tag.data.primary_item_id, Group(tag.data.primary_item_id, [])
         ).tags.append(tag)
     return list(groups.values()), unreadable
+
+
+def _security_word(etype: str, r: ItemResult) -> str:
+    if not r.tagged:
+        return "none"
+    if not r.ok or r.problem is not None:
+        return "unchanged"
+    return "off" if etype == "circ.checkout" else "on"
 
 
 class SelfCheck:
@@ -248,7 +266,7 @@ class SelfCheck:
         return None
 
     def _precheck(self, g: Group, *, offline: bool, kind: str) -> ItemResult | None:
-        data = next(t.data for t in g.tags if t.data)
+        data = g.data
         if not g.complete:
             have = len({t.data.part for t in g.tags if t.data})
             return ItemResult(
@@ -258,9 +276,9 @@ class SelfCheck:
                 message=f"{have}/{g.parts}",
                 parts=g.parts,
             )
-        if kind == "checkout" and not data.loanable:
+        if data is not None and kind == "checkout" and not data.loanable:
             return ItemResult(g.item_id, False, problem="not_for_loan", parts=g.parts)
-        if offline and data.offline_forbidden:
+        if data is not None and offline and data.offline_forbidden:
             return ItemResult(g.item_id, False, problem="not_while_offline", parts=g.parts)
         return None
 
@@ -288,13 +306,37 @@ class SelfCheck:
         session.results = [r for r in session.results if r.ok] + results
         return results
 
+    def borrow_barcode(self, item_id: str, fee_ack: bool = False) -> ItemResult:
+        """Lend an item whose barcode was scanned (no tag on it: nothing to switch)."""
+        session = self.session
+        if session is None:
+            raise RuntimeError("no reader identified")
+        self.timings = {"ils_s": 0.0, "rfid_write_s": 0.0}
+        result = self._borrow_one(session, Group(item_id, []), fee_ack)
+        session.results = [r for r in session.results if r.item_id != item_id] + [result]
+        return result
+
+    def give_back_barcode(self, item_id: str) -> ItemResult:
+        """Take back an item whose barcode was scanned."""
+        self.timings = {"ils_s": 0.0, "rfid_write_s": 0.0}
+        t0 = time.perf_counter()
+        result = replace(self._return_one(Group(item_id, [])), tagged=False)
+        self._event("circ.checkin", self.session, result, t0)
+        return result
+
     def _borrow_one(self, session: Session, g: Group, fee_ack: bool) -> ItemResult:
         t0 = time.perf_counter()
         if not self.can_record():
             return ItemResult(g.item_id, False, problem="storage_full")
+        result = self._lend(session, g, fee_ack)
+        if not g.tags:
+            result = replace(result, tagged=False)
+        self._event("circ.checkout", session, result, t0)
+        return result
+
+    def _lend(self, session: Session, g: Group, fee_ack: bool) -> ItemResult:
         early = self._precheck(g, offline=session.offline or not self.online, kind="checkout")
         if early is not None:
-            self._event("circ.checkout", session, early, t0)
             return early
         if self.online and not session.offline:
             try:
@@ -302,12 +344,8 @@ class SelfCheck:
             except Sip2Error as exc:
                 self._went_offline(exc)
             else:
-                result = self._after_checkout(session, g, loan)
-                self._event("circ.checkout", session, result, t0)
-                return result
-        result = self._lend_offline(session, g)
-        self._event("circ.checkout", session, result, t0)
-        return result
+                return self._after_checkout(session, g, loan)
+        return self._lend_offline(session, g)
 
     def _checkout(self, patron_id: str, item: str, fee_ack: bool) -> Circulation:
         t0 = time.perf_counter()
@@ -326,7 +364,7 @@ class SelfCheck:
             self.timings["ils_s"] = self.timings.get("ils_s", 0.0) + time.perf_counter() - t0
 
     def _after_checkout(self, session: Session, g: Group, loan: Circulation) -> ItemResult:
-        title = loan.title or next((t.data.elements.get("title", "") for t in g.tags if t.data), "")
+        title = loan.title or (g.data.elements.get("title", "") if g.data else "")
         if not loan.ok:
             problem = "fee_required" if loan.fee else "refused"
             return ItemResult(
@@ -376,17 +414,17 @@ class SelfCheck:
         log.warning("loan of %s undone: %s", g.item_id, failed)
 
     def _lend_offline(self, session: Session, g: Group) -> ItemResult:
-        data = next(t.data for t in g.tags if t.data)
+        data = g.data
         try:
             outcome = self.offline.lend(
                 session.patron_id,
                 g.item_id,
                 blocked=self.blocked,
-                offline_forbidden=data.offline_forbidden,
+                offline_forbidden=data is not None and data.offline_forbidden,
             )
         except NotRecorded:
             return ItemResult(g.item_id, False, problem="storage_full", offline=True)
-        title = data.elements.get("title", "")
+        title = data.elements.get("title", "") if data else ""
         if isinstance(outcome, Refusal):
             return ItemResult(g.item_id, False, title, problem=outcome.reason, offline=True)
         tx, due = outcome
@@ -424,8 +462,7 @@ class SelfCheck:
         early = self._precheck(g, offline=not self.online, kind="checkin")
         if early is not None:
             return early
-        data = next(t.data for t in g.tags if t.data)
-        title = data.elements.get("title", "")
+        title = g.data.elements.get("title", "") if g.data else ""
         offline = False
         if self.online:
             t0 = time.perf_counter()
@@ -506,9 +543,7 @@ class SelfCheck:
             "result": "ok" if r.ok and r.problem is None else (r.problem or "ok"),
             "ils_ok": r.ok,
             "offline": r.offline,
-            "security": ("off" if etype == "circ.checkout" else "on")
-            if r.ok and r.problem is None
-            else "unchanged",
+            "security": _security_word(etype, r),
             "parts": r.parts,
             "ms": round((time.perf_counter() - t0) * 1000, 1),
         }

@@ -80,6 +80,38 @@ def cccd_identifier(synced: GallerySync | None, cfg: AgentConfig) -> Any:
     return identify
 
 
+async def build_face_watch(cfg: AgentConfig, synced: GallerySync, station: Any) -> Any:
+    """The camera, the face engine and the gallery of readers who consented to being
+    recognised at a self-check (the only templates a self-check keeps)."""
+    from biblioedge.agent.selfcheck_face import FaceWatch
+    from biblioedge.drivers.camera import open_camera
+    from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+    from biblioedge.models.gallery import Gallery
+    from biblioedge.models.liveness import MotionLiveness
+    from biblioedge.models.onnx import RuntimeOptions
+    from biblioedge.models.store import ModelStore
+
+    options = RuntimeOptions(cfg.face.intra_threads, cfg.face.inter_threads, cfg.face.optimization)
+    models = ModelStore(cfg.data_dir / "models")
+    face = await AsyncFaceEngine.load(lambda: FaceEngine(models, options=options))
+    engine = face.engine
+    gallery = Gallery(engine.dim)
+    synced.dims[engine.embedder.name] = engine.dim
+    ids, matrix = synced.templates.load(engine.embedder.name, engine.dim)
+    if ids:
+        gallery.add_matrix(ids, matrix)
+    sc = cfg.selfcheck
+    log.info("self-check face identification: %d readers consented", gallery.identities)
+    return FaceWatch(
+        open_camera(sc.camera, fps=sc.camera_fps),
+        face,
+        gallery,
+        station,
+        threshold=sc.face_threshold,
+        liveness=MotionLiveness() if sc.liveness == "motion" else None,
+    )
+
+
 async def build_selfcheck(
     cfg_ref: Any, emit: AsyncEmit, synced: GallerySync | None, can_record: Any
 ) -> tuple[SelfcheckStation, list[Any]]:
@@ -109,6 +141,10 @@ async def build_selfcheck(
         can_record=can_record,
     )
     closables: list[Any] = [station, reader, library, offline_store]
+    if sc.camera != "none" and synced is not None:
+        watch = await build_face_watch(cfg, synced, lambda: station)
+        station.face_watch = watch
+        closables.append(watch.face)
     if sim is not None:
         station.simulator = sim
         closables.append(sim)

@@ -78,6 +78,12 @@ class SelfcheckView:
     pending: int = 0  # offline transactions waiting to be forwarded
 
 
+def _item_code(text: str) -> bool:
+    """An item barcode: digits, 6 to 20 of them (patron barcodes start with a letter here;
+    card and CCCD QR codes are longer and structured)."""
+    return text.isascii() and text.isdigit() and 6 <= len(text) <= 20
+
+
 def _vn_date(iso: str | None) -> str:
     if not iso or len(iso) != 10:
         return iso or ""
@@ -130,6 +136,7 @@ class SelfcheckStation:
         self._next_probe = 0.0
         self.stories: list[str] = []  # one line per finished session (the demo prints them)
         self.simulator: Any = None  # the simulated pad, when rfid = "sim" (demo, tests)
+        self.face_watch: Any = None  # face identification, when selfcheck.camera is set
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -168,11 +175,31 @@ class SelfcheckStation:
     # -- inputs from the screen and the scanner ----------------------------------------
 
     def scanned(self, text: str) -> asyncio.Task[None] | None:
-        """A code from the scanner or the camera: a library card, a CCCD, or a barcode."""
+        """A code from the scanner: a library card, a CCCD or a patron barcode to start a
+        session; during one, an item's barcode (an item without a tag)."""
+        text = text.strip()
+        self._touch()
+        if self.view.step in ("ready", "results", "returned") and _item_code(text):
+            if self._returning:
+                return self._spawn(self._return_barcode(text))
+            if self.flow.session is not None:
+                return self._spawn(self._borrow_barcode(text))
         if self.view.step not in ("idle", "refused", "receipt", "returned"):
             return None
-        self._touch()
-        return self._spawn(self._scanned(text.strip()))
+        return self._spawn(self._scanned(text))
+
+    async def _borrow_barcode(self, item: str) -> None:
+        self._show("working", "selfcheck_working", items=self.view.items)
+        await self._call(self.flow.borrow_barcode, item, item in self._fee_items)
+        session = self.flow.session
+        shown = tuple(session.results) if session else ()
+        self._show("results", "selfcheck_results", items=shown, actions=self._result_actions(shown))
+
+    async def _return_barcode(self, item: str) -> None:
+        done = self.view.items if self.view.step == "returned" else ()
+        self._show("working", "selfcheck_returning")
+        result = await self._call(self.flow.give_back_barcode, item)
+        self._show("returned", "selfcheck_returned", items=(*done, result))
 
     async def _scanned(self, text: str) -> None:
         if text.startswith("BE1."):
@@ -220,7 +247,11 @@ class SelfcheckStation:
             self._show("ready", "selfcheck_return_place", actions=("cancel",))
             return None
         if action.startswith("fee_yes:") and self.view.step == "results":
-            self._fee_items.add(action[8:])
+            item = action[8:]
+            self._fee_items.add(item)
+            result = next((r for r in self.view.items if r.item_id == item), None)
+            if result is not None and not result.tagged:
+                return self._spawn(self._borrow_barcode(item))
             return self._spawn(self._borrow())
         return None
 
@@ -269,7 +300,7 @@ class SelfcheckStation:
             self._idle()
             return
         slip = Receipt(
-            library=self.config().desk.library_name,
+            library=self.config().selfcheck.library_name,
             patron_tail=session.patron_id[-4:],
             when=datetime.now().strftime("%d/%m/%Y %H:%M"),
             loans=[(r.title or r.item_id, _vn_date(r.due)) for r in session.borrowed],

@@ -53,6 +53,12 @@ Role = Literal["gate", "selfcheck", "desk"]
 #: gate to let readers in, the self-check to know who borrows when the library system is away
 #: and to recognise the card QR, the CCCD QR and (with consent) the face. Never the desk.
 GALLERY_ROLES: frozenset[str] = frozenset({"gate", "selfcheck"})
+#: What a reader may consent to their face being used for: entering at the gate, and being
+#: recognised at a self-check. Each is its own consent, recorded and withdrawn on its own.
+FacePurpose = Literal["face_gate", "face_selfcheck"]
+FACE_PURPOSES: tuple[str, ...] = ("face_gate", "face_selfcheck")
+#: The purpose each gallery role uses faces for.
+ROLE_PURPOSE: dict[str, str] = {"gate": "face_gate", "selfcheck": "face_selfcheck"}
 
 #: Event types central accepts. A type missing here is quarantined at central, not dropped.
 EVENT_TYPES: frozenset[str] = frozenset(
@@ -218,6 +224,13 @@ class GalleryReader(_Strict):
     model: str = Field(default="", max_length=80, description="Embedder the templates are of")
     templates: list[str] = Field(
         default_factory=list, max_length=16, description="base64 of little-endian float32"
+    )
+    face_purposes: list[FacePurpose] = Field(
+        default_factory=list,
+        max_length=2,
+        description="What the reader consented their face be used for; a kiosk keeps the "
+        "templates only for its own purpose. Empty with templates: a central older than "
+        "purposes, whose templates meant face_gate",
     )
     citizen_ref: str = Field(
         default="",

@@ -23,8 +23,8 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from biblioedge.cardtoken import issue, public_key_b64
 from biblioedge.fleet.db import card_keys, cards, consents, gallery_log, readers, templates
-from biblioedge.fleet.readers import Readers
-from biblioedge.protocol import utc_now
+from biblioedge.fleet.readers import Readers, face_purposes
+from biblioedge.protocol import FACE_PURPOSES, utc_now
 
 
 class CardError(ValueError):
@@ -182,6 +182,12 @@ class Cards:
         )
         pk = res.inserted_primary_key
         assert pk is not None
+        if purpose in FACE_PURPOSES:  # the site's kiosks learn what they may use the face for
+            conn.execute(
+                insert(gallery_log).values(
+                    site=Readers.site_of(conn, patron_id), patron_id=patron_id, created_at=utc_now()
+                )
+            )
         return dict(conn.execute(select(consents).where(consents.c.id == pk[0])).one()._mapping)
 
     def consents_of(self, patron_id: str) -> list[dict[str, Any]]:
@@ -200,7 +206,9 @@ class Cards:
         return bool(latest) and bool(latest[-1]["granted"])
 
     def withdraw(self, patron_id: str, purpose: str = "face_gate") -> int:
-        """Withdraw consent; for biometrics, erase every template (gates follow at next sync)."""
+        """Withdraw consent. The kiosks of the site follow at the next sync (each keeps
+        templates only for its purpose); once no face purpose remains, every template is
+        erased here too."""
         with self.engine.begin() as conn:
             site = Readers.site_of(conn, patron_id)
             n = conn.execute(
@@ -212,8 +220,9 @@ class Cards:
                 )
                 .values(withdrawn_at=utc_now())
             ).rowcount
-            if purpose == "face_gate":
-                conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
+            if purpose in FACE_PURPOSES:
+                if not face_purposes(conn, patron_id):
+                    conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
                 conn.execute(
                     insert(gallery_log).values(site=site, patron_id=patron_id, created_at=utc_now())
                 )

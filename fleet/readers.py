@@ -17,6 +17,7 @@ import os
 import re
 import unicodedata
 from datetime import date
+from typing import get_args
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,6 +27,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from biblioedge.fleet.db import (
     card_keys,
     card_revocations,
+    consents,
     gallery_log,
     reader_profiles,
     readers,
@@ -36,6 +38,7 @@ from biblioedge.fleet.repo import Repo
 from biblioedge.protocol import (
     MAX_SIGNED_BODY,
     PATRON_PATTERN,
+    FacePurpose,
     GalleryDelta,
     GalleryReader,
     dumps,
@@ -90,6 +93,18 @@ def check_vectors(vectors: list[list[float]]) -> np.ndarray:
 
 def _aad(patron_id: str, model: str, slot: int) -> bytes:
     return f"{patron_id}\x1f{model}\x1f{slot}".encode()
+
+
+def face_purposes(conn: Connection, patron_id: str) -> list[FacePurpose]:
+    """The face purposes whose latest consent is granted and not withdrawn."""
+    latest: dict[str, bool] = {}
+    for row in conn.execute(
+        select(consents.c.purpose, consents.c.granted, consents.c.withdrawn_at)
+        .where(consents.c.patron_id == patron_id)
+        .order_by(consents.c.id)
+    ):
+        latest[row.purpose] = bool(row.granted) and row.withdrawn_at is None
+    return [p for p in get_args(FacePurpose) if latest.get(p)]
 
 
 class Readers:
@@ -292,6 +307,7 @@ class Readers:
         ref = conn.execute(
             select(reader_profiles.c.citizen_ref).where(reader_profiles.c.patron_id == pid)
         ).scalar()
+        purposes = face_purposes(conn, pid)
         vecs = [
             base64.b64encode(
                 self.aead.decrypt(t.nonce, t.ciphertext, _aad(pid, t.model, t.slot))
@@ -309,6 +325,7 @@ class Readers:
                 model=model,
                 templates=vecs,
                 citizen_ref=ref or "",
+                face_purposes=purposes if vecs else [],
             )
         except ValidationError as exc:  # stored before today's rules: gates must not hold it
             log.warning("reader %r cannot go to gates, dropping it there: %s", pid[:64], exc)

@@ -179,3 +179,103 @@ def test_many_rotations_in_a_day_never_reuse_a_key_id(setup: tuple[Readers, Card
     _, cards = setup
     kids = {cards.rotate() for _ in range(1000)}
     assert len(kids) == 1000 and all(len(k) <= 32 for k in kids)
+
+
+def test_each_face_purpose_is_its_own_consent_and_each_kiosk_keeps_only_its_own(
+    tmp_path: Path, setup: tuple[Readers, Cards]
+) -> None:
+    readers, cards = setup
+    readers.upsert("P2", site="tv-tinh", display_name="Trần Thị Bình")
+    for pid in ("P1", "P2"):
+        readers.put_templates(pid, "dlib-resnet@1", [list(np.random.default_rng(1).random(128))])
+        cards.record_consent(
+            pid, purpose="face_gate", text_version="vi-1", granted=True, librarian="lib"
+        )
+    cards.record_consent(
+        "P2", purpose="face_selfcheck", text_version="vi-1", granted=True, librarian="lib"
+    )
+
+    def kiosk(name: str, purpose: str) -> GallerySync:
+        store = Store(tmp_path / f"{name}.sqlite3")
+        key = load_or_create_key(tmp_path / f"{name}.key")
+        return GallerySync(store, GalleryStore(store, key), purpose=purpose)
+
+    gate, selfcheck = kiosk("gate", "face_gate"), kiosk("sc", "face_selfcheck")
+    d1 = readers.delta("tv-tinh", 0)
+    assert d1 is not None
+    assert {r.patron_id: r.face_purposes for r in d1.upserts} == {
+        "P1": ["face_gate"],
+        "P2": ["face_gate", "face_selfcheck"],
+    }
+    assert gate.apply(d1) and selfcheck.apply(d1)
+    assert sorted(gate.templates.load("dlib-resnet@1", 128)[0]) == ["P1", "P2"]
+    assert selfcheck.templates.load("dlib-resnet@1", 128)[0] == ["P2"]  # only who agreed
+    # P2 withdraws the gate consent only: the gate drops her face, the self-check keeps it
+    assert cards.withdraw("P2", "face_gate") == 1
+    assert readers.get("P2")["templates"] != {}
+    d2 = readers.delta("tv-tinh", d1.version)
+    assert d2 is not None and gate.apply(d2) and selfcheck.apply(d2)
+    assert gate.templates.load("dlib-resnet@1", 128)[0] == ["P1"]
+    assert selfcheck.templates.load("dlib-resnet@1", 128)[0] == ["P2"]
+    # and the last face purpose withdrawn: erased at central and everywhere
+    assert cards.withdraw("P2", "face_selfcheck") == 1
+    assert readers.get("P2")["templates"] == {}
+    d3 = readers.delta("tv-tinh", d2.version)
+    assert d3 is not None and selfcheck.apply(d3)
+    assert selfcheck.templates.load("dlib-resnet@1", 128)[0] == []
+
+
+def test_a_self_check_finds_the_reader_by_card_qr_and_cccd_qr_a_gate_keeps_no_hash(
+    tmp_path: Path, setup: tuple[Readers, Cards]
+) -> None:
+    from sqlalchemy import insert
+
+    from biblioedge.agent.citizen import citizen_ref
+    from biblioedge.agent.config import validate_config
+    from biblioedge.agent.selfcheck_build import card_identifier, cccd_identifier
+    from biblioedge.fleet.db import reader_profiles
+    from biblioedge.protocol import utc_now
+
+    readers, cards = setup
+    pepper = tmp_path / "citizen.pepper"
+    pepper.write_bytes(b"p" * 32)
+    ref = citizen_ref(b"p" * 32, "001090012345")
+    with readers.repo.engine.begin() as conn:  # as a desk registration leaves it
+        conn.execute(
+            insert(reader_profiles).values(
+                patron_id="P1", citizen_ref=ref, nonce=b"n" * 12, sealed=b"s", updated_at=utc_now()
+            )
+        )
+    card = cards.issue_card("P1", 30)
+    readers.upsert("P1", site="tv-tinh", display_name="Nguyễn Văn An")  # the change is logged
+
+    def kiosk(name: str, keep: bool) -> GallerySync:
+        store = Store(tmp_path / f"{name}.sqlite3")
+        key = load_or_create_key(tmp_path / f"{name}.key")
+        return GallerySync(store, GalleryStore(store, key), keep_citizen_ref=keep)
+
+    selfcheck, gate = kiosk("sc", True), kiosk("gate", False)
+    delta = readers.delta("tv-tinh", 0)
+    assert delta is not None and delta.upserts[0].citizen_ref == ref
+    assert selfcheck.apply(delta) and gate.apply(delta)
+    assert gate.reader(citizen_ref=ref) is None  # the gate has no use for it: not kept
+    cfg = validate_config(
+        {
+            "role": "selfcheck",
+            "site": "tv-tinh",
+            "device_id": "sc-01",
+            "data_dir": str(tmp_path),
+            "selfcheck": {
+                "ils": "sip2://kiosk:kiosk@127.0.0.1:6001",
+                "pepper_file": str(pepper),
+            },
+        }
+    )
+    by_card = card_identifier(selfcheck, cfg)
+    assert by_card(card["token"]) == "P1"
+    assert by_card(card["token"][:-4] + "AAAA") is None  # a forged signature
+    by_cccd = cccd_identifier(selfcheck, cfg)
+    qr = "001090012345|123456789|Nguyễn Văn An|15031990|Nam|Số 1 Tràng Tiền, Hà Nội|20052021"
+    assert by_cccd(qr) == "P1"
+    assert by_cccd(qr.replace("001090012345", "001090099999")) is None  # not registered
+    assert by_cccd("not a cccd") is None

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -124,6 +125,15 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
         if "Ctrl-C" in line or not line:
             break
     banner = "".join(lines)
+    told: list[str] = []  # the story as the demo prints it, read as it comes
+
+    def read_story() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            told.append(line)
+
+    reader = threading.Thread(target=read_story, daemon=True)
+    reader.start()
     assert "biblioedge demo is running" in banner, banner
     api_url = next(w for w in banner.split() if w.endswith("/api/v1"))
     token = (tmp_path / "demo" / "admin-token").read_text().strip()
@@ -189,7 +199,9 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
         ]
 
     wait_until(
-        lambda: any(e["type"] == "circ.reconciled" for e in circ()), 150, what="reconciliation"
+        lambda: any("reconciled with the library system" in line for line in told),
+        150,
+        what="the reconciliation told",
     )
     loans = [e["payload"] for e in circ() if e["type"] == "circ.checkout"]
     assert any(p["result"] == "ok" and not p["offline"] for p in loans)
@@ -223,7 +235,9 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     assert proc.poll() is None
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=30)
+    proc.wait(30)
+    reader.join(10)
+    rest = "".join(told)
     assert proc.returncode == 0, rest
     assert time.monotonic() - t0 < 15
     assert "demo stopped" in rest

@@ -101,7 +101,13 @@ def test_sealing_opens_only_with_the_key_and_context(kind: str) -> None:
 
 
 def test_acl_binds_each_kiosk_to_its_own_site_and_topics() -> None:
-    acl = mosquitto_acl([GATE, pki.DeviceName("desk-01", "xa-a", "desk")])
+    acl = mosquitto_acl(
+        [
+            GATE,
+            pki.DeviceName("desk-01", "xa-a", "desk"),
+            pki.DeviceName("sc-01", "xa-a", "selfcheck"),
+        ]
+    )
     blocks = {b.split("\n")[0]: b for b in acl.split("\n\n") if b.startswith("user ")}
     gate = blocks["user gate-01"]
     assert "topic write be/tv-tinh/gate-01/events" in gate
@@ -109,6 +115,9 @@ def test_acl_binds_each_kiosk_to_its_own_site_and_topics() -> None:
     assert "+" not in gate and "#" not in gate and "pattern" not in acl
     desk = blocks["user desk-01"]
     assert "gallery" not in desk and "topic read be/xa-a/desk-01/ack" in desk
+    # a self-check holds its own site's gallery (offline block list, card keys, faces)
+    assert "topic read be/xa-a/gallery" in blocks["user sc-01"]
+    assert "be/tv-tinh/gallery" not in blocks["user sc-01"]
     assert "topic write be/+/+/ack" in blocks["user central-bridge"]
 
 

@@ -102,6 +102,24 @@ def test_a_reader_borrows_a_stack_and_returns_it(kiosk: Kiosk, ils: Dummy) -> No
     assert [p["result"] for t, p in kiosk.events if t == "circ.checkin"] == ["ok"] * 3
 
 
+def test_items_without_a_tag_by_barcode_one_by_one(kiosk: Kiosk) -> None:
+    kiosk.session()
+    kiosk.put()
+    r = kiosk.flow.borrow_barcode("30000002")
+    assert r.ok and not r.tagged and r.due and r.title.startswith("Dế Mèn")
+    assert kiosk.flow.borrow_barcode("30000008").problem == "refused"  # on hold
+    fee = kiosk.flow.borrow_barcode("30000007")
+    assert fee.problem == "fee_required"
+    assert kiosk.flow.borrow_barcode("30000007", fee_ack=True).ok
+    assert kiosk.flow.session is not None
+    assert [x.item_id for x in kiosk.flow.session.borrowed] == ["30000002", "30000007"]
+    kiosk.flow.end()
+    back = kiosk.flow.give_back_barcode("30000002")
+    assert back.ok and back.sort_bin == "A1"
+    events = [(t, p["security"]) for t, p in kiosk.events if p.get("item_id") == "30000002"]
+    assert events == [("circ.checkout", "none"), ("circ.checkin", "none")]
+
+
 def test_a_hold_goes_to_its_bin_and_cannot_be_borrowed(kiosk: Kiosk) -> None:
     kiosk.session()
     kiosk.put("30000008")
@@ -285,8 +303,17 @@ async def test_the_station_from_barcode_and_pin_to_receipt_and_back(
         await until(station, "returned")
         assert {r.sort_bin for r in station.view.items} == {"A1"}
         assert {t.afi for t in books} == {0x07}
+        # an item without a tag, by its barcode, in return mode
+        station.scanned("30000002")
+        for _ in range(100):
+            if len(station.view.items) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert (
+            station.view.items[-1].item_id == "30000002" and station.view.items[-1].sort_bin == "A1"
+        )
         kinds = [t for t, _ in record.events]
-        assert kinds.count("circ.checkout") == 2 and kinds.count("circ.checkin") == 2
+        assert kinds.count("circ.checkout") == 2 and kinds.count("circ.checkin") == 3
         assert station.stories[0].startswith("P000101 mượn 2 tài liệu")
     finally:
         task.cancel()

@@ -22,7 +22,16 @@ def test_every_selfcheck_message_problem_and_action_is_translated() -> None:
     shown = set(re.findall(r'"(selfcheck_[a-z_]+)"', station))
     refusals = {f"selfcheck_refused_{r}" for r in re.findall(r'Refused\("([a-z_]+)"', flow)}
     problems = {f"problem_{p}" for p in re.findall(r'problem="([a-z_]+)"', flow)}
-    problems |= {f"problem_{p}" for p in re.findall(r'return "([a-z_]+)"', flow)}
+    security = next(  # what a failed security write is called
+        n
+        for n in ast.walk(ast.parse(flow))
+        if isinstance(n, ast.FunctionDef) and n.name == "_security"
+    )
+    problems |= {
+        f"problem_{n.value.value}"
+        for n in ast.walk(security)
+        if isinstance(n, ast.Return) and isinstance(n.value, ast.Constant) and n.value.value
+    }
     problems |= {"problem_" + r for r in ("offline_limit", "reader_blocked", "not_while_offline")}
     actions = {
         f"action_{a.split(':')[0]}"

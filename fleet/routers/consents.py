@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -14,12 +14,13 @@ from biblioedge.fleet.auth import STAFF, Principal
 from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.readers import Readers, UnknownReader
 from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, PatronId, Responses, error
+from biblioedge.protocol import FacePurpose
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
 
 class ConsentIn(ApiIn):
-    purpose: Literal["face_gate"] = "face_gate"
+    purpose: FacePurpose = "face_gate"
     text_version: str = Field(
         min_length=1, max_length=32, pattern=_PRINTABLE, description="Version of the text shown"
     )
@@ -62,16 +63,22 @@ def router(crd: Cards, rdr: Readers, changed: Callable[[str], Awaitable[None]]) 
         response_model=ConsentOut,
         responses={**_NOT_FOUND, 409: error("the idempotency key was used for another reader")},
     )
-    def record_consent(
+    async def record_consent(
         patron_id: PatronId, body: ConsentIn, _: Annotated[Principal, STAFF]
     ) -> dict[str, Any]:
-        """Record consent; the same idempotency key returns the first record."""
+        """Record consent; the same idempotency key returns the first record. A face consent
+        reaches the site's kiosks at once (each uses faces only for its own purpose)."""
         try:
-            return crd.record_consent(patron_id, **body.model_dump())
+            record: dict[str, Any] = await run_in_threadpool(
+                crd.record_consent, patron_id, **body.model_dump()
+            )
+            site = str(rdr.get(patron_id)["site"])
         except UnknownReader as exc:
             raise HTTPException(404, f"no reader {patron_id}") from exc
         except CardError as exc:
             raise HTTPException(409, str(exc)) from exc
+        await changed(site)
+        return record
 
     @api.get("/readers/{patron_id}/consents", response_model=list[ConsentOut])
     def list_consents(patron_id: PatronId) -> list[dict[str, Any]]:
@@ -80,10 +87,17 @@ def router(crd: Cards, rdr: Readers, changed: Callable[[str], Awaitable[None]]) 
     @api.post(
         "/readers/{patron_id}/consents/withdraw", response_model=WithdrawnOut, responses=_NOT_FOUND
     )
-    async def withdraw_consent(patron_id: PatronId, _: Annotated[Principal, STAFF]) -> WithdrawnOut:
-        """Withdraw biometric consent: templates erased here and, at next sync, on gates."""
+    async def withdraw_consent(
+        patron_id: PatronId,
+        _: Annotated[Principal, STAFF],
+        purpose: Annotated[
+            FacePurpose, Query(description="face_gate (default) or face_selfcheck")
+        ] = "face_gate",
+    ) -> WithdrawnOut:
+        """Withdraw one face consent: the site's kiosks drop the templates for that purpose at
+        the next sync; with no face purpose left, templates are erased here too."""
         try:
-            n = await run_in_threadpool(crd.withdraw, patron_id)
+            n = await run_in_threadpool(crd.withdraw, patron_id, purpose)
             site = str(rdr.get(patron_id)["site"])
         except UnknownReader as exc:
             raise HTTPException(404, f"no reader {patron_id}") from exc
