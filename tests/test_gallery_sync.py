@@ -350,3 +350,59 @@ def test_enrolled_at_central_recognized_at_the_gate_then_erased(
     assert grants_since() == []
     gate_db = sqlite3.connect(agent.data_dir / "agent.sqlite3")
     assert gate_db.execute("SELECT count(*) FROM gallery_templates").fetchone()[0] == 0
+
+
+def test_a_self_check_gets_the_sites_gallery_over_the_secured_broker(
+    tmp_path: Path, broker: object, central: object, make_agent: object
+) -> None:
+    """Real processes: a self-check is enrolled like a gate, receives the site keys wrapped
+    to it and the gallery deltas, and so knows a blocked reader while the library system is
+    away (here there is none at all: it lends offline from the start)."""
+    from biblioedge.launch import CentralProcess, wait_until
+    from biblioedge.procs import free_port
+
+    assert isinstance(central, CentralProcess)
+    with central.client() as api:
+        r = api.put(
+            "/readers/P000301",
+            json={"site": "tv-tinh", "display_name": "Đinh Văn Giang", "status": "blocked"},
+        )
+        assert r.status_code == 200, r.text
+    agent = make_agent(  # type: ignore[operator]
+        "sc-07",
+        role="selfcheck",
+        selfcheck={
+            "enabled": True,
+            "ils": f"sip2://kiosk:kiosk@127.0.0.1:{free_port()}?timeout=1",
+            "rfid": "sim",
+        },
+    )
+    agent.start()
+
+    def cached() -> tuple[str, str] | None:
+        path = agent.data_dir / "agent.sqlite3"
+        if not path.exists():
+            return None
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute(
+                "SELECT display_name, status FROM patron_cache WHERE patron_id = 'P000301'"
+            ).fetchone()
+        except sqlite3.OperationalError:  # not migrated yet
+            row = None
+        finally:
+            db.close()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    wait_until(
+        lambda: cached() is not None, 60, what=f"the gallery at the self-check: {agent.log_tail()}"
+    )
+    assert cached() == ("Đinh Văn Giang", "blocked")
+    with central.client() as api:
+        version = api.get("/sites/tv-tinh/gallery").json()["version"]
+        wait_until(
+            lambda: api.get("/devices/sc-07").json()["reported"].get("gallery_version") == version,
+            30,
+            what="the self-check reports the site's gallery version",
+        )
+    assert agent.alive()
