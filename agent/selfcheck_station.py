@@ -257,7 +257,17 @@ class SelfcheckStation:
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A step that failed (the reader stopped answering mid-scan, a bug) costs that
+        step: the screen says out of service, the loop recovers when the reader answers."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("self-check step failed: %s", exc, exc_info=exc)
+        self._show("out_of_service", "selfcheck_reader_problem", detail=str(exc)[:200])
 
     def _touch(self) -> None:
         self._last_activity = time.monotonic()
@@ -421,9 +431,11 @@ class SelfcheckStation:
             if self.view.step == "out_of_service":
                 try:
                     await self._call(self.flow.reader.inventory)
-                    self._idle()
                 except DriverError:
                     await asyncio.sleep(1.0)
+                else:  # the reader answers again: whoever was here starts over
+                    log.info("RFID reader answers again")
+                    await self._end(receipt=False)
             await asyncio.sleep(0.2)
 
     def close(self) -> None:

@@ -376,3 +376,33 @@ async def test_the_station_lends_offline_and_reconciles_when_the_system_returns(
         task.cancel()
         for c in closables:
             c.close()
+
+
+async def test_the_station_says_out_of_service_when_the_reader_dies_and_recovers(
+    tmp_path: Path, ils: Dummy
+) -> None:
+    import asyncio
+
+    from biblioedge.agent.selfcheck_build import build_selfcheck
+    from biblioedge.agent.supervisor import Context
+
+    cfg = station_config(tmp_path, ils.url)
+    station, closables = await build_selfcheck(lambda: cfg, Recorder(), None, lambda: True)
+    task = asyncio.create_task(station.run(Context("selfcheck", 30)))
+    try:
+        await until(station, "idle")
+        station.scanned("P000102")
+        await until(station, "pin")
+        station.pin("1234")
+        await until(station, "ready")
+        station.simulator.mute = True  # the pad's cable is pulled
+        await until(station, "out_of_service")
+        assert station.view.message == "selfcheck_reader_problem"
+        station.simulator.mute = False
+        await until(station, "idle")
+        assert station.flow.session is None  # the reader starts over, nothing half done
+        assert not task.done()
+    finally:
+        task.cancel()
+        for c in closables:
+            c.close()
