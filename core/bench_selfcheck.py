@@ -226,7 +226,8 @@ def _offline(count: int, say: Any) -> dict[str, Any]:
         desk = OfflineDesk(store, OfflineRules(max_items_per_reader=10))
         t0 = time.perf_counter()
         for i in range(count):
-            got = desk.lend(f"P{i // 10:06d}", f"32{i:06d}", blocked=lambda _: False)
+            # readers P100000 and up: clear of the dummy's blocked and owing demo readers
+            got = desk.lend(f"P{100000 + i // 10:06d}", f"32{i:06d}", blocked=lambda _: False)
             if not isinstance(got, tuple):
                 raise RuntimeError(f"offline loan {i} refused: {got}")
         record_s = time.perf_counter() - t0
@@ -264,6 +265,7 @@ def _offline(count: int, say: Any) -> dict[str, Any]:
         "killed_at": killed_at,
         "second_exit": rc,
         "states": states,
+        "refused": states.get("refused", 0),
         "lost": len(lent - set(granted)),
         "duplicated": sum(1 for item in lent if granted.get(item, 0) > 1),
     }

@@ -397,3 +397,34 @@ def test_built_wheel_maps_every_folder_under_biblioedge(tmp_path: Path) -> None:
     )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.startswith(str(target))
+
+
+@pytest.mark.integration
+def test_bench_selfcheck_states_its_latencies_and_loses_nothing_through_a_kill() -> None:
+    out = subprocess.run(
+        [*CLI, "bench", "selfcheck", "--rounds", "1", "--offline", "600", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    loans = result["loans"]
+    assert set(loans["latency"]) == {
+        "rfid_line_baud",
+        "rfid_air_s_per_command",
+        "sip2_added_s_per_exchange",
+    }
+    for name in ("ours", "baseline_whole_memory"):
+        assert set(loans[name]) == {"1", "5", "10"}
+        assert loans[name]["5"]["sip2_round_trips_per_item"] == 1.0  # one checkout each
+    # reading only what the tag holds never costs more RFID exchanges than reading it all
+    assert (
+        loans["ours"]["5"]["rfid_exchanges_per_item"]
+        < loans["baseline_whole_memory"]["5"]["rfid_exchanges_per_item"]
+    )
+    assert isinstance(loans["met"], bool) and loans["ratio_baseline_over_ours_5_items_p50"] > 0
+    off = result["offline_forward"]
+    assert off["transactions"] == 600 and 0 < off["killed_at"] < 600
+    assert off["lost"] == 0 and off["duplicated"] == 0 and off["refused"] == 0
+    assert off["states"] == {"done": 600}
