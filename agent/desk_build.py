@@ -5,7 +5,6 @@ Kept apart from :mod:`biblioedge.agent.desk` so the flow stays testable with han
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -14,9 +13,10 @@ from prometheus_client import CollectorRegistry
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings, Emit
 from biblioedge.agent.store import AsyncStore
+from biblioedge.agent.supervisor import serial_scanner
 from biblioedge.drivers.camera import open_camera
 from biblioedge.drivers.cardprint import CardPrinter
-from biblioedge.drivers.codes import Code, SerialScanner, frame_decoder
+from biblioedge.drivers.codes import frame_decoder
 from biblioedge.keys import load_or_create_key
 from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
 from biblioedge.models.onnx import RuntimeOptions
@@ -68,15 +68,9 @@ async def build_desk(
         metrics=DeskMetrics(registry),
     )
     closables: list[Any] = [face]
-    if d.scanner.startswith("serial:"):
-        loop = asyncio.get_running_loop()
-
-        def on_code(code: Code) -> None:
-            loop.call_soon_threadsafe(flow.scanned, code.text)
-
-        scanner = SerialScanner(d.scanner[7:], on_code=on_code)
-        scanner.start()
-        closables.append(_Stop(scanner))
+    scanner = serial_scanner(d.scanner, flow.scanned)
+    if scanner is not None:
+        closables.append(scanner)
     log.info(
         "desk ready: chip %s, printer %s, keeps %s",
         "on" if chip else "off",
@@ -84,11 +78,3 @@ async def build_desk(
         ",".join(d.keep_fields) or "name only",
     )
     return flow, closables
-
-
-class _Stop:
-    def __init__(self, thing: SerialScanner) -> None:
-        self.thing = thing
-
-    def close(self) -> None:
-        self.thing.stop()

@@ -14,6 +14,7 @@ from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.gallery_sync import GallerySync
 from biblioedge.agent.selfcheck_station import AsyncEmit, SelfcheckStation
 from biblioedge.agent.store import Store
+from biblioedge.agent.supervisor import serial_scanner
 from biblioedge.cardtoken import CardTokenError, CardVerifier, load_public_key
 from biblioedge.drivers.rfid.reader import TagReader
 from biblioedge.settings import ConfigError
@@ -148,17 +149,9 @@ async def build_selfcheck(
     if sim is not None:
         station.simulator = sim
         closables.append(sim)
-    if sc.scanner.startswith("serial:"):
-        from biblioedge.drivers.codes import Code, SerialScanner
-
-        loop = asyncio.get_running_loop()
-
-        def on_code(code: Code) -> None:
-            loop.call_soon_threadsafe(station.scanned, code.text)
-
-        scanner = SerialScanner(sc.scanner[7:], on_code=on_code)
-        scanner.start()
-        closables.append(_Stop(scanner))
+    scanner = serial_scanner(sc.scanner, station.scanned)
+    if scanner is not None:
+        closables.append(scanner)
     log.info(
         "self-check ready: library system %s:%d, RFID %s, receipt %s",
         library.account.host,
@@ -167,11 +160,3 @@ async def build_selfcheck(
         sc.receipt,
     )
     return station, closables
-
-
-class _Stop:
-    def __init__(self, thing: Any) -> None:
-        self.thing = thing
-
-    def close(self) -> None:
-        self.thing.stop()

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from biblioedge.agent.metrics import AgentMetrics
 from biblioedge.logs import fields
@@ -145,3 +145,30 @@ class Supervisor:
                     extra=fields(component=ctx.name),
                 )
                 task.cancel()
+
+
+class StopOnClose:
+    """Adapts a thread that has ``stop()`` (a serial scanner) to the runtime's closables."""
+
+    def __init__(self, thing: Any) -> None:
+        self.thing = thing
+
+    def close(self) -> None:
+        self.thing.stop()
+
+
+def serial_scanner(spec: str, on_text: Callable[[str], Any]) -> StopOnClose | None:
+    """Start the hand scanner of ``serial:<port>`` (None for "none"): each code it reads is
+    handed to ``on_text`` on the running event loop, never on the scanner's thread."""
+    if not spec.startswith("serial:"):
+        return None
+    from biblioedge.drivers.codes import Code, SerialScanner
+
+    loop = asyncio.get_running_loop()
+
+    def on_code(code: Code) -> None:
+        loop.call_soon_threadsafe(on_text, code.text)
+
+    scanner = SerialScanner(spec[7:], on_code=on_code)
+    scanner.start()
+    return StopOnClose(scanner)

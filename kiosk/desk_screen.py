@@ -10,17 +10,17 @@ flow or the drivers. Vietnamese by default, English on a tap.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kivy.graphics import Color, Rectangle
-from kivy.uix.boxlayout import BoxLayout
-from kivy.uix.button import Button
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
 from kivy.uix.progressbar import ProgressBar
 
 from biblioedge.kiosk.gate_screen import _Preview
 from biblioedge.kiosk.i18n import Lang, subtitle, text
+from biblioedge.kiosk.widgets import action_button, bottom_bar, text_label
 
 BACKGROUND: dict[str, tuple[float, float, float]] = {
     "normal": (0.07, 0.18, 0.33),
@@ -71,15 +71,7 @@ class DeskScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         self.add_widget(self.progress)
         self.badge = self._label("18sp", (0.3, 0.06), {"x": 0.02, "top": 0.99})
         self.badge.color = (1, 0.85, 0.3, 1)
-        self.buttons = BoxLayout(
-            spacing=16, size_hint=(0.74, 0.14), pos_hint={"x": 0.02, "y": 0.04}
-        )
-        self.add_widget(self.buttons)
-        self.lang_button = Button(
-            font_size="18sp", size_hint=(0.18, 0.1), pos_hint={"right": 0.98, "y": 0.06}
-        )
-        self.lang_button.bind(on_release=lambda *_: self.toggle_language())
-        self.add_widget(self.lang_button)
+        self.buttons, self.lang_button = bottom_bar(self, self.toggle_language)
         self.bind(pos=self._layout, size=self._layout)
         self._shown_actions: tuple[str, ...] | None = None
         self._render()
@@ -87,17 +79,7 @@ class DeskScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
     def _label(
         self, size: str, hint: tuple[float, float], pos: dict[str, float], **kw: Any
     ) -> Label:
-        label = Label(
-            font_size=size,
-            halign="left",
-            valign=kw.pop("valign", "middle"),
-            size_hint=hint,
-            pos_hint=pos,
-            **kw,
-        )
-        label.bind(size=lambda w, s: setattr(w, "text_size", s))
-        self.add_widget(label)
-        return label
+        return text_label(self, size, hint, pos, **kw)
 
     def _layout(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size
@@ -151,15 +133,13 @@ class DeskScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
             self._shown_actions = actions
             self.buttons.clear_widgets()
             for action in actions:
-                button = Button(
-                    text=text(f"action_{action}", self.lang), font_size="24sp", bold=True
+                self.buttons.add_widget(
+                    action_button(
+                        text(f"action_{action}", self.lang),
+                        action in PRIMARY,
+                        partial(self._pressed, action),
+                    )
                 )
-                button.background_normal = ""
-                button.background_color = (
-                    (0.1, 0.55, 0.25, 1) if action in PRIMARY else (0.35, 0.35, 0.38, 1)
-                )
-                button.bind(on_release=lambda _b, a=action: self._pressed(a))
-                self.buttons.add_widget(button)
 
     def _pressed(self, action: str) -> None:
         if self.on_action is not None:

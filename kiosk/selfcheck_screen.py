@@ -13,11 +13,11 @@ Vietnamese by default, English on a tap.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kivy.graphics import Color, Rectangle
 from kivy.graphics.texture import Texture
-from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.gridlayout import GridLayout
@@ -25,6 +25,7 @@ from kivy.uix.image import Image as KivyImage
 from kivy.uix.label import Label
 
 from biblioedge.kiosk.i18n import Lang, subtitle, text
+from biblioedge.kiosk.widgets import action_button, bottom_bar, text_label
 
 BACKGROUND: dict[str, tuple[float, float, float]] = {
     "normal": (0.07, 0.18, 0.33),
@@ -105,15 +106,7 @@ class SelfcheckScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         self.badge = self._label("18sp", (0.4, 0.05), {"right": 0.98, "top": 0.99})
         self.badge.halign = "right"
         self.badge.color = (1, 0.85, 0.3, 1)
-        self.buttons = BoxLayout(
-            spacing=16, size_hint=(0.74, 0.13), pos_hint={"x": 0.02, "y": 0.03}
-        )
-        self.add_widget(self.buttons)
-        self.lang_button = Button(
-            font_size="18sp", size_hint=(0.18, 0.1), pos_hint={"right": 0.98, "y": 0.05}
-        )
-        self.lang_button.bind(on_release=lambda *_: self.toggle_language())
-        self.add_widget(self.lang_button)
+        self.buttons, self.lang_button = bottom_bar(self, self.toggle_language)
         self.bind(pos=self._layout, size=self._layout)
         self._shown: tuple[Any, ...] | None = None
         self._render()
@@ -121,12 +114,7 @@ class SelfcheckScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
     def _label(
         self, size: str, hint: tuple[float, float], pos: dict[str, float], **kw: Any
     ) -> Label:
-        label = Label(
-            font_size=size, halign="left", valign="middle", size_hint=hint, pos_hint=pos, **kw
-        )
-        label.bind(size=lambda w, s: setattr(w, "text_size", s))
-        self.add_widget(label)
-        return label
+        return text_label(self, size, hint, pos, **kw)
 
     def _layout(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size
@@ -233,13 +221,11 @@ class SelfcheckScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
                 item = next((r for r in items if r.item_id == action[8:]), None)
                 if item is not None:
                     label += f" ({(item.title or item.item_id)[:18]})"
-            button = Button(text=label, font_size="22sp", bold=True)
-            button.background_normal = ""
-            button.background_color = (
-                (0.1, 0.55, 0.25, 1) if key in PRIMARY else (0.35, 0.35, 0.38, 1)
+            self.buttons.add_widget(
+                action_button(
+                    label, key in PRIMARY, partial(self._pressed, action), font_size="22sp"
+                )
             )
-            button.bind(on_release=lambda _b, a=action: self._pressed(a))
-            self.buttons.add_widget(button)
 
     def _pressed(self, action: str) -> None:
         if self.on_action is not None:

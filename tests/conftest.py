@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ils import Dummy
 
 from biblioedge.launch import AgentProcess, CentralProcess, agent_config
 from biblioedge.provisioning.broker import BrokerProcess
@@ -88,3 +89,12 @@ def make_agent(tmp_path: Path, broker: BrokerProcess, central: CentralProcess) -
     yield make
     for agent in made:
         agent.stop()
+
+
+@pytest.fixture
+def ils() -> Iterator[Dummy]:
+    """The dummy library system, started for the test and killed after it."""
+    d = Dummy()
+    d.start()
+    yield d
+    d.stop()

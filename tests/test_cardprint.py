@@ -100,3 +100,25 @@ def test_receipt_raster_round_trip() -> None:
     assert back.size == (16, 2) and back.getpixel((0, 0)) == 0 and back.getpixel((15, 1)) == 0
     assert back.getpixel((1, 0)) == 255
     assert render_receipt(CardFace("TV", "An", "BE1", "2030-01-01", "BE1.x.y")).width == 576
+
+
+def test_a_loan_receipt_prints_as_escpos_raster_and_carries_no_name(tmp_path: Path) -> None:
+    from biblioedge.drivers.receipt import Receipt, ReceiptPrinter, render
+
+    slip = Receipt(
+        "Thư viện tỉnh",
+        "0102",
+        "02/12/2026 10:15",
+        [("Truyện Kiều — Nguyễn Du", "16/12/2026"), ("Số đỏ", "16/12/2026")],
+        offline=True,
+    )
+    device = tmp_path / "lp0"
+    printer = ReceiptPrinter(f"escpos:{device}")
+    assert printer.print(slip) == str(device)
+    img = parse_escpos_raster(device.read_bytes())
+    assert img.width == 576 and img.height == render(slip).height
+    assert (np.asarray(img) < 128).mean() > 0.01  # text was printed
+    assert "…0102" in slip.text() and "Mượn khi mất kết nối" in slip.text()
+    assert ReceiptPrinter("screen").print(slip) is None
+    with pytest.raises(ValueError, match="receipt"):
+        ReceiptPrinter("lpt:1")

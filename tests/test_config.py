@@ -147,3 +147,40 @@ def test_a_data_dir_that_cannot_hold_data_is_refused_before_start(
         assert reason in capsys.readouterr().err
         assert main(["agent", "--config", str(path)]) == 2
         assert reason in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ('ils = "ftp://kiosk@10.0.0.5:6001"', "sip2:// or sip2s://"),
+        ('ils = "sip2://kiosk@10.0.0.5:6001?colour=red"', "unknown library system URL options"),
+        ("", "the library system's sip2:// URL is required"),
+        (
+            'ils = "sip2://kiosk@10.0.0.5:6001"\npassword_file = "/nonexistent/sip2.password"',
+            "/nonexistent/sip2.password: cannot be read",
+        ),
+        ('ils = "sip2://kiosk@10.0.0.5:6001"\nrfid = "usb"', "rfid"),
+    ],
+)
+def test_a_bad_self_check_config_is_a_clear_error_at_check_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, words: str
+) -> None:
+    doc = BASE.replace('role = "gate"', 'role = "selfcheck"') + (
+        f"\n[selfcheck]\nenabled = true\n{section}\n"
+    )
+    path = tmp_path / "sc.toml"
+    path.write_text(doc)
+    assert main(["config", "check", str(path)]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_the_self_check_password_comes_from_its_file(tmp_path: Path) -> None:
+    secret = tmp_path / "sip2.password"
+    secret.write_text("s3cret\n")
+    doc = BASE.replace('role = "gate"', 'role = "selfcheck"') + (
+        f'\n[selfcheck]\nenabled = true\nils = "sip2://kiosk@10.0.0.5:6001"\n'
+        f'password_file = "{secret}"\n'
+    )
+    cfg = load_config(write(tmp_path, doc))
+    account = cfg.selfcheck.account()
+    assert (account.user, account.password) == ("kiosk", "s3cret")

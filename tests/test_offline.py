@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from ils import Dummy
 
 from biblioedge.agent.offline import OfflineDesk, OfflineRules, Refusal
 from biblioedge.agent.store import Store
 from biblioedge.drivers.sip2.client import Account
 from biblioedge.drivers.sip2.library import Circulation, Sip2Library
-from biblioedge.launch import free_port, wait_port
-
-CLI = [sys.executable, "-m", "biblioedge"]
-
-
-class Dummy:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"sip2://kiosk:kiosk@127.0.0.1:{self.port}?institution=TVTN&timeout=2"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [*CLI, "sip", "serve", "--port", str(self.port)], stdout=subprocess.DEVNULL
-        )
-        wait_port("127.0.0.1", self.port, 20)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-
-@pytest.fixture
-def ils() -> Iterator[Dummy]:
-    d = Dummy()
-    d.start()
-    yield d
-    d.stop()
 
 
 class Counting(Sip2Library):

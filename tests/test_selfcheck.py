@@ -3,12 +3,14 @@ speaking SIP2 over TCP, the 3M 810 driver on a pty with the simulated pad, the a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_offline import Dummy
+from ils import Dummy
 
 from biblioedge.agent.offline import OfflineDesk, OfflineRules
 from biblioedge.agent.selfcheck import Refused, SelfCheck, Session
@@ -21,14 +23,6 @@ from biblioedge.drivers.sip2.library import Sip2Library
 
 TAGS = catalogue_tags(CATALOGUE, sets=SETS, not_offline=NOT_OFFLINE)
 READER = "P000102"
-
-
-@pytest.fixture
-def ils() -> Iterator[Dummy]:
-    d = Dummy()
-    d.start()
-    yield d
-    d.stop()
 
 
 class Kiosk:
@@ -263,21 +257,33 @@ async def until(station: Any, *steps: str, within: float = 15) -> None:
     raise AssertionError(f"stuck at {station.view}")
 
 
+@contextlib.asynccontextmanager
+async def running(tmp: Path, url: str, record: Recorder | None = None) -> AsyncIterator[Any]:
+    """The station as the agent builds it (simulated pad), its loop running."""
+    from biblioedge.agent.selfcheck_build import build_selfcheck
+    from biblioedge.agent.supervisor import Context
+
+    cfg = station_config(tmp, url)
+    station, closables = await build_selfcheck(
+        lambda: cfg, record or Recorder(), None, lambda: True
+    )
+    task = asyncio.create_task(station.run(Context("selfcheck", 30)))
+    try:
+        await until(station, "idle")
+        yield station
+        assert not task.done(), task
+    finally:
+        task.cancel()
+        for c in closables:
+            c.close()
+
+
 @pytest.mark.asyncio
 async def test_the_station_from_barcode_and_pin_to_receipt_and_back(
     tmp_path: Path, ils: Dummy
 ) -> None:
-    import asyncio
-
-    from biblioedge.agent.selfcheck_build import build_selfcheck
-    from biblioedge.agent.supervisor import Context
-
-    cfg = station_config(tmp_path, ils.url)
     record = Recorder()
-    station, closables = await build_selfcheck(lambda: cfg, record, None, lambda: True)
-    task = asyncio.create_task(station.run(Context("selfcheck", 30)))
-    try:
-        await until(station, "idle")
+    async with running(tmp_path, ils.url, record) as station:
         station.scanned("P000101")
         await until(station, "pin")
         station.pin("1234")
@@ -315,30 +321,17 @@ async def test_the_station_from_barcode_and_pin_to_receipt_and_back(
         kinds = [t for t, _ in record.events]
         assert kinds.count("circ.checkout") == 2 and kinds.count("circ.checkin") == 3
         assert station.stories[0].startswith("P000101 mượn 2 tài liệu")
-    finally:
-        task.cancel()
-        for c in closables:
-            c.close()
 
 
 @pytest.mark.asyncio
 async def test_the_station_lends_offline_and_reconciles_when_the_system_returns(
     tmp_path: Path, ils: Dummy
 ) -> None:
-    import asyncio
-
-    from biblioedge.agent.selfcheck_build import build_selfcheck
-    from biblioedge.agent.supervisor import Context
-
-    cfg = station_config(tmp_path, ils.url)
     record = Recorder()
-    station, closables = await build_selfcheck(lambda: cfg, record, None, lambda: True)
-    task = asyncio.create_task(station.run(Context("selfcheck", 30)))
-    try:
-        await until(station, "idle")
+    async with running(tmp_path, ils.url, record) as station:
         ils.stop()
-        for _ in range(100):  # the probe notices
-            if not station.flow.online:
+        for _ in range(100):  # the probe notices, and the screen shows it
+            if not station.flow.online and station.view.offline:
                 break
             await asyncio.sleep(0.05)
         assert not station.flow.online and station.view.offline
@@ -372,25 +365,12 @@ async def test_the_station_lends_offline_and_reconciles_when_the_system_returns(
         (att,) = [p for t, p in record.events if t == "circ.attention"]
         assert att["item_id"] == "30000008" and "Contact the reader" in att["action"]
         assert station.view.pending == 0
-    finally:
-        task.cancel()
-        for c in closables:
-            c.close()
 
 
 async def test_the_station_says_out_of_service_when_the_reader_dies_and_recovers(
     tmp_path: Path, ils: Dummy
 ) -> None:
-    import asyncio
-
-    from biblioedge.agent.selfcheck_build import build_selfcheck
-    from biblioedge.agent.supervisor import Context
-
-    cfg = station_config(tmp_path, ils.url)
-    station, closables = await build_selfcheck(lambda: cfg, Recorder(), None, lambda: True)
-    task = asyncio.create_task(station.run(Context("selfcheck", 30)))
-    try:
-        await until(station, "idle")
+    async with running(tmp_path, ils.url) as station:
         station.scanned("P000102")
         await until(station, "pin")
         station.pin("1234")
@@ -401,8 +381,3 @@ async def test_the_station_says_out_of_service_when_the_reader_dies_and_recovers
         station.simulator.mute = False
         await until(station, "idle")
         assert station.flow.session is None  # the reader starts over, nothing half done
-        assert not task.done()
-    finally:
-        task.cancel()
-        for c in closables:
-            c.close()
