@@ -319,6 +319,10 @@ class SelfcheckConfig(StrictModel):
             Account.from_url(self.ils)
         except ValueError as exc:
             raise ValueError(f"selfcheck.ils: {exc}") from None
+        if self.rfid == "none":
+            raise ValueError("selfcheck.rfid: the pad's reader, m810:<serial port> or sim")
+        if self.pepper_file is not None and not self.pepper_file.is_file():
+            raise ValueError(f"selfcheck.pepper_file {self.pepper_file} does not exist")
         if self.password_file is not None:
             try:
                 self.password_file.read_text(encoding="utf-8")

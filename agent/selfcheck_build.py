@@ -120,8 +120,6 @@ async def build_selfcheck(
 
     cfg: AgentConfig = cfg_ref()
     sc = cfg.selfcheck
-    if sc.pepper_file is not None and not sc.pepper_file.is_file():
-        raise ConfigError(f"selfcheck.pepper_file {sc.pepper_file} does not exist")
     reader, sim = await asyncio.to_thread(open_reader, cfg)
     library = Sip2Library(sc.account())
     offline_store = await asyncio.to_thread(Store, cfg.store_path)  # its own connection

@@ -160,11 +160,15 @@ def test_a_data_dir_that_cannot_hold_data_is_refused_before_start(
             "/nonexistent/sip2.password: cannot be read",
         ),
         ('ils = "sip2://kiosk@10.0.0.5:6001"\nrfid = "usb"', "rfid"),
+        ('ils = "sip2://kiosk@10.0.0.5:6001"\nrfid = "none"', "the pad's reader"),
+        ('ils = "sip2://k@h:1"\nrfid = "sim"\npepper_file = "/nonexistent"', "does not exist"),
     ],
 )
 def test_a_bad_self_check_config_is_a_clear_error_at_check_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, words: str
 ) -> None:
+    if "rfid" not in section:
+        section += '\nrfid = "sim"'
     doc = BASE.replace('role = "gate"', 'role = "selfcheck"') + (
         f"\n[selfcheck]\nenabled = true\n{section}\n"
     )
@@ -179,7 +183,7 @@ def test_the_self_check_password_comes_from_its_file(tmp_path: Path) -> None:
     secret.write_text("s3cret\n")
     doc = BASE.replace('role = "gate"', 'role = "selfcheck"') + (
         f'\n[selfcheck]\nenabled = true\nils = "sip2://kiosk@10.0.0.5:6001"\n'
-        f'password_file = "{secret}"\n'
+        f'password_file = "{secret}"\nrfid = "sim"\n'
     )
     cfg = load_config(write(tmp_path, doc))
     account = cfg.selfcheck.account()

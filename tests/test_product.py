@@ -364,6 +364,25 @@ def test_built_wheel_maps_every_folder_under_biblioedge(tmp_path: Path) -> None:
         "biblioedge/py.typed",
     ]:
         assert module in names
+    # every module of every mapped folder is in it (a subpackage missing from pyproject's
+    # list would otherwise work in the checkout and be absent on a kiosk)
+    folders = {
+        "core": "biblioedge",
+        "agent": "biblioedge/agent",
+        "kiosk": "biblioedge/kiosk",
+        "drivers": "biblioedge/drivers",
+        "models": "biblioedge/models",
+        "fleet": "biblioedge/fleet",
+        "provisioning": "biblioedge/provisioning",
+    }
+    missing = [
+        f"{pkg}/{py.relative_to(ROOT / folder).as_posix()}"
+        for folder, pkg in folders.items()
+        for py in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in py.parts
+        and f"{pkg}/{py.relative_to(ROOT / folder).as_posix()}" not in names
+    ]
+    assert missing == [], missing
     tops = {n.split("/")[0] for n in names}
     assert tops <= {"biblioedge", next(n.split("/")[0] for n in names if ".dist-info" in n)}
     # the wheel works on its own: import it from a target dir, away from the source tree
