@@ -275,6 +275,7 @@ class SelfcheckStation:
     # -- the session -------------------------------------------------------------------
 
     async def _identify(self, patron_id: str, via: Via, pin: str | None = None) -> None:
+        self._returning = False  # a reader who scans their card after returning now borrows
         self._show("working", "selfcheck_identifying")
         got = await self._call(self.flow.identify, patron_id, via, pin)
         if isinstance(got, Refused):

@@ -25,6 +25,15 @@ TAGS = catalogue_tags(CATALOGUE, sets=SETS, not_offline=NOT_OFFLINE)
 READER = "P000102"
 
 
+def fresh(*items: str) -> list[SimTag]:
+    """The tags of these items as on the shelf: secured, well-behaved, no history."""
+    tags = [tag for item in items for tag in TAGS[item]]
+    for tag in tags:
+        tag.afi, tag.lift_on, tag.ignore_afi_writes = 0x07, None, False
+        tag.commands.clear()
+    return tags
+
+
 class Kiosk:
     def __init__(self, tmp: Path, url: str) -> None:
         self.pad = M810Simulator(baud=None).start()
@@ -42,10 +51,7 @@ class Kiosk:
         )
 
     def put(self, *items: str) -> list[SimTag]:
-        tags = [tag for item in items for tag in TAGS[item]]
-        for tag in tags:
-            tag.afi, tag.lift_on, tag.ignore_afi_writes = 0x07, None, False
-            tag.commands.clear()
+        tags = fresh(*items)
         self.pad.clear()
         self.pad.place(*tags)
         return tags
@@ -320,6 +326,15 @@ async def test_the_station_from_barcode_and_pin_to_receipt_and_back(
         )
         kinds = [t for t, _ in record.events]
         assert kinds.count("circ.checkout") == 2 and kinds.count("circ.checkin") == 3
+        # the same reader now borrows: the pad is for lending again, not for returning
+        station.scanned("P000101")
+        await until(station, "pin")
+        station.pin("1234")
+        await until(station, "ready")
+        station.simulator.clear()
+        station.simulator.place(*fresh("30000004"))
+        await until(station, "results")
+        assert [r.item_id for r in station.view.items if r.ok] == ["30000004"]
         assert station.stories[0].startswith("P000101 mượn 2 tài liệu")
 
 
