@@ -26,14 +26,11 @@ def _usage(text: str) -> int:
     if text in names:
         return names[text]
     try:
-        value = int(text, 0)
-    except ValueError:
+        return _byte(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"{text!r}: a byte (0x10) or one of {', '.join(sorted(names))}"
         ) from None
-    if not 0 <= value <= 0xFF:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one byte")
-    return value
 
 
 def _byte(text: str) -> int:

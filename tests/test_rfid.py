@@ -146,6 +146,8 @@ def test_bad_part_2_data_names_the_byte() -> None:
         b"\x11\x01\x05\x11\x01\x06\x00": (3, "twice"),
         b"\x73\x02VN\x00": (0, "not the item id"),
         b"\x71\x02\xc3\x28\x00": (0, "cannot be read"),  # not UTF-8
+        # set information in UTF-8 superscript digits: "digits" that int() refuses
+        b"\x11\x01\x01\x62\x01\x40\x74\x04\xc2\xb2\xc2\xb9\x00": (6, "not two numbers"),
     }
     for memory, (offset, words) in cases.items():
         with pytest.raises(TagDataError, match=words) as err:

@@ -375,7 +375,7 @@ def encode_2(tag: TagData, *, block_size: int = 4) -> bytes:
         if name == "content_parameter":
             continue  # recomputed from what is written
         oid = BY_NAME.get(name)
-        if oid is None and name.startswith("oid_") and name[4:].isdigit():
+        if oid is None and name.startswith("oid_") and name[4:].isascii() and name[4:].isdigit():
             oid = int(name[4:])
         if oid is None or oid < 3 or oid > 15 + 255 or oid in (3, 4, 5):
             raise ValueError(f"unknown or reserved data element {name!r}")
@@ -398,6 +398,7 @@ def _need(memory: bytes, pos: int, n: int, what: str, start: int) -> None:
 def decode_2(memory: bytes) -> TagData:
     pos = 0
     seen: dict[int, str] = {}
+    where: dict[int, int] = {}  # byte where each element starts, for the error messages
     usage: int | None = None
     if not memory or memory[0] == 0:
         raise TagDataError("the tag is blank: no data set", 0)
@@ -427,6 +428,7 @@ def decode_2(memory: bytes) -> TagData:
         pos += length + pad
         if oid in seen:
             raise TagDataError(f"element {oid} ({name}) appears twice", start)
+        where[oid] = start
         if not seen and oid != 1:
             raise TagDataError(f"the first element is {oid} ({name}), not the item id", start)
         try:
@@ -445,11 +447,11 @@ def decode_2(memory: bytes) -> TagData:
     if 4 in seen:
         digits = seen[4]
         half = len(digits) // 2
-        if len(digits) % 2 or not digits.isdigit() or half == 0:
-            raise TagDataError(f"set information {digits!r} is not two numbers", 0)
+        if len(digits) % 2 or not (digits.isascii() and digits.isdigit()) or half == 0:
+            raise TagDataError(f"set information {digits!r} is not two numbers", where[4])
         parts, part = int(digits[:half]), int(digits[half:])
         if not 1 <= part <= parts:
-            raise TagDataError(f"set information says part {part} of {parts}", 0)
+            raise TagDataError(f"set information says part {part} of {parts}", where[4])
     others = {OIDS.get(o, f"oid_{o}"): v for o, v in seen.items() if o not in (1, 3, 4, 5)}
     return TagData(
         primary_item_id=seen[1],
