@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ils import Dummy
 
-from biblioedge.launch import AgentProcess, CentralProcess, agent_config
+from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config
 from biblioedge.provisioning.broker import BrokerProcess
 
 

@@ -14,11 +14,11 @@ from typing import Any
 from biblioedge.agent.desk import DeskFlow, DeskSettings, DeskView
 from biblioedge.agent.store import Store
 from biblioedge.agent.supervisor import Context
-from biblioedge.bench_desk import OutboxPump, simulated_desk
+from biblioedge.bench.desk import OutboxPump, simulated_desk
+from biblioedge.demo.samples import desk_person
 from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
 from biblioedge.drivers.cccd.simdata import Citizen, TestPki, chip_files, demo_citizen, make_pki
 from biblioedge.models.engine import FaceEngine
-from biblioedge.samples import desk_person
 
 SITE, DESK = "tv-tinh", "desk-1"
 _ENGINE: FaceEngine | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from biblioedge.launch import free_port, wait_port
+from biblioedge.demo.launch import free_port, wait_port
 
 CLI = [sys.executable, "-m", "biblioedge"]
 

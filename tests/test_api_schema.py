@@ -18,7 +18,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
-from biblioedge.launch import CentralProcess
+from biblioedge.demo.launch import CentralProcess
 from biblioedge.provisioning.broker import BrokerProcess
 
 pytestmark = pytest.mark.integration

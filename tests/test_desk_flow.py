@@ -222,7 +222,7 @@ def test_chip_photos_in_jpeg_2000_are_decoded_for_the_face_match() -> None:
     import numpy as np
 
     from biblioedge.agent.desk import citizen_ref, decode_photo, mask_id
-    from biblioedge.samples import desk_person
+    from biblioedge.demo.samples import desk_person
 
     jpeg, _ = desk_person()
     image = decode_photo(jpeg)

@@ -11,7 +11,7 @@ from disk import fill, tmpfs
 from test_integration import device, scrape, stored_seqs
 
 from biblioedge.agent.store import DiskFull, Store
-from biblioedge.launch import CentralProcess, free_port, wait_until
+from biblioedge.demo.launch import CentralProcess, free_port, wait_until
 from biblioedge.settings import check_data_dir
 
 WHO = {"device_id": "gate-07", "site": "tv-tinh"}

@@ -229,7 +229,7 @@ def test_line_buffer_drops_overlong_lines_whole() -> None:
 
 
 def test_bench_codes_reports_both_decoders() -> None:
-    from biblioedge.bench_codes import bench_codes
+    from biblioedge.bench.codes import bench_codes
 
     doc = bench_codes(frames=12, repeat=1)
     for config in ("library_formats", "qr_only"):

@@ -239,9 +239,9 @@ def test_enrolled_at_central_recognized_at_the_gate_then_erased(
     import cv2
     from samples import astronaut
 
-    from biblioedge.launch import CentralProcess, wait_until
+    from biblioedge.demo.launch import CentralProcess, wait_until
+    from biblioedge.demo.samples import portrait, scene_frame
     from biblioedge.models.engine import FaceEngine
-    from biblioedge.samples import portrait, scene_frame
 
     assert isinstance(central, CentralProcess)
     engine = FaceEngine()
@@ -358,7 +358,7 @@ def test_a_self_check_gets_the_sites_gallery_over_the_secured_broker(
     """Real processes: a self-check is enrolled like a gate, receives the site keys wrapped
     to it and the gallery deltas, and so knows a blocked reader while the library system is
     away (here there is none at all: it lends offline from the start)."""
-    from biblioedge.launch import CentralProcess, wait_until
+    from biblioedge.demo.launch import CentralProcess, wait_until
     from biblioedge.procs import free_port
 
     assert isinstance(central, CentralProcess)

@@ -178,7 +178,7 @@ async def test_camera_unplugged_shows_out_of_service_and_recovers(face: AsyncFac
 
 
 def test_bench_gate_small_run() -> None:
-    from biblioedge.bench_gate import bench_gate
+    from biblioedge.bench.gate import bench_gate
 
     doc = bench_gate(people=4, rounds=1, frames=4, progress=False)
     assert doc["approaches"] == 4 and doc["enrolled_approaches"] == 2

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
-from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
+from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.procs import free_port
 from biblioedge.protocol import MAX_PAYLOAD_BYTES
 from biblioedge.provisioning.broker import BrokerProcess

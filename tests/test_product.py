@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
+from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.provisioning.broker import BrokerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -353,7 +353,7 @@ def test_built_wheel_maps_every_folder_under_biblioedge(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("biblioedge-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for module in [
-        "biblioedge/cli.py",
+        "biblioedge/cli/__init__.py",
         "biblioedge/protocol.py",
         "biblioedge/agent/sync.py",
         "biblioedge/fleet/api.py",

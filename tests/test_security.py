@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from biblioedge.demo.launch import AgentProcess, CentralProcess, wait_until
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.cards import Cards
@@ -28,7 +29,6 @@ from biblioedge.fleet.db import enrollments
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Repo
-from biblioedge.launch import AgentProcess, CentralProcess, wait_until
 from biblioedge.protocol import ProtocolError
 from biblioedge.provisioning import pki, signing
 from biblioedge.provisioning.broker import BrokerProcess, mosquitto_acl, mosquitto_path
@@ -411,7 +411,7 @@ def _stored(central: CentralProcess, device: str) -> list[dict[str, Any]]:
 def test_enrollment_to_first_event_and_a_kiosk_that_is_not_enrolled_refuses_to_start(
     tmp_path: Path, central: CentralProcess, broker: BrokerProcess
 ) -> None:
-    from biblioedge.launch import agent_config
+    from biblioedge.demo.launch import agent_config
 
     data = tmp_path / "desk-07"
     t0 = time.monotonic()
@@ -556,7 +556,7 @@ def test_the_commands_it_uses_tokens_enrollment_and_api_tokens(
 
 @pytest.mark.integration
 def test_the_agent_renews_its_certificate_and_keeps_syncing(tmp_path: Path) -> None:
-    from biblioedge.launch import agent_config
+    from biblioedge.demo.launch import agent_config
 
     broker = BrokerProcess(tmp_path / "broker")
     central = CentralProcess(tmp_path / "central", broker, extra={"security": {"cert_days": 1}})

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pysip2 import calculate_checksum
 
+from biblioedge.demo.launch import free_port, wait_port
 from biblioedge.drivers.sip2.client import Account, LoginRefused, ReplyLost, Sip2Client
 from biblioedge.drivers.sip2.codec import Dialect, Sip2Error, checksum, decode, encode
 from biblioedge.drivers.sip2.library import Sip2Library
-from biblioedge.launch import free_port, wait_port
 
 CLI = [sys.executable, "-m", "biblioedge"]
 

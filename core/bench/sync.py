@@ -17,7 +17,6 @@ the UNIQUE event id that makes duplicates impossible by construction.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 
 from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
-from biblioedge.launch import AgentProcess, CentralProcess, agent_config, wait_until
+from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.provisioning.broker import BrokerProcess
 
 SITE = "bench"
@@ -313,11 +312,3 @@ def bench_sync_tls(**kwargs: Any) -> dict[str, Any]:
     tls["duplicated"] += plain["duplicated"]
     tls["targets"]["tls_ratio>=0.9"] = tls["tls_ratio"] >= 0.9
     return tls
-
-
-def print_result(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
-        return
-    for key, value in result.items():
-        sys.stdout.write(f"{key:>24}: {value}\n")

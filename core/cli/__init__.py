@@ -72,7 +72,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_sync(args: argparse.Namespace) -> int:
-    from biblioedge.bench import bench_sync, bench_sync_tls, print_result
+    from biblioedge.bench import print_result
+    from biblioedge.bench.sync import bench_sync, bench_sync_tls
 
     setup_logging(args.log_format or "human", "WARNING")
     result = (bench_sync_tls if args.tls else bench_sync)(
@@ -88,7 +89,7 @@ def _cmd_bench_sync(args: argparse.Namespace) -> int:
 
 def _cmd_bench_face(args: argparse.Namespace) -> int:
     from biblioedge.bench import print_result
-    from biblioedge.bench_face import bench_face
+    from biblioedge.bench.face import bench_face
 
     setup_logging(args.log_format or "human", "WARNING")
     try:
@@ -109,7 +110,7 @@ def _cmd_bench_face(args: argparse.Namespace) -> int:
 
 def _cmd_bench_codes(args: argparse.Namespace) -> int:
     from biblioedge.bench import print_result
-    from biblioedge.bench_codes import bench_codes
+    from biblioedge.bench.codes import bench_codes
 
     print_result(bench_codes(args.frames, args.repeat), as_json=args.json)
     return 0
@@ -117,7 +118,7 @@ def _cmd_bench_codes(args: argparse.Namespace) -> int:
 
 def _cmd_bench_desk(args: argparse.Namespace) -> int:
     from biblioedge.bench import print_result
-    from biblioedge.bench_desk import bench_desk
+    from biblioedge.bench.desk import bench_desk
 
     setup_logging(args.log_format or "human", "WARNING")
     result = bench_desk(args.rounds, args.runs, progress=not args.json)
@@ -127,7 +128,7 @@ def _cmd_bench_desk(args: argparse.Namespace) -> int:
 
 def _cmd_bench_gate(args: argparse.Namespace) -> int:
     from biblioedge.bench import print_result
-    from biblioedge.bench_gate import bench_gate
+    from biblioedge.bench.gate import bench_gate
 
     setup_logging(args.log_format or "human", "WARNING")
     result = bench_gate(args.people, args.rounds, args.frames, progress=not args.json)
@@ -137,7 +138,7 @@ def _cmd_bench_gate(args: argparse.Namespace) -> int:
 
 def _cmd_bench_selfcheck(args: argparse.Namespace) -> int:
     from biblioedge.bench import print_result
-    from biblioedge.bench_selfcheck import bench_selfcheck
+    from biblioedge.bench.selfcheck import bench_selfcheck
 
     setup_logging(args.log_format or "human", "WARNING")
     result = bench_selfcheck(args.rounds, args.offline, progress=not args.json)
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="API listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="API port (default 8080)")
     p.set_defaults(func=_cmd_central)
-    from biblioedge import identitycli
+    from biblioedge.cli import identity as identitycli
 
     identitycli.register_central(p)
     identitycli.register(sub)
@@ -403,10 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--central", action="store_true", help="central's config instead of agent's")
     c.set_defaults(func=_cmd_config_schema)
 
-    from biblioedge.cccdcli import register as register_cccd
-    from biblioedge.facecli import register
-    from biblioedge.rfidcli import register as register_rfid
-    from biblioedge.sipcli import register as register_sip
+    from biblioedge.cli.cccd import register as register_cccd
+    from biblioedge.cli.face import register
+    from biblioedge.cli.rfid import register as register_rfid
+    from biblioedge.cli.sip import register as register_sip
 
     register(sub)
     register_cccd(sub)

@@ -19,8 +19,8 @@ from typing import IO, Any
 
 import httpx
 
-from biblioedge.keeper import Keeper
-from biblioedge.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
+from biblioedge.demo.keeper import Keeper
+from biblioedge.demo.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
 from biblioedge.procs import free_port, port_free, wait_port
 from biblioedge.provisioning.broker import BrokerProcess
 
@@ -49,8 +49,8 @@ def prepare_gate(agent_dir: Path) -> Path | None:
 
     from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
     from biblioedge.agent.store import Patron, Store
+    from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
     from biblioedge.models.engine import FaceEngine
-    from biblioedge.samples import people_in_samples, portrait, scene_frame
 
     people = [p for p in people_in_samples() if not p[0].startswith("astronaut")]
     if not people:
@@ -93,7 +93,7 @@ def prepare_desk(agent_dir: Path) -> tuple[Path, bytes] | None:
     sample faces."""
     import cv2
 
-    from biblioedge.samples import desk_person
+    from biblioedge.demo.samples import desk_person
 
     try:
         photo, frames = desk_person(frames=12)

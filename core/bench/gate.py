@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from biblioedge.samples import people_in_samples, portrait, scene_frame
+from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
 
 
 async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> dict[str, Any]:

@@ -167,10 +167,10 @@ async def _registrations(runs: int, citizen: Any, qr: str, pki: Any, say: Any) -
     from biblioedge.agent.desk import DeskSettings
     from biblioedge.agent.store import Store
     from biblioedge.agent.supervisor import Context
+    from biblioedge.demo.samples import desk_person
     from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
     from biblioedge.drivers.cccd.simdata import chip_files
     from biblioedge.models.engine import FaceEngine
-    from biblioedge.samples import desk_person
 
     _, frames = desk_person(frames=8)
     tmp = Path(tempfile.mkdtemp(prefix="bench-desk-"))
@@ -239,9 +239,9 @@ async def _registrations(runs: int, citizen: Any, qr: str, pki: Any, say: Any) -
 
 
 def bench_desk(rounds: int = 5, runs: int = 3, progress: bool = True) -> dict[str, Any]:
+    from biblioedge.demo.samples import desk_person
     from biblioedge.drivers.cccd.simdata import demo_citizen, make_pki
     from biblioedge.provisioning.pcsc import PcscdProcess
-    from biblioedge.samples import desk_person
 
     def say(msg: str) -> None:
         if progress:
