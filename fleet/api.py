@@ -24,6 +24,7 @@ from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.enrollments import EnrollmentError, Registry
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
+from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.routers import audit as audit_routes
 from biblioedge.fleet.routers import cards as card_routes
@@ -33,6 +34,7 @@ from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import readers as reader_routes
+from biblioedge.fleet.routers import releases as release_routes
 from biblioedge.fleet.routers.common import SECURED, STRICT
 
 
@@ -40,12 +42,13 @@ class BodyLimit:
     """ASGI middleware: 413 for a body over ``limit`` bytes, judged by Content-Length before
     anything is read, and counted while a body without one streams in."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt  # routes that stream large bodies and bound them themselves
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
@@ -76,6 +79,7 @@ def create_app(
     readers: Readers | None = None,
     cards: Cards | None = None,
     registry: Registry | None = None,
+    releases: ReleaseRepo | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
@@ -97,7 +101,9 @@ def create_app(
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    app.add_middleware(BodyLimit, limit=cfg.http.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, limit=cfg.http.max_body_bytes, exempt=("/api/v1/releases/artifacts/",)
+    )
     tokens = Tokens(repo.engine)
     audit = Audit(repo.engine)
     open_paths = {"/api/v1/health", "/api/v1/enroll", "/api/v1/enroll/ca"}
@@ -152,6 +158,9 @@ def create_app(
         app.include_router(
             consent_routes.router(cards, readers, changed), dependencies=authenticated
         )
+    if releases is not None:
+        app.include_router(release_routes.router(releases), dependencies=authenticated)
+        app.include_router(release_routes.tuf_router(releases))
     if registry is not None:
         app.add_exception_handler(EnrollmentError, enrollment_routes.refused)
         app.include_router(

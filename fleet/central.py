@@ -19,6 +19,7 @@ from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
+from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
 from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import GALLERY_ROLES
@@ -53,6 +54,28 @@ def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Regi
     return identity, registry
 
 
+def open_releases(cfg: CentralConfig) -> ReleaseRepo:
+    r = cfg.releases
+    return ReleaseRepo(
+        cfg.releases_dir,
+        cfg.data_dir / "keys",
+        timestamp_days=r.timestamp_days,
+        snapshot_days=r.snapshot_days,
+        max_artifact_bytes=r.max_artifact_mb * 2**20,
+    )
+
+
+async def resign_loop(releases: ReleaseRepo, every_s: float) -> None:
+    """Keep the timestamp and snapshot fresh: kiosks refuse expired metadata."""
+    while True:
+        try:
+            if await asyncio.to_thread(releases.refresh):
+                log.info("re-signed the release timestamp")
+        except OSError as exc:
+            log.error("cannot re-sign release metadata: %s", exc)
+        await asyncio.sleep(every_s)
+
+
 def check_secure(cfg: CentralConfig) -> None:
     if cfg.security.require and not cfg.broker.tls:
         raise ConfigError(
@@ -84,7 +107,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         for name, pem in registry.active()
         if name.role in GALLERY_ROLES
     ]
-    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry)
+    releases = open_releases(cfg)
+    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases)
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
         if role in GALLERY_ROLES:
@@ -115,6 +139,9 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         log.warning("security.require is off: the broker is not authenticated (demo only)")
     bridge_task = asyncio.create_task(bridge.run(), name="central:bridge")
     crl_task = asyncio.create_task(registry.refresh_loop(), name="central:crl")
+    tuf_task = asyncio.create_task(
+        resign_loop(releases, cfg.releases.refresh_s), name="central:tuf"
+    )
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -134,6 +161,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     server.should_exit = True
     bridge_task.cancel()
     crl_task.cancel()
+    tuf_task.cancel()
     stop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         async with asyncio.timeout(5):

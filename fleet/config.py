@@ -74,6 +74,23 @@ class SecurityConfig(StrictModel):
     )
 
 
+class ReleasesConfig(StrictModel):
+    dir: Path | None = Field(
+        default=None,
+        description="The TUF repository and its artifacts; default <data_dir>/releases",
+    )
+    timestamp_days: float = Field(
+        default=1.0, gt=0, le=30, description="Life of the timestamp central signs online"
+    )
+    snapshot_days: float = Field(
+        default=7.0, gt=0, le=90, description="Life of the snapshot central signs online"
+    )
+    refresh_s: float = Field(
+        default=600.0, ge=1, description="How often central checks whether to re-sign them"
+    )
+    max_artifact_mb: int = Field(default=2048, ge=1, description="Largest file of a release")
+
+
 class CentralConfig(StrictModel):
     data_dir: Path = Field(description="Where the default SQLite database lives")
     database_url: str | None = Field(
@@ -99,7 +116,14 @@ class CentralConfig(StrictModel):
         pattern=r"^[A-Z]{1,4}$",
         description="Patron numbers the desks are given: prefix + 7 digits (BE0000042)",
     )
+    releases: ReleasesConfig = Field(
+        default_factory=ReleasesConfig, description="Signed releases (TUF repository)"
+    )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging")
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.releases.dir or self.data_dir / "releases"
 
     @property
     def broker_dir(self) -> Path:

@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from biblioedge.cli.cccd import register as register_cccd
     from biblioedge.cli.face import register
+    from biblioedge.cli.release import register as register_release
     from biblioedge.cli.rfid import register as register_rfid
     from biblioedge.cli.sip import register as register_sip
 
@@ -413,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_cccd(sub)
     register_sip(sub)
     register_rfid(sub)
+    register_release(sub)
     return parser
 
 
