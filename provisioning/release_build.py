@@ -67,10 +67,49 @@ def python_tag() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+_JUNK = (
+    ".venv",
+    ".git",
+    "build",
+    "*.egg-info",
+    ".typecheck",
+    "__pycache__",
+    "*_cache",
+    "demo-data",
+)
+
+
+def versioned_copy(
+    source: Path, into: Path, version: str | None, patch: Callable[[Path], None] | None = None
+) -> Path:
+    """A copy of the source tree (an in-tree build would leave build/ in the checkout) whose
+    package says ``version`` (pyproject and ``__version__``), optionally changed further by
+    ``patch`` (the benchmark's broken release)."""
+    import re
+
+    tree = into / "src"
+    shutil.copytree(source, tree, ignore=shutil.ignore_patterns(*_JUNK))
+    if version is None:
+        return tree
+    pyproject = tree / "pyproject.toml"
+    text, n = re.subn(r'(?m)^version = "[^"]*"', f'version = "{version}"', pyproject.read_text())
+    init = tree / "core" / "__init__.py"
+    code, m = re.subn(r'(?m)^__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text())
+    if n != 1 or m != 1:
+        raise BuildError(f"cannot set the version in {source}")
+    pyproject.write_text(text)
+    init.write_text(code)
+    if patch is not None:
+        patch(tree)
+    return tree
+
+
 def build_software(
     source: Path,
     out: Path,
     *,
+    version: str | None = None,
+    patch: Callable[[Path], None] | None = None,
     arches: tuple[str, ...] = ARCHES,
     roles: tuple[str, ...] = ("gate", "selfcheck"),
     with_dependencies: bool = True,
@@ -81,11 +120,12 @@ def build_software(
     wheels = out / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     say(f"building the biblioedge wheel from {source}")
-    pip("wheel", "--no-deps", "-q", "-w", str(wheels), str(source))
-    built = sorted(wheels.glob("biblioedge-*.whl"), key=lambda p: p.stat().st_mtime)
-    if not built:
-        raise BuildError("pip built no biblioedge wheel")
-    own = built[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = versioned_copy(source, Path(tmp), version, patch)
+        pip("wheel", "--no-deps", "-q", "-w", str(Path(tmp) / "own"), str(tree))
+        (own,) = (Path(tmp) / "own").glob("biblioedge-*.whl")
+        shutil.move(str(own), wheels / own.name)
+        own = wheels / own.name
     version = own.name.split("-")[1]
     say("fetching pip's own wheel (it installs the others on the kiosk)")
     pip("download", "--no-deps", "-q", "-d", str(wheels), f"pip=={metadata.version('pip')}")

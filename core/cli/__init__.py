@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from biblioedge.cli.cccd import register as register_cccd
     from biblioedge.cli.face import register
+    from biblioedge.cli.install import register as register_install
     from biblioedge.cli.release import register as register_release
     from biblioedge.cli.rfid import register as register_rfid
     from biblioedge.cli.sip import register as register_sip
@@ -415,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_sip(sub)
     register_rfid(sub)
     register_release(sub)
+    register_install(sub)
     return parser
 
 
