@@ -135,6 +135,41 @@ class SupervisorConfig(StrictModel):
     )
 
 
+class UpdateConfig(StrictModel):
+    enabled: bool = Field(
+        default=False,
+        description="Install the software releases central wants (a kiosk installed with "
+        "'biblioedge install' turns this on)",
+    )
+    prefix: Path = Field(
+        default=Path("/opt/biblioedge"), description="Where the releases live (current, releases/)"
+    )
+    soak_s: float = Field(
+        default=600.0, ge=0, description="Healthy time on a new release before it is committed"
+    )
+    ready_timeout_s: float = Field(
+        default=120.0, gt=0, description="The self-test must pass within this, or roll back"
+    )
+    retry_s: float = Field(default=60.0, gt=0, description="Wait before retrying a failed step")
+    maintenance_window: str | None = Field(
+        default=None,
+        description="Local time when installs may start, HH:MM-HH:MM (may wrap midnight); "
+        "none: any time the kiosk is idle",
+    )
+    compile_bytecode: bool = Field(
+        default=True, description="Compile a new release at install (faster starts on a Pi)"
+    )
+
+    @field_validator("maintenance_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from biblioedge.agent.window import valid_window
+
+        return valid_window(value)
+
+
 class SimulatorConfig(StrictModel):
     enabled: bool = Field(default=False, description="Emit simulated events of the role")
     rate_per_s: float = Field(default=1.0, ge=0, le=10_000, description="Simulated events/s")
@@ -376,6 +411,9 @@ class AgentConfig(StrictModel):
     security: AgentSecurityConfig = Field(
         default_factory=AgentSecurityConfig, description="Identity and central's keys"
     )
+    update: UpdateConfig = Field(
+        default_factory=UpdateConfig, description="Software updates (releases signed by IT)"
+    )
 
     @field_validator("site", "device_id")
     @classmethod
@@ -415,6 +453,8 @@ TUNABLE_PATHS: frozenset[str] = frozenset(
         "desk.keep_fields",
         "desk.card_photo",
         "desk.card_valid_days",
+        "update.maintenance_window",
+        "update.soak_s",
     }
 )
 

@@ -230,6 +230,11 @@ class AgentRuntime:
         self.selfcheck: _LazySelfcheck | None = None
         self._closables: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self.crash_count = 0
+        self.exit_code = 0
+        self._stop: asyncio.Event | None = None
+        self.updater: Any = None
+        self.trial: Any = None
 
     # -- events -------------------------------------------------------------------------
 
@@ -289,7 +294,17 @@ class AgentRuntime:
             components=health,
             gallery_version=self.gallery_version,
             degraded=[DISK_FULL] if self.storage.full else [],
+            update=None if self.updater is None else self.updater.report,
         )
+
+    def busy(self) -> bool:
+        """A reader is mid-transaction: a gate passage, a loan, a registration."""
+        for comp in (self.gate, self.desk, self.selfcheck):
+            view = getattr(getattr(comp, "flow", None), "view", None)
+            where = getattr(view, "step", None) or getattr(view, "mode", None)
+            if where is not None and where not in ("idle", "out_of_service"):
+                return True
+        return False
 
     async def apply_desired(self, desired: DesiredState, *, from_store: bool = False) -> None:
         """Apply a newer desired-state document; keep the old config if it does not validate."""
@@ -319,6 +334,8 @@ class AgentRuntime:
         self.config = new_config
         self.desired_version = desired.version
         self.desired_error = None
+        if self.updater is not None:
+            self.updater.want(desired.software)
         logging.getLogger().setLevel(new_config.log.level)
         self.metrics.desired_version.set(desired.version)
         if from_store:
@@ -387,6 +404,7 @@ class AgentRuntime:
         task.add_done_callback(self._tasks.discard)
 
     async def _on_crash(self, component: str, reason: str) -> None:
+        self.crash_count += 1
         await self.note("device.component_crashed", {"component": component, "reason": reason})
         self.sync.state_changed()
 
@@ -400,6 +418,10 @@ class AgentRuntime:
             Renewal(self),
             Simulator(lambda: self.config, self.emit),
         ]
+        if self.trial is not None:
+            comps.append(self.trial)
+        if self.updater is not None:
+            comps.append(self.updater)
         if self.gate is not None:
             comps.append(self.gate)
         if self.selfcheck is not None:
@@ -450,8 +472,10 @@ class AgentRuntime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        self._stop = stop
         cfg = self.config
         check_identity(cfg)
+        self._build_updates()
         await self._restore_desired()
         await self._build_roles()
         if cfg.metrics.enabled:
@@ -498,4 +522,103 @@ class AgentRuntime:
                 closable.close()
         self.store.close()
         log.info("stopped")
-        return code
+        return self.exit_code or code
+
+    # -- releases -----------------------------------------------------------------------
+
+    def exit_for_restart(self, code: int) -> None:
+        """Stop the agent with ``code``: systemd starts whatever ``current`` now is."""
+        self.exit_code = code
+        if self._stop is not None:
+            self._stop.set()
+
+    def _build_updates(self) -> None:
+        from biblioedge.agent.selftest import RESTART_EXIT, ReleaseTrial, TrialSettings
+
+        cfg = self.config
+        layout = None
+        if cfg.update.enabled:
+            from biblioedge.agent.updater import Updater, UpdateSettings
+            from biblioedge.provisioning.bootguard import Layout
+            from biblioedge.provisioning.install import arch
+
+            layout = Layout(cfg.update.prefix)
+            self.updater = Updater(
+                layout,
+                self._release_client,
+                UpdateSettings(
+                    arch=arch(),
+                    role=cfg.role,
+                    retry_s=cfg.update.retry_s,
+                    window=lambda: self.config.update.maintenance_window,
+                    busy=self.busy,
+                    compile_bytecode=cfg.update.compile_bytecode,
+                ),
+                self.note,
+                lambda: self.exit_for_restart(RESTART_EXIT),
+                self.sync.state_changed,
+            )
+        self.trial = ReleaseTrial(
+            layout,
+            TrialSettings(
+                __version__,
+                soak_s=cfg.update.soak_s,
+                ready_timeout_s=cfg.update.ready_timeout_s,
+            ),
+            self._self_test_checks(),
+            self.note,
+            self.exit_for_restart,
+            lambda: self.crash_count,
+        )
+
+    def _self_test_checks(self) -> dict[str, Any]:
+        async def store() -> str | None:
+            await self.store.call(Store.outbox_depth, self.store.store)
+            return None
+
+        async def broker() -> str | None:
+            return None if self.sync.status.connected else "not connected"
+
+        async def role() -> str | None:
+            comp = self.gate or self.desk or self.selfcheck
+            if comp is None:
+                return None  # a role with no hardware configured (simulated kiosks)
+            health = self.supervisor.health.get(comp.name) if self.supervisor else None
+            if health != "up":
+                return f"{comp.name} is {health or 'not started'}"
+            if getattr(comp, "flow", None) is None:
+                return f"{comp.name} drivers are not up yet"
+            return None
+
+        async def face() -> str | None:
+            flow = getattr(self.gate, "flow", None) or self._selfcheck_face()
+            if (self.gate is not None or self._selfcheck_face() is not None) and flow is None:
+                return "face engine not loaded"
+            return None
+
+        return {"store": store, "broker": broker, "role": role, "face engine": face}
+
+    def _release_client(self) -> Any:
+        import ssl
+
+        from biblioedge.agent.release_client import ReleaseClient, ReleaseUnavailable
+        from biblioedge.provisioning.enroll import (
+            EnrollError,
+            IdentityFiles,
+            fetch_release_root,
+        )
+
+        cfg = self.config
+        central = cfg.security.central_url
+        if not central:
+            raise ReleaseUnavailable("no_central", "security.central_url is not set")
+        files = IdentityFiles(cfg.identity_dir)
+        context = ssl.create_default_context(cafile=files.ca) if files.ca.exists() else None
+        tuf_dir = cfg.data_dir / "tuf"
+        bootstrap = None
+        if not (tuf_dir / "root.json").exists() and context is not None:
+            try:
+                bootstrap = fetch_release_root(central, context)
+            except EnrollError as exc:
+                raise ReleaseUnavailable("unreachable", str(exc)) from exc
+        return ReleaseClient(tuf_dir, central, context, bootstrap=bootstrap)

@@ -45,6 +45,7 @@ from biblioedge.protocol import (
     ProtocolError,
     ReportedState,
     SiteKeys,
+    UpdateReport,
     decode,
     device_topic,
     dumps,
@@ -393,6 +394,7 @@ def reported_state(
     components: dict[str, str],
     gallery_version: int = 0,
     degraded: list[str] | None = None,
+    update: UpdateReport | None = None,
 ) -> ReportedState:
     from datetime import UTC, datetime
 
@@ -409,5 +411,6 @@ def reported_state(
         components=components,
         gallery_version=gallery_version,
         degraded=degraded or [],
+        update=update,
         reported_at=utc_now(),
     )

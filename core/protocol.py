@@ -187,8 +187,42 @@ class DesiredState(_Strict):
     config: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the agent's tunable settings"
     )
-    software: str | None = Field(default=None, description="Wanted software release")
-    models: dict[str, str] = Field(default_factory=dict, description="Wanted model versions")
+    software: str | None = Field(
+        default=None, max_length=64, description="Wanted software release (a signed version)"
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, max_length=8, description="Wanted model versions: name -> version"
+    )
+
+
+UpdatePhase = Literal[
+    "idle", "waiting", "downloading", "installing", "restarting", "trial", "failed"
+]
+
+
+class UpdateOutcome(_Strict):
+    version: str = Field(max_length=64)
+    result: Literal["committed", "rolled_back"]
+    reason: str = Field(default="", max_length=500)
+    at: float = Field(ge=0)
+
+
+class UpdateReport(_Strict):
+    """Where a kiosk is with its software: what it runs, what it is doing about the release
+    central wants, and how its last trial ended."""
+
+    phase: UpdatePhase = "idle"
+    wanted: str | None = Field(default=None, max_length=64)
+    committed: str | None = Field(default=None, max_length=64)
+    pending: str | None = Field(default=None, max_length=64)
+    done_bytes: int = Field(default=0, ge=0, le=MAX_INT)
+    total_bytes: int = Field(default=0, ge=0, le=MAX_INT)
+    reason: str | None = Field(default=None, max_length=64, description="Short code")
+    detail: str | None = Field(default=None, max_length=500)
+    last: UpdateOutcome | None = None
+    refused: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=32, description="Versions rolled back here, not retried"
+    )
 
 
 class ReportedState(_Strict):
@@ -211,6 +245,10 @@ class ReportedState(_Strict):
         default_factory=list,
         max_length=16,
         description="What the kiosk cannot do now and why, e.g. disk_full",
+    )
+    update: UpdateReport | None = None
+    models: dict[str, str] = Field(
+        default_factory=dict, max_length=8, description="Active models: task -> name@version"
     )
     reported_at: datetime | None = None
 

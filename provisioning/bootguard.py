@@ -82,6 +82,7 @@ class Layout:
         doc.setdefault("attempts", 0)
         doc.setdefault("switched_at", None)
         doc.setdefault("outcome", None)
+        doc.setdefault("refused", [])
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:
@@ -203,7 +204,9 @@ class Layout:
         committed = doc["committed"]
         if committed is not None and self.complete(committed):
             self._point(committed)
+        refused = [v for v in doc.get("refused", []) if v != pending][-31:]
         doc.update(
+            refused=[*refused, pending],
             pending=None,
             attempts=0,
             switched_at=None,

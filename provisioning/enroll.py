@@ -150,10 +150,32 @@ def enroll(
         bundle: dict[str, Any] = resp.json()
     pki.write_private(files.key, pki.key_pem(key))
     pki.write_public(files.cert, bundle["certificate"].encode())
+    root = fetch_release_root(central, ssl.create_default_context(cafile=files.ca), timeout)
+    if root is not None:
+        progress("trusting central's release root (TUF root version 1)")
+        (data_dir / "tuf").mkdir(parents=True, exist_ok=True)
+        pki.write_public(data_dir / "tuf" / "root.json", root)
     config_path = config_path or data_dir / "agent.toml"
     write_agent_config(config_path, data_dir, bundle)
     progress(f"enrolled: identity in {files.root}, config in {config_path}")
     return bundle
+
+
+def fetch_release_root(
+    central: str, context: ssl.SSLContext, timeout: float = 10.0
+) -> bytes | None:
+    """The first TUF root central serves, over HTTPS checked against central's CA: the
+    anchor the kiosk verifies every release with (later roots must be signed by it). None
+    while IT has not set up release signing yet; the agent asks again when it needs one."""
+    import httpx
+
+    try:
+        resp = httpx.get(
+            f"{central.rstrip('/')}/tuf/metadata/1.root.json", verify=context, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise EnrollError(f"cannot reach central at {central}: {exc}") from exc
+    return resp.content if resp.status_code == 200 else None
 
 
 def write_agent_config(path: Path, data_dir: Path, bundle: dict[str, Any]) -> None:

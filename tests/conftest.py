@@ -98,3 +98,30 @@ def ils() -> Iterator[Dummy]:
     d.start()
     yield d
     d.stop()
+
+
+@pytest.fixture(scope="session")
+def built_releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real software releases of biblioedge built from this tree (its wheel and pip: the
+    dependencies would make each build minutes long and are the same in all three): 0.1.1
+    and 0.1.2 work, 0.1.3 dies at import."""
+    from biblioedge.provisioning.release_build import build_software, native_arch
+
+    def broken(tree: Path) -> None:
+        init = tree / "core" / "__init__.py"
+        init.write_text(init.read_text() + '\nraise RuntimeError("this release is broken")\n')
+
+    out = tmp_path_factory.mktemp("releases")
+    built = {}
+    for version, patch in (("0.1.1", None), ("0.1.2", None), ("0.1.3", broken)):
+        build_software(
+            Path(__file__).resolve().parent.parent,
+            out / version,
+            version=version,
+            patch=patch,
+            arches=(native_arch(),),
+            roles=("gate", "selfcheck", "desk"),
+            with_dependencies=False,
+        )
+        built[version] = out / version
+    return built

@@ -17,30 +17,12 @@ from disk import tmpfs
 
 from biblioedge.provisioning.bootguard import Layout, LayoutError
 from biblioedge.provisioning.install import Plan, install
-from biblioedge.provisioning.release_build import PLATFORMS, build_software, native_arch
+from biblioedge.provisioning.release_build import PLATFORMS, native_arch
 from biblioedge.provisioning.release_install import InstallError, build_release
 from biblioedge.releases import SoftwareRelease
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-@pytest.fixture(scope="module")
-def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two real software releases of biblioedge (its wheel and pip), built from this tree."""
-    out = tmp_path_factory.mktemp("releases")
-    built = {}
-    for version in ("0.1.1", "0.1.2"):
-        build_software(
-            ROOT,
-            out / version,
-            version=version,
-            arches=(native_arch(),),
-            roles=("gate",),
-            with_dependencies=False,
-        )
-        built[version] = out / version
-    return built
 
 
 def plan_in(tmp: Path, release: Path) -> Plan:
@@ -74,9 +56,9 @@ def version_in(prefix: Path) -> str:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_install_lays_out_a_kiosk_whose_units_verify(
-    tmp_path: Path, releases: dict[str, Path]
+    tmp_path: Path, built_releases: dict[str, Path]
 ) -> None:
-    plan = plan_in(tmp_path, releases["0.1.1"])
+    plan = plan_in(tmp_path, built_releases["0.1.1"])
     done = install(plan, say=lambda _m: None)
     prefix = plan.prefix
     assert done["version"] == "0.1.1"
@@ -111,14 +93,16 @@ def test_install_lays_out_a_kiosk_whose_units_verify(
 
 
 def test_a_new_release_switches_and_rolls_back_for_real(
-    tmp_path: Path, releases: dict[str, Path]
+    tmp_path: Path, built_releases: dict[str, Path]
 ) -> None:
-    plan = plan_in(tmp_path, releases["0.1.1"])
+    plan = plan_in(tmp_path, built_releases["0.1.1"])
     install(plan, say=lambda _m: None)
     layout = Layout(plan.prefix)
-    new = SoftwareRelease.model_validate_json((releases["0.1.2"] / "release.json").read_text())
-    wheels = [releases["0.1.2"] / "wheels" / f for f in new.files(native_arch(), "gate")]
-    build_release(layout, "0.1.2", wheels, releases["0.1.2"] / "wheels" / new.pip)
+    new = SoftwareRelease.model_validate_json(
+        (built_releases["0.1.2"] / "release.json").read_text()
+    )
+    wheels = [built_releases["0.1.2"] / "wheels" / f for f in new.files(native_arch(), "gate")]
+    build_release(layout, "0.1.2", wheels, built_releases["0.1.2"] / "wheels" / new.pip)
     assert layout.installed() == ["0.1.1", "0.1.2"]
     layout.switch("0.1.2")
     guard = [
@@ -206,11 +190,13 @@ def test_layout_refuses_what_would_leave_a_kiosk_half_updated(tmp_path: Path) ->
 
 
 def test_a_disk_too_full_or_a_wheel_that_does_not_install_leaves_nothing(
-    tmp_path: Path, releases: dict[str, Path]
+    tmp_path: Path, built_releases: dict[str, Path]
 ) -> None:
-    rel = SoftwareRelease.model_validate_json((releases["0.1.1"] / "release.json").read_text())
-    wheels = [releases["0.1.1"] / "wheels" / f for f in rel.files(native_arch(), "gate")]
-    pip_wheel = releases["0.1.1"] / "wheels" / rel.pip
+    rel = SoftwareRelease.model_validate_json(
+        (built_releases["0.1.1"] / "release.json").read_text()
+    )
+    wheels = [built_releases["0.1.1"] / "wheels" / f for f in rel.files(native_arch(), "gate")]
+    pip_wheel = built_releases["0.1.1"] / "wheels" / rel.pip
     # a wheel that is not one (truncated on the way, or a broken build)
     bad = tmp_path / "broken-1.0-py3-none-any.whl"
     bad.write_bytes(b"PK\x03\x04 truncated")
@@ -231,12 +217,12 @@ def test_a_disk_too_full_or_a_wheel_that_does_not_install_leaves_nothing(
 
 @pytest.mark.parametrize("arch", ["aarch64", "x86_64"])
 def test_every_kiosk_dependency_has_a_wheel_for(
-    arch: str, tmp_path: Path, releases: dict[str, Path]
+    arch: str, tmp_path: Path, built_releases: dict[str, Path]
 ) -> None:
     """A kiosk installs with --no-index, so nothing may need building there: every dependency
     of the kiosk extras resolves to a binary wheel for this architecture (Raspberry Pi 4/5 and
     x86 mini-PCs), at the versions this environment pins."""
-    (own,) = (releases["0.1.1"] / "wheels").glob("biblioedge-*.whl")
+    (own,) = (built_releases["0.1.1"] / "wheels").glob("biblioedge-*.whl")
     platforms = [a for p in PLATFORMS[arch] for a in ("--platform", p)]
     report = tmp_path / "report.json"
     out = subprocess.run(

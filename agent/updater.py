@@ -1,0 +1,283 @@
+"""Bring the kiosk to the software release central wants, without ever leaving it broken.
+
+Central names a release in the desired-state document (``software``). The updater then, in
+order, and only when nothing is in the way:
+
+1. waits while a reader is mid-transaction (a gate passage, a loan, a registration) and, when
+   the site has a maintenance window, until it opens;
+2. refreshes the TUF metadata and fetches the release's ``release.json`` and the wheels it
+   does not hold yet, each verified against its signed hash and length, with progress;
+3. builds the release's venv beside the running one (``provisioning.release_install``);
+4. switches ``current`` and asks for a restart; the new version proves itself in
+   ``agent.selftest`` and is committed after its soak time, or goes back by itself.
+
+A release that was rolled back here is not tried again. A kiosk that cannot reach central, or
+whose metadata expired, keeps running what it committed and says why in its state report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from biblioedge.agent.release_client import ReleaseClient, ReleaseUnavailable
+from biblioedge.agent.window import in_window
+from biblioedge.protocol import UpdateOutcome, UpdateReport
+from biblioedge.provisioning.bootguard import Layout, LayoutError
+from biblioedge.provisioning.release_install import InstallError, build_release
+from biblioedge.releases import SoftwareRelease, software_target, wheel_target
+
+log = logging.getLogger("biblioedge.agent.updater")
+
+Note = Callable[[str, dict[str, Any]], Awaitable[None]]
+#: failures worth retrying later; anything else waits for central to want another release
+TRANSIENT = {"unreachable", "expired_metadata", "local_error", "disk", "disk_full"}
+
+
+@dataclass
+class UpdateSettings:
+    arch: str
+    role: str
+    retry_s: float = 60.0
+    window: Callable[[], str | None] = lambda: None
+    busy: Callable[[], bool] = lambda: False
+    compile_bytecode: bool = True
+    now: Callable[[], datetime] = datetime.now
+
+
+@dataclass
+class Progress:
+    done: int = 0
+    total: int = 0
+    last_said: float = field(default=0.0)
+
+
+class Updater:
+    """One kiosk's software updates. ``want`` is called with each desired state; ``run`` is
+    a supervised component (or, in the fleet simulator, one task per simulated kiosk)."""
+
+    name = "updater"
+
+    def __init__(
+        self,
+        layout: Layout,
+        client: Callable[[], ReleaseClient],
+        settings: UpdateSettings,
+        note: Note,
+        restart: Callable[[], None],
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.layout = layout
+        self._client_factory = client
+        self._client: ReleaseClient | None = None
+        self.settings = settings
+        self.note = note
+        self.restart = restart
+        self.changed = changed
+        self.wanted: str | None = None
+        self.report = UpdateReport()
+        self._wake = asyncio.Event()
+        self._next_try = 0.0
+        self.wheels = layout.prefix / "wheels"
+        self.bytes_downloaded = 0
+        self.refresh_report()
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def refresh_report(self) -> None:
+        state = self.layout.state()
+        outcome = state.get("outcome")
+        last = None
+        if isinstance(outcome, dict) and outcome.get("version"):
+            last = UpdateOutcome(
+                version=str(outcome["version"]),
+                result=outcome["result"],
+                reason=str(outcome.get("reason", ""))[:500],
+                at=float(outcome.get("at", 0)),
+            )
+        self.report = self.report.model_copy(
+            update={
+                "wanted": self.wanted,
+                "committed": state["committed"],
+                "pending": state["pending"],
+                "last": last,
+                "refused": [str(v) for v in state.get("refused", [])][-32:],
+            }
+        )
+
+    def _phase(self, phase: str, reason: str | None = None, detail: str | None = None) -> None:
+        before = (self.report.phase, self.report.reason)
+        self.report = self.report.model_copy(
+            update={"phase": phase, "reason": reason, "detail": detail and detail[:500]}
+        )
+        if (phase, reason) != before:
+            if phase == "failed":
+                log.warning("update to %s: %s (%s)", self.wanted, reason, detail)
+            else:
+                log.info("update to %s: %s%s", self.wanted, phase, f" ({reason})" if reason else "")
+            self.changed()
+
+    # -- control -----------------------------------------------------------------------------
+
+    def want(self, version: str | None) -> None:
+        if version != self.wanted:
+            self.wanted = version
+            self._next_try = 0.0
+            self.refresh_report()
+            self._wake.set()
+
+    def running(self) -> str | None:
+        return self.layout.current_version()
+
+    async def run(self, ctx: Any = None) -> None:
+        async def beating() -> None:  # an install takes minutes; the supervisor must not
+            while ctx is not None:  # take that for a stall
+                ctx.heartbeat()
+                await asyncio.sleep(2.0)
+
+        beat = asyncio.create_task(beating())
+        try:
+            await self._loop()
+        finally:
+            beat.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad step costs that step, never the kiosk
+                log.exception("update step failed")
+                self._phase("failed", "internal", str(exc))
+                self._next_try = time.monotonic() + self.settings.retry_s
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(min(self.settings.retry_s, 5.0)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def step(self) -> None:
+        """One look at what to do; returns quickly unless it installs."""
+        wanted = self.wanted
+        state = self.layout.state()
+        if wanted is None or wanted == state["committed"] and state["pending"] is None:
+            self._phase("idle")
+            return
+        if state["pending"] is not None:
+            self._phase("trial", detail=f"release {state['pending']} is on trial")
+            return
+        if wanted in state.get("refused", []):
+            self._phase("failed", "rolled_back", f"release {wanted} was rolled back here")
+            return
+        if time.monotonic() < self._next_try:
+            return
+        if self.settings.busy():
+            self._phase("waiting", "busy", "a reader is mid-transaction")
+            return
+        window = self.settings.window()
+        if not in_window(window, self.settings.now()):
+            self._phase("waiting", "maintenance_window", f"installs only during {window}")
+            return
+        try:
+            await self._install(wanted)
+        except ReleaseUnavailable as exc:
+            await self._failed(wanted, exc.reason, exc.detail)
+        except InstallError as exc:
+            await self._failed(wanted, exc.reason, exc.detail)
+        except LayoutError as exc:
+            await self._failed(wanted, "layout", str(exc))
+
+    async def _failed(self, version: str, reason: str, detail: str) -> None:
+        self._phase("failed", reason, detail)
+        self._next_try = time.monotonic() + (
+            self.settings.retry_s if reason in TRANSIENT else self.settings.retry_s * 10
+        )
+        await self.note(
+            "device.update_failed", {"version": version, "reason": reason, "detail": detail[:500]}
+        )
+
+    def client(self) -> ReleaseClient:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    async def _install(self, version: str) -> None:
+        self._phase("downloading")
+        client = await asyncio.to_thread(self.client)
+        await asyncio.to_thread(client.refresh)
+        meta = await asyncio.to_thread(client.info, software_target(version))
+        if self.layout.complete(version):
+            release_doc = self.layout.release_dir(version) / "release.json"
+        else:
+            release_doc = self.wheels / f"release-{version}.json"
+        fetched = await asyncio.to_thread(client.fetch, meta, release_doc)
+        self.bytes_downloaded += meta.length if fetched.downloaded else 0
+        try:
+            release = SoftwareRelease.model_validate_json(release_doc.read_bytes())
+        except ValueError as exc:
+            raise ReleaseUnavailable("bad_release", f"release.json: {exc}") from exc
+        if release.version != version:
+            raise ReleaseUnavailable("bad_release", f"release.json says {release.version}")
+        files = release.files(self.settings.arch, self.settings.role)
+        infos = [await asyncio.to_thread(client.info, wheel_target(f)) for f in files]
+        progress = Progress(total=sum(i.length for i in infos))
+        self.report = self.report.model_copy(
+            update={"done_bytes": 0, "total_bytes": progress.total}
+        )
+        self.changed()
+
+        def seen(n: int) -> None:
+            progress.done += n
+            self.bytes_downloaded += n
+            now = time.monotonic()
+            if now - progress.last_said > 1.0:
+                progress.last_said = now
+                self.report = self.report.model_copy(update={"done_bytes": progress.done})
+                log.info("downloading %s: %d of %d bytes", version, progress.done, progress.total)
+
+        paths = []
+        for name, info in zip(files, infos, strict=True):
+            got = await asyncio.to_thread(client.fetch, info, self.wheels / name, seen)
+            if not got.downloaded:
+                progress.done += info.length
+            paths.append(got.path)
+        self.report = self.report.model_copy(update={"done_bytes": progress.total})
+        self._phase("installing")
+        await asyncio.to_thread(
+            build_release,
+            self.layout,
+            version,
+            paths,
+            self.wheels / release.pip,
+            compile_bytecode=self.settings.compile_bytecode,
+        )
+        shutil.copyfile(release_doc, self.layout.release_dir(version) / "release.json")
+        self._prune_wheels(paths)
+        await asyncio.to_thread(self.layout.switch, version)
+        self.refresh_report()
+        self._phase("restarting")
+        await self.note("device.update_installed", {"version": version, "bytes": progress.total})
+        self.restart()
+
+    def _prune_wheels(self, keep: list[Path]) -> None:
+        """Wheels no release here uses any more are deleted (the cache must not fill a Pi)."""
+        wanted = {p.name for p in keep}
+        for name in self.layout.installed():
+            doc = self.layout.release_dir(name) / "release.json"
+            try:
+                other = SoftwareRelease.model_validate_json(doc.read_bytes())
+                wanted |= set(other.files(self.settings.arch, self.settings.role))
+            except (OSError, ValueError):
+                continue
+        for path in self.wheels.glob("*.whl"):
+            if path.name not in wanted:
+                path.unlink(missing_ok=True)
