@@ -85,6 +85,10 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "device.desired_applied",
         "device.desired_rejected",
         "device.component_crashed",
+        "device.update_installed",
+        "device.update_failed",
+        "device.update_committed",
+        "device.update_rolled_back",
     }
 )
 

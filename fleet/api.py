@@ -26,6 +26,7 @@ from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.fleet.routers import audit as audit_routes
 from biblioedge.fleet.routers import cards as card_routes
 from biblioedge.fleet.routers import consents as consent_routes
@@ -35,6 +36,7 @@ from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
+from biblioedge.fleet.routers import rollouts as rollout_routes
 from biblioedge.fleet.routers.common import SECURED, STRICT
 
 
@@ -80,6 +82,7 @@ def create_app(
     cards: Cards | None = None,
     registry: Registry | None = None,
     releases: ReleaseRepo | None = None,
+    rollouts: Rollouts | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
@@ -161,6 +164,8 @@ def create_app(
     if releases is not None:
         app.include_router(release_routes.router(releases), dependencies=authenticated)
         app.include_router(release_routes.tuf_router(releases))
+    if rollouts is not None:
+        app.include_router(rollout_routes.router(rollouts), dependencies=authenticated)
     if registry is not None:
         app.add_exception_handler(EnrollmentError, enrollment_routes.refused)
         app.include_router(

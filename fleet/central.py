@@ -21,6 +21,7 @@ from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import GALLERY_ROLES
 from biblioedge.settings import ConfigError
@@ -76,6 +77,16 @@ async def resign_loop(releases: ReleaseRepo, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
+async def rollout_loop(rollouts: Rollouts, every_s: float) -> None:
+    """Drive every active rollout: start kiosks, read their reports, advance or halt."""
+    while True:
+        try:
+            await rollouts.tick()
+        except Exception:  # a bad tick costs that tick; the next one reads the state again
+            log.exception("rollout tick failed")
+        await asyncio.sleep(every_s)
+
+
 def check_secure(cfg: CentralConfig) -> None:
     if cfg.security.require and not cfg.broker.tls:
         raise ConfigError(
@@ -108,7 +119,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         if name.role in GALLERY_ROLES
     ]
     releases = open_releases(cfg)
-    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases)
+    rollouts = Rollouts(repo, releases, bridge.publish_desired)
+    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts)
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
         if role in GALLERY_ROLES:
@@ -142,6 +154,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     tuf_task = asyncio.create_task(
         resign_loop(releases, cfg.releases.refresh_s), name="central:tuf"
     )
+    rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -162,6 +175,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     bridge_task.cancel()
     crl_task.cancel()
     tuf_task.cancel()
+    rollout_task.cancel()
     stop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         async with asyncio.timeout(5):

@@ -71,6 +71,7 @@ devices = Table(
     Column("desired", JSON, nullable=True),
     Column("desired_version", Integer, nullable=False, default=0),
     Column("desired_updated_at", UTCDateTime, nullable=True),
+    Column("labels", JSON, nullable=True),
 )
 
 events = Table(
@@ -277,6 +278,41 @@ site_keys = Table(
     Column("sealed_key", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("retired_at", UTCDateTime, nullable=True),
+)
+
+
+#: A release rolled out to a selection of kiosks in waves.
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("rollout_id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("release", String(64), nullable=False),
+    Column("selector", JSON, nullable=False),
+    Column("plan", JSON, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("wave", Integer, nullable=False),
+    Column("halt_reason", Text, nullable=True),
+    Column("history", JSON, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Each kiosk of a rollout: its wave, where it is, what it ran before.
+rollout_targets = Table(
+    "rollout_targets",
+    metadata,
+    Column("rollout_id", String(32), primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("wave", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("previous", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_rollout_targets_device", "device_id"),
 )
 
 

@@ -481,6 +481,17 @@ class Repo:
             row = conn.execute(select(devices).where(devices.c.device_id == device_id)).first()
             return dict(row._mapping) if row else None
 
+    def set_labels(self, device_id: str, labels: dict[str, str]) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(devices).where(devices.c.device_id == device_id).values(labels=labels)
+            )
+            if res.rowcount != 1:
+                raise UnknownDevice(device_id)
+        device = self.get_device(device_id)
+        assert device is not None
+        return device
+
     def put_desired(
         self, device_id: str, base_version: int, doc: dict[str, Any]
     ) -> tuple[str, DesiredState]:

@@ -44,6 +44,9 @@ class DeviceOut(BaseModel):
     reported_at: datetime | None
     desired: dict[str, Any] | None = Field(description="What IT wants the device to be")
     desired_version: int = Field(description="Send this back as base_version to change it")
+    labels: dict[str, str] | None = Field(
+        default=None, description="IT's labels, for rollouts (entrance=north, floor=2)"
+    )
 
 
 class DeviceIn(ApiIn):
@@ -65,10 +68,14 @@ class DesiredIn(ApiIn):
     config: ConfigDoc = Field(
         default_factory=dict, description="Agent tunables: section -> key -> value"
     )
-    software: str | None = Field(default=None, max_length=80, pattern=r"^[\x21-\x7e]+$")
+    software: str | None = Field(default=None, max_length=64, pattern=r"^[\x21-\x7e]+$")
     models: Annotated[dict[Name, Name], Field(max_length=16, json_schema_extra=CLOSED)] = Field(
         default_factory=dict, description="Model name -> version"
     )
+
+
+class LabelsIn(ApiIn):
+    labels: Annotated[dict[Name, Name], Field(max_length=16, json_schema_extra=CLOSED)]
 
 
 class DesiredOut(BaseModel):
@@ -127,6 +134,17 @@ def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIR
         if bridge is not None:
             await bridge.forget_device(str(device["site"]), device_id)
         return Response(status_code=204)
+
+    @api.put("/devices/{device_id}/labels", response_model=DeviceOut, responses=_NOT_FOUND)
+    def put_labels(
+        device_id: DeviceId, body: LabelsIn, _: Annotated[Principal, ADMIN]
+    ) -> dict[str, Any]:
+        """Replace a device's labels (admin): rollouts select by them, and gates labelled
+        ``entrance`` are never all updated at once."""
+        try:
+            return repo.set_labels(device_id, body.labels)
+        except UnknownDevice as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}") from exc
 
     @api.put(
         "/devices/{device_id}/desired",
