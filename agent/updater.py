@@ -168,6 +168,10 @@ class Updater:
     async def step(self) -> None:
         """One look at what to do; returns quickly unless it installs."""
         wanted = self.wanted
+        before = (self.report.committed, self.report.pending, self.report.last)
+        self.refresh_report()  # the health gate may have committed or rolled back meanwhile
+        if (self.report.committed, self.report.pending, self.report.last) != before:
+            self.changed()
         state = self.layout.state()
         if wanted is None or wanted == state["committed"] and state["pending"] is None:
             self._phase("idle")
