@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from biblioedge import __version__
@@ -21,6 +21,7 @@ from biblioedge.fleet.auth import ANY, Audit, Tokens
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.dashboard import Sessions
 from biblioedge.fleet.enrollments import EnrollmentError, Registry
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
@@ -30,6 +31,7 @@ from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.fleet.routers import audit as audit_routes
 from biblioedge.fleet.routers import cards as card_routes
 from biblioedge.fleet.routers import consents as consent_routes
+from biblioedge.fleet.routers import dashboard as dashboard_routes
 from biblioedge.fleet.routers import devices as device_routes
 from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.fleet.routers import events as event_routes
@@ -166,6 +168,13 @@ def create_app(
         app.include_router(release_routes.tuf_router(releases))
     if rollouts is not None:
         app.include_router(rollout_routes.router(rollouts), dependencies=authenticated)
+    sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
+    app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit))
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/dashboard", status_code=307)
+
     if registry is not None:
         app.add_exception_handler(EnrollmentError, enrollment_routes.refused)
         app.include_router(

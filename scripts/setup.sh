@@ -11,8 +11,8 @@ TEST=""
 
 # Debian packages: the broker, venv support for Debian's own python3, zbar for pyzbar.
 APT_PKGS=(mosquitto python3-venv libzbar0)
-# the test suite also proves central on a real PostgreSQL
-[[ -n "$TEST" ]] && APT_PKGS+=(postgresql)
+# the test suite also proves central on a real PostgreSQL, and the dashboard in Debian's chromium
+[[ -n "$TEST" ]] && APT_PKGS+=(postgresql chromium chromium-driver)
 # the card desk: pcscd with the vpcd virtual reader, and what pyscard builds from source with
 APT_PKGS+=(pcscd vsmartcard-vpcd libpcsclite-dev swig)
 missing=()

@@ -32,8 +32,8 @@ def cli(central: CentralProcess, *args: str) -> None:
     assert main(["release", *args, *common]) == 0
 
 
-async def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
+async def wait_for(what: str, check: Any, within: float) -> Any:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         got = await asyncio.to_thread(check)
         if got:
@@ -98,6 +98,7 @@ async def test_good_release_rolls_out_and_a_broken_one_halts_at_its_canary(
             done = await wait_for("the good rollout", finished, 100)
         except TimeoutError:
             import json
+
             print(json.dumps(api.get(f"/rollouts/{rid}").json(), indent=1, default=str))
             print(json.dumps([d["reported"] for d in api.get("/devices").json()], indent=1))
             print(central.log_tail())

@@ -1,0 +1,197 @@
+"""What the fleet dashboard shows, and its sign-in sessions.
+
+The page is rendered at central from the same repository the API reads; nothing here writes
+except through ``Rollouts``. A session is a cookie naming the API token it was opened with,
+its expiry and an HMAC over both under central's own key, so it holds no secret and a
+revoked token ends its sessions at the next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from biblioedge.fleet.auth import Principal, Tokens
+from biblioedge.fleet.db import api_tokens
+from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.rollouts import Rollouts
+from biblioedge.keys import load_or_create_key
+from biblioedge.protocol import utc_now
+
+SESSION_S = 12 * 3600
+OFFLINE_ALERT = timedelta(minutes=10)
+ATTENTION_WINDOW = timedelta(hours=24)
+
+
+class Sessions:
+    def __init__(self, tokens: Tokens, key_file: Path) -> None:
+        self.tokens = tokens
+        self.key = load_or_create_key(key_file)
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
+
+    def open(self, token: str) -> tuple[Principal, str] | None:
+        who = self.tokens.check(token.strip())
+        if who is None:
+            return None
+        body = f"{who.token_id}.{int(time.time()) + SESSION_S}"
+        return who, f"{body}.{self._sign(body)}"
+
+    def check(self, cookie: str | None) -> Principal | None:
+        if not cookie or len(cookie) > 200 or cookie.count(".") != 2:
+            return None
+        token_id, expires, sig = cookie.split(".")
+        body = f"{token_id}.{expires}"
+        if not hmac.compare_digest(sig, self._sign(body)):
+            return None
+        if not expires.isdigit() or int(expires) < time.time():
+            return None
+        with self.tokens.engine.connect() as conn:
+            row = conn.execute(select(api_tokens).where(api_tokens.c.token_id == token_id)).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        return Principal(row.token_id, row.name, row.role)
+
+    def csrf(self, cookie: str) -> str:
+        """A form token bound to the session: a page of another site cannot post as IT."""
+        return self._sign(f"csrf:{cookie}")[:32]
+
+
+@dataclass
+class Kiosk:
+    device_id: str
+    site: str
+    role: str
+    online: bool
+    software: str
+    models: str
+    last_seen: datetime | None
+    outbox: int
+    health: list[str]
+    alarms: list[str]
+    update: str
+
+
+def _ago(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return ""
+    s = int((now - when).total_seconds())
+    if s < 60:
+        return f"{max(s, 0)} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h"
+    return f"{s // 86400} d"
+
+
+def kiosks(repo: Repo) -> list[Kiosk]:
+    out = []
+    for d in repo.list_devices():
+        rep = d.get("reported") or {}
+        upd = rep.get("update") or {}
+        components = rep.get("components") or {}
+        health = [f"{k}: {v}" for k, v in sorted(components.items()) if v != "up"]
+        alarms = list(rep.get("degraded") or [])
+        if rep.get("desired_error"):
+            alarms.append(f"config: {rep['desired_error']}"[:120])
+        if upd.get("phase") == "failed":
+            alarms.append(f"update {upd.get('wanted')}: {upd.get('reason')}")
+        phase = upd.get("phase") or "idle"
+        update_text = ""
+        if phase not in ("idle",):
+            update_text = f"{phase} {upd.get('wanted') or ''}".strip()
+            if phase == "downloading" and upd.get("total_bytes"):
+                update_text += f" {100 * upd.get('done_bytes', 0) // upd['total_bytes']}%"
+        out.append(
+            Kiosk(
+                device_id=d["device_id"],
+                site=d["site"],
+                role=d["role"] or "",
+                online=bool(d["online"]),
+                software=str(upd.get("committed") or rep.get("software") or ""),
+                models=", ".join(f"{k}={v}" for k, v in sorted((rep.get("models") or {}).items())),
+                last_seen=d["last_seen"],
+                outbox=int(rep.get("outbox_depth") or 0),
+                health=health,
+                alarms=alarms,
+                update=update_text,
+            )
+        )
+    return out
+
+
+def attention(
+    repo: Repo, fleet: list[Kiosk], rollouts: list[dict[str, Any]]
+) -> list[tuple[str, str, str]]:
+    """(kind, subject, detail): what a person should look at, most urgent first."""
+    now = utc_now()
+    items: list[tuple[str, str, str]] = []
+    for r in rollouts:
+        if r["state"] == "halted":
+            items.append(
+                ("att_rollout", f"{r['release']} ({r['rollout_id']})", r["halt_reason"] or "")
+            )
+    for k in fleet:
+        if not k.online and k.last_seen is not None and now - k.last_seen > OFFLINE_ALERT:
+            items.append(("att_offline", k.device_id, k.last_seen.strftime("%Y-%m-%d %H:%M")))
+        for alarm in k.alarms:
+            kind = (
+                "att_update"
+                if alarm.startswith("update")
+                else ("att_desired" if alarm.startswith("config") else "att_degraded")
+            )
+            items.append((kind, k.device_id, alarm))
+    rows, _ = repo.list_events(type_="circ.attention", since=now - ATTENTION_WINDOW, limit=20)
+    for e in rows:
+        p = e["payload"]
+        items.append(
+            ("att_circ", e["device_id"], f"{p.get('item_id', '')} {p.get('reason', '')}".strip())
+        )
+    quarantined = len(repo.list_quarantine(limit=100))
+    if quarantined:
+        items.append(("att_quarantine", "central", str(quarantined)))
+    return items
+
+
+def recent_events(repo: Repo, limit: int = 15) -> list[dict[str, Any]]:
+    rows, _ = repo.list_events(limit=limit)
+    out = []
+    for e in rows:
+        p = e["payload"] or {}
+        keys = (
+            "decision",
+            "method",
+            "reason",
+            "result",
+            "item_id",
+            "version",
+            "component",
+            "state",
+        )
+        summary = ", ".join(f"{k}={p[k]}" for k in keys if k in p)
+        out.append({**e, "summary": summary[:140]})
+    return out
+
+
+def snapshot(repo: Repo, engine: Rollouts | None) -> dict[str, Any]:
+    fleet = kiosks(repo)
+    rollouts = engine.list_all(20) if engine is not None else []
+    now = utc_now()
+    return {
+        "kiosks": fleet,
+        "online": sum(1 for k in fleet if k.online),
+        "rollouts": rollouts,
+        "events": recent_events(repo),
+        "attention": attention(repo, fleet, rollouts),
+        "now": now,
+        "ago": lambda when: _ago(when, now),
+    }

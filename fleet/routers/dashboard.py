@@ -1,0 +1,248 @@
+"""The fleet dashboard: server-rendered pages at ``/dashboard`` with live sections.
+
+Jinja2 renders every page at central; the sections (kiosks, rollouts, attention, events)
+refresh through server-sent events and a twenty-line script, with no JavaScript build step.
+Sign-in takes an API token of any role and sets an HTTP-only, SameSite=Strict session
+cookie; ``viewer`` sees, ``admin`` acts (pause, resume, abort, start a rollout), every form
+carries a token bound to the session, and every action lands in the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import jinja2
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+
+from biblioedge.fleet.auth import Audit, Principal
+from biblioedge.fleet.dashboard import Sessions, snapshot
+from biblioedge.fleet.dashboard_text import Lang, catalogue
+from biblioedge.fleet.releases import ReleaseRepo
+from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.rollouts import RolloutError, RolloutPlan, Rollouts, Selector
+
+COOKIE = "be_session"
+LANG_COOKIE = "be_lang"
+SECTIONS = ("attention", "kiosks", "rollouts", "events")
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _env() -> jinja2.Environment:
+    folder = Path(str(resources.files("biblioedge.fleet").joinpath("templates")))
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder), autoescape=True, trim_blocks=True
+    )
+
+
+async def _form(request: Request, limit: int = 4096) -> dict[str, str]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, "form too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=10, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(400, "not a form") from exc
+    return {k: v[0] for k, v in fields.items() if v}
+
+
+def router(
+    repo: Repo,
+    sessions: Sessions,
+    rollouts: Rollouts | None,
+    releases: ReleaseRepo | None,
+    audit: Audit,
+) -> APIRouter:
+    ui = APIRouter(prefix="/dashboard", include_in_schema=False)
+    env = _env()
+
+    def lang_of(request: Request) -> Lang:
+        wanted = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
+        return "en" if wanted == "en" else "vi"
+
+    def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        lang = lang_of(request)
+        html = env.get_template(name).render(lang=lang, t=catalogue(lang), **ctx)
+        resp = HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
+        if request.query_params.get("lang") in ("vi", "en"):
+            resp.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict")
+        return resp
+
+    def signed_in(request: Request) -> tuple[Principal, str] | None:
+        cookie = request.cookies.get(COOKIE)
+        who = sessions.check(cookie)
+        return None if who is None or cookie is None else (who, cookie)
+
+    def back(refused: str | None = None) -> RedirectResponse:
+        """To the page, with what was refused and why shown on it."""
+        query = f"?refused={quote(refused[:200])}" if refused else ""
+        return RedirectResponse(f"/dashboard{query}", status_code=303)
+
+    def to_login() -> RedirectResponse:
+        return RedirectResponse("/dashboard/login", status_code=303)
+
+    def sections(ctx: dict[str, Any], lang: Lang) -> dict[str, str]:
+        t = catalogue(lang)
+        return {s: env.get_template(f"_{s}.html").render(lang=lang, t=t, **ctx) for s in SECTIONS}
+
+    async def context(who: Principal, cookie: str) -> dict[str, Any]:
+        ctx = await run_in_threadpool(snapshot, repo, rollouts)
+        ctx["who"] = who
+        ctx["csrf"] = sessions.csrf(cookie)
+        return ctx
+
+    @ui.get("/login")
+    def login_page(request: Request) -> HTMLResponse:
+        return page(request, "login.html", who=None)
+
+    @ui.post("/login", response_model=None)
+    async def login(request: Request) -> Response:
+        form = await _form(request)
+        opened = await run_in_threadpool(sessions.open, form.get("token", ""))
+        if opened is None:
+            return page(request, "login.html", status=401, who=None, error=True)
+        who, cookie = opened
+        resp = RedirectResponse("/dashboard", status_code=303)
+        resp.set_cookie(
+            COOKIE,
+            cookie,
+            httponly=True,
+            secure=request.url.scheme == "https",
+            samesite="strict",
+            path="/dashboard",
+            max_age=12 * 3600,
+        )
+        await run_in_threadpool(audit.record, who, "POST", "/dashboard/login", 303)
+        return resp
+
+    @ui.post("/logout", response_model=None)
+    async def logout(request: Request) -> Response:
+        resp = to_login()
+        resp.delete_cookie(COOKIE, path="/dashboard")
+        return resp
+
+    @ui.get("", response_model=None)
+    async def index(request: Request) -> Response:
+        got = signed_in(request)
+        if got is None:
+            return to_login()
+        who, cookie = got
+        ctx = await context(who, cookie)
+        names = []
+        if releases is not None:
+            listed = await run_in_threadpool(releases.list_targets)
+            names = sorted(
+                {
+                    str(t.custom.get("version"))
+                    for t in listed
+                    if t.custom.get("kind") == "software"
+                },
+                reverse=True,
+            )
+        message = request.query_params.get("refused")
+        return page(request, "index.html", releases=names, message=message and message[:300], **ctx)
+
+    @ui.get("/stream", response_model=None)
+    async def stream(request: Request) -> Response:
+        got = signed_in(request)
+        if got is None:
+            raise HTTPException(401, "sign in first")
+        who, cookie = got
+        lang = lang_of(request)
+
+        async def events() -> AsyncIterator[bytes]:
+            last = ""
+            while not await request.is_disconnected():
+                if sessions.check(cookie) is None:
+                    return  # signed out or token revoked: stop sending
+                data = json.dumps(sections(await context(who, cookie), lang))
+                if data != last:
+                    last = data
+                    yield f"event: sections\ndata: {data}\n\n".encode()
+                else:
+                    yield b": keep-alive\n\n"
+                await asyncio.sleep(1.0)
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
+
+    async def admin_form(request: Request) -> tuple[Principal, dict[str, str]]:
+        got = signed_in(request)
+        if got is None:
+            raise HTTPException(401, "sign in first")
+        who, cookie = got
+        form = await _form(request)
+        if form.get("csrf") != sessions.csrf(cookie):
+            raise HTTPException(403, "the form is not from this session")
+        if who.role != "admin":
+            await run_in_threadpool(audit.record, who, "POST", request.url.path, 403)
+            raise HTTPException(403, "viewers cannot change anything")
+        return who, form
+
+    @ui.post("/rollouts/{rollout_id}/{action}", response_model=None)
+    async def act(rollout_id: str, action: str, request: Request) -> Response:
+        who, _ = await admin_form(request)
+        if rollouts is None or action not in ("pause", "resume", "abort"):
+            raise HTTPException(404, "no such action")
+        if not re.fullmatch(r"[a-z0-9]{1,32}", rollout_id):
+            raise HTTPException(404, "no such rollout")
+        try:
+            await run_in_threadpool(rollouts.control, rollout_id, action, who.name)
+        except RolloutError as exc:
+            await run_in_threadpool(audit.record, who, "POST", request.url.path, exc.status)
+            return back(exc.detail)
+        await run_in_threadpool(audit.record, who, "POST", request.url.path, 303)
+        return back()
+
+    @ui.post("/rollouts", response_model=None)
+    async def start(request: Request) -> Response:
+        who, form = await admin_form(request)
+        if rollouts is None:
+            raise HTTPException(404, "no rollouts here")
+        refused: str | None = None
+        status = 303
+        try:
+            waves: list[int | str] = [
+                int(w) if w.strip().isdigit() else w.strip()
+                for w in form.get("waves", "1,10%,100%").split(",")
+                if w.strip()
+            ]
+            sites = [s.strip() for s in form.get("sites", "").split(",") if s.strip()]
+            plan = RolloutPlan(waves=waves)
+            selector = Selector(sites=sites)
+            await run_in_threadpool(
+                rollouts.create, "software", form.get("release", ""), selector, plan, who.name
+            )
+        except RolloutError as exc:
+            refused, status = exc.detail, exc.status
+        except ValueError as exc:
+            refused, status = str(exc).splitlines()[0], 400
+        await run_in_threadpool(audit.record, who, "POST", "/dashboard/rollouts", status)
+        return back(refused)
+
+    @ui.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in ("live.js", "style.css"):
+            raise HTTPException(404, "no such file")
+        data = resources.files("biblioedge.fleet").joinpath("static", name).read_bytes()
+        kind = "text/javascript" if name.endswith(".js") else "text/css"
+        return Response(data, media_type=kind, headers={"Cache-Control": "max-age=300"})
+
+    return ui
