@@ -232,6 +232,7 @@ class Updater:
         if release.version != version:
             raise ReleaseUnavailable("bad_release", f"release.json says {release.version}")
         files = release.files(self.settings.arch, self.settings.role)
+        files = [*files, *([release.pip] if release.pip not in files else [])]
         infos = [await asyncio.to_thread(client.info, wheel_target(f)) for f in files]
         progress = Progress(total=sum(i.length for i in infos))
         self.report = self.report.model_copy(
@@ -260,7 +261,7 @@ class Updater:
             build_release,
             self.layout,
             version,
-            paths,
+            [p for p in paths if p.name != release.pip],
             self.wheels / release.pip,
             compile_bytecode=self.settings.compile_bytecode,
         )
@@ -279,7 +280,7 @@ class Updater:
             doc = self.layout.release_dir(name) / "release.json"
             try:
                 other = SoftwareRelease.model_validate_json(doc.read_bytes())
-                wanted |= set(other.files(self.settings.arch, self.settings.role))
+                wanted |= {*other.files(self.settings.arch, self.settings.role), other.pip}
             except (OSError, ValueError):
                 continue
         for path in self.wheels.glob("*.whl"):

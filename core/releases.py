@@ -65,7 +65,7 @@ class SoftwareRelease(BaseModel):
 
     version: str = Field(pattern=VERSION_PATTERN)
     python: str = Field(pattern=r"^3\.[0-9]{1,2}$", description="CPython minor version")
-    pip: str = Field(description="The pip wheel that installs the others (it is one of them)")
+    pip: str = Field(description="The pip wheel that installs the others (run from its own files)")
     wheels: dict[str, dict[str, list[str]]] = Field(
         description="arch -> role -> wheel files, installed together with --no-deps"
     )
@@ -80,8 +80,7 @@ class SoftwareRelease(BaseModel):
                     raise ValueError(f"unknown role {role!r}")
                 for name in files:
                     wheel_target(name)
-                if self.pip not in files:
-                    raise ValueError(f"{arch}/{role} does not include pip ({self.pip})")
+        wheel_target(self.pip)
 
     def files(self, arch: str, role: str) -> list[str]:
         try:

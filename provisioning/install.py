@@ -141,7 +141,7 @@ def install(plan: Plan, say: Say = _stderr) -> dict[str, object]:
     if layout.state()["committed"] is None:
         layout.adopt(release.version)
     shutil.copyfile(bootguard.__file__, plan.prefix / "bootguard.py")
-    for path in (plan.prefix / "state.json", plan.prefix / "releases"):
+    for path in (plan.prefix / "state.json", plan.prefix / "releases", plan.prefix / "tools"):
         _chown(path, plan)
     units = [UNITS[0], *([UNITS[1]] if plan.screen else [])]
     plan.units_dir.mkdir(parents=True, exist_ok=True)

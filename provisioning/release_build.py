@@ -138,7 +138,7 @@ def build_software(
             lock[arch] = {}
             for role in roles:
                 if not with_dependencies:
-                    lock[arch][role] = sorted({own.name, pip_wheel})
+                    lock[arch][role] = [own.name]
                     continue
                 say(f"locking {role} for {arch}")
                 scratch = Path(tmp) / f"{arch}-{role}"
@@ -155,7 +155,7 @@ def build_software(
                     if not (wheels / wheel.name).exists():
                         shutil.move(str(wheel), wheels / wheel.name)
                     files.append(wheel.name)
-                lock[arch][role] = sorted({*files, own.name, pip_wheel})
+                lock[arch][role] = sorted({*files, own.name} - {pip_wheel})
     release = SoftwareRelease(version=version, python=python_tag(), pip=pip_wheel, wheels=lock)
     (out / "release.json").write_text(release.model_dump_json(indent=1))
     return release

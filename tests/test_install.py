@@ -65,7 +65,8 @@ def test_install_lays_out_a_kiosk_whose_units_verify(
     assert os.readlink(prefix / "current") == "releases/0.1.1"
     assert version_in(prefix) == "0.1.1"  # a venv of its own, with the release's code in it
     assert (prefix / "current" / "bin" / "biblioedge").exists()
-    assert (prefix / "current" / "bin" / "pip").exists()  # the next release installs with it
+    assert not (prefix / "current" / "bin" / "pip").exists()  # pip is a tool, not a part
+    assert (prefix / "tools").is_dir()
     assert Layout(prefix).state()["committed"] == "0.1.1"
     assert (prefix / "bootguard.py").read_text().startswith('"""A kiosk')
     assert oct(plan.data.stat().st_mode & 0o777) == "0o750"

@@ -85,10 +85,10 @@ class TufServer:
             z.writestr("demo_pkg/data.bin", payload)
         pip = folder / "wheels" / "pip-0-py3-none-any.whl"
         pip.write_bytes(b"not really pip")
-        files = sorted([wheel.name, pip.name])
         release = SoftwareRelease(
-            version=version, python="3.11", pip=pip.name, wheels={"x86_64": {"gate": files}}
+            version=version, python="3.11", pip=pip.name, wheels={"x86_64": {"gate": [wheel.name]}}
         )
+        files = [wheel.name, pip.name]
         (folder / "release.json").write_text(release.model_dump_json())
         add = {
             software_target(version): (

@@ -141,9 +141,8 @@ def software_targets(folder: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
             {"kind": "software", "name": "biblioedge", "version": release.version},
         )
     }
-    for name in sorted(
-        {f for roles in release.wheels.values() for fs in roles.values() for f in fs}
-    ):
+    names = {f for roles in release.wheels.values() for fs in roles.values() for f in fs}
+    for name in sorted(names | {release.pip}):
         wheel = folder / "wheels" / name
         if not wheel.is_file():
             raise ConfigError(f"{wheel} is named in release.json but missing")
