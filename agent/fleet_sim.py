@@ -77,7 +77,10 @@ class SimKiosk:
         self.store: AsyncStore | None = None
         self._restart = asyncio.Event()
         self.history: list[tuple[float, str]] = []  # (time, version) each start that ran
+        self.failed_at: list[float] = []  # each start that died before it could run
+        self.back_at: float | None = None  # the first start that ran after one that died
         self._client: ReleaseClient | None = None
+        self._bytes_before = 0  # downloaded by the updaters of earlier starts
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -183,10 +186,13 @@ class SimKiosk:
         version = await self.probe()
         if version is None:  # died at import: Restart=always starts it again
             self.failed_starts += 1
+            self.failed_at.append(time.time())
             await asyncio.sleep(self.settings.restart_s)
             return
         self.running = version
         self.history.append((time.time(), version))
+        if self.failed_at and self.back_at is None:
+            self.back_at = time.time()
         self._restart.clear()
         s = self.settings
 
@@ -205,6 +211,8 @@ class SimKiosk:
             lambda _code: self._restart.set(),
             lambda: 0,
         )
+        if self.updater is not None:
+            self._bytes_before += self.updater.bytes_downloaded
         self.updater = Updater(
             self.layout,
             self._client_once,
@@ -224,6 +232,9 @@ class SimKiosk:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.sleep(s.restart_s)
+
+    def bytes_downloaded(self) -> int:
+        return self._bytes_before + (self.updater.bytes_downloaded if self.updater else 0)
 
     def _client_once(self) -> ReleaseClient:
         if self._client is None:

@@ -146,6 +146,23 @@ def _cmd_bench_selfcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_rollout(args: argparse.Namespace) -> int:
+    from biblioedge.bench import print_result
+    from biblioedge.bench.rollout import bench_rollout
+
+    setup_logging(args.log_format or "human", "WARNING")
+    result = bench_rollout(
+        devices=args.devices,
+        bad=args.bad,
+        sites=args.sites,
+        soak_s=args.soak,
+        max_per_site=args.max_per_site,
+        progress=True,
+    )
+    print_result(result, as_json=args.json)
+    return 0
+
+
 def _cmd_kiosk_run(args: argparse.Namespace) -> int:
     from biblioedge.agent.config import load_config
     from biblioedge.kiosk.app import run_kiosk
@@ -365,6 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_selfcheck)
+    b = bsub.add_parser(
+        "rollout",
+        help="a release rolled out to simulated kiosks over the real broker",
+        description="Build two releases from this source tree, sign them offline, and roll "
+        "one out to --devices simulated kiosks (each enrolled, on its own mutual-TLS MQTT "
+        "connection, verifying with TUF and installing with pip into its own prefix) in "
+        "waves of 1, 10 %% and the rest. With --bad the release dies at import: it must halt "
+        "at its canary and every affected kiosk must be back on the previous release.",
+    )
+    b.add_argument("--devices", type=int, default=200)
+    b.add_argument("--bad", action="store_true", help="roll out a release that is broken")
+    b.add_argument("--sites", type=int, default=2, help="branches the kiosks are spread over")
+    b.add_argument("--soak", type=float, default=2.0, help="seconds of soak before commit")
+    b.add_argument("--max-per-site", type=int, default=0, help="disruption budget (0: no limit)")
+    b.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    b.set_defaults(func=_cmd_bench_rollout)
 
     p = sub.add_parser("kiosk", help="kiosk screens")
     ksub = p.add_subparsers(dest="kiosk_cmd", required=True, metavar="ACTION")
