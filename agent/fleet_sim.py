@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import ssl
 import time
@@ -56,15 +57,27 @@ class SimSettings:
     max_attempts: int = 3
     retry_s: float = 2.0
     restart_s: float = 0.2
+    #: one install per core of this machine at a time: real kiosks install on their own CPU,
+    #: here two hundred share two cores, and unbounded they would starve central and broker
+    install_slots: int = max(1, os.cpu_count() or 1)
 
 
 class SimKiosk:
-    def __init__(self, root: Path, device_id: str, site: str, role: str, settings: SimSettings):
+    def __init__(
+        self,
+        root: Path,
+        device_id: str,
+        site: str,
+        role: str,
+        settings: SimSettings,
+        slots: asyncio.Semaphore | None = None,
+    ):
         self.root = root
         self.device_id = device_id
         self.site = site
         self.role = role
         self.settings = settings
+        self.slots = slots
         self.layout = Layout(root / "prefix", settings.max_attempts)
         self.config: AgentConfig | None = None
         self.running: str | None = None
@@ -216,7 +229,13 @@ class SimKiosk:
         self.updater = Updater(
             self.layout,
             self._client_once,
-            UpdateSettings(arch=arch(), role=self.role, retry_s=s.retry_s, compile_bytecode=False),
+            UpdateSettings(
+                arch=arch(),
+                role=self.role,
+                retry_s=s.retry_s,
+                compile_bytecode=False,
+                install_slots=self.slots,
+            ),
             self.note,
             self._restart.set,
             self.sync.state_changed if self.sync else (lambda: None),
@@ -251,16 +270,27 @@ class SimFleet:
         self.token = token
         self.kiosks: list[SimKiosk] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._slots: asyncio.Semaphore | None = None
 
     def add(
         self, device_id: str, site: str, role: str, settings: SimSettings | None = None
     ) -> SimKiosk:
-        kiosk = SimKiosk(self.root / device_id, device_id, site, role, settings or SimSettings())
+        settings = settings or SimSettings()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(settings.install_slots)
+        kiosk = SimKiosk(self.root / device_id, device_id, site, role, settings, self._slots)
         kiosk.enroll(self.central_url, self.token(device_id, site, role))
         self.kiosks.append(kiosk)
         return kiosk
 
     def start(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # every kiosk's blocking steps (TUF, layout) go through the default executor: give
+        # it room, or a few long installs would hold everyone else's small steps
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=64, thread_name_prefix="sim")
+        )
         for k in self.kiosks:
             self._tasks.append(asyncio.create_task(k.run(), name=f"sim:{k.device_id}"))
 

@@ -18,6 +18,7 @@ whose metadata expired, keeps running what it committed and says why in its stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
@@ -50,6 +51,9 @@ class UpdateSettings:
     busy: Callable[[], bool] = lambda: False
     compile_bytecode: bool = True
     now: Callable[[], datetime] = datetime.now
+    #: installs that may run at once in this process (the fleet simulator shares one between
+    #: its kiosks, as real kiosks each have their own CPU); None: no limit
+    install_slots: asyncio.Semaphore | None = None
 
 
 @dataclass
@@ -257,14 +261,15 @@ class Updater:
             paths.append(got.path)
         self.report = self.report.model_copy(update={"done_bytes": progress.total})
         self._phase("installing")
-        await asyncio.to_thread(
-            build_release,
-            self.layout,
-            version,
-            [p for p in paths if p.name != release.pip],
-            self.wheels / release.pip,
-            compile_bytecode=self.settings.compile_bytecode,
-        )
+        async with self.settings.install_slots or contextlib.nullcontext():
+            await asyncio.to_thread(
+                build_release,
+                self.layout,
+                version,
+                [p for p in paths if p.name != release.pip],
+                self.wheels / release.pip,
+                compile_bytecode=self.settings.compile_bytecode,
+            )
         shutil.copyfile(release_doc, self.layout.release_dir(version) / "release.json")
         self._prune_wheels(paths)
         await asyncio.to_thread(self.layout.switch, version)

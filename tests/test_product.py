@@ -99,7 +99,18 @@ def test_demo_refuses_a_busy_port_and_a_data_dir_in_use(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_demo_runs_all_roles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [*CLI, "demo", "--data", str(tmp_path / "demo"), "--port", "0", "--rate", "20"],
+        # the fleet's rollouts are tested in test_fleet_rollout; here the three real kiosks
+        [
+            *CLI,
+            "demo",
+            "--data",
+            str(tmp_path / "demo"),
+            "--port",
+            "0",
+            "--rate",
+            "20",
+            "--no-fleet",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -116,7 +116,7 @@ async def _run(
             lambda: _count(api, baseline) == devices, 120, f"all {devices} kiosks on {baseline}"
         )
         per_site = max_per_site or max(1, -(-devices // sites))
-        plan = {"waves": [1, "10%", "100%"], "max_per_site": per_site, "wave_timeout_s": 300}
+        plan = {"waves": [1, "10%", "100%"], "max_per_site": per_site, "wave_timeout_s": 1200}
         say(f"rolling out {new} (waves 1, 10 %, the rest; {per_site} at once per site)")
         t0 = time.monotonic()
         started = datetime.now().astimezone()

@@ -68,7 +68,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from biblioedge.demo import run_demo
 
     setup_logging(args.log_format or "human")
-    return run_demo(args.data, rate=args.rate, port=args.port, duration=args.duration)
+    return run_demo(
+        args.data, rate=args.rate, port=args.port, duration=args.duration, fleet=not args.no_fleet
+    )
 
 
 def _cmd_bench_sync(args: argparse.Namespace) -> int:
@@ -144,6 +146,13 @@ def _cmd_bench_selfcheck(args: argparse.Namespace) -> int:
     result = bench_selfcheck(args.rounds, args.offline, progress=not args.json)
     print_result(result, as_json=args.json)
     return 0
+
+
+def _cmd_demo_fleet(args: argparse.Namespace) -> int:
+    from biblioedge.demo.fleet import run_fleet
+
+    setup_logging(args.log_format or "human", "INFO")
+    return run_fleet(args.data, args.central, args.token_file, args.ca)
 
 
 def _cmd_bench_rollout(args: argparse.Namespace) -> int:
@@ -278,13 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a broker (mosquitto if installed, else embedded), central with "
         "SQLite, and one simulated gate, self-checkout and desk. The desk registers a simulated "
         "citizen from her simulated chip (pcscd + vpcd when installed, else from her QR); the "
-        "gate then recognizes her. Printed cards go to DATA/cards. Ctrl-C stops everything.",
+        "gate then recognizes her. Twenty more simulated kiosks at two branches receive a good "
+        "release wave by wave, then a broken one that halts at its canary; the fleet dashboard "
+        "shows it. Printed cards go to DATA/cards. Ctrl-C stops everything.",
     )
     p.add_argument("--data", type=Path, default=Path("demo-data"), help="where state is kept")
     p.add_argument("--port", type=int, default=8080, help="API port (0: any free port)")
     p.add_argument("--rate", type=float, default=0.5, help="simulated events/s per device")
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.add_argument(
+        "--no-fleet", action="store_true", help="without the twenty kiosks and their rollouts"
+    )
     p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("demo-fleet", help=argparse.SUPPRESS)  # the demo's own child
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--central", required=True)
+    p.add_argument("--token-file", type=Path, required=True)
+    p.add_argument("--ca", type=Path, required=True)
+    p.set_defaults(func=_cmd_demo_fleet)
 
     p = sub.add_parser("bench", help="benchmarks (JSON output with --json)")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")

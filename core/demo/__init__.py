@@ -19,6 +19,8 @@ from typing import IO, Any
 
 import httpx
 
+from biblioedge.demo.fleet import SITES as FLEET_SITES
+from biblioedge.demo.fleet import FleetStory, kiosk_names
 from biblioedge.demo.keeper import Keeper
 from biblioedge.demo.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
 from biblioedge.procs import free_port, port_free, wait_port
@@ -260,7 +262,12 @@ def _follow_selfcheck(central: CentralProcess, ils: Child, stop: threading.Event
 
 
 def run_demo(
-    data: Path, *, rate: float = 0.5, port: int = 8080, duration: float | None = None
+    data: Path,
+    *,
+    rate: float = 0.5,
+    port: int = 8080,
+    duration: float | None = None,
+    fleet: bool = True,
 ) -> int:
     data = data.resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -358,6 +365,7 @@ def run_demo(
             )
         )
     started: list[object] = []
+    fleet_child: Child | None = None
     try:
         ils.start()
         wait_port("127.0.0.1", ils_port, 20)
@@ -387,6 +395,25 @@ def run_demo(
         threading.Thread(
             target=_follow_selfcheck, args=(central, ils, stop), daemon=True, name="demo-circ"
         ).start()
+        fleet_child = Child(
+            "fleet",
+            [
+                "demo-fleet",
+                "--data",
+                str(data),
+                "--central",
+                central.url,
+                "--token-file",
+                str(token_file),
+                "--ca",
+                str(central.ca_file),
+            ],
+            data / "fleet" / "fleet.log",
+            {},
+        )
+        if fleet:
+            narrator = FleetStory(central, data, _say, stop, fleet_child)
+            threading.Thread(target=narrator.run, daemon=True, name="demo-fleet").start()
         sys.stdout.write(
             "\n".join(
                 [
@@ -398,6 +425,14 @@ def run_demo(
                     f"  CA       {central.ca_file}   (curl --cacert)",
                     f"  token    {token}   (admin; also in {token_file})",
                     f"  kiosks   {', '.join(a.device_id for a in agents)} at site {SITE}",
+                    (
+                        f"  fleet    {len(kiosk_names())} simulated kiosks at "
+                        f"{', '.join(FLEET_SITES)} (releases built, signed and rolled out "
+                        "in a minute or two)"
+                    )
+                    if fleet
+                    else "  fleet    off (--fleet)",
+                    f"  dashboard {central.url}/dashboard   (sign in with the token below)",
                     f"  cards    {data / 'cards'} (printed by the desk)",
                     f"  library  dummy SIP2 library system at 127.0.0.1:{ils_port}"
                     f"   (receipts in {data / 'receipts'})",
@@ -430,6 +465,8 @@ def run_demo(
         return 1
     finally:
         log.info("stopping the demo fleet")
+        if fleet_child is not None:
+            fleet_child.stop()
         for agent in agents:
             agent.stop()
         central.stop()
