@@ -21,9 +21,9 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, insert, select, update
 
 from biblioedge.fleet.db import devices, events, rollout_targets, rollouts
@@ -49,31 +49,24 @@ class RolloutError(ValueError):
         self.detail = detail
 
 
+_Id = Annotated[str, Field(pattern=ID_PATTERN)]
+_Label = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+_Wave = (
+    Annotated[int, Field(ge=1, le=100_000)] | Annotated[str, Field(pattern=r"^([1-9][0-9]?|100)%$")]
+)
+
+
 class Selector(BaseModel):
+    """What the schema says is what is checked: a crafted selection is a 422, not a 400."""
+
     model_config = ConfigDict(extra="forbid")
 
-    sites: list[str] = Field(default_factory=list, max_length=100)
-    roles: list[str] = Field(default_factory=list, max_length=3)
-    devices: list[str] = Field(default_factory=list, max_length=10_000)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=16)
-
-    @field_validator("sites", "devices")
-    @classmethod
-    def _ids(cls, value: list[str]) -> list[str]:
-        import re
-
-        for v in value:
-            if not re.match(ID_PATTERN, v):
-                raise ValueError(f"not an id: {v[:64]!r}")
-        return value
-
-    @field_validator("roles")
-    @classmethod
-    def _roles(cls, value: list[str]) -> list[str]:
-        for v in value:
-            if v not in ("gate", "selfcheck", "desk"):
-                raise ValueError(f"unknown role {v[:16]!r}")
-        return value
+    sites: list[_Id] = Field(default_factory=list, max_length=100)
+    roles: list[Literal["gate", "selfcheck", "desk"]] = Field(default_factory=list, max_length=3)
+    devices: list[_Id] = Field(default_factory=list, max_length=10_000)
+    labels: dict[_Label, _Label] = Field(
+        default_factory=dict, max_length=16, json_schema_extra={"additionalProperties": False}
+    )
 
     def matches(self, row: dict[str, Any]) -> bool:
         labels = row.get("labels") or {}
@@ -88,7 +81,7 @@ class Selector(BaseModel):
 class RolloutPlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    waves: list[int | str] = Field(
+    waves: list[_Wave] = Field(
         default_factory=lambda: list[int | str]([1, "10%", "100%"]),
         min_length=1,
         max_length=10,
@@ -107,17 +100,6 @@ class RolloutPlan(BaseModel):
     health: bool = Field(default=True, description="Halt on worse application health")
     health_factor: float = Field(default=1.5, ge=1, le=100)
     min_events: int = Field(default=3, ge=1, le=10_000)
-
-    @field_validator("waves")
-    @classmethod
-    def _waves(cls, value: list[int | str]) -> list[int | str]:
-        for w in value:
-            if isinstance(w, int):
-                if w < 1:
-                    raise ValueError("a wave has at least one kiosk")
-            elif not (w.endswith("%") and w[:-1].isdigit() and 0 < int(w[:-1]) <= 100):
-                raise ValueError(f"a wave is a count or a percentage, not {w[:16]!r}")
-        return value
 
     def sizes(self, total: int) -> list[int]:
         """Kiosks per wave for ``total`` targets: a count, or a share of all (rounded up);
@@ -219,14 +201,14 @@ class Rollouts:
         if kind != "software":
             raise RolloutError(400, f"rollouts of {kind} releases are not supported yet")
         if not re.match(VERSION_PATTERN, release):
-            raise RolloutError(400, "not a release version")
+            raise RolloutError(404, "no such release")
         if self.releases is not None:
             known = {t.path for t in self.releases.list_targets()}
             if software_target(release) not in known:
-                raise RolloutError(400, f"release {release} is not signed and published")
+                raise RolloutError(404, f"release {release} is not signed and published")
         chosen = [d for d in self._devices().values() if selector.matches(d)]
         if not chosen:
-            raise RolloutError(400, "the selection matches no kiosk")
+            raise RolloutError(404, "the selection matches no kiosk")
         chosen.sort(key=lambda d: (not d["online"], d["site"], d["device_id"]))
         ids = [d["device_id"] for d in chosen]
         now = self.now()

@@ -238,7 +238,7 @@ def test_refusals(fleet: Any) -> None:
     kiosk(repo, "g1", "tv-tinh")
     with pytest.raises(RolloutError, match="matches no kiosk") as exc:
         engine.create("software", "2.0", Selector(sites=["nowhere"]), RolloutPlan(), "it")
-    assert exc.value.status == 400
+    assert exc.value.status == 404
     engine.create("software", "2.0", Selector(), RolloutPlan(), "it")
     with pytest.raises(RolloutError, match="already in an active rollout") as exc:
         engine.create("software", "3.0", Selector(), RolloutPlan(), "it")

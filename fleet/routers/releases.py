@@ -4,6 +4,10 @@ IT uploads artifacts (``PUT /releases/artifacts/{sha256}``, streamed and hash-ch
 the targets metadata signed offline (``POST /releases/targets``). The TUF repository itself is
 served openly under ``/tuf/`` (metadata and targets are public; their signatures are what a
 kiosk trusts), with HTTP Range so a cut download resumes.
+
+The three upload routes take raw signed bytes, not JSON a schema could describe: they are
+left out of the OpenAPI document (``biblioedge release upload`` is their client, and
+docs/fleet.md their reference); they are authenticated and audited like every other.
 """
 
 from __future__ import annotations
@@ -112,7 +116,7 @@ def router(repo: ReleaseRepo) -> APIRouter:
             "root_version": root.signed.version if root else None,
         }
 
-    @api.put("/releases/root", responses=refusals)
+    @api.put("/releases/root", responses=refusals, include_in_schema=False)
     async def put_root(request: Request, _: Annotated[Principal, ADMIN]) -> dict[str, int]:
         """Trust a root signed offline: the first, or the next one (signed by the old keys)."""
         data = await _body(request, MAX_METADATA)
@@ -122,7 +126,7 @@ def router(repo: ReleaseRepo) -> APIRouter:
             raise _refused(exc) from exc
         return {"root_version": version}
 
-    @api.put("/releases/artifacts/{sha256}", responses=refusals)
+    @api.put("/releases/artifacts/{sha256}", responses=refusals, include_in_schema=False)
     async def put_artifact(
         request: Request,
         sha256: Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")],
@@ -142,7 +146,12 @@ def router(repo: ReleaseRepo) -> APIRouter:
             raise _refused(exc) from exc
         return {"sha256": sha256, "length": size}
 
-    @api.post("/releases/targets", response_model=PublishedOut, responses=refusals)
+    @api.post(
+        "/releases/targets",
+        response_model=PublishedOut,
+        responses=refusals,
+        include_in_schema=False,
+    )
     async def publish(request: Request, _: Annotated[Principal, ADMIN]) -> dict[str, Any]:
         """Publish new targets metadata signed offline; its artifacts must be uploaded."""
         data = await _body(request, MAX_METADATA)

@@ -63,8 +63,8 @@ class RolloutOut(BaseModel):
 RolloutId = Annotated[str, PathParam(pattern=r"^[a-z0-9]{1,32}$")]
 
 _REFUSED: Responses = {
-    400: error("the release is unknown or the selection matches no kiosk"),
-    404: error("no such rollout"),
+    400: error("the kind of release cannot be rolled out yet"),
+    404: error("no such rollout or release, or the selection matches no kiosk"),
     409: error("a kiosk is in another active rollout, or the state forbids it"),
 }
 
