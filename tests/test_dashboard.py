@@ -185,18 +185,18 @@ def test_viewer_sees_the_fleet_in_vietnamese_then_english_and_live(
     from selenium.webdriver.common.by import By
 
     sign_in(browser, site["url"], "bet_wrong")
-    assert "Mã truy cập không đúng" in browser.find_element(By.ID, "error").text
+    wait_text(browser, "#error", "Mã truy cập không đúng")
     sign_in(browser, site["url"], site["viewer"])
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Quản lý thiết bị thư viện"
-    row = browser.find_element(By.ID, "kiosk-gate-1").text
-    assert "Trực tuyến" in row and "1.0" in row and "Cổng vào" in row
-    assert "Ngoại tuyến" in browser.find_element(By.ID, "kiosk-gate-2").text
-    assert "disk_full" in browser.find_element(By.ID, "kiosk-self-1").text
-    attention = browser.find_element(By.ID, "attention").text
-    assert "Triển khai bị dừng" in attention and "self-test failed" in attention
-    assert "Đã dừng do lỗi" in browser.find_element(By.ID, f"rollout-{site['halted']}").text
+    wait_text(browser, "h1", "Quản lý thiết bị thư viện")
+    row = wait_text(browser, "#kiosk-gate-1", "Trực tuyến")
+    assert "1.0" in row and "Cổng vào" in row
+    wait_text(browser, "#kiosk-gate-2", "Ngoại tuyến")
+    wait_text(browser, "#kiosk-self-1", "disk_full")
+    attention = wait_text(browser, "#attention", "Triển khai bị dừng")
+    assert "self-test failed" in attention
+    wait_text(browser, f"#rollout-{site['halted']}", "Đã dừng do lỗi")
     # a viewer is told so and has nothing to press
-    assert browser.find_element(By.ID, "viewer-note").text == "Bạn chỉ có quyền xem."
+    wait_text(browser, "#viewer-note", "Bạn chỉ có quyền xem.")
     assert browser.find_elements(By.CSS_SELECTOR, "button.pause") == []
     assert browser.find_elements(By.ID, "new-rollout") == []
     # the session cookie is not readable by scripts on the page
@@ -206,12 +206,12 @@ def test_viewer_sees_the_fleet_in_vietnamese_then_english_and_live(
     report(site["repo"], "gate-1", "3.0")
     wait_text(browser, "#kiosk-gate-1 .software", "3.0")
     assert marker.is_displayed()  # same page: the h1 element is still the one we held
-    browser.find_element(By.ID, "lang").click()
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Library fleet"
-    assert "Online" in browser.find_element(By.ID, "kiosk-gate-1").text
+    click(browser, "#lang")
+    wait_text(browser, "h1", "Library fleet")
+    wait_text(browser, "#kiosk-gate-1", "Online")
     wait_text(browser, "#attention", "Rollout halted")
     browser.get(site["url"] + "/dashboard")  # the choice is remembered
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Library fleet"
+    wait_text(browser, "h1", "Library fleet")
 
 
 def test_admin_pauses_resumes_and_starts_a_rollout(site: dict[str, Any], browser: Any) -> None:
@@ -226,13 +226,13 @@ def test_admin_pauses_resumes_and_starts_a_rollout(site: dict[str, Any], browser
     wait_text(browser, f"{row} .state", "Đang chạy")
     # a second rollout for kiosks already in one: refused, and the page says why
     Select(browser.find_element(By.ID, "release")).select_by_value("2.0")
-    browser.find_element(By.ID, "start-rollout").click()
-    assert "already in an active rollout" in browser.find_element(By.ID, "message").text
+    click(browser, "#start-rollout")
+    wait_text(browser, "#message", "already in an active rollout")
     click(browser, f"{row} button.abort")
     wait_text(browser, f"{row} .state", "Đã hủy")
     Select(browser.find_element(By.ID, "release")).select_by_value("3.0")
     browser.find_element(By.ID, "sites").send_keys("tv-tinh")
-    browser.find_element(By.ID, "start-rollout").click()
+    click(browser, "#start-rollout")
     wait_text(browser, "#rollouts tr.rollout.running", "3.0")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#rollouts tr.rollout.running")) == 1
     actions = [a["path"] for a in Audit(site["repo"].engine).list(50) if a["actor"] == "it-admin"]
