@@ -40,7 +40,7 @@ from biblioedge.agent.sync import Sync
 from biblioedge.agent.updater import Updater, UpdateSettings
 from biblioedge.protocol import DesiredState, ReportedState, utc_now
 from biblioedge.provisioning.bootguard import Layout
-from biblioedge.provisioning.install import arch
+from biblioedge.provisioning.release_build import native_arch
 
 log = logging.getLogger("biblioedge.agent.fleet_sim")
 
@@ -230,7 +230,7 @@ class SimKiosk:
             self.layout,
             self._client_once,
             UpdateSettings(
-                arch=arch(),
+                arch=native_arch(),
                 role=self.role,
                 retry_s=s.retry_s,
                 compile_bytecode=False,
@@ -315,6 +315,6 @@ def prepare_first_release(release_dir: Path, into: Path, role: str = "gate") -> 
 
     release = SoftwareRelease.model_validate_json((release_dir / "release.json").read_text())
     layout = Layout(into)
-    wheels = [release_dir / "wheels" / f for f in release.files(arch(), role)]
+    wheels = [release_dir / "wheels" / f for f in release.files(native_arch(), role)]
     build_release(layout, release.version, wheels, release_dir / "wheels" / release.pip)
     return layout.release_dir(release.version), release.version

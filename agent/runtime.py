@@ -540,14 +540,14 @@ class AgentRuntime:
         if cfg.update.enabled:
             from biblioedge.agent.updater import Updater, UpdateSettings
             from biblioedge.provisioning.bootguard import Layout
-            from biblioedge.provisioning.install import arch
+            from biblioedge.provisioning.release_build import native_arch
 
             layout = Layout(cfg.update.prefix)
             self.updater = Updater(
                 layout,
                 self._release_client,
                 UpdateSettings(
-                    arch=arch(),
+                    arch=native_arch(),
                     role=cfg.role,
                     retry_s=cfg.update.retry_s,
                     window=lambda: self.config.update.maintenance_window,

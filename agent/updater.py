@@ -33,7 +33,7 @@ from biblioedge.agent.window import in_window
 from biblioedge.protocol import UpdateOutcome, UpdateReport
 from biblioedge.provisioning.bootguard import Layout, LayoutError
 from biblioedge.provisioning.release_install import InstallError, build_release
-from biblioedge.releases import SoftwareRelease, software_target, wheel_target
+from biblioedge.releases import ReleaseError, SoftwareRelease, software_target, wheel_target
 
 log = logging.getLogger("biblioedge.agent.updater")
 
@@ -235,7 +235,10 @@ class Updater:
             raise ReleaseUnavailable("bad_release", f"release.json: {exc}") from exc
         if release.version != version:
             raise ReleaseUnavailable("bad_release", f"release.json says {release.version}")
-        files = release.files(self.settings.arch, self.settings.role)
+        try:
+            files = release.files(self.settings.arch, self.settings.role)
+        except ReleaseError as exc:
+            raise ReleaseUnavailable("bad_release", str(exc)) from exc
         files = [*files, *([release.pip] if release.pip not in files else [])]
         infos = [await asyncio.to_thread(client.info, wheel_target(f)) for f in files]
         progress = Progress(total=sum(i.length for i in infos))

@@ -232,7 +232,7 @@ class ReleaseRepo:
     def describe(self) -> dict[str, Any]:
         """What the API and the dashboard show about the repository."""
         root, targets = self.root(), self.targets()
-        ts = self._read("timestamp.json", Timestamp)
+        ts = self._read("timestamp.json")
         return {
             "initialized": root is not None,
             "root_version": root.signed.version if root else None,
@@ -244,7 +244,7 @@ class ReleaseRepo:
             "online_keys": {r: s.public_key.keyid for r, s in self.signers.items()},
         }
 
-    def _read(self, name: str, _kind: type[Any]) -> Metadata[Any] | None:
+    def _read(self, name: str) -> Metadata[Any] | None:
         path = self.metadata_dir / name
         return Metadata.from_bytes(path.read_bytes()) if path.exists() else None
 
@@ -371,7 +371,7 @@ class ReleaseRepo:
         with self._lock:
             if self.targets() is None or self.root() is None:
                 return False
-            ts = self._read("timestamp.json", Timestamp)
+            ts = self._read("timestamp.json")
             snap = self._latest("snapshot")
             snap_md = None if snap is None else Metadata[Snapshot].from_bytes(snap[1].read_bytes())
             snapshot_due = snap_md is None or snap_md.signed.expires - now < self.snapshot_life / 2
@@ -400,7 +400,7 @@ class ReleaseRepo:
             _write_atomic(self.metadata_dir / f"{version}.snapshot.json", snap_bytes)
         else:
             version = snap_latest[0]
-        old_ts = self._read("timestamp.json", Timestamp)
+        old_ts = self._read("timestamp.json")
         ts_version = 1 if old_ts is None else old_ts.signed.version + 1
         timestamp = Metadata(
             Timestamp(

@@ -16,7 +16,6 @@ What it does, in order, each step safe to repeat:
 from __future__ import annotations
 
 import os
-import platform
 import pwd
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from biblioedge.provisioning import bootguard
 from biblioedge.provisioning.bootguard import Layout
+from biblioedge.provisioning.release_build import native_arch
 from biblioedge.provisioning.release_install import build_release
 from biblioedge.releases import SoftwareRelease
 
@@ -56,11 +56,6 @@ class Plan:
     python: str = field(default_factory=lambda: shutil.which("python3") or "/usr/bin/python3")
     max_attempts: int = bootguard.MAX_ATTEMPTS
     ready_timeout_s: int = 180
-
-
-def arch() -> str:
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def render(template: str, plan: Plan) -> str:
@@ -124,7 +119,7 @@ def install(plan: Plan, say: Say = _stderr) -> dict[str, object]:
         release = SoftwareRelease.model_validate_json((plan.release / "release.json").read_text())
     except (OSError, ValueError) as exc:
         raise InstallRefused(f"{plan.release} is not a 'release build' directory: {exc}") from exc
-    files = release.files(arch(), plan.role)
+    files = release.files(native_arch(), plan.role)
     wheels = [plan.release / "wheels" / f for f in files]
     missing = [w.name for w in wheels if not w.is_file()]
     if missing:

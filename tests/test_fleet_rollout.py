@@ -14,22 +14,10 @@ from typing import Any
 import pytest
 
 from biblioedge.agent.fleet_sim import SimFleet, SimSettings, prepare_first_release
-from biblioedge.cli import main
+from biblioedge.demo.fleet import release_cli
 from biblioedge.demo.launch import CentralProcess
 
 pytestmark = pytest.mark.integration
-
-
-def cli(central: CentralProcess, *args: str) -> None:
-    common = [
-        "--central",
-        central.url,
-        "--api-token",
-        central.token,
-        "--cacert",
-        str(central.ca_file),
-    ]
-    assert main(["release", *args, *common]) == 0
 
 
 async def wait_for(what: str, check: Any, within: float) -> Any:
@@ -46,11 +34,11 @@ async def test_good_release_rolls_out_and_a_broken_one_halts_at_its_canary(
     tmp_path: Path, central: CentralProcess, built_releases: dict[str, Path]
 ) -> None:
     keys = tmp_path / "offline-keys"
-    cli(central, "init", "--keys", str(keys))
-    cli(central, "upload", str(keys), "--root-only")
+    release_cli(central, "init", "--keys", str(keys))
+    release_cli(central, "upload", str(keys), "--root-only")
     for version in ("0.1.2", "0.1.3"):
         bundle = tmp_path / f"bundle-{version}"
-        cli(
+        release_cli(
             central,
             "sign",
             "--keys",
@@ -60,7 +48,7 @@ async def test_good_release_rolls_out_and_a_broken_one_halts_at_its_canary(
             "--software",
             str(built_releases[version]),
         )
-        cli(central, "upload", str(bundle))
+        release_cli(central, "upload", str(bundle))
     api = central.client()
     listed = api.get("/releases").json()
     assert {r["version"] for r in listed["releases"]} == {"0.1.2", "0.1.3"}

@@ -196,28 +196,16 @@ async def _run(
 
 
 def _publish(central: Any, root: Path, release: Path) -> None:
-    import contextlib
-
-    from biblioedge.cli import main
+    from biblioedge.demo.fleet import release_cli
 
     keys = root / "offline-keys"
-    common = [
-        "--central",
-        central.url,
-        "--api-token",
-        central.token,
-        "--cacert",
-        str(central.ca_file),
-    ]
-    for args in (
-        ["init", "--keys", str(keys)],
-        ["upload", str(keys), "--root-only"],
-        ["sign", "--keys", str(keys), "--out", str(root / "bundle"), "--software", str(release)],
-        ["upload", str(root / "bundle")],
-    ):
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the result alone
-            if main(["release", *args, *common, "--json"]) != 0:
-                raise RuntimeError(f"release {args[0]} failed")
+    release_cli(central, "init", "--keys", str(keys))
+    release_cli(central, "upload", str(keys), "--root-only")
+    bundle = root / "bundle"
+    release_cli(
+        central, "sign", "--keys", str(keys), "--out", str(bundle), "--software", str(release)
+    )
+    release_cli(central, "upload", str(bundle))
 
 
 def _count(api: Any, version: str) -> int:

@@ -64,19 +64,14 @@ def build_releases(data: Path, say: Callable[[str], None]) -> dict[str, Path]:
     return out
 
 
-def _cli(central: Any, *args: str) -> None:
+def release_cli(central: Any, *args: str) -> None:
+    """``biblioedge release ARGS`` against a launched central, as IT would run it; its
+    output goes to stderr so that a caller's stdout stays its own (the benchmark's JSON)."""
     from biblioedge.cli import main
 
-    common = [
-        "--central",
-        central.url,
-        "--api-token",
-        central.token,
-        "--cacert",
-        str(central.ca_file),
-    ]
+    common = ["--central", central.url, "--api-token", central.token]
     with contextlib.redirect_stdout(sys.stderr):
-        if main(["release", *args, *common, "--json"]) != 0:
+        if main(["release", *args, *common, "--cacert", str(central.ca_file), "--json"]) != 0:
             raise RuntimeError(f"release {args[0]} failed")
 
 
@@ -89,15 +84,15 @@ def publish(
         info = api.get("/releases").json()
         if not info["initialized"]:
             if not (keys / "root.pem").exists():
-                _cli(central, "init", "--keys", str(keys))
-            _cli(central, "upload", str(keys), "--root-only")
+                release_cli(central, "init", "--keys", str(keys))
+            release_cli(central, "upload", str(keys), "--root-only")
             info = api.get("/releases").json()
         have = {r["version"] for r in info["releases"]}
     for version in (GOOD, BROKEN):
         if version in have:
             continue
         bundle = data / "bundles" / version
-        _cli(
+        release_cli(
             central,
             "sign",
             "--keys",
@@ -107,7 +102,7 @@ def publish(
             "--software",
             str(releases[version]),
         )
-        _cli(central, "upload", str(bundle))
+        release_cli(central, "upload", str(bundle))
         say(f"fleet: release {version} signed offline and published")
 
 
