@@ -42,11 +42,12 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def pcsc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def pcsc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The port of the session's vpcd reader, for the chip simulator to connect to."""
     from pcsc import pcscd_with_vpcd
 
-    with pcscd_with_vpcd(tmp_path_factory.mktemp("pcsc")):
-        yield
+    with pcscd_with_vpcd(tmp_path_factory.mktemp("pcsc")) as port:
+        yield port
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ class Desk:
 @contextlib.asynccontextmanager
 async def running_desk(
     tmp: Path,
+    port: int,
     *,
     live_person: int = 3,
     chip_person: int = 3,
@@ -88,7 +89,9 @@ async def running_desk(
         files["DG13"] = files["DG13"].replace("Bình".encode(), "Bính".encode())
     if files_hook is not None:
         files_hook(files)
-    card = VpcdCard(CccdChip(citizen.mrz_information(), chip_files(files), can=citizen.can))
+    card = VpcdCard(
+        CccdChip(citizen.mrz_information(), chip_files(files), can=citizen.can), port=port
+    )
     card.insert()
     store = Store(tmp / "desk.sqlite3")
     central = OutboxPump(tmp)

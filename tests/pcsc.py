@@ -13,7 +13,8 @@ from biblioedge.provisioning.pcsc import PcscdProcess, installed
 
 
 @contextmanager
-def pcscd_with_vpcd(tmp: Path) -> Iterator[None]:
+def pcscd_with_vpcd(tmp: Path) -> Iterator[int]:
+    """Yields the port where the card emulator connects."""
     if not installed():
         message = (
             "pcscd and vsmartcard-vpcd are not installed (scripts/setup.sh --test installs them)"
@@ -23,6 +24,6 @@ def pcscd_with_vpcd(tmp: Path) -> Iterator[None]:
         pytest.skip(message)
     proc = PcscdProcess(tmp).start()
     try:
-        yield
+        yield proc.port
     finally:
         proc.stop()

@@ -34,8 +34,8 @@ def chip_files() -> dict[int, bytes]:
 
 
 @pytest.fixture
-def card(pcsc: None) -> Iterator[VpcdCard]:
-    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()))
+def card(pcsc: int) -> Iterator[VpcdCard]:
+    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()), port=pcsc)
     vc.insert()
     time.sleep(1.0)  # pcscd notices the card
     yield vc
@@ -55,8 +55,8 @@ def test_bac_and_files_through_pcscd(card: VpcdCard) -> None:
     assert result.seconds < 30 and result.extended and result.apdus < 35  # 1 KB reads
 
 
-def test_a_chip_without_extended_length_is_read_in_short_chunks(pcsc: None) -> None:
-    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files(), extended_length=False))
+def test_a_chip_without_extended_length_is_read_in_short_chunks(pcsc: int) -> None:
+    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files(), extended_length=False), port=pcsc)
     vc.insert()
     time.sleep(1.0)
     try:
@@ -88,14 +88,15 @@ def test_plain_reads_are_refused_by_the_chip(card: VpcdCard) -> None:
         reader.close()
 
 
-def test_cccd_read_command_with_the_simulated_citizen(pcsc: None, tmp_path: Path) -> None:
+def test_cccd_read_command_with_the_simulated_citizen(pcsc: int, tmp_path: Path) -> None:
     import json
     import subprocess
     import sys
 
     csca = tmp_path / "csca.pem"
     sim = subprocess.Popen(
-        [sys.executable, "-m", "biblioedge", "cccd", "simulate", "--csca-out", str(csca)],
+        [sys.executable, "-m", "biblioedge", "cccd", "simulate", "--csca-out", str(csca)]
+        + ["--port", str(pcsc)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -139,10 +140,10 @@ def test_cccd_read_command_with_the_simulated_citizen(pcsc: None, tmp_path: Path
         sim.wait(10)
 
 
-def test_card_pulled_out_mid_read_then_read_again(pcsc: None) -> None:
+def test_card_pulled_out_mid_read_then_read_again(pcsc: int) -> None:
     from biblioedge.drivers.cccd.chip import CardRemoved
 
-    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()))
+    vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()), port=pcsc)
     vc.insert()
     time.sleep(1.0)
     pulled: list[bool] = []
@@ -156,7 +157,7 @@ def test_card_pulled_out_mid_read_then_read_again(pcsc: None) -> None:
         with pytest.raises(CardRemoved):
             ChipReader(progress=progress).read(MRZ_INFO, ("DG1", "DG2"))
         time.sleep(2.0)  # the card is put back a moment later
-        vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()))
+        vc = VpcdCard(CccdChip(MRZ_INFO, chip_files()), port=pcsc)
         vc.insert()  # a plain retry reads everything, once pcscd sees the card
         deadline = time.monotonic() + 15
         while True:
@@ -171,12 +172,12 @@ def test_card_pulled_out_mid_read_then_read_again(pcsc: None) -> None:
         vc.remove()
 
 
-def test_pace_with_the_can_through_pcscd_and_bac_fallbacks(pcsc: None) -> None:
+def test_pace_with_the_can_through_pcscd_and_bac_fallbacks(pcsc: int) -> None:
     from biblioedge.drivers.cccd.card import read_card
     from biblioedge.drivers.cccd.chip import PaceRefused
 
     chip = CccdChip(MRZ_INFO, chip_files(), can="012345")
-    vc = VpcdCard(chip)
+    vc = VpcdCard(chip, port=pcsc)
     vc.insert()
     time.sleep(1.0)
     try:
@@ -198,7 +199,7 @@ def test_pace_with_the_can_through_pcscd_and_bac_fallbacks(pcsc: None) -> None:
     _, jpeg = cv2.imencode(".jpg", np.full((160, 120, 3), 128, np.uint8))
     citizen, _ = demo_citizen(jpeg.tobytes())
     whole = CccdChip(citizen.mrz_information(), sim_files(citizen.files(make_pki())), can="000000")
-    vc = VpcdCard(whole)
+    vc = VpcdCard(whole, port=pcsc)
     vc.insert()
     time.sleep(1.0)
     try:
@@ -207,10 +208,23 @@ def test_pace_with_the_can_through_pcscd_and_bac_fallbacks(pcsc: None) -> None:
         assert card.personal["full_name"] == "Nguyễn Thị Bình"
     finally:
         vc.remove()
-    plain = VpcdCard(CccdChip(MRZ_INFO, chip_files()))  # an older chip without PACE
+    plain = VpcdCard(CccdChip(MRZ_INFO, chip_files()), port=pcsc)  # an older chip without PACE
     plain.insert()
     time.sleep(1.0)
     try:
         assert ChipReader().read(MRZ_INFO, ("DG1",), can="012345").access == "BAC"
     finally:
         plain.remove()
+
+
+def test_our_own_vpcd_port_is_outside_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any outgoing connection may hold a port of the ephemeral range, and vpcd would fail to
+    listen there: the pcscd the demo and the tests start uses ports below it."""
+    from biblioedge.provisioning import pcsc
+
+    for low, high in ((32768, 60999), (15000, 60999), (1024, 30000)):
+        monkeypatch.setattr(pcsc, "ephemeral_range", lambda r=(low, high): r)
+        ports = pcsc.own_ports()
+        assert ports and all(not low <= p <= high and 1024 <= p <= 65535 for p in ports), ports
+    monkeypatch.setattr(pcsc, "ephemeral_range", lambda: (40000, 60999))
+    assert pcsc.own_ports()[0] == pcsc.VPCD_PORT  # Debian's default where nothing takes it

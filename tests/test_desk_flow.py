@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import orjson
-import pytest
 from desk_kit import running_desk
 from sqlalchemy import select
 
@@ -21,8 +20,6 @@ from biblioedge.drivers.cccd.simdata import chip_files
 from biblioedge.drivers.codes import ZxingDecoder
 from biblioedge.fleet.db import events
 
-pytestmark = pytest.mark.usefixtures("pcsc")
-
 
 def read_card_qr(png: Path) -> str:
     codes = ZxingDecoder().decode(cv2.imread(str(png)))
@@ -30,8 +27,8 @@ def read_card_qr(png: Path) -> str:
     return codes[0].text
 
 
-async def test_register_a_citizen_in_two_taps(tmp_path: Path) -> None:
-    async with running_desk(tmp_path) as desk:
+async def test_register_a_citizen_in_two_taps(tmp_path: Path, pcsc: int) -> None:
+    async with running_desk(tmp_path, pcsc) as desk:
         desk.flow.scanned(desk.qr)
         consent = await desk.until("consent")
         assert consent.person["name"] == "Nguyễn Thị Bình"
@@ -68,8 +65,8 @@ async def test_register_a_citizen_in_two_taps(tmp_path: Path) -> None:
         assert desk.store.outbox_depth() == 0 and desk.store.answered("desk.registration") == []
 
 
-async def test_forgery_needs_the_librarians_override(tmp_path: Path) -> None:
-    async with running_desk(tmp_path, tamper=True) as desk:
+async def test_forgery_needs_the_librarians_override(tmp_path: Path, pcsc: int) -> None:
+    async with running_desk(tmp_path, pcsc, tamper=True) as desk:
         desk.flow.scanned(desk.qr)
         view = await desk.until("forgery")
         assert view.actions == ("override", "cancel")
@@ -87,8 +84,8 @@ async def test_forgery_needs_the_librarians_override(tmp_path: Path) -> None:
         assert desk.flow.taps == 2
 
 
-async def test_wrong_card_says_check_the_card_without_retrying(tmp_path: Path) -> None:
-    async with running_desk(tmp_path) as desk:
+async def test_wrong_card_says_check_the_card_without_retrying(tmp_path: Path, pcsc: int) -> None:
+    async with running_desk(tmp_path, pcsc) as desk:
         other = desk.qr.replace("001190012345", "001190012399")
         desk.flow.scanned(other)
         view = await desk.until("check_card")
@@ -101,9 +98,11 @@ async def test_wrong_card_says_check_the_card_without_retrying(tmp_path: Path) -
         assert desk.store.outbox_depth() == 0
 
 
-async def test_someone_else_in_front_of_the_camera_is_not_registered(tmp_path: Path) -> None:
+async def test_someone_else_in_front_of_the_camera_is_not_registered(
+    tmp_path: Path, pcsc: int
+) -> None:
     settings = DeskSettings(librarian="lan", mismatch_frames=3, face_timeout_s=20)
-    async with running_desk(tmp_path, live_person=6, settings=settings) as desk:
+    async with running_desk(tmp_path, pcsc, live_person=6, settings=settings) as desk:
         desk.flow.scanned(desk.qr)
         view = await desk.until("face_failed")
         assert view.message == "face_mismatch"
@@ -114,8 +113,10 @@ async def test_someone_else_in_front_of_the_camera_is_not_registered(tmp_path: P
         assert desk.store.outbox_depth() == 0
 
 
-async def test_offline_registration_waits_and_the_card_prints_later(tmp_path: Path) -> None:
-    async with running_desk(tmp_path) as desk:
+async def test_offline_registration_waits_and_the_card_prints_later(
+    tmp_path: Path, pcsc: int
+) -> None:
+    async with running_desk(tmp_path, pcsc) as desk:
         desk.central.online = False
         desk.flow.scanned(desk.qr)
         await desk.until("consent")
@@ -146,8 +147,8 @@ async def test_offline_registration_waits_and_the_card_prints_later(tmp_path: Pa
         assert desk.flow.view.pending_cards == 0
 
 
-async def test_card_pulled_out_mid_read_is_read_again(tmp_path: Path) -> None:
-    async with running_desk(tmp_path) as desk:
+async def test_card_pulled_out_mid_read_is_read_again(tmp_path: Path, pcsc: int) -> None:
+    async with running_desk(tmp_path, pcsc) as desk:
         pulled: list[bool] = []
         original = desk.flow.chip
         assert original is not None
@@ -172,21 +173,22 @@ async def test_card_pulled_out_mid_read_is_read_again(tmp_path: Path) -> None:
         await asyncio.sleep(1.5)
         files = desk.citizen.files(desk.pki)
         desk.card = VpcdCard(
-            CccdChip(desk.citizen.mrz_information(), chip_files(files), can=desk.citizen.can)
+            CccdChip(desk.citizen.mrz_information(), chip_files(files), can=desk.citizen.can),
+            port=pcsc,
         )
         desk.card.insert()  # put back: the desk reads again by itself
         await desk.until("consent")
         assert desk.flow.taps == 0
 
 
-async def test_a_qr_that_is_not_a_cccd_gets_a_clear_message(tmp_path: Path) -> None:
-    async with running_desk(tmp_path) as desk:
+async def test_a_qr_that_is_not_a_cccd_gets_a_clear_message(tmp_path: Path, pcsc: int) -> None:
+    async with running_desk(tmp_path, pcsc) as desk:
         desk.flow.scanned("https://example.com/not-a-card")
         await desk.seen("not_cccd", 5)
         assert desk.flow.view.detail
 
 
-def test_bench_desk_reports_reads_and_taps() -> None:
+def test_bench_desk_reports_reads_and_taps(pcsc: int) -> None:
     import json
     import subprocess
     import sys
@@ -236,19 +238,21 @@ def test_chip_photos_in_jpeg_2000_are_decoded_for_the_face_match() -> None:
     assert a != b and len(a) == 64 and "001190012345" not in a
 
 
-async def test_an_unattended_consent_screen_clears_itself(tmp_path: Path) -> None:
+async def test_an_unattended_consent_screen_clears_itself(tmp_path: Path, pcsc: int) -> None:
     settings = DeskSettings(librarian="lan", idle_reset_s=1.5)
-    async with running_desk(tmp_path, settings=settings) as desk:
+    async with running_desk(tmp_path, pcsc, settings=settings) as desk:
         desk.flow.scanned(desk.qr)
         await desk.until("consent")
         await desk.until("idle", 10)  # nobody answered: the reader's data leaves the screen
         assert desk.flow.view.person == {} and desk.store.outbox_depth() == 0
 
 
-async def test_no_reader_offers_qr_only_with_the_librarians_check(tmp_path: Path) -> None:
+async def test_no_reader_offers_qr_only_with_the_librarians_check(
+    tmp_path: Path, pcsc: int
+) -> None:
     from biblioedge.drivers.errors import DeviceUnavailable
 
-    async with running_desk(tmp_path) as desk:
+    async with running_desk(tmp_path, pcsc) as desk:
 
         class Unplugged:
             def present(self) -> bool:
@@ -275,7 +279,7 @@ async def test_no_reader_offers_qr_only_with_the_librarians_check(tmp_path: Path
         assert desk.flow.taps == 3
 
 
-async def test_qr_held_to_the_camera_starts_one_session_not_two(tmp_path: Path) -> None:
+async def test_qr_held_to_the_camera_starts_one_session_not_two(tmp_path: Path, pcsc: int) -> None:
     import numpy as np
     from desk_kit import person
 
@@ -283,7 +287,7 @@ async def test_qr_held_to_the_camera_starts_one_session_not_two(tmp_path: Path) 
     from biblioedge.drivers.cardprint import qr_image
     from biblioedge.drivers.codes import ZxingDecoder
 
-    async with running_desk(tmp_path) as desk:
+    async with running_desk(tmp_path, pcsc) as desk:
         code = np.asarray(qr_image(desk.qr, 420).convert("RGB"))[:, :, ::-1]
         scene = np.full((720, 1280, 3), 120, np.uint8)
         scene[150 : 150 + code.shape[0], 430 : 430 + code.shape[1]] = code

@@ -123,7 +123,7 @@ def simulated_desk(
     )
 
 
-def _chip_reads(citizen: Any, pki: Any, rounds: int) -> dict[str, Any]:
+def _chip_reads(citizen: Any, pki: Any, rounds: int, port: int) -> dict[str, Any]:
     """p50/max read time per access: PACE and BAC on a chip with extended length, and BAC on
     a chip without it (short APDUs), each card put on the reader in turn."""
     from biblioedge.drivers.cccd.card import read_card
@@ -138,7 +138,7 @@ def _chip_reads(citizen: Any, pki: Any, rounds: int) -> dict[str, Any]:
         ("BAC_short_apdus", "BAC", False),
     ):
         chip = CccdChip(citizen.mrz_information(), files, can=citizen.can, extended_length=extended)
-        card = VpcdCard(chip)
+        card = VpcdCard(chip, port=port)
         card.insert()
         time.sleep(1.0)  # pcscd notices the card
         try:
@@ -163,7 +163,9 @@ def _chip_reads(citizen: Any, pki: Any, rounds: int) -> dict[str, Any]:
     return out
 
 
-async def _registrations(runs: int, citizen: Any, qr: str, pki: Any, say: Any) -> dict[str, Any]:
+async def _registrations(
+    runs: int, citizen: Any, qr: str, pki: Any, port: int, say: Any
+) -> dict[str, Any]:
     from biblioedge.agent.desk import DeskSettings
     from biblioedge.agent.store import Store
     from biblioedge.agent.supervisor import Context
@@ -186,7 +188,7 @@ async def _registrations(runs: int, citizen: Any, qr: str, pki: Any, say: Any) -
         seal_key=central.seal_key.public_key(),
     )
     files = chip_files(citizen.files(pki))
-    card = VpcdCard(CccdChip(citizen.mrz_information(), files, can=citizen.can))
+    card = VpcdCard(CccdChip(citizen.mrz_information(), files, can=citizen.can), port=port)
     card.insert()
     tasks = [
         asyncio.create_task(flow.run(Context("desk", 120))),
@@ -254,9 +256,9 @@ def bench_desk(rounds: int = 5, runs: int = 3, progress: bool = True) -> dict[st
         pcscd = PcscdProcess(Path(tmp)).start()
         try:
             say(f"chip reads: {rounds} with PACE, {rounds} with BAC")
-            reads = _chip_reads(citizen, pki, rounds)
+            reads = _chip_reads(citizen, pki, rounds, pcscd.port)
             say(f"registrations: {runs} through the whole desk flow")
-            regs = asyncio.run(_registrations(runs, citizen, qr, pki, say))
+            regs = asyncio.run(_registrations(runs, citizen, qr, pki, pcscd.port, say))
         finally:
             pcscd.stop()
     pace, bac, short = reads["PACE"], reads["BAC"], reads["BAC_short_apdus"]

@@ -143,13 +143,14 @@ class DemoDesk:
 
     def present_citizen(self) -> str:
         """Put the citizen's card on the reader and scan its QR; returns the name."""
-        from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
+        from biblioedge.drivers.cccd.chipsim import VPCD_PORT, CccdChip, VpcdCard
         from biblioedge.drivers.cccd.simdata import chip_files, demo_citizen
 
         citizen, qr = demo_citizen(self.photo)
         if self.chip:
             files = chip_files(citizen.files(self.pki))
-            card = VpcdCard(CccdChip(citizen.mrz_information(), files, can=citizen.can))
+            chip = CccdChip(citizen.mrz_information(), files, can=citizen.can)
+            card = VpcdCard(chip, port=self.pcscd.port if self.pcscd else VPCD_PORT)
             card.insert()
             self.card = card
         if not self.scanner.wait_opened(120):
