@@ -37,7 +37,8 @@ from biblioedge.agent.release_client import ReleaseClient
 from biblioedge.agent.selftest import ReleaseTrial, TrialSettings
 from biblioedge.agent.store import AsyncStore, Store
 from biblioedge.agent.sync import Sync
-from biblioedge.agent.updater import Updater, UpdateSettings
+from biblioedge.agent.update_loop import UpdateSettings
+from biblioedge.agent.updater import Updater
 from biblioedge.protocol import DesiredState, ReportedState, utc_now
 from biblioedge.provisioning.bootguard import Layout
 from biblioedge.provisioning.release_build import native_arch

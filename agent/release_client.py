@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -105,7 +106,9 @@ class Fetched:
 
 
 class ReleaseClient:
-    """One kiosk's TUF client. Blocking: run it in a worker thread."""
+    """One kiosk's TUF client. Blocking: run it in a worker thread. The kiosk's software,
+    model and configuration updaters share it; a lock keeps their calls one at a time (the
+    trusted metadata on disk has one writer)."""
 
     def __init__(
         self,
@@ -124,6 +127,7 @@ class ReleaseClient:
         self._bootstrap = bootstrap
         self._updater: Updater | None = None
         self.refreshed_at: float | None = None
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         self.fetcher.close()
@@ -140,6 +144,10 @@ class ReleaseClient:
 
     def refresh(self) -> None:
         """Fetch and verify the newest metadata; a failure leaves the trusted set as it was."""
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         try:
             updater = self._new_updater()
             self._bootstrap = None  # from now on the persisted root.json is the trust anchor
@@ -170,6 +178,10 @@ class ReleaseClient:
         self.refreshed_at = time.time()
 
     def info(self, path: str) -> TargetFile:
+        with self._lock:
+            return self._info(path)
+
+    def _info(self, path: str) -> TargetFile:
         if self._updater is None:
             self.refresh()
         assert self._updater is not None
@@ -183,6 +195,10 @@ class ReleaseClient:
 
     def fetch(self, target: TargetFile, into: Path, progress: Progress | None = None) -> Fetched:
         """The verified file at ``into`` (kept as it is when already there and intact)."""
+        with self._lock:
+            return self._fetch(target, into, progress)
+
+    def _fetch(self, target: TargetFile, into: Path, progress: Progress | None) -> Fetched:
         assert self._updater is not None
         cached = self._updater.find_cached_target(target, str(into))
         if cached is not None:

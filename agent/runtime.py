@@ -234,7 +234,12 @@ class AgentRuntime:
         self.exit_code = 0
         self._stop: asyncio.Event | None = None
         self.updater: Any = None
+        self.model_updater: Any = None
+        self.config_updater: Any = None
+        self.model_track: Any = None
+        self.config_track: Any = None
         self.trial: Any = None
+        self._client: Any = None
 
     # -- events -------------------------------------------------------------------------
 
@@ -295,6 +300,10 @@ class AgentRuntime:
             gallery_version=self.gallery_version,
             degraded=[DISK_FULL] if self.storage.full else [],
             update=None if self.updater is None else self.updater.report,
+            models=self._active_models(),
+            model_update=None if self.model_updater is None else self.model_updater.report,
+            config_release=None if self.config_track is None else self.config_track.effective(),
+            config_update=None if self.config_updater is None else self.config_updater.report,
         )
 
     def busy(self) -> bool:
@@ -321,7 +330,7 @@ class AgentRuntime:
         if desired.version == self.desired_version and not from_store:
             return  # the retained copy of what we already run
         try:
-            new_config = apply_tunables(self.config, desired.config)
+            new_config = self._with_config_release(apply_tunables(self.config, desired.config))
         except ConfigError as exc:
             self.desired_error = f"version {desired.version}: {exc}"
             log.warning("refused desired state %d: %s", desired.version, exc)
@@ -336,6 +345,10 @@ class AgentRuntime:
         self.desired_error = None
         if self.updater is not None:
             self.updater.want(desired.software)
+        if self.model_updater is not None:
+            self.model_updater.want(dict(desired.models))
+        if self.config_updater is not None:
+            self.config_updater.want(desired.config_release)
         logging.getLogger().setLevel(new_config.log.level)
         self.metrics.desired_version.set(desired.version)
         if from_store:
@@ -420,8 +433,9 @@ class AgentRuntime:
         ]
         if self.trial is not None:
             comps.append(self.trial)
-        if self.updater is not None:
-            comps.append(self.updater)
+        for updater in (self.updater, self.model_updater, self.config_updater):
+            if updater is not None:
+                comps.append(updater)
         if self.gate is not None:
             comps.append(self.gate)
         if self.selfcheck is not None:
@@ -477,6 +491,7 @@ class AgentRuntime:
         check_identity(cfg)
         self._build_updates()
         await self._restore_desired()
+        self._start_config_release()
         await self._build_roles()
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
@@ -537,25 +552,71 @@ class AgentRuntime:
 
         cfg = self.config
         layout = None
+        tracks: list[Any] = []
         if cfg.update.enabled:
-            from biblioedge.agent.updater import Updater, UpdateSettings
+            from biblioedge.agent.artifact_update import (
+                ConfigTrack,
+                ConfigUpdater,
+                ModelTrack,
+                ModelUpdater,
+                TrackState,
+            )
+            from biblioedge.agent.update_loop import UpdateSettings
+            from biblioedge.agent.updater import Updater
+            from biblioedge.models.store import ModelStore
             from biblioedge.provisioning.bootguard import Layout
             from biblioedge.provisioning.release_build import native_arch
 
             layout = Layout(cfg.update.prefix)
-            self.updater = Updater(
-                layout,
-                self._release_client,
-                UpdateSettings(
+            updates = cfg.data_dir / "updates"
+            self.model_track = ModelTrack(
+                TrackState(updates / "model.json"), ModelStore(cfg.data_dir / "models")
+            )
+            self.config_track = ConfigTrack(TrackState(updates / "config.json"), updates / "config")
+            tracks = [self.model_track, self.config_track]
+            for track in tracks:  # before the face engine loads what is on trial
+                reason = track.before_start()
+                if reason:
+                    log.error("%s release on trial rolled back: %s", track.kind, reason)
+
+            def settings(kind: str) -> UpdateSettings:
+                return UpdateSettings(
                     arch=native_arch(),
                     role=cfg.role,
                     retry_s=cfg.update.retry_s,
                     window=lambda: self.config.update.maintenance_window,
                     busy=self.busy,
+                    held=lambda: self._other_trial(kind),
                     compile_bytecode=cfg.update.compile_bytecode,
-                ),
+                )
+
+            def restart() -> None:
+                self.exit_for_restart(RESTART_EXIT)
+
+            self.updater = Updater(
+                layout,
+                self._shared_client,
+                settings("software"),
                 self.note,
-                lambda: self.exit_for_restart(RESTART_EXIT),
+                restart,
+                self.sync.state_changed,
+            )
+            self.model_updater = ModelUpdater(
+                self.model_track,
+                self._shared_client,
+                settings("model"),
+                self.note,
+                restart,
+                self.sync.state_changed,
+                check=_check_model,
+            )
+            self.config_updater = ConfigUpdater(
+                self.config_track,
+                self._shared_client,
+                settings("config"),
+                self.note,
+                restart,
+                self._check_config_release,
                 self.sync.state_changed,
             )
         self.trial = ReleaseTrial(
@@ -569,7 +630,57 @@ class AgentRuntime:
             self.note,
             self.exit_for_restart,
             lambda: self.crash_count,
+            tracks,
         )
+
+    def _active_models(self) -> dict[str, str]:
+        if self.model_track is not None:
+            return dict(self.model_track.active())
+        if not (self.config.data_dir / "models" / "state.json").exists():
+            return {}
+        from biblioedge.models.store import ModelStore, ModelStoreError
+
+        try:
+            return ModelStore(self.config.data_dir / "models").active_refs()
+        except ModelStoreError:
+            return {}
+
+    def _check_config_release(self, doc: Any) -> None:
+        apply_tunables(self.config, doc.config)  # raises ConfigError: every key, every value
+
+    def _other_trial(self, kind: str) -> str | None:
+        if self.trial is None:
+            return None
+        return next((t.kind for t in self.trial.on_trial() if t.kind != kind), None)
+
+    def _shared_client(self) -> Any:
+        if self._client is None:
+            self._client = self._release_client()
+        return self._client
+
+    def _with_config_release(self, config: AgentConfig) -> AgentConfig:
+        """The configuration document in force applies over the desired-state overrides."""
+        if self.config_track is None:
+            return config
+        doc = self.config_track.document(self.config_track.effective())
+        return config if doc is None else apply_tunables(config, doc.config)
+
+    def _start_config_release(self) -> None:
+        """Apply the document in force at start; one on trial that does not apply goes back."""
+        if self.config_track is None:
+            return
+        try:
+            self.config = self._with_config_release(self.config)
+        except ConfigError as exc:
+            if self.config_track.on_trial():
+                self.config_track.roll_back(f"does not apply: {exc}")
+                log.error("configuration on trial rolled back: %s", exc)
+            else:
+                log.error("the committed configuration document does not apply: %s", exc)
+            return
+        ref = self.config_track.effective()
+        if ref:
+            log.info("configuration document %s applied", ref)
 
     def _self_test_checks(self) -> dict[str, Any]:
         async def store() -> str | None:
@@ -622,3 +733,10 @@ class AgentRuntime:
             except EnrollError as exc:
                 raise ReleaseUnavailable("unreachable", str(exc)) from exc
         return ReleaseClient(tuf_dir, central, context, bootstrap=bootstrap)
+
+
+def _check_model(manifest: Any, path: Any) -> None:
+    """Loads the model once before it is activated (the engine is imported only then)."""
+    from biblioedge.models.engine import check_model
+
+    check_model(manifest, path)

@@ -21,14 +21,51 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from biblioedge.provisioning.bootguard import Layout
 
 log = logging.getLogger("biblioedge.agent.selftest")
 
 Check = Callable[[], Awaitable[str | None]]  # None when healthy, else what is wrong
+
+
+class Track(Protocol):
+    """A kind of release that can be on trial: a model, a configuration document."""
+
+    kind: str
+
+    def on_trial(self) -> bool: ...
+    def commit(self) -> bool: ...
+    def roll_back(self, reason: str) -> None: ...
+    def take_outcome(self) -> dict[str, Any] | None: ...
+
+
+class SoftwareTrack:
+    """The running software release, on trial when ``current`` was just switched to it."""
+
+    kind = "software"
+
+    def __init__(self, layout: Layout, version: str) -> None:
+        self.layout = layout
+        self.version = version
+
+    def on_trial(self) -> bool:
+        state = self.layout.state()
+        return bool(state["pending"] == self.version == self.layout.current_version())
+
+    def commit(self) -> bool:
+        return self.layout.commit(self.version)
+
+    def roll_back(self, reason: str) -> None:
+        self.layout.roll_back(reason)
+
+    def take_outcome(self) -> dict[str, Any] | None:
+        return self.layout.take_outcome()
+
+
 Note = Callable[[str, dict[str, object]], Awaitable[None]]
 RESTART_EXIT = 75  # the unit's RestartForceExitStatus
 
@@ -73,8 +110,11 @@ class ReleaseTrial:
         note: Note,
         exit_for_restart: Callable[[int], None],
         crashes: Callable[[], int],
+        tracks: Sequence[Track] = (),
     ) -> None:
         self.layout = layout
+        software = [SoftwareTrack(layout, settings.version)] if layout is not None else []
+        self.tracks: list[Track] = [*software, *tracks]
         self.settings = settings
         self.checks = checks
         self.note = note
@@ -93,24 +133,23 @@ class ReleaseTrial:
                 return f"{name}: {problem}"
         return None
 
-    def on_trial(self) -> bool:
-        if self.layout is None:
-            return False
-        state = self.layout.state()
-        return bool(state["pending"] == self.settings.version == self.layout.current_version())
+    def on_trial(self) -> list[Track]:
+        return [t for t in self.tracks if t.on_trial()]
 
     async def report_outcome(self) -> None:
-        if self.layout is None:
-            return
-        outcome = await asyncio.to_thread(self.layout.take_outcome)
-        if outcome is None:
-            return
-        etype = (
-            "device.update_committed"
-            if outcome["result"] == "committed"
-            else "device.update_rolled_back"
-        )
-        await self.note(etype, {"version": outcome["version"], "reason": outcome["reason"]})
+        for track in self.tracks:
+            outcome = await asyncio.to_thread(track.take_outcome)
+            if outcome is None:
+                continue
+            etype = (
+                "device.update_committed"
+                if outcome["result"] == "committed"
+                else "device.update_rolled_back"
+            )
+            payload = {"version": outcome["version"], "reason": outcome["reason"]}
+            if track.kind != "software":
+                payload["kind"] = track.kind
+            await self.note(etype, payload)
 
     async def run(self, ctx: object = None) -> None:
         await self.report_outcome()  # how the last trial ended, from whichever side of it
@@ -124,7 +163,7 @@ class ReleaseTrial:
             await asyncio.sleep(self.settings.poll_s)
         if self.problem is not None:
             if trial:
-                await self._roll_back(f"self-test failed: {self.problem}")
+                await self._roll_back(trial, f"self-test failed: {self.problem}")
                 return
             log.warning("self-test: %s (running committed release anyway)", self.problem)
         self.ready = True
@@ -137,18 +176,18 @@ class ReleaseTrial:
             self._beat(ctx)
             sd_notify("WATCHDOG=1")
             if trial and self.crashes() > crashes:
-                await self._roll_back("a component crashed during the soak time")
+                await self._roll_back(trial, "a component crashed during the soak time")
                 return
             if trial and time.monotonic() >= soak_end:
                 problem = await self.self_test()
                 if problem is not None:
-                    await self._roll_back(f"unhealthy at the end of the soak: {problem}")
+                    await self._roll_back(trial, f"unhealthy at the end of the soak: {problem}")
                     return
-                assert self.layout is not None
-                if await asyncio.to_thread(self.layout.commit, self.settings.version):
-                    log.info("release %s committed", self.settings.version)
-                    await self.report_outcome()
-                trial = False
+                for track in trial:
+                    if await asyncio.to_thread(track.commit):
+                        log.info("%s release on trial committed", track.kind)
+                await self.report_outcome()
+                trial = []
             await asyncio.sleep(min(beat, self.settings.poll_s * 4))
 
     def _beat(self, ctx: object) -> None:
@@ -156,9 +195,9 @@ class ReleaseTrial:
         if heartbeat is not None:
             heartbeat()
 
-    async def _roll_back(self, reason: str) -> None:
-        assert self.layout is not None
-        log.error("release %s fails its trial: %s; rolling back", self.settings.version, reason)
-        await asyncio.to_thread(self.layout.roll_back, reason)
+    async def _roll_back(self, trial: list[Track], reason: str) -> None:
+        for track in trial:
+            log.error("%s release on trial fails: %s; rolling back", track.kind, reason)
+            await asyncio.to_thread(track.roll_back, reason)
         sd_notify(f"STATUS=rolled back: {reason[:200]}")
         self.exit_for_restart(RESTART_EXIT)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import aiomqtt
 import orjson
@@ -395,7 +396,9 @@ def reported_state(
     gallery_version: int = 0,
     degraded: list[str] | None = None,
     update: UpdateReport | None = None,
+    **releases: Any,
 ) -> ReportedState:
+    """``releases``: the model and configuration fields of ``ReportedState``."""
     from datetime import UTC, datetime
 
     return ReportedState(
@@ -413,4 +416,5 @@ def reported_state(
         degraded=degraded or [],
         update=update,
         reported_at=utc_now(),
+        **releases,
     )

@@ -19,55 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import shutil
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from biblioedge.agent.release_client import ReleaseClient, ReleaseUnavailable
-from biblioedge.agent.window import in_window
-from biblioedge.protocol import UpdateOutcome, UpdateReport
+from biblioedge.agent.update_loop import Note, UpdateLoop, UpdateSettings
+from biblioedge.protocol import UpdateOutcome
 from biblioedge.provisioning.bootguard import Layout, LayoutError
 from biblioedge.provisioning.release_install import InstallError, build_release
 from biblioedge.releases import ReleaseError, SoftwareRelease, software_target, wheel_target
 
-log = logging.getLogger("biblioedge.agent.updater")
 
-Note = Callable[[str, dict[str, Any]], Awaitable[None]]
-#: failures worth retrying later; anything else waits for central to want another release
-TRANSIENT = {"unreachable", "expired_metadata", "local_error", "disk", "disk_full"}
-
-
-@dataclass
-class UpdateSettings:
-    arch: str
-    role: str
-    retry_s: float = 60.0
-    window: Callable[[], str | None] = lambda: None
-    busy: Callable[[], bool] = lambda: False
-    compile_bytecode: bool = True
-    now: Callable[[], datetime] = datetime.now
-    #: installs that may run at once in this process (the fleet simulator shares one between
-    #: its kiosks, as real kiosks each have their own CPU); None: no limit
-    install_slots: asyncio.Semaphore | None = None
-
-
-@dataclass
-class Progress:
-    done: int = 0
-    total: int = 0
-    last_said: float = field(default=0.0)
-
-
-class Updater:
+class Updater(UpdateLoop):
     """One kiosk's software updates. ``want`` is called with each desired state; ``run`` is
     a supervised component (or, in the fleet simulator, one task per simulated kiosk)."""
 
     name = "updater"
+    kind = "software"
 
     def __init__(
         self,
@@ -78,19 +47,10 @@ class Updater:
         restart: Callable[[], None],
         changed: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__(client, settings, note, restart, changed)
         self.layout = layout
-        self._client_factory = client
-        self._client: ReleaseClient | None = None
-        self.settings = settings
-        self.note = note
-        self.restart = restart
-        self.changed = changed
         self.wanted: str | None = None
-        self.report = UpdateReport()
-        self._wake = asyncio.Event()
-        self._next_try = 0.0
         self.wheels = layout.prefix / "wheels"
-        self.bytes_downloaded = 0
         self.refresh_report()
 
     # -- reporting ---------------------------------------------------------------------------
@@ -116,58 +76,16 @@ class Updater:
             }
         )
 
-    def _phase(self, phase: str, reason: str | None = None, detail: str | None = None) -> None:
-        before = (self.report.phase, self.report.reason)
-        self.report = self.report.model_copy(
-            update={"phase": phase, "reason": reason, "detail": detail and detail[:500]}
-        )
-        if (phase, reason) != before:
-            if phase == "failed":
-                log.warning("update to %s: %s (%s)", self.wanted, reason, detail)
-            else:
-                log.info("update to %s: %s%s", self.wanted, phase, f" ({reason})" if reason else "")
-            self.changed()
-
     # -- control -----------------------------------------------------------------------------
 
     def want(self, version: str | None) -> None:
         if version != self.wanted:
             self.wanted = version
-            self._next_try = 0.0
             self.refresh_report()
-            self._wake.set()
+            self.wake()
 
     def running(self) -> str | None:
         return self.layout.current_version()
-
-    async def run(self, ctx: Any = None) -> None:
-        async def beating() -> None:  # an install takes minutes; the supervisor must not
-            while ctx is not None:  # take that for a stall
-                ctx.heartbeat()
-                await asyncio.sleep(2.0)
-
-        beat = asyncio.create_task(beating())
-        try:
-            await self._loop()
-        finally:
-            beat.cancel()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # one bad step costs that step, never the kiosk
-                log.exception("update step failed")
-                self._phase("failed", "internal", str(exc))
-                self._next_try = time.monotonic() + self.settings.retry_s
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(min(self.settings.retry_s, 5.0)):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
 
     async def step(self) -> None:
         """One look at what to do; returns quickly unless it installs."""
@@ -186,37 +104,14 @@ class Updater:
         if wanted in state.get("refused", []):
             self._phase("failed", "rolled_back", f"release {wanted} was rolled back here")
             return
-        if time.monotonic() < self._next_try:
-            return
-        if self.settings.busy():
-            self._phase("waiting", "busy", "a reader is mid-transaction")
-            return
-        window = self.settings.window()
-        if not in_window(window, self.settings.now()):
-            self._phase("waiting", "maintenance_window", f"installs only during {window}")
+        if not self.may_start():
             return
         try:
             await self._install(wanted)
-        except ReleaseUnavailable as exc:
-            await self._failed(wanted, exc.reason, exc.detail)
-        except InstallError as exc:
-            await self._failed(wanted, exc.reason, exc.detail)
+        except (ReleaseUnavailable, InstallError) as exc:
+            await self.failed(wanted, exc.reason, exc.detail)
         except LayoutError as exc:
-            await self._failed(wanted, "layout", str(exc))
-
-    async def _failed(self, version: str, reason: str, detail: str) -> None:
-        self._phase("failed", reason, detail)
-        self._next_try = time.monotonic() + (
-            self.settings.retry_s if reason in TRANSIENT else self.settings.retry_s * 10
-        )
-        await self.note(
-            "device.update_failed", {"version": version, "reason": reason, "detail": detail[:500]}
-        )
-
-    def client(self) -> ReleaseClient:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+            await self.failed(wanted, "layout", str(exc))
 
     async def _install(self, version: str) -> None:
         self._phase("downloading")
@@ -241,20 +136,7 @@ class Updater:
             raise ReleaseUnavailable("bad_release", str(exc)) from exc
         files = [*files, *([release.pip] if release.pip not in files else [])]
         infos = [await asyncio.to_thread(client.info, wheel_target(f)) for f in files]
-        progress = Progress(total=sum(i.length for i in infos))
-        self.report = self.report.model_copy(
-            update={"done_bytes": 0, "total_bytes": progress.total}
-        )
-        self.changed()
-
-        def seen(n: int) -> None:
-            progress.done += n
-            self.bytes_downloaded += n
-            now = time.monotonic()
-            if now - progress.last_said > 1.0:
-                progress.last_said = now
-                self.report = self.report.model_copy(update={"done_bytes": progress.done})
-                log.info("downloading %s: %d of %d bytes", version, progress.done, progress.total)
+        progress, seen = self.progress(version, sum(i.length for i in infos))
 
         paths = []
         for name, info in zip(files, infos, strict=True):

@@ -184,6 +184,13 @@ class Ack(_Strict):
     )
 
 
+#: a model or configuration release: ``name@version``; ``builtin``: none (the defaults)
+BUILTIN = "builtin"
+_REF = r"^(builtin|[0-9A-Za-z][0-9A-Za-z._+-]{0,63}@[0-9A-Za-z][0-9A-Za-z._+-]{0,63})$"
+ModelRef = Annotated[str, Field(pattern=_REF, max_length=64)]
+ModelTask = Literal["detect", "embed", "liveness"]
+
+
 class DesiredState(_Strict):
     """What IT wants a device to be. Versioned; a device applies only newer versions."""
 
@@ -194,8 +201,13 @@ class DesiredState(_Strict):
     software: str | None = Field(
         default=None, max_length=64, description="Wanted software release (a signed version)"
     )
-    models: dict[str, str] = Field(
-        default_factory=dict, max_length=8, description="Wanted model versions: name -> version"
+    models: dict[ModelTask, ModelRef] = Field(
+        default_factory=dict,
+        max_length=3,
+        description="Wanted model per task: name@version, or builtin for the engine's own",
+    )
+    config_release: ModelRef | None = Field(
+        default=None, description="Wanted configuration document: name@version, or builtin"
     )
 
 
@@ -254,6 +266,13 @@ class ReportedState(_Strict):
     models: dict[str, str] = Field(
         default_factory=dict, max_length=8, description="Active models: task -> name@version"
     )
+    model_update: UpdateReport | None = Field(
+        default=None, description="The model updates: versions are name@version"
+    )
+    config_release: str | None = Field(
+        default=None, max_length=64, description="Configuration document applied (name@version)"
+    )
+    config_update: UpdateReport | None = None
     reported_at: datetime | None = None
 
 

@@ -30,6 +30,8 @@ _TARGET = re.compile(
     rf"|models/{_NAME}/{_NAME}/(manifest\.json|model\.bin)|config/{_NAME}/{_NAME}\.json)$"
 )
 VERSION_PATTERN = rf"^{_NAME}$"
+#: what a rollout names: a software version, or name@version of a model or a document
+RELEASE_PATTERN = rf"^{_NAME}(@{_NAME})?$"
 
 
 class ReleaseError(ValueError):
@@ -52,6 +54,14 @@ def wheel_target(filename: str) -> str:
 
 def model_targets(name: str, version: str) -> tuple[str, str]:
     return f"models/{name}/{version}/manifest.json", f"models/{name}/{version}/model.bin"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``name@version`` of a model or configuration release, each part a valid name."""
+    name, _, version = ref.partition("@")
+    if not (re.match(VERSION_PATTERN, name) and re.match(VERSION_PATTERN, version)):
+        raise ReleaseError(f"not name@version: {ref!r}")
+    return name, version
 
 
 def config_target(name: str, version: str) -> str:

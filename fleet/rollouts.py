@@ -29,8 +29,15 @@ from sqlalchemy import and_, insert, select, update
 from biblioedge.fleet.db import devices, events, rollout_targets, rollouts
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo, StaleVersion
-from biblioedge.protocol import ID_PATTERN, DesiredState, utc_now
-from biblioedge.releases import VERSION_PATTERN, software_target
+from biblioedge.protocol import BUILTIN, ID_PATTERN, DesiredState, utc_now
+from biblioedge.releases import (
+    VERSION_PATTERN,
+    ReleaseError,
+    config_target,
+    model_targets,
+    software_target,
+    split_ref,
+)
 
 log = logging.getLogger("biblioedge.fleet.rollouts")
 
@@ -126,6 +133,47 @@ class Health:
     failed_loans: int = 0
 
 
+@dataclass(frozen=True)
+class Track:
+    """Where one kind of release lives in a kiosk's desired and reported state. Software is
+    one version; a model is the active model of its task; a configuration document is one."""
+
+    kind: str
+    task: str | None = None
+
+    def report(self, reported: dict[str, Any]) -> dict[str, Any]:
+        key = {"software": "update", "model": "model_update", "config": "config_update"}
+        return reported.get(key[self.kind]) or {}
+
+    def current(self, reported: dict[str, Any]) -> str | None:
+        """What the kiosk runs now (on trial or committed)."""
+        if self.kind == "software":
+            return self.report(reported).get("committed") or reported.get("software")
+        if self.kind == "model":
+            return (reported.get("models") or {}).get(self.task or "") or BUILTIN
+        return reported.get("config_release") or BUILTIN
+
+    def runs(self, reported: dict[str, Any], release: str | None) -> bool:
+        """The kiosk runs ``release`` and it is not on trial any more."""
+        doc = self.report(reported)
+        if self.kind == "software":
+            committed = doc.get("committed") or reported.get("software")
+            return committed == release and doc.get("pending") is None
+        return self.current(reported) == release and doc.get("pending") is None
+
+    def desire(self, doc: dict[str, Any], release: str | None) -> bool:
+        """Names ``release`` in a desired-state document; False when it already did."""
+        if self.kind == "software":
+            before, doc["software"] = doc.get("software"), release
+        elif self.kind == "model":
+            models = dict(doc.get("models") or {})
+            before, models[self.task or ""] = models.get(self.task or ""), release or BUILTIN
+            doc["models"] = models
+        else:
+            before, doc["config_release"] = doc.get("config_release"), release
+        return before != release
+
+
 def _id() -> str:
     return f"r{utc_now():%Y%m%d}{secrets.token_hex(4)}"
 
@@ -196,16 +244,7 @@ class Rollouts:
     def create(
         self, kind: str, release: str, selector: Selector, plan: RolloutPlan, actor: str
     ) -> dict[str, Any]:
-        import re
-
-        if kind != "software":
-            raise RolloutError(400, f"rollouts of {kind} releases are not supported yet")
-        if not re.match(VERSION_PATTERN, release):
-            raise RolloutError(404, "no such release")
-        if self.releases is not None:
-            known = {t.path for t in self.releases.list_targets()}
-            if software_target(release) not in known:
-                raise RolloutError(404, f"release {release} is not signed and published")
+        self.track(kind, release)  # refuses an unknown kind or a release not published
         chosen = [d for d in self._devices().values() if selector.matches(d)]
         if not chosen:
             raise RolloutError(404, "the selection matches no kiosk")
@@ -288,6 +327,33 @@ class Rollouts:
         assert got is not None
         return got
 
+    def track(self, kind: str, release: str) -> Track:
+        """The track of a published release; RolloutError 404 when it is not one."""
+        import re
+
+        try:
+            if kind == "software":
+                if not re.match(VERSION_PATTERN, release):
+                    raise ReleaseError(release)
+                target = software_target(release)
+            elif kind == "model":
+                target = model_targets(*split_ref(release))[0]
+            elif kind == "config":
+                target = config_target(*split_ref(release))
+            else:
+                raise RolloutError(400, f"no such kind of release: {kind}")
+        except ReleaseError:
+            raise RolloutError(404, f"no such {kind} release") from None
+        if self.releases is None:
+            return Track(kind)
+        found = next((t for t in self.releases.list_targets() if t.path == target), None)
+        if found is None:
+            raise RolloutError(404, f"{kind} release {release} is not signed and published")
+        task = found.custom.get("task") if kind == "model" else None
+        if kind == "model" and task not in ("detect", "embed", "liveness"):
+            raise RolloutError(404, f"model release {release} names no task")
+        return Track(kind, task)
+
     # -- the engine -------------------------------------------------------------------------
 
     async def tick(self) -> None:
@@ -302,14 +368,15 @@ class Rollouts:
             ]
         for r in running:
             try:
-                starts = await asyncio.to_thread(self._step, r)
+                track = await asyncio.to_thread(self.track, r["kind"], r["release"])
+                starts = await asyncio.to_thread(self._step, r, track)
             except Exception:
                 log.exception("rollout %s step failed", r["rollout_id"])
                 continue
             for device_id, version in starts:
-                await self._set_software(device_id, version)
+                await self._set_desired(track, device_id, version)
 
-    def _step(self, r: dict[str, Any]) -> list[tuple[str, str | None]]:
+    def _step(self, r: dict[str, Any], track: Track) -> list[tuple[str, str | None]]:
         """One look at a rollout; returns the desired-state changes to publish."""
         plan = RolloutPlan.model_validate(r["plan"])
         now = self.now()
@@ -331,7 +398,7 @@ class Rollouts:
             d = fleet.get(device_id)
             if d is None:
                 continue
-            new = self._observe(t, d, release, plan, now)
+            new = self._observe(track, t, d, release, plan, now)
             if new:
                 updates[device_id] = new
                 t.update(new)
@@ -360,7 +427,7 @@ class Rollouts:
                         t["state"] = "reverting"
                 log.warning("rollout %s halted: %s", rid, reason)
         if state == "running":
-            changes += self._start(in_wave, fleet, targets, plan, release, updates, now)
+            changes += self._start(track, in_wave, fleet, targets, plan, release, updates, now)
             done = [t for t in in_wave if t["state"] in ("committed", "failed", "skipped")]
             committed = sum(1 for t in in_wave if t["state"] == "committed")
             if in_wave and len(done) == len(in_wave) and committed / len(in_wave) >= plan.success:
@@ -436,20 +503,24 @@ class Rollouts:
         log.info("rollout %s: %d new kiosk(s) join wave %d", r["rollout_id"], len(rows), wave)
 
     def _observe(
-        self, t: dict[str, Any], d: dict[str, Any], release: str, plan: RolloutPlan, now: datetime
+        self,
+        track: Track,
+        t: dict[str, Any],
+        d: dict[str, Any],
+        release: str,
+        plan: RolloutPlan,
+        now: datetime,
     ) -> dict[str, Any] | None:
         reported = d.get("reported") or {}
-        update_doc = reported.get("update") or {}
-        committed = update_doc.get("committed") or reported.get("software")
-        pending = update_doc.get("pending")
+        update_doc = track.report(reported)
         last = update_doc.get("last") or {}
         if t["state"] == "reverting":
-            if committed == t["previous"] and pending is None:
+            if track.runs(reported, t["previous"]):
                 return {"state": "rolled_back", "finished_at": now}
             return None
         if t["state"] != "updating":
             return None
-        if committed == release and pending is None:
+        if track.runs(reported, release):
             return {"state": "committed", "finished_at": now, "reason": None}
         if last.get("version") == release and last.get("result") == "rolled_back":
             return {
@@ -479,6 +550,7 @@ class Rollouts:
 
     def _start(
         self,
+        track: Track,
         in_wave: list[dict[str, Any]],
         fleet: dict[str, dict[str, Any]],
         targets: dict[str, dict[str, Any]],
@@ -518,8 +590,7 @@ class Rollouts:
             e = self._entrance(d, plan)
             if e and gates[e] > 1 and per_entrance.get(e, 0) >= gates[e] - 1:
                 continue  # the entrance keeps at least one gate working
-            reported = d.get("reported") or {}
-            current = (reported.get("update") or {}).get("committed") or reported.get("software")
+            current = track.current(d.get("reported") or {})
             per_site[t["site"]] = per_site.get(t["site"], 0) + 1
             if e:
                 per_entrance[e] = per_entrance.get(e, 0) + 1
@@ -609,7 +680,7 @@ class Rollouts:
 
     # -- desired state ----------------------------------------------------------------------
 
-    async def _set_software(self, device_id: str, version: str | None) -> None:
+    async def _set_desired(self, track: Track, device_id: str, release: str | None) -> None:
         import asyncio
 
         for _ in range(5):
@@ -618,9 +689,8 @@ class Rollouts:
                 return
             doc = dict(device.get("desired") or {})
             doc.pop("version", None)
-            if doc.get("software") == version:
+            if not track.desire(doc, release):
                 return
-            doc["software"] = version
             try:
                 site, desired = await asyncio.to_thread(
                     self.repo.put_desired, device_id, int(device["desired_version"]), doc

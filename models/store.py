@@ -53,7 +53,7 @@ class StoredModel:
     active: bool
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -91,7 +91,7 @@ class ModelStore:
         return {"active": dict(state.get("active", {})), "history": dict(state.get("history", {}))}
 
     def _save(self, state: dict[str, Any]) -> None:
-        _atomic_write(self.root / "state.json", json.dumps(state, indent=2).encode())
+        atomic_write(self.root / "state.json", json.dumps(state, indent=2).encode())
 
     # -- queries ------------------------------------------------------------------------
 
@@ -164,7 +164,7 @@ class ModelStore:
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o444)
             os.replace(tmp, blob)
-        _atomic_write(
+        atomic_write(
             self.root / "manifests" / f"{manifest.ref}.json",
             manifest.model_dump_json(indent=2).encode(),
         )
@@ -188,6 +188,18 @@ class ModelStore:
             state["history"].setdefault(manifest.task, []).append(current)
         state["active"][manifest.task] = ref
         self._save(state)
+
+    def deactivate(self, task: Task) -> None:
+        """No active model for ``task``: the engine falls back to its built-in backend."""
+        state = self._state()
+        current = state["active"].pop(task, None)
+        if current is None:
+            return
+        state["history"].setdefault(task, []).append(current)
+        self._save(state)
+
+    def active_refs(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self._state()["active"].items()}
 
     def rollback(self, task: Task) -> str | None:
         """Back to the previously active model of ``task``; None when there was none."""

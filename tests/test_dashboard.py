@@ -76,7 +76,8 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
         engine = Rollouts(repo, srv.repo, None)
         halted = engine.create("software", "2.0", Selector(sites=["tv-huyen"]), RolloutPlan(), "it")
         r = engine.get(halted["rollout_id"])
-        engine._step(r)  # type: ignore[arg-type]
+        assert r is not None
+        engine._step(r, engine.track("software", "2.0"))
         with repo.engine.begin() as conn:
             from biblioedge.fleet.db import rollouts
 
@@ -225,12 +226,12 @@ def test_admin_pauses_resumes_and_starts_a_rollout(site: dict[str, Any], browser
     click(browser, f"{row} button.resume")
     wait_text(browser, f"{row} .state", "Đang chạy")
     # a second rollout for kiosks already in one: refused, and the page says why
-    Select(browser.find_element(By.ID, "release")).select_by_value("2.0")
+    Select(browser.find_element(By.ID, "release")).select_by_value("software:2.0")
     click(browser, "#start-rollout")
     wait_text(browser, "#message", "already in an active rollout")
     click(browser, f"{row} button.abort")
     wait_text(browser, f"{row} .state", "Đã hủy")
-    Select(browser.find_element(By.ID, "release")).select_by_value("3.0")
+    Select(browser.find_element(By.ID, "release")).select_by_value("software:3.0")
     browser.find_element(By.ID, "sites").send_keys("tv-tinh")
     click(browser, "#start-rollout")
     wait_text(browser, "#rollouts tr.rollout.running", "3.0")

@@ -71,7 +71,7 @@ def report(
 def step(engine: Rollouts, rollout_id: str) -> list[tuple[str, str | None]]:
     r = engine.get(rollout_id)
     assert r is not None
-    return engine._step(r)
+    return engine._step(r, engine.track(r["kind"], r["release"]))
 
 
 def states(engine: Rollouts, rollout_id: str) -> dict[str, str]:
@@ -247,3 +247,79 @@ def test_refusals(fleet: Any) -> None:
         RolloutPlan(waves=["0%"])
     assert RolloutPlan(waves=[1, "10%", "100%"]).sizes(200) == [1, 20, 179]
     assert RolloutPlan(waves=[1, "10%", "100%"]).sizes(1) == [1]
+
+
+class Listed:
+    """Central's release listing as the rollout engine reads it (path and signed custom)."""
+
+    def __init__(self, *targets: tuple[str, dict[str, Any]]) -> None:
+        from biblioedge.fleet.releases import Target
+
+        self.targets = [Target(path, 1, "0" * 64, custom) for path, custom in targets]
+
+    def list_targets(self) -> list[Any]:
+        return self.targets
+
+
+def model_report(repo: Repo, device_id: str, active: str, **update_doc: Any) -> None:
+    doc = {
+        "device_id": device_id,
+        "software": "1.0",
+        "models": {"embed": active},
+        "model_update": {"phase": "idle", "pending": None, **update_doc},
+    }
+    with repo.engine.begin() as conn:
+        conn.execute(update(devices).where(devices.c.device_id == device_id).values(reported=doc))
+
+
+def test_a_model_rollout_names_the_model_per_task_and_reverts_to_the_one_before(
+    tmp_path: Path,
+) -> None:
+    repo = Repo(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    repo.migrate()
+    listed = Listed(
+        (
+            "models/arc/2/manifest.json",
+            {"kind": "model", "name": "arc", "version": "2", "task": "embed"},
+        ),
+        ("config/tuning/1.json", {"kind": "config", "name": "tuning", "version": "1"}),
+    )
+    engine = Rollouts(repo, listed, None)  # type: ignore[arg-type]
+    for i in range(4):
+        kiosk(repo, f"g{i}", "tv-tinh")
+        model_report(repo, f"g{i}", "arc@1")
+    with pytest.raises(RolloutError) as refused:
+        engine.create("model", "arc@9", Selector(), RolloutPlan(), "it")
+    assert refused.value.status == 404
+    r = engine.create("model", "arc@2", Selector(), RolloutPlan(waves=[1, 3]), "it")
+    track = engine.track("model", "arc@2")
+    assert track.task == "embed"
+    ((canary, wanted),) = step(engine, r["rollout_id"])
+    doc: dict[str, Any] = {"software": "1.0", "models": {"detect": "scrf@1"}}
+    assert track.desire(doc, wanted) and doc["models"] == {"detect": "scrf@1", "embed": "arc@2"}
+    model_report(repo, canary, "arc@2", pending="arc@2", phase="trial")  # on trial: not yet
+    step(engine, r["rollout_id"])
+    assert states(engine, r["rollout_id"])[canary] == "updating"
+    model_report(repo, canary, "arc@2", committed="arc@2")
+    step(engine, r["rollout_id"])
+    second = step(engine, r["rollout_id"])
+    assert len(second) == 3
+    bad = second[0][0]  # the model went back by itself on one kiosk of the wave
+    model_report(
+        repo,
+        bad,
+        "arc@1",
+        last={"version": "arc@2", "result": "rolled_back", "reason": "self-test failed", "at": 1},
+    )
+    reverts = step(engine, r["rollout_id"])
+    assert engine.get(r["rollout_id"])["state"] == "halted"
+    assert sorted(reverts) == sorted((d, "arc@1") for d, _ in second if d != bad)
+    config = engine.create("config", "tuning@1", Selector(), RolloutPlan(), "it")
+    ((first, ref),) = step(engine, config["rollout_id"])
+    doc = {}
+    assert engine.track("config", "tuning@1").desire(doc, ref) and doc == {
+        "config_release": "tuning@1"
+    }
+    starts = {t["device_id"]: t["previous"] for t in engine.get(config["rollout_id"])["targets"]}
+    assert starts[first] == "builtin"  # no document before: going back means none
+    repo.close()

@@ -15,7 +15,8 @@ from tuf_kit import TufServer, tuf_server
 
 from biblioedge.agent.release_client import ReleaseClient
 from biblioedge.agent.selftest import RESTART_EXIT, ReleaseTrial, TrialSettings
-from biblioedge.agent.updater import Updater, UpdateSettings
+from biblioedge.agent.update_loop import UpdateSettings
+from biblioedge.agent.updater import Updater
 from biblioedge.agent.window import in_window, valid_window
 from biblioedge.cli.release import software_targets
 from biblioedge.provisioning.bootguard import Layout

@@ -144,17 +144,19 @@ def router(
             return to_login()
         who, cookie = got
         ctx = await context(who, cookie)
-        names = []
+        names: list[tuple[str, str]] = []  # (kind, release), newest first within a kind
         if releases is not None:
             listed = await run_in_threadpool(releases.list_targets)
-            names = sorted(
-                {
-                    str(t.custom.get("version"))
-                    for t in listed
-                    if t.custom.get("kind") == "software"
-                },
-                reverse=True,
-            )
+            found = set()
+            for t in listed:
+                kind, version = t.custom.get("kind"), t.custom.get("version")
+                if kind == "software":
+                    found.add((kind, str(version)))
+                elif kind in ("model", "config"):
+                    found.add((str(kind), f"{t.custom.get('name')}@{version}"))
+            order = {"software": 0, "model": 1, "config": 2}
+            names = sorted(found, key=lambda n: n[1], reverse=True)
+            names.sort(key=lambda n: order[n[0]])
         message = request.query_params.get("refused")
         return page(request, "index.html", releases=names, message=message and message[:300], **ctx)
 
@@ -227,9 +229,10 @@ def router(
             sites = [s.strip() for s in form.get("sites", "").split(",") if s.strip()]
             plan = RolloutPlan(waves=waves)
             selector = Selector(sites=sites)
-            await run_in_threadpool(
-                rollouts.create, "software", form.get("release", ""), selector, plan, who.name
-            )
+            kind, _, release = form.get("release", "").partition(":")
+            if kind not in ("software", "model", "config"):
+                raise RolloutError(400, "choose a release")
+            await run_in_threadpool(rollouts.create, kind, release, selector, plan, who.name)
         except RolloutError as exc:
             refused, status = exc.detail, exc.status
         except ValueError as exc:

@@ -13,12 +13,17 @@ from pydantic import BaseModel, Field
 from biblioedge.fleet.auth import ADMIN, ANY, Principal
 from biblioedge.fleet.rollouts import RolloutError, RolloutPlan, Rollouts, Selector
 from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, Responses, error
-from biblioedge.releases import VERSION_PATTERN
+from biblioedge.releases import RELEASE_PATTERN
 
 
 class RolloutIn(ApiIn):
-    kind: Literal["software"] = "software"
-    release: str = Field(pattern=VERSION_PATTERN, description="A signed, published version")
+    kind: Literal["software", "model", "config"] = "software"
+    release: str = Field(
+        pattern=RELEASE_PATTERN,
+        max_length=129,
+        description="A signed, published release: a software version; name@version for a "
+        "face model or a configuration document",
+    )
     selector: Selector = Field(
         default_factory=Selector, description="Sites, roles, devices, labels: all must match"
     )
@@ -63,7 +68,6 @@ class RolloutOut(BaseModel):
 RolloutId = Annotated[str, PathParam(pattern=r"^[a-z0-9]{1,32}$")]
 
 _REFUSED: Responses = {
-    400: error("the kind of release cannot be rolled out yet"),
     404: error("no such rollout or release, or the selection matches no kiosk"),
     409: error("a kiosk is in another active rollout, or the state forbids it"),
 }
