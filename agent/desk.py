@@ -46,8 +46,10 @@ from biblioedge.drivers.cccd.errors import CccdError
 from biblioedge.drivers.cccd.qr import CccdQr, parse_qr
 from biblioedge.drivers.codes import FrameDecoder
 from biblioedge.drivers.errors import DriverError
-from biblioedge.models.engine import AsyncFaceEngine
-from biblioedge.models.quality import QualityConfig, assess
+from biblioedge.models.errors import ImageError
+from biblioedge.models.pipeline import FaceService
+from biblioedge.models.quality import QualityConfig
+from biblioedge.models.worker import WorkerUnavailable
 from biblioedge.protocol import registration_context, uuid7
 from biblioedge.provisioning.sealing import seal
 
@@ -153,7 +155,7 @@ class DeskFlow:
         *,
         chip: ChipSource | None,
         camera: Camera,
-        face: AsyncFaceEngine,
+        face: FaceService,
         decoder: FrameDecoder | None,
         emit: Emit,
         store: AsyncStore,
@@ -345,7 +347,7 @@ class DeskFlow:
             photo = decode_photo(card.photo)
             if photo is not None:
                 try:
-                    _, chip_face = await self.face.run(self.face.engine.embed_largest, photo)
+                    _, chip_face = await self.face.embed_largest(photo)
                 except Exception as exc:  # no face in the chip photo: the librarian confirms
                     log.warning("no usable face in the chip photo: %s", exc)
             if chip_face is None:
@@ -470,14 +472,13 @@ class DeskFlow:
 
     def _threshold(self) -> float:
         t = self.settings.face_threshold
-        return float(t if t is not None else self.face.engine.threshold)
+        return float(t if t is not None else self.face.threshold)
 
     async def _capture(
         self, person: dict[str, str], chip_face: np.ndarray | None
     ) -> tuple[list[np.ndarray], float]:
         """Good live frames until ``templates`` of them match the chip photo (or any, when
         there is no chip photo). Consistent non-matches end in ``face_failed``."""
-        engine = self.face.engine
         threshold = self._threshold()
         while True:
             got: list[np.ndarray] = []
@@ -492,11 +493,15 @@ class DeskFlow:
                     continue
                 self._last_frame = frame.seq
                 self.current = frame
-                dets = await self.face.run(engine.detect, frame.image)
-                if not dets:
+                try:
+                    found = await self.face.analyze(frame.image, quality=self.settings.quality)
+                except (WorkerUnavailable, ImageError) as exc:
+                    log.warning("face capture paused: %s", exc)
+                    await asyncio.sleep(0.2)
                     continue
-                det = max(dets, key=lambda d: d.area)
-                quality = assess(frame.image, det, self.settings.quality)
+                quality = found.quality
+                if found.detection is None or quality is None:
+                    continue
                 if not quality.ok:
                     self._show(
                         DeskView(
@@ -504,7 +509,9 @@ class DeskFlow:
                         )
                     )
                     continue
-                vec = (await self.face.run(engine.embed_detections, frame.image, [det]))[0]
+                vec = found.vector
+                if vec is None:
+                    continue
                 if chip_face is not None:
                     score = float(np.dot(vec, chip_face))
                     self.metrics.face_score.observe(score)
@@ -573,7 +580,7 @@ class DeskFlow:
         }
         if granted and templates:
             payload["face"] = {
-                "model": self.face.engine.embedder.name,
+                "model": self.face.embedder_name,
                 "templates": [
                     base64.b64encode(np.asarray(t, "<f4").tobytes()).decode() for t in templates
                 ],

@@ -12,15 +12,13 @@ from prometheus_client import CollectorRegistry
 
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings, Emit
+from biblioedge.agent.face_build import load_face
 from biblioedge.agent.store import AsyncStore
 from biblioedge.agent.supervisor import serial_scanner
 from biblioedge.drivers.camera import open_camera
 from biblioedge.drivers.cardprint import CardPrinter
 from biblioedge.drivers.codes import frame_decoder
 from biblioedge.keys import load_or_create_key
-from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
-from biblioedge.models.onnx import RuntimeOptions
-from biblioedge.models.store import ModelStore
 from biblioedge.provisioning.sealing import load_x25519_public
 
 log = logging.getLogger("biblioedge.agent.desk")
@@ -51,9 +49,7 @@ async def build_desk(
         from biblioedge.drivers.cccd.card import PcscChip, load_trust_store
 
         chip = PcscChip(d.reader, load_trust_store(d.csca_dir) or None)
-    options = RuntimeOptions(cfg.face.intra_threads, cfg.face.inter_threads, cfg.face.optimization)
-    models = ModelStore(cfg.data_dir / "models")
-    face = await AsyncFaceEngine.load(lambda: FaceEngine(models, options=options))
+    face = await load_face(cfg)
     pepper = load_or_create_key(d.pepper_file or cfg.data_dir / "keys" / "citizen.pepper")
     flow = DeskFlow(
         chip=chip,

@@ -8,7 +8,10 @@ patron id, method, score and frame-to-relay latency; never an image. What the sc
 show is published as a :class:`GateView` for the kiosk UI.
 
 Drivers block (camera waits, serial I/O, inference), so each runs off the event loop: the
-face engine on its own worker thread, codes and the relay on the loop's default executor.
+face engine in its worker process (``models.worker``: one round trip per frame through
+shared memory), codes and the relay on the loop's default executor. A face seen a moment ago
+is tracked (looked for around where it was) and, when it did not match, embedded again only
+from a clearly better frame. While the worker restarts the gate says so and takes cards.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from biblioedge.drivers.camera import Camera, Frame
 from biblioedge.drivers.codes import Code, FrameDecoder
 from biblioedge.drivers.errors import DriverError
 from biblioedge.drivers.gate import GateController
-from biblioedge.models.engine import AsyncFaceEngine
+from biblioedge.models.errors import ImageError
 from biblioedge.models.gallery import Gallery
 from biblioedge.models.liveness import Liveness
-from biblioedge.models.quality import QualityConfig, assess
+from biblioedge.models.pipeline import Analysis, FaceService
+from biblioedge.models.quality import QualityConfig
+from biblioedge.models.worker import WorkerUnavailable
 
 log = logging.getLogger("biblioedge.agent.gate")
 
@@ -82,6 +87,11 @@ class GateSettings:
     unknown_cooldown_s: float = 4.0
     new_approach_s: float = 1.0
     frame_timeout_s: float = 0.5
+    #: a face seen this recently is looked for around where it was, not in the whole frame
+    track_s: float = 0.5
+    #: a tracked face that did not match is embedded again only when a frame is clearly
+    #: better, or after this long
+    reembed_s: float = 0.4
 
 
 class GateFlow:
@@ -91,7 +101,7 @@ class GateFlow:
         self,
         *,
         camera: Camera,
-        face: AsyncFaceEngine,
+        face: FaceService,
         gallery: Gallery,
         decoder: FrameDecoder,
         gate: GateController,
@@ -121,8 +131,12 @@ class GateFlow:
         self.on_view = on_view
         self.view = GateView("idle", "welcome_idle")
         self.current: Frame | None = None  # the frame being decided (benchmarks attribute by it)
+        self.breakdown: dict[str, float] = {}
         self._recent: dict[str, float] = {}  # refusal key -> when, to log one per approach
         self._last_face = 0.0
+        self._track: tuple[float, float, float, float] | None = None  # the face seen last
+        self._embedded_at = 0.0  # when the tracked face was last embedded, and how good it was
+        self._embedded_goodness = 0.0
 
     def _show(self, view: GateView) -> None:
         if view != self.view:
@@ -161,16 +175,31 @@ class GateFlow:
 
     async def process(self, frame: Frame) -> None:
         self.current = frame
+        #: where a frame's time went, ms (frame age when picked up, codes, face); benchmarks
+        #: and the debug log read it
+        self.breakdown = {"wait": round((time.monotonic() - frame.ts) * 1000, 1)}
+        t0 = time.monotonic()
         if not self.can_record():  # an entry it could not record: out of service instead
             self._show(GateView("out_of_service", "out_of_service_storage"))
             return
         if self.view.message == "out_of_service_storage":
             self._show(GateView("idle", "welcome_idle"))
-        codes = await asyncio.to_thread(self.decoder.decode, frame.image)
+        # the card code and the face are looked for at once: the code on a thread, the face
+        # in the worker; a card, when there is one, decides without waiting for the face
+        looking = asyncio.create_task(self._analyze(frame))
+        try:
+            codes = await asyncio.to_thread(self.decoder.decode, frame.image)
+        except BaseException:
+            looking.cancel()
+            raise
+        self.breakdown["codes"] = round((time.monotonic() - t0) * 1000, 1)
         if codes:
+            looking.cancel()
             await self._card(frame, codes[0])
             return
-        await self._face(frame)
+        found = await looking
+        if found is not None:
+            await self._face(frame, found)
 
     # -- card path ------------------------------------------------------------------------
 
@@ -192,28 +221,56 @@ class GateFlow:
 
     # -- face path ------------------------------------------------------------------------
 
-    async def _face(self, frame: Frame) -> None:
-        engine = self.face.engine
-        dets = await self.face.run(engine.detect, frame.image)
+    async def _analyze(self, frame: Frame) -> Analysis | None:
+        """The frame's face through the engine; None when the engine cannot look now."""
         now = time.monotonic()
-        if not dets:
+        tracking = now - self._last_face <= self.settings.track_s
+        better_than = None
+        if tracking and now - self._embedded_at < self.settings.reembed_s:
+            better_than = self._embedded_goodness  # this face did not match a moment ago
+        try:
+            found = await self.face.analyze(
+                frame.image,
+                quality=self.settings.quality,
+                embed=self.liveness is None,
+                track=self._track if tracking else None,
+                better_than=better_than,
+            )
+        except WorkerUnavailable:
+            self._show(GateView("out_of_service", "out_of_service_face"))
+            return None  # cards still open the gate: their codes are read all the same
+        except ImageError as exc:
+            log.warning("frame refused: %s", exc)
+            return None
+        self.breakdown["face"] = round((time.monotonic() - now) * 1000, 1)
+        self.breakdown.update({f"engine_{k}": v for k, v in found.ms.items()})
+        return found
+
+    async def _face(self, frame: Frame, found: Analysis) -> None:
+        now = time.monotonic()
+        if self.view.message == "out_of_service_face":
+            self._show(GateView("idle", "welcome_idle"))
+        det = found.detection
+        if det is None:
+            self._track = None
             if now - self._last_face > self.settings.new_approach_s:
                 # nobody in view for a moment: whoever comes next is a new approach
                 self._recent.pop("unknown_face", None)
                 self._recent.pop("liveness", None)
+                self._embedded_at = 0.0
             if self.liveness is not None:
                 self.liveness.reset()
             if self.view.mode in ("hint",):
                 self._show(GateView("idle", "welcome_idle"))
             return
-        self._last_face = now
-        det = max(dets, key=lambda d: d.area)
-        quality = assess(frame.image, det, self.settings.quality)
-        if not quality.ok:
+        self._last_face, self._track = now, det.box
+        quality = found.quality
+        if quality is not None and not quality.ok:
             reason = quality.reasons[0]
             self.metrics.quality_rejects.labels(reason).inc()
             self._show(GateView("hint", f"hint_{reason}", face_box=det.box))
             return
+        vector = found.vector
         if self.liveness is not None:
             live = self.liveness.check(frame.image, det)
             if live.live is None:
@@ -222,8 +279,15 @@ class GateFlow:
             if not live.live:
                 await self._refuse(frame, "face", "liveness", key="liveness", score=live.score)
                 return
-        vectors = await self.face.run(engine.embed_detections, frame.image, [det])
-        decision = self.gallery.decide(vectors[0], engine.threshold, engine.margin)
+            try:
+                vector = (await self.face.embed(frame.image, [det]))[0]
+            except WorkerUnavailable:
+                self._show(GateView("out_of_service", "out_of_service_face"))
+                return
+        if vector is None:
+            return  # the same face as a moment ago, no better: already decided
+        self._embedded_at, self._embedded_goodness = now, found.goodness
+        decision = self.gallery.decide(vector, self.face.threshold, self.face.margin)
         scores = {"score": round(decision.score, 4), "margin": round(decision.margin, 4)}
         if not decision.accepted or decision.patron_id is None:
             await self._refuse(frame, "face", "unknown_face", key="unknown_face", **scores)

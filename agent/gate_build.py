@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from biblioedge.agent.config import AgentConfig
+from biblioedge.agent.face_build import load_face
 from biblioedge.agent.gallery_sync import GallerySync
 from biblioedge.agent.gate import Emit, GateFlow, GateMetrics, GateSettings
 from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
@@ -21,12 +22,9 @@ from biblioedge.drivers.camera import Camera, open_camera
 from biblioedge.drivers.codes import frame_decoder
 from biblioedge.drivers.gate import CH340Relay, GateController, LineGate
 from biblioedge.drivers.sim_serial import TurnstileSimulator
-from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
 from biblioedge.models.gallery import Gallery
 from biblioedge.models.liveness import MotionLiveness
-from biblioedge.models.onnx import RuntimeOptions
 from biblioedge.models.quality import QualityConfig
-from biblioedge.models.store import ModelStore
 
 log = logging.getLogger("biblioedge.agent.gate")
 
@@ -86,22 +84,19 @@ async def build_gate(
 ) -> tuple[GateFlow, list[Any]]:
     """The gate flow and the resources to close when it is done. ``synced`` holds what central
     sent: the encrypted templates, the card keys and the revoked cards."""
-    options = RuntimeOptions(cfg.face.intra_threads, cfg.face.inter_threads, cfg.face.optimization)
-    models = ModelStore(cfg.data_dir / "models")
-    face = await AsyncFaceEngine.load(lambda: FaceEngine(models, options=options))
-    engine = face.engine
+    face = await load_face(cfg)
     gallery = Gallery(
-        engine.dim, fast_from=cfg.face.gallery_fast_from, rerank=cfg.face.gallery_rerank
+        face.dim, fast_from=cfg.face.gallery_fast_from, rerank=cfg.face.gallery_rerank
     )
-    synced.dims[engine.embedder.name] = engine.dim  # deltas are checked against it from now
-    ids, matrix = synced.templates.load(engine.embedder.name, engine.dim)
+    synced.dims[face.embedder_name] = face.dim  # deltas are checked against it from now
+    ids, matrix = synced.templates.load(face.embedder_name, face.dim)
     if ids:
         gallery.add_matrix(ids, matrix)
     log.info(
         "gallery: %d templates of %d readers (%s)",
         len(gallery),
         gallery.identities,
-        engine.embedder.name,
+        face.embedder_name,
     )
     relay, sim = make_relay(cfg)
     g = cfg.gate

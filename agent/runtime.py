@@ -372,7 +372,7 @@ class AgentRuntime:
         self.gallery_version = delta.version
         flow = getattr(self.gate, "flow", None) or self._selfcheck_face()
         if flow is not None:
-            model = flow.face.engine.embedder.name
+            model = flow.face.embedder_name
             accepted = self.gallery_sync.accepted
             for reader in delta.upserts:
                 templates = accepted.get(reader.patron_id)

@@ -84,21 +84,16 @@ def cccd_identifier(synced: GallerySync | None, cfg: AgentConfig) -> Any:
 async def build_face_watch(cfg: AgentConfig, synced: GallerySync, station: Any) -> Any:
     """The camera, the face engine and the gallery of readers who consented to being
     recognised at a self-check (the only templates a self-check keeps)."""
+    from biblioedge.agent.face_build import load_face
     from biblioedge.agent.selfcheck_face import FaceWatch
     from biblioedge.drivers.camera import open_camera
-    from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
     from biblioedge.models.gallery import Gallery
     from biblioedge.models.liveness import MotionLiveness
-    from biblioedge.models.onnx import RuntimeOptions
-    from biblioedge.models.store import ModelStore
 
-    options = RuntimeOptions(cfg.face.intra_threads, cfg.face.inter_threads, cfg.face.optimization)
-    models = ModelStore(cfg.data_dir / "models")
-    face = await AsyncFaceEngine.load(lambda: FaceEngine(models, options=options))
-    engine = face.engine
-    gallery = Gallery(engine.dim)
-    synced.dims[engine.embedder.name] = engine.dim
-    ids, matrix = synced.templates.load(engine.embedder.name, engine.dim)
+    face = await load_face(cfg)
+    gallery = Gallery(face.dim)
+    synced.dims[face.embedder_name] = face.dim
+    ids, matrix = synced.templates.load(face.embedder_name, face.dim)
     if ids:
         gallery.add_matrix(ids, matrix)
     sc = cfg.selfcheck

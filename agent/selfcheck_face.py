@@ -19,10 +19,12 @@ from typing import Any
 
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.camera import Camera
-from biblioedge.models.engine import AsyncFaceEngine
+from biblioedge.models.errors import ImageError
 from biblioedge.models.gallery import Gallery
 from biblioedge.models.liveness import Liveness
-from biblioedge.models.quality import QualityConfig, assess
+from biblioedge.models.pipeline import FaceService
+from biblioedge.models.quality import QualityConfig
+from biblioedge.models.worker import WorkerUnavailable
 
 log = logging.getLogger("biblioedge.agent.selfcheck")
 
@@ -33,7 +35,7 @@ class FaceWatch:
     def __init__(
         self,
         camera: Camera,
-        face: AsyncFaceEngine,
+        face: FaceService,
         gallery: Gallery,
         station: Callable[[], Any],
         *,
@@ -55,22 +57,33 @@ class FaceWatch:
 
     async def look(self, image: Any) -> str | None:
         """The consented reader in this frame, if one is recognised with confidence."""
-        engine = self.face.engine
-        dets = await self.face.run(engine.detect, image)
-        if not dets:
+        try:
+            found = await self.face.analyze(
+                image, quality=self.quality, embed=self.liveness is None
+            )
+        except (WorkerUnavailable, ImageError) as exc:
+            log.debug("no face look at this frame: %s", exc)
+            return None
+        det = found.detection
+        if det is None:
             if self.liveness is not None:
                 self.liveness.reset()
             return None
-        det = max(dets, key=lambda d: d.area)
-        if not assess(image, det, self.quality).ok:
+        if found.quality is not None and not found.quality.ok:
             return None
+        vector = found.vector
         if self.liveness is not None:
             live = self.liveness.check(image, det)
             if not live.live:
                 return None
-        vectors = await self.face.run(engine.embed_detections, image, [det])
+            try:
+                vector = (await self.face.embed(image, [det]))[0]
+            except (WorkerUnavailable, ImageError):
+                return None
+        if vector is None:
+            return None
         decision = self.gallery.decide(
-            vectors[0], self.threshold or engine.threshold, engine.margin
+            vector, self.threshold or self.face.threshold, self.face.margin
         )
         return decision.patron_id if decision.accepted else None
 

@@ -181,7 +181,7 @@ class SerialScanner:
                 with serial.Serial(self.port, self.baudrate, timeout=0.1) as ser:
                     self.error = None
                     while not self._stop.is_set():
-                        chunk = ser.read(256)
+                        chunk = read_available(ser)
                         if chunk:
                             for line in lines.feed(chunk):
                                 self._line(line)
@@ -201,6 +201,19 @@ class SerialScanner:
             return
         if self.on_code is not None:
             self.on_code(Code(text, "serial", "serial"))
+
+
+def read_available(ser: Any, limit: int = 4096) -> bytes:
+    """What has arrived, as soon as anything has (or nothing at the port's timeout).
+
+    ``read(128)`` waits for 128 bytes or the whole timeout, so a 3-byte reply such as
+    ``OK`` would sit there for the timeout (50 ms here): on the gate that was a fifth of
+    frame-to-relay."""
+    first = ser.read(1)
+    if not first:
+        return b""
+    waiting = min(int(ser.in_waiting or 0), limit)
+    return bytes(first + (ser.read(waiting) if waiting else b""))
 
 
 class LineBuffer:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from biblioedge.drivers.codes import LineBuffer
+from biblioedge.drivers.codes import LineBuffer, read_available
 from biblioedge.drivers.errors import DeviceNotResponding, DeviceUnavailable, ProtocolViolation
 
 MAX_LINE = 256
@@ -130,7 +130,7 @@ class LineGate:
         lines = LineBuffer(MAX_LINE, ends=b"\n")
         while not self._stop.is_set():
             try:
-                chunk = self._ser.read(128)
+                chunk = read_available(self._ser)
             except (OSError, serial.SerialException):
                 self._stop.wait(0.2)
                 continue

@@ -60,6 +60,14 @@ _GATE: dict[str, tuple[str, str]] = {
         "Vui lòng dùng cổng bên cạnh; bộ phận CNTT đã được báo",
         "Please use the next gate; IT has been alerted",
     ),
+    "out_of_service_face": (
+        "Tạm thời chưa nhận diện khuôn mặt",
+        "Face recognition is paused for a moment",
+    ),
+    "out_of_service_face_sub": (
+        "Vui lòng quét mã QR trên thẻ thư viện",
+        "Please scan the QR code on your library card",
+    ),
     "storage_full": (
         "Bộ nhớ của máy đã đầy: tạm thời chưa cấp thẻ được",
         "This desk's storage is full: no cards can be issued for now",

@@ -93,7 +93,10 @@ class DlibBackend:
         scale = 1.0
         side = max(rgb.shape[:2])
         small = rgb
-        if side > self.max_side:  # HOG time grows with pixels; faces stay large enough
+        # HOG time grows with pixels. A kiosk camera sees one person close up, and there 800 px
+        # finds as many faces as 960 in 0.69 of the time (face.detect_side); a group photo
+        # needs the 960 default
+        if side > self.max_side:
             scale = self.max_side / side
             small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         rects, scores, _ = self.detector.run(small, self.upsample, self.score_threshold)

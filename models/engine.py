@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,10 @@ from biblioedge.models.image import Image
 from biblioedge.models.manifest import Manifest
 from biblioedge.models.onnx import RuntimeOptions
 from biblioedge.models.store import ModelStore, ModelStoreError
+
+if TYPE_CHECKING:
+    from biblioedge.models.pipeline import Analysis
+    from biblioedge.models.quality import QualityConfig
 
 log = logging.getLogger("biblioedge.models.engine")
 F32 = npt.NDArray[np.float32]
@@ -87,9 +91,12 @@ class FaceEngine:
         options: RuntimeOptions | None = None,
         detector: str | None = None,
         embedder: str | None = None,
+        detect_side: int = 960,
     ) -> None:
         """``detector``/``embedder`` name a stored model (name@version); default: the active
-        one of its task, or dlib when none is active."""
+        one of its task, or dlib when none is active. dlib's detector looks at frames
+        downscaled to ``detect_side`` pixels on their long side (ONNX detectors resize to
+        their own input size)."""
         self.options = options or RuntimeOptions()
         self._dlib: DlibBackend | None = None
         self.detector: Detector
@@ -97,7 +104,7 @@ class FaceEngine:
         det_m = self._pick(store, "detect", detector)
         emb_m = self._pick(store, "embed", embedder)
         if det_m is None or emb_m is None:
-            self._dlib = DlibBackend()
+            self._dlib = DlibBackend(max_side=detect_side)
         if det_m is not None and store is not None:
             self.detector = load_detector(det_m, store.verified_path(det_m), self.options)
         else:
@@ -161,7 +168,9 @@ class FaceEngine:
 
 
 class AsyncFaceEngine:
-    """The engine on its own worker thread, so the event loop never waits for inference."""
+    """The engine on its own worker thread. dlib holds the GIL while it computes, so the event
+    loop does wait for it: kiosks use :class:`models.worker.FaceWorker`, with the same calls;
+    this one serves tools and tests that want the engine in their own process."""
 
     def __init__(self, engine: FaceEngine) -> None:
         self.engine = engine
@@ -183,3 +192,57 @@ class AsyncFaceEngine:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the face service's calls (as FaceWorker's) -------------------------------------------
+
+    available = True
+
+    @property
+    def dim(self) -> int:
+        return self.engine.dim
+
+    @property
+    def threshold(self) -> float:
+        return float(self.engine.threshold)
+
+    @property
+    def margin(self) -> float:
+        return float(self.engine.margin)
+
+    @property
+    def embedder_name(self) -> str:
+        return str(self.engine.embedder.name)
+
+    async def analyze(
+        self,
+        image: Image,
+        *,
+        quality: QualityConfig | None = None,
+        embed: bool = True,
+        track: tuple[float, float, float, float] | None = None,
+        better_than: float | None = None,
+    ) -> Analysis:
+        from biblioedge.models.pipeline import analyze
+
+        return await self.run(
+            analyze,
+            self.engine,
+            image,
+            quality=quality,
+            embed=embed,
+            track=track,
+            better_than=better_than,
+        )
+
+    async def detect(self, image: Image) -> list[Detection]:
+        from biblioedge.models.pipeline import check_frame
+
+        return await self.run(self.engine.detect, check_frame(image))
+
+    async def embed(self, image: Image, detections: Sequence[Detection]) -> F32:
+        from biblioedge.models.pipeline import check_frame
+
+        return await self.run(self.engine.embed_detections, check_frame(image), detections)
+
+    async def embed_largest(self, image: Image) -> tuple[Detection, F32]:
+        return await self.run(self.engine.embed_largest, image)

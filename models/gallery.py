@@ -202,6 +202,18 @@ class Gallery:
     def fast(self) -> bool:
         return self._n >= self.fast_from
 
+    def scan(self, probe: F32, k: int) -> npt.NDArray[np.int64]:
+        """Fast mode's first stage alone: the rows of the ``k`` nearest sign codes (for
+        ``bench face``, which times it apart from the exact re-rank)."""
+        with self._lock:
+            return self._candidates(self._check(probe)[0], k)
+
+    def rescore(self, probe: F32, rows: npt.NDArray[np.int64]) -> F32:
+        """Fast mode's second stage alone: exact cosines of ``rows`` (the re-rank)."""
+        with self._lock:
+            scores: F32 = self._vectors[rows].astype(np.float32) @ self._check(probe)[0]
+            return scores
+
     def _candidates(self, probe: F32, k: int) -> npt.NDArray[np.int64]:
         import faiss
 

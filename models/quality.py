@@ -68,6 +68,10 @@ def assess(image: Image, det: Detection, cfg: QualityConfig | None = None) -> Qu
         reasons.append("pose")
     x1, y1, x2, y2 = (int(round(v)) for v in det.box)
     h, w = image.shape[:2]
+    bw, bh = max(x2 - x1, 1), max(y2 - y1, 1)
+    cut = max(-x1, x2 - w, 0) / bw + max(-y1, y2 - h, 0) / bh
+    if cut > 0.15 or (lm < -2).any() or (lm[:, 0] > w + 2).any() or (lm[:, 1] > h + 2).any():
+        reasons.append("out_of_frame")  # part of the face is beyond the frame's edge
     crop = image[max(0, y1) : min(h, y2), max(0, x1) : min(w, x2)]
     if crop.size == 0:
         return QualityReport((*reasons, "out_of_frame"), metrics)

@@ -145,6 +145,7 @@ def test_bench_face_small(tmp_path: Path) -> None:
         and big["decision_agreement"] == 1.0
     )
     assert big["fast"]["p50_ms"] < big["exact_float32"]["p50_ms"]
+    assert big["fast_scan"]["p50_ms"] > 0 and big["fast_rerank"]["p50_ms"] > 0  # stages apart
     assert 0 < doc["engine_rss_mb"] < 400
 
 

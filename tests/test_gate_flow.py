@@ -186,6 +186,11 @@ def test_bench_gate_small_run() -> None:
     assert doc["frame_to_relay_ms"]["p50"] > 0 and doc["people_per_minute"] > 0
     for key in ("false_rejects", "no_decision", "closest_stranger_score", "targets"):
         assert key in doc
+    stages = doc["engine_stage_p50_ms"]  # the engine alone, on the frames decided on
+    assert stages["frames"] > 0 and stages["detect"] > 0 and stages["embed"] > 0
+    assert doc["overhead_ratio"] > 0.5 and doc["max_loop_lag_ms"] >= 0
+    assert doc["engine"] == "process" and "p95" in doc["thread_baseline"]["frame_to_relay_ms"]
+    assert doc["granted_frame_ms_p50"]["face"] > 0
 
 
 async def test_each_approach_of_a_stranger_is_one_event(face: AsyncFaceEngine) -> None:

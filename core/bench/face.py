@@ -140,31 +140,48 @@ def bench_search(
     gallery.add_matrix([str(i) for i in range(n)], tmpl)
     load_s = time.perf_counter() - t0
     gallery.search(enrolled[0], k=1)  # builds the Hamming index
-    exact_t, fast_t = [], []
-    top1_same = 0
-    decisions_same = 0
     probes = np.vstack([enrolled, strangers])
     n_exact = min(len(probes), 40 if n >= 1_000_000 else 200)
-    exact_top: dict[int, int] = {}
-    for i, p in enumerate(probes[:n_exact]):  # numpy float32 brute force: the alternative
+    # pass 1, the alternative: numpy float32 brute force; it also gives the true answers.
+    # Each pass runs alone: interleaved, the brute force's BLAS threads and cache use slowed
+    # the fast search several times over (1.0 ms p50 and 31 ms p95 at 100k, against 0.4 ms)
+    exact_t: list[float] = []
+    truth: list[int] = []
+    exact_top2: list[Any] = []
+    for i, p in enumerate(probes):
         t = time.perf_counter()
         scores = tmpl @ p
         best = int(np.argmax(scores))
-        exact_t.append(time.perf_counter() - t)
-        exact_top[i] = best
-    for i, p in enumerate(probes):
+        if i < n_exact:
+            exact_t.append(time.perf_counter() - t)
+        truth.append(best)
+        exact_top2.append(np.sort(np.partition(scores, -2)[-2:])[::-1])
+    # pass 2: the gallery's whole search, as the gate calls it
+    fast_t: list[float] = []
+    tops = []
+    for p in probes:
         t = time.perf_counter()
-        top = gallery.search(p, k=2)
+        tops.append(gallery.search(p, k=2))
         fast_t.append(time.perf_counter() - t)
-        scores = tmpl @ p  # the exact answer, untimed here
-        truth = exact_top.get(i, int(np.argmax(scores)))
+    # pass 3: its two stages apart, the Hamming scan and the exact re-rank
+    scan_t: list[float] = []
+    rerank_t: list[float] = []
+    for p in probes[:n_exact]:
+        t = time.perf_counter()
+        rows = gallery.scan(p, max(gallery.rerank, 8))  # as search(k=2) asks
+        t1 = time.perf_counter()
+        gallery.rescore(p, rows)
+        rerank_t.append(time.perf_counter() - t1)
+        scan_t.append(t1 - t)
+    top1_same = decisions_same = 0
+    for i, top in enumerate(tops):
         if i < len(enrolled):
-            top1_same += int(top[0].patron_id == str(truth))
-        exact_scores = np.sort(np.partition(scores, -2)[-2:])[::-1]
+            top1_same += int(top[0].patron_id == str(truth[i]))
+        exact_scores = exact_top2[i]
         exact_accept = exact_scores[0] >= threshold and exact_scores[0] - exact_scores[1] >= margin
         fast_accept = top[0].score >= threshold and top[0].score - top[1].score >= margin
         decisions_same += int(
-            exact_accept == fast_accept and (not fast_accept or top[0].patron_id == str(truth))
+            exact_accept == fast_accept and (not fast_accept or top[0].patron_id == str(truth[i]))
         )
     exact = _pct(exact_t)
     fast = _pct(fast_t)
@@ -174,6 +191,8 @@ def bench_search(
         "probes": len(probes),
         "exact_float32": exact,
         "fast": fast,
+        "fast_scan": _pct(scan_t),
+        "fast_rerank": _pct(rerank_t),
         "speedup_p50": round(exact["p50_ms"] / max(fast["p50_ms"], 1e-6), 1),
         "top1_agreement": round(top1_same / len(enrolled), 5),
         "decision_agreement": round(decisions_same / len(probes), 5),
@@ -238,7 +257,7 @@ def bench_face(
     targets: dict[str, bool] = {"engine_rss_mb<=400": result["engine_rss_mb"] <= 400}
     if 100_000 in by_n:
         s = by_n[100_000]
-        targets["100k_p50_ms<=2"] = s["fast"]["p50_ms"] <= 2
+        targets["100k_p50_ms<=1"] = s["fast"]["p50_ms"] <= 1
         targets["100k_speedup>=10"] = s["speedup_p50"] >= 10
         targets["100k_top1_agreement>=0.999"] = s["top1_agreement"] >= 0.999
     if 1_000_000 in by_n:

@@ -20,10 +20,13 @@ from typing import Any
 from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
 
 
-async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> dict[str, Any]:
+async def _run(
+    people: int, rounds: int, frames: int, seed: int, say: Any, process: bool
+) -> dict[str, Any]:
     import numpy as np
     from prometheus_client import CollectorRegistry
 
+    from biblioedge.agent.config import FaceConfig
     from biblioedge.agent.gate import GateFlow, GateMetrics, GateSettings
     from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
     from biblioedge.agent.supervisor import Context
@@ -34,6 +37,8 @@ async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> di
     from biblioedge.drivers.sim_serial import TurnstileSimulator
     from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
     from biblioedge.models.gallery import Gallery
+    from biblioedge.models.pipeline import FaceService
+    from biblioedge.models.worker import EngineSpec, FaceWorker
 
     rng = np.random.default_rng(seed)
     everyone = people_in_samples()
@@ -41,13 +46,18 @@ async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> di
         raise RuntimeError("bench gate needs the sample images of insightface and scikit-image")
     chosen = everyone[: min(people, len(everyone))]
     enrolled = {name for i, (name, _, _) in enumerate(chosen) if i % 2 == 0}
-    face = await AsyncFaceEngine.load(FaceEngine)
-    gallery = Gallery(face.engine.dim)
+    side = FaceConfig().detect_side  # as a kiosk's camera frames are looked at
+    # enrollment, and the engine's own times on the frames decided on
+    local = await AsyncFaceEngine.load(lambda: FaceEngine(detect_side=side))
+    face: FaceService = local
+    if process:
+        face = await FaceWorker(EngineSpec(detect_side=side)).start()
+    gallery = Gallery(face.dim)
     portraits = {}
     for name, image, det in chosen:
         portraits[name] = portrait(image, det.box, 170)
         if name in enrolled:  # from the person's own face in the original photo
-            gallery.add(name, face.engine.embed_detections(image, [det])[0])
+            gallery.add(name, local.engine.embed_detections(image, [det])[0])
     say(f"{len(chosen)} people, {len(enrolled)} enrolled, {rounds} approaches each")
     patrons = {n: PatronInfo(n, n, "active", "2099-01-01") for n in enrolled}
     turnstile = TurnstileSimulator().start()
@@ -57,6 +67,10 @@ async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> di
     async def emit(etype: str, payload: dict[str, Any]) -> None:
         if etype == "gate.decision" and flow.current is not None:
             events.append((flow.current.scene, payload))
+            if payload.get("method") == "face" and len(used) < 200:
+                used.append(flow.current.image)
+                if payload.get("decision") == "grant":
+                    breakdowns.append(dict(flow.breakdown))
             arrived.set()
 
     arrived = asyncio.Event()
@@ -77,12 +91,19 @@ async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> di
         settings=GateSettings(pulse_ms=200, unknown_cooldown_s=0),
     )
     task = asyncio.create_task(flow.run(Context("gate", 60)))
+    lag_seen = _Lag()
+    lag = asyncio.create_task(_loop_lag(lag_seen))
+    used: list[Any] = []  # the frames decisions were made on, for the engine's own times
+    breakdowns: list[dict[str, float]] = []  # where each granted frame's time went
     outcomes: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     try:
         order = [(name, r) for r in range(rounds) for name, _, _ in chosen]
         for name, _ in order:
-            camera.show([scene_frame(portraits[name], rng) for _ in range(frames)])
+            shown = await asyncio.to_thread(  # the harness's own work stays off the loop
+                _scenes, portraits[name], rng, frames
+            )
+            camera.show(shown)
             scene = camera.scene
 
             def mine(scene: int = scene) -> list[dict[str, Any]]:
@@ -111,14 +132,78 @@ async def _run(people: int, rounds: int, frames: int, seed: int, say: Any) -> di
         elapsed = time.perf_counter() - t_all
     finally:
         task.cancel()
+        lag.cancel()
         await asyncio.gather(task, return_exceptions=True)
         relay.close()
         turnstile.stop()
+    max_lag = lag_seen.worst
+    if face is not local:
         face.close()
-    return _summary(outcomes, elapsed)
+    try:
+        say(f"the engine alone on the {len(used)} frames decisions were made on")
+        stages = await local.run(_stage_times, local.engine, used)
+    finally:
+        local.close()
+
+    result = _summary(outcomes, elapsed, stages, max_lag)
+    keys = sorted({k for b in breakdowns for k in b})
+    result["granted_frame_ms_p50"] = {
+        k: round(float(np.median([b[k] for b in breakdowns if k in b])), 1) for k in keys
+    }
+    return result
 
 
-def _summary(outcomes: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+def _scenes(portrait_image: Any, rng: Any, frames: int) -> list[Any]:
+    return [scene_frame(portrait_image, rng) for _ in range(frames)]
+
+
+class _Lag:
+    worst: float = 0.0
+
+
+async def _loop_lag(seen: _Lag, period: float = 0.005) -> None:
+    """The event loop's largest lateness over the run: what a blocked loop costs the kiosk's
+    other work (sync, the screen, the relay)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(period)
+        seen.worst = max(seen.worst, loop.time() - t0 - period)
+
+
+def _stage_times(engine: Any, frames: list[Any]) -> dict[str, float]:
+    """Median detect, align and embed of the engine on these frames, one at a time: the cost
+    the pipeline cannot avoid, against which its overhead is measured."""
+    import numpy as np
+
+    detect, align, embed = [], [], []
+    for image in frames:
+        t0 = time.perf_counter()
+        dets = engine.detect(image)
+        t1 = time.perf_counter()
+        if not dets:
+            continue
+        det = max(dets, key=lambda d: d.area)
+        chip = engine.align(image, det)
+        t2 = time.perf_counter()
+        engine.embed_aligned([chip])
+        t3 = time.perf_counter()
+        detect.append(t1 - t0)
+        align.append(t2 - t1)
+        embed.append(t3 - t2)
+    if not detect:
+        return {"detect": 0.0, "align": 0.0, "embed": 0.0, "frames": 0}
+    return {
+        "detect": round(float(np.median(detect)) * 1000, 1),
+        "align": round(float(np.median(align)) * 1000, 1),
+        "embed": round(float(np.median(embed)) * 1000, 1),
+        "frames": len(detect),
+    }
+
+
+def _summary(
+    outcomes: list[dict[str, Any]], elapsed: float, stages: dict[str, float], max_lag: float
+) -> dict[str, Any]:
     import numpy as np
 
     grants = [o for o in outcomes if o["decision"] and o["decision"]["decision"] == "grant"]
@@ -140,6 +225,9 @@ def _summary(outcomes: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
         else np.zeros(1)
     )
     strangers = [o for o in outcomes if not o["enrolled"]]
+    engine_ms = stages["detect"] + stages["align"] + stages["embed"]
+    p95 = float(np.percentile(lat, 95))
+    overhead = round(p95 / engine_ms, 2) if engine_ms else None
     return {
         "bench": "gate",
         "backend": "dlib",
@@ -155,6 +243,9 @@ def _summary(outcomes: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
             "p50": round(float(np.percentile(took, 50)), 1),
             "p95": round(float(np.percentile(took, 95)), 1),
         },
+        "engine_stage_p50_ms": stages,
+        "overhead_ratio": overhead,
+        "max_loop_lag_ms": round(max_lag * 1000, 1),
         "people_per_minute": round(len(outcomes) / elapsed * 60, 1),
         "false_accepts": fa,
         "false_rejects": fr,
@@ -167,18 +258,40 @@ def _summary(outcomes: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
             (o["decision"].get("score", 0.0) for o in strangers if o["decision"]), default=None
         ),
         "targets": {
-            "p95_frame_to_relay_ms<=300": float(np.percentile(lat, 95)) <= 300,
-            "people_per_minute>=30": len(outcomes) / elapsed * 60 >= 30,
+            "overhead_ratio<=1.5": overhead is not None and overhead <= 1.5,
+            "p95_frame_to_relay_ms<=250": p95 <= 250,
+            "people_per_minute>=45": len(outcomes) / elapsed * 60 >= 45,
+            "max_loop_lag_ms<=20": max_lag * 1000 <= 20,
             "false_accepts==0": fa == 0,
         },
     }
 
 
 def bench_gate(
-    people: int = 8, rounds: int = 5, frames: int = 6, seed: int = 7, progress: bool = True
+    people: int = 8,
+    rounds: int = 5,
+    frames: int = 6,
+    seed: int = 7,
+    progress: bool = True,
+    baseline: bool = True,
 ) -> dict[str, Any]:
+    """The gate with its face engine in a worker process; with ``baseline``, the same
+    approaches again with the engine on a thread of the agent, in the same run."""
+
     def say(msg: str) -> None:
         if progress:
             sys.stderr.write(msg + "\n")
 
-    return asyncio.run(_run(people, rounds, frames, seed, say))
+    say("face engine in a worker process")
+    result = asyncio.run(_run(people, rounds, frames, seed, say, process=True))
+    result["engine"] = "process"
+    if baseline:
+        say("baseline: the same approaches with the engine on a thread")
+        base = asyncio.run(_run(people, rounds, frames, seed, say, process=False))
+        keys = ("frame_to_relay_ms", "approach_to_decision_ms", "overhead_ratio")
+        result["thread_baseline"] = {
+            k: base[k] for k in (*keys, "max_loop_lag_ms", "people_per_minute", "false_rejects")
+        }
+        p95, base_p95 = result["frame_to_relay_ms"]["p95"], base["frame_to_relay_ms"]["p95"]
+        result["p95_speedup_vs_thread"] = round(base_p95 / p95, 2) if p95 else None
+    return result

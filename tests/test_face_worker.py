@@ -1,0 +1,147 @@
+"""The face engine in its worker process: the same answers as in-process, bad frames refused
+without harm, a crashed or hung worker replaced while the gate takes cards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+from samples import astronaut, sample_image
+from test_gate_flow import KEY, Rig, card_frame
+
+from biblioedge.cardtoken import issue
+from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+from biblioedge.models.errors import ImageError
+from biblioedge.models.pipeline import analyze
+from biblioedge.models.worker import FaceWorker, WorkerUnavailable
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[FaceWorker]:
+    w = await FaceWorker(timeout_s=3.0).start()
+    yield w
+    w.close()
+
+
+async def test_the_worker_answers_as_the_engine_in_process_does(worker: FaceWorker) -> None:
+    engine = FaceEngine()
+    image = astronaut()
+    local = analyze(engine, image)
+    remote = await worker.analyze(image)
+    assert remote.detection is not None and local.detection is not None
+    assert np.allclose(remote.detection.box, local.detection.box)
+    assert remote.vector is not None and local.vector is not None
+    assert float(np.dot(remote.vector, local.vector)) > 0.9999
+    assert (worker.dim, worker.threshold, worker.embedder_name) == (
+        engine.dim,
+        engine.threshold,
+        "dlib-resnet@1",
+    )
+    # tracked: found again in a crop around the face, at a fraction of the cost
+    again = await worker.analyze(image, track=local.detection.box)
+    assert again.tracked and again.vector is not None
+    assert float(np.dot(again.vector, local.vector)) > 0.99
+    # a face that did not match a moment ago is not embedded again from a frame no better
+    same = await worker.analyze(image, track=local.detection.box, better_than=again.goodness)
+    assert same.detection is not None and same.vector is None
+
+
+async def test_bad_frames_are_refused_and_the_worker_goes_on(worker: FaceWorker) -> None:
+    pid = worker.pid
+    for bad in (
+        np.zeros((720, 1280), np.uint8),  # grey
+        np.zeros((720, 1280, 3), np.float32),  # wrong type
+        np.zeros((4, 4, 3), np.uint8),  # too small
+        np.zeros((2160, 3840, 3), np.uint8),  # larger than the shared buffer
+        "not a frame",
+    ):
+        with pytest.raises(ImageError):
+            await worker.analyze(bad)
+    whole = await worker.analyze(astronaut())
+    assert whole.detection is not None
+    _, y1, _, y2 = whole.detection.box
+    cut = np.ascontiguousarray(astronaut()[: int(y1 + (y2 - y1) * 0.7)])  # chin off the edge
+    found = await worker.analyze(cut)
+    assert found.quality is not None and "out_of_frame" in found.quality.reasons
+    assert found.vector is None  # never embedded, never matched
+    assert worker.pid == pid and (await worker.analyze(astronaut())).vector is not None
+
+
+@pytest.mark.parametrize("how", ["crash", "hang"])
+async def test_a_worker_that_dies_or_hangs_is_replaced(worker: FaceWorker, how: str) -> None:
+    pid = worker.pid
+    t0 = time.monotonic()
+    with pytest.raises(WorkerUnavailable):
+        await worker._call(how, astronaut())
+    assert time.monotonic() - t0 < 5.0  # a hang costs the timeout, not the kiosk
+    with pytest.raises(WorkerUnavailable):  # meanwhile: refused at once, never waited on
+        await worker.analyze(astronaut())
+    assert await worker.wait_available(60)
+    assert worker.pid != pid and worker.restarts == 1
+    assert (await worker.analyze(astronaut())).vector is not None
+
+
+async def test_while_the_worker_restarts_the_gate_says_so_and_takes_cards() -> None:
+    local = await AsyncFaceEngine.load(FaceEngine)
+    worker = await FaceWorker(timeout_s=3.0).start()
+    token = issue(KEY, "k1", "card-2", "P2", valid_days=30)
+    try:
+        rig = Rig(local, [astronaut()])
+        rig.flow.face = worker
+        assert worker._proc is not None
+        worker._proc.kill()  # the worker dies under the gate
+        worker._proc.join(5)
+        seen: list[Any] = []
+
+        def shown() -> bool:
+            seen.extend(v.message for v in rig.views)
+            if "out_of_service_face" in seen and not any(
+                p.get("method") == "card_qr" for p in rig.decisions()
+            ):
+                rig.camera.show([card_frame(token)])  # a reader holds up a library card
+            return any(p.get("method") == "card_qr" for p in rig.decisions())
+
+        await rig.run_until(shown, 60)
+        assert "out_of_service_face" in seen
+        assert rig.decisions()[-1]["decision"] == "grant"
+        assert await worker.wait_available(60)
+    finally:
+        worker.close()
+        local.close()
+
+
+async def test_the_event_loop_is_not_held_by_the_face_work(worker: FaceWorker) -> None:
+    """A frame in the worker leaves the loop free; the same frame on a thread holds it (dlib
+    keeps the GIL). Measured on the same frames in the same test."""
+    local = await AsyncFaceEngine.load(FaceEngine)
+    image = sample_image("t1.jpg")
+
+    async def worst_lag(face: Any) -> float:
+        worst, stop = 0.0, False
+
+        async def tick() -> None:
+            nonlocal worst
+            loop = asyncio.get_running_loop()
+            while not stop:
+                t0 = loop.time()
+                await asyncio.sleep(0.002)
+                worst = max(worst, loop.time() - t0 - 0.002)
+
+        task = asyncio.create_task(tick())
+        for _ in range(4):
+            await face.analyze(image)
+        stop = True
+        await task
+        return worst
+
+    try:
+        in_thread = await worst_lag(local)
+        in_worker = await worst_lag(worker)
+    finally:
+        local.close()
+    assert in_worker < in_thread, (in_worker, in_thread)
+    assert in_worker < 0.05, in_worker
