@@ -124,33 +124,34 @@ class TrackState:
             return None
 
 
-class ModelTrack:
-    """The models on trial, for the health gate."""
+class _Track:
+    """What a model and a configuration document on trial share; each says how a switch can
+    be left unfinished and how it is undone."""
 
-    kind = "model"
+    kind = ""
 
-    def __init__(self, state: TrackState, store: ModelStore) -> None:
+    def __init__(self, state: TrackState) -> None:
         self.state = state
-        self.store = store
-
-    def active(self) -> dict[str, str]:
-        return self.store.active_refs()
 
     def on_trial(self) -> bool:
         return self.state.pending() is not None
 
+    def unfinished(self, pending: dict[str, Any]) -> str | None:
+        raise NotImplementedError
+
+    def undo(self, pending: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     def before_start(self, max_attempts: int = MAX_ATTEMPTS) -> str | None:
-        """Counts a start of a model on trial; rolls it back when the switch did not finish
+        """Counts a start of what is on trial; rolls it back when its switch did not finish
         or it failed to start too often. Returns the reason when it rolled back."""
         p = self.state.pending()
         if p is None:
             return None
-        active = self.active().get(p["key"], BUILTIN)
-        if active != p["ref"]:
-            reason = "the switch to the new model did not finish"
-        elif self.state.started() > max_attempts:
+        reason = self.unfinished(p)
+        if reason is None and self.state.started() > max_attempts:
             reason = f"did not start {max_attempts} times"
-        else:
+        if reason is None:
             return None
         self.roll_back(reason)
         return reason
@@ -162,8 +163,33 @@ class ModelTrack:
         p = self.state.pending()
         if p is None:
             return
-        task: Task = p["key"]
-        previous = p.get("previous")
+        self.undo(p)
+        self.state.finish("rolled_back", reason)
+
+    def take_outcome(self) -> dict[str, Any] | None:
+        return self.state.take_outcome()
+
+
+class ModelTrack(_Track):
+    """The models on trial, for the health gate."""
+
+    kind = "model"
+
+    def __init__(self, state: TrackState, store: ModelStore) -> None:
+        super().__init__(state)
+        self.store = store
+
+    def active(self) -> dict[str, str]:
+        return self.store.active_refs()
+
+    def unfinished(self, pending: dict[str, Any]) -> str | None:
+        if self.active().get(pending["key"], BUILTIN) != pending["ref"]:
+            return "the switch to the new model did not finish"
+        return None
+
+    def undo(self, pending: dict[str, Any]) -> None:
+        task: Task = pending["key"]
+        previous = pending.get("previous")
         try:
             if previous and previous != BUILTIN:
                 self.store.activate(str(previous))  # it ran here before: no load check
@@ -171,19 +197,15 @@ class ModelTrack:
                 self.store.deactivate(task)
         except ModelStoreError:
             self.store.rollback(task)  # the previous model went bad meanwhile: the one before
-        self.state.finish("rolled_back", reason)
-
-    def take_outcome(self) -> dict[str, Any] | None:
-        return self.state.take_outcome()
 
 
-class ConfigTrack:
+class ConfigTrack(_Track):
     """The configuration document applied at start: the one on trial, else the committed one."""
 
     kind = "config"
 
     def __init__(self, state: TrackState, folder: Path) -> None:
-        self.state = state
+        super().__init__(state)
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -205,30 +227,13 @@ class ConfigTrack:
         ref = self.state.load()["committed"].get("config")
         return str(ref) if ref else None
 
-    def on_trial(self) -> bool:
-        return self.state.pending() is not None
+    def unfinished(self, pending: dict[str, Any]) -> str | None:
+        if pending["ref"] != BUILTIN and self.document(str(pending["ref"])) is None:
+            return "the document on trial is missing or unreadable"
+        return None
 
-    def before_start(self, max_attempts: int = MAX_ATTEMPTS) -> str | None:
-        p = self.state.pending()
-        if p is None:
-            return None
-        if p["ref"] != BUILTIN and self.document(str(p["ref"])) is None:
-            reason = "the document on trial is missing or unreadable"
-        elif self.state.started() > max_attempts:
-            reason = f"did not start {max_attempts} times"
-        else:
-            return None
-        self.roll_back(reason)
-        return reason
-
-    def commit(self) -> bool:
-        return self.state.finish("committed") is not None
-
-    def roll_back(self, reason: str) -> None:
-        self.state.finish("rolled_back", reason)
-
-    def take_outcome(self) -> dict[str, Any] | None:
-        return self.state.take_outcome()
+    def undo(self, pending: dict[str, Any]) -> None:
+        """Nothing to undo: the committed document applies again at the next start."""
 
 
 class _ArtifactUpdater(UpdateLoop):
