@@ -145,3 +145,40 @@ async def test_the_event_loop_is_not_held_by_the_face_work(worker: FaceWorker) -
         local.close()
     assert in_worker < in_thread, (in_worker, in_thread)
     assert in_worker < 0.05, in_worker
+
+
+async def test_a_flood_of_frames_costs_frames_not_the_loop() -> None:
+    """A camera delivering 300 frames a second: the gate takes the newest frame each time
+    (the rest are dropped), its loop stays responsive, and a stranger standing there is one
+    refusal, not one per frame."""
+    local = await AsyncFaceEngine.load(FaceEngine)
+    worker = await FaceWorker(timeout_s=3.0).start()
+    try:
+        rig = Rig(local, [sample_image("t1.jpg")])
+        rig.flow.face = worker
+        rig.camera.fps = 300
+        worst = 0.0
+        stop = False
+
+        async def tick() -> None:
+            nonlocal worst
+            loop = asyncio.get_running_loop()
+            while not stop:
+                t0 = loop.time()
+                await asyncio.sleep(0.002)
+                worst = max(worst, loop.time() - t0 - 0.002)
+
+        ticker = asyncio.create_task(tick())
+        t0 = time.monotonic()
+        await rig.run_until(lambda: time.monotonic() - t0 > 3.0, 20)
+        stop = True
+        await ticker
+        produced = rig.camera.stats.frames
+        looked = rig.registry.get_sample_value("gate_frames_processed_total")
+        assert produced > 300 and looked is not None and looked < produced / 5, (produced, looked)
+        refusals = [p for p in rig.decisions() if p["decision"] == "deny"]
+        assert len(refusals) == 1 and not any(p["decision"] == "grant" for p in rig.decisions())
+        assert worst < 0.1, worst
+    finally:
+        worker.close()
+        local.close()
