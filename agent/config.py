@@ -190,11 +190,12 @@ class FaceConfig(StrictModel):
         "work and the event loop never waits for it (false: a thread in the agent)",
     )
     detect_side: int = Field(
-        default=800,
+        default=960,
         ge=160,
         le=4096,
-        description="dlib's detector looks at frames downscaled to this long side (800 finds "
-        "as many faces as 960 on 1280x720 frames, in 0.69 of the time)",
+        description="dlib's detector looks at frames downscaled to this long side; 800 takes "
+        "0.69 of the time on 1280x720 frames but missed one more enrolled reader in 20 "
+        "(docs/gate.md): a choice for slower hardware",
     )
     worker_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="A worker that does not answer is restarted"
