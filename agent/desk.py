@@ -46,10 +46,9 @@ from biblioedge.drivers.cccd.errors import CccdError
 from biblioedge.drivers.cccd.qr import CccdQr, parse_qr
 from biblioedge.drivers.codes import FrameDecoder
 from biblioedge.drivers.errors import DriverError
-from biblioedge.models.errors import ImageError
+from biblioedge.models.errors import FaceEngineError
 from biblioedge.models.pipeline import FaceService
 from biblioedge.models.quality import QualityConfig
-from biblioedge.models.worker import WorkerUnavailable
 from biblioedge.protocol import registration_context, uuid7
 from biblioedge.provisioning.sealing import seal
 
@@ -495,7 +494,7 @@ class DeskFlow:
                 self.current = frame
                 try:
                     found = await self.face.analyze(frame.image, quality=self.settings.quality)
-                except (WorkerUnavailable, ImageError) as exc:
+                except FaceEngineError as exc:  # worker restarting, bad frame, engine error
                     log.warning("face capture paused: %s", exc)
                     await asyncio.sleep(0.2)
                     continue

@@ -33,7 +33,7 @@ from biblioedge.drivers.camera import Camera, Frame
 from biblioedge.drivers.codes import Code, FrameDecoder
 from biblioedge.drivers.errors import DriverError
 from biblioedge.drivers.gate import GateController
-from biblioedge.models.errors import ImageError
+from biblioedge.models.errors import FaceEngineError
 from biblioedge.models.gallery import Gallery
 from biblioedge.models.liveness import Liveness
 from biblioedge.models.pipeline import Analysis, FaceService
@@ -239,7 +239,7 @@ class GateFlow:
         except WorkerUnavailable:
             self._show(GateView("out_of_service", "out_of_service_face"))
             return None  # cards still open the gate: their codes are read all the same
-        except ImageError as exc:
+        except FaceEngineError as exc:  # a bad frame, or the engine failed on it: that frame
             log.warning("frame refused: %s", exc)
             return None
         self.breakdown["face"] = round((time.monotonic() - now) * 1000, 1)
@@ -283,6 +283,9 @@ class GateFlow:
                 vector = (await self.face.embed(frame.image, [det]))[0]
             except WorkerUnavailable:
                 self._show(GateView("out_of_service", "out_of_service_face"))
+                return
+            except FaceEngineError as exc:
+                log.warning("frame not embedded: %s", exc)
                 return
         if vector is None:
             return  # the same face as a moment ago, no better: already decided

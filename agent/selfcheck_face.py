@@ -19,12 +19,11 @@ from typing import Any
 
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.camera import Camera
-from biblioedge.models.errors import ImageError
+from biblioedge.models.errors import FaceEngineError
 from biblioedge.models.gallery import Gallery
 from biblioedge.models.liveness import Liveness
 from biblioedge.models.pipeline import FaceService
 from biblioedge.models.quality import QualityConfig
-from biblioedge.models.worker import WorkerUnavailable
 
 log = logging.getLogger("biblioedge.agent.selfcheck")
 
@@ -61,7 +60,7 @@ class FaceWatch:
             found = await self.face.analyze(
                 image, quality=self.quality, embed=self.liveness is None
             )
-        except (WorkerUnavailable, ImageError) as exc:
+        except FaceEngineError as exc:  # worker restarting, bad frame, engine error
             log.debug("no face look at this frame: %s", exc)
             return None
         det = found.detection
@@ -78,7 +77,7 @@ class FaceWatch:
                 return None
             try:
                 vector = (await self.face.embed(image, [det]))[0]
-            except (WorkerUnavailable, ImageError):
+            except FaceEngineError:
                 return None
         if vector is None:
             return None

@@ -182,3 +182,30 @@ async def test_a_flood_of_frames_costs_frames_not_the_loop() -> None:
     finally:
         worker.close()
         local.close()
+
+
+async def test_an_engine_error_costs_that_frame_not_the_gate(worker: FaceWorker) -> None:
+    from biblioedge.models.errors import FaceEngineError
+
+    pid = worker.pid
+    with pytest.raises(FaceEngineError, match="unknown operation"):
+        await worker._call("no-such-op", astronaut())
+    assert worker.pid == pid  # the worker answered with the error and goes on
+    local = await AsyncFaceEngine.load(FaceEngine)
+    try:
+        rig = Rig(local, [astronaut()])
+        failures = [3]
+        real = worker.analyze
+
+        async def failing(image: Any, **kw: Any) -> Any:
+            if failures[0]:
+                failures[0] -= 1
+                raise FaceEngineError("dlib: internal error on this frame")
+            return await real(image, **kw)
+
+        rig.flow.face = worker
+        worker.analyze = failing  # type: ignore[method-assign]
+        await rig.run_until(lambda: any(p["decision"] == "grant" for p in rig.decisions()), 30)
+        assert failures[0] == 0 and rig.decisions()[-1]["patron_id"] == "P1"
+    finally:
+        local.close()
