@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tuf.api.metadata import TargetFile
+
 from biblioedge.agent.release_client import ReleaseClient, ReleaseUnavailable
 from biblioedge.agent.update_loop import Note, UpdateLoop, UpdateSettings
 from biblioedge.models.manifest import Manifest, Task
@@ -54,8 +56,17 @@ class TrackState:
             return doc
         except (OSError, ValueError):
             return doc  # unreadable: nothing on trial, nothing refused; the store still is
-        if isinstance(saved, dict):
-            doc.update({k: saved[k] for k in doc if k in saved})
+        if not isinstance(saved, dict):
+            return doc
+        # a file that does not hold the expected types is read as empty, never half-trusted
+        committed, refused = saved.get("committed"), saved.get("refused")
+        if isinstance(committed, dict):
+            doc["committed"] = {str(k): str(v) for k, v in committed.items()}
+        if isinstance(refused, list):
+            doc["refused"] = [str(r) for r in refused][-32:]
+        for key in ("pending", "outcome"):
+            if isinstance(saved.get(key), dict):
+                doc[key] = saved[key]
         return doc
 
     def save(self, doc: dict[str, Any]) -> None:
@@ -262,14 +273,17 @@ class _ArtifactUpdater(UpdateLoop):
             }
         )
 
-    async def _fetch(self, target: str, into: Path, what: str) -> Path:
+    async def _refresh(self) -> None:
+        """The newest trusted metadata, once per install."""
         client = await asyncio.to_thread(self.client)
         await asyncio.to_thread(client.refresh)
-        info = await asyncio.to_thread(client.info, target)
-        progress, seen = self.progress(what, info.length)
-        got = await asyncio.to_thread(client.fetch, info, into, seen)
-        if not got.downloaded:
-            progress.done = info.length
+
+    async def _info(self, target: str) -> TargetFile:
+        return await asyncio.to_thread(self.client().info, target)
+
+    async def _fetch(self, info: TargetFile, into: Path, what: str) -> Path:
+        _, seen = self.progress(what, info.length)
+        got = await asyncio.to_thread(self.client().fetch, info, into, seen)
         self.report = self.report.model_copy(update={"done_bytes": info.length})
         return got.path
 
@@ -351,7 +365,8 @@ class ModelUpdater(_ArtifactUpdater):
         incoming = store.root / "incoming"
         incoming.mkdir(exist_ok=True)
         self._phase("downloading")
-        meta_path = await self._fetch(meta_target, incoming / f"{ref}.json", ref)
+        await self._refresh()
+        meta_path = await self._fetch(await self._info(meta_target), incoming / f"{ref}.json", ref)
         try:
             manifest = Manifest.model_validate_json(meta_path.read_bytes())
         except ValueError as exc:
@@ -361,11 +376,10 @@ class ModelUpdater(_ArtifactUpdater):
                 "bad_release", f"the manifest is {manifest.ref} for {manifest.task}, not {task}"
             )
         if not any(m.manifest.ref == ref for m in store.list()):
-            client = self.client()
-            blob_info = await asyncio.to_thread(client.info, blob_target)
+            blob_info = await self._info(blob_target)
             if blob_info.hashes.get("sha256") != manifest.sha256:
                 raise ReleaseUnavailable("bad_release", "the model file is not the manifest's")
-            blob = await self._fetch(blob_target, incoming / manifest.sha256, ref)
+            blob = await self._fetch(blob_info, incoming / manifest.sha256, ref)
             self._phase("installing")
             await asyncio.to_thread(store.add, blob, manifest)
             blob.unlink(missing_ok=True)
@@ -432,7 +446,8 @@ class ConfigUpdater(_ArtifactUpdater):
             name, version = split_ref(ref)
             self._phase("downloading")
             part = self.track.folder / f"{ref}.part"
-            path = await self._fetch(config_target(name, version), part, ref)
+            await self._refresh()
+            path = await self._fetch(await self._info(config_target(name, version)), part, ref)
             try:
                 doc = ConfigRelease.model_validate_json(path.read_bytes())
                 if f"{doc.name}@{doc.version}" != ref:

@@ -190,6 +190,7 @@ class Rollouts:
         self.releases = releases
         self.publish = publish
         self.now = now
+        self._tracks: dict[tuple[str, str], Track] = {}
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -368,7 +369,10 @@ class Rollouts:
             ]
         for r in running:
             try:
-                track = await asyncio.to_thread(self.track, r["kind"], r["release"])
+                key = (r["kind"], r["release"])
+                track = self._tracks.get(key)  # a release's track never changes: look it up once
+                if track is None:
+                    track = self._tracks[key] = await asyncio.to_thread(self.track, *key)
                 starts = await asyncio.to_thread(self._step, r, track)
             except Exception:
                 log.exception("rollout %s step failed", r["rollout_id"])

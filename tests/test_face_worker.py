@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,27 @@ from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
 from biblioedge.models.errors import ImageError
 from biblioedge.models.pipeline import analyze
 from biblioedge.models.worker import FaceWorker, WorkerUnavailable
+
+
+async def worst_lag_during(work: Awaitable[None]) -> float:
+    """The event loop's largest lateness while ``work`` runs."""
+    worst, done = 0.0, False
+
+    async def tick() -> None:
+        nonlocal worst
+        loop = asyncio.get_running_loop()
+        while not done:
+            t0 = loop.time()
+            await asyncio.sleep(0.002)
+            worst = max(worst, loop.time() - t0 - 0.002)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await work
+    finally:
+        done = True
+        await ticker
+    return worst
 
 
 @pytest.fixture
@@ -120,27 +141,13 @@ async def test_the_event_loop_is_not_held_by_the_face_work(worker: FaceWorker) -
     local = await AsyncFaceEngine.load(FaceEngine)
     image = sample_image("t1.jpg")
 
-    async def worst_lag(face: Any) -> float:
-        worst, stop = 0.0, False
-
-        async def tick() -> None:
-            nonlocal worst
-            loop = asyncio.get_running_loop()
-            while not stop:
-                t0 = loop.time()
-                await asyncio.sleep(0.002)
-                worst = max(worst, loop.time() - t0 - 0.002)
-
-        task = asyncio.create_task(tick())
+    async def four_frames(face: Any) -> None:
         for _ in range(4):
             await face.analyze(image)
-        stop = True
-        await task
-        return worst
 
     try:
-        in_thread = await worst_lag(local)
-        in_worker = await worst_lag(worker)
+        in_thread = await worst_lag_during(four_frames(local))
+        in_worker = await worst_lag_during(four_frames(worker))
     finally:
         local.close()
     assert in_worker < in_thread, (in_worker, in_thread)
@@ -157,22 +164,8 @@ async def test_a_flood_of_frames_costs_frames_not_the_loop() -> None:
         rig = Rig(local, [sample_image("t1.jpg")])
         rig.flow.face = worker
         rig.camera.fps = 300
-        worst = 0.0
-        stop = False
-
-        async def tick() -> None:
-            nonlocal worst
-            loop = asyncio.get_running_loop()
-            while not stop:
-                t0 = loop.time()
-                await asyncio.sleep(0.002)
-                worst = max(worst, loop.time() - t0 - 0.002)
-
-        ticker = asyncio.create_task(tick())
         t0 = time.monotonic()
-        await rig.run_until(lambda: time.monotonic() - t0 > 3.0, 20)
-        stop = True
-        await ticker
+        worst = await worst_lag_during(rig.run_until(lambda: time.monotonic() - t0 > 3.0, 20))
         produced = rig.camera.stats.frames
         looked = rig.registry.get_sample_value("gate_frames_processed_total")
         assert produced > 300 and looked is not None and looked < produced / 5, (produced, looked)
