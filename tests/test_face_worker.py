@@ -155,20 +155,21 @@ async def test_the_event_loop_is_not_held_by_the_face_work(worker: FaceWorker) -
 
 
 async def test_a_flood_of_frames_costs_frames_not_the_loop() -> None:
-    """A camera delivering 300 frames a second: the gate takes the newest frame each time
+    """A camera delivering 1000 frames a second: the gate takes the newest frame each time
     (the rest are dropped), its loop stays responsive, and a stranger standing there is one
-    refusal, not one per frame."""
+    refusal, not one per frame. The camera is far faster than any engine (CI's took 15 ms a
+    tracked frame, 66 a second), so most frames must be dropped on any machine."""
     local = await AsyncFaceEngine.load(FaceEngine)
     worker = await FaceWorker(timeout_s=3.0).start()
     try:
         rig = Rig(local, [sample_image("t1.jpg")])
         rig.flow.face = worker
-        rig.camera.fps = 300
+        rig.camera.fps = 1000
         t0 = time.monotonic()
         worst = await worst_lag_during(rig.run_until(lambda: time.monotonic() - t0 > 3.0, 20))
         produced = rig.camera.stats.frames
         looked = rig.registry.get_sample_value("gate_frames_processed_total")
-        assert produced > 300 and looked is not None and looked < produced / 5, (produced, looked)
+        assert produced > 1000 and looked is not None and looked < produced / 3, (produced, looked)
         refusals = [p for p in rig.decisions() if p["decision"] == "deny"]
         assert len(refusals) == 1 and not any(p["decision"] == "grant" for p in rig.decisions())
         assert worst < 0.1, worst
