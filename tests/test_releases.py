@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -128,11 +129,14 @@ def test_kiosk_refuses_metadata_replayed_from_an_older_version(tmp_path: Path) -
 
 
 def test_expired_metadata_blocks_installs_until_central_resigns(tmp_path: Path) -> None:
-    with tuf_server(tmp_path, timestamp_days=1.5 / 86400) as srv:
+    # 8 s of life: the first refresh has to come within it even on a loaded machine (CI once
+    # took longer than the 1.5 s this test used to give)
+    with tuf_server(tmp_path, timestamp_days=8 / 86400) as srv:
         srv.software("1.0.0")
         kiosk = client(srv, tmp_path)
         kiosk.refresh()
-        time.sleep(2.1)  # the timestamp (1.5 s of life, whole seconds) is now past its expiry
+        expires = datetime.fromisoformat(srv.repo.describe()["timestamp_expires"])
+        time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 1.1)
         with pytest.raises(ReleaseUnavailable) as exc:
             kiosk.refresh()
         assert exc.value.reason == "expired_metadata"
