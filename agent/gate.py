@@ -232,7 +232,9 @@ class GateFlow:
             found = await self.face.analyze(
                 frame.image,
                 quality=self.settings.quality,
-                embed=self.liveness is None,
+                # with liveness: only the frame that completes its evidence is embedded, in
+                # the same call that finds its landmarks
+                embed=self.liveness is None or self.liveness.decides_next(),
                 track=self._track if tracking else None,
                 better_than=better_than,
             )
@@ -271,6 +273,8 @@ class GateFlow:
             self._show(GateView("hint", f"hint_{reason}", face_box=det.box))
             return
         vector = found.vector
+        if vector is not None:  # matched or not, live or not: the next frames must beat it
+            self._embedded_at, self._embedded_goodness = now, found.goodness
         if self.liveness is not None:
             live = self.liveness.check(frame.image, det)
             if live.live is None:
@@ -279,17 +283,8 @@ class GateFlow:
             if not live.live:
                 await self._refuse(frame, "face", "liveness", key="liveness", score=live.score)
                 return
-            try:
-                vector = (await self.face.embed(frame.image, [det]))[0]
-            except WorkerUnavailable:
-                self._show(GateView("out_of_service", "out_of_service_face"))
-                return
-            except FaceEngineError as exc:
-                log.warning("frame not embedded: %s", exc)
-                return
         if vector is None:
             return  # the same face as a moment ago, no better: already decided
-        self._embedded_at, self._embedded_goodness = now, found.goodness
         decision = self.gallery.decide(vector, self.face.threshold, self.face.margin)
         scores = {"score": round(decision.score, 4), "margin": round(decision.margin, 4)}
         if not decision.accepted or decision.patron_id is None:

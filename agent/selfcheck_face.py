@@ -57,8 +57,10 @@ class FaceWatch:
     async def look(self, image: Any) -> str | None:
         """The consented reader in this frame, if one is recognised with confidence."""
         try:
-            found = await self.face.analyze(
-                image, quality=self.quality, embed=self.liveness is None
+            found = await self.face.analyze(  # liveness: embedded with its deciding frame
+                image,
+                quality=self.quality,
+                embed=self.liveness is None or self.liveness.decides_next(),
             )
         except FaceEngineError as exc:  # worker restarting, bad frame, engine error
             log.debug("no face look at this frame: %s", exc)
@@ -71,14 +73,8 @@ class FaceWatch:
         if found.quality is not None and not found.quality.ok:
             return None
         vector = found.vector
-        if self.liveness is not None:
-            live = self.liveness.check(image, det)
-            if not live.live:
-                return None
-            try:
-                vector = (await self.face.embed(image, [det]))[0]
-            except FaceEngineError:
-                return None
+        if self.liveness is not None and not self.liveness.check(image, det).live:
+            return None
         if vector is None:
             return None
         decision = self.gallery.decide(

@@ -41,6 +41,11 @@ class Liveness(Protocol):
 
     def reset(self) -> None: ...
 
+    def decides_next(self) -> bool:
+        """Whether the next check gives a verdict: the caller then asks for that frame's
+        embedding in the same engine call as its landmarks, not in a second round trip."""
+        ...
+
 
 class MotionLiveness:
     def __init__(self, window: int = 6, min_residual: float = 0.015) -> None:
@@ -50,6 +55,9 @@ class MotionLiveness:
 
     def reset(self) -> None:
         self._history.clear()
+
+    def decides_next(self) -> bool:
+        return len(self._history) >= self.window - 1
 
     def check(self, image: Image, det: Detection) -> LivenessResult:
         lm = det.landmarks.astype(np.float64)
@@ -81,6 +89,9 @@ class OnnxLiveness:
 
     def reset(self) -> None:
         pass
+
+    def decides_next(self) -> bool:
+        return True  # one frame is all it needs
 
     def check(self, image: Image, det: Detection) -> LivenessResult:
         x1, y1, x2, y2 = det.box

@@ -24,6 +24,7 @@ from biblioedge.drivers.gate import LineGate
 from biblioedge.drivers.sim_serial import TurnstileSimulator
 from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
 from biblioedge.models.gallery import Gallery
+from biblioedge.models.liveness import MotionLiveness
 
 KEY = Ed25519PrivateKey.generate()
 PATRONS = {
@@ -191,6 +192,59 @@ def test_bench_gate_small_run() -> None:
     assert doc["overhead_ratio"] > 0.5 and doc["max_loop_lag_ms"] >= 0
     assert doc["engine"] == "process" and "p95" in doc["thread_baseline"]["frame_to_relay_ms"]
     assert doc["granted_frame_ms_p50"]["face"] > 0
+
+
+class CountingFace:
+    """The engine, counting what the gate asks of it: per analysis whether an embedding was
+    asked for and whether one came back, and separate embedding round trips."""
+
+    def __init__(self, inner: AsyncFaceEngine) -> None:
+        self.inner = inner
+        self.asked: list[tuple[bool, bool]] = []
+        self.embeds = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def analyze(self, image: Any, **kw: Any) -> Any:
+        found = await self.inner.analyze(image, **kw)
+        self.asked.append((kw.get("embed", True), found.vector is not None))
+        return found
+
+    async def embed(self, image: Any, detections: Any) -> Any:
+        self.embeds += 1
+        return await self.inner.embed(image, detections)
+
+
+async def test_with_liveness_the_deciding_frame_is_embedded_in_its_own_analysis(
+    face: AsyncFaceEngine,
+) -> None:
+    rig = Rig(face, [cv2.flip(astronaut(), 1)])
+    counting = CountingFace(face)
+    rig.flow.face = counting  # type: ignore[assignment]
+    rig.flow.liveness = MotionLiveness(window=3, min_residual=0.0)  # any motion is live here
+    await rig.run_until(lambda: bool(rig.decisions()), limit_s=20)
+    first = rig.decisions()[0]
+    assert (first["decision"], first["method"]) == ("grant", "face")
+    asked = [embed for embed, _ in counting.asked]
+    assert asked[:2] == [False, False] and asked[2]  # two frames of evidence, then the third
+    assert counting.embeds == 0  # no second round trip for the embedding
+
+
+async def test_a_photo_held_still_is_refused_once_and_not_embedded_frame_after_frame(
+    face: AsyncFaceEngine,
+) -> None:
+    rig = Rig(face, [cv2.flip(astronaut(), 1)])  # an enrolled reader's photo, held still
+    counting = CountingFace(face)
+    rig.flow.face = counting  # type: ignore[assignment]
+    rig.flow.liveness = MotionLiveness(window=3)
+    start = time.monotonic()
+    await rig.run_until(lambda: time.monotonic() - start > 3.0, limit_s=10)
+    assert [(d["decision"], d["reason"]) for d in rig.decisions()] == [("deny", "liveness")]
+    embedded = sum(got for _, got in counting.asked)
+    # embedded again only when the face was last embedded reembed_s ago, never on every frame
+    assert 1 <= embedded <= 3.0 / rig.flow.settings.reembed_s + 1, (embedded, counting.asked)
+    assert counting.embeds == 0
 
 
 async def test_each_approach_of_a_stranger_is_one_event(face: AsyncFaceEngine) -> None:
