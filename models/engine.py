@@ -234,15 +234,5 @@ class AsyncFaceEngine:
             better_than=better_than,
         )
 
-    async def detect(self, image: Image) -> list[Detection]:
-        from biblioedge.models.pipeline import check_frame
-
-        return await self.run(self.engine.detect, check_frame(image))
-
-    async def embed(self, image: Image, detections: Sequence[Detection]) -> F32:
-        from biblioedge.models.pipeline import check_frame
-
-        return await self.run(self.engine.embed_detections, check_frame(image), detections)
-
     async def embed_largest(self, image: Image) -> tuple[Detection, F32]:
         return await self.run(self.engine.embed_largest, image)

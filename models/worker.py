@@ -21,7 +21,6 @@ import logging
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -102,10 +101,6 @@ def _serve(conn: Connection, shm_name: str, spec: EngineSpec) -> None:
                 image = np.ndarray(shape, np.uint8, buffer=shm.buf)
                 if op == "analyze":
                     result: Any = pipeline.analyze(engine, image, **kwargs)
-                elif op == "embed":
-                    result = engine.embed_detections(image, kwargs["detections"])
-                elif op == "detect":
-                    result = engine.detect(image)
                 elif op == "embed_largest":
                     result = engine.embed_largest(image)
                 elif op == "crash":  # tests: a worker that dies mid-call
@@ -312,14 +307,6 @@ class FaceWorker:
         result: Analysis = await self._call(
             "analyze", image, quality=quality, embed=embed, track=track, better_than=better_than
         )
-        return result
-
-    async def detect(self, image: Any) -> list[Detection]:
-        result: list[Detection] = await self._call("detect", image)
-        return result
-
-    async def embed(self, image: Any, detections: Sequence[Detection]) -> F32:
-        result: F32 = await self._call("embed", image, detections=list(detections))
         return result
 
     async def embed_largest(self, image: Any) -> tuple[Detection, F32]:
