@@ -88,8 +88,9 @@ def check_identity(cfg: AgentConfig) -> None:
 
 
 class Renewal:
-    """Renews the kiosk's certificate when two thirds of its life have passed, then makes
-    sync reconnect with the new one. A failed attempt is logged and retried next check."""
+    """Renews the kiosk's certificate (same key) when two thirds of its life have passed, or
+    fetches the one IT approved for a re-key, then makes sync reconnect with the new one. A
+    failed attempt is logged and retried next check."""
 
     name = "renewal"
 
@@ -108,7 +109,10 @@ class Renewal:
         while True:
             ctx.heartbeat()
             sec = self.rt.config.security
-            if sec.central_url and files.present() and due_for_renewal(files, sec.renew_after):
+            due = files.present() and (
+                due_for_renewal(files, sec.renew_after) or files.pending_key.exists()
+            )
+            if sec.central_url and due:
                 try:
                     until = await asyncio.to_thread(renew, sec.central_url, files)
                 except (EnrollError, OSError, ValueError) as exc:
