@@ -38,6 +38,7 @@ class EnrollmentOut(BaseModel):
     expires_at: datetime
 
 
+RequestId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 _TOKEN = r"^[\x21-\x7e]+$"
 _PEM = r"^[\x09\x0a\x0d\x20-\x7e]+$"
 
@@ -230,8 +231,6 @@ def router(registry: Registry, metrics: CentralMetrics, ttl_s: int) -> APIRouter
         """Renewals that asked for a new key, newest first (admin): a stolen key trying to
         move a kiosk onto its own, or a kiosk whose key was replaced on purpose."""
         return registry.rekey_requests(state)
-
-    RequestId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 
     @api.post(
         "/rekey-requests/{request_id}/{decision}",
