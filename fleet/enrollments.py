@@ -578,6 +578,19 @@ class Registry:
         }
 
 
+def pending_rekeys(engine: Engine) -> list[tuple[str, str]]:
+    """(device, request id) of the re-key requests waiting for IT: the dashboard's attention
+    list shows them first (a stolen key trying to move a kiosk onto its own looks like this)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(rekey_requests.c.device_id, rekey_requests.c.request_id)
+            .where(rekey_requests.c.state == "pending")
+            .order_by(rekey_requests.c.requested_at)
+            .limit(50)
+        )
+        return [(r.device_id, r.request_id) for r in rows]
+
+
 def _key_sha256(key: Any) -> str:
     """SHA-256 of a public key's SubjectPublicKeyInfo: the same key, whatever wraps it."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat

@@ -274,6 +274,11 @@ def test_a_rekey_that_it_approves_moves_the_kiosk_and_ends_the_old_key(
     assert files.pending_key.exists() and files.key.read_bytes() == old_key  # still the old one
     with pytest.raises(EnrollError, match="rekey_pending"):  # the agent asks again: no news
         renew(central.url, files)
+    tls = ssl.create_default_context(cafile=central.ca_file)
+    with httpx.Client(base_url=central.url, verify=tls, timeout=10) as http:
+        cookie = http.post("/dashboard/login", data={"token": central.token}).cookies["be_session"]
+        page = http.get("/dashboard", headers={"Cookie": f"be_session={cookie}"}).text
+        assert "Thiết bị xin đổi khóa, chờ IT duyệt" in page and "gate-02" in page  # IT sees it
     with central.client() as api:
         (request,) = api.get("/rekey-requests", params={"state": "pending"}).json()
         r = api.post(f"/rekey-requests/{request['request_id']}/approve")
