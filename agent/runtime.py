@@ -109,12 +109,16 @@ class Renewal:
         while True:
             ctx.heartbeat()
             sec = self.rt.config.security
-            due = files.present() and (
-                due_for_renewal(files, sec.renew_after) or files.pending_key.exists()
-            )
-            if sec.central_url and due:
+            present = sec.central_url and files.present()
+            # a new key asked for (biblioedge rekey): fetch the certificate once IT approved
+            # it; then the plain renewal of the key in use, which never waits for IT
+            for rekey in (True, False):
+                if not present or not (
+                    files.pending_key.exists() if rekey else due_for_renewal(files, sec.renew_after)
+                ):
+                    continue
                 try:
-                    until = await asyncio.to_thread(renew, sec.central_url, files)
+                    until = await asyncio.to_thread(renew, str(sec.central_url), files, 10.0, rekey)
                 except (EnrollError, OSError, ValueError) as exc:
                     log.warning("certificate renewal failed (will retry): %s", exc)
                 else:

@@ -396,10 +396,15 @@ class Registry:
                 asking = conn.execute(
                     select(device_certs).where(device_certs.c.serial == req.current_serial)
                 ).first()
-                if asking is None or _revoked(asking, now):
+                # the device must still be enrolled on the certificate that asked, or on its
+                # renewal; revoked by IT (or re-enrolled) since, the request is void
+                replaced = asking is not None and asking.revoke_at is not None
+                if asking is None or (_revoked(asking, now) and not replaced):
                     raise EnrollmentError(
                         "revoked", "the certificate that asked has been revoked since", 409
                     )
+                if self._newest(conn, req.device_id, now) is None:
+                    raise EnrollmentError("revoked", f"{req.device_id} is revoked", 409)
                 name = pki.DeviceName(req.device_id, req.site, req.role)
                 cert = self.identity.ca.issue_device(req.csr.encode(), name, self.cert_days)
                 conn.execute(

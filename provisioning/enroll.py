@@ -231,10 +231,11 @@ def renew(
     """A new certificate for the current key, proven with the current certificate; returns
     the new expiry.
 
-    Central certifies only the key the kiosk already holds: a new key (``rekey``, or one
-    asked for earlier and kept in ``device.key.pending``) waits for IT's approval, and this
-    raises ``EnrollError`` saying so until then. Files are replaced atomically, so a failed
-    renewal leaves the working identity in place."""
+    Central certifies only the key the kiosk already holds. With ``rekey`` it asks for a new
+    one (made once and kept in ``device.key.pending``), which waits for IT's approval: this
+    raises ``EnrollError`` saying so until then, and a plain renewal meanwhile keeps the old
+    key working. Files are replaced atomically, so a failed renewal leaves the working
+    identity in place."""
     import httpx
 
     current = files.cert.read_bytes()
@@ -242,7 +243,7 @@ def renew(
     name = pki.device_name(pki.load_cert(current))
     if rekey and not files.pending_key.exists():
         pki.write_private(files.pending_key, pki.key_pem(pki.new_key()))
-    new_key = pki.load_key(files.pending_key.read_bytes()) if files.pending_key.exists() else None
+    new_key = pki.load_key(files.pending_key.read_bytes()) if rekey else None
     csr = pki.make_csr(new_key or old_key, name)
     proof = old_key.sign(RENEW_DOMAIN + csr, ec.ECDSA(hashes.SHA256()))
     try:
@@ -268,5 +269,6 @@ def renew(
         pki.write_private(files.key.with_name("device.key.new"), pki.key_pem(new_key))
     pki.write_public(files.cert.with_name("device.crt.new"), pki.cert_pem(cert))
     files.recover()
-    files.pending_key.unlink(missing_ok=True)
+    if new_key is not None:
+        files.pending_key.unlink(missing_ok=True)
     return cert.not_valid_after_utc

@@ -266,14 +266,16 @@ def test_a_rekey_that_it_approves_moves_the_kiosk_and_ends_the_old_key(
     gate.enroll()
     ident = gate.data_dir / "identity"
     files = IdentityFiles(ident)
-    old_cert, old_key = files.cert.read_bytes(), files.key.read_bytes()
-    (tmp_path / "old.crt").write_bytes(old_cert)
+    old_key = files.key.read_bytes()
     (tmp_path / "old.key").write_bytes(old_key)
     with pytest.raises(EnrollError, match="rekey_pending"):
         renew(central.url, files, rekey=True)
     assert files.pending_key.exists() and files.key.read_bytes() == old_key  # still the old one
     with pytest.raises(EnrollError, match="rekey_pending"):  # the agent asks again: no news
-        renew(central.url, files)
+        renew(central.url, files, rekey=True)
+    renew(central.url, files)  # meanwhile the key in use still renews, without IT
+    assert files.key.read_bytes() == old_key and files.pending_key.exists()
+    (tmp_path / "in-use.crt").write_bytes(files.cert.read_bytes())
     tls = ssl.create_default_context(cafile=central.ca_file)
     with httpx.Client(base_url=central.url, verify=tls, timeout=10) as http:
         cookie = http.post("/dashboard/login", data={"token": central.token}).cookies["be_session"]
@@ -284,14 +286,14 @@ def test_a_rekey_that_it_approves_moves_the_kiosk_and_ends_the_old_key(
         r = api.post(f"/rekey-requests/{request['request_id']}/approve")
         assert r.status_code == 200 and r.json()["state"] == "approved", r.text
         assert api.post(f"/rekey-requests/{request['request_id']}/refuse").status_code == 409
-    # approving revoked the old certificate at once
+    # approving revoked the certificate in use (of the old key) at once
     wait_until(
-        lambda: not _connects(broker, ident, tmp_path / "old.crt", tmp_path / "old.key"),
+        lambda: not _connects(broker, ident, tmp_path / "in-use.crt", tmp_path / "old.key"),
         30,
         interval=0.5,
         what="the old key refused",
     )
-    renew(central.url, files)  # the kiosk fetches what IT approved
+    renew(central.url, files, rekey=True)  # the kiosk fetches what IT approved
     assert not files.pending_key.exists() and files.key.read_bytes() != old_key
     assert pki.load_cert(files.cert.read_bytes()).public_key() == (
         pki.load_key(files.key.read_bytes()).public_key()
