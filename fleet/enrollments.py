@@ -176,6 +176,7 @@ class Registry:
                 .values(revoked_at=now)
             )
             self._store_cert(conn, name, cert)
+            _close_rekeys(conn, name.device_id, "re-enrollment", now)
             try:
                 register_in(conn, name.device_id, name.site, name.role)
             except ValueError as exc:  # moved to another site since the token was made
@@ -443,6 +444,7 @@ class Registry:
             conn.execute(
                 update(devices).where(devices.c.device_id == device_id).values(registered=False)
             )
+            _close_rekeys(conn, device_id, "revocation", now)
         n = int(res.rowcount)
         log.warning("revoked %d certificate(s) of %s", n, device_id)
         self.sync_broker()
@@ -594,6 +596,16 @@ def pending_rekeys(engine: Engine) -> list[tuple[str, str]]:
             .limit(50)
         )
         return [(r.device_id, r.request_id) for r in rows]
+
+
+def _close_rekeys(conn: Connection, device_id: str, by: str, now: dt.datetime) -> None:
+    """A device revoked or enrolled anew: what its old certificate asked for is refused."""
+    conn.execute(
+        update(rekey_requests)
+        .where(rekey_requests.c.device_id == device_id)
+        .where(rekey_requests.c.state == "pending")
+        .values(state="refused", decided_by=by, decided_at=now)
+    )
 
 
 def _key_sha256(key: Any) -> str:
