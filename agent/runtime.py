@@ -88,8 +88,9 @@ def check_identity(cfg: AgentConfig) -> None:
 
 
 class Renewal:
-    """Renews the kiosk's certificate when two thirds of its life have passed, then makes
-    sync reconnect with the new one. A failed attempt is logged and retried next check."""
+    """Renews the kiosk's certificate (same key) when two thirds of its life have passed, or
+    fetches the one IT approved for a re-key, then makes sync reconnect with the new one. A
+    failed attempt is logged and retried next check."""
 
     name = "renewal"
 
@@ -108,9 +109,16 @@ class Renewal:
         while True:
             ctx.heartbeat()
             sec = self.rt.config.security
-            if sec.central_url and files.present() and due_for_renewal(files, sec.renew_after):
+            present = sec.central_url and files.present()
+            # a new key asked for (biblioedge rekey): fetch the certificate once IT approved
+            # it; then the plain renewal of the key in use, which never waits for IT
+            for rekey in (True, False):
+                if not present or not (
+                    files.pending_key.exists() if rekey else due_for_renewal(files, sec.renew_after)
+                ):
+                    continue
                 try:
-                    until = await asyncio.to_thread(renew, sec.central_url, files)
+                    until = await asyncio.to_thread(renew, str(sec.central_url), files, 10.0, rekey)
                 except (EnrollError, OSError, ValueError) as exc:
                     log.warning("certificate renewal failed (will retry): %s", exc)
                 else:

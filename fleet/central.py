@@ -50,6 +50,8 @@ def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Regi
         broker_url=sec.kiosk_broker_url or cfg.broker.url,
         central_url=cfg.public_url,
         pid_file=sec.broker_pid_file,
+        renew_grace_s=sec.renew_grace_s,
+        renew_min_interval_s=sec.renew_min_interval_s,
     )
     registry.sync_broker()
     return identity, registry

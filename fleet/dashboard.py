@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from biblioedge.fleet.auth import Principal, Tokens
 from biblioedge.fleet.db import api_tokens
+from biblioedge.fleet.enrollments import pending_rekeys
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
@@ -134,7 +135,9 @@ def attention(
 ) -> list[tuple[str, str, str]]:
     """(kind, subject, detail): what a person should look at, most urgent first."""
     now = utc_now()
-    items: list[tuple[str, str, str]] = []
+    items: list[tuple[str, str, str]] = [
+        ("att_rekey", device, request) for device, request in pending_rekeys(repo.engine)
+    ]
     for r in rollouts:
         if r["state"] == "halted":
             items.append(

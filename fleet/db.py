@@ -226,6 +226,31 @@ device_certs = Table(
     Column("issued_at", UTCDateTime, nullable=False),
     Column("not_after", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    Column("renewed_from", String(40), nullable=True, comment="serial this renewal replaced"),
+    Column(
+        "revoke_at",
+        UTCDateTime,
+        nullable=True,
+        comment="a replaced certificate's revocation, after the renewal's grace",
+    ),
+)
+
+#: A renewal that asks for a new key: refused, kept here until IT approves or refuses it.
+rekey_requests = Table(
+    "rekey_requests",
+    metadata,
+    Column("request_id", String(32), primary_key=True),
+    Column("device_id", String(64), nullable=False, index=True),
+    Column("site", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("current_serial", String(40), nullable=False, comment="the certificate that asked"),
+    Column("key_sha256", String(64), nullable=False, comment="SHA-256 of the new key's SPKI"),
+    Column("csr", Text, nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False, comment="pending, approved or refused"),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("cert_serial", String(40), nullable=True, comment="issued on approval"),
 )
 
 #: One-time enrollment tokens, bound to one device; only a hash of the secret is kept.
