@@ -54,11 +54,12 @@ def _aead(rows: int) -> AESGCM | None:
 
 def upgrade() -> None:
     bind = op.get_bind()
+    # refuse before the first change: SQLite's DDL is not always inside the transaction
+    rows = bind.execute(sa.select(_readers.c.patron_id, _readers.c.display_name)).all()
+    aead = _aead(len(rows))
     with op.batch_alter_table("readers") as batch:
         batch.add_column(sa.Column("name_nonce", sa.LargeBinary, nullable=True))
         batch.add_column(sa.Column("name_sealed", sa.LargeBinary, nullable=True))
-    rows = bind.execute(sa.select(_readers.c.patron_id, _readers.c.display_name)).all()
-    aead = _aead(len(rows))
     for pid, name in rows:
         assert aead is not None
         bind.execute(
@@ -84,12 +85,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     bind = op.get_bind()
-    with op.batch_alter_table("readers") as batch:
-        batch.add_column(sa.Column("display_name", sa.String(200), nullable=True))
     rows = bind.execute(
         sa.select(_readers.c.patron_id, _readers.c.name_nonce, _readers.c.name_sealed)
     ).all()
     aead = _aead(len(rows))
+    with op.batch_alter_table("readers") as batch:
+        batch.add_column(sa.Column("display_name", sa.String(200), nullable=True))
     for pid, nonce, sealed in rows:
         assert aead is not None
         bind.execute(
