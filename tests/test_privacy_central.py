@@ -89,11 +89,15 @@ class Central:
             "occurred_at": datetime.now(UTC).isoformat(),
             "payload": {"registration_id": rid, "sealed": base64.b64encode(blob).decode()},
         }
-        body = {"batch_id": str(uuid.uuid4()), "device_id": DESK, "events": [event]}
-        result = self.repo.ingest([Incoming(SITE, DESK, "events", orjson.dumps(body))], False)
-        (ack,) = result.acks
+        ack = self.send(event)
         answer: dict[str, Any] = ack.results[event["event_id"]]
         return answer
+
+    def send(self, *evs: dict[str, Any]) -> Any:
+        body = {"batch_id": str(uuid.uuid4()), "device_id": DESK, "events": list(evs)}
+        result = self.repo.ingest([Incoming(SITE, DESK, "events", orjson.dumps(body))], False)
+        (ack,) = result.acks
+        return ack
 
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.client.tokens[role]}"}  # type: ignore[attr-defined]
@@ -152,6 +156,24 @@ def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_nee
     answer = central.register()
     pid = answer["patron_id"]
     api = central.client
+    # a message central refuses (here: a bad sequence number) is quarantined as received,
+    # whatever it carries: only admins read it
+    central.send(
+        {
+            "event_id": uuid7(),
+            "device_id": DESK,
+            "site": SITE,
+            "type": "desk.note",
+            "seq": -1,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "payload": {"display_name": NAME},
+        }
+    )
+    (held,) = api.get("/api/v1/quarantine", headers=central.headers("admin")).json()
+    assert NAME in held["raw"]
+    for role in ("viewer", "librarian"):
+        (held,) = api.get("/api/v1/quarantine", headers=central.headers(role)).json()
+        assert held["raw"] == "" and held["device_id"] == DESK and held["reason"]
     # every GET route of the API, with its path filled in: none shows a viewer the name
     fill = {"patron_id": pid, "site": SITE, "device_id": DESK}
     checked = []
@@ -166,6 +188,7 @@ def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_nee
             checked.append(path)
     assert "/api/v1/readers/{patron_id}" in checked and "/api/v1/events" in checked
     assert "/api/v1/readers/{patron_id}/consents" in checked and "/metrics" in checked
+    assert "/api/v1/quarantine" in checked
     r = api.get(f"/api/v1/events?type={REGISTRATION}", headers=central.headers("viewer"))
     assert r.json()["items"][0]["payload"]["patron_id"] == pid  # the audit trail: ids only
     # the dashboard, signed in as the viewer
