@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sqlite3
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -110,7 +111,8 @@ class Central:
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
+def inproc(tmp_path: Path) -> Iterator[Central]:
+    """Central in process, its API and ingest on a SQLite file."""
     cfg = CentralConfig(data_dir=tmp_path, security={"require": False})  # type: ignore[arg-type]
     repo = Repo(cfg.db_url)
     key = b"k" * 32
@@ -151,14 +153,14 @@ def _get_routes(api: TestClient) -> list[str]:
 
 
 def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_needs(
-    central: Central,
+    inproc: Central,
 ) -> None:
-    answer = central.register()
+    answer = inproc.register()
     pid = answer["patron_id"]
-    api = central.client
+    api = inproc.client
     # a message central refuses (here: a bad sequence number) is quarantined as received,
     # whatever it carries: only admins read it
-    central.send(
+    inproc.send(
         {
             "event_id": uuid7(),
             "device_id": DESK,
@@ -169,10 +171,10 @@ def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_nee
             "payload": {"display_name": NAME},
         }
     )
-    (held,) = api.get("/api/v1/quarantine", headers=central.headers("admin")).json()
+    (held,) = api.get("/api/v1/quarantine", headers=inproc.headers("admin")).json()
     assert NAME in held["raw"]
     for role in ("viewer", "librarian"):
-        (held,) = api.get("/api/v1/quarantine", headers=central.headers(role)).json()
+        (held,) = api.get("/api/v1/quarantine", headers=inproc.headers(role)).json()
         assert held["raw"] == "" and held["device_id"] == DESK and held["reason"]
     # every GET route of the API, with its path filled in: none shows a viewer the name
     fill = {"patron_id": pid, "site": SITE, "device_id": DESK}
@@ -182,14 +184,14 @@ def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_nee
         if any(p not in fill for p in params):
             continue  # routes of things that are not readers (releases, rollouts, keys...)
         url = path.format(**fill)
-        r = api.get(url, headers=central.headers("viewer"))
+        r = api.get(url, headers=inproc.headers("viewer"))
         assert _names_in(r.text) == [], (url, r.text)
         if r.status_code == 200:
             checked.append(path)
     assert "/api/v1/readers/{patron_id}" in checked and "/api/v1/events" in checked
     assert "/api/v1/readers/{patron_id}/consents" in checked and "/metrics" in checked
     assert "/api/v1/quarantine" in checked
-    r = api.get(f"/api/v1/events?type={REGISTRATION}", headers=central.headers("viewer"))
+    r = api.get(f"/api/v1/events?type={REGISTRATION}", headers=inproc.headers("viewer"))
     assert r.json()["items"][0]["payload"]["patron_id"] == pid  # the audit trail: ids only
     # the dashboard, signed in as the viewer
     login = api.post(
@@ -197,11 +199,11 @@ def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_nee
     )  # type: ignore[attr-defined]
     assert login.status_code == 200 and _names_in(login.text) == []
     # the viewer's record is pseudonymous: ids, status, dates
-    seen = api.get(f"/api/v1/readers/{pid}", headers=central.headers("viewer")).json()
+    seen = api.get(f"/api/v1/readers/{pid}", headers=inproc.headers("viewer")).json()
     assert set(seen) == {"patron_id", "site", "status", "expires_at", "updated_at"}
     # librarians and admins see the name (opened from its seal) and what gates greet with
     for role in ("librarian", "admin"):
-        doc = api.get(f"/api/v1/readers/{pid}", headers=central.headers(role)).json()
+        doc = api.get(f"/api/v1/readers/{pid}", headers=inproc.headers(role)).json()
         assert doc["display_name"] == NAME and doc["greeting"] == GIVEN
         assert doc["templates"] == {"dlib-resnet@1": 2}
     # the schema says both shapes, so a client knows what a viewer gets
@@ -210,26 +212,26 @@ def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_nee
     assert "ReaderSummaryOut" in json.dumps(shape) and "ReaderOut" in json.dumps(shape)
 
 
-def test_the_database_file_holds_no_name_in_clear(central: Central) -> None:
-    answer = central.register()
+def test_the_database_file_holds_no_name_in_clear(inproc: Central) -> None:
+    answer = inproc.register()
     assert answer["display_name"] == NAME  # the desk that registered prints the card with it
-    again = central.register(name="Trần Văn Hùng", ref="b" * 64)
+    again = inproc.register(name="Trần Văn Hùng", ref="b" * 64)
     assert again["patron_id"] != answer["patron_id"]
-    raw = central.db_bytes()
+    raw = inproc.db_bytes()
     for part in (*NAME.split(), "Trần", "Hùng", "1990-05-17"):
         for form in ("NFC", "NFD"):
             assert unicodedata.normalize(form, part).encode() not in raw, part
     # an erased reader leaves nothing either, sealed or not
-    sealed = central.repo.engine.connect().execute(
+    sealed = inproc.repo.engine.connect().execute(
         text("SELECT name_sealed FROM readers WHERE patron_id = :p"), {"p": answer["patron_id"]}
     )
     blob = bytes(sealed.scalar_one())
     assert blob in raw
-    r = central.client.delete(
-        f"/api/v1/readers/{answer['patron_id']}", headers=central.headers("librarian")
+    r = inproc.client.delete(
+        f"/api/v1/readers/{answer['patron_id']}", headers=inproc.headers("librarian")
     )
     assert r.status_code == 204
-    assert blob not in central.db_bytes()
+    assert blob not in inproc.db_bytes()
 
 
 def _db_at(path: Path, revision: str) -> Repo:
@@ -283,10 +285,10 @@ def test_migrating_seals_the_names_an_older_central_kept_in_clear(tmp_path: Path
 
 
 def test_gates_are_sent_the_given_name_only_and_kiosks_keep_no_full_name(
-    central: Central, tmp_path: Path
+    inproc: Central, tmp_path: Path
 ) -> None:
-    pid = central.register()["patron_id"]
-    readers: Readers = central.readers  # type: ignore[attr-defined]
+    pid = inproc.register()["patron_id"]
+    readers: Readers = inproc.readers  # type: ignore[attr-defined]
     delta = readers.delta(SITE, 0)
     assert delta is not None
     (reader,) = delta.upserts
@@ -347,3 +349,60 @@ def test_a_gate_cuts_down_a_full_name_whatever_sent_or_kept_it(tmp_path: Path) -
 )
 def test_the_greeting_is_the_given_name(name: str, greeting: str) -> None:
     assert greeting_name(name) == greeting
+
+
+@pytest.mark.integration
+def test_a_real_gate_receives_and_keeps_the_given_name_only(
+    tmp_path: Path, broker: object, central: object, make_agent: object
+) -> None:
+    """Real processes over the secured broker: a librarian registers a reader with their full
+    name; the gate's store ends up with the given name and no byte of the rest, and central's
+    database file has the name nowhere in clear."""
+    import cv2
+
+    from biblioedge.demo.launch import CentralProcess, wait_until
+
+    assert isinstance(central, CentralProcess)
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(camera / f"{i:03d}.jpg"), np.full((720, 1280, 3), 110, np.uint8))
+    agent = make_agent(  # type: ignore[operator]
+        "gate-05",
+        role="gate",
+        gate={"enabled": True, "camera": f"sim:{camera}", "camera_fps": 5.0, "relay": "sim"},
+    )
+    agent.start()
+    with central.client() as api:
+        r = api.put("/readers/P000501", json={"site": SITE, "display_name": NAME})
+        assert r.status_code == 200 and r.json()["greeting"] == GIVEN, r.text
+        v = np.random.default_rng(5).standard_normal(128)
+        r = api.put(
+            "/readers/P000501/templates",
+            json={"model": "dlib-resnet@1", "templates": [(v / np.linalg.norm(v)).tolist()]},
+        )
+        assert r.status_code == 200, r.text
+        version = api.get(f"/sites/{SITE}/gallery").json()["version"]
+        wait_until(
+            lambda: (
+                (api.get("/devices/gate-05").json()["reported"] or {}).get("gallery_version")
+                == version
+            ),
+            90,
+            what=f"the gate applies the site's gallery: {agent.log_tail()}",
+        )
+    db = sqlite3.connect(f"file:{agent.data_dir / 'agent.sqlite3'}?mode=ro", uri=True)
+    try:
+        (name,) = db.execute(
+            "SELECT display_name FROM patron_cache WHERE patron_id = 'P000501'"
+        ).fetchone()
+    finally:
+        db.close()
+    assert name == GIVEN
+    assert agent.alive()
+    agent.stop()
+    raw = b"".join(p.read_bytes() for p in agent.data_dir.glob("agent.sqlite3*"))
+    assert GIVEN.encode() in raw and FAMILY.encode() not in raw and "Thị".encode() not in raw
+    assert central.stop() == 0, central.log_tail()
+    raw = b"".join(p.read_bytes() for p in central.data_dir.glob("*.sqlite3*") if p.is_file())
+    assert raw and not [w for w in NAME.split() if w.encode() in raw]
