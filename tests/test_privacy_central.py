@@ -21,7 +21,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from biblioedge.agent.gallery_store import GalleryStore
 from biblioedge.agent.gallery_sync import GallerySync
@@ -32,6 +32,7 @@ from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.central import open_identity
 from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.db import registrations
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
@@ -234,8 +235,8 @@ def test_the_database_file_holds_no_name_in_clear(inproc: Central) -> None:
     assert blob not in inproc.db_bytes()
 
 
-def _db_at(path: Path, revision: str) -> Repo:
-    repo = Repo(f"sqlite:///{path}")
+def _db_at(url: str, revision: str) -> Repo:
+    repo = Repo(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     with repo.engine.begin() as conn:
@@ -244,44 +245,54 @@ def _db_at(path: Path, revision: str) -> Repo:
     return repo
 
 
-def test_migrating_seals_the_names_an_older_central_kept_in_clear(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrating_seals_the_names_an_older_central_kept_in_clear(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     path = tmp_path / "old.sqlite3"
-    repo = _db_at(path, "0006")
+    url = f"sqlite:///{path}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    repo = _db_at(url, "0006")
+    now = datetime.now(UTC)
     with repo.engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO readers (patron_id, site, display_name, status, expires_at,"
                 " updated_at) VALUES ('BE0000001', :s, :n, 'active', '2030-01-01', :t)"
             ),
-            {"s": SITE, "n": NAME, "t": datetime.now(UTC).replace(tzinfo=None)},
+            {"s": SITE, "n": NAME, "t": now.replace(tzinfo=None) if backend == "sqlite" else now},
         )
         conn.execute(
-            text(
-                "INSERT INTO registrations (registration_id, patron_id, device_id, result,"
-                " created_at) VALUES ('r-00000001', 'BE0000001', :d, :r, :t)"
-            ),
-            {
-                "d": DESK,
-                "r": json.dumps({"patron_id": "BE0000001", "display_name": NAME}),
-                "t": datetime.now(UTC).replace(tzinfo=None),
-            },
+            registrations.insert().values(
+                registration_id="r-00000001",
+                patron_id="BE0000001",
+                device_id=DESK,
+                result={"patron_id": "BE0000001", "display_name": NAME},
+                created_at=now,
+            )
         )
-    assert NAME.encode() in path.read_bytes() + b"".join(
-        p.read_bytes() for p in tmp_path.glob("old.sqlite3-wal")
-    )
-    with pytest.raises(RuntimeError, match="template key"):
-        repo.migrate()  # names to seal, and no key to seal them with: refused, not skipped
-    key = bytes(range(32))
-    repo.migrate(key)
-    assert Readers(repo, key).get("BE0000001")["display_name"] == NAME
-    with repo.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        (result,) = conn.execute(text("SELECT result FROM registrations")).scalars()
-    assert "display_name" not in json.loads(result)
-    repo.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("old.sqlite3*") if p.is_file())
-    for part in NAME.split():
-        assert part.encode() not in raw, part
+    try:
+        with pytest.raises(RuntimeError, match="template key"):
+            repo.migrate()  # names to seal, and no key to seal them with: refused, not skipped
+        key = bytes(range(32))
+        repo.migrate(key)
+        assert Readers(repo, key).get("BE0000001")["display_name"] == NAME
+        with repo.engine.connect() as conn:
+            (result,) = conn.execute(text("SELECT result FROM registrations")).scalars()
+            columns = {c["name"] for c in inspect(conn).get_columns("readers")}
+        assert "display_name" not in columns
+        stored = result if isinstance(result, dict) else json.loads(result)
+        assert stored == {"patron_id": "BE0000001"}
+        if backend == "sqlite":
+            with repo.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            raw = b"".join(p.read_bytes() for p in tmp_path.glob("old.sqlite3*") if p.is_file())
+            for part in NAME.split():
+                assert part.encode() not in raw, part
+    finally:
+        if backend == "postgresql":
+            with repo.engine.begin() as conn:  # the cluster is shared by the session
+                conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        repo.close()
 
 
 def test_gates_are_sent_the_given_name_only_and_kiosks_keep_no_full_name(
