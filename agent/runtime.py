@@ -462,7 +462,9 @@ class AgentRuntime:
                 comps.append(DemoLibrarian(lambda: desk.flow))
         return comps
 
-    async def _open_gallery(self, *, keep_citizen_ref: bool, purpose: str) -> None:
+    async def _open_gallery(
+        self, *, keep_citizen_ref: bool, purpose: str, keep_name: bool = False
+    ) -> None:
         from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
         from biblioedge.agent.gallery_sync import GallerySync
 
@@ -472,6 +474,7 @@ class AgentRuntime:
             GalleryStore(self.store.store, key),
             keep_citizen_ref=keep_citizen_ref,
             purpose=purpose,
+            keep_name=keep_name,
         )
         self.gallery_version = await self.store.call(self.gallery_sync.version)
 
@@ -479,12 +482,14 @@ class AgentRuntime:
         """Role components that need hardware or models; imported only when configured, so a
         self-checkout never loads the face engine."""
         if self.config.role == "gate" and self.config.gate.enabled:
-            await self._open_gallery(keep_citizen_ref=False, purpose="face_gate")
+            await self._open_gallery(keep_citizen_ref=False, purpose="face_gate", keep_name=True)
             self.gate = _LazyGate(self)
         if self.config.role == "desk" and self.config.desk.enabled:
             self.desk = _LazyDesk(self)
         if self.config.role == "selfcheck" and self.config.selfcheck.enabled:
-            await self._open_gallery(keep_citizen_ref=True, purpose="face_selfcheck")
+            await self._open_gallery(
+                keep_citizen_ref=True, purpose="face_selfcheck", keep_name=False
+            )
             self.selfcheck = _LazySelfcheck(self)
 
     async def run(self, stop: asyncio.Event | None = None) -> int:

@@ -278,7 +278,10 @@ class ReportedState(_Strict):
 
 class GalleryReader(_Strict):
     patron_id: str = Field(pattern=PATRON_PATTERN)
-    display_name: str = Field(max_length=200, description="For the greeting, NFC")
+    display_name: str = Field(
+        max_length=200,
+        description="The given name a gate greets with (biblioedge.names), never the full name",
+    )
     status: Literal["active", "blocked", "expired"]
     expires_at: str = Field(default="", max_length=10, description="YYYY-MM-DD or empty")
     barcode: str = Field(default="", max_length=64)

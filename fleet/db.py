@@ -105,12 +105,16 @@ quarantine = Table(
 )
 
 
+#: The reader's name is sealed like templates and profiles (AES-GCM under central's template
+#: key, bound to the patron id): central finds readers by patron id, barcode or the keyed hash
+#: of the ID number, never by name, so the name need not be readable in the database.
 readers = Table(
     "readers",
     metadata,
     Column("patron_id", String(64), primary_key=True),
     Column("site", String(64), nullable=False, index=True),
-    Column("display_name", String(200), nullable=False),
+    Column("name_nonce", LargeBinary, nullable=False),
+    Column("name_sealed", LargeBinary, nullable=False),
     Column("status", String(16), nullable=False),
     Column("expires_at", String(10), nullable=False),
     Column("barcode", String(64), nullable=True, unique=True),
@@ -361,6 +365,9 @@ def make_engine(url: str) -> Engine:
             # An ack promises the event is on disk: commit must survive power loss.
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Deleted rows are overwritten, not left in free pages: an erased reader, or a
+            # name a migration sealed, is not still in the file's bytes.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         return engine

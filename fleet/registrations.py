@@ -6,7 +6,7 @@ the same transaction that stores the event, and answers in the ack (``Ack.result
 patron number and the signed card. The registration id is the idempotency key: a resent event
 (lost ack, desk restart) gets the stored answer again, never a second reader or card.
 
-What central keeps: the reader (name, status, expiry), the profile fields the desk kept,
+What central keeps: the reader (name sealed, status, expiry), the profile fields the desk kept,
 sealed, under a keyed hash of the ID number (never the number), the consent record and, only
 when consent was granted, the templates (sealed). The stored event is redacted to the audit
 trail: no name, no profile, no templates.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import unicodedata
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.db import reader_profiles, readers, registrations, templates
-from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
+from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader, check_vectors
 from biblioedge.protocol import (
     DeskRegistration,
     Event,
@@ -83,7 +84,12 @@ class Registrar:
         row = conn.execute(
             select(registrations.c.result).where(registrations.c.registration_id == rid)
         ).first()
-        return dict(row.result) if row is not None else None
+        if row is None:
+            return None
+        answer = dict(row.result)
+        with contextlib.suppress(UnknownReader):  # the name is kept sealed, with the reader
+            answer["display_name"] = self.readers.name_of(conn, str(answer["patron_id"]))
+        return answer
 
     def apply(self, conn: Connection, event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
         """(payload to store, answer for the desk); ProtocolError refuses the registration,
@@ -168,7 +174,7 @@ class Registrar:
                 registration_id=reg.registration_id,
                 patron_id=patron_id,
                 device_id=event.device_id,
-                result=result,
+                result={k: v for k, v in result.items() if k != "display_name"},
                 created_at=utc_now(),
             )
         )

@@ -159,11 +159,14 @@ class Repo:
         self.engine: Engine = make_engine(url)
         self.effects: dict[str, Effect] = {}
 
-    def migrate(self) -> None:
+    def migrate(self, template_key: bytes | None = None) -> None:
+        """Bring the schema to head. ``template_key`` is central's sealing key: a migration
+        that seals data stored in clear before needs it (and refuses without it)."""
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
+            cfg.attributes["template_key"] = template_key
             command.upgrade(cfg, "head")
 
     def close(self) -> None:

@@ -17,11 +17,12 @@ from biblioedge.settings import ConfigError
 def _central(args: argparse.Namespace) -> tuple[Any, Any]:
     from biblioedge.fleet.config import load_central_config
     from biblioedge.fleet.repo import Repo
+    from biblioedge.keys import load_or_create_key
 
     cfg = load_central_config(args.config)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     repo = Repo(cfg.db_url)
-    repo.migrate()
+    repo.migrate(load_or_create_key(cfg.data_dir / "keys" / "templates.key"))
     return cfg, repo
 
 

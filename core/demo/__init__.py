@@ -53,6 +53,7 @@ def prepare_gate(agent_dir: Path) -> Path | None:
     from biblioedge.agent.store import Patron, Store
     from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
     from biblioedge.models.engine import FaceEngine
+    from biblioedge.names import greeting_name
 
     people = [p for p in people_in_samples() if not p[0].startswith("astronaut")]
     if not people:
@@ -76,8 +77,12 @@ def prepare_gate(agent_dir: Path) -> Path | None:
                 templates.put(pid, vec, engine.embedder.name)
                 store.upsert_patrons(
                     [
-                        Patron(
-                            pid, pid, unicodedata.normalize("NFC", display), "active", "2099-12-31"
+                        Patron(  # the gate keeps the given name only
+                            pid,
+                            pid,
+                            greeting_name(unicodedata.normalize("NFC", display)),
+                            "active",
+                            "2099-12-31",
                         )
                     ]
                 )
@@ -141,8 +146,8 @@ class DemoDesk:
     def chip(self) -> bool:
         return self.pcscd is not None
 
-    def present_citizen(self) -> str:
-        """Put the citizen's card on the reader and scan its QR; returns the name."""
+    def present_citizen(self) -> None:
+        """Put the citizen's card on the reader and scan its QR."""
         from biblioedge.drivers.cccd.chipsim import VPCD_PORT, CccdChip, VpcdCard
         from biblioedge.drivers.cccd.simdata import chip_files, demo_citizen
 
@@ -156,7 +161,6 @@ class DemoDesk:
         if not self.scanner.wait_opened(120):
             log.warning("the desk never opened its scanner port: no registration in this demo")
         self.scanner.scan(qr)
-        return citizen.full_name
 
     def stop(self) -> None:
         card: Any = self.card
@@ -172,18 +176,19 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
-def _follow_desk(central: CentralProcess, name: str, stop: threading.Event) -> None:
-    """Tell the demo's story on stdout: the registration, then the gate letting her in.
+def _follow_desk(central: CentralProcess, stop: threading.Event) -> None:
+    """Tell the demo's story on stdout: the registration, then the gate letting her in, by
+    patron number only (a console is no place for a reader's name, even an invented one).
     Central may be restarted meanwhile (the keeper does that): the story waits for it."""
     while not stop.is_set():
         try:
-            _story(central, name, stop)
+            _story(central, stop)
             return
         except (httpx.HTTPError, KeyError, ValueError):
             stop.wait(2.0)
 
 
-def _story(central: CentralProcess, name: str, stop: threading.Event) -> None:
+def _story(central: CentralProcess, stop: threading.Event) -> None:
     with central.client() as api:
         patron = ""
         while not stop.wait(1.0):
@@ -191,14 +196,14 @@ def _story(central: CentralProcess, name: str, stop: threading.Event) -> None:
                 items = api.get("/events", params={"type": "desk.registration"}).json()["items"]
                 if items:
                     patron = items[0]["payload"]["patron_id"]
-                    _say(f"desk-01 registered {name} as {patron}; card printed")
+                    _say(f"desk-01 registered a reader as {patron}; card printed")
                 continue
             items = api.get("/events", params={"type": "gate.decision", "limit": 200}).json()
             if any(
                 i["payload"].get("patron_id") == patron and i["payload"]["decision"] == "grant"
                 for i in items["items"]
             ):
-                _say(f"gate-01 recognized {name} ({patron}) by face: gate opened")
+                _say(f"gate-01 recognized {patron} by face: gate opened")
                 return
 
 
@@ -390,7 +395,8 @@ def run_demo(
         if desk is not None:
 
             def story(kit: DemoDesk = desk) -> None:
-                _follow_desk(central, kit.present_citizen(), stop)
+                kit.present_citizen()
+                _follow_desk(central, stop)
 
             threading.Thread(target=story, daemon=True, name="demo-story").start()
         threading.Thread(
