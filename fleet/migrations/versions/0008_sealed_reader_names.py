@@ -6,8 +6,8 @@ names kept in ``registrations.result`` go (a resent registration's answer opens 
 Sealing needs the key: central passes it (``Repo.migrate(template_key=...)``); a database
 with readers refuses to migrate without it rather than leave names in clear.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007_renewals
 Create Date: 2026-12-06
 """
 
@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from biblioedge.fleet.readers import open_name, seal_name
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007_renewals"
 branch_labels = None
 depends_on = None
 
