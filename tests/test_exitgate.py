@@ -17,7 +17,7 @@ from ils import Dummy
 from biblioedge.agent.config import validate_config
 from biblioedge.agent.exitgate import ExitGate
 from biblioedge.drivers.rfid.iso28560 import TagData
-from biblioedge.drivers.rfid.sim import SimTag, item_tag, uid_for
+from biblioedge.drivers.rfid.sim import SimTag, item_tag
 from biblioedge.drivers.sip2.client import Account
 from biblioedge.drivers.sip2.dummy import CATALOGUE
 from biblioedge.drivers.sip2.library import Sip2Library
@@ -212,9 +212,7 @@ async def test_passages_are_counted_through_noise_and_silence(tmp_path: Path) ->
         counter.walk("in", 3)
         counter.garbage()
         counter.walk("out", 2)
-        await until(
-            lambda: (gate.view.passages_in, gate.view.passages_out) == (3, 2), "the counts"
-        )
+        await until(lambda: (gate.view.passages_in, gate.view.passages_out) == (3, 2), "the counts")
         await until(lambda: gate.bad["counter_noise"] >= 2, "the noise counted")
         counter.mute = True  # the counter's cable is pulled: no heartbeat
         await until(lambda: not gate.counter_ok, "the counter reported silent")
