@@ -231,7 +231,8 @@ class ExitGate:
         self._next_probe = 0.0
         self._failures = 0
         self._minute = ""
-        self._passages = [0, 0]
+        self._passages = [0, 0]  # this minute's, sent to central when it ends
+        self._today = ("", [0, 0])  # the day's, for the screen
         self._tasks: set[asyncio.Task[None]] = set()
         self._rfid = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exit-rfid")
         self._ils = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exit-ils")
@@ -269,8 +270,8 @@ class ExitGate:
             items,
             offline=self.library is not None and not self.online,
             counter_ok=self.counter_ok,
-            passages_in=self._passages[0],
-            passages_out=self._passages[1],
+            passages_in=self._today[1][0],
+            passages_out=self._today[1][1],
         )
 
     # -- the reader's side (worker thread) -----------------------------------------------
@@ -563,6 +564,11 @@ class ExitGate:
         self._minute = minute
         self._passages[0] += got_in
         self._passages[1] += got_out
+        day = datetime.now().date().isoformat()  # the library's day, local time
+        if self._today[0] != day:
+            self._today = (day, [0, 0])
+        self._today[1][0] += got_in
+        self._today[1][1] += got_out
         if self.metrics is not None:
             self.metrics.passages.labels("in").inc(got_in)
             self.metrics.passages.labels("out").inc(got_out)

@@ -276,3 +276,30 @@ async def test_smart_mode_asks_the_library_system_and_the_afi_decides_offline(
         offline = [a for a in record.alarms() if "30000008" in str(a["items"])]
         assert offline[0]["offline"] is True
         assert gate.bad["ils_unreachable"] >= 1
+
+
+def test_every_exit_message_is_translated_and_each_state_has_its_colour(tmp_path: Path) -> None:
+    import re
+
+    import cv2
+    from test_kiosk import pixel, screenshots
+
+    from biblioedge.agent import exitgate
+    from biblioedge.kiosk.exitgate_screen import COLOURS
+    from biblioedge.kiosk.i18n import keys, text
+
+    shown = set(re.findall(r'"(exit_[a-z_]+)"', Path(exitgate.__file__).read_text()))
+    assert {"exit_idle", "exit_alarm", "exit_out_of_service"} <= shown <= keys()
+    assert text("exit_alarm", "vi") == "Xin dừng lại: tài liệu chưa được mượn"
+    shots = screenshots("exitgate", tmp_path, "1024x600")
+    for state, mode in (
+        ("exit_idle", "idle"),
+        ("exit_alarm", "alarm"),
+        ("exit_alarm_english", "alarm"),
+        ("exit_out_of_service", "out_of_service"),
+    ):
+        img = cv2.imread(str(shots / f"{state}.png"))
+        assert img is not None and img.shape[:2] == (600, 1024)
+        expected = tuple(round(c * 255) for c in COLOURS[mode])
+        got = pixel(img, 1010, 300)
+        assert all(abs(a - b) <= 3 for a, b in zip(got, expected, strict=True)), (state, got)

@@ -198,7 +198,12 @@ def _cmd_kiosk_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_kiosk_screenshot(args: argparse.Namespace) -> int:
-    from biblioedge.kiosk.screenshots import render_desk, render_gate, render_selfcheck
+    from biblioedge.kiosk.screenshots import (
+        render_desk,
+        render_exitgate,
+        render_gate,
+        render_selfcheck,
+    )
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
@@ -210,7 +215,11 @@ def _cmd_kiosk_screenshot(args: argparse.Namespace) -> int:
         from biblioedge.models.image import read_image
 
         frame = read_image(args.frame)
-    render = {"desk": render_desk, "selfcheck": render_selfcheck}.get(args.screen, render_gate)
+    render = {
+        "desk": render_desk,
+        "selfcheck": render_selfcheck,
+        "exitgate": render_exitgate,
+    }.get(args.screen, render_gate)
     for path in render(args.out, (width, height), frame):
         sys.stdout.write(f"{path}\n")
     return 0
@@ -463,10 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="render a screen in each of its states to PNG files (off screen)",
         description="Render a kiosk screen in each of its states (the gate: idle, granted, "
         "hint, denied, blocked, out of service, offline; the desk's steps; the self-check's "
-        "steps with loans, problems, offline and receipt; each also in English) to PNG files, "
+        "steps with loans, problems, offline and receipt; the exit gate at rest, alarmed and "
+        "out of service; each also in English) to PNG files, "
         "without a display.",
     )
-    k.add_argument("screen", choices=["gate", "desk", "selfcheck"])
+    k.add_argument("screen", choices=["gate", "desk", "selfcheck", "exitgate"])
     k.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
     k.add_argument("--size", default="1024x600", help="WIDTHxHEIGHT (default 1024x600)")
     k.add_argument("--frame", type=Path, help="an image to show as the camera preview")
