@@ -303,3 +303,46 @@ def test_every_exit_message_is_translated_and_each_state_has_its_colour(tmp_path
         expected = tuple(round(c * 255) for c in COLOURS[mode])
         got = pixel(img, 1010, 300)
         assert all(abs(a - b) <= 3 for a, b in zip(got, expected, strict=True)), (state, got)
+
+
+@pytest.mark.integration
+def test_an_exit_gate_kiosk_sends_its_alarms_to_central_and_the_dashboard(
+    make_agent: Any, central: Any
+) -> None:
+    """The real agent process, enrolled at a real central over mutual TLS: the reader is
+    simulated here, in the test, on a pty the kiosk opens as it would /dev/ttyUSB0."""
+    import ssl
+
+    import httpx
+
+    from biblioedge.demo.launch import wait_until
+    from biblioedge.drivers.rfid.sim import M810Simulator
+
+    field = M810Simulator(air_s=0.004).start()
+    try:
+        agent = make_agent(
+            "exit-01",
+            role="exitgate",
+            exitgate={"enabled": True, "rfid": f"m810:{field.port}", "relay": "sim"},
+        )
+        agent.start()
+        field.place(book("30000002", LENT), book("30000001", SECURED))
+
+        def alarms() -> list[dict[str, Any]]:
+            with central.client() as api:
+                got = api.get("/events", params={"device_id": "exit-01", "type": "exit.alarm"})
+                return [e["payload"] for e in got.json()["items"]]
+
+        wait_until(lambda: bool(alarms()), 60, what="the alarm stored at central")
+        field.clear()
+        (alarm,) = alarms()
+        assert alarm["items"] == [{"item_id": "30000001", "afi": SECURED}]
+        with httpx.Client(
+            base_url=central.url, verify=ssl.create_default_context(cafile=central.ca_file)
+        ) as web:
+            web.post("/dashboard/login", data={"token": central.token})
+            page = web.get("/dashboard").text
+        assert "Cổng an ninh báo động" in page and "30000001" in page
+        assert "30000002" not in page
+    finally:
+        field.stop()
