@@ -261,7 +261,14 @@ class ExitGate:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        """A lookup that failed in a way nobody foresaw costs that lookup, and is counted."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("exit gate lookup failed: %s", exc, exc_info=exc)
+            self._count("internal_error")
 
     def _show(self, mode: Mode, message: str, items: tuple[AlarmItem, ...] = ()) -> None:
         self.view = ExitView(
@@ -375,7 +382,7 @@ class ExitGate:
         """Light, buzzer and sound first; the screen at once; the items named after."""
         try:
             await self._on(self._relay, self._pulse)
-        except DriverError as exc:
+        except (DriverError, OSError) as exc:
             self._count("relay_failed")
             log.error("alarm relay failed: %s", exc)
         alarm_at = time.monotonic()
@@ -498,7 +505,7 @@ class ExitGate:
         self._asking.add(item)
         try:
             answer = await self._on(self._ils, self.library.item, item)
-        except DriverError as exc:
+        except (DriverError, OSError) as exc:  # OSError: a socket timeout the client let out
             log.warning("library system unreachable, the AFI alone decides: %s", exc)
             self._count("ils_unreachable")
             self.online = False
@@ -546,7 +553,7 @@ class ExitGate:
         self._next_probe = time.monotonic() + self.settings.probe_s
         try:
             status = await self._on(self._ils, self.library.status)
-        except (DriverError, ValueError, TypeError, AttributeError, IndexError):
+        except (DriverError, OSError, ValueError, TypeError, AttributeError, IndexError):
             return
         if getattr(status, "online", False):
             log.warning("library system reachable again")

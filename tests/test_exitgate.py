@@ -346,3 +346,53 @@ def test_an_exit_gate_kiosk_sends_its_alarms_to_central_and_the_dashboard(
         assert "30000002" not in page
     finally:
         field.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_library_system_answering_garbage_costs_only_its_requests(
+    tmp_path: Path,
+) -> None:
+    """A SIP2 server that answers item information with a status no standard has, and
+    everything else with bytes that are no SIP2 at all: the AFI decides, the gate goes on."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while True:
+                    try:
+                        data = conn.recv(4096)
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    buf += data
+                    while b"\r" in buf:
+                        frame, _, buf = buf.partition(b"\r")
+                        if b"AB30000006" in frame:
+                            conn.sendall(b"18ZZ020120261206    120000AB30000006|AJ?|\r")
+                        else:
+                            conn.sendall(b"\x00\xff\xfe garbage \x07\r")
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"sip2://127.0.0.1:{srv.getsockname()[1]}?timeout=1"
+    record = Recorder()
+    try:
+        async with running(tmp_path, record, mode="smart", ils=url) as gate:
+            await walk(gate, book("30000006", LENT), dwell=1.0)  # a status no one defined
+            await until(lambda: gate.bad["ils_undecided"] >= 1, "the nonsense status counted")
+            await walk(gate, book("30000005", LENT), dwell=1.0)  # bytes that are no SIP2
+            await until(lambda: gate.bad["ils_unreachable"] >= 1, "the garbage counted")
+            await walk(gate, book("30000001", SECURED))
+            await until(lambda: "30000001" in record.alarmed_items(), "the AFI alarm")
+            assert record.alarmed_items() == ["30000001"]
+    finally:
+        srv.close()
