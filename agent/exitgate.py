@@ -122,6 +122,7 @@ class _Tag:
     item_error: str = ""
     alarmed_at: float | None = None
     asked: bool = False  # smart mode: the library system was (or is being) asked
+    reason: str | None = None  # why it alarms: afi_secured, or not_on_loan (smart mode)
 
     @property
     def item_id(self) -> str | None:
@@ -340,13 +341,16 @@ class ExitGate:
         if look.deferred:
             self._count("flood", look.deferred)
         self._track(look, now)
-        due = [
-            t
-            for u in dict.fromkeys(look.uids)
-            if (t := self._tags.get(u)) is not None and t.state == "secured" and self._due(t, now)
-        ]
-        if due:
-            await self._raise("afi_secured", due, look.started)
+        due: dict[str, list[_Tag]] = {}
+        for uid in dict.fromkeys(look.uids):
+            tag = self._tags.get(uid)
+            if tag is None or tag.reason is None or not self._due(tag, now):
+                continue
+            if tag.reason == "not_on_loan" and not self.online:
+                continue  # the library system's word is trusted only while it answers
+            due.setdefault(tag.reason, []).append(tag)
+        for reason, tags in due.items():
+            await self._raise(reason, tags, look.started)
         await self._name_some()
         self._ask_library()
         await self._finish_alarms()
@@ -366,6 +370,8 @@ class ExitGate:
             if uid in look.afis and tag.afi is None:
                 tag.afi = look.afis[uid]
                 tag.state = self.settings.afi.state(tag.afi)
+                if tag.state == "secured":
+                    tag.reason = "afi_secured"
                 if tag.state == "unknown":
                     self._count("unknown_afi")
         gone = [u for u, t in self._tags.items() if now - t.last > self.settings.forget_s]
@@ -536,8 +542,10 @@ class ExitGate:
             return
         now = time.monotonic()
         at_door = tag.uid in self._tags and now - tag.last <= self.settings.forget_s
-        if loan.on_loan is False and at_door and self._due(tag, now):
-            await self._raise("not_on_loan", [tag], tag.last)
+        if loan.on_loan is False and at_door and tag.reason is None:
+            tag.reason = "not_on_loan"  # and again each interval while it stays
+            if self._due(tag, now):
+                await self._raise("not_on_loan", [tag], tag.last)
 
     async def _title(self, tag: _Tag) -> None:
         assert tag.item_id is not None
