@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeVar
 
 from biblioedge.agent.store import NotRecorded
 from biblioedge.agent.supervisor import Context
-from biblioedge.drivers.errors import DeviceUnavailable, DriverError
+from biblioedge.drivers.errors import DeviceNotResponding, DeviceUnavailable, DriverError
 from biblioedge.drivers.rfid.iso28560 import TagData, TagDataError, decode
 from biblioedge.drivers.rfid.reader import AfiScheme, TagGone, TagReader, read_memory
 
@@ -223,6 +223,8 @@ class ExitGate:
         self.simulator: Any = None  # the simulated reader, when rfid = "sim"
         self.counter_simulator: Any = None
         self.relay_board: Any = None  # the simulated relay board, when relay = "sim"
+        #: where newer settings come from (central's desired state), read once a second
+        self.settings_source: Callable[[], ExitSettings] | None = None
         self._tags: dict[str, _Tag] = {}
         self._pending: list[_Alarm] = []
         self._shown: dict[str, AlarmItem] = {}
@@ -297,8 +299,8 @@ class ExitGate:
                 afis[uid] = self.reader.read_afi(uid)
             except TagGone:
                 failed["tag_gone"] += 1
-            except DeviceUnavailable:
-                raise
+            except (DeviceUnavailable, DeviceNotResponding):
+                raise  # the reader, not the tag: the whole cycle fails
             except (DriverError, ValueError):  # a garbled answer: this tag, next cycle
                 failed["bad_answer"] += 1
         return _Look(started, uids, afis, max(0, len(new) - limit), failed)
@@ -312,7 +314,7 @@ class ExitGate:
             except TagGone:
                 out[uid] = (None, "tag_gone")
                 continue
-            except DeviceUnavailable:
+            except (DeviceUnavailable, DeviceNotResponding):
                 raise
             except (DriverError, ValueError):
                 out[uid] = (None, "bad_answer")
@@ -678,6 +680,8 @@ class ExitGate:
                 now = time.monotonic()
                 if now - last_count >= 1.0:
                     last_count = now
+                    if self.settings_source is not None:
+                        self.settings = self.settings_source()
                     await self._probe()
                     await self._count_passages()
                     if self.view.mode == "idle":

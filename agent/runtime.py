@@ -209,11 +209,12 @@ class _LazyExitgate:
 
     async def run(self, ctx: Context) -> None:
         if self.flow is None:
-            from biblioedge.agent.exitgate_build import build_exitgate
+            from biblioedge.agent.exitgate_build import build_exitgate, settings_of
 
             self.flow, closables = await build_exitgate(
                 self.rt.config, self.rt.emit, self.rt.metrics.registry
             )
+            self.flow.settings_source = lambda: settings_of(self.rt.config)  # desired state
             self.rt._closables.extend(closables)
         await self.flow.run(ctx)
 
