@@ -335,8 +335,8 @@ def test_an_exit_gate_kiosk_sends_its_alarms_to_central_and_the_dashboard(
 
         wait_until(lambda: bool(alarms()), 60, what="the alarm stored at central")
         field.clear()
-        (alarm,) = alarms()
-        assert alarm["items"] == [{"item_id": "30000001", "afi": SECURED}]
+        # once per interval while it stays: on a slow machine more than one may be stored
+        assert all(a["items"] == [{"item_id": "30000001", "afi": SECURED}] for a in alarms())
         with httpx.Client(
             base_url=central.url, verify=ssl.create_default_context(cafile=central.ca_file)
         ) as web:
