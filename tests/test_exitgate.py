@@ -146,14 +146,16 @@ async def test_a_tag_that_stays_alarms_once_per_interval(tmp_path: Path) -> None
 
 
 @pytest.mark.asyncio
-async def test_a_stack_of_ten_is_read_whole(tmp_path: Path) -> None:
+async def test_a_stack_of_ten_is_read_whole_and_the_sound_plays(tmp_path: Path) -> None:
     record = Recorder()
-    async with running(tmp_path, record) as gate:
+    rang = tmp_path / "rang"
+    async with running(tmp_path, record, sound=f"cmd:touch {rang}") as gate:
         secured = [f"3100000{i}" for i in range(5)]
         lent = [f"3200000{i}" for i in range(5)]
         await walk(gate, *(book(i, SECURED) for i in secured), *(book(i, LENT) for i in lent))
         await until(lambda: len(record.alarmed_items()) >= 5, "every secured item named", 20)
         assert sorted(record.alarmed_items()) == secured  # each once, no lent one
+        await until(rang.exists, "the sound hook run")
 
 
 @pytest.mark.asyncio
