@@ -205,6 +205,28 @@ class _LazySelfcheck:
             await asyncio.gather(self.flow.run(ctx), self.flow.face_watch.run(ctx))
 
 
+class _LazyExitgate:
+    """The exit gate, built inside its component: it opens the reader, the relay, the
+    passage counter and the library system's connection."""
+
+    name = "exitgate"
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.rt = runtime
+        self.flow: Any = None
+
+    async def run(self, ctx: Context) -> None:
+        if self.flow is None:
+            from biblioedge.agent.exitgate_build import build_exitgate, settings_of
+
+            self.flow, closables = await build_exitgate(
+                self.rt.config, self.rt.emit, self.rt.metrics.registry
+            )
+            self.flow.settings_source = lambda: settings_of(self.rt.config)  # desired state
+            self.rt._closables.extend(closables)
+        await self.flow.run(ctx)
+
+
 class AgentRuntime:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -236,6 +258,7 @@ class AgentRuntime:
         self.gate: Component | None = None
         self.desk: _LazyDesk | None = None
         self.selfcheck: _LazySelfcheck | None = None
+        self.exitgate: _LazyExitgate | None = None
         self._closables: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.crash_count = 0
@@ -316,7 +339,7 @@ class AgentRuntime:
 
     def busy(self) -> bool:
         """A reader is mid-transaction: a gate passage, a loan, a registration."""
-        for comp in (self.gate, self.desk, self.selfcheck):
+        for comp in (self.gate, self.desk, self.selfcheck, self.exitgate):
             view = getattr(getattr(comp, "flow", None), "view", None)
             where = getattr(view, "step", None) or getattr(view, "mode", None)
             if where is not None and where not in ("idle", "out_of_service"):
@@ -453,6 +476,8 @@ class AgentRuntime:
 
                 station = self.selfcheck
                 comps.append(DemoReader(lambda: station.flow))
+        if self.exitgate is not None:
+            comps.append(self.exitgate)
         if self.desk is not None:
             comps.append(self.desk)
             if self.config.desk.demo_librarian:
@@ -491,6 +516,8 @@ class AgentRuntime:
                 keep_citizen_ref=True, purpose="face_selfcheck", keep_name=False
             )
             self.selfcheck = _LazySelfcheck(self)
+        if self.config.role == "exitgate" and self.config.exitgate.enabled:
+            self.exitgate = _LazyExitgate(self)  # no gallery: no reader is identified here
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Run until SIGTERM/SIGINT (or ``stop``); returns the process exit code."""
@@ -704,7 +731,7 @@ class AgentRuntime:
             return None if self.sync.status.connected else "not connected"
 
         async def role() -> str | None:
-            comp = self.gate or self.desk or self.selfcheck
+            comp = self.gate or self.desk or self.selfcheck or self.exitgate
             if comp is None:
                 return None  # a role with no hardware configured (simulated kiosks)
             health = self.supervisor.health.get(comp.name) if self.supervisor else None

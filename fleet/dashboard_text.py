@@ -76,6 +76,8 @@ _TEXT: dict[str, tuple[str, str]] = {
     "att_update": ("Cập nhật lỗi", "Update failed"),
     "att_rollout": ("Triển khai bị dừng", "Rollout halted"),
     "att_circ": ("Mượn trả cần kiểm tra", "Loan to check"),
+    "att_exit": ("Cổng an ninh báo động", "Exit gate alarm"),
+    "att_exit_down": ("Cổng an ninh ngưng đọc", "Exit gate reader down"),
     "att_desired": ("Cấu hình bị từ chối", "Configuration refused"),
     "att_quarantine": ("Sự kiện bị cách ly", "Quarantined events"),
     "viewer_note": ("Bạn chỉ có quyền xem.", "You can view only."),

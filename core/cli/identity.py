@@ -247,7 +247,7 @@ def register(sub: Any) -> None:
         "central's CA.",
     )
     t.add_argument("--site", required=True)
-    t.add_argument("--role", required=True, choices=["gate", "selfcheck", "desk"])
+    t.add_argument("--role", required=True, choices=["gate", "selfcheck", "desk", "exitgate"])
     t.add_argument("--device", required=True, help="device id")
     t.add_argument("--ttl", type=int, help="seconds the token is valid (default: central's)")
     t.add_argument("--central", help="central's URL, https://host:port")

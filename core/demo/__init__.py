@@ -1,6 +1,7 @@
 """``biblioedge demo``: a whole fleet on one machine, no hardware.
 
 A broker, central with SQLite, and one simulated kiosk of each role, each a real process.
+The exit gate runs its real flow on a reader whose field the demo fills (docs/exitgate.md).
 The desk runs its real flow: a simulated citizen's CCCD lies on a virtual PC/SC reader (pcscd
 + vpcd + the chip simulator), its QR comes through a simulated hand scanner, a demo librarian
 taps consent; central issues the card; the new reader's face then opens the simulated gate.
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 import httpx
 
+from biblioedge.demo.exitgate import DemoExit, follow_exit
 from biblioedge.demo.fleet import SITES as FLEET_SITES
 from biblioedge.demo.fleet import FleetStory, kiosk_names
 from biblioedge.demo.keeper import Keeper
@@ -29,7 +31,12 @@ from biblioedge.provisioning.broker import BrokerProcess
 log = logging.getLogger("biblioedge.demo")
 
 SITE = "tv-tinh"  # the provincial library's main building
-DEVICES = (("gate-01", "gate"), ("selfcheck-01", "selfcheck"), ("desk-01", "desk"))
+DEVICES = (
+    ("gate-01", "gate"),
+    ("selfcheck-01", "selfcheck"),
+    ("desk-01", "desk"),
+    ("exitgate-01", "exitgate"),
+)
 
 
 #: Demo readers: who the sample people are at the library (names are invented).
@@ -302,6 +309,7 @@ def run_demo(
     password.chmod(0o600)
     csca_dir = data / "csca"
     desk = DemoDesk(data, desk_kit[1], csca_dir) if desk_kit is not None else None
+    exit_kit = DemoExit()
     broker = BrokerProcess(data / "broker")
     # central first: it makes the device CA and writes the broker's TLS files and ACL
     central = CentralProcess(data / "central", broker, port=port or free_port())
@@ -347,6 +355,10 @@ def run_demo(
                     "demo_reader": True,
                 },
             }
+        if role == "exitgate":  # the real flow: its reader's field simulated here
+            sections = exit_kit.sections(
+                f"sip2://kiosk@127.0.0.1:{ils_port}?institution=TVTN&timeout=3", str(password)
+            )
         if role == "desk" and desk is not None and desk_kit is not None:
             sections = {
                 "simulator": {"enabled": False},
@@ -401,6 +413,12 @@ def run_demo(
             threading.Thread(target=story, daemon=True, name="demo-story").start()
         threading.Thread(
             target=_follow_selfcheck, args=(central, ils, stop), daemon=True, name="demo-circ"
+        ).start()
+        threading.Thread(
+            target=follow_exit,
+            args=(exit_kit, central.client, _say, stop),
+            daemon=True,
+            name="demo-exit",
         ).start()
         fleet_child = Child(
             "fleet",
@@ -481,6 +499,7 @@ def run_demo(
         ils.stop()
         if desk is not None:
             desk.stop()
+        exit_kit.stop()
         lock.close()
     sys.stdout.write("demo stopped\n")
     return 0
