@@ -15,6 +15,7 @@ from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.enrollments import Registry
+from biblioedge.fleet.http_guard import guarded_h11
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
@@ -146,6 +147,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
             port=cfg.http.port,
             log_level="warning",
             access_log=False,
+            http=guarded_h11(cfg.http.header_timeout_s, cfg.http.body_timeout_s),
             **tls,  # type: ignore[arg-type]
         )
     )

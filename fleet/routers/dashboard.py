@@ -29,6 +29,7 @@ from biblioedge.fleet.dashboard_text import Lang, catalogue
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import RolloutError, RolloutPlan, Rollouts, Selector
+from biblioedge.fleet.throttle import FailureThrottle, client_key
 
 COOKIE = "be_session"
 LANG_COOKIE = "be_lang"
@@ -68,8 +69,10 @@ def router(
     rollouts: Rollouts | None,
     releases: ReleaseRepo | None,
     audit: Audit,
+    signins: FailureThrottle | None = None,
 ) -> APIRouter:
     ui = APIRouter(prefix="/dashboard", include_in_schema=False)
+    signins = signins or FailureThrottle(5, 60.0, 30.0, 3600.0)
     env = _env()
 
     def lang_of(request: Request) -> Lang:
@@ -113,10 +116,22 @@ def router(
 
     @ui.post("/login", response_model=None)
     async def login(request: Request) -> Response:
+        address = client_key(request.client.host if request.client else None)
+        wait = signins.retry_after(address)
+        if wait is not None:  # locked out: no form parsed, no token looked up
+            locked = page(request, "login.html", status=429, who=None, locked=wait)
+            locked.headers["Retry-After"] = str(wait)
+            return locked
         form = await _form(request)
         opened = await run_in_threadpool(sessions.open, form.get("token", ""))
         if opened is None:
+            wait = signins.failed(address)
+            if wait is not None:
+                locked = page(request, "login.html", status=429, who=None, locked=wait)
+                locked.headers["Retry-After"] = str(wait)
+                return locked
             return page(request, "login.html", status=401, who=None, error=True)
+        signins.succeeded(address)
         who, cookie = opened
         resp = RedirectResponse("/dashboard", status_code=303)
         resp.set_cookie(
@@ -133,6 +148,11 @@ def router(
 
     @ui.post("/logout", response_model=None)
     async def logout(request: Request) -> Response:
+        """Ends the session at central too: a copy of the cookie is refused from now on."""
+        got = signed_in(request)
+        sessions.close(request.cookies.get(COOKIE))
+        if got is not None:
+            await run_in_threadpool(audit.record, got[0], "POST", "/dashboard/logout", 303)
         resp = to_login()
         resp.delete_cookie(COOKIE, path="/dashboard")
         return resp

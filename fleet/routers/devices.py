@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.device_status import revoked_devices, with_revocation
 from biblioedge.fleet.enrollments import Registry
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
 from biblioedge.fleet.routers.common import (
@@ -37,6 +38,9 @@ class DeviceOut(BaseModel):
     site: str
     role: str | None
     registered: bool = Field(description="Registered through the API (not only seen)")
+    revoked: bool = Field(
+        default=False, description="Every certificate of the device is revoked: never online"
+    )
     online: bool
     first_seen: datetime | None
     last_seen: datetime | None
@@ -94,7 +98,7 @@ def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIR
     def list_devices(
         site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     ) -> list[dict[str, Any]]:
-        return repo.list_devices(site)
+        return with_revocation(repo.list_devices(site), revoked_devices(repo.engine))
 
     @api.post(
         "/devices",
@@ -114,7 +118,7 @@ def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIR
         device = repo.get_device(device_id)
         if device is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}")
-        return device
+        return with_revocation([device], revoked_devices(repo.engine, [device_id]))[0]
 
     @api.delete("/devices/{device_id}", status_code=204, responses=_NOT_FOUND)
     async def delete_device(
