@@ -169,7 +169,10 @@ def create_app(
     open_health, stats = health_routes.router(repo, bridge)
     app.include_router(open_health, dependencies=STRICT)
     app.include_router(stats, dependencies=authenticated)
-    app.include_router(device_routes.router(repo, bridge, registry), dependencies=authenticated)
+    floor = rollouts.floor if rollouts is not None else None
+    app.include_router(
+        device_routes.router(repo, bridge, registry, floor), dependencies=authenticated
+    )
     app.include_router(event_routes.router(repo), dependencies=authenticated)
     app.include_router(audit_routes.router(audit), dependencies=authenticated)
 
@@ -195,6 +198,8 @@ def create_app(
         app.include_router(release_routes.tuf_router(releases))
     if rollouts is not None:
         app.include_router(rollout_routes.router(rollouts), dependencies=authenticated)
+        if rollouts.floor is not None:
+            app.include_router(release_routes.floor_router(rollouts), dependencies=authenticated)
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
     app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
 

@@ -15,6 +15,7 @@ from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.enrollments import Registry
+from biblioedge.fleet.floor import ReleaseFloor
 from biblioedge.fleet.http_guard import guarded_h11
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
@@ -122,7 +123,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         if name.role in GALLERY_ROLES
     ]
     releases = open_releases(cfg)
-    rollouts = Rollouts(repo, releases, bridge.publish_desired)
+    floor = ReleaseFloor(cfg.releases_dir / "floor.json")
+    rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
     app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts)
 
     async def enrolled(device_id: str, site: str, role: str) -> None:

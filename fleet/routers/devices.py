@@ -13,6 +13,7 @@ from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.device_status import revoked_devices, with_revocation
 from biblioedge.fleet.enrollments import Registry
+from biblioedge.fleet.floor import FloorError, ReleaseFloor
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
 from biblioedge.fleet.routers.common import (
     AUTHENTICATED,
@@ -91,7 +92,12 @@ class DesiredOut(BaseModel):
 _NOT_FOUND: Responses = {404: error("no such device")}
 
 
-def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIRouter:
+def router(
+    repo: Repo,
+    bridge: Bridge | None,
+    registry: Registry | None,
+    floor: ReleaseFloor | None = None,
+) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["devices"], responses=AUTHENTICATED)
 
     @api.get("/devices", response_model=list[DeviceOut])
@@ -155,15 +161,22 @@ def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIR
         response_model=DesiredOut,
         responses={
             **_NOT_FOUND,
-            409: error("base_version is stale: read the device again"),
+            409: error("base_version is stale, or the software is below the release floor"),
             413: error("the document is larger than one MQTT message can carry"),
         },
     )
     async def put_desired(
         device_id: DeviceId, body: DesiredIn, _: Annotated[Principal, ADMIN]
     ) -> DesiredOut:
-        """What the device should be (admin); published retained and signed."""
+        """What the device should be (admin); published retained and signed, with the
+        release floor in it. A software release below the floor is refused (409)."""
         doc = body.model_dump(exclude={"base_version"})
+        if floor is not None:
+            try:
+                await run_in_threadpool(floor.check, body.software)
+                doc["software_floor"] = await run_in_threadpool(lambda: floor.software)
+            except FloorError as exc:
+                raise HTTPException(exc.status, exc.detail) from exc
         size = len(dumps({**doc, "version": body.base_version + 1}))
         if size > MAX_SIGNED_BODY - 1024:
             raise HTTPException(
