@@ -249,12 +249,12 @@ class Rollouts:
     def create(
         self, kind: str, release: str, selector: Selector, plan: RolloutPlan, actor: str
     ) -> dict[str, Any]:
-        self.track(kind, release)  # refuses an unknown kind or a release not published
         if kind == "software" and self.floor is not None:
             try:
                 self.floor.check(release)
             except FloorError as exc:
                 raise RolloutError(exc.status, exc.detail) from exc
+        self.track(kind, release)  # refuses an unknown kind or a release not published
         chosen = [d for d in self._devices().values() if selector.matches(d)]
         if not chosen:
             raise RolloutError(404, "the selection matches no kiosk")

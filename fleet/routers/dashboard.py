@@ -72,7 +72,8 @@ def router(
     signins: FailureThrottle | None = None,
 ) -> APIRouter:
     ui = APIRouter(prefix="/dashboard", include_in_schema=False)
-    signins = signins or FailureThrottle(5, 60.0, 30.0, 3600.0)
+    if signins is None:  # (not ``or``: an empty throttle has no length, so is falsy)
+        signins = FailureThrottle(5, 60.0, 30.0, 3600.0)
     env = _env()
 
     def lang_of(request: Request) -> Lang:
