@@ -178,7 +178,9 @@ class Updater(UpdateLoop):
                 self.wheels / release.pip,
                 compile_bytecode=self.settings.compile_bytecode,
             )
-        shutil.copyfile(release_doc, self.layout.release_dir(version) / "release.json")
+        kept = self.layout.release_dir(version) / "release.json"
+        if release_doc != kept:  # a release still on disk (the previous one) has it already
+            shutil.copyfile(release_doc, kept)
         self._prune_wheels(paths)
         await asyncio.to_thread(self.layout.switch, version)
         self.refresh_report()
