@@ -30,6 +30,8 @@ _TARGET = re.compile(
     rf"|models/{_NAME}/{_NAME}/(manifest\.json|model\.bin)|config/{_NAME}/{_NAME}\.json)$"
 )
 VERSION_PATTERN = rf"^{_NAME}$"
+#: a release floor: a version that starts with a number, so others can be placed against it
+FLOOR_PATTERN = r"^[0-9][0-9A-Za-z._+-]{0,63}$"
 #: what a rollout names: a software version, or name@version of a model or a document
 RELEASE_PATTERN = rf"^{_NAME}(@{_NAME})?$"
 

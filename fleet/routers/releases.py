@@ -24,8 +24,14 @@ from biblioedge.fleet.auth import ADMIN, ANY, Principal
 from biblioedge.fleet.floor import FloorError
 from biblioedge.fleet.releases import ReleaseRefused, ReleaseRepo
 from biblioedge.fleet.rollouts import Rollouts
-from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, Responses, error
-from biblioedge.releases import VERSION_PATTERN
+from biblioedge.fleet.routers.common import (
+    AUTHENTICATED,
+    ApiIn,
+    Responses,
+    error,
+    unprocessable,
+)
+from biblioedge.releases import FLOOR_PATTERN
 
 MAX_METADATA = 5_000_000
 
@@ -70,8 +76,9 @@ class PublishedOut(BaseModel):
 class FloorIn(ApiIn):
     software: str | None = Field(
         max_length=64,
-        pattern=VERSION_PATTERN,
-        description="Lowest software release allowed; null removes the floor",
+        pattern=FLOOR_PATTERN,
+        description="Lowest software release allowed (it starts with a number: 1.4.0, "
+        "2.0.1rc1); null removes the floor",
     )
 
 
@@ -99,11 +106,7 @@ def floor_router(rollouts: Rollouts) -> APIRouter:
     def get_floor() -> dict[str, Any]:
         return floor.get()
 
-    @api.put(
-        "/releases/floor",
-        response_model=FloorSetOut,
-        responses={422: error("not a release version")},
-    )
+    @api.put("/releases/floor", response_model=FloorSetOut)
     async def put_floor(body: FloorIn, who: Annotated[Principal, ADMIN]) -> dict[str, Any]:
         """Set the lowest software release the fleet may install (admin). Every desired
         state is re-signed with it; desired states and rollouts below it are refused from
@@ -111,7 +114,7 @@ def floor_router(rollouts: Rollouts) -> APIRouter:
         try:
             doc = await run_in_threadpool(floor.set, body.software, who.name)
         except FloorError as exc:
-            raise HTTPException(exc.status, exc.detail) from exc
+            raise unprocessable("software", exc.detail, "body") from exc
         republished, below = await rollouts.floor_changed()
         return {**doc, "republished": republished, "below": below}
 
