@@ -125,8 +125,9 @@ def create_app(
     )
     app.state.auth_throttle = failures
 
-    def throttled(wait: int) -> JSONResponse:
+    async def throttled(wait: int) -> JSONResponse:
         metrics.api_denied.labels("throttled").inc()
+        await failures.hold()
         return JSONResponse(
             {"detail": f"too many wrong tokens from this address: retry in {wait} s"},
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -143,7 +144,7 @@ def create_app(
         address = client_key(request.client.host if request.client else None)
         wait = failures.retry_after(address)
         if wait is not None:  # locked out: no look-up, no thread, no body
-            return throttled(wait)
+            return await throttled(wait)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         who = None
         if scheme.lower() == "bearer" and token:
@@ -152,7 +153,7 @@ def create_app(
             metrics.api_denied.labels("unauthenticated").inc()
             wait = failures.failed(address)
             if wait is not None:
-                return throttled(wait)
+                return await throttled(wait)
             return JSONResponse(
                 {"detail": "missing or wrong bearer token"},
                 status_code=status.HTTP_401_UNAUTHORIZED,

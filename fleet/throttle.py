@@ -11,10 +11,18 @@ Memory is bounded: at most ``max_entries`` addresses are tracked, the least rece
 dropped first, so an attacker with many addresses costs a fixed amount of memory (and can
 at worst make central forget some other address's failures, never lock out a new one).
 Nothing is persisted: a restart forgets every count, which only ever favours the client.
+
+A locked-out request is answered cheaply, but a client on a keep-alive connection could
+still ask hundreds of times a second and keep central's one event loop busy. So its 429 is
+held back ``hold_s`` (one second) first: each connection of a locked-out client then costs
+one sleeping coroutine and gets one answer a second, and more connections cost the client a
+TLS handshake each. At most ``max_held`` answers are held at once; beyond that they go out
+at once (memory stays bounded, the refusal stays cheap).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -55,6 +63,8 @@ class FailureThrottle:
         max_lockout_s: float,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        hold_s: float = 1.0,
+        max_held: int = 1000,
     ) -> None:
         self.limit = limit
         self.window_s = window_s
@@ -63,6 +73,9 @@ class FailureThrottle:
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.hold_s = hold_s
+        self.max_held = max_held
+        self._held = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -101,3 +114,13 @@ class FailureThrottle:
     def succeeded(self, key: str) -> None:
         """A correct token from ``key``: its count and back-off start over."""
         self._entries.pop(key, None)
+
+    async def hold(self) -> None:
+        """Hold a locked-out client's answer back a moment (see the module's docstring)."""
+        if self.hold_s <= 0 or self._held >= self.max_held:
+            return
+        self._held += 1
+        try:
+            await asyncio.sleep(self.hold_s)
+        finally:
+            self._held -= 1

@@ -120,6 +120,7 @@ def router(
         address = client_key(request.client.host if request.client else None)
         wait = signins.retry_after(address)
         if wait is not None:  # locked out: no form parsed, no token looked up
+            await signins.hold()
             locked = page(request, "login.html", status=429, who=None, locked=wait)
             locked.headers["Retry-After"] = str(wait)
             return locked
