@@ -30,6 +30,7 @@ from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import RolloutError, RolloutPlan, Rollouts, Selector
 from biblioedge.fleet.throttle import FailureThrottle, client_key
+from biblioedge.releases import below_floor
 
 COOKIE = "be_session"
 LANG_COOKIE = "be_lang"
@@ -169,11 +170,14 @@ def router(
         names: list[tuple[str, str]] = []  # (kind, release), newest first within a kind
         if releases is not None:
             listed = await run_in_threadpool(releases.list_targets)
+            floors = rollouts.floor if rollouts is not None else None
+            floor = None if floors is None else await run_in_threadpool(floors.get)
+            lowest = None if floor is None else floor.get("software")
             found = set()
             for t in listed:
                 kind, version = t.custom.get("kind"), t.custom.get("version")
-                if kind == "software":
-                    found.add((kind, str(version)))
+                if kind == "software" and not below_floor(str(version), lowest):
+                    found.add((kind, str(version)))  # below the floor: not offered
                 elif kind in ("model", "config"):
                     found.add((str(kind), f"{t.custom.get('name')}@{version}"))
             order = {"software": 0, "model": 1, "config": 2}
