@@ -71,8 +71,9 @@ class HttpConfig(StrictModel):
         default=30.0,
         gt=0,
         le=3600,
-        description="Longest silence while a request body is read; then the connection is "
-        "closed (large uploads that keep sending are not cut)",
+        description="While a request body is read, each such window must bring 1 KiB or "
+        "the connection is closed (silent or trickling clients; uploads that keep sending "
+        "are not cut)",
     )
 
 

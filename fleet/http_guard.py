@@ -10,9 +10,11 @@ option for it, so central runs its own subclass of uvicorn's h11 protocol:
 - a *header deadline*: from connecting (after TLS) or from the previous response, the
   request line and headers must be complete within ``header_s``; the deadline is not moved
   by the bytes that trickle in;
-- a *body silence limit*: while a body is being read, ``body_s`` without a byte closes the
-  connection. Silence while central itself stopped reading (flow control: the route has
-  not consumed what it has) does not count, and a long upload that keeps sending is not cut.
+- a *body pace*: while a body is being read, every ``body_s`` must bring at least
+  ``MIN_BODY_BYTES`` (1 KiB), or the connection is closed: silence and a byte-at-a-time
+  trickle alike. A window in which central itself stopped reading (flow control: the route
+  has not consumed what it has) does not count, and a long upload that keeps sending, even
+  over a poor link, is not cut.
 
 Either closes the connection without a response: a client that slow cannot be expected to
 read one, and the request it was making never reached the application.
@@ -26,6 +28,9 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+#: the least a request body must bring in each ``body_s`` window
+MIN_BODY_BYTES = 1024
+
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the deadlines above; made by ``guarded_h11``."""
@@ -37,14 +42,16 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._phase: str = ""
+        self._window_bytes = 0  # body bytes since the body window began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._watch()
 
     def data_received(self, data: bytes) -> None:
+        self._window_bytes += len(data)
         super().data_received(data)
-        self._watch(got_data=True)
+        self._watch()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -61,7 +68,7 @@ class GuardedH11Protocol(H11Protocol):
             self._deadline.cancel()
             self._deadline = None
 
-    def _watch(self, got_data: bool = False) -> None:
+    def _watch(self) -> None:
         """Arm, keep or drop the deadline for where the connection now is."""
         if self.transport is None or self.transport.is_closing():
             self._cancel()
@@ -73,12 +80,11 @@ class GuardedH11Protocol(H11Protocol):
             phase, seconds = "body", self.body_s
         else:
             phase, seconds = "", 0.0  # request complete: the application has it
-        if phase == "headers" and self._phase == "headers" and self._deadline is not None:
-            return  # a fixed deadline: trickling bytes do not move it
-        if phase == "body" and self._phase == "body" and not got_data:
-            return
+        if phase and phase == self._phase and self._deadline is not None:
+            return  # fixed deadlines: trickling bytes do not move them
         self._cancel()
         self._phase = phase
+        self._window_bytes = 0
         if phase:
             self._deadline = self.loop.call_later(seconds, self._expired)
 
@@ -86,8 +92,11 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self._phase == "body" and self.flow.read_paused:
-            # central is not reading (the route is behind): not the client's silence
+        if self._phase == "body" and (
+            self.flow.read_paused or self._window_bytes >= MIN_BODY_BYTES
+        ):
+            # keeping pace, or central is not reading (the route is behind): next window
+            self._window_bytes = 0
             self._deadline = self.loop.call_later(self.body_s, self._expired)
             return
         if self._phase == "headers" and self.conn.their_state is not h11.IDLE:

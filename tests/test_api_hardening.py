@@ -222,6 +222,11 @@ def test_slow_headers_and_silent_bodies_are_cut_off(hardened: CentralProcess) ->
     sock.sendall(head.encode() + b'{"software": "9')
     assert _until_closed(sock) == b""
     sock.close()
+    # a body that trickles, a byte every half second: closed too
+    sock = _tls(c)
+    sock.sendall(head.encode() + b'{"software": "9')
+    assert _until_closed(sock, drip=b" ") == b""
+    sock.close()
     # central serves as before
     with c.client() as api:
         assert api.get("/releases/floor").json()["software"] is None
