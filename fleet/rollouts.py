@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, insert, select, update
 
 from biblioedge.fleet.db import devices, events, rollout_targets, rollouts
+from biblioedge.fleet.device_status import revoked_devices
 from biblioedge.fleet.floor import FloorError, ReleaseFloor
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo, StaleVersion
@@ -255,7 +256,12 @@ class Rollouts:
             except FloorError as exc:
                 raise RolloutError(exc.status, exc.detail) from exc
         self.track(kind, release)  # refuses an unknown kind or a release not published
-        chosen = [d for d in self._devices().values() if selector.matches(d)]
+        revoked = revoked_devices(self.repo.engine)  # they never report: never chosen
+        chosen = [
+            d
+            for d in self._devices().values()
+            if selector.matches(d) and d["device_id"] not in revoked
+        ]
         if not chosen:
             raise RolloutError(404, "the selection matches no kiosk")
         chosen.sort(key=lambda d: (not d["online"], d["site"], d["device_id"]))
@@ -489,6 +495,9 @@ class Rollouts:
         if selector.devices:
             return  # an explicit list of kiosks is exactly that list
         new = [d for i, d in fleet.items() if i not in targets and selector.matches(d)]
+        if new:
+            revoked = revoked_devices(self.repo.engine, [d["device_id"] for d in new])
+            new = [d for d in new if d["device_id"] not in revoked]
         if not new:
             return
         last = max((t["wave"] for t in targets.values()), default=0)

@@ -24,10 +24,16 @@ from biblioedge.agent.updater import Updater
 from biblioedge.cli.release import software_targets
 from biblioedge.demo.launch import CentralProcess, wait_until
 from biblioedge.fleet.auth import Tokens
+from biblioedge.fleet.central import open_identity
+from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.floor import ReleaseFloor
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.rollouts import RolloutError, RolloutPlan, Rollouts, Selector
 from biblioedge.fleet.throttle import FailureThrottle, client_key
+from biblioedge.provisioning import pki
 from biblioedge.provisioning.bootguard import Layout
 from biblioedge.provisioning.broker import BrokerProcess
+from biblioedge.provisioning.enroll import parse_token
 from biblioedge.provisioning.release_build import native_arch
 from biblioedge.provisioning.release_install import build_release
 from biblioedge.releases import SoftwareRelease, below_floor
@@ -257,6 +263,29 @@ def test_a_revoked_kiosk_is_shown_revoked_never_online(
     row = page.split('id="kiosk-gate-01"')[1].split("</tr>")[0]
     assert row.startswith(' class="revoked"')
     assert "Đã thu hồi" in row and "Trực tuyến" not in row
+
+
+def test_a_revoked_kiosk_is_never_chosen_for_a_rollout(tmp_path: Path) -> None:
+    """It would never report, and its silence would count against the wave."""
+    cfg = CentralConfig(data_dir=tmp_path, security={"require": False})  # type: ignore[arg-type]
+    repo = Repo(cfg.db_url)
+    repo.migrate()
+    try:
+        _, registry = open_identity(cfg, repo)
+        for device in ("gate-01", "gate-02"):
+            token = registry.create_token(device, "tv-tinh", "gate", "it", 600)["token"]
+            secret, _ = parse_token(token)
+            name = pki.DeviceName(device, "tv-tinh", "gate")
+            registry.enroll(secret, pki.make_csr(pki.new_key(), name))
+        assert registry.revoke("gate-02") >= 1
+        engine = Rollouts(repo, None, None, floor=ReleaseFloor(tmp_path / "floor.json"))
+        r = engine.create("software", "2.0", Selector(), RolloutPlan(), "it")
+        assert {t["device_id"] for t in r["targets"]} == {"gate-01"}
+        with pytest.raises(RolloutError) as refused:
+            engine.create("software", "2.1", Selector(devices=["gate-02"]), RolloutPlan(), "it")
+        assert refused.value.status == 404
+    finally:
+        repo.close()
 
 
 # -- the release floor ------------------------------------------------------------------------
