@@ -83,6 +83,7 @@ class SimKiosk:
         self.config: AgentConfig | None = None
         self.running: str | None = None
         self.wanted: str | None = None
+        self.floor: str | None = None
         self.desired_version = 0
         self.starts = 0
         self.failed_starts = 0
@@ -139,8 +140,9 @@ class SimKiosk:
             return
         self.desired_version = desired.version
         self.wanted = desired.software
+        self.floor = desired.software_floor
         if self.updater is not None:
-            self.updater.want(desired.software)
+            self.updater.want(desired.software, desired.software_floor)
         if self.sync is not None:
             self.sync.state_changed()
 
@@ -241,7 +243,7 @@ class SimKiosk:
             self._restart.set,
             self.sync.state_changed if self.sync else (lambda: None),
         )
-        self.updater.want(self.wanted)
+        self.updater.want(self.wanted, self.floor)
         if self.sync is not None:
             self.sync.state_changed()
         tasks = [asyncio.create_task(trial.run()), asyncio.create_task(self.updater.run())]

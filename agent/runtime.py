@@ -375,7 +375,7 @@ class AgentRuntime:
         self.desired_version = desired.version
         self.desired_error = None
         if self.updater is not None:
-            self.updater.want(desired.software)
+            self.updater.want(desired.software, desired.software_floor)
         if self.model_updater is not None:
             self.model_updater.want(dict(desired.models))
         if self.config_updater is not None:

@@ -13,6 +13,12 @@ order, and only when nothing is in the way:
 
 A release that was rolled back here is not tried again. A kiosk that cannot reach central, or
 whose metadata expired, keeps running what it committed and says why in its state report.
+
+A release below the release floor (``software_floor`` in the same signed desired state, set
+by IT at central) is refused before anything is fetched, reason ``below_floor``: an old
+release stays signed for ever, and the floor is what keeps one with known holes off the
+kiosk. The one exception is the kiosk's own previous committed release, the rollback IT
+may need when the newest release misbehaves.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from biblioedge.agent.update_loop import Note, UpdateLoop, UpdateSettings
 from biblioedge.protocol import UpdateOutcome
 from biblioedge.provisioning.bootguard import Layout, LayoutError
 from biblioedge.provisioning.release_install import InstallError, build_release
-from biblioedge.releases import ReleaseError, SoftwareRelease, software_target, wheel_target
+from biblioedge.releases import (
+    ReleaseError,
+    SoftwareRelease,
+    below_floor,
+    software_target,
+    wheel_target,
+)
 
 
 class Updater(UpdateLoop):
@@ -50,6 +62,7 @@ class Updater(UpdateLoop):
         super().__init__(client, settings, note, restart, changed)
         self.layout = layout
         self.wanted: str | None = None
+        self.floor: str | None = None
         self.wheels = layout.prefix / "wheels"
         self.refresh_report()
 
@@ -78,9 +91,10 @@ class Updater(UpdateLoop):
 
     # -- control -----------------------------------------------------------------------------
 
-    def want(self, version: str | None) -> None:
-        if version != self.wanted:
-            self.wanted = version
+    def want(self, version: str | None, floor: str | None = None) -> None:
+        """The release central names and the floor in the same signed document."""
+        if (version, floor) != (self.wanted, self.floor):
+            self.wanted, self.floor = version, floor
             self.refresh_report()
             self.wake()
 
@@ -103,6 +117,15 @@ class Updater(UpdateLoop):
             return
         if wanted in state.get("refused", []):
             self._phase("failed", "rolled_back", f"release {wanted} was rolled back here")
+            return
+        if below_floor(wanted, self.floor) and wanted != state.get("previous"):
+            detail = f"release {wanted} is below the release floor {self.floor}"
+            if (self.report.phase, self.report.reason) != ("failed", "below_floor"):
+                await self.note(
+                    "device.update_failed",
+                    {"version": wanted, "reason": "below_floor", "detail": detail},
+                )
+            self._phase("failed", "below_floor", detail)
             return
         if not self.may_start():
             return
@@ -155,7 +178,9 @@ class Updater(UpdateLoop):
                 self.wheels / release.pip,
                 compile_bytecode=self.settings.compile_bytecode,
             )
-        shutil.copyfile(release_doc, self.layout.release_dir(version) / "release.json")
+        kept = self.layout.release_dir(version) / "release.json"
+        if release_doc != kept:  # a release still on disk (the previous one) has it already
+            shutil.copyfile(release_doc, kept)
         self._prune_wheels(paths)
         await asyncio.to_thread(self.layout.switch, version)
         self.refresh_report()

@@ -212,6 +212,14 @@ class DesiredState(_Strict):
     config_release: ModelRef | None = Field(
         default=None, description="Wanted configuration document: name@version, or builtin"
     )
+    software_floor: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Lowest software release IT allows: the kiosk installs none below it, "
+        "except going back to its own previous committed release. Left out of the document "
+        "when unset, so kiosks of releases before it still accept their desired state",
+        exclude_if=lambda v: v is None,
+    )
 
 
 UpdatePhase = Literal[

@@ -30,8 +30,39 @@ _TARGET = re.compile(
     rf"|models/{_NAME}/{_NAME}/(manifest\.json|model\.bin)|config/{_NAME}/{_NAME}\.json)$"
 )
 VERSION_PATTERN = rf"^{_NAME}$"
+#: a release floor: a version that starts with a number, so others can be placed against it
+FLOOR_PATTERN = r"^[0-9][0-9A-Za-z._+-]{0,63}$"
 #: what a rollout names: a software version, or name@version of a model or a document
 RELEASE_PATTERN = rf"^{_NAME}(@{_NAME})?$"
+
+
+_NUMBERED = re.compile(r"^([0-9]+(?:\.[0-9]+)*)(.*)$")
+
+
+def version_key(version: str) -> tuple[tuple[int, ...], int, str] | None:
+    """How release versions order against a floor: numerically by their dotted numbers
+    (1.2.10 after 1.2.9, 1.2 equal to 1.2.0), a pre-release (1.3.0rc1, 1.3.0.dev2) before
+    its release, a local or post suffix (1.3.0+pi, 1.3.0.post1) after it. None for a
+    version that does not start with a number: it cannot be placed above any floor."""
+    m = _NUMBERED.match(version)
+    if m is None:
+        return None
+    numbers = tuple(int(p) for p in m.group(1).split("."))
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers = numbers[:-1]
+    rest = m.group(2)
+    after = not rest or rest.startswith(("+", ".post", "post", "-post"))
+    return numbers, 1 if after else 0, rest
+
+
+def below_floor(version: str, floor: str | None) -> bool:
+    """Whether ``version`` is older than the release floor (no floor: never)."""
+    if not floor:
+        return False
+    v, f = version_key(version), version_key(floor)
+    if v is None or f is None:
+        return version != floor  # not comparable: only the floor itself passes
+    return v < f
 
 
 class ReleaseError(ValueError):

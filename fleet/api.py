@@ -1,10 +1,12 @@
 """Central's HTTP API (``/api/v1``), documented by its OpenAPI at ``/docs`` and ``/openapi.json``.
 
-Every endpoint but health, metrics and the kiosks' enrollment takes ``Authorization: Bearer
-<token>`` with a named API token (``fleet.auth``). The token is checked by a middleware before
-the request body is read, so an anonymous caller cannot make central parse anything; each
-route then admits the roles it names, and every change is written to the audit trail. The
-routes themselves live in ``fleet.routers``, one module per resource.
+Every endpoint but health and the kiosks' enrollment takes ``Authorization: Bearer
+<token>`` with a named API token (``fleet.auth``); so does ``/metrics`` (any role: Prometheus
+scrapes with a viewer token). The token is checked by a middleware before the request body
+is read, so an anonymous caller cannot make central parse anything; an address that keeps
+sending wrong tokens is answered 429 without a look-up (``fleet.throttle``). Each route then
+admits the roles it names, and every change is written to the audit trail. The routes
+themselves live in ``fleet.routers``, one module per resource.
 """
 
 from collections.abc import Awaitable, Callable
@@ -40,6 +42,7 @@ from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
 from biblioedge.fleet.routers import rollouts as rollout_routes
 from biblioedge.fleet.routers.common import SECURED, STRICT
+from biblioedge.fleet.throttle import FailureThrottle, client_key
 
 
 class BodyLimit:
@@ -113,25 +116,50 @@ def create_app(
     audit = Audit(repo.engine)
     open_paths = {"/api/v1/health", "/api/v1/enroll", "/api/v1/enroll/ca"}
     open_paths |= {"/api/v1/enroll/claim", "/api/v1/renewals"}
+    h = cfg.http
+    failures = FailureThrottle(
+        h.auth_failures, h.auth_window_s, h.auth_lockout_s, h.auth_lockout_max_s
+    )
+    signins = FailureThrottle(
+        h.signin_failures, h.auth_window_s, h.auth_lockout_s, h.auth_lockout_max_s
+    )
+    app.state.auth_throttle = failures
+
+    async def throttled(wait: int) -> JSONResponse:
+        metrics.api_denied.labels("throttled").inc()
+        await failures.hold()
+        return JSONResponse(
+            {"detail": f"too many wrong tokens from this address: retry in {wait} s"},
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(wait)},
+        )
 
     @app.middleware("http")
     async def authenticate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         path = request.url.path
-        if not path.startswith("/api/v1/") or path in open_paths:
+        if (not path.startswith("/api/v1/") and path != "/metrics") or path in open_paths:
             return await call_next(request)
+        address = client_key(request.client.host if request.client else None)
+        wait = failures.retry_after(address)
+        if wait is not None:  # locked out: no look-up, no thread, no body
+            return await throttled(wait)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         who = None
         if scheme.lower() == "bearer" and token:
             who = await run_in_threadpool(tokens.check, token.strip())
         if who is None:
             metrics.api_denied.labels("unauthenticated").inc()
+            wait = failures.failed(address)
+            if wait is not None:
+                return await throttled(wait)
             return JSONResponse(
                 {"detail": "missing or wrong bearer token"},
                 status_code=status.HTTP_401_UNAUTHORIZED,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        failures.succeeded(address)
         request.state.principal = who
         response = await call_next(request)
         if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -142,7 +170,10 @@ def create_app(
     open_health, stats = health_routes.router(repo, bridge)
     app.include_router(open_health, dependencies=STRICT)
     app.include_router(stats, dependencies=authenticated)
-    app.include_router(device_routes.router(repo, bridge, registry), dependencies=authenticated)
+    floor = rollouts.floor if rollouts is not None else None
+    app.include_router(
+        device_routes.router(repo, bridge, registry, floor), dependencies=authenticated
+    )
     app.include_router(event_routes.router(repo), dependencies=authenticated)
     app.include_router(audit_routes.router(audit), dependencies=authenticated)
 
@@ -168,8 +199,10 @@ def create_app(
         app.include_router(release_routes.tuf_router(releases))
     if rollouts is not None:
         app.include_router(rollout_routes.router(rollouts), dependencies=authenticated)
+        if rollouts.floor is not None:
+            app.include_router(release_routes.floor_router(rollouts), dependencies=authenticated)
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
-    app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit))
+    app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
@@ -184,6 +217,8 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
+        """Any valid API token (the middleware checked it): the counts say which devices
+        enroll and what the fleet sends, nothing for an anonymous caller."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

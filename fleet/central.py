@@ -15,6 +15,8 @@ from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.enrollments import Registry
+from biblioedge.fleet.floor import ReleaseFloor
+from biblioedge.fleet.http_guard import guarded_h11
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
@@ -121,7 +123,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         if name.role in GALLERY_ROLES
     ]
     releases = open_releases(cfg)
-    rollouts = Rollouts(repo, releases, bridge.publish_desired)
+    floor = ReleaseFloor(cfg.releases_dir / "floor.json")
+    rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
     app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts)
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
@@ -146,6 +149,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
             port=cfg.http.port,
             log_level="warning",
             access_log=False,
+            http=guarded_h11(cfg.http.header_timeout_s, cfg.http.body_timeout_s),
             **tls,  # type: ignore[arg-type]
         )
     )

@@ -34,6 +34,47 @@ class HttpConfig(StrictModel):
         description="Serve HTTPS with a certificate from central's device CA (kiosks enroll "
         "and renew over it; pin the CA with the enrollment token)",
     )
+    auth_failures: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Wrong bearer tokens from one address within auth_window_s before it gets "
+        "429 (Retry-After) without a look-up",
+    )
+    signin_failures: int = Field(
+        default=5,
+        ge=1,
+        le=10_000,
+        description="Wrong dashboard sign-ins from one address within auth_window_s before "
+        "it is locked out",
+    )
+    auth_window_s: float = Field(
+        default=60.0, gt=0, le=86400, description="Window the failures above are counted in"
+    )
+    auth_lockout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=86400,
+        description="First lockout; each further lockout of the same address doubles it",
+    )
+    auth_lockout_max_s: float = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="Longest lockout (back-off cap)"
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Time a client has to send a request's headers, from connecting or from "
+        "the previous response; then the connection is closed (slow-header clients)",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="While a request body is read, each such window must bring 1 KiB or "
+        "the connection is closed (silent or trickling clients; uploads that keep sending "
+        "are not cut)",
+    )
 
 
 class SecurityConfig(StrictModel):

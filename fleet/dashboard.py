@@ -1,16 +1,22 @@
 """What the fleet dashboard shows, and its sign-in sessions.
 
 The page is rendered at central from the same repository the API reads; nothing here writes
-except through ``Rollouts``. A session is a cookie naming the API token it was opened with,
-its expiry and an HMAC over both under central's own key, so it holds no secret and a
-revoked token ends its sessions at the next request.
+except through ``Rollouts``. A session lives at central: the cookie is a random id that
+central maps to the API token it was opened with and its expiry. Signing out removes it, so
+a copied cookie stops working at once (a cookie that only carried a signature would stay
+valid until it expired); a revoked token ends its sessions at the next request. Sessions
+are kept in memory, at most ``MAX_SESSIONS`` (the oldest go first): a restart of central
+signs everyone out, which costs a sign-in and never keeps a session alive.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +26,7 @@ from sqlalchemy import select
 
 from biblioedge.fleet.auth import Principal, Tokens
 from biblioedge.fleet.db import api_tokens
+from biblioedge.fleet.device_status import revoked_devices, with_revocation
 from biblioedge.fleet.enrollments import pending_rekeys
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import Rollouts
@@ -27,6 +34,7 @@ from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import utc_now
 
 SESSION_S = 12 * 3600
+MAX_SESSIONS = 10_000
 OFFLINE_ALERT = timedelta(minutes=10)
 ATTENTION_WINDOW = timedelta(hours=24)
 #: Exit alarms stay on the dashboard this long: staff act on them now, not tomorrow
@@ -34,9 +42,12 @@ EXIT_ALARM_WINDOW = timedelta(minutes=30)
 
 
 class Sessions:
-    def __init__(self, tokens: Tokens, key_file: Path) -> None:
+    def __init__(self, tokens: Tokens, key_file: Path, max_sessions: int = MAX_SESSIONS) -> None:
         self.tokens = tokens
         self.key = load_or_create_key(key_file)
+        self.max_sessions = max_sessions
+        self._open: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> token, expiry
+        self._lock = threading.Lock()  # opened and checked from the thread pool too
 
     def _sign(self, text: str) -> str:
         return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
@@ -45,21 +56,40 @@ class Sessions:
         who = self.tokens.check(token.strip())
         if who is None:
             return None
-        body = f"{who.token_id}.{int(time.time()) + SESSION_S}"
-        return who, f"{body}.{self._sign(body)}"
+        session = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._lock:
+            for old, (_, expires) in list(self._open.items()):
+                if expires > now:
+                    break  # oldest first: the rest expire later
+                del self._open[old]
+            self._open[session] = (who.token_id, now + SESSION_S)
+            while len(self._open) > self.max_sessions:
+                self._open.popitem(last=False)
+        return who, session
+
+    def close(self, cookie: str | None) -> bool:
+        """Sign out: the session is gone at central, whoever holds a copy of the cookie."""
+        if not cookie:
+            return False
+        with self._lock:
+            return self._open.pop(cookie, None) is not None
 
     def check(self, cookie: str | None) -> Principal | None:
-        if not cookie or len(cookie) > 200 or cookie.count(".") != 2:
+        if not cookie or len(cookie) > 64:
             return None
-        token_id, expires, sig = cookie.split(".")
-        body = f"{token_id}.{expires}"
-        if not hmac.compare_digest(sig, self._sign(body)):
+        with self._lock:
+            found = self._open.get(cookie)
+        if found is None:
             return None
-        if not expires.isdigit() or int(expires) < time.time():
+        token_id, expires = found
+        if expires < time.time():
+            self.close(cookie)
             return None
         with self.tokens.engine.connect() as conn:
             row = conn.execute(select(api_tokens).where(api_tokens.c.token_id == token_id)).first()
         if row is None or row.revoked_at is not None:
+            self.close(cookie)
             return None
         return Principal(row.token_id, row.name, row.role)
 
@@ -74,6 +104,7 @@ class Kiosk:
     site: str
     role: str
     online: bool
+    revoked: bool
     software: str
     models: str
     last_seen: datetime | None
@@ -98,7 +129,7 @@ def _ago(when: datetime | None, now: datetime) -> str:
 
 def kiosks(repo: Repo) -> list[Kiosk]:
     out = []
-    for d in repo.list_devices():
+    for d in with_revocation(repo.list_devices(), revoked_devices(repo.engine)):
         rep = d.get("reported") or {}
         upd = rep.get("update") or {}
         components = rep.get("components") or {}
@@ -120,6 +151,7 @@ def kiosks(repo: Repo) -> list[Kiosk]:
                 site=d["site"],
                 role=d["role"] or "",
                 online=bool(d["online"]),
+                revoked=bool(d["revoked"]),
                 software=str(upd.get("committed") or rep.get("software") or ""),
                 models=", ".join(f"{k}={v}" for k, v in sorted((rep.get("models") or {}).items())),
                 last_seen=d["last_seen"],
@@ -146,6 +178,8 @@ def attention(
                 ("att_rollout", f"{r['release']} ({r['rollout_id']})", r["halt_reason"] or "")
             )
     for k in fleet:
+        if k.revoked:
+            continue  # cut off on purpose: nothing to look at
         if not k.online and k.last_seen is not None and now - k.last_seen > OFFLINE_ALERT:
             items.append(("att_offline", k.device_id, k.last_seen.strftime("%Y-%m-%d %H:%M")))
         for alarm in k.alarms:

@@ -18,6 +18,10 @@ _TEXT: dict[str, tuple[str, str]] = {
         "Paste your API token (any role).",
     ),
     "bad_token": ("Mã truy cập không đúng hoặc đã bị thu hồi.", "Wrong or revoked token."),
+    "locked": (
+        "Quá nhiều lần đăng nhập sai từ địa chỉ này. Thử lại sau {s} giây.",
+        "Too many wrong sign-ins from this address. Try again in {s} s.",
+    ),
     "signed_in_as": ("Đăng nhập với tên", "Signed in as"),
     "language": ("English", "Tiếng Việt"),
     "kiosks": ("Thiết bị", "Kiosks"),
@@ -33,6 +37,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "alarms": ("Cảnh báo", "Alarms"),
     "online": ("Trực tuyến", "Online"),
     "offline": ("Ngoại tuyến", "Offline"),
+    "revoked": ("Đã thu hồi", "Revoked"),
     "never": ("chưa bao giờ", "never"),
     "ok": ("Tốt", "OK"),
     "role_gate": ("Cổng vào", "Gate"),

@@ -27,12 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, insert, select, update
 
 from biblioedge.fleet.db import devices, events, rollout_targets, rollouts
+from biblioedge.fleet.device_status import revoked_devices
+from biblioedge.fleet.floor import FloorError, ReleaseFloor
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo, StaleVersion
 from biblioedge.protocol import BUILTIN, ID_PATTERN, DesiredState, utc_now
 from biblioedge.releases import (
     VERSION_PATTERN,
     ReleaseError,
+    below_floor,
     config_target,
     model_targets,
     software_target,
@@ -187,11 +190,13 @@ class Rollouts:
         releases: ReleaseRepo | None,
         publish: Publish | None,
         now: Callable[[], datetime] = utc_now,
+        floor: ReleaseFloor | None = None,
     ) -> None:
         self.repo = repo
         self.releases = releases
         self.publish = publish
         self.now = now
+        self.floor = floor
         self._tracks: dict[tuple[str, str], Track] = {}
 
     # -- reading ----------------------------------------------------------------------------
@@ -247,8 +252,18 @@ class Rollouts:
     def create(
         self, kind: str, release: str, selector: Selector, plan: RolloutPlan, actor: str
     ) -> dict[str, Any]:
+        if kind == "software" and self.floor is not None:
+            try:
+                self.floor.check(release)
+            except FloorError as exc:
+                raise RolloutError(exc.status, exc.detail) from exc
         self.track(kind, release)  # refuses an unknown kind or a release not published
-        chosen = [d for d in self._devices().values() if selector.matches(d)]
+        revoked = revoked_devices(self.repo.engine)  # they never report: never chosen
+        chosen = [
+            d
+            for d in self._devices().values()
+            if selector.matches(d) and d["device_id"] not in revoked
+        ]
         if not chosen:
             raise RolloutError(404, "the selection matches no kiosk")
         chosen.sort(key=lambda d: (not d["online"], d["site"], d["device_id"]))
@@ -482,6 +497,9 @@ class Rollouts:
         if selector.devices:
             return  # an explicit list of kiosks is exactly that list
         new = [d for i, d in fleet.items() if i not in targets and selector.matches(d)]
+        if new:
+            revoked = revoked_devices(self.repo.engine, [d["device_id"] for d in new])
+            new = [d for d in new if d["device_id"] not in revoked]
         if not new:
             return
         last = max((t["wave"] for t in targets.values()), default=0)
@@ -697,6 +715,8 @@ class Rollouts:
             doc.pop("version", None)
             if not track.desire(doc, release):
                 return
+            if self.floor is not None:  # every document central signs carries the floor
+                doc["software_floor"] = await asyncio.to_thread(self._floor)
             try:
                 site, desired = await asyncio.to_thread(
                     self.repo.put_desired, device_id, int(device["desired_version"]), doc
@@ -706,3 +726,32 @@ class Rollouts:
             if self.publish is not None:
                 await self.publish(site, device_id, desired)
             return
+
+    def _floor(self) -> str | None:
+        return None if self.floor is None else self.floor.software
+
+    async def floor_changed(self) -> tuple[int, list[str]]:
+        """Re-sign every desired-state document with the current floor (a new version, so
+        each kiosk applies it); (documents republished, devices whose desired software is
+        now below the floor: they keep running it, but will not install it again)."""
+        import asyncio
+
+        floor = await asyncio.to_thread(self._floor)
+        republished, below = 0, []
+        for _, device_id, desired in await asyncio.to_thread(self.repo.all_desired):
+            if desired.software is not None and below_floor(desired.software, floor):
+                below.append(device_id)
+            if desired.software_floor == floor:
+                continue
+            doc = desired.model_dump(mode="json", exclude={"version"})
+            doc["software_floor"] = floor
+            try:
+                site, new = await asyncio.to_thread(
+                    self.repo.put_desired, device_id, desired.version, doc
+                )
+            except StaleVersion:
+                continue  # changed meanwhile: that change carried the floor
+            republished += 1
+            if self.publish is not None:
+                await self.publish(site, device_id, new)
+        return republished, below

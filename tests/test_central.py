@@ -145,7 +145,8 @@ def test_admin_auth(api: TestClient) -> None:
     assert bare.get("/api/v1/devices").status_code == 401
     assert bare.get("/api/v1/health").status_code == 503  # open, but no broker here
     assert bare.get("/api/v1/health").json()["database"] is True
-    assert bare.get("/metrics").status_code == 200
+    assert bare.get("/metrics").status_code == 401  # metrics need a token (any role)
+    assert api.get("/metrics").status_code == 200
 
 
 def test_desired_state_compare_and_set(api: TestClient, repo: Repo) -> None:

@@ -352,6 +352,7 @@ def test_garbage_and_forgeries_on_the_wire_are_refused_and_counted(tmp_path: Pat
         central.url + "/metrics",
         timeout=5,
         verify=ssl.create_default_context(cafile=central.ca_file),
+        headers={"Authorization": f"Bearer {central.token}"},
     ).text
     assert 'central_messages_refused_total{reason="malformed_json"}' in text
     # over the payload ceiling: mosquitto drops it (message_size_limit) before central sees
@@ -425,4 +426,5 @@ def _metrics(central: CentralProcess) -> str:
         central.url + "/metrics",
         timeout=5,
         verify=ssl.create_default_context(cafile=central.ca_file),
+        headers={"Authorization": f"Bearer {central.token}"},
     ).text

@@ -110,6 +110,16 @@ def _cmd_bench_face(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_auth_flood(args: argparse.Namespace) -> int:
+    from biblioedge.bench import print_result
+    from biblioedge.bench.auth import bench_auth_flood
+
+    setup_logging(args.log_format or "human", "WARNING")
+    result = bench_auth_flood(threads=args.threads, seconds=args.seconds, samples=args.samples)
+    print_result(result, as_json=args.json)
+    return 0
+
+
 def _cmd_bench_codes(args: argparse.Namespace) -> int:
     from biblioedge.bench import print_result
     from biblioedge.bench.codes import bench_codes
@@ -384,6 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=3, help="timed decodes per frame")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_codes)
+
+    b = bsub.add_parser(
+        "auth-flood",
+        help="a real user's API latency beside a wrong-token flood, throttled and not",
+        description="Central on a real broker, twice in the same run: with the failed-"
+        "authentication throttle out of reach (the baseline) and with the defaults. A real "
+        "admin's median latency alone and while --threads clients send wrong tokens from "
+        "another loopback address; the flood's rate and codes; central's CPU per request.",
+    )
+    b.add_argument("--threads", type=int, default=8, help="flooding clients")
+    b.add_argument("--seconds", type=float, default=3.0, help="length of each flood")
+    b.add_argument("--samples", type=int, default=60, help="user requests per median")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_cmd_bench_auth_flood)
 
     b = bsub.add_parser(
         "gate",

@@ -256,6 +256,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_floor(args: argparse.Namespace) -> int:
+    central = _central(args)
+    if args.clear or args.version:
+        doc = central.call("PUT", "/api/v1/releases/floor", json={"software": args.version})
+        text = f"release floor: {doc['software'] or 'none'}"
+        text += f"; {doc['republished']} desired states re-signed"
+        if doc["below"]:
+            text += f"; desired below it (kept, never reinstalled): {', '.join(doc['below'])}"
+    else:
+        doc = central.call("GET", "/api/v1/releases/floor")
+        text = f"release floor: {doc['software'] or 'none'}"
+        if doc["set_by"]:
+            text += f" (set by {doc['set_by']} at {doc['set_at']})"
+    _out(args, doc, text)
+    return 0
+
+
 def _central_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--central", help="central's URL, https://host:port")
     p.add_argument("--api-token", help="admin API token (or BIBLIOEDGE_API_TOKEN)")
@@ -310,3 +327,16 @@ def register(sub: Any) -> None:
     p = r.add_parser("list", help="what central serves")
     _central_args(p)
     p.set_defaults(func=_cmd_list)
+
+    p = r.add_parser(
+        "floor",
+        help="show or set the release floor: the lowest software release kiosks may install",
+        description="Without VERSION, show the floor. With it (admin), central refuses desired "
+        "states and rollouts below it and every kiosk refuses to install below it, except "
+        "going back to its own previous committed release.",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("version", nargs="?", help="the lowest software release allowed (1.4.0)")
+    g.add_argument("--clear", action="store_true", help="remove the floor")
+    _central_args(p)
+    p.set_defaults(func=_cmd_floor)

@@ -78,6 +78,7 @@ AUTHENTICATED: Responses = {
     401: error("missing or wrong bearer token"),
     403: error("the token's role may not do this"),
     413: error("the request body is over http.max_body_bytes"),
+    429: error("too many wrong tokens from this address: retry after Retry-After seconds"),
 }
 
 

@@ -29,6 +29,8 @@ from biblioedge.fleet.dashboard_text import Lang, catalogue
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import RolloutError, RolloutPlan, Rollouts, Selector
+from biblioedge.fleet.throttle import FailureThrottle, client_key
+from biblioedge.releases import below_floor
 
 COOKIE = "be_session"
 LANG_COOKIE = "be_lang"
@@ -68,8 +70,11 @@ def router(
     rollouts: Rollouts | None,
     releases: ReleaseRepo | None,
     audit: Audit,
+    signins: FailureThrottle | None = None,
 ) -> APIRouter:
     ui = APIRouter(prefix="/dashboard", include_in_schema=False)
+    if signins is None:  # (not ``or``: an empty throttle has no length, so is falsy)
+        signins = FailureThrottle(5, 60.0, 30.0, 3600.0)
     env = _env()
 
     def lang_of(request: Request) -> Lang:
@@ -113,10 +118,23 @@ def router(
 
     @ui.post("/login", response_model=None)
     async def login(request: Request) -> Response:
+        address = client_key(request.client.host if request.client else None)
+        wait = signins.retry_after(address)
+        if wait is not None:  # locked out: no form parsed, no token looked up
+            await signins.hold()
+            locked = page(request, "login.html", status=429, who=None, locked=wait)
+            locked.headers["Retry-After"] = str(wait)
+            return locked
         form = await _form(request)
         opened = await run_in_threadpool(sessions.open, form.get("token", ""))
         if opened is None:
+            wait = signins.failed(address)
+            if wait is not None:
+                locked = page(request, "login.html", status=429, who=None, locked=wait)
+                locked.headers["Retry-After"] = str(wait)
+                return locked
             return page(request, "login.html", status=401, who=None, error=True)
+        signins.succeeded(address)
         who, cookie = opened
         resp = RedirectResponse("/dashboard", status_code=303)
         resp.set_cookie(
@@ -133,6 +151,11 @@ def router(
 
     @ui.post("/logout", response_model=None)
     async def logout(request: Request) -> Response:
+        """Ends the session at central too: a copy of the cookie is refused from now on."""
+        got = signed_in(request)
+        sessions.close(request.cookies.get(COOKIE))
+        if got is not None:
+            await run_in_threadpool(audit.record, got[0], "POST", "/dashboard/logout", 303)
         resp = to_login()
         resp.delete_cookie(COOKIE, path="/dashboard")
         return resp
@@ -147,11 +170,14 @@ def router(
         names: list[tuple[str, str]] = []  # (kind, release), newest first within a kind
         if releases is not None:
             listed = await run_in_threadpool(releases.list_targets)
+            floors = rollouts.floor if rollouts is not None else None
+            floor = None if floors is None else await run_in_threadpool(floors.get)
+            lowest = None if floor is None else floor.get("software")
             found = set()
             for t in listed:
                 kind, version = t.custom.get("kind"), t.custom.get("version")
-                if kind == "software":
-                    found.add((kind, str(version)))
+                if kind == "software" and not below_floor(str(version), lowest):
+                    found.add((kind, str(version)))  # below the floor: not offered
                 elif kind in ("model", "config"):
                     found.add((str(kind), f"{t.custom.get('name')}@{version}"))
             order = {"software": 0, "model": 1, "config": 2}

@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.device_status import revoked_devices, with_revocation
 from biblioedge.fleet.enrollments import Registry
+from biblioedge.fleet.floor import FloorError, ReleaseFloor
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
 from biblioedge.fleet.routers.common import (
     AUTHENTICATED,
@@ -37,6 +39,9 @@ class DeviceOut(BaseModel):
     site: str
     role: str | None
     registered: bool = Field(description="Registered through the API (not only seen)")
+    revoked: bool = Field(
+        default=False, description="Every certificate of the device is revoked: never online"
+    )
     online: bool
     first_seen: datetime | None
     last_seen: datetime | None
@@ -87,14 +92,19 @@ class DesiredOut(BaseModel):
 _NOT_FOUND: Responses = {404: error("no such device")}
 
 
-def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIRouter:
+def router(
+    repo: Repo,
+    bridge: Bridge | None,
+    registry: Registry | None,
+    floor: ReleaseFloor | None = None,
+) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["devices"], responses=AUTHENTICATED)
 
     @api.get("/devices", response_model=list[DeviceOut])
     def list_devices(
         site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     ) -> list[dict[str, Any]]:
-        return repo.list_devices(site)
+        return with_revocation(repo.list_devices(site), revoked_devices(repo.engine))
 
     @api.post(
         "/devices",
@@ -114,7 +124,7 @@ def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIR
         device = repo.get_device(device_id)
         if device is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}")
-        return device
+        return with_revocation([device], revoked_devices(repo.engine, [device_id]))[0]
 
     @api.delete("/devices/{device_id}", status_code=204, responses=_NOT_FOUND)
     async def delete_device(
@@ -151,15 +161,22 @@ def router(repo: Repo, bridge: Bridge | None, registry: Registry | None) -> APIR
         response_model=DesiredOut,
         responses={
             **_NOT_FOUND,
-            409: error("base_version is stale: read the device again"),
+            409: error("base_version is stale, or the software is below the release floor"),
             413: error("the document is larger than one MQTT message can carry"),
         },
     )
     async def put_desired(
         device_id: DeviceId, body: DesiredIn, _: Annotated[Principal, ADMIN]
     ) -> DesiredOut:
-        """What the device should be (admin); published retained and signed."""
+        """What the device should be (admin); published retained and signed, with the
+        release floor in it. A software release below the floor is refused (409)."""
         doc = body.model_dump(exclude={"base_version"})
+        if floor is not None:
+            try:
+                await run_in_threadpool(floor.check, body.software)
+                doc["software_floor"] = await run_in_threadpool(lambda: floor.software)
+            except FloorError as exc:
+                raise HTTPException(exc.status, exc.detail) from exc
         size = len(dumps({**doc, "version": body.base_version + 1}))
         if size > MAX_SIGNED_BODY - 1024:
             raise HTTPException(

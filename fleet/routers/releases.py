@@ -21,8 +21,17 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import ADMIN, ANY, Principal
+from biblioedge.fleet.floor import FloorError
 from biblioedge.fleet.releases import ReleaseRefused, ReleaseRepo
-from biblioedge.fleet.routers.common import AUTHENTICATED, Responses, error
+from biblioedge.fleet.rollouts import Rollouts
+from biblioedge.fleet.routers.common import (
+    AUTHENTICATED,
+    ApiIn,
+    Responses,
+    error,
+    unprocessable,
+)
+from biblioedge.releases import FLOOR_PATTERN
 
 MAX_METADATA = 5_000_000
 
@@ -62,6 +71,54 @@ class TrustOut(BaseModel):
 class PublishedOut(BaseModel):
     targets_version: int
     changed: list[TargetOut]
+
+
+class FloorIn(ApiIn):
+    software: str | None = Field(
+        max_length=64,
+        pattern=FLOOR_PATTERN,
+        description="Lowest software release allowed (it starts with a number: 1.4.0, "
+        "2.0.1rc1); null removes the floor",
+    )
+
+
+class FloorOut(BaseModel):
+    software: str | None = Field(description="Lowest software release allowed, or null")
+    set_by: str | None
+    set_at: str | None
+
+
+class FloorSetOut(FloorOut):
+    republished: int = Field(description="Desired-state documents re-signed with the floor")
+    below: list[str] = Field(
+        description="Devices whose desired software is below the floor: they keep running "
+        "it, nothing installs it again"
+    )
+
+
+def floor_router(rollouts: Rollouts) -> APIRouter:
+    """The release floor (``fleet.floor``): read by any role, set by admins (audited)."""
+    api = APIRouter(prefix="/api/v1", tags=["releases"], responses=AUTHENTICATED)
+    floor = rollouts.floor
+    assert floor is not None
+
+    @api.get("/releases/floor", response_model=FloorOut)
+    def get_floor() -> dict[str, Any]:
+        return floor.get()
+
+    @api.put("/releases/floor", response_model=FloorSetOut)
+    async def put_floor(body: FloorIn, who: Annotated[Principal, ADMIN]) -> dict[str, Any]:
+        """Set the lowest software release the fleet may install (admin). Every desired
+        state is re-signed with it; desired states and rollouts below it are refused from
+        now on, and kiosks refuse to install below it themselves."""
+        try:
+            doc = await run_in_threadpool(floor.set, body.software, who.name)
+        except FloorError as exc:
+            raise unprocessable("software", exc.detail, "body") from exc
+        republished, below = await rollouts.floor_changed()
+        return {**doc, "republished": republished, "below": below}
+
+    return api
 
 
 def releases_of(repo: ReleaseRepo) -> list[dict[str, Any]]:
