@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from biblioedge.drivers.errors import DeviceNotResponding
 from biblioedge.drivers.rfid import iso28560 as t
-from biblioedge.drivers.rfid.iso28560 import TagData, TagDataError, decode, encode
+from biblioedge.drivers.rfid.iso28560 import (
+    TagData,
+    TagDataError,
+    decode,
+    decode_3,
+    encode,
+    encode_3,
+)
 from biblioedge.drivers.rfid.m810 import M810Reader, crc, frame
 from biblioedge.drivers.rfid.reader import (
     AfiScheme,
@@ -307,11 +314,17 @@ def test_part_3_round_trip_crc_and_usage() -> None:
 
 
 def test_type_of_usage_says_what_may_be_lent_and_when() -> None:
-    assert TagData("1", type_of_usage=0x12).offline_forbidden
-    assert TagData("1", type_of_usage=0x12).loanable
-    assert not TagData("1", type_of_usage=0x11).loanable
-    assert not TagData("1", type_of_usage=0x10).offline_forbidden
+    # ISO 28560-1's codes as Helmet's (Finnish) and dp2's (Chinese) readers interpret them
+    for code in (0x13, 0x14, 0x15):  # not issued, not returned, neither while offline
+        assert TagData("1", type_of_usage=code).offline_forbidden
+        assert TagData("1", type_of_usage=code).loanable
+    assert TagData("1", type_of_usage=0x15).usage == "circulation_not_offline"
+    for code in (0x20, 0x70, 0x80, 0x90):  # not for circulation, discarded, card, equipment
+        assert not TagData("1", type_of_usage=code).loanable
+    assert not TagData("1", type_of_usage=0x12).offline_forbidden  # not for sorting only
     assert TagData("1", type_of_usage=0x37).usage == "0x37"
+    card = decode_3(encode_3(TagData("P1", model="28560-3", type_of_usage=0x80)))
+    assert card.usage == "patron_card"  # part 3's usage nibble is part 2's class
 
 
 def test_afi_scheme_reads_every_known_vendor_value() -> None:

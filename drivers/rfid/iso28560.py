@@ -24,9 +24,12 @@ Sources, since the standards themselves are not public: the worked example of IS
 adopted in GB/T 35660.2-2017, and the compaction vectors and production tag dumps in the unit
 tests of DigitalPlatform dp2 (UnitTestRFID/TestChip.cs, UnitTestRFID/TestRfid2.cs,
 TestDp2Library/TestRfid.cs), an open-source library system whose self-checks, gates and
-tagging stations read tags of libraries in production. tests/test_rfid.py checks each byte.
+tagging stations read tags of libraries in production; the ISIL table and the type-of-usage
+codes also agree with an independent Python decoder written for the tags of Finnish (Helmet)
+libraries. tests/test_rfid.py checks each byte against those published vectors and dumps.
 Until 2026-12 this module packed ISILs with a table of its own (other codes for "-" and the
-case switches) and numbers with a leading-1 scheme: such tags must be written again.
+case switches), numbers with a leading-1 scheme and type-of-usage codes of its own (0x12 for
+"not offline", 0x90 a patron card): such tags must be written again.
 
 Part 3 (the Danish model): byte 0 version (high nibble, 1) and type of usage (low nibble),
 bytes 1-2 number of parts and ordinal part, 3-18 primary item id, 19-20 a CRC-16/CCITT (0x1021,
@@ -79,21 +82,38 @@ BY_NAME = {name: oid for oid, name in OIDS.items()}
 #: Elements that hold an ISIL and get the ISIL compaction.
 ISIL_OIDS = frozenset({3, 11, 23, 25})
 
-#: Type of usage (ISO 28560-1): high nibble the main category, low nibble the refinement.
+#: Type of usage (ISO 28560-1): high nibble the class, low nibble the sub-qualifier. The
+#: codes as deployed readers of Finnish and Chinese libraries interpret them (the offline
+#: restrictions are sub-qualifiers of circulation; a patron card is class 8).
 USAGE = {
     0x00: "acquisition",
+    0x01: "acquisition_automated",
+    0x02: "acquisition_manual",
     0x10: "circulation",
-    0x11: "not_for_circulation",
-    0x12: "circulation_not_offline",
-    0x13: "reference",
-    0x80: "discarded",
-    0x90: "patron_card",
-    0xA0: "library_equipment",
+    0x11: "circulation_sorting",
+    0x12: "circulation_no_sorting",
+    0x13: "circulation_not_issue_offline",
+    0x14: "circulation_not_return_offline",
+    0x15: "circulation_not_offline",
+    0x20: "not_for_circulation",
+    0x30: "local_use",
+    0x60: "no_information",
+    0x70: "discarded",
+    0x71: "discarded_for_sale",
+    0x72: "discarded_sold",
+    0x73: "discarded_for_disposal",
+    0x80: "patron_card",
+    0x81: "patron_card_adult",
+    0x82: "patron_card_young_adult",
+    0x83: "patron_card_child",
+    0x90: "library_equipment",
 }
-#: Codes that forbid lending or taking back while the library system is unreachable.
-NOT_OFFLINE = frozenset({0x12})
-#: Part 3's four-bit type of usage, mapped onto the part 2 codes.
-USAGE_3_TO_2 = {0: 0x00, 1: 0x10, 2: 0x11, 7: 0x80, 8: 0x90}
+#: Codes that forbid lending (issue) or taking back (return) while the library system is
+#: unreachable: the kiosk refuses either offline for any of them.
+NOT_OFFLINE = frozenset({0x13, 0x14, 0x15})
+#: Part 3's four-bit type of usage is part 2's class: 0 acquisition, 1 circulation, 2 not for
+#: circulation, 7 discarded, 8 patron card.
+USAGE_3_TO_2 = {n: n << 4 for n in (0, 1, 2, 7, 8)}
 USAGE_2_TO_3 = {v: k for k, v in USAGE_3_TO_2.items()}
 
 #: Longest integer value accepted (38 digits): a longer one is a corrupt length.
@@ -133,8 +153,9 @@ class TagData:
 
     @property
     def loanable(self) -> bool:
-        """Items the kiosk may lend: a circulation item, or one that says nothing."""
-        return self.type_of_usage is None or self.type_of_usage in (0x10, 0x12)
+        """Items the kiosk may lend: a circulation item (any sub-qualifier), or one that says
+        nothing about its usage (no element, or class 6)."""
+        return self.type_of_usage is None or self.type_of_usage >> 4 in (1, 6)
 
     @property
     def offline_forbidden(self) -> bool:
@@ -594,7 +615,7 @@ def decode_3(memory: bytes) -> TagData:
         owner_institution=owner or None,
         parts=parts,
         part=part,
-        type_of_usage=USAGE_3_TO_2.get(block[0] & 0x0F, 0x10 | (block[0] & 0x0F)),
+        type_of_usage=(block[0] & 0x0F) << 4,
     )
 
 
