@@ -270,3 +270,152 @@ def test_decode_raises_only_sip2_errors(frame: bytes, dialect: Dialect) -> None:
         decode(frame, dialect)
     except Sip2Error:
         pass
+
+
+# -- a library system without 63 (patron information) ---------------------------------------
+
+
+@pytest.fixture
+def no63(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The dummy library system answering 63 as the parameter says, as a real process."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "sip", "serve", "--port", str(port), "--patron-info", request.param],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port("127.0.0.1", port, 20)
+        yield f"sip2://kiosk:kiosk@127.0.0.1:{port}?institution=TVTN&location=sc-01&timeout=2"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+MODES = ["drop", "resend", "other", "unsupported"]
+
+
+@pytest.mark.parametrize("no63", MODES, indirect=True)
+def test_readers_are_identified_by_23_where_63_is_missing_and_that_is_remembered(
+    no63: str,
+) -> None:
+    lib = Sip2Library(Account.from_url(no63))
+    reader = lib.patron("P000102")  # 63 first: no usable answer, then 23
+    assert reader.valid and reader.name == "Trần Thị Bình" and reader.via == "23"
+    assert lib.patron_message == "23"
+    before = lib.client.round_trips
+    fees = lib.patron("P000901")
+    assert fees.valid and fees.fees == "25000" and fees.currency == "VND"
+    assert "excessive_outstanding_fees" in fees.blocks
+    blocked = lib.patron("P000900")
+    assert "charge_privileges_denied" in blocked.blocks
+    assert lib.patron("P000102", "1234").password_ok is True
+    assert lib.patron("P000102", "0000").password_ok is False
+    assert not lib.patron("P999999").valid
+    assert lib.client.round_trips - before == 5  # one 23 each: 63 is not asked again
+    assert lib.checkout("P000102", "30000009").ok  # the rest of the account works as before
+    assert lib.checkin("30000009").ok
+    lib.close()
+
+
+def test_an_acs_status_that_says_63_is_unsupported_settles_it_at_once() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "sip", "serve", "--port", str(port), "--patron-info", "unsupported"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port("127.0.0.1", port, 20)
+        url = f"sip2://kiosk:kiosk@127.0.0.1:{port}?institution=TVTN"
+        lib = Sip2Library(Account.from_url(url))
+        assert "patron_information" not in lib.status().supported
+        before = lib.client.round_trips
+        assert lib.patron("P000102").via == "23" and lib.client.round_trips - before == 1
+        lib.close()
+        pinned = Sip2Library(Account.from_url(url + "&patron=63"))  # IT can pin either
+        assert pinned.patron("P000102").via == "63" and pinned.patron_message == "63"
+        pinned.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("no63", ["drop"], indirect=True)
+def test_the_self_check_flow_is_the_same_on_an_account_without_63(no63: str, tmp_path: Any) -> None:
+    from biblioedge.agent.offline import OfflineDesk, OfflineRules
+    from biblioedge.agent.selfcheck import Refused, SelfCheck, Session
+    from biblioedge.agent.store import Store
+    from biblioedge.drivers.rfid.m810 import M810Reader
+    from biblioedge.drivers.rfid.sim import M810Simulator, catalogue_tags
+    from biblioedge.drivers.sip2.dummy import CATALOGUE
+
+    pad = M810Simulator(baud=None).start()
+    store = Store(tmp_path / "agent.sqlite3")
+    lib = Sip2Library(Account.from_url(no63))
+    reader = M810Reader(pad.port)
+    events: list[tuple[str, dict[str, Any]]] = []
+    flow = SelfCheck(
+        lib,
+        reader,
+        OfflineDesk(store, OfflineRules(max_items_per_reader=3)),
+        lambda t, p: events.append((t, p)),
+        blocked=lambda pid: False,
+    )
+    try:
+        assert flow.identify("P000102", "barcode_pin", pin="0000") == Refused("wrong_pin")
+        blocked = flow.identify("P000900", "card_qr")
+        assert isinstance(blocked, Refused) and blocked.reason == "reader_blocked"
+        session = flow.identify("P000102", "barcode_pin", pin="1234")
+        assert isinstance(session, Session) and not session.offline  # online, as with 63
+        assert session.name == "Trần Thị Bình"
+        tags = catalogue_tags(CATALOGUE)["30000004"]
+        pad.place(*tags)
+        results = flow.borrow()
+        assert [r.item_id for r in results if r.ok] == ["30000004"]
+        assert {t.afi for t in tags} == {0xC2}
+        flow.end()
+        pad.place(*tags)
+        assert all(r.ok for r in flow.give_back())
+    finally:
+        reader.close()
+        lib.close()
+        pad.stop()
+        store.close()
+
+
+def _sip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "sip", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_every_sip_command_failure_is_one_plain_line_and_its_exit_code(scripted: Any) -> None:
+    closing = scripted(lambda f, n: [b"CLOSE"])
+    garbage = scripted(lambda f, n: [b"\x00\xff not SIP2 at all\r"] * 3)
+    silent = scripted(lambda f, n: [])
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        cases = [
+            (["status", "--ils", f"sip2://127.0.0.1:{free_port()}"], 1),  # nobody listens
+            (["patron", "P1", "--ils", f"sip2://127.0.0.1:{closing.port}?timeout=1"], 1),
+            (["item", "3", "--ils", f"sip2://127.0.0.1:{garbage.port}?timeout=1"], 1),
+            (["status", "--ils", f"sip2://127.0.0.1:{silent.port}?timeout=1"], 1),
+            (["patron", "P1", "--ils", "sip2://h:1?patron=64"], 2),
+            (["serve", "--port", str(taken.getsockname()[1])], 1),
+        ]
+        for args, code in cases:
+            out = _sip(*args)
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == code, (args, out.stderr)
+            assert len(lines) == 1 and lines[0].startswith("biblioedge: "), (args, out.stderr)
+    finally:
+        taken.close()
+
+
+@pytest.mark.parametrize("no63", ["drop"], indirect=True)
+def test_sip_patron_says_which_message_identified_the_reader(no63: str) -> None:
+    import json
+
+    out = _sip("patron", "P000102", "--ils", no63, "--json")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["valid"] and doc["via"] == "23" and doc["name"] == "Trần Thị Bình"
