@@ -286,7 +286,7 @@ def no63(request: pytest.FixtureRequest) -> Iterator[str]:
     )
     try:
         wait_port("127.0.0.1", port, 20)
-        yield f"sip2://kiosk:kiosk@127.0.0.1:{port}?institution=TVTN&location=sc-01&timeout=2"
+        yield f"sip2://kiosk:kiosk@127.0.0.1:{port}?institution=TVTN&location=sc-01&timeout=10"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -462,7 +462,7 @@ def test_invenio_sip2_without_63_identifies_readers_by_23(invenio_python: str) -
     )
     try:
         wait_port("127.0.0.1", port, 120)
-        url = f"sip2://kiosk:kiosk@127.0.0.1:{port}?institution=TVTN&timeout=1"
+        url = f"sip2://kiosk:kiosk@127.0.0.1:{port}?institution=TVTN&timeout=3"
         # invenio-sip2 leaves a message it has no action for unanswered: 63 times out twice
         lib = Sip2Library(Account.from_url(url))
         reader = lib.patron("P000102")
