@@ -2,9 +2,12 @@
 
 One request at a time, read to the terminator, each with a timeout. A reply with a bad
 checksum or another sequence number is asked for again (97) a few times; a server's own
-resend request (96) is answered with the last frame. A dropped connection is reopened and
-logged in again once per request. A checkout or renewal whose reply was lost is *not* simply
-sent again (the loan may have happened): the caller asks the item's status first.
+resend request (96) is answered with the last frame. A reply with our sequence number but
+another command is the server's answer all the same (often: "not implemented"), so the wait
+ends there. A dropped connection is reopened and logged in again once per request; what
+still fails is a Sip2Error (ReplyLost when the request went out), never a socket error. A
+checkout or renewal whose reply was lost is *not* simply sent again (the loan may have
+happened): the caller asks the item's status first.
 """
 
 from __future__ import annotations
