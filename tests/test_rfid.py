@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from biblioedge.drivers.errors import DeviceNotResponding
 from biblioedge.drivers.rfid import iso28560 as t
-from biblioedge.drivers.rfid.iso28560 import TagData, TagDataError, decode, encode
+from biblioedge.drivers.rfid.iso28560 import (
+    TagData,
+    TagDataError,
+    decode,
+    decode_3,
+    encode,
+    encode_3,
+)
 from biblioedge.drivers.rfid.m810 import M810Reader, crc, frame
 from biblioedge.drivers.rfid.reader import (
     AfiScheme,
@@ -32,7 +39,7 @@ CLI = [sys.executable, "-m", "biblioedge"]
 def sets_of(memory: bytes) -> list[tuple[int, int, bytes]]:
     """(relative OID, compaction, data) of each data set, read independently of the decoder."""
     out, pos = [], 0
-    while memory[pos]:
+    while pos < len(memory) and memory[pos]:  # a full tag may end without the 0x00
         p = memory[pos]
         pos += 1
         oid = p & 0x0F
@@ -106,6 +113,124 @@ def test_isil_compaction_is_smaller_than_any_character_set() -> None:
     assert t.isil_pack("VN TVTN") is None  # a space is not an ISIL character
 
 
+# -- what tags in the field hold ---------------------------------------------------------
+#
+# The ISO standards are not public; these bytes are. They come from the unit tests of
+# DigitalPlatform dp2 (github.com/DigitalPlatform/dp2), an open-source library system whose
+# RFID self-checks, gates and tagging stations work with the tags of libraries in production.
+# Their expected bytes are what dp2 writes and reads: equal bytes mean that what we encode,
+# dp2 decodes, and the reverse.
+
+#: ISO 28560-2's worked example (as adopted in GB/T 35660.2-2017): item 123456789012, set
+#: 12/3, shelf QA268.L55, owner US-InU-Mu, with offset bytes aligning the locked blocks.
+#: dp2 UnitTestRFID/TestChip.cs, Test_chip_example_from.
+STANDARD_EXAMPLE = (
+    "9100051C BE991A14 0201D014 0204B346 07441CB6 E2E335D6 830207AC C09EBAA0 6F6B0000"
+)
+
+#: ISIL compaction vectors: dp2 TestDp2Library/TestRfid.cs (Test_isil_1, Test_isil_2) and
+#: UnitTestRFID/TestRfid2.cs (Test_isil_3, Test_isil_4).
+ISIL_VECTORS = {
+    "DE-Heu1": "21408E16BF1F",  # latch to lower case, the last digit shifted, 1111 filling
+    "US-InU-Mu": "ACC09EBAA06F6B",  # one lower-case letter shifted, twice
+    "CN-110108-1-NLC": "1B81E110108A1AC7307F",  # latch to digits, "-" among digits
+    "CN-120104-C-YBL": "1B81E120104AD1D6644C",  # one upper-case letter shifted from digits
+}
+
+#: Tags read from items of libraries in production, by vendor: dp2 TestDp2Library/TestRfid.cs,
+#: test_logicChip_1 (zhiyan), _3 (jiangxi jingyuan), _6 and _7 (ganchuang).
+PRODUCTION_TAGS = {
+    # 6-bit item id with two offset bytes; numeric-compacted usage; 7-bit alternative owner
+    "C102071100B0C30C30CA00000203A80008830203D6593F0000250110370210405F080599A713063F": {
+        "primary_item_id": "DPB000002",
+        "owner_institution": "ZYLS",
+        "type_of_usage": 0x10,
+        "onix_media_format": "BA",
+        "alternative_owner_institution": "Lib01",
+    },
+    "11030AA8AE" + "00" * 35: {"primary_item_id": "698542", "owner_institution": None},
+    # an empty owner institution (length 0) and one-byte octet elements
+    "9101040142214B000201B80300650110660100670100" + "00" * 104: {
+        "primary_item_id": "21111115",
+        "owner_institution": None,
+        "type_of_usage": 0x10,
+        "shelf_location": "00",
+    },
+    "91020312D68700000201B80300650110660100670100" + "00" * 104: {
+        "primary_item_id": "1234567",
+        "type_of_usage": 0x10,
+    },
+}
+
+
+def test_isil_compaction_is_the_one_deployed_encoders_write() -> None:
+    for isil, hexed in ISIL_VECTORS.items():
+        assert t.isil_pack(isil) == bytes.fromhex(hexed), isil
+        assert t.isil_unpack(bytes.fromhex(hexed)) == isil
+    # a digit inside is latched to, not shifted to: dp2's decoder stays in digits after one
+    assert t.isil_unpack(t.isil_pack("A1B") or b"") == "A1B"
+    # A, latch to digits (11110), 1, shift to upper case (1101) for the last letter, B, 1
+    assert t.isil_pack("A1B") == bytes.fromhex("0F8745")
+
+
+def test_the_standards_example_decodes_and_we_write_its_data_sets() -> None:
+    memory = bytes.fromhex(STANDARD_EXAMPLE.replace(" ", ""))
+    back = decode(memory)
+    assert back.primary_item_id == "123456789012" and back.owner_institution == "US-InU-Mu"
+    assert (back.parts, back.part) == (12, 3)
+    assert back.elements["shelf_location"] == "QA268.L55"
+    ours = encode(
+        TagData(
+            "123456789012",
+            owner_institution="US-InU-Mu",
+            parts=12,
+            part=3,
+            elements={"shelf_location": "QA268.L55"},
+        )
+    )
+    # the same data sets, compaction and bytes; the example orders its sets and pads them so
+    # that the owner lands in blocks it locks, which a kiosk does not do
+    assert sorted(sets_of(ours)) == sorted(sets_of(memory))
+    assert ours[7:10] == bytes.fromhex("0201D0")  # the content parameter, compaction 0
+
+
+def test_tags_from_libraries_in_production_decode() -> None:
+    for hexed, expected in PRODUCTION_TAGS.items():
+        back = decode(bytes.fromhex(hexed)).to_json()
+        for key, value in expected.items():
+            assert back[key] == value, (hexed[:16], key, back)
+
+
+@pytest.mark.parametrize(
+    ("text", "scheme", "hexed"),
+    [  # dp2 TestDp2Library/TestRfid.cs and UnitTestRFID/TestRfid2.cs
+        ("ABC", t.FIVE, "0886"),
+        ("ZYXWV", t.FIVE, "D6717B00"),  # zeros fill a five-bit text
+        ("ABC1234", t.SIX, "0420F1CB3D20"),  # "100000" fills a whole six bits
+        ("K825.6=76/Z780", t.SIX, "2F8CB5BB6F77DAF6B7E308"),  # "1000"
+        ("QA268.L55", t.SIX, "441CB6E2E335D6"),  # "10"
+        ("abcdefgh", t.SEVEN, "C38B1E4CB9B3E8"),
+        ("hijk9876{/?}~", t.SEVEN, "D1A756B72E1BB6F6BDFFDFDF"),  # ones fill a seven-bit text
+        ("010", t.NUMERIC, "010F"),  # four bits a digit, 1111 after an odd one
+        ("091", t.NUMERIC, "091F"),
+        ("123456789012", t.INTEGER, "1CBE991A14"),
+        ("1203", t.INTEGER, "04B3"),
+    ],
+)
+def test_each_compaction_writes_and_reads_the_published_bytes(
+    text: str, scheme: int, hexed: str
+) -> None:
+    assert t.compact(text, 6) == (scheme, bytes.fromhex(hexed))
+    assert t.expand(scheme, bytes.fromhex(hexed), 6) == text
+
+
+def test_seven_bit_padding_of_seven_ones_is_not_a_character() -> None:
+    # dp2 UnitTestRFID/TestRfid2.cs Test_bit7_2: fifteen characters and a whole DEL of padding
+    data = bytes.fromhex("62C99B46AD9BB862C99B46AD9BFF")
+    assert t.expand(t.SEVEN, data, 6) == "123456781234567"
+    assert t.compact("ab cd ", 6)[0] != t.SIX  # a trailing space would read as padding
+
+
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=30),
@@ -146,6 +271,7 @@ def test_bad_part_2_data_names_the_byte() -> None:
         b"\x11\x01\x05\x11\x01\x06\x00": (3, "twice"),
         b"\x73\x02VN\x00": (0, "not the item id"),
         b"\x71\x02\xc3\x28\x00": (0, "cannot be read"),  # not UTF-8
+        b"\x11\x01\x01\x03\x03\xef\x40\x00\x00": (3, "shift is followed"),  # ISIL
         # set information in UTF-8 superscript digits: "digits" that int() refuses
         b"\x11\x01\x01\x62\x01\x40\x74\x04\xc2\xb2\xc2\xb9\x00": (6, "not two numbers"),
     }
@@ -188,11 +314,17 @@ def test_part_3_round_trip_crc_and_usage() -> None:
 
 
 def test_type_of_usage_says_what_may_be_lent_and_when() -> None:
-    assert TagData("1", type_of_usage=0x12).offline_forbidden
-    assert TagData("1", type_of_usage=0x12).loanable
-    assert not TagData("1", type_of_usage=0x11).loanable
-    assert not TagData("1", type_of_usage=0x10).offline_forbidden
+    # ISO 28560-1's codes as Helmet's (Finnish) and dp2's (Chinese) readers interpret them
+    for code in (0x13, 0x14, 0x15):  # not issued, not returned, neither while offline
+        assert TagData("1", type_of_usage=code).offline_forbidden
+        assert TagData("1", type_of_usage=code).loanable
+    assert TagData("1", type_of_usage=0x15).usage == "circulation_not_offline"
+    for code in (0x20, 0x70, 0x80, 0x90):  # not for circulation, discarded, card, equipment
+        assert not TagData("1", type_of_usage=code).loanable
+    assert not TagData("1", type_of_usage=0x12).offline_forbidden  # not for sorting only
     assert TagData("1", type_of_usage=0x37).usage == "0x37"
+    card = decode_3(encode_3(TagData("P1", model="28560-3", type_of_usage=0x80)))
+    assert card.usage == "patron_card"  # part 3's usage nibble is part 2's class
 
 
 def test_afi_scheme_reads_every_known_vendor_value() -> None:
@@ -355,6 +487,11 @@ def test_cli_encode_decode_and_a_clear_error() -> None:
     assert bad.returncode == 4
     assert json.loads(bad.stdout)["offset"] == 6
     assert run("decode", "zz").returncode == 2
+    # the owner of ISO 28560-2's example: mixed case and hyphens, as dp2 writes it
+    enc = run("encode", "--item", "123456789012", "--owner", "US-InU-Mu", "--json")
+    assert "0307ACC09EBAA06F6B" in json.loads(enc.stdout)["hex"]
+    dec = run("decode", STANDARD_EXAMPLE, "--json")
+    assert dec.returncode == 0 and json.loads(dec.stdout)["owner_institution"] == "US-InU-Mu"
     assert run("encode", "--item", "1", "--set", "1/2").returncode == 2
 
 

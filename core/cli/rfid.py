@@ -171,8 +171,8 @@ def register(sub: Any) -> None:
     e.add_argument(
         "--usage",
         type=_usage,
-        help="type of usage: circulation, not_for_circulation, circulation_not_offline, "
-        "reference, … or a byte like 0x10",
+        help="type of usage (ISO 28560-1): circulation, circulation_not_offline, "
+        "not_for_circulation, discarded, patron_card, … or a byte like 0x15",
     )
     e.add_argument("--title", help="title (UTF-8)")
     e.add_argument(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -31,12 +32,15 @@ def cmd_sip(args: argparse.Namespace) -> int:
 
         from biblioedge.drivers.sip2.dummy import serve
 
-        sys.stdout.write(f"dummy library system (SIP2, UTF-8) on 127.0.0.1:{args.port}\n")
+        sys.stdout.write(f"dummy library system (SIP2, UTF-8) on {args.host}:{args.port}\n")
         sys.stdout.flush()
         try:
-            asyncio.run(serve(args.port, args.host))
+            asyncio.run(serve(args.port, args.host, patron_info=args.patron_info))
         except KeyboardInterrupt:
             pass
+        except OSError as exc:  # the port is taken, the address is not ours
+            sys.stderr.write(f"biblioedge: cannot serve on {args.host}:{args.port}: {exc}\n")
+            return 1
         return 0
     url = args.ils or os.environ.get(ENV_URL)
     if not url:
@@ -47,6 +51,8 @@ def cmd_sip(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"biblioedge: {exc}\n")
         return 2
+    if not args.verbose:  # the answer (or the one line of its failure) says what matters
+        logging.getLogger("biblioedge.drivers.sip2").setLevel(logging.ERROR)
     lib = Sip2Library(account)
     try:
         if args.sip_cmd == "status":
@@ -67,6 +73,9 @@ def cmd_sip(args: argparse.Namespace) -> int:
     except Sip2Error as exc:
         sys.stderr.write(f"biblioedge: {exc}\n")
         return 1
+    except Exception as exc:  # noqa: BLE001 - a diagnostic prints one line, never a traceback
+        sys.stderr.write(f"biblioedge: the library system exchange failed: {exc!r}\n")
+        return 1
     finally:
         lib.close()
     doc["round_trips"] = lib.client.round_trips
@@ -82,9 +91,10 @@ def register(sub: Any) -> None:
         description="Talk SIP2 to the library system as a self-check does. The account is "
         "--ils sip2://USER:PASSWORD@HOST:PORT?institution=I&location=L&encoding=E "
         "(sip2s:// for TLS; also error_detection=0|1, terminator=cr|crlf, timeout=S, "
-        f"cafile=PATH), or ${ENV_URL}. Exit 0 when the answer is yes, 4 when the library "
-        "system says no, 3 when it refuses the login, 1 when it cannot be reached, 2 for "
-        "bad arguments.",
+        f"cafile=PATH, patron=auto|63|23), or ${ENV_URL}. Exit 0 when the answer is yes, 4 "
+        "when the library system says no, 3 when it refuses the login, 1 when it cannot be "
+        "reached or gives no usable answer, 2 for bad arguments; a failure is one line on "
+        "stderr.",
     )
     c = p.add_subparsers(dest="sip_cmd", required=True, metavar="ACTION")
 
@@ -94,11 +104,17 @@ def register(sub: Any) -> None:
             a.add_argument(arg)
         a.add_argument("--ils", help="the account URL (default $BIBLIOEDGE_ILS)")
         a.add_argument("--json", action="store_true")
+        a.add_argument("--verbose", action="store_true", help="log the exchange's detours")
         a.set_defaults(func=cmd_sip)
         return a
 
     action("status", "is the library system online, and what does it support (99/98)")
-    a = action("patron", "the reader's status: valid, name, blocks, fees (63/64)", "patron")
+    a = action(
+        "patron",
+        "the reader's status: valid, name, blocks, fees (63/64; 23/24 where the library "
+        "system cannot answer 63)",
+        "patron",
+    )
     a.add_argument("--patron-password", help="the reader's PIN, when the library asks one")
     a = action("checkout", "lend an item to a reader (11/12)", "patron", "item")
     a.add_argument("--fee-ack", action="store_true", help="the reader accepted the charge (BO=Y)")
@@ -114,4 +130,11 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--port", type=int, default=6001, help="TCP port (default 6001)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    s.add_argument(
+        "--patron-info",
+        choices=["yes", "drop", "resend", "other", "unsupported"],
+        default="yes",
+        help="answer 63 as a server without it does: drop the connection, 96 for ever, an "
+        "ACS status instead, or pysip2's empty 64 (default: answer it)",
+    )
     s.set_defaults(func=cmd_sip)

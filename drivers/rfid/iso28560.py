@@ -12,11 +12,24 @@ Part 2 memory is a sequence of data sets ended by a 0x00 byte::
 
 The precursor holds an offset flag (bit 7), the compaction scheme (bits 6-4) and the relative
 OID (bits 3-0); 15 in the low nibble means the next byte holds ``OID - 15``. The offset byte,
-when flagged, counts 0x00 padding bytes after the data (used to align the next set to a block).
-The primary item identifier comes first, the content parameter (a bit map of the OIDs from 3 on
-that follow) second. Compaction: 1 integer, 2 numeric (decimal digits with a leading 1 so that
-leading zeros survive), 3/4/5 five-, six- and seven-bit codes, 6 octets, 7 UTF-8, and 0 the
-application-defined scheme that ISO 28560-2 uses for ISIL codes (see :func:`isil_pack`).
+when flagged, counts 0x00 padding bytes after the data (writers use it to align the next set
+to a block they lock). A tag whose memory is full may end without the 0x00. The primary item
+identifier comes first, the content parameter (a bit map of the OIDs from 3 on that follow,
+OID 3 the top bit; compaction 0 in its precursor) second. Compaction: 1 integer, 2 numeric
+(four bits a digit, an odd last one filled with 1111), 3/4/5 five-, six- and seven-bit codes
+(padding: zeros, a 1 then zeros, ones), 6 octets, 7 UTF-8, and 0 the application-defined
+scheme that ISO 28560-2 uses for ISIL codes (see :func:`isil_pack`).
+
+Sources, since the standards themselves are not public: the worked example of ISO 28560-2 as
+adopted in GB/T 35660.2-2017, and the compaction vectors and production tag dumps in the unit
+tests of DigitalPlatform dp2 (UnitTestRFID/TestChip.cs, UnitTestRFID/TestRfid2.cs,
+TestDp2Library/TestRfid.cs), an open-source library system whose self-checks, gates and
+tagging stations read tags of libraries in production; the ISIL table and the type-of-usage
+codes also agree with an independent Python decoder written for the tags of Finnish (Helmet)
+libraries. tests/test_rfid.py checks each byte against those published vectors and dumps.
+Until 2026-12 this module packed ISILs with a table of its own (other codes for "-" and the
+case switches), numbers with a leading-1 scheme and type-of-usage codes of its own (0x12 for
+"not offline", 0x90 a patron card): such tags must be written again.
 
 Part 3 (the Danish model): byte 0 version (high nibble, 1) and type of usage (low nibble),
 bytes 1-2 number of parts and ordinal part, 3-18 primary item id, 19-20 a CRC-16/CCITT (0x1021,
@@ -69,24 +82,41 @@ BY_NAME = {name: oid for oid, name in OIDS.items()}
 #: Elements that hold an ISIL and get the ISIL compaction.
 ISIL_OIDS = frozenset({3, 11, 23, 25})
 
-#: Type of usage (ISO 28560-1): high nibble the main category, low nibble the refinement.
+#: Type of usage (ISO 28560-1): high nibble the class, low nibble the sub-qualifier. The
+#: codes as deployed readers of Finnish and Chinese libraries interpret them (the offline
+#: restrictions are sub-qualifiers of circulation; a patron card is class 8).
 USAGE = {
     0x00: "acquisition",
+    0x01: "acquisition_automated",
+    0x02: "acquisition_manual",
     0x10: "circulation",
-    0x11: "not_for_circulation",
-    0x12: "circulation_not_offline",
-    0x13: "reference",
-    0x80: "discarded",
-    0x90: "patron_card",
-    0xA0: "library_equipment",
+    0x11: "circulation_sorting",
+    0x12: "circulation_no_sorting",
+    0x13: "circulation_not_issue_offline",
+    0x14: "circulation_not_return_offline",
+    0x15: "circulation_not_offline",
+    0x20: "not_for_circulation",
+    0x30: "local_use",
+    0x60: "no_information",
+    0x70: "discarded",
+    0x71: "discarded_for_sale",
+    0x72: "discarded_sold",
+    0x73: "discarded_for_disposal",
+    0x80: "patron_card",
+    0x81: "patron_card_adult",
+    0x82: "patron_card_young_adult",
+    0x83: "patron_card_child",
+    0x90: "library_equipment",
 }
-#: Codes that forbid lending or taking back while the library system is unreachable.
-NOT_OFFLINE = frozenset({0x12})
-#: Part 3's four-bit type of usage, mapped onto the part 2 codes.
-USAGE_3_TO_2 = {0: 0x00, 1: 0x10, 2: 0x11, 7: 0x80, 8: 0x90}
+#: Codes that forbid lending (issue) or taking back (return) while the library system is
+#: unreachable: the kiosk refuses either offline for any of them.
+NOT_OFFLINE = frozenset({0x13, 0x14, 0x15})
+#: Part 3's four-bit type of usage is part 2's class: 0 acquisition, 1 circulation, 2 not for
+#: circulation, 7 discarded, 8 patron card.
+USAGE_3_TO_2 = {n: n << 4 for n in (0, 1, 2, 7, 8)}
 USAGE_2_TO_3 = {v: k for k, v in USAGE_3_TO_2.items()}
 
-#: Longest integer or numeric value accepted (38 digits): a longer one is a corrupt length.
+#: Longest integer value accepted (38 digits): a longer one is a corrupt length.
 MAX_NUMBER_BYTES = 16
 
 INTEGER, NUMERIC, FIVE, SIX, SEVEN, OCTETS, UTF8 = 1, 2, 3, 4, 5, 6, 7
@@ -123,8 +153,9 @@ class TagData:
 
     @property
     def loanable(self) -> bool:
-        """Items the kiosk may lend: a circulation item, or one that says nothing."""
-        return self.type_of_usage is None or self.type_of_usage in (0x10, 0x12)
+        """Items the kiosk may lend: a circulation item (any sub-qualifier), or one that says
+        nothing about its usage (no element, or class 6)."""
+        return self.type_of_usage is None or self.type_of_usage >> 4 in (1, 6)
 
     @property
     def offline_forbidden(self) -> bool:
@@ -169,128 +200,178 @@ class _Bits:
 
 
 def _chars(text: str, width: int) -> list[int] | None:
-    """The codes of ``text`` in the 5-, 6- or 7-bit set, or None if it does not fit. Code 0
-    is never a character, so a trailing zero group is padding."""
+    """The codes of ``text`` in the 5-, 6- or 7-bit set, or None if it does not fit. A 6-bit
+    text may not end in a space and a 7-bit one holds no DEL: those are what the padding
+    looks like, so a decoder could not tell them from it."""
     out = []
     for ch in text:
         c = ord(ch)
         if width == 5 and 0x41 <= c <= 0x5F:
             out.append(c & 0x1F)
-        elif width == 6 and 0x20 <= c <= 0x5F and c != 0x40:
+        elif width == 6 and 0x20 <= c <= 0x5F:
             out.append(c & 0x3F)
-        elif width == 7 and 0x01 <= c <= 0x7F:
+        elif width == 7 and 0x01 <= c <= 0x7E:
             out.append(c)
         else:
             return None
+    if width == 6 and text.endswith(" "):
+        return None
     return out
+
+
+def _pack_chars(codes: list[int], width: int) -> bytes:
+    """Codes to bytes with the padding ISO/IEC 15962 gives each set: zeros after 5-bit codes,
+    a 1 then zeros after 6-bit codes (the start of a space), ones after 7-bit codes (DEL)."""
+    nbits = len(codes) * width
+    pad = -nbits % 8
+    fill = {5: 0, 6: 1 << (pad - 1) if pad else 0, 7: (1 << pad) - 1}[width]
+    return _pack([(c, width) for c in codes] + ([(fill, pad)] if pad else []))
 
 
 def _unchars(data: bytes, width: int) -> str:
     bits = _Bits(data)
     out = []
     while (code := bits.take(width)) is not None:
-        if code == 0:
-            if bits.left >= 8:
-                raise ValueError("a zero code inside the text")
-            break
         if width == 5:
+            if code == 0:  # the zero padding: nothing but zeros may follow
+                if bits.take(bits.left):
+                    raise ValueError("a zero code inside the text")
+                break
             out.append(chr(0x40 | code))
         elif width == 6:
-            out.append(chr(code if code >= 0x20 else 0x40 | code))
+            if code == 0x20 and bits.left == 0:
+                break  # "100000" ending the last byte is padding, not a space
+            out.append(chr(code if code & 0x20 else 0x40 | code))
         else:
+            if code == 0x7F and bits.left == 0:
+                break  # seven ones ending the last byte are padding
             out.append(chr(code))
     return "".join(out)
 
 
 # -- ISIL compaction ----------------------------------------------------------------------
+#
+# ISO 28560-2 (annex on the ISIL, adopted unchanged as GB/T 35660.2-2017) packs an ISIL in
+# three code sets that shift (one character) or latch (until the next latch) into each
+# other. Upper and lower case are five bits: 0 is "-", 1-26 the letters, 27 is ":" in upper
+# case and "/" in lower case, 28 latches to the other case, 29 shifts to it, 30 latches to
+# digits, 31 shifts to them. Digits are four bits: 0-9, 10 "-", 11 ":", 12 latches to upper
+# case, 13 shifts to it, 14 latches to lower case, 15 shifts to it. Decoding starts in upper
+# case; the last byte is filled with 1 bits (a shift with nothing after it is padding).
 
-_ISIL_PUNCT = "-:/"
-_UPPER, _LOWER, _DIGIT = "U", "L", "D"
+_U, _L, _D = "U", "L", "D"
+_PUNCT = {_U: {"-": 0, ":": 27}, _L: {"-": 0, "/": 27}, _D: {"-": 10, ":": 11}}
+#: code -> (set switched to, whether only for one character) in each set
+_CONTROL = {
+    _U: {28: (_L, False), 29: (_L, True), 30: (_D, False), 31: (_D, True)},
+    _L: {28: (_U, False), 29: (_U, True), 30: (_D, False), 31: (_D, True)},
+    _D: {12: (_U, False), 13: (_U, True), 14: (_L, False), 15: (_L, True)},
+}
+_LATCH = {(m, t): c for m, cs in _CONTROL.items() for c, (t, one) in cs.items() if not one}
+_SHIFT = {(m, t): c for m, cs in _CONTROL.items() for c, (t, one) in cs.items() if one}
+_WIDTH = {_U: 5, _L: 5, _D: 4}
 
 
-def _isil_class(ch: str) -> str | None:
+def _isil_sets(ch: str) -> str:
+    """The code sets that hold ``ch``, the preferred one first ("" if none does)."""
     if "A" <= ch <= "Z":
-        return _UPPER
+        return _U
     if "a" <= ch <= "z":
-        return _LOWER
+        return _L
     if "0" <= ch <= "9":
-        return _DIGIT
-    if ch in _ISIL_PUNCT:
-        return "P"
-    return None
+        return _D
+    return {"-": _U + _L + _D, ":": _U + _D, "/": _L}.get(ch, "")
+
+
+def _isil_code(ch: str, mode: str) -> int:
+    if ch in _PUNCT[mode]:
+        return _PUNCT[mode][ch]
+    return ord(ch) - (0x30 if mode == _D else 0x60 if mode == _L else 0x40)
 
 
 def isil_pack(isil: str) -> bytes | None:
-    """ISIL compaction: three code sets that latch into each other. Upper and lower case
-    letters are five bits (1-26 the letters, 27-29 ``- : /``, 30 and 31 latch to the other
-    letter set and to digits); digits are four bits (0-9, 10-12 ``- : /``, 13 and 14 latch to
-    upper and lower case, 15 ends). Starts in upper case; a zero group (letters) or 15
-    (digits) ends the string when padding leaves room for one. None if a character is not
-    allowed in an ISIL (ISO 15511: letters, digits, ``- : /``)."""
-    mode = _UPPER
+    """The ISIL compaction of ``isil``; None if a character is not allowed in an ISIL
+    (ISO 15511: letters, digits, ``- : /``). A character outside the current set is shifted
+    to when the one after it is back in the current set (or it is the last), latched to
+    otherwise, as the deployed encoders do (DigitalPlatform dp2, the reference for the
+    vectors in tests/test_rfid.py). One exception: a digit is shifted to only as the last
+    character, since a widely deployed decoder (dp2's) stays in digits after a shifted one."""
+    mode = _U
     codes: list[tuple[int, int]] = []
-    for ch in isil:
-        kind = _isil_class(ch)
-        if kind is None:
+    for i, ch in enumerate(isil):
+        sets = _isil_sets(ch)
+        if not sets:
             return None
-        if kind == "P":
-            i = _ISIL_PUNCT.index(ch)
-            codes.append((27 + i, 5) if mode != _DIGIT else (10 + i, 4))
+        if mode in sets:
+            codes.append((_isil_code(ch, mode), _WIDTH[mode]))
             continue
-        if kind != mode:
-            if mode == _DIGIT:
-                codes.append((13 if kind == _UPPER else 14, 4))
-            elif kind == _DIGIT:
-                codes.append((31, 5))
-            else:
-                codes.append((30, 5))
-            mode = kind
-        if mode == _DIGIT:
-            codes.append((ord(ch) - 0x30, 4))
+        target = sets[0]
+        nxt = isil[i + 1] if i + 1 < len(isil) else None
+        back = nxt is None or mode in _isil_sets(nxt)
+        if back and (target != _D or nxt is None):
+            codes.append((_SHIFT[mode, target], _WIDTH[mode]))
+            codes.append((_isil_code(ch, target), _WIDTH[target]))
         else:
-            codes.append((ord(ch.upper()) - 0x40, 5))
+            codes.append((_LATCH[mode, target], _WIDTH[mode]))
+            mode = target
+            codes.append((_isil_code(ch, mode), _WIDTH[mode]))
     nbits = sum(w for _, w in codes)
-    width = 4 if mode == _DIGIT else 5
-    if -nbits % 8 >= width:
-        codes.append((15 if mode == _DIGIT else 0, width))
+    pad = -nbits % 8
+    if pad:
+        codes.append(((1 << pad) - 1, pad))
     return _pack(codes)
 
 
 def isil_unpack(data: bytes) -> str:
     bits = _Bits(data)
-    mode = _UPPER
+    mode = _U
+    shifted: str | None = None  # the set the next character alone is read in
     out = []
     while True:
-        width = 4 if mode == _DIGIT else 5
-        code = bits.take(width)
+        current = shifted or mode
+        code = bits.take(_WIDTH[current])
         if code is None:
             break
-        if mode == _DIGIT:
-            if code <= 9:
-                out.append(chr(0x30 + code))
-            elif code <= 12:
-                out.append(_ISIL_PUNCT[code - 10])
-            elif code in (13, 14):
-                mode = _UPPER if code == 13 else _LOWER
+        if code in _CONTROL[current]:
+            if shifted is not None:
+                if bits.left >= 8:
+                    raise ValueError("a shift is followed by another shift or latch")
+                break  # ones filling the last byte
+            target, shift = _CONTROL[current][code]
+            if shift:
+                shifted = target
             else:
-                break
+                mode = target
+            continue
+        if current == _D:
+            ch = str(code) if code <= 9 else "-:"[code - 10]
         elif code == 0:
-            break
-        elif code <= 26:
-            ch = chr(0x40 + code)
-            out.append(ch if mode == _UPPER else ch.lower())
-        elif code <= 29:
-            out.append(_ISIL_PUNCT[code - 27])
-        elif code == 30:
-            mode = _LOWER if mode == _UPPER else _UPPER
+            ch = "-"
+        elif code == 27:
+            ch = ":" if current == _U else "/"
         else:
-            mode = _DIGIT
-    if bits.left >= 8:
-        raise ValueError("ISIL ends before its data does")
+            ch = chr((0x40 if current == _U else 0x60) + code)
+        out.append(ch)
+        shifted = None
     return "".join(out)
 
 
 # -- compaction choice ------------------------------------------------------------------
+
+
+def _numeric(text: str) -> bytes:
+    """Numeric compaction: four bits a digit, a last odd digit filled with 1111."""
+    digits = text + ("F" if len(text) % 2 else "")
+    return bytes.fromhex(digits)
+
+
+def _unnumeric(data: bytes) -> str:
+    digits = data.hex().upper()
+    if digits.endswith("F"):
+        digits = digits[:-1]
+    if not digits.isdigit():
+        raise ValueError("numeric compaction holds a nibble that is not a digit")
+    return digits
 
 
 def compact(text: str, oid: int) -> tuple[int, bytes]:
@@ -302,28 +383,23 @@ def compact(text: str, oid: int) -> tuple[int, bytes]:
         if text[0] != "0" or text == "0":
             n = int(text)
             options.append((INTEGER, n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")))
-        n = int("1" + text)
-        options.append((NUMERIC, n.to_bytes((n.bit_length() + 7) // 8, "big")))
+        options.append((NUMERIC, _numeric(text)))
     for code, width in ((FIVE, 5), (SIX, 6), (SEVEN, 7)):
         chars = _chars(text, width)
         if chars is not None:
-            codes = [(c, width) for c in chars]
-            options.append((code, _pack(codes)))
+            options.append((code, _pack_chars(chars, width)))
     options.append((UTF8, text.encode("utf-8")))
     return min(options, key=lambda o: (len(o[1]), o[0]))
 
 
 def expand(code: int, data: bytes, oid: int) -> str:
     """The text of a compacted value; ValueError when the bytes do not fit the scheme."""
-    if code in (INTEGER, NUMERIC) and len(data) > MAX_NUMBER_BYTES:
+    if code == INTEGER and len(data) > MAX_NUMBER_BYTES:
         raise ValueError(f"{len(data)} bytes is not a number an item tag would hold")
     if code == INTEGER:
         return str(int.from_bytes(data, "big"))
     if code == NUMERIC:
-        digits = str(int.from_bytes(data, "big"))
-        if not digits.startswith("1"):
-            raise ValueError("numeric compaction without its leading 1")
-        return digits[1:]
+        return _unnumeric(data)
     if code in (FIVE, SIX, SEVEN):
         return _unchars(data, {FIVE: 5, SIX: 6, SEVEN: 7}[code])
     if code == UTF8:
@@ -382,7 +458,8 @@ def encode_2(tag: TagData, *, block_size: int = 4) -> bytes:
         values[oid] = compact(unicodedata.normalize("NFC", value), oid)
     out = bytearray(_data_set(1, *compact(tag.primary_item_id, 1)))
     if values:
-        out += _data_set(2, OCTETS, _content_parameter(sorted(values)))
+        # compaction 0 in its precursor, as in the standard's worked example (02 01 D0)
+        out += _data_set(2, APPLICATION, _content_parameter(sorted(values)))
     for oid in sorted(values):
         out += _data_set(oid, *values[oid])
     out.append(0)
@@ -456,7 +533,7 @@ def decode_2(memory: bytes) -> TagData:
     return TagData(
         primary_item_id=seen[1],
         model="28560-2",
-        owner_institution=seen.get(3),
+        owner_institution=seen.get(3) or None,  # some vendors write an empty one
         parts=parts,
         part=part,
         type_of_usage=usage,
@@ -538,7 +615,7 @@ def decode_3(memory: bytes) -> TagData:
         owner_institution=owner or None,
         parts=parts,
         part=part,
-        type_of_usage=USAGE_3_TO_2.get(block[0] & 0x0F, 0x10 | (block[0] & 0x0F)),
+        type_of_usage=(block[0] & 0x0F) << 4,
     )
 
 

@@ -60,7 +60,7 @@ def catalogue_tags(
     out: dict[str, list[SimTag]] = {}
     for item, title in catalogue.items():
         parts = (sets or {}).get(item, 1)
-        usage = 0x12 if item in not_offline else 0x10
+        usage = 0x15 if item in not_offline else 0x10  # neither lent nor returned offline
         out[item] = [
             item_tag(
                 TagData(

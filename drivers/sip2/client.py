@@ -2,9 +2,12 @@
 
 One request at a time, read to the terminator, each with a timeout. A reply with a bad
 checksum or another sequence number is asked for again (97) a few times; a server's own
-resend request (96) is answered with the last frame. A dropped connection is reopened and
-logged in again once per request. A checkout or renewal whose reply was lost is *not* simply
-sent again (the loan may have happened): the caller asks the item's status first.
+resend request (96) is answered with the last frame. A reply with our sequence number but
+another command is the server's answer all the same (often: "not implemented"), so the wait
+ends there. A dropped connection is reopened and logged in again once per request; what
+still fails is a Sip2Error (ReplyLost when the request went out), never a socket error. A
+checkout or renewal whose reply was lost is *not* simply sent again (the loan may have
+happened): the caller asks the item's status first.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ class ReplyLost(Sip2Error):
     """The request went out but no usable reply came back: it may or may not have happened."""
 
 
+class UnexpectedReply(ReplyLost):
+    """The server answered the request (its sequence number) with another message, as some
+    servers do for messages they do not implement: waiting longer would not help."""
+
+
 @dataclass(frozen=True)
 class Account:
     host: str
@@ -51,11 +59,15 @@ class Account:
     cafile: str | None = None
     dialect: Dialect = field(default_factory=Dialect)
     timeout_s: float = 10.0
+    #: how readers are identified: 63 patron information, 23 patron status, or auto (63,
+    #: and 23 from then on when the server cannot answer 63)
+    patron: str = "auto"
 
     @classmethod
     def from_url(cls, url: str) -> Account:
         """``sip2://USER:PASSWORD@HOST:PORT?institution=I&location=L&encoding=E`` (sip2s: TLS;
-        also ``error_detection=0|1``, ``terminator=cr|crlf``, ``timeout=S``, ``cafile=PATH``)."""
+        also ``error_detection=0|1``, ``terminator=cr|crlf``, ``timeout=S``, ``cafile=PATH``,
+        ``patron=auto|63|23``)."""
         parts = urlsplit(url)
         if parts.scheme not in ("sip2", "sip2s"):
             raise ValueError(
@@ -69,7 +81,7 @@ class Account:
             raise ValueError(f"bad port in {url!r}") from exc
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(q) - {"institution", "location", "encoding", "error_detection"}
-        unknown -= {"terminator", "timeout", "cafile"}
+        unknown -= {"terminator", "timeout", "cafile", "patron"}
         if unknown:
             raise ValueError(f"unknown library system URL options: {', '.join(sorted(unknown))}")
         try:
@@ -86,6 +98,9 @@ class Account:
             raise ValueError("timeout is a number of seconds") from exc
         if not 0 < timeout <= 300:
             raise ValueError("timeout is between 0 and 300 seconds")
+        patron = q.get("patron", "auto")
+        if patron not in ("auto", "63", "23"):
+            raise ValueError("patron is auto, 63 (patron information) or 23 (patron status)")
         return cls(
             host=parts.hostname,
             port=port,
@@ -97,6 +112,7 @@ class Account:
             cafile=q.get("cafile"),
             dialect=dialect,
             timeout_s=timeout,
+            patron=patron,
         )
 
 
@@ -128,7 +144,11 @@ class Sip2Client:
                 raise Sip2Error(f"TLS to the library system failed: {exc}") from exc
         self._sock, self._buffer = sock, b""
         if a.user:
-            self.login()
+            try:
+                self.login()
+            except (OSError, ReplyLost) as exc:  # OSError: reset, closed, timed out
+                self.close()
+                raise Sip2Error(f"the library system did not answer the login: {exc}") from exc
 
     def close(self) -> None:
         if self._sock is not None:
@@ -157,18 +177,34 @@ class Sip2Client:
     def request(
         self, command: str, fixed: str, fields: list[tuple[str, str | None]], expect: str
     ) -> Reply:
-        """Send and read the reply, reconnecting once if the connection is gone."""
+        """Send and read the reply, reconnecting once if the connection is gone. Whatever
+        goes wrong is a Sip2Error: ReplyLost when the request went out and no usable reply
+        came back (the connection is then closed, so that nothing of that exchange is read as
+        the answer to the next request)."""
         if self._sock is None:
             self.connect()
         try:
-            return self._exchange(command, fixed, fields, expect)
+            return self._exchange_or_close(command, fixed, fields, expect)
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning("library system connection lost (%s): reconnecting", exc)
             self.close()
             if command in ("11", "29"):  # it may have happened: the caller checks the item
                 raise ReplyLost(f"the reply to {command} was lost: {exc}") from exc
             self.connect()
+            try:
+                return self._exchange_or_close(command, fixed, fields, expect)
+            except (ConnectionError, TimeoutError, OSError) as again:
+                self.close()
+                raise ReplyLost(f"no reply to {command}, twice: {again}") from again
+
+    def _exchange_or_close(
+        self, command: str, fixed: str, fields: list[tuple[str, str | None]], expect: str
+    ) -> Reply:
+        try:
             return self._exchange(command, fixed, fields, expect)
+        except ReplyLost:
+            self.close()
+            raise
 
     def _exchange(
         self, command: str, fixed: str, fields: list[tuple[str, str | None]], expect: str
@@ -193,6 +229,12 @@ class Sip2Client:
             if reply.command == "96":  # the server asks for our last frame again
                 self._send(frame)
                 continue
+            ours = d.error_detection and reply.sequence == seq
+            if reply.command != expect and ours:
+                raise UnexpectedReply(
+                    f"the library system answered {command} with {reply.command}: "
+                    f"it does not seem to implement {command}"
+                )
             if reply.command != expect or (
                 d.error_detection and reply.sequence is not None and reply.sequence != seq
             ):

@@ -1,7 +1,10 @@
 """A dummy library system that speaks SIP2 over TCP: pysip2's ACS server with a small
 Vietnamese catalogue and the demo's readers. The demo's self-check and the tests talk to it
 as they would to Koha; ``offline`` makes it answer as a library system that is down for
-circulation (the ACS status says offline and loans are refused)."""
+circulation (the ACS status says offline and loans are refused). ``patron_info`` makes it
+answer 63 (patron information) as servers that do not implement it do: ``drop`` the
+connection, ``resend`` (96 for ever), ``other`` (an ACS status instead), ``unsupported``
+(no 63 handler: pysip2's empty 64, and BX says so)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import anyio
 from pysip2 import (
     CHECKIN,
     CHECKOUT,
@@ -28,7 +32,10 @@ from pysip2 import (
     PatronInformationResponse,
     PatronStatusResponse,
     RenewResponse,
+    SCStatusRequest,
     SIP2Server,
+    decode_message,
+    encode_message,
 )
 
 CATALOGUE = {
@@ -74,6 +81,10 @@ class Library:
     open: bool = False
     #: checkouts answered "yes", per item: a kiosk that lends twice shows here
     checkouts: dict[str, int] = field(default_factory=dict)
+    #: how 63 is answered: yes, drop, resend, other, unsupported (see the module docstring)
+    patron_info: str = "yes"
+    #: 63 requests received (answered or not)
+    patron_info_asked: int = 0
 
     def title(self, item: str) -> str | None:
         if item in CATALOGUE:
@@ -107,8 +118,47 @@ def _sip_due(day: date) -> str:
     return day.strftime("%Y%m%d") + "    235900"
 
 
+PATRON_INFO_MODES = ("yes", "drop", "resend", "other", "unsupported")
+
+
+class _Server(SIP2Server):
+    """pysip2's server, with 63 answered as ``Library.patron_info`` says (through its frame
+    hook, the one place that sees a request before its handler)."""
+
+    def __init__(self, lib: Library, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lib = lib
+
+    async def _process_frame(self, stream: Any, state: Any, frame: bytes) -> None:
+        mode = self.lib.patron_info
+        if frame[:2] != b"63" or mode in ("yes", "unsupported"):
+            await super()._process_frame(stream, state, frame)
+            return
+        self.lib.patron_info_asked += 1
+        if mode == "drop":
+            raise anyio.EndOfStream  # pysip2 closes the connection quietly
+        if mode == "resend":
+            await self._send_96(stream, state)
+            return
+        decoded = decode_message(frame, encoding=self.encoding)
+        status = self.build_acs_status(
+            SCStatusRequest(status_code="0", max_print_width="080", protocol_version="2.00")
+        )
+        await stream.send(
+            encode_message(
+                status,
+                sequence_number=decoded.sequence_number,
+                checksum=decoded.checksum is not None,
+                encoding=self.encoding,
+            )
+        )
+
+
 def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
-    server = SIP2Server(
+    if lib.patron_info not in PATRON_INFO_MODES:
+        raise ValueError(f"patron_info is one of {', '.join(PATRON_INFO_MODES)}")
+    server = _Server(
+        lib,
         encoding="utf-8",
         institution_id=institution,
         library_name="Thư viện tỉnh (dummy SIP2)",
@@ -142,8 +192,8 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
             **{k: v for k, v in f.items() if k in PatronStatusResponse.__struct_fields__}
         )
 
-    @server.route(PATRON_INFORMATION)
     def patron_info(req: Any, ctx: Any) -> PatronInformationResponse:
+        lib.patron_info_asked += 1
         pid = req.patron_identifier
         charged = sum(1 for p, _ in lib.loans.values() if p == pid)
         return PatronInformationResponse(
@@ -155,6 +205,9 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
             recall_items_count="0000",
             unavailable_holds_count="0000",
         )
+
+    if lib.patron_info != "unsupported":
+        server.route(PATRON_INFORMATION)(patron_info)
 
     def refuse(req: Any, ctx: Any, message: str, **extra: Any) -> CheckoutResponse:
         return CheckoutResponse(
@@ -293,7 +346,9 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
     return server
 
 
-async def serve(port: int, host: str = "127.0.0.1", lib: Library | None = None) -> None:
-    server = build(lib or Library())
+async def serve(
+    port: int, host: str = "127.0.0.1", lib: Library | None = None, *, patron_info: str = "yes"
+) -> None:
+    server = build(lib or Library(patron_info=patron_info))
     async with server.start(host, port):
         await asyncio.Event().wait()

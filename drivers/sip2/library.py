@@ -1,15 +1,30 @@
 """The library system as the self-check sees it, over SIP2. ``LibrarySystem`` is the
-interface a REST connector (Koha's API) can implement as well."""
+interface a REST connector (Koha's API) can implement as well.
+
+Readers are identified with 63 (patron information). Some servers and ILS drivers do not
+implement it: they drop the connection, answer 96 for ever, answer with another message, or
+answer a 64 with no counts and no reader (pysip2's default). Then 23 (patron status: name,
+valid, blocks, fees where given; no counts) identifies the reader instead, and the library
+remembers that for the account (63 is tried again after an hour, in case the first failure
+was a passing one). An ACS status whose BX says 63 is not supported settles it at once.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any, Protocol
 
-from biblioedge.drivers.sip2.client import Account, Sip2Client
-from biblioedge.drivers.sip2.codec import PATRON_BLOCKS, Reply, sip_date
+from biblioedge.drivers.sip2.client import Account, ReplyLost, Sip2Client
+from biblioedge.drivers.sip2.codec import PATRON_BLOCKS, Reply, Sip2Error, sip_date
+
+log = logging.getLogger("biblioedge.drivers.sip2")
+
+#: After this long on 23, the next identification tries 63 again.
+PATRON_INFO_RETRY_S = 3600.0
 
 #: BX flags of the ACS status reply, in the order SIP2 2.00 lists them.
 MESSAGES = (
@@ -56,6 +71,8 @@ class Patron:
     charged: int = 0
     overdue: int = 0
     screen_message: str = ""
+    #: the message that identified the reader: "63" (with counts) or "23" (without)
+    via: str = "63"
 
 
 @dataclass(frozen=True)
@@ -141,12 +158,33 @@ def _screen(reply: Reply) -> str:
     return " ".join(reply.all("AF")).strip()
 
 
+def _blocks(reply: Reply) -> list[str]:
+    """The patron status flags of a 24 or 64 (the first 14 characters of either)."""
+    return [name for name, f in zip(PATRON_BLOCKS, reply.fixed[:14], strict=False) if f == "Y"]
+
+
 class Sip2Library:
     """LibrarySystem over one SIP2 connection (kept open, reopened when it drops)."""
 
     def __init__(self, account: Account) -> None:
         self.account = account
         self.client = Sip2Client(account)
+        #: since when (monotonic) readers of this account are identified with 23, and why
+        self._on_23: tuple[float, str] | None = None
+
+    @property
+    def patron_message(self) -> str:
+        """The message the next identification uses: "63" or "23"."""
+        if self.account.patron != "auto":
+            return self.account.patron
+        if self._on_23 is None:
+            return "63"
+        return "23" if time.monotonic() - self._on_23[0] < PATRON_INFO_RETRY_S else "63"
+
+    def _remember_23(self, why: str) -> None:
+        if self._on_23 is None:
+            log.warning("identifying readers with 23 (patron status) from now on: %s", why)
+        self._on_23 = (time.monotonic(), why)
 
     def close(self) -> None:
         self.client.close()
@@ -157,6 +195,8 @@ class Sip2Library:
     def status(self) -> Status:
         r = self.client.request("99", "0" + "080" + "2.00", [], "98")
         bx = r.get("BX")
+        if len(bx) > 7 and bx[0] == "Y" and bx[7] == "N" and self.account.patron == "auto":
+            self._remember_23("its ACS status says it does not support 63")
         return Status(
             online=r.flag(0),
             checkin_ok=r.flag(1),
@@ -169,9 +209,38 @@ class Sip2Library:
         )
 
     def patron(self, patron_id: str, password: str | None = None) -> Patron:
+        """The reader's status, by 63 or, where the server cannot answer 63, by 23."""
+        if self.patron_message == "23":
+            return self._patron_status(patron_id, password)
         fields = [*self._common(), ("AA", patron_id), ("AC", ""), ("AD", password)]
-        r = self.client.request("63", "000" + sip_date() + " " * 10, fields, "64")
-        flags = r.fixed[:14]
+        try:
+            r = self.client.request("63", "000" + sip_date() + " " * 10, fields, "64")
+        except ReplyLost as exc:  # it went out, no usable answer (not: unreachable, login)
+            if self.account.patron == "63":
+                raise
+            log.warning("no usable answer to 63 (%s): asking 23", exc)
+            found = self._patron_status(patron_id, password)  # a Sip2Error if 23 fails too
+            self._remember_23(f"63 went unanswered ({exc})")
+            return found
+        found = self._patron_information(r, patron_id)
+        counts = r.fixed[35:59]
+        if self.account.patron == "auto" and not found.valid and not counts.strip():
+            # no counts and no reader: how servers without a 63 handler answer it. A 23 that
+            # knows the reader proves it; one that does not leaves the 64's answer standing.
+            try:
+                by_status = self._patron_status(patron_id, password)
+            except Sip2Error:
+                return found
+            if by_status.valid:
+                self._remember_23("its 63 answers with neither counts nor reader")
+                return by_status
+            return found
+        if self._on_23 is not None:
+            log.info("63 answers again: identifying readers with it")
+            self._on_23 = None
+        return found
+
+    def _patron_information(self, r: Reply, patron_id: str) -> Patron:
         counts = r.fixed[35:59]
 
         def count(i: int) -> int:
@@ -182,13 +251,30 @@ class Sip2Library:
             patron_id=r.get("AA", patron_id),
             valid=r.get("BL", "N") == "Y",
             name=r.get("AE"),
-            blocks=[name for name, f in zip(PATRON_BLOCKS, flags, strict=False) if f == "Y"],
+            blocks=_blocks(r),
             fees=r.get("BV"),
             currency=r.get("BH"),
             password_ok=None if "CQ" not in r.fields else r.get("CQ") == "Y",
             charged=count(2),
             overdue=count(1),
             screen_message=_screen(r),
+        )
+
+    def _patron_status(self, patron_id: str, password: str | None) -> Patron:
+        """23 patron status: name, valid, blocks and fees where the server gives them. AD is
+        required in 23 (empty when the reader gave no PIN), unlike in 63."""
+        fields = [*self._common(), ("AA", patron_id), ("AC", ""), ("AD", password or "")]
+        r = self.client.request("23", "000" + sip_date(), fields, "24")
+        return Patron(
+            patron_id=r.get("AA", patron_id),
+            valid=r.get("BL", "N") == "Y",
+            name=r.get("AE"),
+            blocks=_blocks(r),
+            fees=r.get("BV"),
+            currency=r.get("BH"),
+            password_ok=None if "CQ" not in r.fields else r.get("CQ") == "Y",
+            screen_message=_screen(r),
+            via="23",
         )
 
     def checkout(self, patron_id: str, item: str, *, fee_ack: bool = False) -> Circulation:
