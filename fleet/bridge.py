@@ -21,7 +21,7 @@ import aiomqtt
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
-from biblioedge.fleet.quotas import OverQuota, Scheduler, count_events, device_roles
+from biblioedge.fleet.quotas import OverQuota, Scheduler, device_roles
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import AckOut, Incoming, IngestResult, Repo
 from biblioedge.fleet.sitekeys import SiteKeyring
@@ -164,9 +164,7 @@ class Bridge:
                 self.metrics.refused.labels(exc.reason).inc()
                 log.warning("refused message on %s: %s", message.topic, exc)
                 continue
-            msg = Incoming(site, device, channel, bytes(payload))
-            events = count_events(msg.payload) if channel == "events" else 0
-            reason = self.quotas.offer(msg, events)
+            reason = self.quotas.offer(Incoming(site, device, channel, bytes(payload)))
             if reason is not None:  # not stored, not acked: an honest kiosk sends it again
                 self.metrics.quota_refused.labels(device, reason).inc()
                 continue
@@ -181,8 +179,19 @@ class Bridge:
     async def _next_batch(self) -> list[Incoming]:
         """The next run to store: one message per device in turn, each within its quota;
         waits for a message or for a waiting device's tokens."""
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            unchecked = self.quotas.unchecked_roles()
+            if unchecked:  # the registry's role decides a device's quota, before its first turn
+                try:
+                    roles = await loop.run_in_executor(
+                        self._db, device_roles, self.repo.engine, unchecked
+                    )
+                except Exception as exc:  # the database is down: keep their current quota
+                    log.warning("cannot read the devices' roles: %s", exc)
+                    roles = {}
+                self.quotas.set_roles(roles, checked=unchecked)
             batch = self.quotas.take(self.cfg.ingest_coalesce)
             if batch:
                 self.metrics.queue.set(len(self.quotas))
@@ -196,12 +205,6 @@ class Bridge:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
-            unchecked = self.quotas.unchecked_roles()
-            if unchecked:  # the registry's roles decide each device's quota
-                roles = await loop.run_in_executor(
-                    self._db, device_roles, self.repo.engine, unchecked
-                )
-                self.quotas.set_roles(roles)
             with self.metrics.ingest_seconds.time():
                 result: IngestResult = await loop.run_in_executor(
                     self._db, self.repo.ingest_isolated, batch, self.cfg.accept_unknown_devices

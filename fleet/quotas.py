@@ -5,7 +5,11 @@ fast as its link allows. Central must neither store all of it (disk) nor let it 
 honest kiosks' acks (one shared queue, first come first served). So:
 
 - every device has its own small queue; the ingest worker takes one message per device in
-  turn (round robin), so a flooder gets its turn like everyone else, no more;
+  turn (round robin), so a flooder gets its turn like everyone else, no more; and a device
+  that overflowed its queue in the last ``DEMOTED_S`` seconds (no honest kiosk does: it has at
+  most ``sync.max_inflight_batches`` messages unacknowledged) is served last, at most one
+  message per transaction while others wait: its quota is what it may get, not what it takes
+  from the others;
 - a message leaves its device's queue only when the device's token buckets (events, messages,
   stored bytes, per role, with bursts) cover it: beyond its quota a device is *paced*, and
   what does not fit in its queue is refused before it is stored and *not acknowledged*. A
@@ -35,6 +39,9 @@ from biblioedge.fleet.repo import Incoming
 log = logging.getLogger("biblioedge.fleet.quotas")
 
 MB = 1024 * 1024
+
+#: how long a device that overflowed its queue is served after the others
+DEMOTED_S = 10.0
 
 #: refusal reasons that mean "over its quota" (the others mean "central is full")
 QUOTA_REASONS = frozenset({"batch_size", "events_rate", "messages_rate", "stored_volume"})
@@ -102,6 +109,7 @@ class _Device:
     role_checked: float = -math.inf
     over_since: float | None = None
     last_refused: float = -math.inf
+    last_overflow: float = -math.inf
     reported: bool = False
 
 
@@ -162,8 +170,13 @@ class Scheduler:
         now = self.clock()
         return [d for d, dev in self._devices.items() if now - dev.role_checked >= every_s]
 
-    def set_roles(self, roles: dict[str, str | None]) -> None:
+    def set_roles(self, roles: dict[str, str | None], checked: Iterable[str] = ()) -> None:
+        """Apply the registry's roles; ``checked`` devices are not asked about again for a
+        while even if the answer had nothing on them (a failed look-up)."""
         now = self.clock()
+        for device_id in checked:
+            if device_id in self._devices:
+                self._devices[device_id].role_checked = now
         for device_id, dev in self._devices.items():
             if device_id not in roles:
                 continue
@@ -179,17 +192,22 @@ class Scheduler:
 
     # -- in and out ----------------------------------------------------------------------
 
-    def offer(self, msg: Incoming, events: int) -> str | None:
-        """Queue ``msg`` for storing, or say why it is refused (not stored, not acked)."""
+    def offer(self, msg: Incoming) -> str | None:
+        """Queue ``msg`` for storing, or say why it is refused (not stored, not acked). A
+        full queue is judged before the message is parsed: refusing a flood costs little."""
         now = self.clock()
         dev = self._device(msg, now)
         reason: str | None = None
-        if self.cfg.enabled and msg.channel == "events" and events > dev.quota.batch_events:
-            reason = "batch_size"
-        elif len(dev.queue) >= self.cfg.max_queued_per_device:
+        events = 0
+        if len(dev.queue) >= self.cfg.max_queued_per_device:
             reason = self._blocked(dev, *dev.queue[0], now) or "device_queue_full"
+            dev.last_overflow = now
         elif self._size >= self.cfg.max_queued:
             reason = "central_busy"
+        elif msg.channel == "events":
+            events = count_events(msg.payload)
+            if self.cfg.enabled and events > dev.quota.batch_events:
+                reason = "batch_size"
         if reason is not None:
             self._refused(msg.device_id, dev, reason, now)
             return reason
@@ -200,8 +218,13 @@ class Scheduler:
         return None
 
     def take(self, limit: int) -> list[Incoming]:
-        """Up to ``limit`` messages, one per device in turn, each within its device's quota."""
+        """Up to ``limit`` messages, one per device in turn, each within its device's quota;
+        demoted devices (recent overflow) after the others, one message if others were served."""
         now = self.clock()
+        out = self._take(limit, now, demoted=False)
+        return out + self._take(1 if out else limit, now, demoted=True)
+
+    def _take(self, limit: int, now: float, demoted: bool) -> list[Incoming]:
         out: list[Incoming] = []
         while len(out) < limit and self._ring:
             progressed = False
@@ -209,6 +232,9 @@ class Scheduler:
                 device_id = self._ring.popleft()
                 dev = self._devices[device_id]
                 msg, events = dev.queue[0]
+                if (now - dev.last_overflow < DEMOTED_S) != demoted:
+                    self._ring.append(device_id)
+                    continue
                 if self._blocked(dev, msg, events, now) is None:
                     self._charge(dev, msg, events, now)
                     dev.queue.popleft()

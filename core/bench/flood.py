@@ -81,6 +81,7 @@ async def _flood(
                 ) as client,
                 asyncio.TaskGroup() as tg,
             ):
+                client.pending_calls_threshold = publishers + 1  # its own flood: no warnings
                 for _ in range(publishers):
                     tg.create_task(publisher(client))
         except* (aiomqtt.MqttError, OSError, TimeoutError):
@@ -113,6 +114,9 @@ class FloodProcess:
 
     @property
     def sent(self) -> int:
+        """Events published so far; RuntimeError if the flooder died (a broken bench)."""
+        if self.started and not self.seconds and not self._proc.is_alive():
+            raise RuntimeError(f"the flooder exited with {self._proc.exitcode}")
         return int(self._sent.value)
 
     def start(self) -> None:
