@@ -144,11 +144,12 @@ class QuotaConfig(StrictModel):
         "pipeline's capacity)",
     )
     max_queued_per_device: int = Field(
-        default=16,
+        default=32,
         ge=1,
         le=1024,
         description="Messages of one device waiting at central; more are refused unacknowledged "
-        "(the kiosk keeps them and sends again). Above the kiosks' sync.max_inflight_batches",
+        "(the kiosk keeps them and sends again). Above twice the kiosks' sync.max_inflight_batches "
+        "(a resend while the first copies still wait)",
     )
     max_queued: int = Field(
         default=4096, ge=1, description="Messages of all devices waiting to be stored"
