@@ -148,8 +148,8 @@ class QuotaConfig(StrictModel):
         ge=1,
         le=1024,
         description="Messages of one device waiting at central; more are refused unacknowledged "
-        "(the kiosk keeps them and sends again). Above twice the kiosks' sync.max_inflight_batches "
-        "(a resend while the first copies still wait)",
+        "(the kiosk keeps them and sends again), and a device that overflows is served after the "
+        "others for 10 s. Four times the kiosks' sync.max_inflight_batches (room for resends)",
     )
     max_queued: int = Field(
         default=4096, ge=1, description="Messages of all devices waiting to be stored"
@@ -166,7 +166,7 @@ class QuotaConfig(StrictModel):
         description="Self-check stations (fewer events than gates)",
     )
     desk: RoleQuota = Field(
-        default_factory=lambda: RoleQuota(burst_events=5000),
+        default_factory=RoleQuota,
         description="Registration desks (few events, larger ones: sealed registrations)",
     )
     other: RoleQuota = Field(

@@ -6,10 +6,10 @@ honest kiosks' acks (one shared queue, first come first served). So:
 
 - every device has its own small queue; the ingest worker takes one message per device in
   turn (round robin), so a flooder gets its turn like everyone else, no more; and a device
-  that overflowed its queue while over its quota in the last ``DEMOTED_S`` seconds (no honest
-  kiosk does: it has at most ``sync.max_inflight_batches`` messages unacknowledged, twice that
-  when it resends) is served last, at most one message per transaction while others wait: its
-  quota is what it may get, not what it takes from the others;
+  that overflowed its queue in the last ``DEMOTED_S`` seconds is served last, at most one
+  message per transaction while others wait: its quota is what it may get, not what it takes
+  from the others. No honest kiosk overflows: it has at most ``sync.max_inflight_batches`` (8)
+  messages unacknowledged, and the queue holds four times that (room for resends);
 - a message leaves its device's queue only when the device's token buckets (events, messages,
   stored bytes, per role, with bursts) cover it: beyond its quota a device is *paced*, and
   what does not fit in its queue is refused before it is stored and *not acknowledged*. A
@@ -200,11 +200,8 @@ class Scheduler:
         reason: str | None = None
         events = 0
         if len(dev.queue) >= self.cfg.max_queued_per_device:
-            reason = self._blocked(dev, *dev.queue[0], now)
-            if reason is None:  # within its quota, central is slow: no fault of the device
-                reason = "device_queue_full"
-            else:
-                dev.last_overflow = now
+            reason = self._blocked(dev, *dev.queue[0], now) or "device_queue_full"
+            dev.last_overflow = now
         elif self._size >= self.cfg.max_queued:
             reason = "central_busy"
         elif msg.channel == "events":

@@ -114,11 +114,11 @@ def test_devices_take_turns_and_one_that_overflows_over_quota_is_served_last() -
     assert [m.device_id for m in s.take(8)] == ["c", "a", "b", "c"]
     for _ in range(20):
         assert s.offer(_batch("flood", 1)) is None
-    assert s.offer(_batch("flood", 1)) == "device_queue_full"  # within quota: central's fault
-    assert len(s.take(64)) == 5  # its burst
+    assert s.offer(_batch("flood", 1)) == "device_queue_full"  # within its quota, too fast
+    assert len(s.take(64)) == 5  # its burst: alone, the others are idle
     for _ in range(5):
         s.offer(_batch("flood", 1))
-    assert s.offer(_batch("flood", 1)) == "events_rate"  # over quota and overflowing
+    assert s.offer(_batch("flood", 1)) == "events_rate"  # and now over its quota
     clock.now += 3.0  # tokens for three more
     for device in ("honest-1", "honest-2"):
         for _ in range(3):
@@ -174,7 +174,7 @@ def test_quotas_are_configurable_and_a_burst_below_a_batch_is_refused() -> None:
         {"data_dir": "/tmp", "quotas": {"gate": {"events_per_s": 5, "burst_events": 2000}}}
     )
     assert cfg.quotas.for_role("gate").events_per_s == 5
-    assert cfg.quotas.for_role("desk").burst_events == 5000
+    assert cfg.quotas.for_role("desk").burst_events == 20_000
     from biblioedge.fleet.config import load_central_config
 
     with pytest.raises(ConfigError):
