@@ -117,10 +117,10 @@ class RoleQuota(StrictModel):
         "kiosks' sync.batch_max_events at or below it)",
     )
     stored_mb_per_day: float = Field(
-        default=32.0, gt=0, description="Sustained megabytes of event batches stored per day"
+        default=16.0, gt=0, description="Sustained megabytes of event batches stored per day"
     )
     burst_stored_mb: float = Field(
-        default=128.0,
+        default=64.0,
         ge=1.0,
         description="Megabytes stored at once above the daily rate: the backlog an offline "
         "kiosk drains without being paced by volume",
@@ -162,11 +162,11 @@ class QuotaConfig(StrictModel):
     )
     gate: RoleQuota = Field(default_factory=RoleQuota, description="Gates")
     selfcheck: RoleQuota = Field(
-        default_factory=lambda: RoleQuota(stored_mb_per_day=16.0, burst_stored_mb=64.0),
+        default_factory=lambda: RoleQuota(stored_mb_per_day=8.0, burst_stored_mb=32.0),
         description="Self-check stations (fewer events than gates)",
     )
     desk: RoleQuota = Field(
-        default_factory=RoleQuota,
+        default_factory=lambda: RoleQuota(stored_mb_per_day=8.0, burst_stored_mb=32.0),
         description="Registration desks (few events, larger ones: sealed registrations)",
     )
     other: RoleQuota = Field(

@@ -43,8 +43,11 @@ MB = 1024 * 1024
 #: how long a device that overflowed its queue is served after the others
 DEMOTED_S = 10.0
 
-#: refusal reasons that mean "over its quota" (the others mean "central is full")
-QUOTA_REASONS = frozenset({"batch_size", "events_rate", "messages_rate", "stored_volume"})
+#: refusal reasons that are the device's doing (``central_busy`` is central's): a device
+#: refused for these without a pause is reported as staying over its quota
+QUOTA_REASONS = frozenset(
+    {"batch_size", "events_rate", "messages_rate", "stored_volume", "device_queue_full"}
+)
 
 
 class TokenBucket:
