@@ -6,9 +6,9 @@ honest kiosks' acks (one shared queue, first come first served). So:
 
 - every device has its own small queue; the ingest worker takes one message per device in
   turn (round robin), so a flooder gets its turn like everyone else, no more; and a device
-  that overflowed its queue in the last ``DEMOTED_S`` seconds is served last, at most one
-  message per transaction while others wait: its quota is what it may get, not what it takes
-  from the others. No honest kiosk overflows: it has at most ``sync.max_inflight_batches`` (8)
+  that overflowed its queue in the last ``DEMOTED_S`` seconds is served last, one message per
+  transaction: its quota is what it may get, never a transaction that the honest kiosks'
+  acks wait for. No honest kiosk overflows: it has at most ``sync.max_inflight_batches`` (8)
   messages unacknowledged, and the queue holds four times that (room for resends);
 - a message leaves its device's queue only when the device's token buckets (events, messages,
   stored bytes, per role, with bursts) cover it: beyond its quota a device is *paced*, and
@@ -222,10 +222,11 @@ class Scheduler:
 
     def take(self, limit: int) -> list[Incoming]:
         """Up to ``limit`` messages, one per device in turn, each within its device's quota;
-        demoted devices (recent overflow) after the others, one message if others were served."""
+        then one message of the demoted devices (recent overflow), so that a flood never makes
+        a transaction, and the acks waiting on it, longer than one message."""
         now = self.clock()
         out = self._take(limit, now, demoted=False)
-        return out + self._take(1 if out else limit, now, demoted=True)
+        return out + self._take(1, now, demoted=True)
 
     def _take(self, limit: int, now: float, demoted: bool) -> list[Incoming]:
         out: list[Incoming] = []
