@@ -2,7 +2,9 @@
 
 One receive loop feeds a queue; one ingest worker drains it, storing up to ``ingest_coalesce``
 messages per transaction on a dedicated thread, and only then publishes the acks. Coalescing
-is what makes one fsync carry thousands of events.
+is what makes one fsync carry thousands of events. The queue is ``quotas.Scheduler``: one small
+queue per device taken in turn, each device within its role's quotas, so a flooding kiosk
+neither fills central's disk nor delays the others' acks.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import aiomqtt
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.quotas import OverQuota, Scheduler, device_roles
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import AckOut, Incoming, IngestResult, Repo
 from biblioedge.fleet.sitekeys import SiteKeyring
@@ -58,7 +61,10 @@ class Bridge:
         self.metrics = metrics
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
-        self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=4096)
+        self.quotas = Scheduler(cfg.quotas, on_over_quota=self._over_quota)
+        #: called once when a device stays over its quota (a security attention case)
+        self.over_quota_hooks: list[Callable[[OverQuota], None]] = []
+        self._wake = asyncio.Event()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
         #: monotonic times of the session's last failed and last good publish, and of the
         #: recent session restarts: what /health judges "can publish and acknowledge" by
@@ -80,7 +86,7 @@ class Bridge:
         self._restarts = recent
         if len(recent) >= 3:
             out.append(f"{len(recent)} session restarts in the last minute")
-        if self._queue.full():
+        if self.quotas.full():
             out.append("ingest queue full")
         return out
 
@@ -158,16 +164,47 @@ class Bridge:
                 self.metrics.refused.labels(exc.reason).inc()
                 log.warning("refused message on %s: %s", message.topic, exc)
                 continue
-            await self._queue.put(Incoming(site, device, channel, bytes(payload)))
-            self.metrics.queue.set(self._queue.qsize())
+            reason = self.quotas.offer(Incoming(site, device, channel, bytes(payload)))
+            if reason is not None:  # not stored, not acked: an honest kiosk sends it again
+                self.metrics.quota_refused.labels(device, reason).inc()
+                continue
+            self._wake.set()
+            self.metrics.queue.set(len(self.quotas))
+
+    def _over_quota(self, over: OverQuota) -> None:
+        self.metrics.over_quota.labels(over.device_id).inc()
+        for hook in self.over_quota_hooks:
+            hook(over)
+
+    async def _next_batch(self) -> list[Incoming]:
+        """The next run to store: one message per device in turn, each within its quota;
+        waits for a message or for a waiting device's tokens."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            unchecked = self.quotas.unchecked_roles()
+            if unchecked:  # the registry's role decides a device's quota, before its first turn
+                try:
+                    roles = await loop.run_in_executor(
+                        self._db, device_roles, self.repo.engine, unchecked
+                    )
+                except Exception as exc:  # the database is down: keep their current quota
+                    log.warning("cannot read the devices' roles: %s", exc)
+                    roles = {}
+                self.quotas.set_roles(roles, checked=unchecked)
+            batch = self.quotas.take(self.cfg.ingest_coalesce)
+            if batch:
+                self.metrics.queue.set(len(self.quotas))
+                return batch
+            wait = self.quotas.ready_in()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if wait is None else max(wait, 0.001)):
+                    await self._wake.wait()
 
     async def _ingest(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.cfg.ingest_coalesce and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self.metrics.queue.set(self._queue.qsize())
+            batch = await self._next_batch()
             with self.metrics.ingest_seconds.time():
                 result: IngestResult = await loop.run_in_executor(
                     self._db, self.repo.ingest_isolated, batch, self.cfg.accept_unknown_devices

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from biblioedge.settings import (
     BrokerConfig,
@@ -145,6 +145,94 @@ class ReleasesConfig(StrictModel):
     max_artifact_mb: int = Field(default=2048, ge=1, description="Largest file of a release")
 
 
+class RoleQuota(StrictModel):
+    """What one device of a role may send. Defaults sit far above what an honest kiosk sends
+    (about 300 bytes per event, a few thousand events a day) and let an offline kiosk drain
+    weeks of backlog at once; beyond them a kiosk is paced, never refused while it keeps
+    within ``max_queued_per_device``."""
+
+    events_per_s: float = Field(
+        default=1000.0,
+        gt=0,
+        description="Sustained events per second stored for one device (1000 clears a kiosk's "
+        "8 in-flight batches of 500 well within its 10 s ack timeout)",
+    )
+    burst_events: int = Field(
+        default=20_000, ge=1, description="Events one device may send at once above the rate"
+    )
+    messages_per_s: float = Field(
+        default=100.0, gt=0, description="Sustained MQTT messages (events and state) per second"
+    )
+    burst_messages: int = Field(default=400, ge=1, description="Messages at once above the rate")
+    batch_events: int = Field(
+        default=1000,
+        ge=1,
+        description="Most events in one message; a bigger batch is refused unread (keep the "
+        "kiosks' sync.batch_max_events at or below it)",
+    )
+    stored_mb_per_day: float = Field(
+        default=16.0, gt=0, description="Sustained megabytes of event batches stored per day"
+    )
+    burst_stored_mb: float = Field(
+        default=64.0,
+        ge=1.0,
+        description="Megabytes stored at once above the daily rate: the backlog an offline "
+        "kiosk drains without being paced by volume",
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> RoleQuota:
+        if self.burst_events < self.batch_events:
+            raise ValueError(
+                "burst_events must be at least batch_events, or a full batch never passes"
+            )
+        return self
+
+
+class QuotaConfig(StrictModel):
+    """Per-device quotas at central (token buckets per role) and the fair ingest queue."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Apply the role quotas; false keeps only the fair queue (benchmarks of the "
+        "pipeline's capacity)",
+    )
+    max_queued_per_device: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Messages of one device waiting at central; more are refused unacknowledged "
+        "(the kiosk keeps them and sends again), and a device that overflows is served after the "
+        "others for 10 s. Four times the kiosks' sync.max_inflight_batches (room for resends)",
+    )
+    max_queued: int = Field(
+        default=4096, ge=1, description="Messages of all devices waiting to be stored"
+    )
+    alert_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A device refused over quota without a pause this long is reported once "
+        "(log, hook) as over quota",
+    )
+    gate: RoleQuota = Field(default_factory=RoleQuota, description="Gates")
+    selfcheck: RoleQuota = Field(
+        default_factory=lambda: RoleQuota(stored_mb_per_day=8.0, burst_stored_mb=32.0),
+        description="Self-check stations (fewer events than gates)",
+    )
+    desk: RoleQuota = Field(
+        default_factory=lambda: RoleQuota(stored_mb_per_day=8.0, burst_stored_mb=32.0),
+        description="Registration desks (few events, larger ones: sealed registrations)",
+    )
+    other: RoleQuota = Field(
+        default_factory=RoleQuota,
+        description="Devices of any other role, or whose role central does not know yet",
+    )
+
+    def for_role(self, role: str | None) -> RoleQuota:
+        quota = getattr(self, role, None) if role in ("gate", "selfcheck", "desk") else None
+        return quota if isinstance(quota, RoleQuota) else self.other
+
+
 class CentralConfig(StrictModel):
     data_dir: Path = Field(description="Where the default SQLite database lives")
     database_url: str | None = Field(
@@ -164,6 +252,9 @@ class CentralConfig(StrictModel):
     )
     ingest_coalesce: int = Field(
         default=64, ge=1, le=1024, description="Most MQTT messages stored in one transaction"
+    )
+    quotas: QuotaConfig = Field(
+        default_factory=QuotaConfig, description="Per-device quotas and the fair ingest queue"
     )
     patron_prefix: str = Field(
         default="BE",

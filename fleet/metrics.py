@@ -29,6 +29,20 @@ class CentralMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self.quota_refused = Counter(
+            "central_quota_refused",
+            "MQTT messages refused unacknowledged before storing, by device and reason "
+            "(batch_size, events_rate, messages_rate, stored_volume, device_queue_full, "
+            "central_busy)",
+            ["device", "reason"],
+            registry=r,
+        )
+        self.over_quota = Counter(
+            "central_over_quota",
+            "Times a device stayed over its quota for quotas.alert_after_s",
+            ["device"],
+            registry=r,
+        )
         self.queue = Gauge("central_ingest_queue", "Messages waiting to be stored", registry=r)
         self.gallery_deltas = Counter(
             "central_gallery_deltas", "Gallery deltas published to sites", registry=r

@@ -11,6 +11,11 @@ Phases, all through a real broker, a real central and real agent processes:
    the broker comes back, and the clock runs until all are stored.
 4. baseline: the same pipeline with one event per MQTT message, for the ratio.
 
+These phases measure the pipeline's capacity, so central runs with its per-device quotas off
+(one bench kiosk sends far more than a library's kiosk ever does). With ``--flood-device``
+(``bench_sync_flood``) central runs with its default quotas, as a library does: the same
+honest run twice, without and with one compromised kiosk flooding beside them, and the ratio.
+
 Loss and duplication are counted from central's database by (device, seq), independently of
 the UNIQUE event id that makes duplicates impossible by construction.
 """
@@ -28,6 +33,7 @@ from typing import Any
 
 from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
+from biblioedge.bench.flood import FloodProcess
 from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.provisioning.broker import BrokerProcess
 
@@ -117,9 +123,14 @@ def bench_sync(
     work_dir: Path | None = None,
     progress: bool = True,
     secure: bool = True,
+    quotas: bool = False,
+    flood: bool = False,
 ) -> dict[str, Any]:
     """One run. ``secure``: mosquitto with mutual TLS and central's ACL, enrolled agents,
-    signed acks (what a library runs); otherwise an anonymous plain-TCP broker."""
+    signed acks (what a library runs); otherwise an anonymous plain-TCP broker. ``quotas``:
+    central's default per-device quotas (else off). ``flood``: one more kiosk, enrolled as a
+    gate, floods at its link's rate through the throughput and backlog phases; the unbatched
+    baseline is skipped in quota runs (one event per message is what the message quota paces)."""
     own_tmp = work_dir is None
     root = Path(tempfile.mkdtemp(prefix="be-bench-")) if work_dir is None else work_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -130,7 +141,12 @@ def bench_sync(
             sys.stderr.flush()
 
     broker = BrokerProcess(root / "broker")
-    central = CentralProcess(root / "central", broker, secure=secure)
+    central = CentralProcess(
+        root / "central",
+        broker,
+        secure=secure,
+        extra=None if quotas else {"quotas": {"enabled": False}},
+    )
     db_path = root / "central" / "central.sqlite3"
     roles = ["gate", "selfcheck", "desk"]
     agents: list[AgentProcess] = []
@@ -139,7 +155,10 @@ def bench_sync(
         "broker": broker.kind,
         "tls": broker.secure,
         "faults": [],
+        "quotas": "default" if quotas else "off",
     }
+    flooder: FloodProcess | None = None
+    flood_dev = "bench-flood"
     try:
         broker.start()
         central.start()
@@ -161,6 +180,14 @@ def bench_sync(
                 )
             )
             agents[-1].enroll()  # before the clock: start-up measures connecting, not enrolling
+        if flood:  # a gate's own certificate, in the hands of whoever took its SD card
+            thief = AgentProcess(
+                root / flood_dev,
+                agent_config(root / flood_dev, flood_dev, "gate", SITE, broker.url),
+            )
+            thief.central = central
+            thief.enroll()
+            flooder = FloodProcess(thief.config_path)
 
         # -- 1. startup ----------------------------------------------------------------
         say("startup: agents connecting")
@@ -187,6 +214,9 @@ def bench_sync(
         for i, agent in enumerate(agents):
             _queue(agent, roles[i % 3], per[i], tracker, seed=i)
         t0 = time.monotonic()
+        if flooder is not None:
+            say("  a compromised kiosk floods beside them")
+            flooder.start()
         for agent in agents:
             agent.start()
 
@@ -250,6 +280,21 @@ def bench_sync(
             backlog_drain_s=round(drain, 3),
             backlog_events_per_s=round(events / drain, 1),
         )
+        if flooder is not None:
+            flooder.stop()
+            stored_flood = _device_events(db_path, flood_dev)
+            result["flood"] = {
+                "device": flood_dev,
+                "seconds": round(flooder.seconds, 3),
+                "sent_events": flooder.sent,
+                "sent_events_per_s": round(flooder.sent / flooder.seconds, 1),
+                "stored_events": stored_flood,
+                "refused_events": flooder.sent - stored_flood,
+                "refused_ratio": round(1 - stored_flood / max(flooder.sent, 1), 4),
+            }
+
+        if quotas:  # the capacity targets belong to the unbatched comparison below
+            return _verdict(result, tracker, backlog, None)
 
         # -- 4. baseline: one event per message ------------------------------------------
         n_base = min(2000, events)
@@ -276,12 +321,7 @@ def bench_sync(
         result["unbatched_events_per_s"] = round(n_base / base_s, 1)
         result["speedup_vs_unbatched"] = round(result["events_per_s"] / (n_base / base_s), 2)
 
-        # -- verdict -------------------------------------------------------------------------
-        expected = tracker.expected + backlog.expected + base_tracker.expected
-        stored = tracker.stored() + backlog.stored() + base_tracker.stored()
-        rows = tracker.rows() + backlog.rows() + base_tracker.rows()
-        result["lost"] = expected - stored
-        result["duplicated"] = rows - stored
+        _verdict(result, tracker, backlog, base_tracker)
         result["targets"] = {
             "events_per_s>=5000": result["events_per_s"] >= 5000,
             "backlog_drain_s<=30": drain <= 30,
@@ -292,12 +332,82 @@ def bench_sync(
         }
         return result
     finally:
+        if flooder is not None:
+            flooder.stop()
         for agent in agents:
             agent.stop()
         central.stop()
         broker.stop()
         if own_tmp:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _verdict(result: dict[str, Any], *trackers: _Tracker | None) -> dict[str, Any]:
+    """Loss and duplication of the honest kiosks' events, from central's database."""
+    present = [t for t in trackers if t is not None]
+    expected = sum(t.expected for t in present)
+    stored = sum(t.stored() for t in present)
+    rows = sum(t.rows() for t in present)
+    result["lost"] = expected - stored
+    result["duplicated"] = rows - stored
+    result["targets"] = {"lost==0": result["lost"] == 0, "duplicated==0": result["duplicated"] == 0}
+    return result
+
+
+def _device_events(db_path: Path, device_id: str) -> int:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM events WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return int(n)
+    finally:
+        conn.close()
+
+
+def bench_sync_flood(*, devices: int = 3, **kwargs: Any) -> dict[str, Any]:
+    """The honest kiosks without, then with, a compromised kiosk flooding beside them, both
+    under central's default quotas: ``honest_ratio`` is the honest throughput kept (target
+    >= 0.8), and the flood is refused beyond its quota (stored <= burst + rate x time, per
+    restart of central, which refills the buckets)."""
+    devices = max(devices, 3)
+    work_dir: Path | None = kwargs.pop("work_dir", None)
+    calm = bench_sync(
+        devices=devices,
+        quotas=True,
+        work_dir=None if work_dir is None else work_dir / "calm",
+        **kwargs,
+    )
+    flooded = bench_sync(
+        devices=devices,
+        quotas=True,
+        flood=True,
+        work_dir=None if work_dir is None else work_dir / "flood",
+        **kwargs,
+    )
+    from biblioedge.fleet.config import QuotaConfig
+
+    gate = QuotaConfig().gate
+    flood = flooded["flood"]
+    refills = 1 + sum(1 for f in flooded["faults"] if "central" in f["fault"])
+    allowed = refills * gate.burst_events + gate.events_per_s * flood["seconds"]
+    flood["quota_allows_events"] = int(allowed)
+    flooded["calm_events_per_s"] = calm["events_per_s"]
+    flooded["calm_backlog_events_per_s"] = calm["backlog_events_per_s"]
+    flooded["honest_ratio"] = round(flooded["events_per_s"] / calm["events_per_s"], 3)
+    flooded["honest_backlog_ratio"] = round(
+        flooded["backlog_events_per_s"] / calm["backlog_events_per_s"], 3
+    )
+    flooded["lost"] += calm["lost"]
+    flooded["duplicated"] += calm["duplicated"]
+    flooded["targets"] = {
+        "honest_ratio>=0.8": flooded["honest_ratio"] >= 0.8,
+        "lost==0": flooded["lost"] == 0,
+        "duplicated==0": flooded["duplicated"] == 0,
+        "flood_refused_beyond_quota": flood["stored_events"] <= allowed
+        and flood["refused_events"] > 0,
+    }
+    return flooded
 
 
 def bench_sync_tls(**kwargs: Any) -> dict[str, Any]:

@@ -75,10 +75,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_bench_sync(args: argparse.Namespace) -> int:
     from biblioedge.bench import print_result
-    from biblioedge.bench.sync import bench_sync, bench_sync_tls
+    from biblioedge.bench.sync import bench_sync, bench_sync_flood, bench_sync_tls
 
     setup_logging(args.log_format or "human", "WARNING")
-    result = (bench_sync_tls if args.tls else bench_sync)(
+    if args.flood_device and args.tls:
+        sys.stderr.write("biblioedge: --flood-device and --tls are separate runs\n")
+        return 2
+    run = bench_sync_flood if args.flood_device else bench_sync_tls if args.tls else bench_sync
+    result = run(
         events=args.events,
         devices=args.devices,
         faults=args.faults,
@@ -349,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Queue events in agents' outboxes, then measure how fast they reach "
         "central's database through a real broker: throughput, the drain of a backlog queued "
         "while the broker was down, loss and duplication. --faults kills an agent with SIGKILL "
-        "mid-send and restarts the broker and central during the run.",
+        "mid-send and restarts the broker and central during the run. Central's per-device "
+        "quotas are off (the capacity is measured), except with --flood-device.",
     )
     b.add_argument("--events", type=int, default=100_000, help="events per phase, all devices")
     b.add_argument("--devices", type=int, default=1, help="agent processes")
@@ -358,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls",
         action="store_true",
         help="run plain and mutual-TLS (ACLs, signed acks) in the same run; report both",
+    )
+    b.add_argument(
+        "--flood-device",
+        action="store_true",
+        help="run the honest kiosks (at least 3) twice under central's default quotas, the "
+        "second time beside a compromised kiosk flooding at its link's rate; report "
+        "honest_ratio and how much of the flood was refused",
     )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
