@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 from biblioedge.fleet.auth import Principal, Tokens
+from biblioedge.fleet.authz import SECURITY_ATTENTION
 from biblioedge.fleet.db import api_tokens
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import Rollouts
@@ -135,6 +136,13 @@ def attention(
     """(kind, subject, detail): what a person should look at, most urgent first."""
     now = utc_now()
     items: list[tuple[str, str, str]] = []
+    # a kiosk said what its role may not (fleet/authz.py): first, it may be a stolen one
+    rows, _ = repo.list_events(type_=SECURITY_ATTENTION, since=now - ATTENTION_WINDOW, limit=20)
+    for e in rows:
+        p = e["payload"]
+        items.append(
+            ("att_security", e["device_id"], f"{p.get('reason', '')}: {p.get('detail', '')}")
+        )
     for r in rollouts:
         if r["state"] == "halted":
             items.append(
