@@ -330,9 +330,9 @@ class Repo:
         result.count(result.security, exc.reason)
         site = known.get(msg.device_id, msg.site)
         case = authz.SecurityCase(msg.device_id, site, exc.reason, exc.detail)
-        log.warning("security: %s/%s refused: %s", msg.site, msg.device_id, exc)
         if self.cases.raise_in(conn, case, roles.get(msg.device_id), now):
-            result.cases.append(case)
+            result.cases.append(case)  # logged once per case: a flood does not flood the log
+            log.warning("security case: %s/%s refused: %s", site, msg.device_id, exc)
 
     def _admit(
         self,
