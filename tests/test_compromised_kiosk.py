@@ -440,3 +440,54 @@ def test_stolen_certificates_of_every_role_are_refused_and_flagged(
     finally:
         for kiosk in kiosks.values():
             kiosk.close()
+
+
+@pytest.mark.skipif(mosquitto_path() is None, reason="needs mosquitto")
+@pytest.mark.integration
+def test_a_gate_reporting_version_zero_again_and_again_gets_a_few_resends(
+    tmp_path: Path, central: CentralProcess, broker: BrokerProcess
+) -> None:
+    bundle = _enrolled(central, tmp_path, "desk-09", "desk")
+    _enrolled(central, tmp_path, "gate-09", "gate")
+    desk = Kiosk(broker.port, tmp_path / "desk-09" / "identity", "desk-09", SITE)
+    gate = Kiosk(broker.port, tmp_path / "gate-09" / "identity", "gate-09", SITE)
+    deltas: list[bytes] = []
+    gate.c.message_callback_add(f"be/{SITE}/gallery", lambda _c, _u, m: deltas.append(m.payload))
+    gate.subscribed.clear()
+    gate.c.subscribe(f"be/{SITE}/gallery", qos=1)
+    try:
+        assert gate.subscribed.wait(20)
+        doc = registration_doc()  # the site's gallery now has a reader
+        rid = doc["registration_id"]
+        key = load_x25519_public(bundle["seal_key"])
+        blob = seal(key, orjson.dumps(doc), registration_context("desk-09", rid))
+        made = desk.event(
+            REGISTRATION, {"registration_id": rid, "sealed": base64.b64encode(blob).decode()}
+        )
+        assert desk.send(made)["stored"] == [made["event_id"]]
+        t0 = len(deltas)  # the gate has not reported yet: nothing was sent for it
+        started = datetime.now(UTC)
+        reports = 20
+        for i in range(reports):
+            gate.state(role="gate", gallery_version=0, outbox_depth=i)
+        with central.client() as api:
+            wait_until(
+                lambda: (
+                    api.get("/devices/gate-09").json()["reported"]["outbox_depth"] == reports - 1
+                ),
+                30,
+                what="every report stored",
+            )
+        # central publishes a run's deltas before that run's acks, in order: once this ack
+        # is here, every delta the reports asked for has been delivered
+        ok = gate.event("device.started", {})
+        assert gate.send(ok)["stored"] == [ok["event_id"]]
+        elapsed = (datetime.now(UTC) - started).total_seconds()
+        budget = authz.GalleryResends()
+        allowed = budget.burst + int(elapsed / budget.every_s) + 1
+        resent = len(deltas) - t0
+        print(f"{reports} reports of version 0: {resent} deltas resent (budget {allowed})")
+        assert 1 <= resent <= allowed
+    finally:
+        desk.close()
+        gate.close()
