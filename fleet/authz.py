@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from biblioedge.fleet.db import events
-from biblioedge.protocol import ProtocolError, ReportedState, uuid7
+from biblioedge.protocol import GALLERY_ROLES, ProtocolError, ReportedState, uuid7
 
 #: What every role sends about itself: start, health, configuration and updates.
 DEVICE_EVENTS: frozenset[str] = frozenset(
@@ -133,6 +133,8 @@ def check_state(role: str | None, site: str, state: ReportedState) -> None:
     if state.role != role:
         raise Refused("role_mismatch", f"reports role {state.role}, registered as {role}")
     allowed = STATE_FIELDS_BY_ROLE.get(role, COMMON_STATE_FIELDS)
+    if role in GALLERY_ROLES:  # a role that comes to hold the gallery reports its version
+        allowed = allowed | {"gallery_version"}
     for name, info in ReportedState.model_fields.items():
         if name not in allowed and getattr(state, name) != info.get_default(
             call_default_factory=True

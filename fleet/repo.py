@@ -129,7 +129,8 @@ class Effect(Protocol):
         ...
 
     def result_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
-        """The answer already given, for a resent event."""
+        """The answer to a resent event (its own device's: the repository refuses another
+        device's event id before asking). It need not repeat what the first answer carried."""
         ...
 
 
