@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select
 
 from biblioedge.demo.launch import CentralProcess, wait_until
@@ -240,21 +241,42 @@ def test_a_device_without_a_role_is_heard_only_once_the_registry_has_one(ingest:
 
 
 def test_registrations_are_bound_to_the_desk_that_made_them(ingest: Central) -> None:
+    central_key = X25519PrivateKey.generate()
+    ingest.registrar.seal_key = central_key
+    ingest.registrar.require_sealed = True
+
+    def sealed(doc: dict[str, Any], desk: str, key: Any = None) -> Any:
+        rid = doc["registration_id"]
+        key = key or central_key.public_key()
+        blob = seal(key, orjson.dumps(doc), registration_context(desk, rid))
+        return {"registration_id": rid, "sealed": base64.b64encode(blob).decode()}
+
     doc = registration_doc()
-    first = ingest.event("desk-01", REGISTRATION, doc)
+    first = ingest.event("desk-01", REGISTRATION, sealed(doc, "desk-01"))
     ack, _ = ingest.send("desk-01", first)
     answer = ack.results[first["event_id"]]
     assert answer["card"]["token"] and answer["display_name"] == "Trần Văn An"
-    # desk-02 (stolen) replays desk-01's event id, and its registration id under a new one
-    replay = {**first, "device_id": "desk-02"}
-    reused = ingest.event("desk-02", REGISTRATION, {**doc, "citizen_ref": "e" * 64})
-    ack, result = ingest.send("desk-02", replay, reused)
-    assert not ack.stored and not ack.results
-    assert ack.rejected == {
-        first["event_id"]: "foreign_event_id",
-        reused["event_id"]: "foreign_registration",
+    # desk-02 (stolen) replays desk-01's event id, its registration id under a new event,
+    # a blob desk-01 sealed for itself, one sealed to another key, and an unsealed one
+    wrong_key = X25519PrivateKey.generate().public_key()
+    attempts = {
+        "foreign_event_id": {**first, "device_id": "desk-02"},
+        "foreign_registration": ingest.event("desk-02", REGISTRATION, sealed(doc, "desk-02")),
+        "seal_invalid": ingest.event(
+            "desk-02", REGISTRATION, sealed(registration_doc(), "desk-01")
+        ),
+        "unsealed_registration": ingest.event("desk-02", REGISTRATION, registration_doc()),
     }
-    assert result.security == {"foreign_event_id": 1, "foreign_registration": 1}
+    other_key = ingest.event(
+        "desk-02", REGISTRATION, sealed(registration_doc(), "desk-02", wrong_key)
+    )
+    ack, result = ingest.send("desk-02", *attempts.values(), other_key)
+    assert not ack.stored and not ack.results
+    assert ack.rejected == {e["event_id"]: why for why, e in attempts.items()} | {
+        other_key["event_id"]: "seal_invalid"
+    }
+    assert result.security == dict.fromkeys(attempts, 1) | {"seal_invalid": 2}
+    assert ingest.registrar.readers.sites() == [SITE]
     # desk-01's own resend (a lost ack) gets the patron number, not the card again
     ack, _ = ingest.send("desk-01", first)
     assert ack.results[first["event_id"]] == {
@@ -265,6 +287,7 @@ def test_registrations_are_bound_to_the_desk_that_made_them(ingest: Central) -> 
     with ingest.repo.engine.connect() as conn:
         rows = conn.execute(select(registrations.c.result)).scalars().all()
     assert len(rows) == 1 and answer["card"]["token"] not in orjson.dumps(rows[0]).decode()
+    assert ingest.repo.stats()["events"] == 1  # only desk-01's registration
 
 
 # -- real mosquitto with TLS ---------------------------------------------------------------
