@@ -26,6 +26,7 @@ from sqlalchemy import select
 from biblioedge.demo.launch import CentralProcess, wait_until
 from biblioedge.fleet import authz
 from biblioedge.fleet.cards import Cards
+from biblioedge.fleet.dashboard import attention, kiosks
 from biblioedge.fleet.db import devices, registrations
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
@@ -190,6 +191,8 @@ def test_a_gate_sending_what_it_may_not_stores_nothing_and_raises_one_case(inges
     assert result.security == {"role_forbidden": 1} and result.cases == []  # rate-limited
     (case,) = ingest.repo.list_events(type_=authz.SECURITY_ATTENTION)[0]
     assert case["device_id"] == "gate-01" and case["payload"]["reason"] == "role_forbidden"
+    shown = attention(ingest.repo, kiosks(ingest.repo), [])
+    assert ("att_security", "gate-01") in [(kind, who) for kind, who, _ in shown]
     kept = [q["raw"] for q in ingest.repo.list_quarantine()]
     assert len(kept) == len(evs) + 1 and all('"redacted":true' in raw for raw in kept)
     assert not any("Trần" in raw for raw in kept)  # the forged reader is not kept either
