@@ -87,6 +87,10 @@ class IngestResult:
     security: dict[str, int] = field(default_factory=dict)
     #: attention cases raised in this run
     cases: list[authz.SecurityCase] = field(default_factory=list)
+    #: answers made in this run, by event id: a copy of the event in another message of the
+    #: same run (an agent's resend after an ack timeout) gets the same answer, since the acks
+    #: of one run go out together and may arrive in any order
+    fresh: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def count(self, bucket: dict[str, int], reason: str, n: int = 1) -> None:
         bucket[reason] = bucket.get(reason, 0) + n
@@ -475,7 +479,10 @@ class Repo:
                 continue
             effect = self.effects.get(ev.type)
             if effect is not None:
-                if ev.event_id in have:
+                answer: dict[str, Any] | None
+                if ev.event_id in result.fresh:
+                    answer = result.fresh[ev.event_id]
+                elif ev.event_id in have:
                     answer = effect.result_of(conn, ev)
                 else:
                     try:  # effects check everything before they write
@@ -488,6 +495,8 @@ class Repo:
                             refusals.append(exc)
                         continue
                     result.changed_sites.add(ev.site)
+                    if answer is not None:
+                        result.fresh[ev.event_id] = answer
                 if answer is not None:
                     ack.results[ev.event_id] = answer
             good.append(

@@ -495,13 +495,13 @@ def test_a_gate_reporting_version_zero_again_and_again_gets_a_few_resends(
         started = datetime.now(UTC)
         reports = 20
         with central.client() as api:
+
+            def depth() -> Any:  # None until the first report is stored
+                return (api.get("/devices/gate-09").json()["reported"] or {}).get("outbox_depth")
+
             for i in range(reports):  # one at a time: each report is a run of its own
                 gate.state(role="gate", gallery_version=0, outbox_depth=i)
-                wait_until(
-                    lambda i=i: api.get("/devices/gate-09").json()["reported"]["outbox_depth"] == i,
-                    30,
-                    what=f"report {i} stored",
-                )
+                wait_until(lambda i=i: depth() == i, 30, what=f"report {i} stored")
         # central publishes a run's deltas before that run's acks, in order: once this ack
         # is here, every delta the reports asked for has been delivered
         ok = gate.event("device.started", {})
@@ -515,3 +515,20 @@ def test_a_gate_reporting_version_zero_again_and_again_gets_a_few_resends(
     finally:
         desk.close()
         gate.close()
+
+
+def test_a_resend_in_the_same_run_gets_the_card_too(ingest: Central) -> None:
+    """An agent resends its outbox after an ack timeout; when central stores both copies in
+    one run, both acks (published together, in any order) carry the card: whichever arrives
+    first is the one the desk keeps."""
+    first = ingest.event("desk-01", REGISTRATION, registration_doc())
+
+    def message() -> Incoming:
+        body = {"batch_id": uuid7(), "device_id": "desk-01", "events": [first]}
+        return Incoming(SITE, "desk-01", "events", orjson.dumps(body))
+
+    result = ingest.repo.ingest([message(), message()], False)
+    a, b = (ack.results[first["event_id"]] for ack in result.acks)
+    assert a == b and a["card"]["token"]
+    later = ingest.repo.ingest([message()], False)
+    assert "card" not in later.acks[0].results[first["event_id"]]  # a later run: once
