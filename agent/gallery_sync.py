@@ -14,13 +14,13 @@ import binascii
 import json
 import logging
 import time
-import unicodedata
 from collections.abc import Callable
 
 import numpy as np
 
 from biblioedge.agent.gallery_store import GalleryStore
 from biblioedge.agent.store import Store
+from biblioedge.names import greeting_name
 from biblioedge.protocol import GalleryDelta
 
 log = logging.getLogger("biblioedge.agent.gallery")
@@ -51,6 +51,7 @@ class GallerySync:
         *,
         keep_citizen_ref: bool = False,
         purpose: str = "face_gate",
+        keep_name: bool = True,
     ) -> None:
         self.store = store
         self.templates = templates
@@ -59,6 +60,14 @@ class GallerySync:
         self.purpose = purpose
         #: the self-check keeps the keyed hash of the ID number (CCCD QR); gates do not
         self.keep_citizen_ref = keep_citizen_ref
+        #: a gate keeps the given name it greets with; a self-check none (it greets with the
+        #: name the library system gives at sign-in), so it drops what it kept before
+        self.keep_name = keep_name
+        if not keep_name:
+            with store.transaction():
+                store.conn.execute(
+                    "UPDATE patron_cache SET display_name = '' WHERE display_name != ''"
+                )
         #: template length per model, from the running face engine (set when it loads)
         self.dims: dict[str, int] = {}
         #: readers whose templates were refused, by reason (the state report counts them)
@@ -152,7 +161,9 @@ class GallerySync:
                     (
                         reader.patron_id,
                         reader.barcode or reader.patron_id,
-                        unicodedata.normalize("NFC", reader.display_name),
+                        # the given name only, whatever central sent (an older one sent the
+                        # full name)
+                        greeting_name(reader.display_name) if self.keep_name else "",
                         reader.status,
                         reader.expires_at,
                         now,

@@ -88,8 +88,9 @@ def check_identity(cfg: AgentConfig) -> None:
 
 
 class Renewal:
-    """Renews the kiosk's certificate when two thirds of its life have passed, then makes
-    sync reconnect with the new one. A failed attempt is logged and retried next check."""
+    """Renews the kiosk's certificate (same key) when two thirds of its life have passed, or
+    fetches the one IT approved for a re-key, then makes sync reconnect with the new one. A
+    failed attempt is logged and retried next check."""
 
     name = "renewal"
 
@@ -108,9 +109,16 @@ class Renewal:
         while True:
             ctx.heartbeat()
             sec = self.rt.config.security
-            if sec.central_url and files.present() and due_for_renewal(files, sec.renew_after):
+            present = sec.central_url and files.present()
+            # a new key asked for (biblioedge rekey): fetch the certificate once IT approved
+            # it; then the plain renewal of the key in use, which never waits for IT
+            for rekey in (True, False):
+                if not present or not (
+                    files.pending_key.exists() if rekey else due_for_renewal(files, sec.renew_after)
+                ):
+                    continue
                 try:
-                    until = await asyncio.to_thread(renew, sec.central_url, files)
+                    until = await asyncio.to_thread(renew, str(sec.central_url), files, 10.0, rekey)
                 except (EnrollError, OSError, ValueError) as exc:
                     log.warning("certificate renewal failed (will retry): %s", exc)
                 else:
@@ -197,6 +205,28 @@ class _LazySelfcheck:
             await asyncio.gather(self.flow.run(ctx), self.flow.face_watch.run(ctx))
 
 
+class _LazyExitgate:
+    """The exit gate, built inside its component: it opens the reader, the relay, the
+    passage counter and the library system's connection."""
+
+    name = "exitgate"
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.rt = runtime
+        self.flow: Any = None
+
+    async def run(self, ctx: Context) -> None:
+        if self.flow is None:
+            from biblioedge.agent.exitgate_build import build_exitgate, settings_of
+
+            self.flow, closables = await build_exitgate(
+                self.rt.config, self.rt.emit, self.rt.metrics.registry
+            )
+            self.flow.settings_source = lambda: settings_of(self.rt.config)  # desired state
+            self.rt._closables.extend(closables)
+        await self.flow.run(ctx)
+
+
 class AgentRuntime:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -228,6 +258,7 @@ class AgentRuntime:
         self.gate: Component | None = None
         self.desk: _LazyDesk | None = None
         self.selfcheck: _LazySelfcheck | None = None
+        self.exitgate: _LazyExitgate | None = None
         self._closables: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.crash_count = 0
@@ -308,7 +339,7 @@ class AgentRuntime:
 
     def busy(self) -> bool:
         """A reader is mid-transaction: a gate passage, a loan, a registration."""
-        for comp in (self.gate, self.desk, self.selfcheck):
+        for comp in (self.gate, self.desk, self.selfcheck, self.exitgate):
             view = getattr(getattr(comp, "flow", None), "view", None)
             where = getattr(view, "step", None) or getattr(view, "mode", None)
             if where is not None and where not in ("idle", "out_of_service"):
@@ -445,6 +476,8 @@ class AgentRuntime:
 
                 station = self.selfcheck
                 comps.append(DemoReader(lambda: station.flow))
+        if self.exitgate is not None:
+            comps.append(self.exitgate)
         if self.desk is not None:
             comps.append(self.desk)
             if self.config.desk.demo_librarian:
@@ -454,7 +487,9 @@ class AgentRuntime:
                 comps.append(DemoLibrarian(lambda: desk.flow))
         return comps
 
-    async def _open_gallery(self, *, keep_citizen_ref: bool, purpose: str) -> None:
+    async def _open_gallery(
+        self, *, keep_citizen_ref: bool, purpose: str, keep_name: bool = False
+    ) -> None:
         from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
         from biblioedge.agent.gallery_sync import GallerySync
 
@@ -464,6 +499,7 @@ class AgentRuntime:
             GalleryStore(self.store.store, key),
             keep_citizen_ref=keep_citizen_ref,
             purpose=purpose,
+            keep_name=keep_name,
         )
         self.gallery_version = await self.store.call(self.gallery_sync.version)
 
@@ -471,13 +507,17 @@ class AgentRuntime:
         """Role components that need hardware or models; imported only when configured, so a
         self-checkout never loads the face engine."""
         if self.config.role == "gate" and self.config.gate.enabled:
-            await self._open_gallery(keep_citizen_ref=False, purpose="face_gate")
+            await self._open_gallery(keep_citizen_ref=False, purpose="face_gate", keep_name=True)
             self.gate = _LazyGate(self)
         if self.config.role == "desk" and self.config.desk.enabled:
             self.desk = _LazyDesk(self)
         if self.config.role == "selfcheck" and self.config.selfcheck.enabled:
-            await self._open_gallery(keep_citizen_ref=True, purpose="face_selfcheck")
+            await self._open_gallery(
+                keep_citizen_ref=True, purpose="face_selfcheck", keep_name=False
+            )
             self.selfcheck = _LazySelfcheck(self)
+        if self.config.role == "exitgate" and self.config.exitgate.enabled:
+            self.exitgate = _LazyExitgate(self)  # no gallery: no reader is identified here
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Run until SIGTERM/SIGINT (or ``stop``); returns the process exit code."""
@@ -691,7 +731,7 @@ class AgentRuntime:
             return None if self.sync.status.connected else "not connected"
 
         async def role() -> str | None:
-            comp = self.gate or self.desk or self.selfcheck
+            comp = self.gate or self.desk or self.selfcheck or self.exitgate
             if comp is None:
                 return None  # a role with no hardware configured (simulated kiosks)
             health = self.supervisor.health.get(comp.name) if self.supervisor else None

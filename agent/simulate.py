@@ -58,6 +58,8 @@ class RoleSimulator:
                 return self._selfcheck()
             case "desk":
                 return self._desk()
+            case "exitgate":
+                return self._exitgate()
         raise AssertionError(self.role)
 
     def _gate(self) -> tuple[str, dict[str, Any]]:
@@ -133,6 +135,23 @@ class RoleSimulator:
             "patron_id": patron,
             "card_no": f"{self.site.upper()}-{patron}",
             "expires": (datetime.now(UTC).date() + timedelta(days=365 * 4)).isoformat(),
+        }
+
+    def _exitgate(self) -> tuple[str, dict[str, Any]]:
+        r = self.rng
+        if r.random() < 0.03:
+            return "exit.alarm", {
+                "reason": "afi_secured",
+                "items": [{"item_id": f"30000{r.randint(0, 99999):05d}", "afi": 0x07}],
+                "offline": False,
+                "read_to_alarm_ms": round(r.uniform(15, 60), 1),
+            }
+        minute = datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ")
+        return "exit.passages", {
+            "minute": minute,
+            "in": r.randint(0, 6),
+            "out": r.randint(0, 6),
+            "counter": "ok",
         }
 
 

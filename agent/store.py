@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 import sqlite_utils
 
+from biblioedge.names import greeting_name
 from biblioedge.protocol import Event, utc_now, uuid7
 
 P = ParamSpec("P")
@@ -156,6 +157,16 @@ def _m6_citizen_ref(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX patron_cache_citizen_ref ON patron_cache (citizen_ref)")
 
 
+def _m7_greeting_only(db: sqlite_utils.Database) -> None:
+    # A kiosk keeps only the given name a gate greets with (biblioedge.names), never the full
+    # name: cut down what older versions kept.
+    rows = db.execute("SELECT patron_id, display_name FROM patron_cache").fetchall()
+    db.conn.executemany(
+        "UPDATE patron_cache SET display_name = ? WHERE patron_id = ?",
+        [(greeting_name(name or ""), pid) for pid, name in rows],
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _m1_initial),
     (2, _m2_gallery),
@@ -163,6 +174,7 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (4, _m4_answers),
     (5, _m5_offline_circulation),
     (6, _m6_citizen_ref),
+    (7, _m7_greeting_only),
 ]
 
 #: Event types whose acks carry an answer the device keeps (see ``answers``).
@@ -180,6 +192,8 @@ class Store:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=10000")
+        # what is deleted or cut down (an erased reader, a name shortened) leaves no bytes
+        self.conn.execute("PRAGMA secure_delete=ON")
         self.db = sqlite_utils.Database(self.conn)
         self._migrate()
 
@@ -386,8 +400,13 @@ class Store:
     # -- patron cache -------------------------------------------------------------------
 
     def upsert_patrons(self, patrons: Iterable[Patron]) -> int:
+        """Store readers, each with only the given name of ``display_name`` (the greeting)."""
         rows = [
-            {**{f: getattr(p, f) for f in Patron.__slots__}, "updated_at": time.time()}
+            {
+                **{f: getattr(p, f) for f in Patron.__slots__},
+                "display_name": greeting_name(p.display_name),
+                "updated_at": time.time(),
+            }
             for p in patrons
         ]
         with self.transaction():
@@ -422,7 +441,7 @@ class Patron:
 
     patron_id: str
     barcode: str
-    display_name: str
+    display_name: str  # the given name a gate greets with, never the full name
     status: str  # "active" | "blocked" | "expired"
     expires_at: str  # ISO date
 

@@ -177,7 +177,8 @@ class Sync:
         return aiomqtt.Client(
             cfg.broker.host,
             cfg.broker.port,
-            identifier=f"agent-{cfg.device_id}",
+            # the broker forces the certificate's CN (the device id) as client id: ask for the same
+            identifier=cfg.device_id,
             username=cfg.broker.username,
             password=password,
             keepalive=cfg.broker.keepalive_s,

@@ -48,7 +48,7 @@ PATRON_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_SIGNED_BODY = (MAX_PAYLOAD_BYTES - 1024) * 3 // 4
 _B64URL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-Role = Literal["gate", "selfcheck", "desk"]
+Role = Literal["gate", "selfcheck", "desk", "exitgate"]
 #: Roles that hold the site's gallery (readers, card keys, revocations, face templates): the
 #: gate to let readers in, the self-check to know who borrows when the library system is away
 #: and to recognise the card QR, the CCCD QR and (with consent) the face. Never the desk.
@@ -73,6 +73,9 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "circ.offline_queued",
         "circ.attention",
         "circ.reconciled",
+        # exit security gate
+        "exit.alarm",
+        "exit.passages",
         # card desk
         "desk.registration",
         "reader.registered",
@@ -278,7 +281,10 @@ class ReportedState(_Strict):
 
 class GalleryReader(_Strict):
     patron_id: str = Field(pattern=PATRON_PATTERN)
-    display_name: str = Field(max_length=200, description="For the greeting, NFC")
+    display_name: str = Field(
+        max_length=200,
+        description="The given name a gate greets with (biblioedge.names), never the full name",
+    )
     status: Literal["active", "blocked", "expired"]
     expires_at: str = Field(default="", max_length=10, description="YYYY-MM-DD or empty")
     barcode: str = Field(default="", max_length=64)

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Kind = Literal["software", "model", "config"]
-ROLES = ("gate", "selfcheck", "desk")
+ROLES = ("gate", "selfcheck", "desk", "exitgate")
 ARCHES = ("x86_64", "aarch64")
 _NAME = r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}"
 _WHEEL = re.compile(r"^[A-Za-z0-9_.+-]{1,160}\.whl$")

@@ -50,6 +50,8 @@ def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Regi
         broker_url=sec.kiosk_broker_url or cfg.broker.url,
         central_url=cfg.public_url,
         pid_file=sec.broker_pid_file,
+        renew_grace_s=sec.renew_grace_s,
+        renew_min_interval_s=sec.renew_min_interval_s,
     )
     registry.sync_broker()
     return identity, registry
@@ -105,9 +107,9 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
             loop.add_signal_handler(sig, stop.set)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     repo = Repo(cfg.db_url)
-    await asyncio.to_thread(repo.migrate)
-    metrics = CentralMetrics()
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
+    await asyncio.to_thread(repo.migrate, key)  # with the key: a migration may seal data
+    metrics = CentralMetrics()
     readers = Readers(repo, key)
     cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
     identity, registry = await asyncio.to_thread(open_identity, cfg, repo)

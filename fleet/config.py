@@ -62,6 +62,19 @@ class SecurityConfig(StrictModel):
     enrollment_ttl_s: int = Field(
         default=3600, ge=60, le=7 * 86400, description="Default lifetime of enrollment tokens"
     )
+    renew_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=86400,
+        description="How long a renewed kiosk's previous certificate keeps working (time to "
+        "reconnect with the new one); then it is revoked",
+    )
+    renew_min_interval_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="A kiosk renews at most once in this interval, unless its certificate has "
+        "passed two thirds of its life",
+    )
     broker_dir: Path | None = Field(
         default=None,
         description="Where central writes the broker's CA, certificate, CRL and ACL; "

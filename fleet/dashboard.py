@@ -21,6 +21,7 @@ from sqlalchemy import select
 from biblioedge.fleet.auth import Principal, Tokens
 from biblioedge.fleet.authz import SECURITY_ATTENTION
 from biblioedge.fleet.db import api_tokens
+from biblioedge.fleet.enrollments import pending_rekeys
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
@@ -29,6 +30,8 @@ from biblioedge.protocol import utc_now
 SESSION_S = 12 * 3600
 OFFLINE_ALERT = timedelta(minutes=10)
 ATTENTION_WINDOW = timedelta(hours=24)
+#: Exit alarms stay on the dashboard this long: staff act on them now, not tomorrow
+EXIT_ALARM_WINDOW = timedelta(minutes=30)
 
 
 class Sessions:
@@ -135,7 +138,9 @@ def attention(
 ) -> list[tuple[str, str, str]]:
     """(kind, subject, detail): what a person should look at, most urgent first."""
     now = utc_now()
-    items: list[tuple[str, str, str]] = []
+    items: list[tuple[str, str, str]] = [
+        ("att_rekey", device, request) for device, request in pending_rekeys(repo.engine)
+    ]
     # a kiosk said what its role may not (fleet/authz.py): first, it may be a stolen one
     rows, _ = repo.list_events(type_=SECURITY_ATTENTION, since=now - ATTENTION_WINDOW, limit=20)
     for e in rows:
@@ -164,10 +169,28 @@ def attention(
         items.append(
             ("att_circ", e["device_id"], f"{p.get('item_id', '')} {p.get('reason', '')}".strip())
         )
+    items += exit_alarms(repo, now)
     quarantined = len(repo.list_quarantine(limit=100))
     if quarantined:
         items.append(("att_quarantine", "central", str(quarantined)))
     return items
+
+
+def exit_alarms(repo: Repo, now: datetime) -> list[tuple[str, str, str]]:
+    """Live exit-gate alarms: the items that left unborrowed, or a gate not guarding."""
+    rows, _ = repo.list_events(type_="exit.alarm", since=now - EXIT_ALARM_WINDOW, limit=20)
+    out = []
+    for e in rows:
+        p = e["payload"] or {}
+        when = e["occurred_at"].strftime("%H:%M") if e.get("occurred_at") else ""
+        if p.get("reason") == "reader_out_of_service":
+            out.append(("att_exit_down", e["device_id"], f"{when} {p.get('state', '')}".strip()))
+            continue
+        listed = [i for i in p.get("items") or [] if isinstance(i, dict)]
+        ids = ", ".join(str(i.get("item_id") or i.get("uid") or "?") for i in listed[:5])
+        more = f" +{len(listed) - 5}" if len(listed) > 5 else ""
+        out.append(("att_exit", e["device_id"], f"{when} {ids}{more} ({p.get('reason', '')})"))
+    return out
 
 
 def recent_events(repo: Repo, limit: int = 15) -> list[dict[str, Any]]:

@@ -105,12 +105,16 @@ quarantine = Table(
 )
 
 
+#: The reader's name is sealed like templates and profiles (AES-GCM under central's template
+#: key, bound to the patron id): central finds readers by patron id, barcode or the keyed hash
+#: of the ID number, never by name, so the name need not be readable in the database.
 readers = Table(
     "readers",
     metadata,
     Column("patron_id", String(64), primary_key=True),
     Column("site", String(64), nullable=False, index=True),
-    Column("display_name", String(200), nullable=False),
+    Column("name_nonce", LargeBinary, nullable=False),
+    Column("name_sealed", LargeBinary, nullable=False),
     Column("status", String(16), nullable=False),
     Column("expires_at", String(10), nullable=False),
     Column("barcode", String(64), nullable=True, unique=True),
@@ -226,6 +230,31 @@ device_certs = Table(
     Column("issued_at", UTCDateTime, nullable=False),
     Column("not_after", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    Column("renewed_from", String(40), nullable=True, comment="serial this renewal replaced"),
+    Column(
+        "revoke_at",
+        UTCDateTime,
+        nullable=True,
+        comment="a replaced certificate's revocation, after the renewal's grace",
+    ),
+)
+
+#: A renewal that asks for a new key: refused, kept here until IT approves or refuses it.
+rekey_requests = Table(
+    "rekey_requests",
+    metadata,
+    Column("request_id", String(32), primary_key=True),
+    Column("device_id", String(64), nullable=False, index=True),
+    Column("site", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("current_serial", String(40), nullable=False, comment="the certificate that asked"),
+    Column("key_sha256", String(64), nullable=False, comment="SHA-256 of the new key's SPKI"),
+    Column("csr", Text, nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False, comment="pending, approved or refused"),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("cert_serial", String(40), nullable=True, comment="issued on approval"),
 )
 
 #: One-time enrollment tokens, bound to one device; only a hash of the secret is kept.
@@ -336,6 +365,9 @@ def make_engine(url: str) -> Engine:
             # An ack promises the event is on disk: commit must survive power loss.
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Deleted rows are overwritten, not left in free pages: an erased reader, or a
+            # name a migration sealed, is not still in the file's bytes.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         return engine

@@ -6,6 +6,14 @@ issues the certificate, marks the token used and the device registered, revokes 
 earlier certificates (a replaced kiosk's old key must not work), and rewrites the broker's ACL
 and CRL. The token string IT copies also carries the SHA-256 pin of the CA, so the kiosk can
 trust central's HTTPS before it has anything else (as kubeadm's discovery hash does).
+
+Renewal cannot move a device onto someone else's key: it certifies the key the current
+certificate already holds. A request for a new key (a re-key) is refused and kept as a pending
+request that IT approves or refuses (``rekey_requests``); until then the kiosk stays on its old
+key. A renewal schedules the revocation of the certificate it replaces after
+``renew_grace_s`` (time to reconnect with the new one), and a device renews at most once per
+``renew_min_interval_s`` unless its certificate has passed two thirds of its life: a stolen key
+cannot mint certificate after certificate.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +34,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
-from biblioedge.fleet.db import device_certs, devices, enrollments
+from biblioedge.fleet.db import device_certs, devices, enrollments, rekey_requests
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.repo import register_in
 from biblioedge.protocol import utc_now, valid_id
@@ -69,7 +78,11 @@ class Registry:
         broker_url: str,
         central_url: str,
         pid_file: Path | None,
+        renew_grace_s: float = 600.0,
+        renew_min_interval_s: float = 86400.0,
     ) -> None:
+        self.renew_grace = dt.timedelta(seconds=renew_grace_s)
+        self.renew_min_interval = dt.timedelta(seconds=renew_min_interval_s)
         self.engine = engine
         self.identity = identity
         self.cert_days = cert_days
@@ -163,6 +176,7 @@ class Registry:
                 .values(revoked_at=now)
             )
             self._store_cert(conn, name, cert)
+            _close_rekeys(conn, name.device_id, "re-enrollment", now)
             try:
                 register_in(conn, name.device_id, name.site, name.role)
             except ValueError as exc:  # moved to another site since the token was made
@@ -172,7 +186,38 @@ class Registry:
         return self._bundle(name, cert)
 
     def renew(self, cert_pem: bytes, csr_pem: bytes, signature_b64: str) -> dict[str, Any]:
-        """A new certificate for a kiosk that proves it holds its current, valid key."""
+        """A new certificate for the key a kiosk proves it holds with its current certificate.
+
+        Same key: issued (at most once per ``renew_min_interval`` unless the certificate is in
+        the last third of its life), the replaced one revoked after ``renew_grace``. A new key:
+        refused as ``rekey_pending`` and kept for IT, or the certificate IT approved for it."""
+        current, name = self._proven(cert_pem, csr_pem, signature_b64)
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise EnrollmentError(
+                "malformed_csr", f"not a PEM certificate request: {exc}", 400
+            ) from exc
+        serial = format(current.serial_number, "x")
+        now = utc_now()
+        refusal: EnrollmentError | None = None
+        cert: Any = None
+        with self.engine.begin() as conn:
+            row = conn.execute(select(device_certs).where(device_certs.c.serial == serial)).first()
+            if row is None:
+                raise EnrollmentError("revoked", f"{name.device_id}'s certificate is revoked")
+            if _key_sha256(csr.public_key()) != _key_sha256(current.public_key()):
+                cert, refusal = self._rekey(conn, name, row, csr_pem, csr, now)
+            else:
+                cert = self._renew_same_key(conn, name, row, current, csr_pem, now)
+        if refusal is not None:  # raised after the commit: the pending request is kept
+            raise refusal
+        log.info("renewed the certificate of %s", name.device_id)
+        self.sync_broker()
+        return self._bundle(name, cert)
+
+    def _proven(self, cert_pem: bytes, csr_pem: bytes, signature_b64: str) -> tuple[Any, Any]:
+        """The current certificate (from this CA) and its name, if the CSR is signed by its key."""
         try:
             current = pki.load_cert(cert_pem)
             self.identity.ca.verify(current)
@@ -189,21 +234,202 @@ class Registry:
             raise EnrollmentError(
                 "bad_proof", "the renewal is not signed by that key", 401
             ) from exc
-        serial = format(current.serial_number, "x")
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(device_certs.c.revoked_at).where(device_certs.c.serial == serial)
+        return current, name
+
+    def _renew_same_key(
+        self,
+        conn: Connection,
+        name: pki.DeviceName,
+        row: Any,
+        current: x509.Certificate,
+        csr_pem: bytes,
+        now: dt.datetime,
+    ) -> x509.Certificate:
+        newest = self._newest(conn, name.device_id, now)
+        if newest is not None and newest.serial != row.serial:
+            # the kiosk asks again with the certificate it renewed: its answer was lost (even
+            # after the grace: the answer is a certificate for the key it proved it holds)
+            if newest.renewed_from == row.serial and _pem_key(newest.pem) == _key_sha256(
+                current.public_key()
+            ):
+                return pki.load_cert(newest.pem.encode())
+            if not _revoked(row, now):
+                raise EnrollmentError(
+                    "superseded", f"a newer certificate of {name.device_id} replaced this one", 409
+                )
+        if _revoked(row, now):
+            raise EnrollmentError("revoked", f"{name.device_id}'s certificate is revoked")
+        last = conn.execute(
+            select(func.max(device_certs.c.issued_at))
+            .where(device_certs.c.device_id == name.device_id)
+            .where(device_certs.c.renewed_from.is_not(None))
+        ).scalar()
+        if last is not None and now - last < self.renew_min_interval and not _late(current, now):
+            raise EnrollmentError(
+                "too_soon",
+                f"{name.device_id} renewed at {last:%Y-%m-%d %H:%M} UTC; the next renewal is "
+                f"accepted from {last + self.renew_min_interval:%Y-%m-%d %H:%M} UTC",
+                429,
+            )
+        try:
+            cert = self.identity.ca.issue_device(csr_pem, name, self.cert_days)
+        except pki.PkiError as exc:
+            raise EnrollmentError("malformed_csr", str(exc), 400) from exc
+        new_serial = format(cert.serial_number, "x")
+        # every other certificate of the device goes after the grace (the kiosk reconnects
+        # with the new one meanwhile); without a grace, at once
+        others = (
+            update(device_certs)
+            .where(device_certs.c.device_id == name.device_id)
+            .where(device_certs.c.serial != new_serial)
+            .where(device_certs.c.revoked_at.is_(None))
+        )
+        if self.renew_grace:
+            conn.execute(
+                others.where(
+                    or_(
+                        device_certs.c.revoke_at.is_(None),
+                        device_certs.c.revoke_at > now + self.renew_grace,
+                    )
+                ).values(revoke_at=now + self.renew_grace)
+            )
+        else:
+            conn.execute(others.values(revoked_at=now, revoke_at=now))
+        self._store_cert(conn, name, cert, renewed_from=row.serial)
+        return cert
+
+    def _rekey(
+        self,
+        conn: Connection,
+        name: pki.DeviceName,
+        row: Any,
+        csr_pem: bytes,
+        csr: x509.CertificateSigningRequest,
+        now: dt.datetime,
+    ) -> tuple[Any, EnrollmentError | None]:
+        """(the certificate IT approved for this key, None) or (None, why it is refused)."""
+        key = _key_sha256(csr.public_key())
+        mine = conn.execute(
+            select(rekey_requests)
+            .where(rekey_requests.c.device_id == name.device_id)
+            .where(rekey_requests.c.key_sha256 == key)
+            .order_by(rekey_requests.c.requested_at.desc())
+        ).first()
+        if mine is not None and mine.state == "approved" and mine.cert_serial:
+            issued = conn.execute(
+                select(device_certs).where(device_certs.c.serial == mine.cert_serial)
             ).first()
-            if row is None or row.revoked_at is not None:
-                raise EnrollmentError("revoked", f"{name.device_id}'s certificate is revoked")
+            if issued is not None and not _revoked(issued, now):
+                return pki.load_cert(issued.pem.encode()), None
+        if _revoked(row, now):
+            raise EnrollmentError("revoked", f"{name.device_id}'s certificate is revoked")
+        if mine is not None and mine.state == "refused":
+            return None, EnrollmentError(
+                "rekey_refused", f"IT refused the new key of {name.device_id}: keep the old one"
+            )
+        pending = conn.execute(
+            select(rekey_requests)
+            .where(rekey_requests.c.device_id == name.device_id)
+            .where(rekey_requests.c.state == "pending")
+        ).first()
+        if pending is None:
             try:
-                cert = self.identity.ca.issue_device(csr_pem, name, self.cert_days)
+                self.identity.ca.issue_device(csr_pem, name, 1)  # checks the CSR names the device
             except pki.PkiError as exc:
                 raise EnrollmentError("malformed_csr", str(exc), 400) from exc
-            self._store_cert(conn, name, cert)
-        log.info("renewed the certificate of %s", name.device_id)
-        self.sync_broker()
-        return self._bundle(name, cert)
+            request_id = secrets.token_hex(8)
+            conn.execute(
+                insert(rekey_requests).values(
+                    request_id=request_id,
+                    device_id=name.device_id,
+                    site=name.site,
+                    role=name.role,
+                    current_serial=row.serial,
+                    key_sha256=key,
+                    csr=csr_pem.decode(),
+                    requested_at=now,
+                    state="pending",
+                )
+            )
+            log.warning(
+                "%s asks for a new key (re-key request %s): refused until IT approves it",
+                name.device_id,
+                request_id,
+            )
+        elif pending.key_sha256 != key:
+            return None, EnrollmentError(
+                "rekey_pending",
+                f"another new key of {name.device_id} awaits IT's decision "
+                f"(request {pending.request_id})",
+            )
+        else:
+            request_id = pending.request_id
+        return None, EnrollmentError(
+            "rekey_pending",
+            f"a new key needs IT's approval (re-key request {request_id}); "
+            f"{name.device_id} keeps its current key until then",
+        )
+
+    # -- re-key requests (IT) ----------------------------------------------------------------
+
+    def rekey_requests(self, state: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(rekey_requests).order_by(rekey_requests.c.requested_at.desc())
+        if state is not None:
+            stmt = stmt.where(rekey_requests.c.state == state)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(stmt.limit(500)))
+        return [_rekey_out(r) for r in rows]
+
+    def decide_rekey(self, request_id: str, approve: bool, by: str) -> dict[str, Any]:
+        """IT's answer. Approving issues the certificate for the new key and revokes the
+        device's other certificates at once; refusing leaves the device on its old key."""
+        now = utc_now()
+        with self.engine.begin() as conn:
+            req = conn.execute(
+                select(rekey_requests).where(rekey_requests.c.request_id == request_id)
+            ).first()
+            if req is None:
+                raise EnrollmentError("unknown_request", f"no re-key request {request_id}", 404)
+            if req.state != "pending":
+                raise EnrollmentError("decided", f"request {request_id} is {req.state}", 409)
+            values: dict[str, Any] = {"decided_by": by, "decided_at": now}
+            if approve:
+                asking = conn.execute(
+                    select(device_certs).where(device_certs.c.serial == req.current_serial)
+                ).first()
+                # the device must still be enrolled on the certificate that asked, or on its
+                # renewal; revoked by IT (or re-enrolled) since, the request is void
+                replaced = asking is not None and asking.revoke_at is not None
+                if asking is None or (_revoked(asking, now) and not replaced):
+                    raise EnrollmentError(
+                        "revoked", "the certificate that asked has been revoked since", 409
+                    )
+                if self._newest(conn, req.device_id, now) is None:
+                    raise EnrollmentError("revoked", f"{req.device_id} is revoked", 409)
+                name = pki.DeviceName(req.device_id, req.site, req.role)
+                cert = self.identity.ca.issue_device(req.csr.encode(), name, self.cert_days)
+                conn.execute(
+                    update(device_certs)
+                    .where(device_certs.c.device_id == name.device_id)
+                    .where(device_certs.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+                self._store_cert(conn, name, cert, renewed_from=req.current_serial)
+                values.update(state="approved", cert_serial=format(cert.serial_number, "x"))
+            else:
+                values.update(state="refused")
+            conn.execute(
+                update(rekey_requests)
+                .where(rekey_requests.c.request_id == request_id)
+                .values(**values)
+            )
+            out = conn.execute(
+                select(rekey_requests).where(rekey_requests.c.request_id == request_id)
+            ).one()
+        log.warning("%s %s the re-key request %s of %s", by, out.state, request_id, out.device_id)
+        if approve:
+            self.sync_broker()
+        return _rekey_out(out)
 
     def revoke(self, device_id: str) -> int:
         """Revoke every certificate of a device; it is cut off at the broker at once."""
@@ -218,6 +444,7 @@ class Registry:
             conn.execute(
                 update(devices).where(devices.c.device_id == device_id).values(registered=False)
             )
+            _close_rekeys(conn, device_id, "revocation", now)
         n = int(res.rowcount)
         log.warning("revoked %d certificate(s) of %s", n, device_id)
         self.sync_broker()
@@ -231,6 +458,7 @@ class Registry:
         stmt = (
             select(device_certs)
             .where(device_certs.c.revoked_at.is_(None))
+            .where(or_(device_certs.c.revoke_at.is_(None), device_certs.c.revoke_at > now))
             .where(device_certs.c.not_after > now)
             .order_by(device_certs.c.issued_at)
         )
@@ -248,8 +476,15 @@ class Registry:
 
         The CRL is re-signed well before ``next_update``: with CRL checking on, OpenSSL
         refuses every client certificate once the CRL has expired. Central calls this at
-        start and every few hours (``refresh_loop``)."""
-        with self.engine.connect() as conn:
+        start and every few hours (``refresh_loop``), and when a replaced certificate's
+        grace is over."""
+        with self.engine.begin() as conn:
+            conn.execute(  # replaced certificates whose grace is over
+                update(device_certs)
+                .where(device_certs.c.revoked_at.is_(None))
+                .where(device_certs.c.revoke_at <= utc_now())
+                .values(revoked_at=device_certs.c.revoke_at)
+            )
             revoked = [
                 (int(r.serial, 16), r.revoked_at)
                 for r in conn.execute(
@@ -274,20 +509,57 @@ class Registry:
         left = crl.next_update_utc - utc_now()
         return left > (crl.next_update_utc - crl.last_update_utc) / 2
 
+    def revocations_due(self) -> bool:
+        """Whether a replaced certificate's grace is over but it is not revoked yet."""
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(
+                    select(device_certs.c.serial)
+                    .where(device_certs.c.revoked_at.is_(None))
+                    .where(device_certs.c.revoke_at <= utc_now())
+                    .limit(1)
+                ).first()
+                is not None
+            )
+
     async def refresh_loop(self, every_s: float = 6 * 3600) -> None:
-        """Keep the CRL fresh (and the ACL free of expired certificates) while central runs."""
+        """Keep the CRL fresh (and the ACL free of expired certificates) while central runs,
+        and revoke replaced certificates as their grace ends (checked every quarter grace,
+        at most every 30 s)."""
+        grace = self.renew_grace.total_seconds()
+        tick = min(30.0, max(0.5, grace / 4)) if grace else 30.0
+        next_full = time.monotonic() + every_s
         while True:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(min(tick, every_s))
             try:
-                await asyncio.to_thread(self.sync_broker)
+                if time.monotonic() >= next_full:
+                    next_full = time.monotonic() + every_s
+                    await asyncio.to_thread(self.sync_broker)
+                elif await asyncio.to_thread(self.revocations_due):
+                    await asyncio.to_thread(self.sync_broker)
             except Exception:  # logged, retried next round; never takes central down
                 log.exception("refreshing the broker's CRL and ACL failed")
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _store_cert(self, conn: Connection, name: pki.DeviceName, cert: Any) -> None:
+    @staticmethod
+    def _newest(conn: Connection, device_id: str, now: dt.datetime) -> Any:
+        """The device's newest certificate that is not revoked (nor due to be)."""
+        return conn.execute(
+            select(device_certs)
+            .where(device_certs.c.device_id == device_id)
+            .where(device_certs.c.revoked_at.is_(None))
+            .where(or_(device_certs.c.revoke_at.is_(None), device_certs.c.revoke_at > now))
+            .order_by(device_certs.c.issued_at.desc())
+            .limit(1)
+        ).first()
+
+    def _store_cert(
+        self, conn: Connection, name: pki.DeviceName, cert: Any, renewed_from: str | None = None
+    ) -> None:
         conn.execute(
             insert(device_certs).values(
+                renewed_from=renewed_from,
                 serial=format(cert.serial_number, "x"),
                 device_id=name.device_id,
                 site=name.site,
@@ -311,3 +583,65 @@ class Registry:
             "control_keys": self.identity.signer.public_keys,
             "seal_key": self.identity.seal_public,
         }
+
+
+def pending_rekeys(engine: Engine) -> list[tuple[str, str]]:
+    """(device, request id) of the re-key requests waiting for IT: the dashboard's attention
+    list shows them first (a stolen key trying to move a kiosk onto its own looks like this)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(rekey_requests.c.device_id, rekey_requests.c.request_id)
+            .where(rekey_requests.c.state == "pending")
+            .order_by(rekey_requests.c.requested_at)
+            .limit(50)
+        )
+        return [(r.device_id, r.request_id) for r in rows]
+
+
+def _close_rekeys(conn: Connection, device_id: str, by: str, now: dt.datetime) -> None:
+    """A device revoked or enrolled anew: what its old certificate asked for is refused."""
+    conn.execute(
+        update(rekey_requests)
+        .where(rekey_requests.c.device_id == device_id)
+        .where(rekey_requests.c.state == "pending")
+        .values(state="refused", decided_by=by, decided_at=now)
+    )
+
+
+def _key_sha256(key: Any) -> str:
+    """SHA-256 of a public key's SubjectPublicKeyInfo: the same key, whatever wraps it."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return hashlib.sha256(
+        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+
+
+def _pem_key(pem: str) -> str:
+    return _key_sha256(pki.load_cert(pem.encode()).public_key())
+
+
+def _revoked(row: Any, now: dt.datetime) -> bool:
+    return row.revoked_at is not None or (row.revoke_at is not None and row.revoke_at <= now)
+
+
+def _late(cert: x509.Certificate, now: dt.datetime) -> bool:
+    """Past two thirds of its life: a renewal is due whatever the interval says."""
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    return now >= start + (end - start) * 2 / 3
+
+
+def _rekey_out(row: Any) -> dict[str, Any]:
+    return {
+        "request_id": row.request_id,
+        "device_id": row.device_id,
+        "site": row.site,
+        "role": row.role,
+        "current_serial": row.current_serial,
+        "key_sha256": row.key_sha256,
+        "requested_at": row.requested_at,
+        "state": row.state,
+        "decided_by": row.decided_by,
+        "decided_at": row.decided_at,
+        "cert_serial": row.cert_serial,
+    }

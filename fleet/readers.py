@@ -7,6 +7,10 @@ is the site's gallery version. A delta from version A to B carries the *current*
 every reader touched in (A, B]: upserted with templates, or removed if erased or left the
 site. Compacting like this means a gate a week behind gets one message per reader, not the
 reader's whole history.
+
+Names are sealed the same way (bound to the patron id, in a context of their own so a sealed
+name cannot pass for a template or a profile): central never searches by name, and what a
+gate is sent is only the given name it greets with (``biblioedge.names``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from biblioedge.fleet.db import (
     templates,
 )
 from biblioedge.fleet.repo import Repo
+from biblioedge.names import greeting_name
 from biblioedge.protocol import (
     MAX_SIGNED_BODY,
     PATRON_PATTERN,
@@ -93,6 +98,24 @@ def check_vectors(vectors: list[list[float]]) -> np.ndarray:
 
 def _aad(patron_id: str, model: str, slot: int) -> bytes:
     return f"{patron_id}\x1f{model}\x1f{slot}".encode()
+
+
+def _name_aad(patron_id: str) -> bytes:
+    return f"reader-name\x1f{patron_id}".encode()
+
+
+def seal_name(aead: AESGCM, patron_id: str, name: str) -> dict[str, bytes]:
+    """The ``readers`` columns that hold ``name`` sealed to ``patron_id`` (also used by the
+    migration that sealed the names stored in clear before)."""
+    nonce = os.urandom(12)
+    return {
+        "name_nonce": nonce,
+        "name_sealed": aead.encrypt(nonce, name.encode(), _name_aad(patron_id)),
+    }
+
+
+def open_name(aead: AESGCM, patron_id: str, nonce: bytes, sealed: bytes) -> str:
+    return aead.decrypt(nonce, sealed, _name_aad(patron_id)).decode()
 
 
 def face_purposes(conn: Connection, patron_id: str) -> list[FacePurpose]:
@@ -163,7 +186,7 @@ class Readers:
             raise ReaderError("display_name is empty")
         values = {
             "site": site,
-            "display_name": name,
+            **seal_name(self.aead, patron_id, name),
             "status": status,
             "expires_at": expires_at,
             "barcode": barcode or None,
@@ -186,7 +209,20 @@ class Readers:
                 self._log(conn, old.site, patron_id)  # leaves the old site's gates
         self._log(conn, site, patron_id)
 
+    def name_of(self, conn: Connection, patron_id: str) -> str:
+        """The reader's full name, opened (UnknownReader if there is no such reader)."""
+        row = conn.execute(
+            select(readers.c.name_nonce, readers.c.name_sealed).where(
+                readers.c.patron_id == patron_id
+            )
+        ).first()
+        if row is None:
+            raise UnknownReader(patron_id)
+        return open_name(self.aead, patron_id, row.name_nonce, row.name_sealed)
+
     def get(self, patron_id: str) -> dict[str, object]:
+        """The reader with the name opened (``display_name``) and the given name gates show
+        (``greeting``): for callers whose role may see them (the API filters by role)."""
         with self.repo.engine.connect() as conn:
             row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
             if row is None:
@@ -197,6 +233,9 @@ class Readers:
                 .group_by(templates.c.model)
             ).all()
         doc = dict(row._mapping)
+        name = open_name(self.aead, patron_id, doc.pop("name_nonce"), doc.pop("name_sealed"))
+        doc["display_name"] = name
+        doc["greeting"] = greeting_name(name)
         doc["templates"] = {m: n for m, n in counts}
         return doc
 
@@ -318,7 +357,10 @@ class Readers:
         try:
             reader = GalleryReader(
                 patron_id=pid,
-                display_name=row.display_name,
+                # the given name the gate greets with, never the full name
+                display_name=greeting_name(
+                    open_name(self.aead, pid, row.name_nonce, row.name_sealed)
+                ),
                 status=row.status,
                 expires_at=row.expires_at,
                 barcode=row.barcode or "",

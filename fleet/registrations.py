@@ -17,7 +17,7 @@ number only, and the desk tells the librarian to issue the card again (a returni
 new card, the lost one revoked). Delivering until the desk confirms would have meant keeping
 the bearer token at central for an unbounded time, and a confirmation message of its own.
 
-What central keeps: the reader (name, status, expiry), the profile fields the desk kept,
+What central keeps: the reader (name sealed, status, expiry), the profile fields the desk kept,
 sealed, under a keyed hash of the ID number (never the number), the consent record and, only
 when consent was granted, the templates (sealed). The stored event is redacted to the audit
 trail: no name, no profile, no templates.
@@ -209,7 +209,7 @@ class Registrar:
                 registration_id=reg.registration_id,
                 patron_id=patron_id,
                 device_id=event.device_id,
-                result=kept,  # no bearer token: it went to the desk, in this ack, once
+                result={k: v for k, v in kept.items() if k != "display_name"},  # no token, no name
                 created_at=utc_now(),
             )
         )

@@ -16,7 +16,18 @@ from typing import Any, Protocol
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -175,6 +186,22 @@ def _redacted(raw: Any) -> Any:
     return {**raw, "payload": {"redacted": True, "keys": keys}}
 
 
+def _refuse_clear_names_without_key(conn: Connection) -> None:
+    """Readers' names still in clear need central's key to be sealed (revision 0008). Refuse
+    before the first migration runs: SQLite's DDL is not inside the transaction, so an
+    earlier revision's schema change would stay while the chain stops, and the next try
+    would fail on it."""
+    inspector = inspect(conn)
+    if not inspector.has_table("readers"):
+        return
+    columns = {c["name"] for c in inspector.get_columns("readers")}
+    if "display_name" in columns and conn.execute(text("SELECT 1 FROM readers LIMIT 1")).first():
+        raise RuntimeError(
+            "sealing the readers' names needs central's template key: "
+            "start central (it migrates with its keys) instead of migrating bare"
+        )
+
+
 class Repo:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -185,11 +212,16 @@ class Repo:
         self.require_role = False
         self.cases = authz.SecurityCases()
 
-    def migrate(self) -> None:
+    def migrate(self, template_key: bytes | None = None) -> None:
+        """Bring the schema to head. ``template_key`` is central's sealing key: a migration
+        that seals data stored in clear before needs it (and refuses without it)."""
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
         with self.engine.begin() as conn:
+            if template_key is None:
+                _refuse_clear_names_without_key(conn)
             cfg.attributes["connection"] = conn
+            cfg.attributes["template_key"] = template_key
             command.upgrade(cfg, "head")
 
     def close(self) -> None:

@@ -69,7 +69,9 @@ class Selector(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sites: list[_Id] = Field(default_factory=list, max_length=100)
-    roles: list[Literal["gate", "selfcheck", "desk"]] = Field(default_factory=list, max_length=3)
+    roles: list[Literal["gate", "selfcheck", "desk", "exitgate"]] = Field(
+        default_factory=list, max_length=4
+    )
     devices: list[_Id] = Field(default_factory=list, max_length=10_000)
     labels: dict[_Label, _Label] = Field(
         default_factory=dict, max_length=16, json_schema_extra={"additionalProperties": False}

@@ -46,6 +46,8 @@ async def run_kiosk(
         app: Any = _desk_app(runtime, lang)
     elif config.role == "selfcheck":
         app = _selfcheck_app(runtime, lang)
+    elif config.role == "exitgate":
+        app = _exitgate_app(runtime, lang)
     else:
         app = _gate_app(runtime, lang)
     agent = asyncio.create_task(runtime.run(stop), name="kiosk:agent")
@@ -103,6 +105,18 @@ def _selfcheck_app(runtime: AgentRuntime, lang: str) -> Any:
         "selfcheck",
         lambda: SelfcheckScreen(lang=lang, on_action=tap, on_pin=pin),  # type: ignore[arg-type]
         SelfcheckView("starting", "selfcheck_starting"),
+    )
+
+
+def _exitgate_app(runtime: AgentRuntime, lang: str) -> Any:
+    from biblioedge.agent.exitgate import ExitView
+    from biblioedge.kiosk.exitgate_screen import ExitgateScreen
+
+    return _screen_app(
+        runtime,
+        "exitgate",
+        lambda: ExitgateScreen(lang=lang),  # type: ignore[arg-type]
+        ExitView("starting", "exit_starting"),
     )
 
 

@@ -273,6 +273,35 @@ _SELFCHECK: dict[str, tuple[str, str]] = {
 }
 _GATE.update(_SELFCHECK)
 
+_EXIT: dict[str, tuple[str, str]] = {
+    "exit_starting": ("Cổng an ninh đang khởi động…", "The security gate is starting…"),
+    "exit_idle": ("Cảm ơn bạn, hẹn gặp lại!", "Thank you, see you again!"),
+    "exit_idle_sub": (
+        "Sách chưa mượn xin để lại trên giá hoặc mượn tại máy tự phục vụ",
+        "Books not borrowed stay here: please borrow them at a self-check",
+    ),
+    "exit_alarm": (
+        "Xin dừng lại: tài liệu chưa được mượn",
+        "Please stop: an item has not been borrowed",
+    ),
+    "exit_alarm_sub": (
+        "Mời bạn mang tài liệu đến quầy thủ thư; nhân viên sẽ giúp bạn",
+        "Please bring it to the librarian's desk; staff will help you",
+    ),
+    "exit_out_of_service": (
+        "Cổng an ninh tạm ngưng hoạt động",
+        "The security gate is out of service",
+    ),
+    "exit_out_of_service_sub": (
+        "Nhân viên đã được báo. Xin cảm ơn bạn",
+        "Staff have been told. Thank you",
+    ),
+    "exit_more_items": ("và {n} tài liệu khác", "and {n} more items"),
+    "exit_passages": ("Hôm nay: {n_in} lượt vào, {n_out} lượt ra", "Today: {n_in} in, {n_out} out"),
+    "exit_counter_down": ("Bộ đếm lượt không phản hồi", "Passage counter not answering"),
+}
+_GATE.update(_EXIT)
+
 
 class _Fields(dict[str, str]):
     def __missing__(self, key: str) -> str:

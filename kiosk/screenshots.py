@@ -1,8 +1,8 @@
-"""Render the gate, desk and self-check screens in each of their states to PNG files, off
+"""Render the gate, desk, self-check and exit-gate screens in each of their states to PNG files, off
 screen.
 
 Used by the screenshot tests and by anyone reviewing the UI without a kiosk at hand:
-``biblioedge kiosk screenshot gate --out shots/`` (or ``desk``, ``selfcheck``).
+``biblioedge kiosk screenshot gate --out shots/`` (or ``desk``, ``selfcheck``, ``exitgate``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from biblioedge.agent.desk import DeskView
+from biblioedge.agent.exitgate import AlarmItem, ExitView
 from biblioedge.agent.gate import GateView
 from biblioedge.agent.selfcheck import ItemResult
 from biblioedge.agent.selfcheck_station import ACTIONS, SelfcheckView
@@ -159,6 +160,40 @@ SELFCHECK_STATES: dict[str, tuple[SelfcheckView, bool]] = {
         False,
     ),
 }
+
+
+EXIT_STATES: dict[str, tuple[ExitView, bool]] = {
+    "exit_idle": (ExitView("idle", "exit_idle", passages_in=412, passages_out=398), True),
+    "exit_alarm": (
+        ExitView(
+            "alarm",
+            "exit_alarm",
+            items=(
+                AlarmItem("30000001", "Truyện Kiều — Nguyễn Du"),
+                AlarmItem("30000007", "Lịch sử Tây Ninh", reason="not_on_loan"),
+            ),
+        ),
+        True,
+    ),
+    "exit_alarm_offline": (
+        ExitView("alarm", "exit_alarm", items=(AlarmItem("UID E004A1B2C3D4E5F6"),), offline=True),
+        True,
+    ),
+    "exit_out_of_service": (
+        ExitView("out_of_service", "exit_out_of_service", counter_ok=False),
+        True,
+    ),
+}
+
+
+def render_exitgate(
+    out: Path, size: tuple[int, int] = (1024, 600), frame: np.ndarray | None = None
+) -> list[Path]:
+    from biblioedge.kiosk.exitgate_screen import ExitgateScreen
+
+    states = list(EXIT_STATES.items())
+    states.append(("exit_alarm_english", EXIT_STATES["exit_alarm"]))
+    return _render(out, size, frame, ExitgateScreen, states, "exit_alarm_english")
 
 
 def render_selfcheck(

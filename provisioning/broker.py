@@ -3,11 +3,13 @@
 Mosquitto (Debian package) when it is installed, otherwise the embedded amqtt broker in a
 child process. Both listen on loopback only. Mosquitto is configured like production: with
 ``BrokerFiles`` (written by central from its device registry) a TLS listener that requires a
-client certificate from the device CA, takes the certificate's CN as user name and client id,
-checks the CRL and applies the per-device ACL; persistence on (retained desired state and
-queued QoS1 messages survive a broker restart) and the protocol's payload ceiling as the packet
-limit. The amqtt fallback cannot enforce any of that: it is for machines without mosquitto,
-and agents and central with ``security.require`` refuse to use it.
+client certificate from the device CA, takes the certificate's CN as user name and forces it as
+client id (no certificate can take over another client's session, central's included), checks
+the CRL and applies the per-device ACL; persistence on (retained desired state and queued QoS1
+messages survive a broker restart); the protocol's payload ceiling as the message and packet
+limit, and bounded in-flight and queued messages per client (``BROKER_LIMITS``). The amqtt
+fallback cannot enforce any of that: it is for machines without mosquitto, and agents and
+central with ``security.require`` refuse to use it.
 """
 
 from __future__ import annotations
@@ -108,6 +110,23 @@ def mosquitto_acl(devices: Iterable[DeviceName], bridge: str = "central-bridge")
     return "\n".join(lines)
 
 
+#: The broker's own limits. A publish whose payload is over the protocol's ceiling is refused
+#: (MQTT 5: PUBACK reason 131) and not forwarded; a packet over it plus room for topic and
+#: properties closes the connection. Outgoing QoS1 messages in flight and queued are bounded
+#: per client: the bridge (the only subscriber to every kiosk's events) needs a wide window,
+#: and a flood queued for it stops at the byte bound instead of at the broker's memory. A
+#: kiosk's batch is at most ``sync.batch_max_bytes`` (900 KiB), so an honest kiosk never meets
+#: these limits.
+BROKER_LIMITS: dict[str, int] = {
+    "message_size_limit": MAX_PAYLOAD_BYTES,
+    "max_packet_size": MAX_PAYLOAD_BYTES + 4096,
+    "max_inflight_messages": 256,
+    "max_inflight_bytes": 32 * 1024 * 1024,
+    "max_queued_messages": 100_000,
+    "max_queued_bytes": 256 * 1024 * 1024,
+}
+
+
 def mosquitto_conf(port: int, data_dir: Path, files: BrokerFiles | None = None) -> str:
     lines = [
         "per_listener_settings false",
@@ -127,6 +146,9 @@ def mosquitto_conf(port: int, data_dir: Path, files: BrokerFiles | None = None) 
             "tls_version tlsv1.2",
             "require_certificate true",
             "use_identity_as_username true",
+            # the user name (the CN) replaces whatever client id the client sent: without it a
+            # kiosk's certificate connecting as "central-bridge" closes central's own session
+            "use_username_as_clientid true",
             f"crlfile {files.crl}",
             f"acl_file {files.acl}",
             "allow_anonymous false",
@@ -135,11 +157,9 @@ def mosquitto_conf(port: int, data_dir: Path, files: BrokerFiles | None = None) 
         "persistence true",
         f"persistence_location {data_dir}/",
         "autosave_interval 1",
-        f"max_packet_size {MAX_PAYLOAD_BYTES + 4096}",
-        "max_inflight_messages 256",
+        *(f"{name} {value}" for name, value in BROKER_LIMITS.items()),
         # acks are small writes after large ones: Nagle + delayed ACK would hold them ~40 ms
         "set_tcp_nodelay true",
-        "max_queued_messages 100000",
         "log_dest stderr",
         "log_type error",
         "log_type warning",

@@ -54,6 +54,12 @@ class IdentityFiles:
     def ca(self) -> Path:
         return self.root / "ca.crt"
 
+    @property
+    def pending_key(self) -> Path:
+        """A new key asked for (a re-key) and not yet approved by IT: kept until it is
+        approved (then it becomes device.key) or refused (then it goes)."""
+        return self.root / "device.key.pending"
+
     def present(self) -> bool:
         self.recover()
         return self.key.exists() and self.cert.exists() and self.ca.exists()
@@ -219,18 +225,26 @@ def due_for_renewal(
     return now >= start + (end - start) * after
 
 
-def renew(central: str, files: IdentityFiles, timeout: float = 10.0) -> dt.datetime:
-    """A new key and certificate, proven with the current ones; returns the new expiry.
+def renew(
+    central: str, files: IdentityFiles, timeout: float = 10.0, rekey: bool = False
+) -> dt.datetime:
+    """A new certificate for the current key, proven with the current certificate; returns
+    the new expiry.
 
-    The new key is written only after central answered, and both files are replaced
-    atomically, so a failed renewal leaves the working identity in place."""
+    Central certifies only the key the kiosk already holds. With ``rekey`` it asks for a new
+    one (made once and kept in ``device.key.pending``), which waits for IT's approval: this
+    raises ``EnrollError`` saying so until then, and a plain renewal meanwhile keeps the old
+    key working. Files are replaced atomically, so a failed renewal leaves the working
+    identity in place."""
     import httpx
 
     current = files.cert.read_bytes()
     old_key = pki.load_key(files.key.read_bytes())
     name = pki.device_name(pki.load_cert(current))
-    key = pki.new_key()
-    csr = pki.make_csr(key, name)
+    if rekey and not files.pending_key.exists():
+        pki.write_private(files.pending_key, pki.key_pem(pki.new_key()))
+    new_key = pki.load_key(files.pending_key.read_bytes()) if rekey else None
+    csr = pki.make_csr(new_key or old_key, name)
     proof = old_key.sign(RENEW_DOMAIN + csr, ec.ECDSA(hashes.SHA256()))
     try:
         resp = httpx.post(
@@ -246,9 +260,15 @@ def renew(central: str, files: IdentityFiles, timeout: float = 10.0) -> dt.datet
     except httpx.HTTPError as exc:
         raise EnrollError(f"cannot reach central at {central}: {exc}") from exc
     if resp.status_code != 200:
-        raise _refusal(resp)
+        refusal = _refusal(resp)
+        if new_key is not None and "rekey_refused" in str(refusal):
+            files.pending_key.unlink(missing_ok=True)  # IT said no: stay on the old key
+        raise refusal
     cert = pki.load_cert(resp.json()["certificate"].encode())
-    pki.write_private(files.key.with_name("device.key.new"), pki.key_pem(key))
+    if new_key is not None:
+        pki.write_private(files.key.with_name("device.key.new"), pki.key_pem(new_key))
     pki.write_public(files.cert.with_name("device.crt.new"), pki.cert_pem(cert))
     files.recover()
+    if new_key is not None:
+        files.pending_key.unlink(missing_ok=True)
     return cert.not_valid_after_utc

@@ -113,7 +113,7 @@ def _stderr(text: str) -> None:
 
 
 def install(plan: Plan, say: Say = _stderr) -> dict[str, object]:
-    if plan.role not in ("gate", "selfcheck", "desk"):
+    if plan.role not in ("gate", "selfcheck", "desk", "exitgate"):
         raise InstallRefused(f"unknown role {plan.role!r}")
     try:
         release = SoftwareRelease.model_validate_json((plan.release / "release.json").read_text())

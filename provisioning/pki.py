@@ -29,7 +29,7 @@ from biblioedge.protocol import valid_id
 URN_PREFIX = "urn:biblioedge:device:"
 #: The client id and certificate CN of central's MQTT bridge; no device may take it.
 BRIDGE_ID = "central-bridge"
-ROLES = ("gate", "selfcheck", "desk")
+ROLES = ("gate", "selfcheck", "desk", "exitgate")
 
 
 class PkiError(ValueError):

@@ -23,7 +23,7 @@ from biblioedge.releases import ARCHES, SoftwareRelease
 
 Say = Callable[[str], None]
 #: which extras each role installs (the desk's PC/SC library is only on desks)
-ROLE_EXTRAS = {"gate": "kiosk", "selfcheck": "kiosk", "desk": "kiosk,desk"}
+ROLE_EXTRAS = {"gate": "kiosk", "selfcheck": "kiosk", "desk": "kiosk,desk", "exitgate": "kiosk"}
 PLATFORMS = {
     arch: [f"manylinux_2_28_{arch}", f"manylinux_2_17_{arch}", f"manylinux2014_{arch}"]
     for arch in ("x86_64", "aarch64")

@@ -73,3 +73,17 @@ def test_forgery_unknown_csca_and_broken_sod_are_reported_per_step() -> None:
     assert passive_authentication(b"\x77\x03abc", files, [pki.csca]).signature == "bad"
     later = datetime.now(UTC) + timedelta(days=400)
     assert passive_authentication(files["SOD"], files, [pki.csca], now=later).chain == "expired"
+
+
+def test_damage_outside_the_signed_part_of_the_sod_is_refused() -> None:
+    """Found by the fuzz test: the SignedData version's length byte raised from 1 to 3
+    swallows the start of the digest algorithm set. Nothing the signature covers changed,
+    and asn1crypto, parsing lazily, never looked at either field: the SOD verified."""
+    pki = make_pki()
+    files = citizen().files(pki)
+    sod = bytearray(files["SOD"])
+    at = bytes(sod).index(b"\x02\x01\x03\x31")  # version INTEGER 3, then the SET OF
+    sod[at + 1] = 3
+    pa = passive_authentication(bytes(sod), files, [pki.csca])
+    assert not pa.verified and pa.signature == "bad" and "unreadable" in pa.detail
+    assert passive_authentication(files["SOD"], files, [pki.csca]).verified

@@ -354,7 +354,10 @@ def test_garbage_and_forgeries_on_the_wire_are_refused_and_counted(tmp_path: Pat
         verify=ssl.create_default_context(cafile=central.ca_file),
     ).text
     assert 'central_messages_refused_total{reason="malformed_json"}' in text
-    assert 'central_messages_refused_total{reason="oversized"}' in text
+    # over the payload ceiling: mosquitto drops it (message_size_limit) before central sees
+    # it; the embedded broker has no such limit, and central refuses it itself
+    oversized = 'central_messages_refused_total{reason="oversized"}' in text
+    assert oversized == (broker.kind == "amqtt")
     assert 'central_messages_refused_total{reason="invalid"}' in text
     with central.client() as api:
         q = api.get("/quarantine").json()

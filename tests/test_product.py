@@ -197,7 +197,7 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     granted = {p["patron_id"] for p in gate() if p["decision"] == "grant"}
     assert granted <= {"P000101", "P000102", "P000103", "P000104", patron}
     devices = httpx.get(f"{api_url}/devices", headers=auth, verify=ca).json()
-    assert {d["role"] for d in devices} == {"gate", "selfcheck", "desk"}
+    assert {d["role"] for d in devices} == {"gate", "selfcheck", "desk", "exitgate"}
     assert httpx.get(f"{api_url}/health", verify=ca).json()["status"] == "ok"
 
     # the self-check runs the real flow: a loan and a return against the dummy library
@@ -253,10 +253,14 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 15
     assert "demo stopped" in rest
     story = banner + rest
-    assert f"registered Nguyễn Thị Bình as {patron}" in story
-    assert "by face: gate opened" in story
+    assert f"registered a reader as {patron}" in story
+    assert f"recognized {patron} by face: gate opened" in story
+    assert "Nguyễn" not in story and "Bình" not in story  # no personal data on the console
     assert "security off, read back" in story and "OFFLINE, recorded for later" in story
     assert "reconciled with the library system" in story
+    # the exit gate: an unborrowed book alarms, a lent one passes
+    assert "exitgate-01 alarmed: 30000007" in story, story
+    assert "exitgate-01 let 30000003" in story and "no alarm" in story
     assert "central stopped (killed by SIGKILL" in story and "selfcheck-01 stopped (killed" in story
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True

@@ -234,8 +234,7 @@ def test_renewal_needs_the_current_key_and_stops_at_revocation(api: Any) -> None
     bundle = api.post(
         "/api/v1/enroll", json={"token": token, "csr": pki.make_csr(key, GATE).decode()}
     ).json()
-    new = pki.new_key()
-    csr = pki.make_csr(new, GATE)
+    csr = pki.make_csr(key, GATE)  # a renewal certifies the key the kiosk already holds
 
     def renew(signer: ec.EllipticCurvePrivateKey) -> Any:
         proof = base64.b64encode(signer.sign(RENEW_DOMAIN + csr, ec.ECDSA(hashes.SHA256())))
@@ -246,10 +245,25 @@ def test_renewal_needs_the_current_key_and_stops_at_revocation(api: Any) -> None
     assert r.status_code == 401 and _reason(r) == "bad_proof"
     r = renew(key)
     assert r.status_code == 200 and r.json()["certificate"] != bundle["certificate"]
+    stranger = pki.make_csr(pki.new_key(), GATE)  # a new key waits for IT...
+    proof = base64.b64encode(key.sign(RENEW_DOMAIN + stranger, ec.ECDSA(hashes.SHA256())))
+    body = {
+        "certificate": r.json()["certificate"],
+        "csr": stranger.decode(),
+        "proof": proof.decode(),
+    }
+    r = api.post("/api/v1/renewals", json=body)
+    assert r.status_code == 403 and _reason(r) == "rekey_pending"
+    assert api.get("/api/v1/rekey-requests", headers=_as("viewer", api)).status_code == 403
     r = api.post("/api/v1/devices/gate-01/revoke", headers=_as("admin", api))
     assert r.json()["revoked_certificates"] == 2
     r = renew(key)
     assert r.status_code == 403 and _reason(r) == "revoked"
+    # ...and ends with the device's revocation: nothing left for IT to approve
+    (req,) = api.get("/api/v1/rekey-requests", headers=_as("admin", api)).json()
+    assert req["state"] == "refused" and req["decided_by"] == "revocation"
+    path = f"/api/v1/rekey-requests/{req['request_id']}/approve"
+    assert api.post(path, headers=_as("admin", api)).status_code == 409
     crl = api.registry.identity.files.crl.read_bytes()
     from cryptography import x509
 

@@ -44,8 +44,9 @@ class OutboxPump:
         from biblioedge.keys import load_or_create_key
 
         self.repo = Repo(f"sqlite:///{data / 'central.sqlite3'}")
-        self.repo.migrate()
-        self.readers = Readers(self.repo, load_or_create_key(data / "templates.key"))
+        key = load_or_create_key(data / "templates.key")
+        self.repo.migrate(key)
+        self.readers = Readers(self.repo, key)
         self.cards = Cards(self.readers, load_or_create_key(data / "cards.key"))
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 

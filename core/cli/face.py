@@ -137,11 +137,10 @@ def cmd_face(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    import unicodedata
-
     from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
     from biblioedge.agent.store import Patron, Store
     from biblioedge.models.image import read_image
+    from biblioedge.names import greeting_name
 
     store = Store(args.data / "agent.sqlite3")
     templates = GalleryStore(store, load_or_create_key(args.data / "keys" / "template.key"))
@@ -152,7 +151,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
             import numpy as np
 
             templates.put(args.patron, np.vstack(vectors), engine.embedder.name)
-            name = unicodedata.normalize("NFC", args.name)
+            name = greeting_name(args.name)  # all the gate keeps of the name
             store.upsert_patrons(
                 [Patron(args.patron, args.barcode or args.patron, name, "active", args.expires)]
             )
@@ -259,7 +258,11 @@ def register(sub: Any) -> None:
     a = gsub.add_parser("enroll", help="enroll a reader from one or more face photos")
     a.add_argument("patron", help="patron id")
     a.add_argument("images", type=Path, nargs="+")
-    a.add_argument("--name", required=True, help="display name for the greeting (NFC)")
+    a.add_argument(
+        "--name",
+        required=True,
+        help="the reader's name; the gate keeps only the given name (its last word) to greet with",
+    )
     a.add_argument("--barcode", help="patron barcode (default: the patron id)")
     a.add_argument("--expires", default="", help="card expiry, YYYY-MM-DD")
     a.add_argument("--model", metavar="NAME@VERSION", help="a stored embedder (default: active)")

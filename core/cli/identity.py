@@ -1,4 +1,5 @@
-"""CLI for identity: ``central init``, ``central token …``, ``provision token``, ``enroll``."""
+"""CLI for identity: ``central init``, ``central token …``, ``provision token``, ``enroll``,
+``rekey``."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from biblioedge.settings import ConfigError
 def _central(args: argparse.Namespace) -> tuple[Any, Any]:
     from biblioedge.fleet.config import load_central_config
     from biblioedge.fleet.repo import Repo
+    from biblioedge.keys import load_or_create_key
 
     cfg = load_central_config(args.config)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     repo = Repo(cfg.db_url)
-    repo.migrate()
+    repo.migrate(load_or_create_key(cfg.data_dir / "keys" / "templates.key"))
     return cfg, repo
 
 
@@ -167,6 +169,37 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rekey(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from biblioedge.provisioning.enroll import EnrollError, IdentityFiles, renew
+
+    data = args.data.resolve()
+    central = args.central
+    if central is None:
+        conf = args.config or data / "agent.toml"
+        try:
+            central = tomllib.loads(conf.read_text(encoding="utf-8"))["security"]["central_url"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"no security.central_url in {conf}: give --central") from exc
+    files = IdentityFiles(data / "identity")
+    if not files.present():
+        raise ConfigError(f"no identity in {files.root}: enroll the kiosk first")
+    try:
+        until = renew(central, files, rekey=True)
+    except EnrollError as exc:
+        if "rekey_pending" not in str(exc):
+            raise
+        _out(args, {"state": "pending", "detail": str(exc)}, str(exc))
+        return 0
+    _out(
+        args,
+        {"state": "approved", "not_after": until},
+        f"re-keyed: the new key is in use, certificate valid until {until}",
+    )
+    return 0
+
+
 def register_central(p: argparse.ArgumentParser) -> None:
     """``central init`` and ``central token create|list|revoke`` under ``central``."""
     sub = p.add_subparsers(dest="central_command", metavar="[init|token]")
@@ -214,7 +247,7 @@ def register(sub: Any) -> None:
         "central's CA.",
     )
     t.add_argument("--site", required=True)
-    t.add_argument("--role", required=True, choices=["gate", "selfcheck", "desk"])
+    t.add_argument("--role", required=True, choices=["gate", "selfcheck", "desk", "exitgate"])
     t.add_argument("--device", required=True, help="device id")
     t.add_argument("--ttl", type=int, help="seconds the token is valid (default: central's)")
     t.add_argument("--central", help="central's URL, https://host:port")
@@ -237,3 +270,17 @@ def register(sub: Any) -> None:
     e.add_argument("--config", type=Path, help="agent config to write (default <data>/agent.toml)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_cmd_enroll)
+
+    r = sub.add_parser(
+        "rekey",
+        help="ask central to certify a new key for this kiosk (IT approves)",
+        description="Make a new key (kept as identity/device.key.pending) and ask central to "
+        "certify it. Central refuses until IT approves the request (API /rekey-requests); the "
+        "running agent, or this command run again, then fetches the certificate and switches "
+        "to the new key. Renewals certify the current key and need no approval.",
+    )
+    r.add_argument("--central", help="central's URL (default security.central_url)")
+    r.add_argument("--data", type=Path, default=Path("/var/lib/biblioedge"), help="data dir")
+    r.add_argument("--config", type=Path, help="agent config (default <data>/agent.toml)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_cmd_rekey)

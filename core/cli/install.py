@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
         "release's venv from a 'release build' directory, and install the systemd units and "
         "udev rules. Safe to run again.",
     )
-    p.add_argument("--role", required=True, choices=["gate", "selfcheck", "desk"])
+    p.add_argument("--role", required=True, choices=["gate", "selfcheck", "desk", "exitgate"])
     p.add_argument("--release", type=Path, required=True, help="a 'release build' directory")
     p.add_argument("--prefix", type=Path, default=Path("/opt/biblioedge"))
     p.add_argument("--data", type=Path, default=Path("/var/lib/biblioedge"))

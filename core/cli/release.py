@@ -283,7 +283,7 @@ def register(sub: Any) -> None:
     p.add_argument("--source", type=Path, default=Path("."), help="biblioedge's source tree")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--arch", action="append", choices=["x86_64", "aarch64"])
-    p.add_argument("--role", action="append", choices=["gate", "selfcheck", "desk"])
+    p.add_argument("--role", action="append", choices=["gate", "selfcheck", "desk", "exitgate"])
     p.add_argument(
         "--no-deps", action="store_true", help="biblioedge's wheel alone (tests and benchmarks)"
     )

@@ -1,6 +1,7 @@
 """``biblioedge demo``: a whole fleet on one machine, no hardware.
 
 A broker, central with SQLite, and one simulated kiosk of each role, each a real process.
+The exit gate runs its real flow on a reader whose field the demo fills (docs/exitgate.md).
 The desk runs its real flow: a simulated citizen's CCCD lies on a virtual PC/SC reader (pcscd
 + vpcd + the chip simulator), its QR comes through a simulated hand scanner, a demo librarian
 taps consent; central issues the card; the new reader's face then opens the simulated gate.
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 import httpx
 
+from biblioedge.demo.exitgate import DemoExit, follow_exit
 from biblioedge.demo.fleet import SITES as FLEET_SITES
 from biblioedge.demo.fleet import FleetStory, kiosk_names
 from biblioedge.demo.keeper import Keeper
@@ -29,7 +31,12 @@ from biblioedge.provisioning.broker import BrokerProcess
 log = logging.getLogger("biblioedge.demo")
 
 SITE = "tv-tinh"  # the provincial library's main building
-DEVICES = (("gate-01", "gate"), ("selfcheck-01", "selfcheck"), ("desk-01", "desk"))
+DEVICES = (
+    ("gate-01", "gate"),
+    ("selfcheck-01", "selfcheck"),
+    ("desk-01", "desk"),
+    ("exitgate-01", "exitgate"),
+)
 
 
 #: Demo readers: who the sample people are at the library (names are invented).
@@ -53,6 +60,7 @@ def prepare_gate(agent_dir: Path) -> Path | None:
     from biblioedge.agent.store import Patron, Store
     from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
     from biblioedge.models.engine import FaceEngine
+    from biblioedge.names import greeting_name
 
     people = [p for p in people_in_samples() if not p[0].startswith("astronaut")]
     if not people:
@@ -76,8 +84,12 @@ def prepare_gate(agent_dir: Path) -> Path | None:
                 templates.put(pid, vec, engine.embedder.name)
                 store.upsert_patrons(
                     [
-                        Patron(
-                            pid, pid, unicodedata.normalize("NFC", display), "active", "2099-12-31"
+                        Patron(  # the gate keeps the given name only
+                            pid,
+                            pid,
+                            greeting_name(unicodedata.normalize("NFC", display)),
+                            "active",
+                            "2099-12-31",
                         )
                     ]
                 )
@@ -141,8 +153,8 @@ class DemoDesk:
     def chip(self) -> bool:
         return self.pcscd is not None
 
-    def present_citizen(self) -> str:
-        """Put the citizen's card on the reader and scan its QR; returns the name."""
+    def present_citizen(self) -> None:
+        """Put the citizen's card on the reader and scan its QR."""
         from biblioedge.drivers.cccd.chipsim import VPCD_PORT, CccdChip, VpcdCard
         from biblioedge.drivers.cccd.simdata import chip_files, demo_citizen
 
@@ -156,7 +168,6 @@ class DemoDesk:
         if not self.scanner.wait_opened(120):
             log.warning("the desk never opened its scanner port: no registration in this demo")
         self.scanner.scan(qr)
-        return citizen.full_name
 
     def stop(self) -> None:
         card: Any = self.card
@@ -172,18 +183,19 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
-def _follow_desk(central: CentralProcess, name: str, stop: threading.Event) -> None:
-    """Tell the demo's story on stdout: the registration, then the gate letting her in.
+def _follow_desk(central: CentralProcess, stop: threading.Event) -> None:
+    """Tell the demo's story on stdout: the registration, then the gate letting her in, by
+    patron number only (a console is no place for a reader's name, even an invented one).
     Central may be restarted meanwhile (the keeper does that): the story waits for it."""
     while not stop.is_set():
         try:
-            _story(central, name, stop)
+            _story(central, stop)
             return
         except (httpx.HTTPError, KeyError, ValueError):
             stop.wait(2.0)
 
 
-def _story(central: CentralProcess, name: str, stop: threading.Event) -> None:
+def _story(central: CentralProcess, stop: threading.Event) -> None:
     with central.client() as api:
         patron = ""
         while not stop.wait(1.0):
@@ -191,14 +203,14 @@ def _story(central: CentralProcess, name: str, stop: threading.Event) -> None:
                 items = api.get("/events", params={"type": "desk.registration"}).json()["items"]
                 if items:
                     patron = items[0]["payload"]["patron_id"]
-                    _say(f"desk-01 registered {name} as {patron}; card printed")
+                    _say(f"desk-01 registered a reader as {patron}; card printed")
                 continue
             items = api.get("/events", params={"type": "gate.decision", "limit": 200}).json()
             if any(
                 i["payload"].get("patron_id") == patron and i["payload"]["decision"] == "grant"
                 for i in items["items"]
             ):
-                _say(f"gate-01 recognized {name} ({patron}) by face: gate opened")
+                _say(f"gate-01 recognized {patron} by face: gate opened")
                 return
 
 
@@ -297,6 +309,7 @@ def run_demo(
     password.chmod(0o600)
     csca_dir = data / "csca"
     desk = DemoDesk(data, desk_kit[1], csca_dir) if desk_kit is not None else None
+    exit_kit = DemoExit()
     broker = BrokerProcess(data / "broker")
     # central first: it makes the device CA and writes the broker's TLS files and ACL
     central = CentralProcess(data / "central", broker, port=port or free_port())
@@ -342,6 +355,10 @@ def run_demo(
                     "demo_reader": True,
                 },
             }
+        if role == "exitgate":  # the real flow: its reader's field simulated here
+            sections = exit_kit.sections(
+                f"sip2://kiosk@127.0.0.1:{ils_port}?institution=TVTN&timeout=3", str(password)
+            )
         if role == "desk" and desk is not None and desk_kit is not None:
             sections = {
                 "simulator": {"enabled": False},
@@ -390,11 +407,18 @@ def run_demo(
         if desk is not None:
 
             def story(kit: DemoDesk = desk) -> None:
-                _follow_desk(central, kit.present_citizen(), stop)
+                kit.present_citizen()
+                _follow_desk(central, stop)
 
             threading.Thread(target=story, daemon=True, name="demo-story").start()
         threading.Thread(
             target=_follow_selfcheck, args=(central, ils, stop), daemon=True, name="demo-circ"
+        ).start()
+        threading.Thread(
+            target=follow_exit,
+            args=(exit_kit, central.client, _say, stop),
+            daemon=True,
+            name="demo-exit",
         ).start()
         fleet_child = Child(
             "fleet",
@@ -475,6 +499,7 @@ def run_demo(
         ils.stop()
         if desk is not None:
             desk.stop()
+        exit_kit.stop()
         lock.close()
     sys.stdout.write("demo stopped\n")
     return 0

@@ -124,11 +124,12 @@ class CentralProcess(Child):
         from biblioedge.fleet.central import open_identity
         from biblioedge.fleet.config import load_central_config
         from biblioedge.fleet.repo import Repo
+        from biblioedge.keys import load_or_create_key
 
         cfg = load_central_config(self.data_dir / "central.toml", environ={})
         repo = Repo(cfg.db_url)
         try:
-            repo.migrate()
+            repo.migrate(load_or_create_key(cfg.data_dir / "keys" / "templates.key"))
             open_identity(cfg, repo)
             token_file = self.data_dir / "admin-token"
             if token_file.exists():

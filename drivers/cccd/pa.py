@@ -122,6 +122,12 @@ def passive_authentication(
     try:
         info = cms.ContentInfo.load(unwrap(sod, 0x77, "SOD"))
         signed = info["content"]
+        # asn1crypto parses lazily: a field never read is never checked. Read the whole
+        # structure once, so that damage outside what the signature covers (the version,
+        # the digest algorithm set) is refused rather than silently skipped.
+        _ = info.native
+        if signed["version"].native not in ("v1", "v3"):
+            raise ValueError(f"SignedData version {signed['version'].native!r}")
         encap = signed["encap_content_info"]
         econtent = bytes(encap["content"].native)  # the LDSSecurityObject's DER
         lds = LDSSecurityObject.load(econtent)

@@ -28,6 +28,7 @@ import time
 
 import serial
 
+from biblioedge.drivers.codes import read_available
 from biblioedge.drivers.errors import DeviceNotResponding, DeviceUnavailable, ProtocolViolation
 from biblioedge.drivers.rfid.reader import RfidError, TagGone
 
@@ -152,7 +153,9 @@ class M810Reader:
             self.exchanges += 1
             deadline = time.monotonic() + self.timeout
             while time.monotonic() < deadline:
-                data = self._ser.read(256)
+                # what has arrived, at once: read(256) would sit out the port's timeout
+                # (20 ms) on every answer shorter than 256 bytes
+                data = read_available(self._ser, 256)
                 for got_start, answer in self._frames.feed(data):
                     if got_start == start and answer[:1] == payload[:1]:
                         return answer

@@ -1,11 +1,12 @@
-"""Enrollment of kiosks (token, claim, CSR), certificate renewal and revocation."""
+"""Enrollment of kiosks (token, claim, CSR), certificate renewal, re-key requests and
+revocation."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -37,6 +38,7 @@ class EnrollmentOut(BaseModel):
     expires_at: datetime
 
 
+RequestId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 _TOKEN = r"^[\x21-\x7e]+$"
 _PEM = r"^[\x09\x0a\x0d\x20-\x7e]+$"
 
@@ -86,6 +88,22 @@ class IdentityOut(BaseModel):
     seal_key: str = Field(description="X25519 key desks seal registrations to")
 
 
+class RekeyOut(BaseModel):
+    """A renewal that asked for a new key: refused until IT approves it."""
+
+    request_id: str
+    device_id: str
+    site: str
+    role: str
+    current_serial: str = Field(description="The certificate (hex serial) that asked")
+    key_sha256: str = Field(description="SHA-256 of the new key's SubjectPublicKeyInfo")
+    requested_at: datetime
+    state: Literal["pending", "approved", "refused"]
+    decided_by: str | None
+    decided_at: datetime | None
+    cert_serial: str | None = Field(description="The certificate issued on approval")
+
+
 class RevokedOut(BaseModel):
     device_id: str
     revoked_certificates: int
@@ -102,8 +120,13 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     code: {"model": RefusalOut, "description": what}
     for code, what in (
         (401, "unknown or malformed token, or a certificate not from this CA"),
-        (403, "token used or expired; certificate revoked"),
-        (409, "the device is registered at another site"),
+        (
+            403,
+            "token used or expired; certificate revoked; a new key awaiting IT's approval "
+            "(rekey_pending) or refused by IT (rekey_refused)",
+        ),
+        (409, "the device is registered at another site; a certificate already replaced"),
+        (429, "renewed less than security.renew_min_interval_s ago (too_soon)"),
         (400, "a CSR that is malformed or names another device; a body that is not JSON"),
         (413, "the request body is over http.max_body_bytes"),
     )
@@ -181,7 +204,10 @@ def router(registry: Registry, metrics: CentralMetrics, ttl_s: int) -> APIRouter
 
     @api.post("/renewals", response_model=IdentityOut, responses=_REFUSALS)
     async def renew(body: RenewIn, request: Request) -> dict[str, Any]:
-        """A new certificate for a kiosk that proves it holds its current key."""
+        """A new certificate for the key a kiosk proves it holds with its current certificate.
+
+        A CSR with another key is a re-key: refused (403 ``rekey_pending``) and listed for IT
+        at ``/rekey-requests``; once IT approved it, the same request gets the certificate."""
         try:
             out = await run_in_threadpool(
                 registry.renew, body.certificate.encode(), body.csr.encode(), body.proof
@@ -190,6 +216,48 @@ def router(registry: Registry, metrics: CentralMetrics, ttl_s: int) -> APIRouter
             raise refuse(exc) from exc
         metrics.enrollments.labels("renewed").inc()
         await announce(request, out)
+        return out
+
+    @api.get(
+        "/rekey-requests",
+        response_model=list[RekeyOut],
+        dependencies=SECURED,
+        responses=AUTHENTICATED,
+    )
+    def list_rekeys(
+        _who: Annotated[Principal, ADMIN],
+        state: Annotated[Literal["pending", "approved", "refused"] | None, Query()] = None,
+    ) -> list[dict[str, Any]]:
+        """Renewals that asked for a new key, newest first (admin): a stolen key trying to
+        move a kiosk onto its own, or a kiosk whose key was replaced on purpose."""
+        return registry.rekey_requests(state)
+
+    @api.post(
+        "/rekey-requests/{request_id}/{decision}",
+        response_model=RekeyOut,
+        dependencies=SECURED,
+        responses={
+            **AUTHENTICATED,
+            404: _REFUSALS[401] | {"description": "no such request"},
+            409: _REFUSALS[409] | {"description": "already decided, or the device was revoked"},
+        },
+    )
+    async def decide_rekey(
+        request_id: RequestId,
+        decision: Literal["approve", "refuse"],
+        request: Request,
+        who: Annotated[Principal, ADMIN],
+    ) -> dict[str, Any]:
+        """Approve (the new key is certified, every older certificate of the device revoked at
+        once) or refuse (the device stays on its old key) a re-key request (admin)."""
+        approve = decision == "approve"
+        try:
+            out = await run_in_threadpool(registry.decide_rekey, request_id, approve, who.name)
+        except EnrollmentError as exc:
+            raise refuse(exc) from exc
+        metrics.enrollments.labels(f"rekey_{out['state']}").inc()
+        if approve:  # a gate's site keys are wrapped to its new key
+            await announce(request, out)
         return out
 
     @api.post(

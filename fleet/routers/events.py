@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from biblioedge.fleet.auth import ANY, Principal
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.routers.common import AUTHENTICATED, unprocessable
 from biblioedge.protocol import ID_PATTERN, MAX_INT, YEARS
@@ -36,7 +37,10 @@ class QuarantinedOut(BaseModel):
     event_id: str | None
     reason: str
     detail: str
-    raw: str = Field(description="The message as received (JSON text)")
+    raw: str = Field(
+        description="The message as received (JSON text); admins only, since a refused "
+        'message may carry anything a device sent, personal data included (others get "")'
+    )
     received_at: datetime
 
 
@@ -101,8 +105,13 @@ def router(repo: Repo) -> APIRouter:
         )
 
     @api.get("/quarantine", response_model=list[QuarantinedOut])
-    def list_quarantine(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    def list_quarantine(
+        who: Annotated[Principal, ANY], limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[dict[str, Any]]:
         """Events central refused to store as normal events, with the reason."""
-        return repo.list_quarantine(limit)
+        rows = repo.list_quarantine(limit)
+        if who.role != "admin":
+            rows = [{**r, "raw": ""} for r in rows]
+        return rows
 
     return api

@@ -1,16 +1,22 @@
-"""Readers, their face templates and card revocations; every change reaches the site's gates."""
+"""Readers, their face templates and card revocations; every change reaches the site's gates.
+
+What a caller sees of a reader depends on its role: librarians and admins get the name (opened
+from its seal), the greeting gates show, the barcode and how many templates are held; a viewer
+gets the pseudonymous record only (patron id, site, status, dates), since patron numbers are
+sequential and anyone with a viewer token could otherwise read the names of them all.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from biblioedge.fleet.auth import STAFF, Principal
+from biblioedge.fleet.auth import ANY, STAFF, Principal
 from biblioedge.fleet.readers import (
     MAX_TEMPLATES,
     BarcodeTaken,
@@ -37,7 +43,10 @@ Changed = Callable[[str], Awaitable[None]]
 class ReaderIn(ApiIn):
     site: str = Field(pattern=ID_PATTERN)
     display_name: str = Field(
-        min_length=1, max_length=200, pattern=NAME_PATTERN, description="Normalized to NFC"
+        min_length=1,
+        max_length=200,
+        pattern=NAME_PATTERN,
+        description="The reader's name, family name first; normalized to NFC, stored sealed",
     )
     status: Literal["active", "blocked", "expired"] = "active"
     expires_at: date | None = Field(default=None, description="Card expiry")
@@ -45,13 +54,36 @@ class ReaderIn(ApiIn):
 
 
 class ReaderOut(BaseModel):
+    """A reader as librarians and admins see it."""
+
     patron_id: str
     site: str
-    display_name: str
+    display_name: str = Field(description="The reader's name")
+    greeting: str = Field(description="What gates show: the given name (the name's last word)")
     status: str
     expires_at: str
     barcode: str | None
     templates: dict[str, int] = Field(description="Templates held per model (never the values)")
+    updated_at: datetime
+
+
+class ReaderSummaryOut(BaseModel):
+    """A reader as a viewer sees it: no name, no barcode, nothing about the face."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patron_id: str
+    site: str
+    status: str
+    expires_at: str
+    updated_at: datetime
+
+
+def reader_for(who: Principal, doc: dict[str, Any]) -> ReaderOut | ReaderSummaryOut:
+    """What ``who``'s role may see of the reader ``doc`` (Readers.get)."""
+    if who.role in ("admin", "librarian"):
+        return ReaderOut.model_validate(doc)
+    return ReaderSummaryOut.model_validate({k: doc[k] for k in ReaderSummaryOut.model_fields})
 
 
 #: One embedding. ``not all zeros`` is in the schema too; the values are normalized here.
@@ -126,11 +158,18 @@ def router(reg: Readers, changed: Changed) -> APIRouter:
         await changed(body.site)
         return doc
 
-    @api.get("/readers/{patron_id}", response_model=ReaderOut, responses=_NOT_FOUND)
-    def get_reader(patron_id: PatronId) -> dict[str, Any]:
-        """The reader and how many templates per model; never the templates."""
+    @api.get(
+        "/readers/{patron_id}",
+        response_model=ReaderOut | ReaderSummaryOut,
+        responses=_NOT_FOUND,
+    )
+    def get_reader(
+        patron_id: PatronId, who: Annotated[Principal, ANY]
+    ) -> ReaderOut | ReaderSummaryOut:
+        """Librarians and admins: the reader, its name and how many templates per model
+        (never the templates). Viewers: patron id, site, status and dates only."""
         try:
-            return reg.get(patron_id)
+            return reader_for(who, reg.get(patron_id))
         except UnknownReader as exc:
             raise HTTPException(404, f"no reader {patron_id}") from exc
 

@@ -1,0 +1,419 @@
+"""Less personal data at central and on kiosks (issue 19, deliver 6): a viewer reads no names on
+any route, the database keeps no name in clear (also after migrating one that did), gates are
+sent and keep only the given name they greet with, self-checks keep none."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sqlite3
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from alembic import command
+from alembic.config import Config
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect, text
+
+from biblioedge.agent.gallery_store import GalleryStore
+from biblioedge.agent.gallery_sync import GallerySync
+from biblioedge.agent.store import Store
+from biblioedge.fleet import migrations
+from biblioedge.fleet.api import create_app
+from biblioedge.fleet.auth import Tokens
+from biblioedge.fleet.cards import Cards
+from biblioedge.fleet.central import open_identity
+from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.db import registrations
+from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.readers import Readers
+from biblioedge.fleet.registrations import REGISTRATION, Registrar
+from biblioedge.fleet.repo import Incoming, Repo
+from biblioedge.names import greeting_name
+from biblioedge.protocol import dumps, registration_context, uuid7
+from biblioedge.provisioning.sealing import seal
+
+SITE, DESK = "tv-tinh", "desk-01"
+NAME = "Nguyễn Thị Bình"
+FAMILY, GIVEN = "Nguyễn", "Bình"
+
+
+def _template(seed: int) -> str:
+    v = np.random.default_rng(seed).standard_normal(128).astype("<f4")
+    return base64.b64encode((v / np.linalg.norm(v)).astype("<f4").tobytes()).decode()
+
+
+class Central:
+    """Central in process: its API (TestClient) and its ingest, on a SQLite file."""
+
+    def __init__(self, tmp: Path, client: TestClient, repo: Repo, identity: Any) -> None:
+        self.tmp, self.client, self.repo, self.identity = tmp, client, repo, identity
+        self.seq = 0
+
+    def register(self, name: str = NAME, ref: str = "a" * 64) -> dict[str, Any]:
+        """A desk registration as an enrolled desk sends it: sealed to central's key."""
+        self.seq += 1
+        rid = uuid7()
+        inner = {
+            "registration_id": rid,
+            "citizen_ref": ref,
+            "display_name": unicodedata.normalize("NFD", name),  # central stores NFC
+            "profile": {"date_of_birth": "1990-05-17", "gender": "Nữ"},
+            "consent": {
+                "purpose": "face_gate",
+                "granted": True,
+                "text_version": "vi-2026-1",
+                "librarian": "lan",
+            },
+            "face": {"model": "dlib-resnet@1", "templates": [_template(1), _template(2)]},
+            "check": {"method": "chip_face", "passive_auth": "ok", "face_score": 0.97},
+            "card_valid_days": 365,
+        }
+        blob = seal(
+            self.identity.seal_key.public_key(),
+            orjson.dumps(inner),
+            registration_context(DESK, rid),
+        )
+        event = {
+            "event_id": uuid7(),
+            "device_id": DESK,
+            "site": SITE,
+            "type": REGISTRATION,
+            "seq": self.seq,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "payload": {"registration_id": rid, "sealed": base64.b64encode(blob).decode()},
+        }
+        ack = self.send(event)
+        answer: dict[str, Any] = ack.results[event["event_id"]]
+        return answer
+
+    def send(self, *evs: dict[str, Any]) -> Any:
+        body = {"batch_id": str(uuid.uuid4()), "device_id": DESK, "events": list(evs)}
+        result = self.repo.ingest([Incoming(SITE, DESK, "events", orjson.dumps(body))], False)
+        (ack,) = result.acks
+        return ack
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.client.tokens[role]}"}  # type: ignore[attr-defined]
+
+    def db_bytes(self) -> bytes:
+        """Every byte central's database has on disk (the file and its write-ahead log)."""
+        with self.repo.engine.connect() as conn:  # what is committed reaches the file
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return b"".join(p.read_bytes() for p in self.tmp.glob("central.sqlite3*") if p.is_file())
+
+
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator[Central]:
+    """Central in process, its API and ingest on a SQLite file."""
+    cfg = CentralConfig(data_dir=tmp_path, security={"require": False})  # type: ignore[arg-type]
+    repo = Repo(cfg.db_url)
+    key = b"k" * 32
+    repo.migrate(key)
+    readers = Readers(repo, key)
+    cards = Cards(readers, b"c" * 32)
+    identity, registry = open_identity(cfg, repo)
+    repo.effects[REGISTRATION] = Registrar(readers, cards, "BE", identity.seal_key)
+    repo.register_device(DESK, SITE, "desk")
+    app = create_app(cfg, repo, None, CentralMetrics(), readers, cards, registry)
+    tokens = {
+        role: Tokens(repo.engine).create(f"{role}-1", role)[1]
+        for role in ("admin", "librarian", "viewer")
+    }
+    with TestClient(app) as client:
+        client.tokens = tokens  # type: ignore[attr-defined]
+        c = Central(tmp_path, client, repo, identity)
+        c.readers = readers  # type: ignore[attr-defined]
+        yield c
+    repo.close()
+
+
+def _names_in(body: str) -> list[str]:
+    """The parts of the reader's name found in a response (JSON decoded, so no escape
+    hides one)."""
+    try:
+        body = json.dumps(json.loads(body), ensure_ascii=False)
+    except ValueError:
+        pass
+    body = unicodedata.normalize("NFC", body)
+    return [w for w in NAME.split() if w in body]
+
+
+def _get_routes(api: TestClient) -> list[str]:
+    """Every GET route the API documents (so a new route is checked without a test edit)."""
+    spec = api.get("/openapi.json").json()
+    return sorted(p for p, ops in spec["paths"].items() if "get" in ops) + ["/metrics"]
+
+
+def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_needs(
+    inproc: Central,
+) -> None:
+    answer = inproc.register()
+    pid = answer["patron_id"]
+    api = inproc.client
+    # a message central refuses (here: a bad sequence number) is quarantined as received,
+    # whatever it carries: only admins read it
+    inproc.send(
+        {
+            "event_id": uuid7(),
+            "device_id": DESK,
+            "site": SITE,
+            "type": "desk.note",
+            "seq": -1,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "payload": {"display_name": NAME},
+        }
+    )
+    (held,) = api.get("/api/v1/quarantine", headers=inproc.headers("admin")).json()
+    assert NAME in held["raw"]
+    for role in ("viewer", "librarian"):
+        (held,) = api.get("/api/v1/quarantine", headers=inproc.headers(role)).json()
+        assert held["raw"] == "" and held["device_id"] == DESK and held["reason"]
+    # every GET route of the API, with its path filled in: none shows a viewer the name
+    fill = {"patron_id": pid, "site": SITE, "device_id": DESK}
+    checked = []
+    for path in _get_routes(api):
+        params = re.findall(r"{(\w+)}", path)
+        if any(p not in fill for p in params):
+            continue  # routes of things that are not readers (releases, rollouts, keys...)
+        url = path.format(**fill)
+        r = api.get(url, headers=inproc.headers("viewer"))
+        assert _names_in(r.text) == [], (url, r.text)
+        if r.status_code == 200:
+            checked.append(path)
+    assert "/api/v1/readers/{patron_id}" in checked and "/api/v1/events" in checked
+    assert "/api/v1/readers/{patron_id}/consents" in checked and "/metrics" in checked
+    assert "/api/v1/quarantine" in checked
+    r = api.get(f"/api/v1/events?type={REGISTRATION}", headers=inproc.headers("viewer"))
+    assert r.json()["items"][0]["payload"]["patron_id"] == pid  # the audit trail: ids only
+    # the dashboard, signed in as the viewer
+    login = api.post(
+        "/dashboard/login", data={"token": api.tokens["viewer"]}, follow_redirects=True
+    )  # type: ignore[attr-defined]
+    assert login.status_code == 200 and _names_in(login.text) == []
+    # the viewer's record is pseudonymous: ids, status, dates
+    seen = api.get(f"/api/v1/readers/{pid}", headers=inproc.headers("viewer")).json()
+    assert set(seen) == {"patron_id", "site", "status", "expires_at", "updated_at"}
+    # librarians and admins see the name (opened from its seal) and what gates greet with
+    for role in ("librarian", "admin"):
+        doc = api.get(f"/api/v1/readers/{pid}", headers=inproc.headers(role)).json()
+        assert doc["display_name"] == NAME and doc["greeting"] == GIVEN
+        assert doc["templates"] == {"dlib-resnet@1": 2}
+    # the schema says both shapes, so a client knows what a viewer gets
+    spec = api.get("/openapi.json").json()
+    shape = spec["paths"]["/api/v1/readers/{patron_id}"]["get"]["responses"]["200"]
+    assert "ReaderSummaryOut" in json.dumps(shape) and "ReaderOut" in json.dumps(shape)
+
+
+def test_the_database_file_holds_no_name_in_clear(inproc: Central) -> None:
+    answer = inproc.register()
+    assert answer["display_name"] == NAME  # the desk that registered prints the card with it
+    again = inproc.register(name="Trần Văn Hùng", ref="b" * 64)
+    assert again["patron_id"] != answer["patron_id"]
+    raw = inproc.db_bytes()
+    for part in (*NAME.split(), "Trần", "Hùng", "1990-05-17"):
+        for form in ("NFC", "NFD"):
+            assert unicodedata.normalize(form, part).encode() not in raw, part
+    # an erased reader leaves nothing either, sealed or not
+    sealed = inproc.repo.engine.connect().execute(
+        text("SELECT name_sealed FROM readers WHERE patron_id = :p"), {"p": answer["patron_id"]}
+    )
+    blob = bytes(sealed.scalar_one())
+    assert blob in raw
+    r = inproc.client.delete(
+        f"/api/v1/readers/{answer['patron_id']}", headers=inproc.headers("librarian")
+    )
+    assert r.status_code == 204
+    assert blob not in inproc.db_bytes()
+
+
+def _db_at(url: str, revision: str) -> Repo:
+    repo = Repo(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    with repo.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return repo
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrating_seals_the_names_an_older_central_kept_in_clear(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    url = f"sqlite:///{path}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    repo = _db_at(url, "0006")
+    now = datetime.now(UTC)
+    with repo.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO readers (patron_id, site, display_name, status, expires_at,"
+                " updated_at) VALUES ('BE0000001', :s, :n, 'active', '2030-01-01', :t)"
+            ),
+            {"s": SITE, "n": NAME, "t": now.replace(tzinfo=None) if backend == "sqlite" else now},
+        )
+        conn.execute(
+            registrations.insert().values(
+                registration_id="r-00000001",
+                patron_id="BE0000001",
+                device_id=DESK,
+                result={"patron_id": "BE0000001", "display_name": NAME},
+                created_at=now,
+            )
+        )
+    try:
+        with pytest.raises(RuntimeError, match="template key"):
+            repo.migrate()  # names to seal, and no key to seal them with: refused, not skipped
+        key = bytes(range(32))
+        repo.migrate(key)
+        assert Readers(repo, key).get("BE0000001")["display_name"] == NAME
+        with repo.engine.connect() as conn:
+            (result,) = conn.execute(text("SELECT result FROM registrations")).scalars()
+            columns = {c["name"] for c in inspect(conn).get_columns("readers")}
+        assert "display_name" not in columns
+        stored = result if isinstance(result, dict) else json.loads(result)
+        assert stored == {"patron_id": "BE0000001"}
+        if backend == "sqlite":
+            with repo.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            raw = b"".join(p.read_bytes() for p in tmp_path.glob("old.sqlite3*") if p.is_file())
+            for part in NAME.split():
+                assert part.encode() not in raw, part
+    finally:
+        if backend == "postgresql":
+            with repo.engine.begin() as conn:  # the cluster is shared by the session
+                conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        repo.close()
+
+
+def test_gates_are_sent_the_given_name_only_and_kiosks_keep_no_full_name(
+    inproc: Central, tmp_path: Path
+) -> None:
+    pid = inproc.register()["patron_id"]
+    readers: Readers = inproc.readers  # type: ignore[attr-defined]
+    delta = readers.delta(SITE, 0)
+    assert delta is not None
+    (reader,) = delta.upserts
+    assert reader.patron_id == pid and reader.display_name == GIVEN
+    wire = dumps(delta).decode()
+    assert FAMILY not in wire and "Thị" not in wire and "1990" not in wire
+    # a gate keeps the greeting; a self-check keeps no name at all
+    for role, keep, expect in (("gate", True, GIVEN), ("selfcheck", False, "")):
+        store = Store(tmp_path / role / "agent.sqlite3")
+        sync = GallerySync(
+            store,
+            GalleryStore(store, bytes(32)),
+            keep_citizen_ref=role == "selfcheck",
+            purpose="face_gate",
+            keep_name=keep,
+        )
+        assert sync.apply(delta)
+        (name,) = store.conn.execute(
+            "SELECT display_name FROM patron_cache WHERE patron_id = ?", (pid,)
+        ).fetchone()
+        assert name == expect
+        store.close()
+        raw = b"".join(p.read_bytes() for p in (tmp_path / role).glob("agent.sqlite3*"))
+        assert FAMILY.encode() not in raw and "Thị".encode() not in raw
+
+
+def test_a_gate_cuts_down_a_full_name_whatever_sent_or_kept_it(tmp_path: Path) -> None:
+    """An older central sent full names, and older gates kept them: a gate keeps only the
+    given name of what arrives, and its store cuts down what it kept before."""
+    from biblioedge.protocol import GalleryDelta, GalleryReader
+
+    store = Store(tmp_path / "agent.sqlite3")
+    sync = GallerySync(store, GalleryStore(store, bytes(32)))
+    full = GalleryReader(patron_id="P1", display_name=NAME, status="active")
+    assert sync.apply(GalleryDelta(base=0, version=1, upserts=[full]))
+    assert sync.reader(patron_id="P1") == ("P1", "active")
+    # what an older gate kept: the full name, and its store before this version
+    store.conn.execute("UPDATE patron_cache SET display_name = ? WHERE patron_id = 'P1'", (NAME,))
+    store.conn.execute("DELETE FROM schema_migrations WHERE version = 7")
+    store.close()
+    store = Store(tmp_path / "agent.sqlite3")
+    (name,) = store.conn.execute("SELECT display_name FROM patron_cache").fetchone()
+    assert name == GIVEN
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("agent.sqlite3*"))
+    assert FAMILY.encode() not in raw
+
+
+@pytest.mark.parametrize(
+    ("name", "greeting"),
+    [
+        ("Nguyễn Thị Bình", "Bình"),
+        ("  Trần   Văn  Hùng ", "Hùng"),
+        ("Nguye\u0302\u0303n Va\u0306n An", "An"),  # decomposed in, NFC out
+        ("Bình", "Bình"),
+        ("", ""),
+    ],
+)
+def test_the_greeting_is_the_given_name(name: str, greeting: str) -> None:
+    assert greeting_name(name) == greeting
+
+
+@pytest.mark.integration
+def test_a_real_gate_receives_and_keeps_the_given_name_only(
+    tmp_path: Path, broker: object, central: object, make_agent: object
+) -> None:
+    """Real processes over the secured broker: a librarian registers a reader with their full
+    name; the gate's store ends up with the given name and no byte of the rest, and central's
+    database file has the name nowhere in clear."""
+    import cv2
+
+    from biblioedge.demo.launch import CentralProcess, wait_until
+
+    assert isinstance(central, CentralProcess)
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(camera / f"{i:03d}.jpg"), np.full((720, 1280, 3), 110, np.uint8))
+    agent = make_agent(  # type: ignore[operator]
+        "gate-05",
+        role="gate",
+        gate={"enabled": True, "camera": f"sim:{camera}", "camera_fps": 5.0, "relay": "sim"},
+    )
+    agent.start()
+    with central.client() as api:
+        r = api.put("/readers/P000501", json={"site": SITE, "display_name": NAME})
+        assert r.status_code == 200 and r.json()["greeting"] == GIVEN, r.text
+        v = np.random.default_rng(5).standard_normal(128)
+        r = api.put(
+            "/readers/P000501/templates",
+            json={"model": "dlib-resnet@1", "templates": [(v / np.linalg.norm(v)).tolist()]},
+        )
+        assert r.status_code == 200, r.text
+        version = api.get(f"/sites/{SITE}/gallery").json()["version"]
+        wait_until(
+            lambda: (
+                (api.get("/devices/gate-05").json()["reported"] or {}).get("gallery_version")
+                == version
+            ),
+            90,
+            what=f"the gate applies the site's gallery: {agent.log_tail()}",
+        )
+    db = sqlite3.connect(f"file:{agent.data_dir / 'agent.sqlite3'}?mode=ro", uri=True)
+    try:
+        (name,) = db.execute(
+            "SELECT display_name FROM patron_cache WHERE patron_id = 'P000501'"
+        ).fetchone()
+    finally:
+        db.close()
+    assert name == GIVEN
+    assert agent.alive()
+    agent.stop()
+    raw = b"".join(p.read_bytes() for p in agent.data_dir.glob("agent.sqlite3*"))
+    assert GIVEN.encode() in raw and FAMILY.encode() not in raw and "Thị".encode() not in raw
+    assert central.stop() == 0, central.log_tail()
+    raw = b"".join(p.read_bytes() for p in central.data_dir.glob("*.sqlite3*") if p.is_file())
+    assert raw and not [w for w in NAME.split() if w.encode() in raw]
