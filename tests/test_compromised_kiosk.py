@@ -83,6 +83,13 @@ def _state(role: str, **over: Any) -> ReportedState:
     )
 
 
+def test_every_state_field_is_in_the_table() -> None:
+    """A field added to ReportedState must be given to the roles that report it, or every
+    kiosk setting it would be refused."""
+    assert set(ReportedState.model_fields) == set().union(*authz.STATE_FIELDS_BY_ROLE.values())
+    assert set(authz.STATE_FIELDS_BY_ROLE) == set(authz.EVENTS_BY_ROLE) >= set(ROLES)
+
+
 def test_state_reports_are_judged_by_the_registry() -> None:
     for role in ("gate", "selfcheck", "desk"):
         authz.check_state(role, SITE, _state(role))
