@@ -539,3 +539,35 @@ def test_a_resend_in_the_same_run_gets_the_card_too(ingest: Central) -> None:
     assert a == b and a["card"]["token"]
     later = ingest.repo.ingest([message()], False)
     assert "card" not in later.acks[0].results[first["event_id"]]  # a later run: once
+
+
+def test_migrating_drops_the_card_tokens_kept_before(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import insert
+
+    from biblioedge.fleet import migrations
+
+    repo = Repo(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    with repo.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0008")
+        card = {"jti": "c-1", "token": "BE1.secret", "kid": "k1", "expires_at": "2030-01-01"}
+        conn.execute(
+            insert(registrations).values(
+                registration_id="r-00000001",
+                patron_id="BE0000001",
+                device_id="desk-01",
+                result={"patron_id": "BE0000001", "card": card},
+                created_at=datetime.now(UTC),
+            )
+        )
+    repo.migrate()
+    with repo.engine.connect() as conn:
+        result = conn.execute(select(registrations.c.result)).scalar_one()
+    assert result == {
+        "patron_id": "BE0000001",
+        "card": {k: v for k, v in card.items() if k != "token"},
+    }
