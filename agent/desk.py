@@ -642,6 +642,10 @@ class DeskFlow:
             )
             await self._choose(self.settings.idle_reset_s)
             return "refused"
+        if "card" not in answer:  # central delivered this card once, in an ack lost since
+            self._show(_reissue(answer, person))
+            await self._choose(self.settings.idle_reset_s)
+            return "reissue"
         self.last_result = answer
         await self._print(answer, photo)
         self._show(
@@ -701,13 +705,31 @@ class DeskFlow:
                 if event_id == self._current:
                     continue  # the live session prints its own
                 answer = await self.store.call(Store.answer, self.store.store, event_id)
-                if answer is not None and "rejected" not in answer:
+                if answer is not None and "card" not in answer and "rejected" not in answer:
+                    log.warning(
+                        "the card of %s was delivered in an ack that was lost: issue it again",
+                        answer.get("patron_id"),
+                    )
+                elif answer is not None and "rejected" not in answer:
                     await self._print(answer, None)
                     log.info("printed the late card of %s", answer.get("patron_id"))
                 elif answer is not None:
                     log.warning("a waiting registration was refused: %s", answer["rejected"])
                 await self.store.call(Store.forget_answer, self.store.store, event_id)
             await self._refresh_pending()
+
+
+def _reissue(answer: dict[str, Any], person: dict[str, str]) -> DeskView:
+    """Central answers a registration it already answered with the patron number only (it
+    keeps no card token): the librarian registers the reader again, which issues a new card
+    and revokes the one whose answer was lost."""
+    return DeskView(
+        "refused",
+        "card_reissue",
+        detail=str(answer.get("patron_id", "")),
+        person=person,
+        actions=("next",),
+    )
 
 
 class DemoLibrarian:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiomqtt
 
+from biblioedge.fleet.authz import GalleryResends
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
@@ -71,6 +72,7 @@ class Bridge:
         self._publish_failed = 0.0
         self._published = 0.0
         self._restarts: list[float] = []
+        self.resends = GalleryResends()
 
     def problems(self) -> list[str]:
         """Why the bridge cannot do its job now (empty: it can). A bridge that is connected
@@ -210,8 +212,7 @@ class Bridge:
                     self._db, self.repo.ingest_isolated, batch, self.cfg.accept_unknown_devices
                 )
             self._count(result)
-            for site, version in set(result.gallery_versions):
-                await self._send_gallery(client, site, version)
+            await self._resend_galleries(client, result.gallery_versions)
             for site in result.changed_sites:  # a desk registered readers: gates follow now
                 await self.gallery_changed(site)
             # Acks only after the transaction committed: that is the whole promise. They are
@@ -235,6 +236,32 @@ class Bridge:
             self.metrics.quarantined.labels(reason).inc(n)
         for reason, n in r.refused.items():
             self.metrics.refused.labels(reason).inc(n)
+        for reason, n in r.security.items():
+            self.metrics.security_refused.labels(reason).inc(n)
+        self.metrics.security_cases.inc(len(r.cases))
+
+    async def _resend_galleries(
+        self, client: aiomqtt.Client, reports: list[tuple[str, str, int]]
+    ) -> None:
+        """Answer lagging gallery versions, each device within its resend budget: a kiosk
+        reporting version 0 again and again gets a few deltas, not one per report (the delta
+        rides the site's topic, so every gate of the site would receive each one)."""
+        loop = asyncio.get_running_loop()
+        current: dict[str, int] = {}
+        wanted: set[tuple[str, int]] = set()
+        for site, device_id, version in reports:
+            if site not in current:
+                current[site] = await loop.run_in_executor(
+                    self._db, self.readers.site_version, site
+                )
+            if version >= current[site] or (site, version) in wanted:
+                continue  # up to date (a report costs nothing then), or already answered
+            if not self.resends.allow(device_id):
+                self.metrics.refused.labels("gallery_resend_limited").inc()
+                continue
+            wanted.add((site, version))
+        for site, version in sorted(wanted):
+            await self._send_gallery(client, site, version)
 
     async def _publish_all_desired(self, client: aiomqtt.Client) -> None:
         """Re-assert every desired document, in case the broker lost its retained store."""

@@ -115,7 +115,10 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     readers = Readers(repo, key)
     cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
     identity, registry = await asyncio.to_thread(open_identity, cfg, repo)
-    repo.effects[REGISTRATION] = Registrar(readers, cards, cfg.patron_prefix, identity.seal_key)
+    repo.require_role = cfg.security.require  # roles come from certificates: no role, no say
+    repo.effects[REGISTRATION] = Registrar(
+        readers, cards, cfg.patron_prefix, identity.seal_key, require_sealed=cfg.security.require
+    )
     bridge = Bridge(cfg, repo, metrics, readers, identity)
     bridge.gates = lambda: [
         (name.device_id, name.site, pem)

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select
 
 from biblioedge.fleet.auth import Principal, Tokens
+from biblioedge.fleet.authz import SECURITY_ATTENTION
 from biblioedge.fleet.db import api_tokens
 from biblioedge.fleet.device_status import revoked_devices, with_revocation
 from biblioedge.fleet.enrollments import pending_rekeys
@@ -172,6 +173,13 @@ def attention(
     items: list[tuple[str, str, str]] = [
         ("att_rekey", device, request) for device, request in pending_rekeys(repo.engine)
     ]
+    # a kiosk said what its role may not (fleet/authz.py): first, it may be a stolen one
+    rows, _ = repo.list_events(type_=SECURITY_ATTENTION, since=now - ATTENTION_WINDOW, limit=20)
+    for e in rows:
+        p = e["payload"]
+        items.append(
+            ("att_security", e["device_id"], f"{p.get('reason', '')}: {p.get('detail', '')}")
+        )
     for r in rollouts:
         if r["state"] == "halted":
             items.append(

@@ -75,6 +75,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "detail": ("Chi tiết", "Detail"),
     "attention": ("Cần nhân viên xử lý", "Needs staff attention"),
     "nothing_needed": ("Không có việc gì cần xử lý.", "Nothing needs attention."),
+    "att_security": ("Thiết bị gửi điều không được phép", "Device sent what it may not"),
     "att_rekey": ("Thiết bị xin đổi khóa, chờ IT duyệt", "Asks for a new key, awaiting IT"),
     "att_offline": ("Ngoại tuyến từ", "Offline since"),
     "att_degraded": ("Hoạt động hạn chế", "Degraded"),

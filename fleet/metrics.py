@@ -21,6 +21,15 @@ class CentralMetrics:
         self.refused = Counter(
             "central_messages_refused", "MQTT messages refused, by reason", ["reason"], registry=r
         )
+        self.security_refused = Counter(
+            "central_security_refused",
+            "Messages a device's role or registry entry does not allow, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.security_cases = Counter(
+            "central_security_cases", "Security attention cases raised", registry=r
+        )
         self.acks = Counter("central_acks_published", "Acks published", registry=r)
         self.connected = Gauge("central_broker_connected", "1 when connected", registry=r)
         self.ingest_seconds = Histogram(

@@ -4,7 +4,18 @@ A desk records ``desk.registration`` in its outbox like any event, so a registra
 while central or the broker is down waits on the desk and is never lost. Central applies it in
 the same transaction that stores the event, and answers in the ack (``Ack.results``) with the
 patron number and the signed card. The registration id is the idempotency key: a resent event
-(lost ack, desk restart) gets the stored answer again, never a second reader or card.
+(lost ack, desk restart) never makes a second reader or card.
+
+Who gets the answer (docs/security.md, "What a device may say"): a registration is only
+accepted from a desk (the role table, fleet/authz.py), sealed to central's key when central
+runs with certificates, and bound to the desk that sealed it (the seal's context names the
+desk). Its registration id then belongs to that desk: the same id from another device is
+refused and answered nothing. The answer carrying the name and the card's bearer token goes
+to that desk once, in the ack of the transaction that made it; central never stores the token.
+A resend (a lost ack) is answered ``{"status": "already_delivered", ...}`` with the patron
+number only, and the desk tells the librarian to issue the card again (a returning reader: a
+new card, the lost one revoked). Delivering until the desk confirms would have meant keeping
+the bearer token at central for an unbounded time, and a confirmation message of its own.
 
 What central keeps: the reader (name sealed, status, expiry), the profile fields the desk kept,
 sealed, under a keyed hash of the ID number (never the number), the consent record and, only
@@ -16,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
 import unicodedata
 from datetime import UTC, datetime, timedelta
@@ -28,9 +38,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from biblioedge.fleet.authz import Refused
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.db import reader_profiles, readers, registrations, templates
-from biblioedge.fleet.readers import ReaderError, Readers, UnknownReader, check_vectors
+from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
 from biblioedge.protocol import (
     DeskRegistration,
     Event,
@@ -41,6 +52,8 @@ from biblioedge.protocol import (
 from biblioedge.provisioning.sealing import SealError, open_sealed
 
 REGISTRATION = "desk.registration"
+#: The status of an answer to a registration whose card was already delivered.
+ALREADY_DELIVERED = "already_delivered"
 
 
 class Registrar:
@@ -50,18 +63,24 @@ class Registrar:
         cards: Cards,
         prefix: str = "BE",
         seal_key: X25519PrivateKey | None = None,
+        require_sealed: bool = False,
     ) -> None:
         self.readers = registry
         self.cards = cards
         self.prefix = prefix
         self.aead: AESGCM = registry.aead
         self.seal_key = seal_key
+        #: refuse unsealed registrations: central runs with certificates (security.require),
+        #: so every enrolled desk holds central's key and seals (an unsealed one is forged)
+        self.require_sealed = require_sealed and seal_key is not None
 
     def _opened(self, event: Event) -> dict[str, Any]:
         """The registration, opened if the desk sealed it to central (it always does once
         enrolled; an unsealed one comes from a desk without central's key)."""
         payload = event.payload
         if "sealed" not in payload:
+            if self.require_sealed:
+                raise Refused("unsealed_registration", "not sealed to central's key")
             return payload
         if self.seal_key is None:
             raise ProtocolError("invalid_registration", "sealed, and central has no sealing key")
@@ -73,27 +92,45 @@ class Registrar:
             inner = orjson.loads(
                 open_sealed(self.seal_key, blob, registration_context(event.device_id, rid))
             )
-        except (SealError, ValueError, binascii.Error) as exc:
+        except SealError as exc:  # another key, another desk or registration, or tampered
+            raise Refused("seal_invalid", f"does not open as {event.device_id}'s: {exc}") from exc
+        except (ValueError, binascii.Error) as exc:
             raise ProtocolError("invalid_registration", f"sealed data: {exc}") from exc
         if not isinstance(inner, dict) or inner.get("registration_id") != rid:
-            raise ProtocolError("invalid_registration", "sealed data names another registration")
+            raise Refused("seal_invalid", "sealed data names another registration")
         return inner
 
-    def result_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
+    def _owned(self, conn: Connection, event: Event) -> dict[str, Any] | None:
+        """The registration this event names, if already made; Refused when it is another
+        device's (its id is visible to any viewer: it proves nothing)."""
         rid = event.payload.get("registration_id")
+        if not isinstance(rid, str):
+            return None
         row = conn.execute(
-            select(registrations.c.result).where(registrations.c.registration_id == rid)
+            select(registrations.c.device_id, registrations.c.patron_id).where(
+                registrations.c.registration_id == rid
+            )
         ).first()
         if row is None:
             return None
-        answer = dict(row.result)
-        with contextlib.suppress(UnknownReader):  # the name is kept sealed, with the reader
-            answer["display_name"] = self.readers.name_of(conn, str(answer["patron_id"]))
-        return answer
+        if row.device_id != event.device_id:
+            raise Refused("foreign_registration", f"{rid} was made by another device")
+        return {"registration_id": rid, "patron_id": row.patron_id, "status": ALREADY_DELIVERED}
+
+    def result_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
+        """The answer to a resent event (the repository checked it is this desk's own): the
+        patron number, never again the name or the card."""
+        try:
+            return self._owned(conn, event)
+        except Refused:
+            return None
 
     def apply(self, conn: Connection, event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
         """(payload to store, answer for the desk); ProtocolError refuses the registration,
         which quarantines the event and tells the desk why."""
+        old = self._owned(conn, event)
+        if old is not None:  # the same registration from another event id of this desk
+            return {"registration_id": old["registration_id"], "patron_id": old["patron_id"]}, old
         try:
             reg = DeskRegistration.model_validate(self._opened(event))
         except ValidationError as exc:
@@ -104,9 +141,6 @@ class Registrar:
             raise ProtocolError("no_consent", "templates sent without biometric consent")
         if reg.check.passive_auth == "failed" and not reg.check.override_by:
             raise ProtocolError("forgery_suspected", "chip failed passive authentication")
-        old = self.result_of(conn, event)
-        if old is not None:  # the same registration from another event id: same answer
-            return _audit(reg, old), old
         name = unicodedata.normalize("NFC", reg.display_name).strip()
         try:  # everything that can refuse, before the first write
             vectors = check_vectors(_vectors(reg.face.templates)).tolist() if reg.face else []
@@ -169,12 +203,13 @@ class Registrar:
             "templates": n,
             "card": card,
         }
+        kept = {**result, "card": {k: v for k, v in card.items() if k != "token"}}
         conn.execute(
             insert(registrations).values(
                 registration_id=reg.registration_id,
                 patron_id=patron_id,
                 device_id=event.device_id,
-                result={k: v for k, v in result.items() if k != "display_name"},
+                result={k: v for k, v in kept.items() if k != "display_name"},  # no token, no name
                 created_at=utc_now(),
             )
         )

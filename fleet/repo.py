@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from biblioedge.fleet import migrations
+from biblioedge.fleet import authz, migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
 from biblioedge.protocol import (
     BATCH_DEPTH,
@@ -90,10 +90,18 @@ class IngestResult:
     quarantined: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     states: int = 0
-    #: (site, gallery version) reported by each device in this run
-    gallery_versions: list[tuple[str, int]] = field(default_factory=list)
+    #: (site, device, gallery version) reported by each device in this run
+    gallery_versions: list[tuple[str, str, int]] = field(default_factory=list)
     #: sites whose gallery changed in this run (a desk registered a reader)
     changed_sites: set[str] = field(default_factory=set)
+    #: messages refused by the role table or the registry, by reason (see fleet/authz.py)
+    security: dict[str, int] = field(default_factory=dict)
+    #: attention cases raised in this run
+    cases: list[authz.SecurityCase] = field(default_factory=list)
+    #: answers made in this run, by event id: a copy of the event in another message of the
+    #: same run (an agent's resend after an ack timeout) gets the same answer, since the acks
+    #: of one run go out together and may arrive in any order
+    fresh: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def count(self, bucket: dict[str, int], reason: str, n: int = 1) -> None:
         bucket[reason] = bucket.get(reason, 0) + n
@@ -109,6 +117,9 @@ class IngestResult:
                 self.count(mine, reason, n)
         self.gallery_versions += other.gallery_versions
         self.changed_sites |= other.changed_sites
+        for reason, n in other.security.items():
+            self.count(self.security, reason, n)
+        self.cases += other.cases
 
 
 def _insert_ignore(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> None:
@@ -133,7 +144,8 @@ class Effect(Protocol):
         ...
 
     def result_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
-        """The answer already given, for a resent event."""
+        """The answer to a resent event (its own device's: the repository refuses another
+        device's event id before asking). It need not repeat what the first answer carried."""
         ...
 
 
@@ -164,6 +176,16 @@ def register_in(conn: Connection, device_id: str, site: str, role: str | None) -
     )
 
 
+def _redacted(raw: Any) -> Any:
+    """An event as quarantine keeps a refused one: the fact, without the personal data,
+    templates or sealed blobs its payload carried."""
+    if not isinstance(raw, dict):
+        return raw
+    payload = raw.get("payload")
+    keys = sorted(str(k) for k in payload)[:20] if isinstance(payload, dict) else []
+    return {**raw, "payload": {"redacted": True, "keys": keys}}
+
+
 def _refuse_clear_names_without_key(conn: Connection) -> None:
     """Readers' names still in clear need central's key to be sealed (revision 0008). Refuse
     before the first migration runs: SQLite's DDL is not inside the transaction, so an
@@ -185,6 +207,10 @@ class Repo:
         self.url = url
         self.engine: Engine = make_engine(url)
         self.effects: dict[str, Effect] = {}
+        #: central runs with certificate identities (security.require): a device whose
+        #: registry row has no role cannot be authorized, so its messages are held
+        self.require_role = False
+        self.cases = authz.SecurityCases()
 
     def migrate(self, template_key: bytes | None = None) -> None:
         """Bring the schema to head. ``template_key`` is central's sealing key: a migration
@@ -208,18 +234,20 @@ class Repo:
         result = IngestResult()
         now = utc_now()
         with self.engine.begin() as conn:
-            known = self._known_devices(conn, {m.device_id for m in messages})
+            known, roles = self._known_devices(conn, {m.device_id for m in messages})
             for msg in messages:
                 try:
                     if msg.channel == "state":
-                        version = self._ingest_state(conn, msg, known, accept_unknown, now)
+                        version = self._ingest_state(conn, msg, known, roles, accept_unknown, now)
                         result.states += 1
                         if version is not None:
-                            result.gallery_versions.append((msg.site, version))
+                            result.gallery_versions.append((msg.site, msg.device_id, version))
                     elif msg.channel == "events":
-                        self._ingest_events(conn, msg, known, accept_unknown, now, result)
+                        self._ingest_events(conn, msg, known, roles, accept_unknown, now, result)
                 except ProtocolError as exc:
                     result.count(result.refused, exc.reason)
+                    if isinstance(exc, authz.Refused):
+                        self._flag(conn, msg, known, roles, exc, now, result)
                     log.warning(
                         "refused %s message from %s/%s: %s",
                         msg.channel,
@@ -313,11 +341,35 @@ class Repo:
         )
         return result
 
-    def _known_devices(self, conn: Connection, ids: set[str]) -> dict[str, str]:
+    def _known_devices(
+        self, conn: Connection, ids: set[str]
+    ) -> tuple[dict[str, str], dict[str, str | None]]:
+        """(device -> site, device -> role) from the registry: what the messages are judged by."""
         rows = conn.execute(
-            select(devices.c.device_id, devices.c.site).where(devices.c.device_id.in_(ids))
-        )
-        return {r.device_id: r.site for r in rows}
+            select(devices.c.device_id, devices.c.site, devices.c.role).where(
+                devices.c.device_id.in_(ids)
+            )
+        ).all()
+        return {r.device_id: r.site for r in rows}, {r.device_id: r.role for r in rows}
+
+    def _flag(
+        self,
+        conn: Connection,
+        msg: Incoming,
+        known: dict[str, str],
+        roles: dict[str, str | None],
+        exc: ProtocolError,
+        now: datetime,
+        result: IngestResult,
+    ) -> None:
+        """Count a refusal of the role table or the registry, and raise its attention case
+        under the device's registered site (at most one per device and reason per window)."""
+        result.count(result.security, exc.reason)
+        site = known.get(msg.device_id, msg.site)
+        case = authz.SecurityCase(msg.device_id, site, exc.reason, exc.detail)
+        if self.cases.raise_in(conn, case, roles.get(msg.device_id), now):
+            result.cases.append(case)  # logged once per case: a flood does not flood the log
+            log.warning("security case: %s/%s refused: %s", site, msg.device_id, exc)
 
     def _admit(
         self,
@@ -326,8 +378,10 @@ class Repo:
         known: dict[str, str],
         accept_unknown: bool,
         now: datetime,
-        role: str | None = None,
     ) -> bool:
+        """Whether the device may be heard: registered, or admitted now on first contact
+        (``accept_unknown``, with no role: only its registry row or its first report sets
+        that); ``site_mismatch`` when it publishes under another site than its own."""
         site = known.get(msg.device_id)
         if site is None:
             if not accept_unknown:
@@ -336,7 +390,7 @@ class Repo:
                 insert(devices).values(
                     device_id=msg.device_id,
                     site=msg.site,
-                    role=role,
+                    role=None,
                     registered=False,
                     first_seen=now,
                     last_seen=now,
@@ -347,26 +401,45 @@ class Repo:
             known[msg.device_id] = msg.site
             return True
         if site != msg.site:
-            raise ProtocolError(
+            raise authz.Refused(
                 "site_mismatch", f"{msg.device_id} belongs to {site}, published under {msg.site}"
             )
         return True
 
     def _ingest_state(
-        self, conn: Connection, msg: Incoming, known: dict[str, str], accept: bool, now: datetime
+        self,
+        conn: Connection,
+        msg: Incoming,
+        known: dict[str, str],
+        roles: dict[str, str | None],
+        accept: bool,
+        now: datetime,
     ) -> int | None:
+        """Role and site are the registry's: a report that claims others is refused (and
+        flagged), never believed. A registry row without a role (a device admitted on first
+        contact, without a certificate) takes its role from its first report, once."""
         if not msg.payload:
             return None  # a retained state cleared by an operator
-        state = decode(ReportedState, msg.payload)
-        if state.device_id != msg.device_id or state.site != msg.site:
-            raise ProtocolError("device_mismatch", "state names another device than its topic")
-        if not self._admit(conn, msg, known, accept, now, role=state.role):
+        authz.check_state_size(msg.payload)
+        state = decode(ReportedState, msg.payload, authz.MAX_STATE_DEPTH)
+        if state.device_id != msg.device_id:
+            raise authz.Refused("device_mismatch", "state names another device than its topic")
+        if state.site != msg.site:
+            raise authz.Refused("site_mismatch", f"state of site {state.site} on {msg.site}")
+        if not self._admit(conn, msg, known, accept, now):
             raise ProtocolError("unknown_device", msg.device_id)
+        role = roles.get(msg.device_id)
+        if role is None and self.require_role:
+            raise ProtocolError("role_unknown", f"{msg.device_id} has no role in the registry")
+        authz.check_state(role, known[msg.device_id], state)
+        values: dict[str, Any] = {}
+        if role is None:  # first contact without a certificate: the role is set once
+            values["role"] = roles[msg.device_id] = state.role
         conn.execute(
             update(devices)
             .where(devices.c.device_id == msg.device_id)
             .values(
-                role=state.role,
+                **values,
                 online=state.online,
                 reported=state.model_dump(mode="json"),
                 reported_at=now,
@@ -380,6 +453,7 @@ class Repo:
         conn: Connection,
         msg: Incoming,
         known: dict[str, str],
+        roles: dict[str, str | None],
         accept: bool,
         now: datetime,
         result: IngestResult,
@@ -394,6 +468,13 @@ class Repo:
                 "holding %d events of unregistered device %s", len(batch.events), msg.device_id
             )
             return
+        role = roles.get(msg.device_id)
+        if role is None and self.require_role:
+            result.held += len(batch.events)
+            result.count(result.refused, "role_unknown")
+            log.warning("holding %d events of %s: no role", len(batch.events), msg.device_id)
+            return
+        refusals: list[authz.Refused] = []
         good: list[dict[str, Any]] = []
         bad: list[dict[str, Any]] = []
         ack = AckOut(msg.site, msg.device_id, batch.batch_id, [], {})
@@ -402,29 +483,52 @@ class Repo:
             try:
                 ev = validate_event(raw)
                 if ev.device_id != msg.device_id or ev.site != msg.site:
-                    raise ProtocolError("device_mismatch", f"event of {ev.device_id}/{ev.site}")
+                    raise authz.Refused("device_mismatch", f"event of {ev.device_id}/{ev.site}")
+                authz.check_event(role, ev.type)  # before any effect
+            except authz.Refused as exc:  # nothing of what it carried is kept
+                self._reject(bad, ack, result, msg, _redacted(raw), exc, now)
+                refusals.append(exc)
+                continue
             except ProtocolError as exc:
                 self._reject(bad, ack, result, msg, raw, exc, now)
                 continue
             valid.append(ev)
         ids = [ev.event_id for ev in valid]
-        have = set(conn.scalars(select(events.c.event_id).where(events.c.event_id.in_(ids))))
+        have = {
+            r.event_id: r.device_id
+            for r in conn.execute(
+                select(events.c.event_id, events.c.device_id).where(events.c.event_id.in_(ids))
+            )
+        }
         for ev in valid:
             payload = ev.payload
+            if have.get(ev.event_id, ev.device_id) != ev.device_id:
+                # another device's event id: never its answer, never "stored" for this one
+                foreign = authz.Refused("foreign_event_id", f"{ev.event_id} is another device's")
+                kept = _redacted(ev.model_dump(mode="json"))
+                self._reject(bad, ack, result, msg, kept, foreign, now)
+                refusals.append(foreign)
+                continue
             effect = self.effects.get(ev.type)
             if effect is not None:
-                if ev.event_id in have:
+                answer: dict[str, Any] | None
+                if ev.event_id in result.fresh:
+                    answer = result.fresh[ev.event_id]
+                elif ev.event_id in have:
                     answer = effect.result_of(conn, ev)
                 else:
                     try:  # effects check everything before they write
                         payload, answer = effect.apply(conn, ev)
                     except ProtocolError as exc:
                         # quarantine the fact, not the personal data or templates it carried
-                        kept = ev.model_dump(mode="json")
-                        kept["payload"] = {"redacted": True, "keys": sorted(ev.payload)[:20]}
+                        kept = _redacted(ev.model_dump(mode="json"))
                         self._reject(bad, ack, result, msg, kept, exc, now)
+                        if isinstance(exc, authz.Refused):
+                            refusals.append(exc)
                         continue
                     result.changed_sites.add(ev.site)
+                    if answer is not None:
+                        result.fresh[ev.event_id] = answer
                 if answer is not None:
                     ack.results[ev.event_id] = answer
             good.append(
@@ -452,6 +556,8 @@ class Repo:
         conn.execute(
             update(devices).where(devices.c.device_id == msg.device_id).values(last_seen=now)
         )
+        for refusal in refusals:
+            self._flag(conn, msg, known, roles, refusal, now, result)
         result.acks.append(ack)
 
     @staticmethod
@@ -620,9 +726,12 @@ class Repo:
             return [dict(r._mapping) for r in rows]
 
     def stats(self) -> dict[str, int]:
+        """Counts of what the devices sent (central's own attention cases excluded)."""
+        sent = select(func.count()).select_from(events)
+        sent = sent.where(events.c.type != authz.SECURITY_ATTENTION)
         with self.engine.connect() as conn:
             return {
-                "events": int(conn.scalar(select(func.count()).select_from(events)) or 0),
+                "events": int(conn.scalar(sent) or 0),
                 "devices": int(conn.scalar(select(func.count()).select_from(devices)) or 0),
                 "quarantined": int(conn.scalar(select(func.count()).select_from(quarantine)) or 0),
             }

@@ -139,6 +139,10 @@ _GATE: dict[str, tuple[str, str]] = {
     "card_issued": ("Đã cấp thẻ {patron}", "Card {patron} issued"),
     "card_issued_sub": ("Thẻ đang được in", "The card is printing"),
     "registration_refused": ("Máy chủ từ chối đăng ký", "Central refused the registration"),
+    "card_reissue": (
+        "Thẻ đã được cấp nhưng không nhận được: hãy đăng ký lại để cấp thẻ mới",
+        "The card was issued but its answer was lost: register again for a new card",
+    ),
     "pending_cards": ("{n} thẻ chờ in", "{n} cards waiting"),
     "score": ("Độ khớp {score} (ngưỡng {threshold})", "Match {score} (threshold {threshold})"),
     "action_retry": ("Thử lại", "Retry"),

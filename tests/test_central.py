@@ -96,6 +96,8 @@ def test_bad_events_are_quarantined_not_lost_and_do_not_sink_the_batch(repo: Rep
     ack = res.acks[0]
     assert ack.stored == [good["event_id"]]
     assert set(ack.rejected) == {unknown["event_id"], spoofed["event_id"], broken["event_id"]}
+    # an event naming another device is what a stolen kiosk does: one attention case too
+    assert res.security == {"device_mismatch": 1}
     assert repo.stats() == {"events": 1, "devices": 1, "quarantined": 3}
     # quarantine is idempotent too
     repo.ingest([batch([unknown])], accept_unknown=True)
@@ -136,6 +138,9 @@ def test_device_cannot_move_site_by_publishing_elsewhere(repo: Repo) -> None:
     repo.ingest([batch([ev(1)])], accept_unknown=True)
     res = repo.ingest([batch([ev(2, site="cn-2")], site="cn-2")], accept_unknown=True)
     assert res.refused == {"site_mismatch": 1} and repo.stats()["events"] == 1
+    (case,) = repo.list_events(type_="security.attention")[0]
+    assert case["device_id"] == "gate-01" and case["site"] == "tv-tinh"
+    assert case["payload"]["reason"] == "site_mismatch"
 
 
 def test_admin_auth(api: TestClient) -> None:

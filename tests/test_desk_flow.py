@@ -304,3 +304,36 @@ async def test_qr_held_to_the_camera_starts_one_session_not_two(tmp_path: Path, 
         await asyncio.sleep(3.0)  # the same card is still in view of the camera
         assert desk.flow.view.step == "idle"
         assert desk.store.outbox_depth() == 0 and len(list(desk.prints.glob("*.png"))) == 1
+
+
+async def test_a_card_whose_ack_was_lost_is_not_sent_again_and_the_desk_says_so(
+    tmp_path: Path, pcsc: int
+) -> None:
+    """Central sends the card's bearer token once and keeps none: a desk whose ack was lost
+    is told the patron number, prints nothing, and the librarian registers the reader again."""
+    from biblioedge.fleet.repo import Incoming
+
+    async with running_desk(tmp_path, pcsc) as desk:
+        desk.central.online = False
+        desk.flow.scanned(desk.qr)
+        await desk.until("consent")
+        desk.flow.tap("consent_yes")
+        await desk.until("pending")
+        desk.flow.tap("next")
+        await desk.until("idle")
+        # central gets the registration, but its ack never reaches the desk
+        (row,) = desk.store.read_batch(0, 10, 1 << 20)
+        body = {"batch_id": "lost", "device_id": "desk-1", "events": [orjson.loads(row.body)]}
+        msg = Incoming("tv-tinh", "desk-1", "events", orjson.dumps(body))
+        (lost,) = desk.central.repo.ingest([msg], True).acks
+        assert lost.results[row.event_id]["card"]["token"]
+        desk.central.online = True  # the desk sends it again: the answer has no card now
+        deadline = time.monotonic() + 20
+        while desk.store.outbox_depth() or desk.store.answered("desk.registration"):
+            assert time.monotonic() < deadline, "the resent registration was never settled"
+            await asyncio.sleep(0.1)
+        while desk.flow.view.pending_cards:
+            assert time.monotonic() < deadline, "the card stays pending"
+            await asyncio.sleep(0.1)
+        assert not desk.prints.exists() or not list(desk.prints.glob("*.png"))
+        assert desk.flow.view.step == "idle"

@@ -175,6 +175,7 @@ DESK_MESSAGES = {
     "card_pending",
     "card_issued",
     "registration_refused",
+    "card_reissue",
 }
 DESK_ACTIONS = {
     "retry",

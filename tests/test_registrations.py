@@ -27,6 +27,7 @@ class Central:
     def __init__(self, tmp: Path) -> None:
         self.repo = Repo(f"sqlite:///{tmp / 'c.sqlite3'}")
         self.repo.migrate()
+        self.repo.register_device(DESK, SITE, "desk")
         self.readers = Readers(self.repo, load_or_create_key(tmp / "t.key"))
         self.cards = Cards(self.readers, load_or_create_key(tmp / "c.key"))
         self.registrar = Registrar(self.readers, self.cards)
@@ -115,18 +116,27 @@ def test_registration_creates_reader_card_consent_templates(central: Central) ->
     assert len(delta.upserts[0].templates) == 2
 
 
-def test_resent_registration_gets_the_same_answer(central: Central) -> None:
+def test_the_card_goes_to_the_desk_once_and_central_keeps_no_bearer_token(
+    central: Central,
+) -> None:
     reg = registration()
     ev = central.event(reg)
     first, _ = central.send(ev)
+    answer = first.results[ev["event_id"]]
+    assert answer["card"]["token"] and answer["display_name"]
+    pid = answer["patron_id"]
     again, result = central.send(ev)  # lost ack: the same event again
-    assert again.results == first.results and result.duplicates == 1
+    expected = {"registration_id": reg["registration_id"], "patron_id": pid}
+    assert again.results == {ev["event_id"]: {**expected, "status": "already_delivered"}}
+    assert result.duplicates == 1 and again.stored == [ev["event_id"]]
     other = central.event(reg)  # the desk re-emitted it under a new event id
     third, _ = central.send(other)
-    assert third.results[other["event_id"]] == first.results[ev["event_id"]]
+    assert third.results[other["event_id"]] == {**expected, "status": "already_delivered"}
     with central.repo.engine.connect() as conn:
-        assert conn.execute(select(registrations)).all().__len__() == 1
-    assert len(central.cards.consents_of(first.results[ev["event_id"]]["patron_id"])) == 1
+        (row,) = conn.execute(select(registrations)).all()
+    assert answer["card"]["token"] not in orjson.dumps(row.result).decode()
+    assert row.result["card"]["jti"] == answer["card"]["jti"]
+    assert len(central.cards.consents_of(pid)) == 1
 
 
 def test_returning_reader_keeps_the_number_and_old_card_is_revoked(central: Central) -> None:
@@ -239,7 +249,16 @@ def test_sealed_registrations_open_only_as_their_desks_event(central: Central) -
         {**sealed(registration(ref="c" * 64)), "display_name": "x"},
     ]
     ack, result = central.send(*[central.event(b) for b in bad])
-    assert not ack.stored and set(ack.rejected.values()) == {"invalid_registration"}
+    assert not ack.stored and not ack.results
+    # a blob that does not open as this desk's event is evidence, not a typo: flagged
+    assert sorted(ack.rejected.values()) == sorted(
+        ["seal_invalid", "seal_invalid", "invalid_registration", "invalid_registration"]
+    )
+    assert result.security == {"seal_invalid": 2} and len(result.cases) == 1
+    unsealed = central.event(registration(ref="d" * 64))
+    central.registrar.require_sealed = True  # central runs with certificates
+    ack, result = central.send(unsealed)
+    assert ack.rejected == {unsealed["event_id"]: "unsealed_registration"} and not ack.results
     with central.repo.engine.connect() as conn:
         kept = [r.raw for r in conn.execute(select(quarantine))]
     assert all("sealed" not in k or "redacted" in k for k in kept)
