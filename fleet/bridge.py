@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiomqtt
 
-from biblioedge.fleet.authz import GalleryResends
+from biblioedge.fleet.authz import GalleryResends, SecurityCase
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
@@ -175,8 +175,20 @@ class Bridge:
 
     def _over_quota(self, over: OverQuota) -> None:
         self.metrics.over_quota.labels(over.device_id).inc()
+        detail = ", ".join(f"{k} {n}" for k, n in sorted(over.refused.items()))
+        case = SecurityCase(over.device_id, over.site, "over_quota", f"refused: {detail}")
+        # on the ingest thread, like every write: the receive loop never waits on the database
+        self._db.submit(self._raise_case, case, over.role)
         for hook in self.over_quota_hooks:
             hook(over)
+
+    def _raise_case(self, case: SecurityCase, role: str | None) -> None:
+        try:
+            if self.repo.raise_case(case, role):
+                self.metrics.security_cases.inc()
+                log.warning("security case: %s/%s: %s", case.site, case.device_id, case.detail)
+        except Exception:  # a case that cannot be stored must not cost the bridge
+            log.exception("cannot store the over-quota case of %s", case.device_id)
 
     async def _next_batch(self) -> list[Incoming]:
         """The next run to store: one message per device in turn, each within its quota;

@@ -352,6 +352,12 @@ class Repo:
         ).all()
         return {r.device_id: r.site for r in rows}, {r.device_id: r.role for r in rows}
 
+    def raise_case(self, case: authz.SecurityCase, role: str | None) -> bool:
+        """Raise a security attention case found outside ingestion (a device that stays over
+        its quota); the same once-per-window rule as the role table's cases."""
+        with self.engine.begin() as conn:
+            return self.cases.raise_in(conn, case, role, utc_now())
+
     def _flag(
         self,
         conn: Connection,

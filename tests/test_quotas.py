@@ -3,6 +3,7 @@ real mosquitto beside an honest one (issue 19, deliver 4)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,8 @@ def test_a_flooding_kiosk_is_refused_beyond_its_quota_and_an_honest_one_loses_no
             60,
             what="the flooder reported",
         )
+        # and IT sees it: a security attention case naming the device
+        wait_until(lambda: _cases(db, "gate-66") == ["over_quota"], 60, what="the case")
         # the honest kiosk's outbox empties: every event acked
         wait_until(lambda: _outbox(honest) == 0, 60, what="honest outbox acked")
     finally:
@@ -270,6 +273,20 @@ def test_a_flooding_kiosk_is_refused_beyond_its_quota_and_an_honest_one_loses_no
     assert flood_stored == flood_rows <= FLOOD_BURST  # the rest refused before storing
     assert flood.sent - flood_stored >= 19 * FLOOD_BURST
     assert central.stop() == 0, central.log_tail()
+
+
+def _cases(db: Path, device: str) -> list[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute(
+            "SELECT payload FROM events WHERE device_id = ? AND type = 'security.attention'",
+            (device,),
+        ).fetchall()
+        return [json.loads(r[0])["reason"] for r in rows]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
 
 
 def _outbox(agent: AgentProcess) -> int:
