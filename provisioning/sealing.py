@@ -126,3 +126,14 @@ def site_key_context(site: str, kid: str, device_id: str) -> bytes:
 
 def gallery_context(site: str) -> bytes:
     return f"gallery\0{site}\0".encode()
+
+
+def greeting_key_context(site: str, kid: str, device_id: str) -> bytes:
+    """A greeting key wrapped for one gate (never usable as a site key, nor the reverse)."""
+    return f"greeting-key\0{site}\0{kid}\0{device_id}".encode()
+
+
+def greeting_context(site: str, patron_id: str) -> bytes:
+    """A sealed greeting opens only as this reader's name at this site (the key id is bound
+    too, by ``seal_with``): a name cannot be moved onto another reader."""
+    return f"greeting\0{site}\0{patron_id}\0".encode()
