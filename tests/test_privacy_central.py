@@ -555,3 +555,62 @@ def test_a_real_gate_receives_and_keeps_the_given_name_only(
     assert central.stop() == 0, central.log_tail()
     raw = b"".join(p.read_bytes() for p in central.data_dir.glob("*.sqlite3*") if p.is_file())
     assert raw and not [w for w in NAME.split() if w.encode() in raw]
+
+
+@pytest.mark.integration
+def test_revoking_a_gate_rotates_the_greeting_key_and_the_others_still_greet(
+    tmp_path: Path, broker: object, central: object, make_agent: object
+) -> None:
+    """Real processes: a gate's key set holds the greeting key; revoking another gate of the
+    site brings it a new one, and a name sealed afterwards still reaches it."""
+    import cv2
+
+    from biblioedge.demo.launch import CentralProcess, wait_until
+
+    assert isinstance(central, CentralProcess)
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(camera / f"{i:03d}.jpg"), np.full((720, 1280, 3), 110, np.uint8))
+    gate = make_agent(  # type: ignore[operator]
+        "gate-11",
+        role="gate",
+        gate={"enabled": True, "camera": f"sim:{camera}", "camera_fps": 5.0, "relay": "sim"},
+    )
+    gate.start()
+    make_agent("gate-12", role="gate").enroll()  # type: ignore[operator]
+    held = gate.data_dir / "identity" / "site-keys.json"
+
+    def greeting_keys() -> set[str]:
+        try:
+            return set(json.loads(held.read_text()).get("greeting", {}))
+        except (FileNotFoundError, ValueError):  # not yet, or being replaced
+            return set()
+
+    wait_until(greeting_keys, 60, what=f"the gate's greeting key: {gate.log_tail()}")
+    before = greeting_keys()
+    with central.client() as api:
+        assert api.post("/devices/gate-12/revoke").status_code == 200
+        wait_until(
+            lambda: greeting_keys() - before, 60, what=f"a new greeting key: {gate.log_tail()}"
+        )
+        r = api.put("/readers/P001101", json={"site": SITE, "display_name": NAME})
+        assert r.status_code == 200, r.text
+        version = api.get(f"/sites/{SITE}/gallery").json()["version"]
+        wait_until(
+            lambda: (
+                (api.get("/devices/gate-11").json()["reported"] or {}).get("gallery_version")
+                == version
+            ),
+            90,
+            what=f"the gate applies the site's gallery: {gate.log_tail()}",
+        )
+    db = sqlite3.connect(f"file:{gate.data_dir / 'agent.sqlite3'}?mode=ro", uri=True)
+    try:
+        (name,) = db.execute(
+            "SELECT display_name FROM patron_cache WHERE patron_id = 'P001101'"
+        ).fetchone()
+    finally:
+        db.close()
+    assert name == GIVEN
+    assert gate.alive()
