@@ -2,7 +2,8 @@
 
 Two recipients use it: central's X25519 sealing key (desk registrations, sealed from the
 moment they enter the desk's outbox, so neither the desk's disk nor the broker sees names or
-templates) and a gate's certificate key, P-256 (the site's gallery key, wrapped to each gate).
+templates) and a kiosk's certificate key, P-256 (the site's gallery keys, wrapped to each gate and
+self-check; the greeting keys, to gates only).
 ``context`` is bound into the key derivation and the AEAD, so a sealed blob made for one use
 does not open for another.
 """
