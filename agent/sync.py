@@ -110,9 +110,12 @@ class Sync:
         self._last_command: datetime | None = None
         self._reconnect = asyncio.Event()
         cfg = config_ref()
-        #: the site's gallery keys (GALLERY_ROLES only: the desk keeps no templates)
+        #: the site's gallery keys (GALLERY_ROLES only: the desk keeps no templates); the
+        #: greeting keys, which open names, only on a gate
         self.site_keys = (
-            SiteKeyRing(cfg.identity_dir, cfg.device_id, cfg.site) if on_gallery else None
+            SiteKeyRing(cfg.identity_dir, cfg.device_id, cfg.site, greets=cfg.role == "gate")
+            if on_gallery
+            else None
         )
         self.control_keys: dict[str, Ed25519PublicKey] = {
             kid: signing.load_public(k) for kid, k in config_ref().security.control_keys.items()
@@ -327,7 +330,7 @@ class Sync:
                     if self.site_keys.update(decode(SiteKeys, body)):
                         self._state_dirty.set()  # central answers with the delta we lack
                 elif channel == "gallery" and self._on_gallery and self.site_keys is not None:
-                    await self._on_gallery(decode(GalleryDelta, self.site_keys.open(body)))
+                    await self._on_gallery(self.site_keys.open_delta(body))
             except ProtocolError as exc:
                 self.metrics.bad_messages.labels(exc.reason).inc()
                 log.warning("refused %s message: %s", channel, exc, extra=fields(reason=exc.reason))

@@ -313,6 +313,14 @@ class GalleryReader(_Strict):
         description="Keyed hash of the reader's ID number (the desks' pepper): a self-check "
         "finds the reader by the CCCD QR with it; gates do not keep it",
     )
+    sealed_greeting: str = Field(
+        default="",
+        max_length=1024,
+        pattern=r"^[A-Za-z0-9+/=]*$",
+        description="base64 of the greeting (display_name) sealed under the site's greeting "
+        "key, which only gates hold; display_name is then empty. Empty: an older central, "
+        "which sent display_name in clear",
+    )
 
 
 class GalleryDelta(_Strict):
@@ -421,8 +429,9 @@ class Command(_Strict):
 
 
 class SiteKeys(_Strict):
-    """The site's gallery keys, each wrapped to this gate's certificate key (retained on the
-    gate's own ``keys`` topic). ``version`` only moves forward; ``active`` seals new deltas."""
+    """The site's gallery keys, each wrapped to this kiosk's certificate key (retained on the
+    kiosk's own ``keys`` topic). ``version`` only moves forward; ``active`` seals new deltas,
+    ``greeting_active`` the readers' names in them (sent to gates only)."""
 
     v: int = PROTOCOL_VERSION
     device_id: str
@@ -431,6 +440,15 @@ class SiteKeys(_Strict):
     active: str = Field(min_length=1, max_length=32)
     keys: dict[str, str] = Field(
         max_length=16, description="kid -> base64 of the key sealed to the gate's public key"
+    )
+    greeting_active: str = Field(
+        default="", max_length=32, description="The greeting key that seals new names"
+    )
+    greeting_keys: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Gates only: kid -> base64 of the site's greeting key sealed to the gate "
+        "(a self-check's set has none: it cannot open the names in a delta)",
     )
 
 

@@ -305,7 +305,10 @@ class Bridge:
     async def _send_gallery(self, client: aiomqtt.Client, site: str, base: int) -> None:
         """Publish the delta after ``base`` if the site has changed since."""
         loop = asyncio.get_running_loop()
-        delta = await loop.run_in_executor(self._db, self.readers.delta, site, base)
+        delta = await loop.run_in_executor(  # names sealed for the site's gates only
+            self._db,
+            lambda: self.readers.delta(site, base, seal_name=self.site_keys.name_sealer(site)),
+        )
         if delta is not None:
             topic = gallery_topic(site)
             sealed = await loop.run_in_executor(

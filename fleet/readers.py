@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import date
 from typing import get_args
 
@@ -375,11 +376,17 @@ class Readers:
         return reader, revoked
 
     def delta(
-        self, site: str, base: int, max_readers: int = 200, max_bytes: int = DELTA_BYTES
+        self,
+        site: str,
+        base: int,
+        max_readers: int = 200,
+        max_bytes: int = DELTA_BYTES,
+        seal_name: Callable[[GalleryReader], GalleryReader] | None = None,
     ) -> GalleryDelta | None:
         """Changes after ``base`` for ``site``: at most ``max_readers`` readers and about
         ``max_bytes`` of them (the rest in the next delta, so every delta can be published);
-        None when the site has nothing after ``base``."""
+        None when the site has nothing after ``base``. ``seal_name`` (the bridge's: the
+        site's greeting key) seals each greeting before the reader's size is counted."""
         with self.repo.engine.connect() as conn:
             changes = conn.execute(
                 select(gallery_log.c.seq, gallery_log.c.patron_id)
@@ -398,6 +405,8 @@ class Readers:
                     version = seq
                     continue
                 reader, jtis = self._current(conn, site, pid)
+                if reader is not None and seal_name is not None:
+                    reader = seal_name(reader)
                 cost = len(dumps(reader)) if reader else len(pid) + 4
                 cost += sum(len(j) + 4 for j in jtis)
                 if seen and (len(seen) == max_readers or size + cost > max_bytes):

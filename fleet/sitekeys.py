@@ -1,10 +1,15 @@
-"""Per-site gallery keys: deltas are sealed with the site's key, which only its gates hold.
+"""Per-site gallery keys: deltas are sealed with the site's key, names with its greeting key.
 
-Each site has AES-256 keys (sealed at rest under central's identity key); the newest seals new
-deltas. Central wraps every key to each gate's certificate key (ECIES, P-256) and publishes
-the set, signed and retained, on the gate's own ``keys`` topic, so neither the broker nor a
-self-check or desk (nor another site's gate) can read a template. Revoking a gate rotates its
-site's key: what is sealed afterwards is closed to the revoked gate.
+Each site has AES-256 keys of two kinds (sealed at rest under central's identity key, in one
+table, told apart by the key id's first letter): site keys ("s…") seal whole gallery deltas
+and go to every kiosk that keeps the gallery (gates and self-checks, which need the
+templates); greeting keys ("g…") seal each reader's greeting inside a delta and go to gates
+only, the one role that shows a name. The newest key of each kind seals. Central wraps every
+key to each kiosk's certificate key (ECIES, P-256) and publishes the set, signed and
+retained, on the kiosk's own ``keys`` topic, so neither the broker nor a desk (nor another
+site's kiosk) can read a template, and a self-check cannot read a name. Which keys a kiosk
+gets follows the role its certificate states. Revoking a kiosk rotates both keys of its
+site: what is sealed afterwards is closed to the revoked kiosk.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,12 +25,25 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, func, insert, select
 
 from biblioedge.fleet.db import site_keys
-from biblioedge.protocol import SiteKeys, dumps, utc_now
+from biblioedge.protocol import GalleryReader, SiteKeys, dumps, utc_now
 from biblioedge.provisioning import pki
-from biblioedge.provisioning.sealing import gallery_context, seal, seal_with, site_key_context
+from biblioedge.provisioning.sealing import (
+    gallery_context,
+    greeting_context,
+    greeting_key_context,
+    seal,
+    seal_with,
+    site_key_context,
+)
 
-#: keys a gate is sent: the active one and a few before it (deltas still in flight)
+#: keys of each kind a kiosk is sent: the active one and a few before it (deltas in flight)
 KEPT = 4
+#: the key id's first letter: a site key (every gallery kiosk) or a greeting key (gates)
+SITE, GREETING = "s", "g"
+#: the one role that shows readers' names, and so gets the greeting keys
+GREETS = "gate"
+
+NameSealer = Callable[[GalleryReader], GalleryReader]
 
 
 class SiteKeyring:
@@ -32,31 +51,43 @@ class SiteKeyring:
         self.engine = engine
         self.aead = aead
 
-    def _keys(self, site: str) -> tuple[int, list[tuple[str, bytes]]]:
-        """(how many keys the site ever had, newest KEPT keys newest first), made on first use."""
+    def _keys(self, site: str) -> tuple[int, dict[str, list[tuple[str, bytes]]]]:
+        """(how many keys the site ever had, of either kind: the version of its key sets;
+        per kind, the newest KEPT keys newest first), each kind made on first use."""
         with self.engine.begin() as conn:
+            made = {
+                str(kind)
+                for (kind,) in conn.execute(
+                    select(func.substr(site_keys.c.kid, 1, 1))
+                    .where(site_keys.c.site == site)
+                    .distinct()
+                )
+            }
+            for kind in (SITE, GREETING):
+                if kind not in made:
+                    self._add(conn, site, kind)
             count = int(
                 conn.scalar(
                     select(func.count()).select_from(site_keys).where(site_keys.c.site == site)
                 )
                 or 0
             )
-            if count == 0:
-                self._add(conn, site)
-                count = 1
-            rows = conn.execute(
-                select(site_keys)
-                .where(site_keys.c.site == site)
-                .order_by(site_keys.c.created_at.desc(), site_keys.c.kid.desc())
-                .limit(KEPT)
-            ).all()
-        return count, [
-            (r.kid, self.aead.decrypt(r.nonce, r.sealed_key, f"{site}\0{r.kid}".encode()))
-            for r in rows
-        ]
+            out: dict[str, list[tuple[str, bytes]]] = {}
+            for kind in (SITE, GREETING):
+                rows = conn.execute(
+                    select(site_keys)
+                    .where((site_keys.c.site == site) & site_keys.c.kid.startswith(kind))
+                    .order_by(site_keys.c.created_at.desc(), site_keys.c.kid.desc())
+                    .limit(KEPT)
+                ).all()
+                out[kind] = [
+                    (r.kid, self.aead.decrypt(r.nonce, r.sealed_key, f"{site}\0{r.kid}".encode()))
+                    for r in rows
+                ]
+        return count, out
 
-    def _add(self, conn: Any, site: str) -> str:
-        kid = f"s{utc_now():%Y%m%d%H%M%S}{secrets.token_hex(3)}"
+    def _add(self, conn: Any, site: str, kind: str) -> str:
+        kid = f"{kind}{utc_now():%Y%m%d%H%M%S}{secrets.token_hex(3)}"
         nonce = os.urandom(12)
         conn.execute(
             insert(site_keys).values(
@@ -72,25 +103,57 @@ class SiteKeyring:
         return kid
 
     def rotate(self, site: str) -> str:
+        """A new site key and a new greeting key (the site key's id is returned)."""
         with self.engine.begin() as conn:
-            return self._add(conn, site)
+            self._add(conn, site, GREETING)
+            return self._add(conn, site, SITE)
 
     def seal_delta(self, site: str, body: bytes) -> bytes:
         _, keys = self._keys(site)
-        kid, key = keys[0]
+        kid, key = keys[SITE][0]
         return seal_with(key, kid, body, gallery_context(site))
 
+    def name_sealer(self, site: str) -> NameSealer:
+        """Seals a reader's greeting under the site's active greeting key, bound to the site
+        and the reader, and empties ``display_name``: only a gate can read it."""
+        _, keys = self._keys(site)
+        kid, key = keys[GREETING][0]
+
+        def sealed(reader: GalleryReader) -> GalleryReader:
+            if not reader.display_name:
+                return reader
+            blob = seal_with(
+                key, kid, reader.display_name.encode(), greeting_context(site, reader.patron_id)
+            )
+            return reader.model_copy(
+                update={"display_name": "", "sealed_greeting": base64.b64encode(blob).decode()}
+            )
+
+        return sealed
+
     def message(self, device_id: str, site: str, cert_pem: str) -> bytes:
-        """The site's keys wrapped to one gate's certificate key (its ``keys`` document)."""
-        pub = pki.load_cert(cert_pem.encode()).public_key()
+        """The site's keys wrapped to one kiosk's certificate key (its ``keys`` document):
+        the greeting keys too if the certificate is a gate's."""
+        cert = pki.load_cert(cert_pem.encode())
+        pub = cert.public_key()
         if not isinstance(pub, ec.EllipticCurvePublicKey):
             raise ValueError(f"{device_id}'s certificate key is not EC")
+        greets = pki.device_name(cert).role == GREETS
         version, keys = self._keys(site)
-        wrapped = {
-            kid: base64.b64encode(seal(pub, key, site_key_context(site, kid, device_id))).decode()
-            for kid, key in keys
-        }
+
+        def wrapped(kind: str, context: Callable[[str, str, str], bytes]) -> dict[str, str]:
+            return {
+                kid: base64.b64encode(seal(pub, key, context(site, kid, device_id))).decode()
+                for kid, key in keys[kind]
+            }
+
         doc = SiteKeys(
-            device_id=device_id, site=site, version=version, active=keys[0][0], keys=wrapped
+            device_id=device_id,
+            site=site,
+            version=version,
+            active=keys[SITE][0][0],
+            keys=wrapped(SITE, site_key_context),
+            greeting_active=keys[GREETING][0][0] if greets else "",
+            greeting_keys=wrapped(GREETING, greeting_key_context) if greets else {},
         )
         return dumps(doc)

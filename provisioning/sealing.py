@@ -2,7 +2,8 @@
 
 Two recipients use it: central's X25519 sealing key (desk registrations, sealed from the
 moment they enter the desk's outbox, so neither the desk's disk nor the broker sees names or
-templates) and a gate's certificate key, P-256 (the site's gallery key, wrapped to each gate).
+templates) and a kiosk's certificate key, P-256 (the site's gallery keys, wrapped to each gate and
+self-check; the greeting keys, to gates only).
 ``context`` is bound into the key derivation and the AEAD, so a sealed blob made for one use
 does not open for another.
 """
@@ -126,3 +127,14 @@ def site_key_context(site: str, kid: str, device_id: str) -> bytes:
 
 def gallery_context(site: str) -> bytes:
     return f"gallery\0{site}\0".encode()
+
+
+def greeting_key_context(site: str, kid: str, device_id: str) -> bytes:
+    """A greeting key wrapped for one gate (never usable as a site key, nor the reverse)."""
+    return f"greeting-key\0{site}\0{kid}\0{device_id}".encode()
+
+
+def greeting_context(site: str, patron_id: str) -> bytes:
+    """A sealed greeting opens only as this reader's name at this site (the key id is bound
+    too, by ``seal_with``): a name cannot be moved onto another reader."""
+    return f"greeting\0{site}\0{patron_id}\0".encode()

@@ -1,6 +1,7 @@
 """Gallery sync: central's readers and encrypted templates -> versioned deltas -> gates."""
 
 import base64
+import json
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -407,3 +408,141 @@ def test_a_self_check_gets_the_sites_gallery_over_the_secured_broker(
             what="the self-check reports the site's gallery version",
         )
     assert agent.alive()
+
+
+def test_a_self_check_sees_no_greeting_in_transit_and_keeps_the_faces(
+    tmp_path: Path, broker: object, central: object, make_agent: object
+) -> None:
+    """Real processes over the secured broker: what any self-check of the site can read in
+    transit (here a second one's certificate listening on the site's gallery and its own
+    keys topic, opening all it can) has the templates but no byte of the reader's name; its
+    key set has no greeting key; the running self-check keeps the reader's faces."""
+    import threading
+    import tomllib
+
+    import paho.mqtt.client as mqtt
+
+    from biblioedge.agent.sitekeys import SiteKeyRing
+    from biblioedge.demo.launch import CentralProcess, wait_until
+    from biblioedge.models.gallery import Gallery
+    from biblioedge.procs import free_port
+    from biblioedge.protocol import GalleryDelta, SiteKeys, decode
+    from biblioedge.provisioning import signing
+
+    assert isinstance(central, CentralProcess)
+    selfcheck = make_agent(  # type: ignore[operator]
+        "sc-07",
+        role="selfcheck",
+        selfcheck={
+            "enabled": True,
+            "ils": f"sip2://kiosk:kiosk@127.0.0.1:{free_port()}?timeout=1",
+            "rfid": "sim",
+        },
+    )
+    selfcheck.start()
+    spy = make_agent("sc-08", role="selfcheck")  # type: ignore[operator]
+    spy.enroll()  # its certificate, key and control keys: what a self-check holds
+    ident = spy.data_dir / "identity"
+    got: list[tuple[str, bytes]] = []
+    lock = threading.Lock()
+
+    def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
+        with lock:
+            got.append((m.topic, bytes(m.payload)))
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sc-08", protocol=mqtt.MQTTv5)
+    client.tls_set(
+        ca_certs=str(ident / "ca.crt"),
+        certfile=str(ident / "device.crt"),
+        keyfile=str(ident / "device.key"),
+    )
+    client.on_message = on_message
+    client.on_connect = lambda c, *_a: c.subscribe(
+        [("be/tv-tinh/gallery", 1), ("be/tv-tinh/sc-08/keys", 1)]
+    )
+    client.connect("127.0.0.1", broker.port)  # type: ignore[attr-defined]
+    client.loop_start()
+
+    def received(channel: str) -> list[tuple[str, bytes]]:
+        with lock:
+            return [(t, p) for t, p in got if t.endswith("/" + channel) and p]
+
+    try:
+        wait_until(lambda: received("keys"), 60, what="the spy's key set")
+        with central.client() as api:
+            pid = "P000701"
+            r = api.put(
+                f"/readers/{pid}", json={"site": "tv-tinh", "display_name": "Phạm Thị Xuân"}
+            )
+            assert r.status_code == 200, r.text
+            r = api.post(
+                f"/readers/{pid}/consents",
+                json={
+                    "purpose": "face_selfcheck",
+                    "text_version": "vi-1",
+                    "granted": True,
+                    "librarian": "lan",
+                },
+            )
+            assert r.status_code == 201, r.text
+            template = np.asarray(vec(7), dtype=np.float32)
+            r = api.put(
+                f"/readers/{pid}/templates",
+                json={"model": "dlib-resnet@1", "templates": [template.tolist()]},
+            )
+            assert r.status_code == 200, r.text
+            version = api.get("/sites/tv-tinh/gallery").json()["version"]
+            wait_until(
+                lambda: (
+                    (api.get("/devices/sc-07").json()["reported"] or {}).get("gallery_version")
+                    == version
+                ),
+                90,
+                what=f"the self-check applies the gallery: {selfcheck.log_tail()}",
+            )
+        security = tomllib.loads(spy.config_path.read_text())["security"]
+        control = {k: signing.load_public(v) for k, v in security["control_keys"].items()}
+        ring = SiteKeyRing(ident, "sc-08", "tv-tinh", greets=False)
+        topic, payload = received("keys")[-1]
+        keys = decode(SiteKeys, signing.verify(control, topic, payload))
+        assert keys.keys and keys.greeting_keys == {} and keys.greeting_active == ""
+        assert ring.update(keys)
+
+        def opened() -> list[bytes]:
+            return [ring.open(signing.verify(control, t, p)) for t, p in received("gallery")]
+
+        def faces() -> list[str]:
+            return [
+                t
+                for body in opened()
+                for r in decode(GalleryDelta, body).upserts
+                if r.patron_id == pid
+                for t in r.templates
+            ]
+
+        wait_until(faces, 60, what="a delta with the reader's face at the spy")
+        # nothing the self-check can open, nor the raw messages, has a byte of the name
+        seen = b"".join(opened()) + b"".join(p for _, p in got) + ring.path.read_bytes()
+        for word in ("Phạm", "Thị", "Xuân"):  # as UTF-8, and as JSON escapes them
+            assert word.encode() not in seen and json.dumps(word)[1:-1].encode() not in seen
+        assert not [r for b in opened() for r in decode(GalleryDelta, b).upserts if r.display_name]
+        # the templates it received identify the reader
+        gallery = Gallery(128)
+        gallery.add(pid, vectors_of(faces()[-1:]))
+        assert gallery.decide(template, 0.6, 0.05).patron_id == pid
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    # and the running self-check keeps the face for its own matching, and no name
+    db = sqlite3.connect(f"file:{selfcheck.data_dir / 'agent.sqlite3'}?mode=ro", uri=True)
+    try:
+        faces_kept = db.execute(
+            "SELECT count(*) FROM gallery_templates WHERE patron_id = ?", (pid,)
+        ).fetchone()[0]
+        (name,) = db.execute(
+            "SELECT display_name FROM patron_cache WHERE patron_id = ?", (pid,)
+        ).fetchone()
+    finally:
+        db.close()
+    assert faces_kept == 1 and name == ""
+    assert selfcheck.alive()

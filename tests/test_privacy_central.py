@@ -326,6 +326,144 @@ def test_gates_are_sent_the_given_name_only_and_kiosks_keep_no_full_name(
         assert FAMILY.encode() not in raw and "Thị".encode() not in raw
 
 
+def _kiosk_ring(tmp: Path, ca: Any, device: str, role: str) -> tuple[Any, str]:
+    """A kiosk's key ring (its own certificate key on disk) and its certificate, as central
+    holds it."""
+    from biblioedge.agent.sitekeys import SiteKeyRing
+    from biblioedge.provisioning import pki
+
+    key = pki.new_key()
+    name = pki.DeviceName(device, SITE, role)
+    pem = pki.cert_pem(ca.issue_device(pki.make_csr(key, name), name, 30)).decode()
+    pki.write_private(tmp / device / "device.key", pki.key_pem(key))
+    return SiteKeyRing(tmp / device, device, SITE, greets=role == "gate"), pem
+
+
+def test_only_a_gate_opens_the_greeting_a_self_check_still_identifies_faces(
+    inproc: Central, tmp_path: Path
+) -> None:
+    """The names in a delta are sealed under the site's greeting key, which central wraps to
+    gates only: a self-check, holding the site key, opens the delta and uses the templates,
+    but no byte of the name is in anything it can open; a gate greets by name; revoking a
+    gate rotates the greeting key, and what is sealed afterwards is closed to it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from biblioedge.fleet.sitekeys import SiteKeyring
+    from biblioedge.models.gallery import Gallery
+    from biblioedge.protocol import ProtocolError, SiteKeys, decode
+    from biblioedge.provisioning import pki
+
+    pid = inproc.register()["patron_id"]
+    r = inproc.client.post(
+        f"/api/v1/readers/{pid}/consents",
+        json={
+            "purpose": "face_selfcheck",
+            "text_version": "vi-2026-1",
+            "granted": True,
+            "librarian": "lan",
+        },
+        headers=inproc.headers("librarian"),
+    )
+    assert r.status_code == 201, r.text
+    readers: Readers = inproc.readers  # type: ignore[attr-defined]
+    central = SiteKeyring(inproc.repo.engine, AESGCM(b"i" * 32))
+    ca = pki.DeviceCA.create()
+    gate, gate_pem = _kiosk_ring(tmp_path, ca, "gate-01", "gate")
+    selfcheck, sc_pem = _kiosk_ring(tmp_path, ca, "sc-01", "selfcheck")
+    sc_doc = decode(SiteKeys, central.message("sc-01", SITE, sc_pem))
+    assert sc_doc.keys and sc_doc.greeting_keys == {} and sc_doc.greeting_active == ""
+    assert selfcheck.update(sc_doc) and gate.update(
+        decode(SiteKeys, central.message("gate-01", SITE, gate_pem))
+    )
+
+    def published(base: int = 0) -> bytes:
+        """What the bridge publishes: the delta, names sealed, the whole sealed again."""
+        delta = readers.delta(SITE, base, seal_name=central.name_sealer(SITE))
+        assert delta is not None
+        return central.seal_delta(SITE, dumps(delta))
+
+    wire = published()
+    # the self-check: everything it can open (the delta, its own key set on disk) has no
+    # byte of the name, escaped or not
+    opened = selfcheck.open(wire)
+    seen = opened + selfcheck.path.read_bytes()
+    for word in (GIVEN, FAMILY, "Thị"):
+        assert word.encode() not in seen and json.dumps(word).strip('"').encode() not in seen
+    delta = selfcheck.open_delta(wire)
+    (reader,) = delta.upserts
+    assert reader.display_name == "" and reader.sealed_greeting
+    # ...and it still recognises the reader by face from the templates it was sent
+    store = Store(tmp_path / "sc-01" / "agent.sqlite3")
+    templates = GalleryStore(store, bytes(32))
+    sync = GallerySync(
+        store, templates, keep_citizen_ref=True, purpose="face_selfcheck", keep_name=False
+    )
+    assert sync.apply(delta)
+    gallery = Gallery(128)
+    gallery.add_matrix(*templates.load("dlib-resnet@1", 128))
+    probe = np.frombuffer(base64.b64decode(_template(1)), dtype="<f4")
+    assert gallery.decide(probe, 0.6, 0.05).patron_id == pid
+    store.close()
+    # the gate opens the name and greets with it
+    store = Store(tmp_path / "gate-01" / "agent.sqlite3")
+    sync = GallerySync(store, GalleryStore(store, bytes(32)))
+    assert sync.apply(gate.open_delta(wire))
+    patron = store.patron_by_barcode(pid)
+    assert patron is not None and patron.display_name == GIVEN
+    store.close()
+    # a sealed name moved onto another reader does not open there
+    moved = reader.model_copy(update={"patron_id": "BE9999999"})
+    stray = delta.model_copy(update={"upserts": [moved]})
+    (opened_moved,) = gate.open_delta(central.seal_delta(SITE, dumps(stray))).upserts
+    assert opened_moved.display_name == ""
+    # gate-01 is revoked: both keys rotate; gate-02 gets the new greeting key, gate-01 never
+    old_greeting = set(gate.greeting)
+    central.rotate(SITE)
+    gate2, gate2_pem = _kiosk_ring(tmp_path, ca, "gate-02", "gate")
+    assert gate2.update(decode(SiteKeys, central.message("gate-02", SITE, gate2_pem)))
+    assert set(gate2.greeting) - old_greeting  # a new greeting key, active for new names
+    after = published()
+    (named,) = gate2.open_delta(after).upserts
+    assert named.display_name == GIVEN
+    with pytest.raises(ProtocolError) as err:
+        gate.open_delta(after)
+    assert err.value.reason == "unknown_site_key"
+    # even given the new site key (a self-check's), the old gate cannot open the names
+    assert selfcheck.update(decode(SiteKeys, central.message("sc-01", SITE, sc_pem)))
+    gate.keys = {**gate.keys, **selfcheck.keys}
+    with pytest.raises(ProtocolError) as err:
+        gate.open_delta(after)
+    assert err.value.reason == "unknown_greeting_key"
+
+
+def test_a_delta_from_an_older_central_with_names_in_clear_still_greets(tmp_path: Path) -> None:
+    """Before greeting keys central sent the greeting in clear inside the sealed delta, and
+    key sets without greeting keys: a gate takes both as they are."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from biblioedge.protocol import GalleryDelta, GalleryReader, SiteKeys
+    from biblioedge.provisioning import pki
+    from biblioedge.provisioning.sealing import gallery_context, seal, seal_with, site_key_context
+
+    ca = pki.DeviceCA.create()
+    gate, pem = _kiosk_ring(tmp_path, ca, "gate-01", "gate")
+    pub = pki.load_cert(pem.encode()).public_key()
+    key = bytes(range(32))
+    assert isinstance(pub, ec.EllipticCurvePublicKey)
+    wrapped = base64.b64encode(seal(pub, key, site_key_context(SITE, "s1", "gate-01"))).decode()
+    assert gate.update(
+        SiteKeys(device_id="gate-01", site=SITE, version=1, active="s1", keys={"s1": wrapped})
+    )
+    old = GalleryDelta(
+        base=0,
+        version=1,
+        upserts=[GalleryReader(patron_id="P1", display_name=GIVEN, status="active")],
+    )
+    blob = seal_with(key, "s1", dumps(old), gallery_context(SITE))
+    (reader,) = gate.open_delta(blob).upserts
+    assert reader.display_name == GIVEN
+
+
 def test_a_gate_cuts_down_a_full_name_whatever_sent_or_kept_it(tmp_path: Path) -> None:
     """An older central sent full names, and older gates kept them: a gate keeps only the
     given name of what arrives, and its store cuts down what it kept before."""
@@ -417,3 +555,62 @@ def test_a_real_gate_receives_and_keeps_the_given_name_only(
     assert central.stop() == 0, central.log_tail()
     raw = b"".join(p.read_bytes() for p in central.data_dir.glob("*.sqlite3*") if p.is_file())
     assert raw and not [w for w in NAME.split() if w.encode() in raw]
+
+
+@pytest.mark.integration
+def test_revoking_a_gate_rotates_the_greeting_key_and_the_others_still_greet(
+    tmp_path: Path, broker: object, central: object, make_agent: object
+) -> None:
+    """Real processes: a gate's key set holds the greeting key; revoking another gate of the
+    site brings it a new one, and a name sealed afterwards still reaches it."""
+    import cv2
+
+    from biblioedge.demo.launch import CentralProcess, wait_until
+
+    assert isinstance(central, CentralProcess)
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(camera / f"{i:03d}.jpg"), np.full((720, 1280, 3), 110, np.uint8))
+    gate = make_agent(  # type: ignore[operator]
+        "gate-11",
+        role="gate",
+        gate={"enabled": True, "camera": f"sim:{camera}", "camera_fps": 5.0, "relay": "sim"},
+    )
+    gate.start()
+    make_agent("gate-12", role="gate").enroll()  # type: ignore[operator]
+    held = gate.data_dir / "identity" / "site-keys.json"
+
+    def greeting_keys() -> set[str]:
+        try:
+            return set(json.loads(held.read_text()).get("greeting", {}))
+        except (FileNotFoundError, ValueError):  # not yet, or being replaced
+            return set()
+
+    wait_until(greeting_keys, 60, what=f"the gate's greeting key: {gate.log_tail()}")
+    before = greeting_keys()
+    with central.client() as api:
+        assert api.post("/devices/gate-12/revoke").status_code == 200
+        wait_until(
+            lambda: greeting_keys() - before, 60, what=f"a new greeting key: {gate.log_tail()}"
+        )
+        r = api.put("/readers/P001101", json={"site": SITE, "display_name": NAME})
+        assert r.status_code == 200, r.text
+        version = api.get(f"/sites/{SITE}/gallery").json()["version"]
+        wait_until(
+            lambda: (
+                (api.get("/devices/gate-11").json()["reported"] or {}).get("gallery_version")
+                == version
+            ),
+            90,
+            what=f"the gate applies the site's gallery: {gate.log_tail()}",
+        )
+    db = sqlite3.connect(f"file:{gate.data_dir / 'agent.sqlite3'}?mode=ro", uri=True)
+    try:
+        (name,) = db.execute(
+            "SELECT display_name FROM patron_cache WHERE patron_id = 'P001101'"
+        ).fetchone()
+    finally:
+        db.close()
+    assert name == GIVEN
+    assert gate.alive()
