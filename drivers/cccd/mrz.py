@@ -17,7 +17,7 @@ _WEIGHTS = (7, 3, 1)
 
 
 def char_value(c: str) -> int:
-    if c.isdigit():
+    if "0" <= c <= "9":  # str.isdigit() also takes "²" and other digits
         return int(c)
     if "A" <= c <= "Z":
         return ord(c) - ord("A") + 10
@@ -48,7 +48,7 @@ class TD1:
     def id_number(self) -> str:
         """The 12-digit CCCD number when the optional data carries it."""
         digits = self.optional1.replace("<", "")
-        return digits if len(digits) == 12 and digits.isdigit() else ""
+        return digits if len(digits) == 12 and digits.isascii() and digits.isdigit() else ""
 
     def mrz_information(self) -> str:
         """What BAC keys are made from: number, birth and expiry with their check digits."""
@@ -75,7 +75,7 @@ def parse_td1(text: str) -> TD1:
         raise CccdError(f"TD1 is 3 lines of 30 characters, got {[len(ln) for ln in lines]}")
     for n, line in enumerate(lines):
         for i, c in enumerate(line):
-            if not (c.isdigit() or "A" <= c <= "Z" or c == "<"):
+            if not ("0" <= c <= "9" or "A" <= c <= "Z" or c == "<"):
                 raise CccdError(f"line {n + 1}, offset {i}: {c!r} is not an MRZ character")
     l1, l2, l3 = lines
     _check(l1[5:14], l1[14], "document number", 14)
@@ -103,7 +103,7 @@ def parse_td1(text: str) -> TD1:
 def bac_mrz_information(document_number: str, birth_yymmdd: str, expiry_yymmdd: str) -> str:
     number = document_number.upper().ljust(9, "<")
     for value, what in ((birth_yymmdd, "date of birth"), (expiry_yymmdd, "date of expiry")):
-        if len(value) != 6 or not value.isdigit():
+        if len(value) != 6 or not (value.isascii() and value.isdigit()):
             raise CccdError(f"{what} must be YYMMDD, got {value!r}")
     return (
         number

@@ -151,7 +151,7 @@ def kdf(secret: bytes, counter: int) -> bytes:
 def password_key(password: str, kind: int) -> bytes:
     """K_pi. The CAN is used as its ASCII digits, the MRZ information through SHA-1."""
     if kind == PASSWORD_CAN:
-        if not (password.isdigit() and len(password) == 6):
+        if not (password.isascii() and password.isdigit() and len(password) == 6):
             raise PaceError("a CAN is six digits")
         secret = password.encode()
     else:

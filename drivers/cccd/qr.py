@@ -134,7 +134,7 @@ def _nfc(text: str) -> str:
 
 
 def _date(text: str, field: str) -> date:
-    if len(text) != 8 or not text.isdigit():
+    if len(text) != 8 or not (text.isascii() and text.isdigit()):
         raise CccdError(f"{field}: expected ddmmyyyy, got {text!r}")
     try:
         return date(int(text[4:]), int(text[2:4]), int(text[:2]))
@@ -153,7 +153,7 @@ def _gender(text: str) -> str:
 
 def check_id(id_number: str, born: date | None = None, gender: str | None = None) -> str:
     """Validate a 12-digit ID; returns its province. Raises CccdError with the reason."""
-    if len(id_number) != 12 or not id_number.isdigit():
+    if len(id_number) != 12 or not (id_number.isascii() and id_number.isdigit()):
         raise CccdError(f"ID must be 12 digits, got {id_number!r}")
     province = PROVINCES.get(id_number[:3])
     if province is None:
@@ -187,10 +187,10 @@ def parse_qr(payload: str | bytes) -> CccdQr:
     fields = text.split("|")
     if len(fields) == 6:  # variant without the old CMND
         fields.insert(1, "")
-    if len(fields) != 7 or not fields[0].strip().isdigit():
+    if len(fields) != 7 or not (fields[0].strip().isascii() and fields[0].strip().isdigit()):
         raise NotACccdQr(f"not a CCCD QR: {len(fields)} fields")
     id_number, old_id, name, dob, gender, address, issued = (f.strip() for f in fields)
-    if old_id and (len(old_id) != 9 or not old_id.isdigit()):
+    if old_id and (len(old_id) != 9 or not (old_id.isascii() and old_id.isdigit())):
         raise CccdError(f"old ID must be 9 digits or empty, got {old_id!r}")
     born = _date(dob, "date of birth")
     sex = _gender(gender)
