@@ -134,11 +134,31 @@ def create_app(
             headers={"Retry-After": str(wait)},
         )
 
+    # enrollment and renewal carry a one-time token or a signature instead of a bearer
+    # token; a client whose proofs keep failing costs central look-ups and signature checks
+    # just the same, so those failures count towards the same per-address lockout
+    proven_paths = {"/api/v1/enroll", "/api/v1/enroll/claim", "/api/v1/renewals"}
+
+    async def proven(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        address = client_key(request.client.host if request.client else None)
+        wait = failures.retry_after(address)
+        if wait is not None:
+            return await throttled(wait)
+        response = await call_next(request)
+        if response.status_code in (401, 403):
+            metrics.api_denied.labels("bad_proof").inc()
+            failures.failed(address)
+        return response
+
     @app.middleware("http")
     async def authenticate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         path = request.url.path
+        if path in proven_paths:  # they carry their own proof: throttled on its failures
+            return await proven(request, call_next)
         if (not path.startswith("/api/v1/") and path != "/metrics") or path in open_paths:
             return await call_next(request)
         address = client_key(request.client.host if request.client else None)

@@ -209,10 +209,11 @@ class QuotaConfig(StrictModel):
         default=4096, ge=1, description="Messages of all devices waiting to be stored"
     )
     alert_after_s: float = Field(
-        default=60.0,
+        default=5.0,
         gt=0,
         description="A device refused over quota without a pause this long is reported once "
-        "(log, hook) as over quota",
+        "(log, security attention case) as over quota. An honest kiosk waits for its acks and "
+        "is paced, never refused, so a short time does not flag one",
     )
     gate: RoleQuota = Field(default_factory=RoleQuota, description="Gates")
     selfcheck: RoleQuota = Field(

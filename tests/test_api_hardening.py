@@ -113,6 +113,24 @@ def test_wrong_tokens_are_throttled_per_address_and_metrics_need_a_token(
         assert 'central_api_denied_total{reason="unauthenticated"}' in text
 
 
+def test_failing_enrollment_proofs_are_throttled_like_wrong_tokens(
+    hardened: CentralProcess,
+) -> None:
+    """Found by a red-team run: 1,440 bogus enrollment claims in seconds were all answered
+    401, and a viewer's requests slowed 3.5 times. Their failures now count as wrong tokens."""
+    c = hardened
+    with _from(c, "127.0.0.4") as attacker, _from(c, "127.0.0.1", c.token) as user:
+        codes = [
+            attacker.post("/api/v1/enroll/claim", json={"token": f"x{i}.guess.pin"}).status_code
+            for i in range(LIMITS["auth_failures"] + 1)
+        ]
+        assert codes == [401] * LIMITS["auth_failures"] + [429]
+        r = attacker.post("/api/v1/renewals", json={"certificate": "", "csr": "", "proof": ""})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert user.get("/api/v1/devices").status_code == 200  # another address: unaffected
+        assert attacker.get("/api/v1/enroll/ca").status_code == 200  # the CA stays public
+
+
 def test_the_throttle_backs_off_forgives_success_and_stays_bounded() -> None:
     now = [0.0]
     t = FailureThrottle(3, 60.0, 10.0, 100.0, max_entries=1000, clock=lambda: now[0])
