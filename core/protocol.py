@@ -60,28 +60,9 @@ FACE_PURPOSES: tuple[str, ...] = ("face_gate", "face_selfcheck")
 #: The purpose each gallery role uses faces for.
 ROLE_PURPOSE: dict[str, str] = {"gate": "face_gate", "selfcheck": "face_selfcheck"}
 
-#: Event types central accepts. A type missing here is quarantined at central, not dropped.
-EVENT_TYPES: frozenset[str] = frozenset(
+#: What every role sends about itself: start, health, configuration and updates.
+DEVICE_EVENT_TYPES: frozenset[str] = frozenset(
     {
-        # gate
-        "gate.decision",
-        "gate.alarm",
-        # self-checkout
-        "circ.checkout",
-        "circ.checkin",
-        "circ.renew",
-        "circ.offline_queued",
-        "circ.attention",
-        "circ.reconciled",
-        # exit security gate
-        "exit.alarm",
-        "exit.passages",
-        # card desk
-        "desk.registration",
-        "reader.registered",
-        "consent.recorded",
-        "card.issued",
-        # any role
         "device.started",
         "device.outbox_alarm",
         "device.storage_full",
@@ -93,6 +74,34 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "device.update_committed",
         "device.update_rolled_back",
     }
+)
+
+#: Event types central accepts. A type missing here is quarantined at central, not dropped.
+#: Which role may send which is central's table (fleet/authz.py).
+EVENT_TYPES: frozenset[str] = (
+    frozenset(
+        {
+            # gate
+            "gate.decision",
+            "gate.alarm",
+            # self-checkout
+            "circ.checkout",
+            "circ.checkin",
+            "circ.renew",
+            "circ.offline_queued",
+            "circ.attention",
+            "circ.reconciled",
+            # exit security gate
+            "exit.alarm",
+            "exit.passages",
+            # card desk
+            "desk.registration",
+            "reader.registered",
+            "consent.recorded",
+            "card.issued",
+        }
+    )
+    | DEVICE_EVENT_TYPES
 )
 
 

@@ -22,23 +22,16 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from biblioedge.fleet.db import events
-from biblioedge.protocol import GALLERY_ROLES, ProtocolError, ReportedState, uuid7
+from biblioedge.protocol import (
+    DEVICE_EVENT_TYPES,
+    GALLERY_ROLES,
+    ProtocolError,
+    ReportedState,
+    uuid7,
+)
 
 #: What every role sends about itself: start, health, configuration and updates.
-DEVICE_EVENTS: frozenset[str] = frozenset(
-    {
-        "device.started",
-        "device.outbox_alarm",
-        "device.storage_full",
-        "device.desired_applied",
-        "device.desired_rejected",
-        "device.component_crashed",
-        "device.update_installed",
-        "device.update_failed",
-        "device.update_committed",
-        "device.update_rolled_back",
-    }
-)
+DEVICE_EVENTS: frozenset[str] = DEVICE_EVENT_TYPES
 
 #: The table: event types each role may send. Anything else from that role is refused.
 EVENTS_BY_ROLE: dict[str, frozenset[str]] = {
