@@ -109,6 +109,9 @@ class Sync:
         self._link = Transition(log, "broker")
         self._last_command: datetime | None = None
         self._reconnect = asyncio.Event()
+        #: set when the broker refused our certificate in the TLS handshake (Renewal asks
+        #: central whether it was replaced)
+        self.cert_refused = asyncio.Event()
         cfg = config_ref()
         #: the site's gallery keys (GALLERY_ROLES only: the desk keeps no templates); the
         #: greeting keys, which open names, only on a gate
@@ -146,6 +149,8 @@ class Sync:
                 await self._session(ctx)
             except* aiomqtt.MqttError as group:
                 self._link.failed(group.exceptions[0])
+                if any(certificate_refused(e) for e in group.exceptions):
+                    self.cert_refused.set()
             finally:
                 self._client = None
                 self.status.connected = False
@@ -422,3 +427,18 @@ def reported_state(
         reported_at=utc_now(),
         **releases,
     )
+
+
+#: TLS alerts a broker sends when it will not take the certificate (OpenSSL's wording, as
+#: aiomqtt passes it on): revoked, not from its CA, or expired
+_CERT_ALERTS = (
+    "alert certificate revoked",
+    "alert certificate unknown",
+    "alert certificate expired",
+)
+
+
+def certificate_refused(exc: BaseException) -> bool:
+    """Whether the connection failed because the broker refused our certificate."""
+    text = str(exc).lower().replace("_", " ")
+    return any(alert in text for alert in _CERT_ALERTS)
