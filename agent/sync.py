@@ -113,6 +113,10 @@ class Sync:
         #: central whether it was replaced)
         self.cert_refused = asyncio.Event()
         cfg = config_ref()
+        # paho logs the handshake's alert (aiomqtt only says the connect timed out): watch
+        # this kiosk's MQTT log for it
+        self._mqtt_log = logging.getLogger(f"mqtt.{cfg.device_id}")
+        self._mqtt_log.addFilter(_RefusalWatch(self.cert_refused))
         #: the site's gallery keys (GALLERY_ROLES only: the desk keeps no templates); the
         #: greeting keys, which open names, only on a gate
         self.site_keys = (
@@ -196,6 +200,7 @@ class Sync:
                 device_topic(cfg.site, cfg.device_id, "state"), dumps(offline), qos=1, retain=True
             ),
             max_inflight_messages=64,
+            logger=self._mqtt_log,
             socket_options=MQTT_SOCKET_OPTIONS,
         )
 
@@ -438,7 +443,20 @@ _CERT_ALERTS = (
 )
 
 
-def certificate_refused(exc: BaseException) -> bool:
+def certificate_refused(exc: BaseException | str) -> bool:
     """Whether the connection failed because the broker refused our certificate."""
     text = str(exc).lower().replace("_", " ")
     return any(alert in text for alert in _CERT_ALERTS)
+
+
+class _RefusalWatch(logging.Filter):
+    """Sets ``seen`` when the MQTT client logs a refused certificate; filters nothing out."""
+
+    def __init__(self, seen: asyncio.Event) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING and certificate_refused(record.getMessage()):
+            self.seen.set()
+        return True
