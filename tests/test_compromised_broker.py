@@ -306,6 +306,21 @@ def test_a_gate_whose_certificate_a_thief_renewed_recovers_by_itself_and_it_is_t
             wait_until(lambda: api.get("/devices/gate-01").json()["online"], 60, what="online")
         _round_trip(central, "gate-01", 1)
         assert _count(gate.log_path, "the broker refused this kiosk's certificate") >= 1
+
+        # IT revokes the gate: central says so, and the gate stays off and says so once
+        with central.client() as api:
+            assert api.post("/devices/gate-01/revoke").status_code == 200
+        gate.restart()
+        said = "this kiosk's certificate is revoked by IT"
+        wait_until(lambda: _count(gate.log_path, said) == 1, 120, what="the gate says so")
+        refusals = _count(gate.log_path, "alert certificate revoked")
+        wait_until(
+            lambda: _count(gate.log_path, "alert certificate revoked") >= refusals + 2,
+            120,
+            what="more refused reconnects",
+        )
+        assert _count(gate.log_path, said) == 1
+        assert (ident / "device.crt").read_bytes() == issued
     finally:
         gate.stop()
 
