@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from biblioedge import __version__
 from biblioedge.agent.config import AgentConfig, apply_tunables
@@ -19,7 +19,11 @@ from biblioedge.agent.supervisor import Component, Context, Supervisor
 from biblioedge.agent.sync import Sync, reported_state
 from biblioedge.logs import fields
 from biblioedge.protocol import DesiredState, Event, GalleryDelta, ReportedState
+from biblioedge.retry import Backoff
 from biblioedge.settings import ConfigError
+
+if TYPE_CHECKING:
+    from biblioedge.provisioning.enroll import IdentityFiles
 
 log = logging.getLogger("biblioedge.agent")
 
@@ -90,12 +94,25 @@ def check_identity(cfg: AgentConfig) -> None:
 class Renewal:
     """Renews the kiosk's certificate (same key) when two thirds of its life have passed, or
     fetches the one IT approved for a re-key, then makes sync reconnect with the new one. A
-    failed attempt is logged and retried next check."""
+    failed attempt is logged and retried next check.
+
+    When the broker refuses the certificate (someone renewed it with a stolen key and central
+    revoked ours after the grace), it asks central again with the certificate it has: central
+    answers with the newest certificate for this same key, or ``revoked`` if IT revoked the
+    kiosk; then it stops asking and says so once. Those asks are rate-limited by a backoff
+    (``RECOVERY_BACKOFF``: the first at once, then minutes apart)."""
 
     name = "renewal"
 
+    #: (base, cap) in seconds of the backoff between asks after a refused certificate
+    RECOVERY_BACKOFF = (240.0, 1800.0)
+
     def __init__(self, runtime: AgentRuntime) -> None:
         self.rt = runtime
+        self._recovery = Backoff(*self.RECOVERY_BACKOFF)
+        self._next_recovery = 0.0
+        #: the certificate central said is revoked: no more asks until it changes
+        self._revoked_cert: bytes | None = None
 
     async def run(self, ctx: Context) -> None:
         from biblioedge.provisioning.enroll import (
@@ -124,10 +141,45 @@ class Renewal:
                 else:
                     log.info("certificate renewed, valid until %s", until)
                     self.rt.sync.reconnect()
+            if present and self._recovery_due(files.cert.read_bytes()):
+                await self._recover(str(sec.central_url), files)
             end = time.monotonic() + sec.renew_check_s
-            while (left := end - time.monotonic()) > 0:
+            while (left := end - time.monotonic()) > 0 and not self._recovery_waiting():
                 ctx.heartbeat()
                 await asyncio.sleep(min(left, 1.0))
+
+    def _recovery_waiting(self) -> bool:
+        return self.rt.sync.cert_refused.is_set() and time.monotonic() >= self._next_recovery
+
+    def _recovery_due(self, cert: bytes) -> bool:
+        if not self._recovery_waiting():
+            return False
+        self.rt.sync.cert_refused.clear()
+        return cert != self._revoked_cert
+
+    async def _recover(self, central: str, files: IdentityFiles) -> None:
+        """Ask central for the certificate that replaced ours (same key) after the broker
+        refused it."""
+        from biblioedge.provisioning.enroll import EnrollError, renew
+
+        self._next_recovery = time.monotonic() + self._recovery.next_delay()
+        log.warning("the broker refused this kiosk's certificate: asking central for its newest")
+        try:
+            until = await asyncio.to_thread(renew, central, files, 10.0, False)
+        except (EnrollError, OSError, ValueError) as exc:
+            if str(exc).startswith("central refused: revoked:"):
+                self._revoked_cert = files.cert.read_bytes()
+                log.error(
+                    "this kiosk's certificate is revoked by IT: staying off the fleet until it "
+                    "is enrolled again (biblioedge enroll --central URL --token T)"
+                )
+            else:
+                log.warning("asking central for a certificate failed (will retry): %s", exc)
+            return
+        log.info("central issued this kiosk's key a certificate valid until %s", until)
+        self._recovery.reset()
+        self._next_recovery = time.monotonic() + self._recovery.next_delay()
+        self.rt.sync.reconnect()
 
 
 class _LazyGate:

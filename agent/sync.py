@@ -109,7 +109,14 @@ class Sync:
         self._link = Transition(log, "broker")
         self._last_command: datetime | None = None
         self._reconnect = asyncio.Event()
+        #: set when the broker refused our certificate in the TLS handshake (Renewal asks
+        #: central whether it was replaced)
+        self.cert_refused = asyncio.Event()
         cfg = config_ref()
+        # paho logs the handshake's alert (aiomqtt only says the connect timed out): watch
+        # this kiosk's MQTT log for it
+        self._mqtt_log = logging.getLogger(f"mqtt.{cfg.device_id}")
+        self._mqtt_log.addFilter(_RefusalWatch(self.cert_refused))
         #: the site's gallery keys (GALLERY_ROLES only: the desk keeps no templates); the
         #: greeting keys, which open names, only on a gate
         self.site_keys = (
@@ -146,6 +153,8 @@ class Sync:
                 await self._session(ctx)
             except* aiomqtt.MqttError as group:
                 self._link.failed(group.exceptions[0])
+                if any(certificate_refused(e) for e in group.exceptions):
+                    self.cert_refused.set()
             finally:
                 self._client = None
                 self.status.connected = False
@@ -191,6 +200,7 @@ class Sync:
                 device_topic(cfg.site, cfg.device_id, "state"), dumps(offline), qos=1, retain=True
             ),
             max_inflight_messages=64,
+            logger=self._mqtt_log,
             socket_options=MQTT_SOCKET_OPTIONS,
         )
 
@@ -422,3 +432,31 @@ def reported_state(
         reported_at=utc_now(),
         **releases,
     )
+
+
+#: TLS alerts a broker sends when it will not take the certificate (OpenSSL's wording, as
+#: aiomqtt passes it on): revoked, not from its CA, or expired
+_CERT_ALERTS = (
+    "alert certificate revoked",
+    "alert certificate unknown",
+    "alert certificate expired",
+)
+
+
+def certificate_refused(exc: BaseException | str) -> bool:
+    """Whether the connection failed because the broker refused our certificate."""
+    text = str(exc).lower().replace("_", " ")
+    return any(alert in text for alert in _CERT_ALERTS)
+
+
+class _RefusalWatch(logging.Filter):
+    """Sets ``seen`` when the MQTT client logs a refused certificate; filters nothing out."""
+
+    def __init__(self, seen: asyncio.Event) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING and certificate_refused(record.getMessage()):
+            self.seen.set()
+        return True

@@ -54,6 +54,7 @@ def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Regi
         pid_file=sec.broker_pid_file,
         renew_grace_s=sec.renew_grace_s,
         renew_min_interval_s=sec.renew_min_interval_s,
+        cases=repo.cases,
     )
     registry.sync_broker()
     return identity, registry

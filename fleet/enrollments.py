@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
+from biblioedge.fleet import authz
 from biblioedge.fleet.db import device_certs, devices, enrollments, rekey_requests
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.repo import register_in
@@ -80,7 +81,10 @@ class Registry:
         pid_file: Path | None,
         renew_grace_s: float = 600.0,
         renew_min_interval_s: float = 86400.0,
+        cases: authz.SecurityCases | None = None,
     ) -> None:
+        #: attention cases for IT (shared with the ingest's, so once per device and reason)
+        self.cases = cases or authz.SecurityCases()
         self.renew_grace = dt.timedelta(seconds=renew_grace_s)
         self.renew_min_interval = dt.timedelta(seconds=renew_min_interval_s)
         self.engine = engine
@@ -296,6 +300,18 @@ class Registry:
         else:
             conn.execute(others.values(revoked_at=now, revoke_at=now))
         self._store_cert(conn, name, cert, renewed_from=row.serial)
+        if not _late(current, now):
+            # an honest agent renews at two thirds of the life: earlier is someone else with
+            # its key (allowed, as the rate limit allows it, but IT is told)
+            detail = (
+                f"{name.device_id} renewed certificate {row.serial} before two thirds of its "
+                "life; the agent never does: check for a stolen key"
+            )
+            case = authz.SecurityCase(name.device_id, name.site, "early_renewal", detail)
+            if self.cases.raise_in(conn, case, name.role, now):
+                log.warning(
+                    "early renewal of %s's certificate: attention case raised", name.device_id
+                )
         return cert
 
     def _rekey(

@@ -265,6 +265,8 @@ def renew(
             files.pending_key.unlink(missing_ok=True)  # IT said no: stay on the old key
         raise refusal
     cert = pki.load_cert(resp.json()["certificate"].encode())
+    if cert.public_key() != (new_key or old_key).public_key():
+        raise EnrollError("central answered with a certificate for another key: not installed")
     if new_key is not None:
         pki.write_private(files.key.with_name("device.key.new"), pki.key_pem(new_key))
     pki.write_public(files.cert.with_name("device.crt.new"), pki.cert_pem(cert))

@@ -259,6 +259,72 @@ def test_renewal_keeps_the_key_is_rate_limited_and_ends_the_replaced_certificate
         honest.stop()
 
 
+def test_a_gate_whose_certificate_a_thief_renewed_recovers_by_itself_and_it_is_told(
+    tmp_path: Path, fleet: tuple[CentralProcess, BrokerProcess]
+) -> None:
+    central, broker = fleet
+    gate = AgentProcess(
+        tmp_path / "gate-01",
+        agent_config(tmp_path / "gate-01", "gate-01", "gate", "tv-tinh", broker.url),
+        central,
+    )
+    gate.start()
+    try:
+        with central.client() as api:
+            wait_until(lambda: api.get("/devices/gate-01").json()["online"], 60, what="online")
+        _round_trip(central, "gate-01", 0)
+        ident = gate.data_dir / "identity"
+        first = (ident / "device.crt").read_bytes()
+        (tmp_path / "first.crt").write_bytes(first)
+        key = pki.load_key((ident / "device.key").read_bytes())
+
+        # the thief renews with the stolen key, long before two thirds of the life
+        r = _renewal(central, first, key, key)
+        assert r.status_code == 200, r.text
+        issued = r.json()["certificate"].encode()
+        with central.client() as api:
+            cases = api.get(
+                "/events", params={"device_id": "gate-01", "type": "security.attention"}
+            ).json()["items"]
+        assert [c["payload"]["reason"] for c in cases] == ["early_renewal"]
+
+        # after the grace the gate's own certificate is refused; the gate restarts (its
+        # connection from before the revocation would otherwise carry on)
+        wait_until(
+            lambda: not _connects(broker, ident, tmp_path / "first.crt", ident / "device.key"),
+            60,
+            interval=0.5,
+            what="the replaced certificate refused",
+        )
+        gate.restart()
+        # it asks central, which answers with the newest certificate of its key, installs
+        # it, and is back on the fleet
+        wait_until(
+            lambda: (ident / "device.crt").read_bytes() == issued, 120, what="the new certificate"
+        )
+        with central.client() as api:
+            wait_until(lambda: api.get("/devices/gate-01").json()["online"], 60, what="online")
+        _round_trip(central, "gate-01", 1)
+        assert _count(gate.log_path, "the broker refused this kiosk's certificate") >= 1
+
+        # IT revokes the gate: central says so, and the gate stays off and says so once
+        with central.client() as api:
+            assert api.post("/devices/gate-01/revoke").status_code == 200
+        gate.restart()
+        said = "this kiosk's certificate is revoked by IT"
+        wait_until(lambda: _count(gate.log_path, said) == 1, 120, what="the gate says so")
+        refusals = _count(gate.log_path, "alert certificate revoked")
+        wait_until(
+            lambda: _count(gate.log_path, "alert certificate revoked") >= refusals + 2,
+            120,
+            what="more refused reconnects",
+        )
+        assert _count(gate.log_path, said) == 1
+        assert (ident / "device.crt").read_bytes() == issued
+    finally:
+        gate.stop()
+
+
 def test_a_rekey_that_it_approves_moves_the_kiosk_and_ends_the_old_key(
     tmp_path: Path, fleet: tuple[CentralProcess, BrokerProcess]
 ) -> None:
