@@ -193,7 +193,18 @@ def test_a_viewer_reads_no_name_on_any_route_a_librarian_reads_what_the_desk_nee
     assert "/api/v1/readers/{patron_id}/consents" in checked and "/metrics" in checked
     assert "/api/v1/quarantine" in checked
     r = api.get(f"/api/v1/events?type={REGISTRATION}", headers=inproc.headers("viewer"))
-    assert r.json()["items"][0]["payload"]["patron_id"] == pid  # the audit trail: ids only
+    # the audit trail: ids only (a red-team run read the template count, the face model and
+    # the card's id there as a viewer); staff see how the reader was checked
+    seen_payload = r.json()["items"][0]["payload"]
+    assert seen_payload["patron_id"] == pid
+    assert set(seen_payload) == {"registration_id", "patron_id"}
+    r = api.get(f"/api/v1/events?type={REGISTRATION}", headers=inproc.headers("librarian"))
+    assert r.json()["items"][0]["payload"]["templates"] == 2
+    # consents: what was granted and when, not which librarian recorded it
+    consents = api.get(f"/api/v1/readers/{pid}/consents", headers=inproc.headers("viewer"))
+    assert consents.json() and all(c["librarian"] == "" for c in consents.json())
+    consents = api.get(f"/api/v1/readers/{pid}/consents", headers=inproc.headers("librarian"))
+    assert all(c["librarian"] for c in consents.json())
     # the dashboard, signed in as the viewer
     login = api.post(
         "/dashboard/login", data={"token": api.tokens["viewer"]}, follow_redirects=True

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from biblioedge.fleet.auth import STAFF, Principal
+from biblioedge.fleet.auth import ANY, STAFF, Principal
 from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.readers import Readers, UnknownReader
 from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, PatronId, Responses, error
@@ -81,8 +81,13 @@ def router(crd: Cards, rdr: Readers, changed: Callable[[str], Awaitable[None]]) 
         return record
 
     @api.get("/readers/{patron_id}/consents", response_model=list[ConsentOut])
-    def list_consents(patron_id: PatronId) -> list[dict[str, Any]]:
-        return crd.consents_of(patron_id)
+    def list_consents(patron_id: PatronId, who: Annotated[Principal, ANY]) -> list[dict[str, Any]]:
+        """A viewer sees which purposes were granted and when, not which librarian recorded
+        them (staff names are for staff)."""
+        rows = crd.consents_of(patron_id)
+        if who.role == "viewer":
+            rows = [{**r, "librarian": ""} for r in rows]
+        return rows
 
     @api.post(
         "/readers/{patron_id}/consents/withdraw", response_model=WithdrawnOut, responses=_NOT_FOUND

@@ -62,11 +62,27 @@ def _window(
     )
 
 
+#: Event types about one reader: a viewer sees which reader and which registration, not how
+#: the reader was checked, what was consented, nor whether face templates were taken
+READER_EVENTS = frozenset(
+    {"desk.registration", "reader.registered", "consent.recorded", "card.issued"}
+)
+_VIEWER_KEYS = ("registration_id", "patron_id", "status")
+
+
+def _for_viewer(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("type") not in READER_EVENTS or not isinstance(row.get("payload"), dict):
+        return row
+    payload = row["payload"]
+    return {**row, "payload": {k: payload[k] for k in _VIEWER_KEYS if k in payload}}
+
+
 def router(repo: Repo) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["events"], responses=AUTHENTICATED)
 
     @api.get("/events", response_model=EventPage)
     def list_events(
+        who: Annotated[Principal, ANY],
         device_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         type: Annotated[
@@ -99,6 +115,8 @@ def router(repo: Repo) -> APIRouter:
             limit=limit,
             newest_first=order == "newest",
         )
+        if who.role == "viewer":
+            rows = [_for_viewer(r) for r in rows]
         return EventPage(
             items=[EventOut.model_validate(r) for r in rows],
             next_cursor=str(nxt) if nxt is not None else None,
