@@ -29,6 +29,7 @@ from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reports import Reports
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.fleet.routers import audit as audit_routes
 from biblioedge.fleet.routers import cards as card_routes
@@ -40,6 +41,7 @@ from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
+from biblioedge.fleet.routers import reports as report_routes
 from biblioedge.fleet.routers import rollouts as rollout_routes
 from biblioedge.fleet.routers.common import SECURED, STRICT
 from biblioedge.fleet.throttle import FailureThrottle, client_key
@@ -196,6 +198,9 @@ def create_app(
     )
     app.include_router(event_routes.router(repo), dependencies=authenticated)
     app.include_router(audit_routes.router(audit), dependencies=authenticated)
+    app.include_router(
+        report_routes.router(Reports(repo.engine, cfg.reports)), dependencies=authenticated
+    )
 
     async def changed(site: str) -> None:
         if bridge is not None:

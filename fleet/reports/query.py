@@ -365,11 +365,11 @@ def _rollup_source(conn: Connection) -> _Source:
         h_lo: int, h_hi: int, sites: tuple[str, ...]
     ) -> Iterable[tuple[str, str, int, str, int]]:
         stmt = select(r.site, r.device_id, r.hour, r.metric, r.value).where(
-            and_(r.hour >= h_lo, r.hour < h_hi)
+            and_(r.hour >= h_lo, r.hour < h_hi, r.value != 0)
         )
         if sites:
             stmt = stmt.where(r.site.in_(sites))
-        return conn.execute(stmt).tuples()
+        return [tuple(row) for row in conn.execute(stmt)]  # type: ignore[misc]
 
     def readers(
         d_lo: int, d_hi: int, sites: tuple[str, ...], per_site: bool

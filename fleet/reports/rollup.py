@@ -335,7 +335,7 @@ class Rollups:
         if hi is not None:
             stmt = stmt.where(events.c.occurred_at < hi)
         by_reader: dict[tuple[str, str], list[Grant]] = {}
-        for r in conn.execution_options(yield_per=20_000).execute(stmt):
+        for r in conn.execute(stmt.execution_options(yield_per=20_000)):
             payload = r.payload
             if not isinstance(payload, dict):
                 continue
