@@ -369,7 +369,7 @@ def _rollup_source(conn: Connection) -> _Source:
         )
         if sites:
             stmt = stmt.where(r.site.in_(sites))
-        return [tuple(row) for row in conn.execute(stmt)]  # type: ignore[misc]
+        return [tuple(row) for row in conn.execute(stmt)]
 
     def readers(
         d_lo: int, d_hi: int, sites: tuple[str, ...], per_site: bool
