@@ -70,19 +70,19 @@ def contributions(etype: str, payload: dict[str, Any]) -> list[tuple[str, int]]:
         case "gate.decision":
             if p.get("decision") == "grant":
                 return []
-            return [(f"refusals.{slug(p.get('reason'))}", 1)]
+            return [("refusals", 1), (f"refusals.{slug(p.get('reason'))}", 1)]
         case "exit.passages":
             return [("exit_in", _count(p.get("in"))), ("exit_out", _count(p.get("out")))]
         case "exit.alarm":
             return [("exit_alarms", 1)] if "items" in p else []
         case "circ.checkout":
             if not ok:
-                return [(f"items_refused.{slug(p.get('result'))}", 1)]
+                return _refused(p)
             return [("loans", 1)] + ([("offline_loans", 1)] if p.get("offline") is True else [])
         case "circ.checkin":
-            return [("returns", 1)] if ok else [(f"items_refused.{slug(p.get('result'))}", 1)]
+            return [("returns", 1)] if ok else _refused(p)
         case "circ.renew":
-            return [("renewals", 1)] if ok else [(f"items_refused.{slug(p.get('result'))}", 1)]
+            return [("renewals", 1)] if ok else _refused(p)
         case "circ.reconciled":
             return [
                 ("offline_settled", _count(p.get("done"))),
@@ -93,6 +93,10 @@ def contributions(etype: str, payload: dict[str, Any]) -> list[tuple[str, int]]:
         case "reader.registered":
             return [("cards_new", 1)]
     return []
+
+
+def _refused(payload: dict[str, Any]) -> list[tuple[str, int]]:
+    return [("items_refused", 1), (f"items_refused.{slug(payload.get('result'))}", 1)]
 
 
 def band_of(birth: date | None, at: date, child_under: int) -> str:
@@ -255,7 +259,7 @@ class Rollups:
         add, day = _UPSERTS[conn.dialect.name]
         rows = [
             {"site": s, "device_id": d, "hour": h, "metric": m, "value": v}
-            for (s, d, h, m), v in sorted(cells.items())
+            for (s, h, m, d), v in sorted(((s, h, m, d), v) for (s, d, h, m), v in cells.items())
             if v
         ]
         if rows:
@@ -370,7 +374,7 @@ def _upserts() -> dict[str, tuple[Any, Any]]:
     for name, ins in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
         add = ins(report_rollups)
         add = add.on_conflict_do_update(
-            index_elements=["site", "device_id", "hour", "metric"],
+            index_elements=["site", "hour", "metric", "device_id"],
             set_={"value": report_rollups.c.value + add.excluded.value},
         )
         day = ins(report_readers).on_conflict_do_nothing(
