@@ -24,20 +24,24 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from biblioedge.fleet.db import UTCDateTime, events, reader_bands, report_readers, report_rollups
-from biblioedge.fleet.reports.model import BANDED_FAMILIES, BANDS
+from biblioedge.fleet.reports.model import BANDS
 from biblioedge.fleet.reports.settings import ReportsConfig
+from biblioedge.protocol import uuid7
 
 #: (site, device, UTC hour, metric)
 Cell = tuple[str, str, int, str]
 #: (site, local day, patron)
 ReaderDay = tuple[str, int, str]
-#: What central itself records (renewals, replacements, erasures at the API) is kept under
-#: this kiosk name.
+#: What central itself does (a card renewed or replaced at the API, a reader erased, a
+#: pre-registration completed) is an event of its own, ``central.figure``, under this kiosk
+#: name: stored and counted like a kiosk's, so the raw computation sees it too.
 CENTRAL = "central"
+CENTRAL_FIGURE = "central.figure"
+CENTRAL_FIGURES = frozenset({"cards_renewed", "cards_replaced", "erasures", "preregistrations"})
 EPOCH = date(1970, 1, 1)
 _SLUG = re.compile(r"^[a-z0-9_]{1,32}$")
 GRANT = "gate.decision"
@@ -92,6 +96,9 @@ def contributions(etype: str, payload: dict[str, Any]) -> list[tuple[str, int]]:
             return [("cards_replaced" if p.get("returning") is True else "cards_new", 1)]
         case "reader.registered":
             return [("cards_new", 1)]
+        case "central.figure":
+            metric = p.get("metric")
+            return [(metric, 1)] if metric in CENTRAL_FIGURES else []
     return []
 
 
@@ -269,22 +276,24 @@ class Rollups:
                 day, [{"site": s, "day": d, "patron_id": p} for s, d, p in sorted(readers)]
             )
 
-    def record_in(
-        self,
-        conn: Connection,
-        site: str,
-        metric: str,
-        at: datetime | None = None,
-        n: int = 1,
-        band: str | None = None,
-    ) -> None:
-        """Count something central itself did (a card renewed or replaced, a reader erased, a
-        pre-registration completed), in the caller's transaction, under the kiosk ``central``."""
-        hour = hour_of(at or datetime.now(UTC))
-        cells: Counter[Cell] = Counter({(site, CENTRAL, hour, metric): n})
-        if band is not None and metric in BANDED_FAMILIES:
-            cells[(site, CENTRAL, hour, f"{metric}.{band}")] += n
-        self.write(conn, cells, set())
+    def record_in(self, conn: Connection, site: str, metric: str) -> None:
+        """Count something central itself did (``CENTRAL_FIGURES``), in the caller's
+        transaction: an event ``central.figure`` stored and counted (no reader named)."""
+        if metric not in CENTRAL_FIGURES:
+            raise ValueError(f"central records none of {metric!r}")
+        now = datetime.now(UTC)
+        row = {
+            "event_id": uuid7(),
+            "device_id": CENTRAL,
+            "site": site,
+            "type": CENTRAL_FIGURE,
+            "seq": 0,  # central's, not in a device's sequence
+            "occurred_at": now,
+            "received_at": now,
+            "payload": {"metric": metric},
+        }
+        conn.execute(insert(events).values(**row))
+        self.apply(conn, [row])
 
     # -- from the raw events --------------------------------------------------------------
 
