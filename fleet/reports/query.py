@@ -305,10 +305,9 @@ def _period_end(by: str, at: datetime, hi: datetime) -> datetime:
     return end.astimezone(UTC)
 
 
-def _order(key: RowKey) -> tuple[Any, ...]:
-    period, site, device = key
-    p: Any = int(period) if period.isdigit() and len(period) == 1 else period
-    return (str(p).zfill(2) if isinstance(p, int) else p, site or "", device or "")
+def _order(key: RowKey) -> tuple[str, str, str]:
+    """Rows in time order: every period key sorts as text (ISO dates, 2026-Q1, weekday 1-7)."""
+    return (key[0], key[1] or "", key[2] or "")
 
 
 def _year_before(start: date, end: date) -> tuple[date, date]:
