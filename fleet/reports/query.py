@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, Engine, Text, and_, func, literal, select, union
+from sqlalchemy import Connection, Engine, Text, and_, cast, func, literal, select, union
 
 from biblioedge.fleet.db import devices, events, report_readers, report_rollups
 from biblioedge.fleet.reports.model import (
@@ -396,7 +396,7 @@ def _rollup_source(conn: Connection) -> _Source:
         c = inner.c
         pg = conn.dialect.name == "postgresql"
         agg = (
-            func.cast(func.json_object_agg(c.metric, c.v), Text)
+            cast(func.json_object_agg(c.metric, c.v), Text)
             if pg
             else func.json_group_object(c.metric, c.v)
         )
