@@ -25,8 +25,8 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from biblioedge.agent.config import AgentConfig
-from biblioedge.agent.offline import OfflineDesk, OfflineRules
-from biblioedge.agent.selfcheck import ATTENTION, ItemResult, Refused, SelfCheck, Session, Via
+from biblioedge.agent.selfcheck.flow import ATTENTION, ItemResult, Refused, SelfCheck, Session, Via
+from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules
 from biblioedge.agent.store import NotRecorded, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.errors import DriverError
