@@ -286,7 +286,7 @@ def test_every_exit_message_is_translated_and_each_state_has_its_colour(tmp_path
     import cv2
     from test_kiosk import pixel, screenshots
 
-    from biblioedge.agent import exitgate
+    from biblioedge.agent.exitgate import flow as exitgate
     from biblioedge.kiosk.exitgate_screen import COLOURS
     from biblioedge.kiosk.i18n import keys, text
 
