@@ -143,10 +143,6 @@ class AgentRuntime:
         """A reader is mid-transaction: a gate passage, a loan, a registration."""
         return any(role.busy() for role in self.roles)
 
-    def role_flow(self, name: str) -> object | None:
-        """The running flow of the role called ``name`` (the screen shows it), else None."""
-        return next((r.flow for r in self.roles if r.name == name), None)
-
     async def apply_desired(self, desired: DesiredState, *, from_store: bool = False) -> None:
         """Apply a newer desired-state document (:meth:`.desired.Desired.apply`)."""
         await self.desired.apply(desired, from_store=from_store)

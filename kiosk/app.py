@@ -71,12 +71,17 @@ async def run_kiosk(
     )
 
 
+def _flow(runtime: AgentRuntime, role: str) -> Any:
+    """The running flow of the screen's role once its component built it, else None."""
+    return next((r.flow for r in runtime.roles if r.name == role), None)
+
+
 def _desk_app(runtime: AgentRuntime, lang: str) -> Any:
     from biblioedge.agent.desk.flow import DeskView
     from biblioedge.kiosk.desk_screen import DeskScreen
 
     def tap(name: str) -> None:
-        flow: Any = runtime.role_flow("desk")
+        flow: Any = _flow(runtime, "desk")
         if flow is not None:
             flow.tap(name)
 
@@ -93,7 +98,7 @@ def _selfcheck_app(runtime: AgentRuntime, lang: str) -> Any:
     from biblioedge.kiosk.selfcheck_screen import SelfcheckScreen
 
     def station() -> Any:
-        return runtime.role_flow("selfcheck")
+        return _flow(runtime, "selfcheck")
 
     def tap(name: str) -> None:
         if (s := station()) is not None:
@@ -151,7 +156,7 @@ def _screen_app(runtime: AgentRuntime, role: str, make: Any, waiting: Any) -> An
             return self.screen
 
         def tick(self, _dt: float) -> None:
-            flow: Any = runtime.role_flow(role)
+            flow: Any = _flow(runtime, role)
             online = runtime.sync.status.connected
             if flow is None:
                 self.screen.show(waiting, None, online)

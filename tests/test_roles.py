@@ -41,7 +41,7 @@ def runtime(tmp: Path, role: str, enabled: bool = True) -> AgentRuntime:
 def test_the_runtime_runs_the_configured_role_and_no_other(role: str, tmp_path: Path) -> None:
     rt = runtime(tmp_path / "on", role)
     assert [r.name for r in rt.roles] == [role]
-    assert rt.role_flow(role) is None  # built only when its component starts
+    assert rt.roles[0].flow is None  # built only when its component starts
     assert not rt.busy()
     rt.store.close()
     off = runtime(tmp_path / "off", role, enabled=False)  # a simulated kiosk: no hardware
