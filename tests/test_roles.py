@@ -64,7 +64,8 @@ async def test_an_unbuilt_role_fails_the_self_test_and_says_why(tmp_path: Path) 
 
 def test_the_simulators_come_from_the_tools_never_from_the_agent(tmp_path: Path) -> None:
     code = (
-        "import sys, biblioedge.agent.runtime; print(sorted(m for m in sys.modules if '.sim' in m))"
+        "import sys, biblioedge.agent.runtime\n"
+        "print(sorted(m for m in sys.modules if m.startswith('biblioedge.sim')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
