@@ -60,7 +60,7 @@ class AgentRuntime:
         self.host = RoleHost(
             config=lambda: self.config,
             store=self.store,
-            emit=self.emit,
+            emit=self.events.emit,
             registry=self.metrics.registry,
             can_record=lambda: self.storage.can_record,
             gallery=lambda: self.gallery_sync,
@@ -189,7 +189,7 @@ class AgentRuntime:
             comps.extend(self.updates.components())
         comps.extend(self.roles)
         for extra in self.extras:
-            comps.extend(extra(lambda: self.config, self.emit, self.roles))
+            comps.extend(extra(lambda: self.config, self.events.emit, self.roles))
         return comps
 
     async def _open_gallery(self, needs: GalleryNeeds) -> None:
