@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from biblioedge.agent.config import AgentConfig, apply_tunables
 from biblioedge.agent.metrics import AgentMetrics
 from biblioedge.agent.store import AsyncStore
-from biblioedge.agent.update_loop import Note
-from biblioedge.agent.updates import Updates
 from biblioedge.protocol import DesiredState
 from biblioedge.settings import ConfigError
+
+if TYPE_CHECKING:
+    from biblioedge.agent.update_loop import Note
+    from biblioedge.agent.updates import Updates
 
 log = logging.getLogger("biblioedge.agent")
 

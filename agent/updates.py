@@ -11,28 +11,29 @@ import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from biblioedge import __version__
-from biblioedge.agent.artifact_update import (
-    ConfigTrack,
-    ConfigUpdater,
-    ModelTrack,
-    ModelUpdater,
-    TrackState,
-)
 from biblioedge.agent.config import AgentConfig, apply_tunables
-from biblioedge.agent.release_client import ReleaseClient, ReleaseUnavailable
 from biblioedge.agent.selftest import RESTART_EXIT, Check, ReleaseTrial, TrialSettings
-from biblioedge.agent.update_loop import Note, UpdateSettings
-from biblioedge.agent.updater import Updater
-from biblioedge.models.manifest import Manifest
 from biblioedge.models.store import ModelStore, ModelStoreError
 from biblioedge.protocol import DesiredState
 from biblioedge.provisioning.bootguard import Layout
 from biblioedge.provisioning.enroll import EnrollError, IdentityFiles, fetch_release_root
-from biblioedge.provisioning.release_build import native_arch
-from biblioedge.releases import ConfigRelease
 from biblioedge.settings import ConfigError
+
+if TYPE_CHECKING:
+    from biblioedge.agent.artifact_update import (
+        ConfigTrack,
+        ConfigUpdater,
+        ModelTrack,
+        ModelUpdater,
+    )
+    from biblioedge.agent.release_client import ReleaseClient
+    from biblioedge.agent.update_loop import Note, UpdateSettings
+    from biblioedge.agent.updater import Updater
+    from biblioedge.models.manifest import Manifest
+    from biblioedge.releases import ConfigRelease
 
 log = logging.getLogger("biblioedge.agent")
 
@@ -62,6 +63,19 @@ class Updates:
         layout = None
         tracks: list[ModelTrack | ConfigTrack] = []
         if cfg.update.enabled:
+            # the updaters and their TUF client (tuf, httpx: ~8 MB resident) load only on a
+            # kiosk that takes updates; a simulated or pinned kiosk never pays for them
+            from biblioedge.agent.artifact_update import (
+                ConfigTrack,
+                ConfigUpdater,
+                ModelTrack,
+                ModelUpdater,
+                TrackState,
+            )
+            from biblioedge.agent.update_loop import UpdateSettings
+            from biblioedge.agent.updater import Updater
+            from biblioedge.provisioning.release_build import native_arch
+
             layout = Layout(cfg.update.prefix)
             updates = cfg.data_dir / "updates"
             self.model_track = ModelTrack(
@@ -193,6 +207,8 @@ class Updates:
         return self._client
 
     def _release_client(self) -> ReleaseClient:
+        from biblioedge.agent.release_client import ReleaseClient, ReleaseUnavailable
+
         cfg = self._config()
         central = cfg.security.central_url
         if not central:
