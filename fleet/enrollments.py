@@ -39,7 +39,8 @@ from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 from biblioedge.fleet import authz
 from biblioedge.fleet.db import device_certs, devices, enrollments, rekey_requests
 from biblioedge.fleet.identity import CentralIdentity
-from biblioedge.fleet.repo import register_in
+from biblioedge.fleet.repo import Repo, register_in
+from biblioedge.fleet.store import engine_of
 from biblioedge.protocol import utc_now, valid_id
 from biblioedge.provisioning import pki
 from biblioedge.provisioning.enroll import RENEW_DOMAIN
@@ -72,7 +73,7 @@ def split_token(token: str) -> tuple[str, str]:
 class Registry:
     def __init__(
         self,
-        engine: Engine,
+        db: Repo | Engine,
         identity: CentralIdentity,
         *,
         cert_days: int,
@@ -87,7 +88,8 @@ class Registry:
         self.cases = cases or authz.SecurityCases()
         self.renew_grace = dt.timedelta(seconds=renew_grace_s)
         self.renew_min_interval = dt.timedelta(seconds=renew_min_interval_s)
-        self.engine = engine
+        # its tables' SQL still lives in this class (see fleet/store/__init__.py)
+        self.engine = engine_of(db)
         self.identity = identity
         self.cert_days = cert_days
         self.broker_url = broker_url
@@ -599,19 +601,6 @@ class Registry:
             "control_keys": self.identity.signer.public_keys,
             "seal_key": self.identity.seal_public,
         }
-
-
-def pending_rekeys(engine: Engine) -> list[tuple[str, str]]:
-    """(device, request id) of the re-key requests waiting for IT: the dashboard's attention
-    list shows them first (a stolen key trying to move a kiosk onto its own looks like this)."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(rekey_requests.c.device_id, rekey_requests.c.request_id)
-            .where(rekey_requests.c.state == "pending")
-            .order_by(rekey_requests.c.requested_at)
-            .limit(50)
-        )
-        return [(r.device_id, r.request_id) for r in rows]
 
 
 def _close_rekeys(conn: Connection, device_id: str, by: str, now: dt.datetime) -> None:

@@ -6,7 +6,7 @@ the wave) and the time, and returns the ``Steps`` to take — targets to add, ta
 change, the rollout's new state, the desired-state changes to publish. It does no I/O, so
 every rule (waves, thresholds, the disruption budget, health halts, joins, pause and
 abort) is tested from a table of cases without a database (tests/test_rollout_plan.py);
-``fleet/rollouts.py`` loads, plans and applies, ``fleet/rollout_store.py`` holds the SQL.
+``fleet/rollouts.py`` loads, plans and applies, ``fleet/store/rollouts.py`` holds the SQL.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from biblioedge.fleet.rollout_plan import (
     health_window,
     plan_step,
 )
-from biblioedge.fleet.rollout_store import RolloutStore
+from biblioedge.fleet.store.rollouts import RolloutStore
 from biblioedge.protocol import DesiredState, utc_now
 from biblioedge.releases import (
     VERSION_PATTERN,

@@ -1,6 +1,6 @@
 """Every SQL statement of rollouts: the ``rollouts`` and ``rollout_targets`` tables, and the
-kiosks and health events the planner reads. Part of the repository layer (with
-``fleet/repo.py``): it reads rows into the planner's types and writes the planner's steps,
+kiosks and health events the planner reads. Part of the repository layer (see
+``fleet/store/__init__.py``): it reads rows into the planner's types and writes the planner's steps,
 and decides nothing."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, Engine, and_, insert, select, update
 
 from biblioedge.fleet.db import devices, events, rollout_targets, rollouts
-from biblioedge.fleet.device_status import revoked_devices
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollout_plan import (
     ACTIVE,
@@ -23,11 +22,13 @@ from biblioedge.fleet.rollout_plan import (
     Steps,
     Target,
 )
+from biblioedge.fleet.store import engine_of
+from biblioedge.fleet.store.devices import revoked_devices
 
 
 class RolloutStore:
-    def __init__(self, repo: Repo) -> None:
-        self.engine = repo.engine
+    def __init__(self, repo: Repo | Engine) -> None:
+        self.engine = engine_of(repo)
 
     # -- reading ----------------------------------------------------------------------------
 
