@@ -34,13 +34,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Connection, Engine, func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from biblioedge.fleet import authz
 from biblioedge.fleet.db import device_certs, devices, enrollments, rekey_requests
 from biblioedge.fleet.identity import CentralIdentity
-from biblioedge.fleet.repo import Repo, register_in
-from biblioedge.fleet.store import engine_of
+from biblioedge.fleet.repo import register_in
+from biblioedge.fleet.store import Db, engine_of
 from biblioedge.protocol import utc_now, valid_id
 from biblioedge.provisioning import pki
 from biblioedge.provisioning.enroll import RENEW_DOMAIN
@@ -73,7 +73,7 @@ def split_token(token: str) -> tuple[str, str]:
 class Registry:
     def __init__(
         self,
-        db: Repo | Engine,
+        db: Db,
         identity: CentralIdentity,
         *,
         cert_days: int,

@@ -18,12 +18,11 @@ import base64
 import os
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine
 
+from biblioedge.fleet.store import Db
 from biblioedge.fleet.store.site_keys import SealedKey, SiteKeyStore
 from biblioedge.protocol import GalleryReader, SiteKeys, dumps, utc_now
 from biblioedge.provisioning import pki
@@ -36,9 +35,6 @@ from biblioedge.provisioning.sealing import (
     site_key_context,
 )
 
-if TYPE_CHECKING:
-    from biblioedge.fleet.repo import Repo
-
 #: keys of each kind a kiosk is sent: the active one and a few before it (deltas in flight)
 KEPT = 4
 #: the key id's first letter: a site key (every gallery kiosk) or a greeting key (gates)
@@ -50,7 +46,7 @@ NameSealer = Callable[[GalleryReader], GalleryReader]
 
 
 class SiteKeyring:
-    def __init__(self, db: Repo | Engine, aead: AESGCM) -> None:
+    def __init__(self, db: Db, aead: AESGCM) -> None:
         self.store = SiteKeyStore(db)
         self.aead = aead
 

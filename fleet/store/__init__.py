@@ -9,14 +9,16 @@ for tools and tests that open a database without a ``Repo``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TypeAlias
 
 from sqlalchemy import Engine
 
-if TYPE_CHECKING:  # repo.py imports nothing of this package; only the type is needed here
-    from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.repo import Repo  # repo.py imports nothing of this package
+
+#: what a store is built on
+Db: TypeAlias = Repo | Engine
 
 
-def engine_of(db: Repo | Engine) -> Engine:
+def engine_of(db: Db) -> Engine:
     """The engine of a repository (or the engine itself)."""
     return db if isinstance(db, Engine) else db.engine

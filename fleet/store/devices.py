@@ -3,18 +3,13 @@ revoked (from their certificates), and each one's registered role (the ingest's 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import case, func, select
 
 from biblioedge.fleet.db import device_certs, devices
-from biblioedge.fleet.store import engine_of
-
-if TYPE_CHECKING:
-    from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.store import Db, engine_of
 
 
-def revoked_devices(db: Repo | Engine, device_ids: list[str] | None = None) -> set[str]:
+def revoked_devices(db: Db, device_ids: list[str] | None = None) -> set[str]:
     """Kiosks central issued certificates to, every one of them revoked (one that merely
     let its certificate expire is not revoked): see ``fleet/device_status.py``."""
     active = func.sum(case((device_certs.c.revoked_at.is_(None), 1), else_=0))
@@ -30,7 +25,7 @@ def revoked_devices(db: Repo | Engine, device_ids: list[str] | None = None) -> s
         return {str(r.device_id) for r in conn.execute(stmt)}
 
 
-def device_roles(db: Repo | Engine, ids: list[str]) -> dict[str, str | None]:
+def device_roles(db: Db, ids: list[str]) -> dict[str, str | None]:
     """The registry's role of each device (None: not registered or no role)."""
     out: dict[str, str | None] = dict.fromkeys(ids)
     with engine_of(db).connect() as conn:

@@ -4,18 +4,13 @@ that issue certificates."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
 from biblioedge.fleet.db import rekey_requests
-from biblioedge.fleet.store import engine_of
-
-if TYPE_CHECKING:
-    from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.store import Db, engine_of
 
 
-def pending_rekeys(db: Repo | Engine) -> list[tuple[str, str]]:
+def pending_rekeys(db: Db) -> list[tuple[str, str]]:
     """(device, request id) of the re-key requests waiting for IT: the dashboard's attention
     list shows them first (a stolen key trying to move a kiosk onto its own looks like this)."""
     with engine_of(db).connect() as conn:

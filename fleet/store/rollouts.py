@@ -9,10 +9,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import Connection, and_, insert, select, update
 
 from biblioedge.fleet.db import devices, events, rollout_targets, rollouts
-from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollout_plan import (
     ACTIVE,
     HEALTH_EVENTS_LIMIT,
@@ -22,12 +21,12 @@ from biblioedge.fleet.rollout_plan import (
     Steps,
     Target,
 )
-from biblioedge.fleet.store import engine_of
+from biblioedge.fleet.store import Db, engine_of
 from biblioedge.fleet.store.devices import revoked_devices
 
 
 class RolloutStore:
-    def __init__(self, repo: Repo | Engine) -> None:
+    def __init__(self, repo: Db) -> None:
         self.engine = engine_of(repo)
 
     # -- reading ----------------------------------------------------------------------------

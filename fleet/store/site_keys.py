@@ -6,15 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from biblioedge.fleet.db import site_keys
-from biblioedge.fleet.store import engine_of
-
-if TYPE_CHECKING:
-    from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.store import Db, engine_of
 
 
 @dataclass(frozen=True)
@@ -26,7 +22,7 @@ class SealedKey:
 
 
 class SiteKeyStore:
-    def __init__(self, db: Repo | Engine) -> None:
+    def __init__(self, db: Db) -> None:
         self.engine = engine_of(db)
 
     def load(

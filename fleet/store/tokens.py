@@ -7,17 +7,14 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import insert, select, update
 
 from biblioedge.fleet.db import api_tokens, audit_log
-from biblioedge.fleet.store import engine_of
+from biblioedge.fleet.store import Db, engine_of
 from biblioedge.protocol import utc_now
-
-if TYPE_CHECKING:
-    from biblioedge.fleet.repo import Repo
 
 ApiRole = Literal["admin", "librarian", "viewer"]
 API_ROLES: tuple[ApiRole, ...] = ("admin", "librarian", "viewer")
@@ -40,7 +37,7 @@ def _hash(token: str) -> str:
 
 
 class Tokens:
-    def __init__(self, db: Repo | Engine) -> None:
+    def __init__(self, db: Db) -> None:
         self.engine = engine_of(db)
 
     def create(self, name: str, role: str) -> tuple[str, str]:
@@ -111,7 +108,7 @@ class Tokens:
 
 
 class Audit:
-    def __init__(self, db: Repo | Engine) -> None:
+    def __init__(self, db: Db) -> None:
         self.engine = engine_of(db)
 
     def record(self, who: Principal, method: str, path: str, status: int) -> None:
