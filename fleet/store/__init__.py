@@ -9,9 +9,10 @@ for tools and tests that open a database without a ``Repo``.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TypeAlias
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from biblioedge.fleet.repo import Repo  # repo.py imports nothing of this package
 
@@ -22,3 +23,19 @@ Db: TypeAlias = Repo | Engine
 def engine_of(db: Db) -> Engine:
     """The engine of a repository (or the engine itself)."""
     return db if isinstance(db, Engine) else db.engine
+
+
+class Transactions:
+    """Transactions on the repository, for a module that must decide inside one (issue a
+    certificate between a check and its record) and calls a store's statements on it."""
+
+    def __init__(self, db: Db) -> None:
+        self._engine = engine_of(db)
+
+    def begin(self) -> AbstractContextManager[Connection]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+        return self._engine.begin()
+
+    def connect(self) -> AbstractContextManager[Connection]:
+        """A connection for reads."""
+        return self._engine.connect()
