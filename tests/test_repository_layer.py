@@ -16,7 +16,6 @@ NOT_YET = {
     "readers.py": "readers and cards: lane branches (issue 21/22) moves their SQL",
     "cards.py": "readers and cards: lane branches (issue 21/22) moves their SQL",
     "registrations.py": "desk effects run on the ingest's connection, in its transaction",
-    "authz.py": "security cases are raised on the ingest's connection, in its transaction",
 }
 SQL_BUILDERS = {
     "select",

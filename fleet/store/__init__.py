@@ -10,14 +10,15 @@ for tools and tests that open a database without a ``Repo``.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from sqlalchemy import Connection, Engine
 
-from biblioedge.fleet.repo import Repo  # repo.py imports nothing of this package
+if TYPE_CHECKING:  # only the type: repo.py (and what it imports) may use the stores
+    from biblioedge.fleet.repo import Repo
 
-#: what a store is built on
-Db: TypeAlias = Repo | Engine
+#: what a store is built on (a string: annotations only, never evaluated at run time)
+Db: TypeAlias = "Repo | Engine"
 
 
 def engine_of(db: Db) -> Engine:
