@@ -316,14 +316,7 @@ def plan_step(rollout: Rollout, fleet: FleetState, now: datetime) -> Steps:
     history = list(rollout.history)
     state, reason = rollout.state, rollout.halt_reason
     if state == "running" and in_wave:
-        failed = [t for t in in_wave if t.state == "failed"]
-        if failed and len(failed) / len(in_wave) > plan.errors:
-            why = "; ".join(f"{t.device_id}: {t.reason}" for t in failed[:3])
-            reason = f"wave {wave}: {len(failed)} of {len(in_wave)} failed ({why})"
-        elif plan.health:
-            reason = health_halt(in_wave, plan, fleet.events, now)
-            if reason:
-                reason = f"wave {wave}: {reason}"
+        reason = halt(wave, in_wave, plan, fleet.events, now)
         if reason:
             state, steps.halted = "halted", reason
             history.append({"at": now.isoformat(), "what": f"halted: {reason}"})
@@ -348,6 +341,23 @@ def plan_step(rollout: Rollout, fleet: FleetState, now: datetime) -> Steps:
     if (state, wave, reason) != (rollout.state, rollout.wave, rollout.halt_reason):
         steps.rollout = RolloutChange(state, wave, reason, tuple(history[-200:]))
     return steps
+
+
+def halt(
+    wave: int,
+    in_wave: list[Target],
+    plan: RolloutPlan,
+    events: Sequence[HealthEvent],
+    now: datetime,
+) -> str | None:
+    """Why the running wave halts: more than ``errors`` of it failed, or it does worse on
+    the new release than before; None when it goes on."""
+    failed = [t for t in in_wave if t.state == "failed"]
+    if failed and len(failed) / len(in_wave) > plan.errors:
+        why = "; ".join(f"{t.device_id}: {t.reason}" for t in failed[:3])
+        return f"wave {wave}: {len(failed)} of {len(in_wave)} failed ({why})"
+    reason = health_halt(in_wave, plan, events, now) if plan.health else None
+    return f"wave {wave}: {reason}" if reason else None
 
 
 def joins(rollout: Rollout, fleet: FleetState) -> list[Target]:
