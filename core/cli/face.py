@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# what a command runs is imported inside its function (why: cli/agent.py)
+
 
 def _store(args: argparse.Namespace) -> Any:
     from biblioedge.models.store import ModelStore
