@@ -15,20 +15,30 @@ import signal
 import sys
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 
+from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
+from biblioedge.agent.store import Patron, Store
 from biblioedge.demo.exitgate import DemoExit, follow_exit
 from biblioedge.demo.fleet import SITES as FLEET_SITES
 from biblioedge.demo.fleet import FleetStory, kiosk_names
 from biblioedge.demo.keeper import Keeper
 from biblioedge.demo.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
+from biblioedge.names import greeting_name
 from biblioedge.procs import free_port, port_free, wait_port
 from biblioedge.provisioning.broker import BrokerProcess
+from biblioedge.provisioning.pcsc import PcscdProcess, PcscUnavailable
 
 log = logging.getLogger("biblioedge.demo")
+
+# cv2, the face engine, the sample faces and the device simulators (kiosk extras) load inside
+# the functions that film, enroll and simulate: demo.launch, which the tests and the benchmarks
+# of central import, imports this package first.
 
 SITE = "tv-tinh"  # the provincial library's main building
 DEVICES = (
@@ -51,16 +61,11 @@ DEMO_READERS = {
 def prepare_gate(agent_dir: Path) -> Path | None:
     """Enroll the demo readers into the gate's gallery and film the camera's loop: enrolled
     readers and strangers walking up one after another. None when no sample faces exist."""
-    import unicodedata
-
     import cv2
     import numpy as np
 
-    from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
-    from biblioedge.agent.store import Patron, Store
     from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
     from biblioedge.models.engine import FaceEngine
-    from biblioedge.names import greeting_name
 
     people = [p for p in people_in_samples() if not p[0].startswith("astronaut")]
     if not people:
@@ -126,11 +131,8 @@ class DemoDesk:
     """The props around the demo desk: the card on the virtual reader, the hand scanner."""
 
     def __init__(self, data: Path, photo: bytes, csca_dir: Path) -> None:
-        from cryptography.hazmat.primitives import serialization
-
         from biblioedge.drivers.cccd.simdata import make_pki
         from biblioedge.drivers.sim_serial import ScannerSimulator
-        from biblioedge.provisioning.pcsc import PcscdProcess, PcscUnavailable
 
         self.photo = photo
         # the demo country's signing authority: the desk trusts it from the start

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -21,6 +22,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from biblioedge.agent.fleet_sim import SimFleet, SimSettings, prepare_first_release
+from biblioedge.provisioning.release_build import build_software, native_arch
 
 log = logging.getLogger("biblioedge.demo.fleet")
 
@@ -41,8 +47,6 @@ def kiosk_names() -> list[tuple[str, str, str, str | None]]:
 
 
 def build_releases(data: Path, say: Callable[[str], None]) -> dict[str, Path]:
-    from biblioedge.provisioning.release_build import build_software, native_arch
-
     def broken(tree: Path) -> None:
         init = tree / "core" / "__init__.py"
         init.write_text(init.read_text() + '\nraise RuntimeError("demo: a broken release")\n')
@@ -117,12 +121,6 @@ def publish(
 
 def run_fleet(data: Path, central_url: str, token_file: Path, ca: Path) -> int:
     """The child process: enroll and run the simulated kiosks until stopped."""
-    import ssl
-
-    import httpx
-
-    from biblioedge.agent.fleet_sim import SimFleet, SimSettings, prepare_first_release
-
     token = token_file.read_text().strip()
     api = httpx.Client(
         base_url=central_url + "/api/v1",
