@@ -7,8 +7,8 @@ effect: a refused event is not stored as data, is acknowledged as rejected, is c
 raises a security attention case naming the device. The role is the registry's (set at
 enrollment from the certificate), never the message's.
 
-Derived from what the agents send today (agent/gate.py, agent/selfcheck*.py, agent/desk.py,
-agent/simulate.py, agent/runtime.py and the updaters; the exit gate's ``exit.*``).
+Derived from what the agents send today (agent/gate/, agent/selfcheck/, agent/desk/,
+agent/exitgate/, agent/events.py and the updaters; the simulated kiosks of sim/roles.py).
 """
 
 from __future__ import annotations
