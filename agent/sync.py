@@ -39,6 +39,7 @@ from biblioedge.agent.store import AsyncStore, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.logs import fields
 from biblioedge.protocol import (
+    PROTOCOL_VERSION,
     Ack,
     Command,
     DesiredState,
@@ -252,7 +253,7 @@ class Sync:
     async def _send(self, ctx: Context, client: aiomqtt.Client) -> None:
         cfg = self._cfg()
         topic = device_topic(cfg.site, cfg.device_id, "events")
-        head = b'{"v":1,"device_id":"' + cfg.device_id.encode() + b'","batch_id":"'
+        head = b'{"v":%d,"device_id":"%s","batch_id":"' % (PROTOCOL_VERSION, cfg.device_id.encode())
         while True:
             ctx.heartbeat()
             cfg = self._cfg()

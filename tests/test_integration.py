@@ -15,12 +15,12 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
 from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.procs import free_port
 from biblioedge.protocol import MAX_PAYLOAD_BYTES
 from biblioedge.provisioning.broker import BrokerProcess
+from biblioedge.sim.roles import RoleSimulator
 
 pytestmark = pytest.mark.integration
 

@@ -197,7 +197,7 @@ def test_every_desk_message_and_action_is_translated() -> None:
 
     assert DESK_MESSAGES | {f"action_{a}" for a in DESK_ACTIONS} <= keys()
     # and every message key the desk flow can show is in the list above
-    source = (Path(i18n.__file__).parents[1] / "agent" / "desk.py").read_text()
+    source = (Path(i18n.__file__).parents[1] / "agent" / "desk" / "flow.py").read_text()
     shown = {
         node.args[1].value
         for node in ast.walk(ast.parse(source))

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "drivers": {"agent", "models", "fleet", "kiosk"},
     "models": {"agent", "drivers", "fleet", "kiosk"},
-    "agent": {"kiosk", "fleet"},
+    "agent": {"kiosk", "fleet", "sim"},
     "fleet": {"agent", "models", "drivers", "kiosk"},
     "provisioning": {"agent", "models", "drivers", "kiosk", "fleet"},
 }

@@ -99,7 +99,7 @@ def simulated_desk(
 
     from prometheus_client import CollectorRegistry
 
-    from biblioedge.agent.desk import DeskFlow, DeskMetrics
+    from biblioedge.agent.desk.flow import DeskFlow, DeskMetrics
     from biblioedge.agent.store import AsyncStore
     from biblioedge.drivers.camera import SimulatedCamera
     from biblioedge.drivers.cardprint import CardPrinter
@@ -167,7 +167,7 @@ def _chip_reads(citizen: Any, pki: Any, rounds: int, port: int) -> dict[str, Any
 async def _registrations(
     runs: int, citizen: Any, qr: str, pki: Any, port: int, say: Any
 ) -> dict[str, Any]:
-    from biblioedge.agent.desk import DeskSettings
+    from biblioedge.agent.desk.flow import DeskSettings
     from biblioedge.agent.store import Store
     from biblioedge.agent.supervisor import Context
     from biblioedge.demo.samples import desk_person

@@ -62,7 +62,7 @@ async def _bench(
 ) -> dict[str, Any]:
     import sys
 
-    from biblioedge.agent.exitgate import ExitGate, ExitSettings
+    from biblioedge.agent.exitgate.flow import ExitGate, ExitSettings
     from biblioedge.drivers.gate import CH340Relay
     from biblioedge.drivers.rfid.iso28560 import TagData
     from biblioedge.drivers.rfid.m810 import M810Reader

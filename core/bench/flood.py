@@ -24,7 +24,7 @@ from biblioedge.protocol import device_topic, utc_now, uuid7
 
 
 def _bodies(role: str, site: str, device_id: str) -> list[dict[str, Any]]:
-    from biblioedge.agent.simulate import RoleSimulator
+    from biblioedge.sim.roles import RoleSimulator
 
     sim = RoleSimulator(role, site, 7)  # type: ignore[arg-type]
     return [

@@ -27,8 +27,8 @@ async def _run(
     from prometheus_client import CollectorRegistry
 
     from biblioedge.agent.config import FaceConfig
-    from biblioedge.agent.gate import GateFlow, GateMetrics, GateSettings
-    from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
+    from biblioedge.agent.gate.flow import GateFlow, GateMetrics, GateSettings
+    from biblioedge.agent.gate.policy import GatePolicy, PatronInfo
     from biblioedge.agent.supervisor import Context
     from biblioedge.cardtoken import CardVerifier
     from biblioedge.drivers.camera import SimulatedCamera

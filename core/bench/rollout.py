@@ -60,10 +60,10 @@ async def _run(
     max_per_site: int,
     progress: bool,
 ) -> dict[str, Any]:
-    from biblioedge.agent.fleet_sim import SimFleet, SimSettings, prepare_first_release
     from biblioedge.demo.launch import CentralProcess
     from biblioedge.provisioning.broker import BrokerProcess
     from biblioedge.provisioning.release_build import build_software, native_arch
+    from biblioedge.sim.fleet import SimFleet, SimSettings, prepare_first_release
 
     def say(message: str) -> None:
         if progress:

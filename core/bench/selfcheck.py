@@ -105,8 +105,8 @@ class DelayProxy:
 
 
 def _loans(rounds: int, say: Any) -> dict[str, Any]:
-    from biblioedge.agent.offline import OfflineDesk
-    from biblioedge.agent.selfcheck import SelfCheck
+    from biblioedge.agent.selfcheck.flow import SelfCheck
+    from biblioedge.agent.selfcheck.offline import OfflineDesk
     from biblioedge.agent.store import Store
     from biblioedge.drivers.rfid.iso28560 import TagData
     from biblioedge.drivers.rfid.m810 import BAUD, M810Reader
@@ -203,7 +203,7 @@ def _forwarder(db: Path, url: str) -> subprocess.Popen[bytes]:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from biblioedge.agent.offline import OfflineDesk\n"
+        "from biblioedge.agent.selfcheck.offline import OfflineDesk\n"
         "from biblioedge.agent.store import Store\n"
         "from biblioedge.drivers.sip2.client import Account\n"
         "from biblioedge.drivers.sip2.library import Sip2Library\n"
@@ -217,7 +217,7 @@ def _forwarder(db: Path, url: str) -> subprocess.Popen[bytes]:
 
 
 def _offline(count: int, say: Any) -> dict[str, Any]:
-    from biblioedge.agent.offline import OfflineDesk, OfflineRules
+    from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules
     from biblioedge.agent.store import Store
 
     with dummy_ils(open_catalogue=True) as (port, lib), tempfile.TemporaryDirectory() as tmp:

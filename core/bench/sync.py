@@ -31,11 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
 from biblioedge.bench.flood import FloodProcess
 from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config, wait_until
 from biblioedge.provisioning.broker import BrokerProcess
+from biblioedge.sim.roles import RoleSimulator
 
 SITE = "bench"
 

@@ -19,6 +19,7 @@ log = logging.getLogger("biblioedge.cli")
 def _cmd_agent(args: argparse.Namespace) -> int:
     from biblioedge.agent.config import load_config
     from biblioedge.agent.runtime import AgentRuntime
+    from biblioedge.sim.kiosk import kiosk_actors
 
     overrides: dict[str, Any] = {}
     for key in ("role", "site", "device_id", "data_dir"):
@@ -33,7 +34,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides=overrides)
     check_data_dir(config.data_dir)
     setup_logging(args.log_format or config.log.format, config.log.level)
-    return asyncio.run(AgentRuntime(config).run())
+    return asyncio.run(AgentRuntime(config, extras=[kiosk_actors]).run())
 
 
 def _cmd_central(args: argparse.Namespace) -> int:
@@ -205,10 +206,13 @@ def _cmd_bench_rollout(args: argparse.Namespace) -> int:
 def _cmd_kiosk_run(args: argparse.Namespace) -> int:
     from biblioedge.agent.config import load_config
     from biblioedge.kiosk.app import run_kiosk
+    from biblioedge.sim.kiosk import kiosk_actors
 
     config = load_config(args.config)
     setup_logging(args.log_format or config.log.format, config.log.level)
-    return asyncio.run(run_kiosk(config, fullscreen=not args.window, lang=args.lang))
+    return asyncio.run(
+        run_kiosk(config, fullscreen=not args.window, lang=args.lang, extras=[kiosk_actors])
+    )
 
 
 def _cmd_kiosk_screenshot(args: argparse.Namespace) -> int:

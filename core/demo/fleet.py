@@ -112,7 +112,7 @@ def run_fleet(data: Path, central_url: str, token_file: Path, ca: Path) -> int:
 
     import httpx
 
-    from biblioedge.agent.fleet_sim import SimFleet, SimSettings, prepare_first_release
+    from biblioedge.sim.fleet import SimFleet, SimSettings, prepare_first_release
 
     token = token_file.read_text().strip()
     api = httpx.Client(
