@@ -112,8 +112,8 @@ def create_app(
     app.add_middleware(
         BodyLimit, limit=cfg.http.max_body_bytes, exempt=("/api/v1/releases/artifacts/",)
     )
-    tokens = Tokens(repo.engine)
-    audit = Audit(repo.engine)
+    tokens = Tokens(repo)
+    audit = Audit(repo)
     open_paths = {"/api/v1/health", "/api/v1/enroll", "/api/v1/enroll/ca"}
     open_paths |= {"/api/v1/enroll/claim", "/api/v1/renewals"}
     h = cfg.http

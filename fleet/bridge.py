@@ -22,10 +22,11 @@ from biblioedge.fleet.authz import GalleryResends, SecurityCase
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
-from biblioedge.fleet.quotas import OverQuota, Scheduler, device_roles
+from biblioedge.fleet.quotas import OverQuota, Scheduler
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import AckOut, Incoming, IngestResult, Repo
 from biblioedge.fleet.sitekeys import SiteKeyring
+from biblioedge.fleet.store.devices import device_roles
 from biblioedge.protocol import (
     MAX_PAYLOAD_BYTES,
     Ack,
@@ -54,7 +55,7 @@ class Bridge:
         self.cfg = cfg
         self.identity = identity
         self.signer = identity.signer
-        self.site_keys = SiteKeyring(repo.engine, identity.aead)
+        self.site_keys = SiteKeyring(repo, identity.aead)
         #: (device id, site, certificate PEM) of the gates that hold a valid certificate
         self.gates: Callable[[], list[tuple[str, str, str]]] = lambda: []
         self.repo = repo
@@ -199,9 +200,7 @@ class Bridge:
             unchecked = self.quotas.unchecked_roles()
             if unchecked:  # the registry's role decides a device's quota, before its first turn
                 try:
-                    roles = await loop.run_in_executor(
-                        self._db, device_roles, self.repo.engine, unchecked
-                    )
+                    roles = await loop.run_in_executor(self._db, device_roles, self.repo, unchecked)
                 except Exception as exc:  # the database is down: keep their current quota
                     log.warning("cannot read the devices' roles: %s", exc)
                     roles = {}

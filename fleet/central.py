@@ -46,7 +46,7 @@ def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Regi
         cfg.data_dir / "keys", cfg.broker_dir, list(sec.hostnames), sec.cert_days
     )
     registry = Registry(
-        repo.engine,
+        repo,
         identity,
         cert_days=sec.cert_days,
         broker_url=sec.kiosk_broker_url or cfg.broker.url,
