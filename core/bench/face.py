@@ -10,13 +10,19 @@ face templates: each enrolled identity a random unit vector, probes its noisy co
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+# numpy, cv2, faiss and the face engine are imported inside the functions, after
+# _pin_one_core: OpenBLAS and OpenMP size their thread pools when they load, and the search
+# is measured on one core.
 
 
 def _pin_one_core() -> None:
@@ -44,8 +50,6 @@ def _timed(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
 
 
 def sample_frames() -> list[Any]:
-    import importlib.util
-
     import cv2
 
     frames = []
@@ -204,7 +208,6 @@ def bench_search(
 
 def engine_rss_mb() -> float:
     """RSS of a fresh process holding the default engine, warmed up (what an agent carries)."""
-    import subprocess
 
     code = (
         "from biblioedge.models.engine import FaceEngine\n"

@@ -8,10 +8,13 @@ import json
 import os
 import ssl
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from biblioedge.settings import ConfigError
+
+# what a command runs is imported inside its function (why: cli/agent.py)
 
 
 def _central(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -170,8 +173,6 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def _cmd_rekey(args: argparse.Namespace) -> int:
-    import tomllib
-
     from biblioedge.provisioning.enroll import EnrollError, IdentityFiles, renew
 
     data = args.data.resolve()

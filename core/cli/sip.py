@@ -5,11 +5,14 @@ library system the demo and the tests use."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
 from typing import Any
+
+# what a command runs is imported inside its function (why: cli/agent.py)
 
 ENV_URL = "BIBLIOEDGE_ILS"
 
@@ -28,8 +31,6 @@ def cmd_sip(args: argparse.Namespace) -> int:
     from biblioedge.drivers.sip2.library import Sip2Library, as_json
 
     if args.sip_cmd == "serve":
-        import asyncio
-
         from biblioedge.drivers.sip2.dummy import serve
 
         sys.stdout.write(f"dummy library system (SIP2, UTF-8) on {args.host}:{args.port}\n")

@@ -274,6 +274,238 @@ def _follow_selfcheck(central: CentralProcess, ils: Child, stop: threading.Event
             down_until = 0
 
 
+class _Demo:
+    """The pieces of one demo run: made in this order, started, watched, stopped together."""
+
+    def __init__(self, data: Path, rate: float, port: int) -> None:
+        self.data = data
+        self.desk_kit = prepare_desk(data / "agents" / "desk-01")
+        self.ils_port = free_port()
+        self.ils = Child(
+            "ils", ["sip", "serve", "--port", str(self.ils_port)], data / "ils" / "ils.log", {}
+        )
+        self.password = data / "ils" / "kiosk.password"  # the SIP2 secret, out of the config
+        self.password.parent.mkdir(parents=True, exist_ok=True)
+        self.password.write_text("kiosk\n")
+        self.password.chmod(0o600)
+        self.csca_dir = data / "csca"
+        self.desk = (
+            DemoDesk(data, self.desk_kit[1], self.csca_dir) if self.desk_kit is not None else None
+        )
+        self.exit_kit = DemoExit()
+        self.broker = BrokerProcess(data / "broker")
+        # central first: it makes the device CA and writes the broker's TLS files and ACL
+        self.central = CentralProcess(data / "central", self.broker, port=port or free_port())
+        if not self.broker.secure:
+            log.warning(
+                "mosquitto is not installed: the demo runs the embedded broker WITHOUT TLS, "
+                "client certificates or ACLs (security.require off). apt-get install mosquitto."
+            )
+        self.token = self.central.token
+        self.token_file = data / "admin-token"
+        self.token_file.write_text(self.token)
+        self.token_file.chmod(0o600)
+        self.agents = [self._agent(device_id, role, rate) for device_id, role in DEVICES]
+        self.fleet_child: Child | None = None
+
+    @property
+    def ils_url(self) -> str:
+        return f"sip2://kiosk@127.0.0.1:{self.ils_port}?institution=TVTN&timeout=3"
+
+    def _agent(self, device_id: str, role: str, rate: float) -> AgentProcess:
+        agent_dir = self.data / "agents" / device_id
+        sections = self._sections(agent_dir, role) or {
+            "simulator": {"enabled": True, "rate_per_s": rate}
+        }
+        return AgentProcess(
+            agent_dir,
+            agent_config(agent_dir, device_id, role, SITE, self.broker.url, **sections),
+            self.central,
+        )
+
+    def _sections(self, agent_dir: Path, role: str) -> dict[str, dict[str, object]] | None:
+        """The role's real flow on simulated devices; None: only simulated events."""
+        if role == "gate":
+            return _gate_sections(agent_dir)
+        if role == "selfcheck":  # the real flow: dummy library system, simulated RFID pad
+            return {
+                "simulator": {"enabled": False},
+                "selfcheck": {
+                    "enabled": True,
+                    "ils": self.ils_url,
+                    "password_file": str(self.password),
+                    "rfid": "sim",
+                    "receipt": f"dir:{self.data / 'receipts'}",
+                    "probe_s": 5.0,
+                    "demo_reader": True,
+                },
+            }
+        if role == "exitgate":  # the real flow: its reader's field simulated here
+            return self.exit_kit.sections(self.ils_url, str(self.password))
+        if role == "desk" and self.desk is not None and self.desk_kit is not None:
+            return _desk_sections(self.data, self.desk, self.desk_kit[0], self.csca_dir)
+        return None
+
+    def start(self) -> None:
+        self.ils.start()
+        wait_port("127.0.0.1", self.ils_port, 20)
+        self.broker.start()
+        self.central.start()
+        for agent in self.agents:
+            agent.start()
+        with self.central.client() as api:
+            wait_until(
+                lambda: (
+                    all(d["online"] for d in api.get("/devices").json())
+                    and len(api.get("/devices").json()) == len(self.agents)
+                ),
+                timeout=30,
+                what="all demo kiosks online",
+            )
+
+    def tell(self, stop: threading.Event, fleet: bool) -> None:
+        """The story threads: the desk's registration, the self-check, the exit, the fleet."""
+        central = self.central
+        if self.desk is not None:
+
+            def story(kit: DemoDesk = self.desk) -> None:
+                kit.present_citizen()
+                _follow_desk(central, stop)
+
+            threading.Thread(target=story, daemon=True, name="demo-story").start()
+        threading.Thread(
+            target=_follow_selfcheck, args=(central, self.ils, stop), daemon=True, name="demo-circ"
+        ).start()
+        threading.Thread(
+            target=follow_exit,
+            args=(self.exit_kit, central.client, _say, stop),
+            daemon=True,
+            name="demo-exit",
+        ).start()
+        self.fleet_child = Child(
+            "fleet",
+            [
+                "demo-fleet",
+                "--data",
+                str(self.data),
+                "--central",
+                central.url,
+                "--token-file",
+                str(self.token_file),
+                "--ca",
+                str(central.ca_file),
+            ],
+            self.data / "fleet" / "fleet.log",
+            {},
+        )
+        if fleet:
+            narrator = FleetStory(central, self.data, _say, stop, self.fleet_child)
+            threading.Thread(target=narrator.run, daemon=True, name="demo-fleet").start()
+
+    def banner(self, fleet: bool) -> str:
+        central, broker, data = self.central, self.broker, self.data
+        api_url = central.url + "/api/v1"
+        return "\n".join(
+            [
+                "",
+                "biblioedge demo is running",
+                f"  broker   {broker.kind} at {broker.url}"
+                + ("   (mutual TLS, per-kiosk ACLs)" if broker.secure else "   (INSECURE)"),
+                f"  API      {api_url}   (OpenAPI docs: {central.url}/docs)",
+                f"  CA       {central.ca_file}   (curl --cacert)",
+                f"  token    {self.token}   (admin; also in {self.token_file})",
+                f"  kiosks   {', '.join(a.device_id for a in self.agents)} at site {SITE}",
+                (
+                    f"  fleet    {len(kiosk_names())} simulated kiosks at "
+                    f"{', '.join(FLEET_SITES)} (releases built, signed and rolled out "
+                    "in a minute or two)"
+                )
+                if fleet
+                else "  fleet    off (--fleet)",
+                f"  dashboard {central.url}/dashboard   (sign in with the token below)",
+                f"  cards    {data / 'cards'} (printed by the desk)",
+                f"  library  dummy SIP2 library system at 127.0.0.1:{self.ils_port}"
+                f"   (receipts in {data / 'receipts'})",
+                f"  data     {data}",
+                "",
+                f'  curl --cacert {central.ca_file} -H "Authorization: Bearer {self.token}" '
+                f"{api_url}/events?limit=5",
+                "",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+        )
+
+    def keep(self, stop: threading.Event, duration: float | None) -> int | None:
+        """Keep every process up until stopped or --duration ends; 1 when the keeper gives up."""
+        keeper = Keeper([self.broker, self.central, *self.agents], _say)
+        end = None if duration is None else time.monotonic() + duration
+        while not stop.wait(1.0):
+            if end is not None and time.monotonic() > end:
+                break
+            reason = keeper.check()
+            if reason is not None:
+                log.error("giving up: %s", reason)
+                _say(f"demo stopping: {reason}")
+                return 1
+        return None
+
+    def log_tails(self) -> None:
+        for child in (self.central, *self.agents):
+            if child.log_tail():
+                log.error("%s log:\n%s", child.name, child.log_tail(15))
+
+    def stop(self) -> None:
+        log.info("stopping the demo fleet")
+        if self.fleet_child is not None:
+            self.fleet_child.stop()
+        for agent in self.agents:
+            agent.stop()
+        self.central.stop()
+        self.broker.stop()
+        self.ils.stop()
+        if self.desk is not None:
+            self.desk.stop()
+        self.exit_kit.stop()
+
+
+def _gate_sections(agent_dir: Path) -> dict[str, dict[str, object]] | None:
+    camera = prepare_gate(agent_dir)
+    if camera is None:
+        return None
+    return {  # the real gate flow on a simulated camera and turnstile
+        "simulator": {"enabled": False},
+        "gate": {
+            "enabled": True,
+            "camera": f"sim:{camera}",
+            "camera_fps": 10.0,
+            "relay": "sim",
+            "passback_s": 60.0,
+            "pulse_ms": 800,
+        },
+    }
+
+
+def _desk_sections(
+    data: Path, desk: DemoDesk, camera: Path, csca_dir: Path
+) -> dict[str, dict[str, object]]:
+    return {
+        "simulator": {"enabled": False},
+        "desk": {
+            "enabled": True,
+            "camera": f"sim:{camera}",
+            "camera_fps": 10.0,
+            "qr_from_camera": False,
+            "scanner": f"serial:{desk.scanner.port}",
+            "chip": desk.chip,
+            "csca_dir": str(csca_dir),
+            "printer": f"dir:{data / 'cards'}",
+            "library_name": "Thư viện tỉnh (demo)",
+            "demo_librarian": True,
+        },
+    }
+
+
 def run_demo(
     data: Path,
     *,
@@ -299,207 +531,20 @@ def run_demo(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-
-    desk_kit = prepare_desk(data / "agents" / "desk-01")
-    ils_port = free_port()
-    ils = Child("ils", ["sip", "serve", "--port", str(ils_port)], data / "ils" / "ils.log", {})
-    password = data / "ils" / "kiosk.password"  # the SIP2 account's secret, out of the config
-    password.parent.mkdir(parents=True, exist_ok=True)
-    password.write_text("kiosk\n")
-    password.chmod(0o600)
-    csca_dir = data / "csca"
-    desk = DemoDesk(data, desk_kit[1], csca_dir) if desk_kit is not None else None
-    exit_kit = DemoExit()
-    broker = BrokerProcess(data / "broker")
-    # central first: it makes the device CA and writes the broker's TLS files and ACL
-    central = CentralProcess(data / "central", broker, port=port or free_port())
-    if not broker.secure:
-        log.warning(
-            "mosquitto is not installed: the demo runs the embedded broker WITHOUT TLS, "
-            "client certificates or ACLs (security.require off). apt-get install mosquitto."
-        )
-    token = central.token
-    token_file = data / "admin-token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    agents = []
-    for device_id, role in DEVICES:
-        agent_dir = data / "agents" / device_id
-        sections: dict[str, dict[str, object]] = {
-            "simulator": {"enabled": True, "rate_per_s": rate}
-        }
-        if role == "gate":
-            camera = prepare_gate(agent_dir)
-            if camera is not None:  # the real gate flow on a simulated camera and turnstile
-                sections = {
-                    "simulator": {"enabled": False},
-                    "gate": {
-                        "enabled": True,
-                        "camera": f"sim:{camera}",
-                        "camera_fps": 10.0,
-                        "relay": "sim",
-                        "passback_s": 60.0,
-                        "pulse_ms": 800,
-                    },
-                }
-        if role == "selfcheck":  # the real flow: dummy library system, simulated RFID pad
-            sections = {
-                "simulator": {"enabled": False},
-                "selfcheck": {
-                    "enabled": True,
-                    "ils": f"sip2://kiosk@127.0.0.1:{ils_port}?institution=TVTN&timeout=3",
-                    "password_file": str(password),
-                    "rfid": "sim",
-                    "receipt": f"dir:{data / 'receipts'}",
-                    "probe_s": 5.0,
-                    "demo_reader": True,
-                },
-            }
-        if role == "exitgate":  # the real flow: its reader's field simulated here
-            sections = exit_kit.sections(
-                f"sip2://kiosk@127.0.0.1:{ils_port}?institution=TVTN&timeout=3", str(password)
-            )
-        if role == "desk" and desk is not None and desk_kit is not None:
-            sections = {
-                "simulator": {"enabled": False},
-                "desk": {
-                    "enabled": True,
-                    "camera": f"sim:{desk_kit[0]}",
-                    "camera_fps": 10.0,
-                    "qr_from_camera": False,
-                    "scanner": f"serial:{desk.scanner.port}",
-                    "chip": desk.chip,
-                    "csca_dir": str(csca_dir),
-                    "printer": f"dir:{data / 'cards'}",
-                    "library_name": "Thư viện tỉnh (demo)",
-                    "demo_librarian": True,
-                },
-            }
-        agents.append(
-            AgentProcess(
-                agent_dir,
-                agent_config(agent_dir, device_id, role, SITE, broker.url, **sections),
-                central,
-            )
-        )
-    started: list[object] = []
-    fleet_child: Child | None = None
+    demo = _Demo(data, rate, port)
     try:
-        ils.start()
-        wait_port("127.0.0.1", ils_port, 20)
-        broker.start()
-        started.append(broker)
-        central.start()
-        started.append(central)
-        for agent in agents:
-            agent.start()
-            started.append(agent)
-        with central.client() as api:
-            wait_until(
-                lambda: (
-                    all(d["online"] for d in api.get("/devices").json())
-                    and len(api.get("/devices").json()) == len(agents)
-                ),
-                timeout=30,
-                what="all demo kiosks online",
-            )
-        api_url = central.url + "/api/v1"
-        if desk is not None:
-
-            def story(kit: DemoDesk = desk) -> None:
-                kit.present_citizen()
-                _follow_desk(central, stop)
-
-            threading.Thread(target=story, daemon=True, name="demo-story").start()
-        threading.Thread(
-            target=_follow_selfcheck, args=(central, ils, stop), daemon=True, name="demo-circ"
-        ).start()
-        threading.Thread(
-            target=follow_exit,
-            args=(exit_kit, central.client, _say, stop),
-            daemon=True,
-            name="demo-exit",
-        ).start()
-        fleet_child = Child(
-            "fleet",
-            [
-                "demo-fleet",
-                "--data",
-                str(data),
-                "--central",
-                central.url,
-                "--token-file",
-                str(token_file),
-                "--ca",
-                str(central.ca_file),
-            ],
-            data / "fleet" / "fleet.log",
-            {},
-        )
-        if fleet:
-            narrator = FleetStory(central, data, _say, stop, fleet_child)
-            threading.Thread(target=narrator.run, daemon=True, name="demo-fleet").start()
-        sys.stdout.write(
-            "\n".join(
-                [
-                    "",
-                    "biblioedge demo is running",
-                    f"  broker   {broker.kind} at {broker.url}"
-                    + ("   (mutual TLS, per-kiosk ACLs)" if broker.secure else "   (INSECURE)"),
-                    f"  API      {api_url}   (OpenAPI docs: {central.url}/docs)",
-                    f"  CA       {central.ca_file}   (curl --cacert)",
-                    f"  token    {token}   (admin; also in {token_file})",
-                    f"  kiosks   {', '.join(a.device_id for a in agents)} at site {SITE}",
-                    (
-                        f"  fleet    {len(kiosk_names())} simulated kiosks at "
-                        f"{', '.join(FLEET_SITES)} (releases built, signed and rolled out "
-                        "in a minute or two)"
-                    )
-                    if fleet
-                    else "  fleet    off (--fleet)",
-                    f"  dashboard {central.url}/dashboard   (sign in with the token below)",
-                    f"  cards    {data / 'cards'} (printed by the desk)",
-                    f"  library  dummy SIP2 library system at 127.0.0.1:{ils_port}"
-                    f"   (receipts in {data / 'receipts'})",
-                    f"  data     {data}",
-                    "",
-                    f'  curl --cacert {central.ca_file} -H "Authorization: Bearer {token}" '
-                    f"{api_url}/events?limit=5",
-                    "",
-                    "Ctrl-C stops everything.",
-                    "",
-                ]
-            )
-        )
+        demo.start()
+        demo.tell(stop, fleet)
+        sys.stdout.write(demo.banner(fleet))
         sys.stdout.flush()
-        keeper = Keeper([broker, central, *agents], _say)
-        end = None if duration is None else time.monotonic() + duration
-        while not stop.wait(1.0):
-            if end is not None and time.monotonic() > end:
-                break
-            reason = keeper.check()
-            if reason is not None:
-                log.error("giving up: %s", reason)
-                _say(f"demo stopping: {reason}")
-                return 1
+        if demo.keep(stop, duration) is not None:
+            return 1
     except (TimeoutError, OSError) as exc:
         log.error("demo could not start: %s", exc)
-        for child in (central, *agents):
-            if child.log_tail():
-                log.error("%s log:\n%s", child.name, child.log_tail(15))
+        demo.log_tails()
         return 1
     finally:
-        log.info("stopping the demo fleet")
-        if fleet_child is not None:
-            fleet_child.stop()
-        for agent in agents:
-            agent.stop()
-        central.stop()
-        broker.stop()
-        ils.stop()
-        if desk is not None:
-            desk.stop()
-        exit_kit.stop()
+        demo.stop()
         lock.close()
     sys.stdout.write("demo stopped\n")
     return 0

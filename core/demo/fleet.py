@@ -1,7 +1,7 @@
 """The demo's fleet manager: twenty simulated kiosks at two branches, and two releases.
 
 ``run_fleet`` (the hidden ``biblioedge demo-fleet`` child of the demo) runs the kiosks with
-the real update path (``agent.fleet_sim``). ``FleetStory`` is what the demo tells: it builds
+the real update path (``sim.fleet``). ``FleetStory`` is what the demo tells: it builds
 three releases from this source tree (the one the kiosks start on, a good one and a broken
 one that dies at import), signs them with offline keys kept in the demo's data dir, uploads
 them, then rolls the good one out wave by wave and the broken one after it, which halts at
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -65,14 +67,21 @@ def build_releases(data: Path, say: Callable[[str], None]) -> dict[str, Path]:
 
 
 def release_cli(central: Any, *args: str) -> None:
-    """``biblioedge release ARGS`` against a launched central, as IT would run it; its
+    """``biblioedge release ARGS`` against a launched central, run as IT would run it: as its
+    own process (the tools below the command line never import it: no import circle), with
+    the admin token in the environment rather than on a command line that ``ps`` shows. Its
     output goes to stderr so that a caller's stdout stays its own (the benchmark's JSON)."""
-    from biblioedge.cli import main
-
-    common = ["--central", central.url, "--api-token", central.token]
-    with contextlib.redirect_stdout(sys.stderr):
-        if main(["release", *args, *common, "--cacert", str(central.ca_file), "--json"]) != 0:
-            raise RuntimeError(f"release {args[0]} failed")
+    done = subprocess.run(
+        [sys.executable, "-m", "biblioedge", "release", *args]
+        + ["--central", central.url, "--cacert", str(central.ca_file), "--json"],
+        env={**os.environ, "BIBLIOEDGE_API_TOKEN": central.token},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    sys.stderr.write(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"release {args[0]} failed")
 
 
 def publish(

@@ -164,6 +164,15 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
         library_name="Thư viện tỉnh (dummy SIP2)",
         login_required=True,
     )
+    _patron_routes(server, lib, institution)
+    _loan_routes(server, lib, institution)
+    _return_routes(server, lib, institution)
+    _item_routes(server, lib, institution)
+    return server
+
+
+def _patron_routes(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Login, patron status and (unless the server is one without it) patron information."""
 
     @server.route(LOGIN)
     def login(req: Any, ctx: Any) -> LoginResponse:
@@ -208,6 +217,10 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
 
     if lib.patron_info != "unsupported":
         server.route(PATRON_INFORMATION)(patron_info)
+
+
+def _loan_routes(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Checkout, with every reason a library system refuses one."""
 
     def refuse(req: Any, ctx: Any, message: str, **extra: Any) -> CheckoutResponse:
         return CheckoutResponse(
@@ -270,6 +283,10 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
             currency_type="VND" if fee else None,
         )
 
+
+def _return_routes(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Checkin and renewal."""
+
     @server.route(CHECKIN)
     def checkin(req: Any, ctx: Any) -> CheckinResponse:
         item = req.item_identifier
@@ -313,6 +330,10 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
             screen_message=() if ok else ("Không gia hạn được tài liệu này",),
         )
 
+
+def _item_routes(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Item information and the end of a patron's session."""
+
     @server.route(ITEM_INFORMATION)
     def item_info(req: Any, ctx: Any) -> ItemInformationResponse:
         item = req.item_identifier
@@ -342,8 +363,6 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
             institution_id=institution,
             patron_identifier=req.patron_identifier,
         )
-
-    return server
 
 
 async def serve(
