@@ -11,6 +11,7 @@ from collections.abc import Generator
 import uvicorn
 
 from biblioedge.fleet.api import create_app
+from biblioedge.fleet.backup.restore import data_dir_lock
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
@@ -108,7 +109,11 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    with data_dir_lock(cfg.data_dir):  # a restore refuses to write under a running central
+        return await _run_central(cfg, stop)
+
+
+async def _run_central(cfg: CentralConfig, stop: asyncio.Event) -> int:
     repo = Repo(cfg.db_url)
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
     await asyncio.to_thread(repo.migrate, key)  # with the key: a migration may seal data
