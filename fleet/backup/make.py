@@ -44,6 +44,7 @@ class Made:
     key_id: str
     size: int
     files: int
+    events: int
     seconds: float
 
     def as_json(self) -> dict[str, Any]:
@@ -55,6 +56,7 @@ class Made:
             "key_id": self.key_id,
             "bytes": self.size,
             "files": self.files,
+            "events": self.events,
             "seconds": round(self.seconds, 3),
         }
 
@@ -187,6 +189,7 @@ def make_backup(
         key_id=key_id(recipient),
         size=final.stat().st_size,
         files=len(files),
+        events=int(point["events"]),
         seconds=time.monotonic() - started,
     )
 
