@@ -375,12 +375,77 @@ def test_restore_drill_central_comes_back_and_its_kiosk_reconnects_unenrolled(
     assert again.token == central.token  # the admin token came back with the database
     assert again.ca_file.read_bytes() == ca_before  # same CA: kiosks trust it unchanged
     assert _count(again) == backed_up
+    conf = again.data_dir / "central.toml"
+    conf.write_text(conf.read_text() + f'\n[backup]\npublic_key = "{public}"\n')
     again.start()
     try:
         gate.start()  # no new enrollment: its certificate still opens the broker
         wait_until(lambda: _count(again) > backed_up, 120, 0.2, "the gate's new events")
         with again.client() as api:
             assert api.get("/devices/gate-01").json()["device_id"] == "gate-01"
+            # the restored central has made no backup yet: degraded, but still serving
+            r = api.get("/health")
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "degraded"
+            assert r.json()["problems"] == ["backup: none made yet"]
     finally:
         gate.stop()
         assert again.stop() == 0, again.log_tail()
+
+
+# -- schedule and health --------------------------------------------------------------------
+
+
+async def test_central_schedule_makes_backups_and_health_reports_their_age(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from biblioedge.fleet.api import create_app
+    from biblioedge.fleet.backup import STATUS
+    from biblioedge.fleet.central import backup_loop
+    from biblioedge.fleet.metrics import CentralMetrics
+    from biblioedge.provisioning.sealing import x25519_public_b64
+
+    key = x25519.X25519PrivateKey.generate()
+    base, _ = _central(tmp_path / "c")
+    cfg = base.model_copy(
+        update={
+            "backup": base.backup.model_copy(
+                update={"public_key": x25519_public_b64(key), "every_h": 0.01, "keep_daily": 2}
+            )
+        }
+    )
+    repo = Repo(cfg.db_url)
+    try:
+        health = TestClient(create_app(cfg, repo, None, CentralMetrics()))
+        body = health.get("/api/v1/health").json()
+        assert "backup: none made yet" in body["problems"] and body["backup_age_h"] is None
+
+        task = asyncio.create_task(backup_loop(cfg, None))
+        try:
+            for _ in range(600):
+                if len(listed(cfg.backup_dir)) >= 1 and (tmp_path / "c" / STATUS).exists():
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+        made = listed(cfg.backup_dir)
+        assert made, "the schedule made no backup"
+        assert verify(next(iter(made.values())), key)["central_id"]
+        body = health.get("/api/v1/health").json()
+        assert not any(p.startswith("backup") for p in body["problems"])
+        assert body["backup_age_h"] is not None and body["backup_age_h"] < 1
+
+        # two days later, the backup is stale (no bridge here: degraded anyway; the drill
+        # shows that a backup problem alone keeps the HTTP code 200)
+        status = json.loads((tmp_path / "c" / STATUS).read_text())
+        status["created"] = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+        (tmp_path / "c" / STATUS).write_text(json.dumps(status))
+        r = health.get("/api/v1/health")
+        assert r.json()["status"] == "degraded"
+        assert any(p.startswith("backup: the last one is 48 h old") for p in r.json()["problems"])
+    finally:
+        repo.close()
