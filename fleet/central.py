@@ -13,6 +13,7 @@ import uvicorn
 
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.backup import BackupError, last_status, run_backup
+from biblioedge.fleet.backup.replay import Replays
 from biblioedge.fleet.backup.restore import data_dir_lock
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
@@ -148,6 +149,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         readers, cards, cfg.patron_prefix, identity.seal_key, require_sealed=cfg.security.require
     )
     bridge = Bridge(cfg, repo, metrics, readers, identity)
+    bridge.replays = Replays(cfg.data_dir)
     bridge.gates = lambda: [
         (name.device_id, name.site, pem)
         for name, pem in registry.active()

@@ -1,6 +1,7 @@
 """Central's backups and restore: the container refuses every damaged byte, the retention
 rule keeps what it says, and a restore drill on real processes (broker, central, a kiosk)
-brings central back with its CA, keys and data so that the kiosk reconnects unenrolled."""
+brings central back with its CA, keys and data so that the kiosk reconnects unenrolled and
+sends again what the lost central had acknowledged after the backup."""
 
 from __future__ import annotations
 
@@ -307,6 +308,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
+def _ids(central: CentralProcess) -> set[str]:
+    with sqlite3.connect(f"file:{central.data_dir / 'central.sqlite3'}?mode=ro", uri=True) as db:
+        return {r[0] for r in db.execute("SELECT event_id FROM events")}
+
+
 def _count(central: CentralProcess) -> int:
     with sqlite3.connect(f"file:{central.data_dir / 'central.sqlite3'}?mode=ro", uri=True) as db:
         return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -349,8 +355,11 @@ def test_restore_drill_central_comes_back_and_its_kiosk_reconnects_unenrolled(
     )
     assert refused.returncode == 2 and "central is running" in refused.stderr
 
+    wait_until(lambda: _count(central) > backed_up + 20, 120, 0.2, "events after the backup")
     gate.stop()
     assert central.stop() == 0
+    before_loss = _ids(central)
+    assert len(before_loss) > backed_up  # central acknowledged events the backup lacks
     # the disk dies: only the config (kept by IT) and the backup (on another disk) survive
     saved = tmp_path / "safe"
     saved.mkdir()
@@ -380,7 +389,15 @@ def test_restore_drill_central_comes_back_and_its_kiosk_reconnects_unenrolled(
     again.start()
     try:
         gate.start()  # no new enrollment: its certificate still opens the broker
-        wait_until(lambda: _count(again) > backed_up, 120, 0.2, "the gate's new events")
+        # asked once to send again what it kept: nothing acknowledged by the lost central is lost
+        wait_until(lambda: before_loss <= _ids(again), 120, 0.2, "the replayed events")
+        with sqlite3.connect(f"file:{again.data_dir / 'central.sqlite3'}?mode=ro", uri=True) as db:
+            assert db.execute(
+                "SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM events"
+            ).fetchone() == (0,)
+        assert json.loads((again.data_dir / "replay-asked.json").read_text())["devices"] == [
+            "gate-01"
+        ]
         with again.client() as api:
             assert api.get("/devices/gate-01").json()["device_id"] == "gate-01"
             # the restored central has made no backup yet: degraded, but still serving

@@ -88,14 +88,34 @@ def _db_point(db_url: str) -> dict[str, Any]:
         with engine.connect() as conn:
             rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             rows = conn.execute(
-                text("SELECT device_id, MAX(seq), COUNT(*) FROM events GROUP BY device_id")
+                text(
+                    "SELECT device_id, MIN(seq), MAX(seq), COUNT(*) FROM events GROUP BY device_id"
+                )
             ).all()
+            # the end of each kiosk's first unbroken run of sequence numbers: everything up
+            # to it is in the snapshot, so a replay after it loses nothing
+            runs: dict[str, int] = dict(
+                conn.execute(
+                    text(
+                        "SELECT e.device_id, MIN(e.seq) FROM events e WHERE NOT EXISTS ("
+                        "SELECT 1 FROM events n WHERE n.device_id = e.device_id"
+                        " AND n.seq = e.seq + 1) GROUP BY e.device_id"
+                    )
+                ).all()
+            )
     finally:
         engine.dispose()
     return {
         "schema": rev,
-        "devices": {r[0]: {"max_seq": int(r[1]), "events": int(r[2])} for r in rows},
-        "events": sum(int(r[2]) for r in rows),
+        "devices": {
+            r[0]: {
+                "max_seq": int(r[2]),
+                "events": int(r[3]),
+                "complete_to": int(runs.get(r[0], 0)) if int(r[1]) == 1 else 0,
+            }
+            for r in rows
+        },
+        "events": sum(int(r[3]) for r in rows),
     }
 
 
