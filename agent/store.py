@@ -192,6 +192,10 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (8, _m8_kept),
 ]
 
+#: Event ids per statement when acked events are moved and deleted (SQLite allows 32766
+#: parameters; a few hundred keeps each statement cheap to prepare).
+_IN_CHUNK = 500
+
 #: Event types whose acks carry an answer the device keeps (see ``answers``).
 ANSWERED_TYPES = ("desk.registration",)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -366,15 +370,21 @@ class Store:
                         if kinds.get(eid) in ANSWERED_TYPES
                     ],
                 )
-            if self.keep_acked:
-                self.conn.executemany(
-                    "INSERT OR IGNORE INTO kept (seq, event_id, type, acked_at, body)"
-                    " SELECT seq, event_id, type, ?, body FROM outbox WHERE event_id = ?",
-                    [(now, i) for (i,) in ids],
-                )
-            before = self.conn.total_changes
-            self.conn.executemany("DELETE FROM outbox WHERE event_id = ?", ids)
-            deleted = self.conn.total_changes - before
+            deleted = 0
+            for start in range(0, len(ids), _IN_CHUNK):  # one statement per chunk: fast
+                chunk = [i for (i,) in ids[start : start + _IN_CHUNK]]
+                marks = ",".join("?" * len(chunk))
+                if self.keep_acked:
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO kept (seq, event_id, type, acked_at, body)"
+                        " SELECT seq, event_id, type, ?, body FROM outbox"
+                        f" WHERE event_id IN ({marks})",  # noqa: S608
+                        [now, *chunk],
+                    )
+                deleted += self.conn.execute(
+                    f"DELETE FROM outbox WHERE event_id IN ({marks})",  # noqa: S608
+                    chunk,
+                ).rowcount
         return deleted
 
     # -- kept (acknowledged) events -----------------------------------------------------
