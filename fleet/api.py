@@ -187,7 +187,7 @@ def create_app(
         return response
 
     authenticated = [ANY, *SECURED, *STRICT]
-    open_health, stats = health_routes.router(repo, bridge)
+    open_health, stats = health_routes.router(repo, bridge, cfg)
     app.include_router(open_health, dependencies=STRICT)
     app.include_router(stats, dependencies=authenticated)
     floor = rollouts.floor if rollouts is not None else None
