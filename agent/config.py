@@ -65,6 +65,14 @@ class OutboxConfig(StrictModel):
     alarm_ratio: float = Field(
         default=0.8, gt=0, lt=1, description="Raise an alarm event when the outbox is this full"
     )
+    keep_acked_h: float = Field(
+        default=168,
+        ge=0,
+        le=24 * 90,
+        description="Keep events central acknowledged this long (hours), so that a central "
+        "restored from a backup can ask for them again; given up first when the disk fills; "
+        "0 deletes them at once",
+    )
 
 
 class StorageConfig(StrictModel):

@@ -35,6 +35,7 @@ from biblioedge.fleet.routers import cards as card_routes
 from biblioedge.fleet.routers import consents as consent_routes
 from biblioedge.fleet.routers import dashboard as dashboard_routes
 from biblioedge.fleet.routers import devices as device_routes
+from biblioedge.fleet.routers import docs as api_docs
 from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
@@ -93,7 +94,10 @@ def create_app(
         title="biblioedge central",
         version=__version__,
         description="Devices, events and desired state of the library's kiosk fleet.",
+        docs_url=None,  # served from central's own files, not a CDN (routers/docs.py)
+        redoc_url=None,
     )
+    api_docs.mount(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -187,7 +191,7 @@ def create_app(
         return response
 
     authenticated = [ANY, *SECURED, *STRICT]
-    open_health, stats = health_routes.router(repo, bridge)
+    open_health, stats = health_routes.router(repo, bridge, cfg)
     app.include_router(open_health, dependencies=STRICT)
     app.include_router(stats, dependencies=authenticated)
     floor = rollouts.floor if rollouts is not None else None

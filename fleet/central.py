@@ -7,10 +7,14 @@ import contextlib
 import logging
 import signal
 from collections.abc import Generator
+from pathlib import Path
 
 import uvicorn
 
 from biblioedge.fleet.api import create_app
+from biblioedge.fleet.backup import BackupError, last_status, run_backup
+from biblioedge.fleet.backup.replay import Replays
+from biblioedge.fleet.backup.restore import data_dir_lock
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
@@ -101,14 +105,38 @@ def check_secure(cfg: CentralConfig) -> None:
         )
 
 
-async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> int:
+async def backup_loop(cfg: CentralConfig, config_file: Path | None) -> None:
+    """Central's own schedule (``backup.every_h``): a backup when the last one is that old.
+    A failure is logged and retried in an hour; /health shows the backup going stale."""
+    every_s = cfg.backup.every_h * 3600
+    while True:
+        last = last_status(cfg)
+        due_in = 0.0 if last is None else every_s - last["age_h"] * 3600
+        if due_in > 0:
+            await asyncio.sleep(min(due_in, 3600))
+            continue
+        try:
+            status = await asyncio.to_thread(run_backup, cfg, config_file)
+            log.info("backup %s made (%d bytes)", status["path"], status["bytes"])
+        except (BackupError, OSError) as exc:
+            log.error("scheduled backup failed: %s", exc)
+            await asyncio.sleep(3600)
+
+
+async def run_central(
+    cfg: CentralConfig, stop: asyncio.Event | None = None, config_file: Path | None = None
+) -> int:
     check_secure(cfg)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    with data_dir_lock(cfg.data_dir):  # a restore refuses to write under a running central
+        return await _run_central(cfg, stop, config_file)
+
+
+async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Path | None) -> int:
     repo = Repo(cfg.db_url)
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
     await asyncio.to_thread(repo.migrate, key)  # with the key: a migration may seal data
@@ -121,6 +149,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         readers, cards, cfg.patron_prefix, identity.seal_key, require_sealed=cfg.security.require
     )
     bridge = Bridge(cfg, repo, metrics, readers, identity)
+    bridge.replays = Replays(cfg.data_dir)
     bridge.gates = lambda: [
         (name.device_id, name.site, pem)
         for name, pem in registry.active()
@@ -165,6 +194,9 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         resign_loop(releases, cfg.releases.refresh_s), name="central:tuf"
     )
     rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
+    background = [crl_task, tuf_task, rollout_task]
+    if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
+        background.append(asyncio.create_task(backup_loop(cfg, config_file), name="central:backup"))
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -183,9 +215,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
             code = 1
     server.should_exit = True
     bridge_task.cancel()
-    crl_task.cancel()
-    tuf_task.cancel()
-    rollout_task.cancel()
+    for task in background:
+        task.cancel()
     stop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         async with asyncio.timeout(5):

@@ -30,7 +30,7 @@ def _cmd_central(args: argparse.Namespace) -> int:
     config = load_central_config(args.config, overrides=overrides)
     check_data_dir(config.data_dir)
     setup_logging(args.log_format or config.log.format, config.log.level)
-    return asyncio.run(run_central(config))
+    return asyncio.run(run_central(config, config_file=args.config))
 
 
 def register(sub: Any) -> None:
