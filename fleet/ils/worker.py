@@ -33,6 +33,10 @@ log = logging.getLogger("biblioedge.fleet.ils")
 
 #: The attention cases' device: central's connector, not a kiosk.
 CASE_DEVICE = "central-ils"
+#: Failures of the library system as a whole, not of one reader's data.
+SYSTEM_WIDE = frozenset(
+    {"timeout", "unreachable", "server_error", "auth_refused", "redirected", "not_json"}
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class IlsWorker:
         self.queue = queue or Queue(repo.engine, cfg.backoff_s, cfg.backoff_max_s)
         self.on_gallery = on_gallery
         self._poll_after = ""
+        #: after a failure of the library system itself: wait this long before the next round
+        self.pause_s = 0.0
 
     # -- reading central ------------------------------------------------------------------
 
@@ -266,7 +272,9 @@ class IlsWorker:
             except Exception:  # the database is down, say: the next round tries again
                 log.exception("library system round failed")
                 n = 0
-            if not n:
+            if self.pause_s:
+                await asyncio.sleep(min(self.pause_s, self.cfg.backoff_max_s))
+            elif not n:
                 await asyncio.sleep(idle_s)
 
 
