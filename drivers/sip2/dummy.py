@@ -372,6 +372,7 @@ async def serve(
     async with server.start(host, port):
         if rest_port is None:
             await asyncio.Event().wait()
+            return
         rest = uvicorn.Server(
             uvicorn.Config(
                 build_app(lib.book),

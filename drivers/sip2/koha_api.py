@@ -10,7 +10,9 @@ token, as Koha's RESTBasicAuth and RESTOAuth2ClientCredentials give.
 
 ``PatronBook.faults`` makes the next requests fail as library systems do (tests, benchmark):
 an HTTP status, ``timeout``, ``html`` (an error page), ``shape`` (JSON of another shape),
-``redirect`` (elsewhere), ``stored_500`` (stores the patron, then answers 500: a lost reply).
+``redirect`` (elsewhere), ``stored_500`` and ``stored_timeout`` (does the request, then
+answers 500 or nothing in time: a lost reply), ``ok``; ``METHOD:fault`` waits for a request of
+that method.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -42,7 +45,8 @@ PATRON_PROPERTIES = {
 REQUIRED = ("surname", "library_id", "category_id")
 DATES = ("date_of_birth", "date_enrolled", "expiry_date", "date_renewed")
 BOOLEANS = ("incorrect_address", "patron_card_lost", "autorenew_checkouts")
-NOT_NULL = ("library_id", "category_id", "lang")  # type: string, without null
+#: string, never null, in the definition
+NOT_NULL = ("library_id", "category_id", "lang")
 
 
 @dataclass
@@ -55,9 +59,19 @@ class PatronBook:
     #: set by a librarian in "Koha" (tests): restrictions, as Koha's read-only ``restricted``
     restricted: set[int] = field(default_factory=set)
     requests: int = 0
+    #: how long a ``timeout`` fault keeps the client waiting
+    slow_s: float = 30.0
     _next: int = 1
     _tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_fault(self, method: str) -> str:
+        for i, f in enumerate(self.faults):
+            want, _, what = f.rpartition(":")
+            if not want or want == method:
+                del self.faults[i]
+                return what
+        return ""
 
     def by_card(self, cardnumber: str) -> dict[str, Any] | None:
         for p in self.patrons.values():
@@ -148,9 +162,9 @@ def build_app(book: PatronBook) -> FastAPI:
     @app.middleware("http")
     async def faults_and_auth(request: Request, call_next: Any) -> Response:
         book.requests += 1
-        fault = book.faults.pop(0) if book.faults else ""
+        fault = book.next_fault(request.method)
         if fault == "timeout":
-            await asyncio.sleep(30)
+            await asyncio.sleep(book.slow_s)
         elif fault == "html":
             return HTMLResponse("<html><body><h1>Bảo trì hệ thống</h1></body></html>", 200)
         elif fault == "html500":
@@ -166,11 +180,14 @@ def build_app(book: PatronBook) -> FastAPI:
         response: Response = await call_next(request)
         if fault == "stored_500":  # the patron is stored; the reply is lost
             return JSONResponse({"error": "Something went wrong"}, 500)
+        if fault == "stored_timeout":
+            await asyncio.sleep(book.slow_s)
         return response
 
     @app.post("/api/v1/oauth/token")
     async def token(request: Request) -> JSONResponse:
-        form = await request.form()
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = {k: v[0] for k, v in parse_qs(raw).items()}
         ok = (
             form.get("grant_type") == "client_credentials"
             and (

@@ -71,7 +71,8 @@ def backoff_s(
     jittered to between half and all of it (many readers queued in an outage do not all
     retry in the same second)."""
     full = min(max_s, base_s * 2 ** max(0, attempts - 1))
-    return full * (0.5 + 0.5 * (rng or random).random())
+    jitter: float = (rng or random).random()
+    return float(full * (0.5 + 0.5 * jitter))
 
 
 class Queue:

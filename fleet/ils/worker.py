@@ -180,13 +180,20 @@ class IlsWorker:
             )
 
     def step(self, limit: int = 50) -> int:
-        """Send what is due; how many items were tried."""
+        """Send what is due; how many items were tried. Stops at the first failure that is
+        the library system's rather than the reader's (down, timeout, 5xx, credentials): the
+        rest wait for the next round instead of each trying the same dead server now."""
         items = self.queue.due(limit)
-        for item in items:
-            self._one(item)
+        for n, item in enumerate(items, 1):
+            delay = self._one(item)
+            if delay is not None:
+                self.pause_s = delay
+                return n
+        self.pause_s = 0.0
         return len(items)
 
-    def _one(self, item: Item) -> None:
+    def _one(self, item: Item) -> float | None:
+        """None, or the backoff when the library system itself failed."""
         try:
             link = self.send(item)
         except IlsError as exc:
@@ -195,16 +202,17 @@ class IlsWorker:
                 self._case(item, exc)
             if delay is None:
                 log.warning("library system: %s %s held: %s", item.op, item.patron_id, exc)
-            else:
-                log.info(
-                    "library system: %s %s again in %.0f s: %s", item.op, item.patron_id, delay, exc
-                )
-            return
+                return None
+            log.info(
+                "library system: %s %s again in %.0f s: %s", item.op, item.patron_id, delay, exc
+            )
+            return delay if exc.reason in SYSTEM_WIDE else None
         except Exception as exc:  # a bug or a broken row costs that item a retry, not the loop
             log.exception("library system push %s failed", item.id)
             self.queue.failed(item, "internal", repr(exc)[:300], retry=True)
-            return
+            return None
         self.queue.done(item, link)
+        return None
 
     def _case(self, item: Item, exc: IlsError) -> None:
         site = ""
