@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (JSON output with --json)")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    from biblioedge.bench import lifecycle
+
+    lifecycle.register(bsub)
     b = bsub.add_parser(
         "sync",
         help="agent outbox to central database, end to end",

@@ -164,6 +164,8 @@ class IlsWorker:
             if item.op == "expire":
                 expiry = date.today().isoformat()
             c.set_expiry(patron.ils_id, expiry)
+        else:
+            return patron  # as the create or update answered it
         return c.get(patron.ils_id) or patron
 
     def _keep_card(self, patron_id: str, cardnumber: str) -> None:
