@@ -35,6 +35,7 @@ from biblioedge.drivers.sip2.library import Sip2Library
 from biblioedge.fleet.authz import SECURITY_ATTENTION
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import load_central_config
+from biblioedge.fleet.dashboard import snapshot
 from biblioedge.fleet.ils import enqueue
 from biblioedge.fleet.ils.mapping import map_reader, split_name
 from biblioedge.fleet.ils.queue import Queue, backoff_s
@@ -339,6 +340,8 @@ def test_a_card_number_taken_by_someone_else_waits_for_a_person(central: Central
     events, _ = central.repo.list_events(type_=SECURITY_ATTENTION)
     assert [e["payload"]["reason"] for e in events] == ["ils_card_taken"]
     assert len(ils.patrons()) == 1  # nothing written over the other person
+    shown = snapshot(central.repo, None)["attention"]  # the dashboard's list
+    assert ("att_ils_held", pid) in [(kind, subject) for kind, subject, _ in shown]
     del ils.book.patrons[99]  # the librarian sorted it out in Koha
     central.queue.resync(pid)
     central.drain()
