@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 ENV_URL = "BIBLIOEDGE_ILS"
@@ -152,5 +153,10 @@ def register(sub: Any) -> None:
         help="also serve a Koha-shaped patron API (/api/v1/patrons, Basic auth koha / koha) on "
         "this port: central pushes its readers there as to a library's Koha, and the SIP2 side "
         "then knows them",
+    )
+    s.add_argument(
+        "--patrons-file",
+        type=Path,
+        help="keep the patrons central pushed in this JSON file across restarts",
     )
     s.set_defaults(func=cmd_sip)

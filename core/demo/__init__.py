@@ -327,7 +327,8 @@ def run_demo(
     ils_port, ils_rest = free_port(), free_port()
     ils = Child(
         "ils",
-        ["sip", "serve", "--port", str(ils_port), "--rest-port", str(ils_rest)],
+        ["sip", "serve", "--port", str(ils_port), "--rest-port", str(ils_rest)]
+        + ["--patrons-file", str(data / "ils" / "patrons.json")],
         data / "ils" / "ils.log",
         {},
     )

@@ -16,6 +16,7 @@ import asyncio
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -365,9 +366,13 @@ async def serve(
     *,
     patron_info: str = "yes",
     rest_port: int | None = None,
+    patrons_file: Path | None = None,
 ) -> None:
-    """SIP2 on ``port``; with ``rest_port``, the Koha-shaped patron API on it as well."""
+    """SIP2 on ``port``; with ``rest_port``, the Koha-shaped patron API on it as well, its
+    patrons kept in ``patrons_file`` across restarts."""
     lib = lib or Library(patron_info=patron_info)
+    lib.book.path = patrons_file
+    lib.book.load()
     server = build(lib)
     async with server.start(host, port):
         if rest_port is None:

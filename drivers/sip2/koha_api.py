@@ -21,10 +21,12 @@ import asyncio
 import base64
 import binascii
 import json
+import os
 import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -64,6 +66,24 @@ class PatronBook:
     _next: int = 1
     _tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: where the patrons are kept across restarts (a library system does not forget its
+    #: patrons when it is down for a while); None: in memory only
+    path: Path | None = None
+
+    def load(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        doc = json.loads(self.path.read_text(encoding="utf-8"))
+        self.patrons = {int(k): v for k, v in doc["patrons"].items()}
+        self._next = int(doc["next"])
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        doc = {"patrons": self.patrons, "next": self._next}
+        tmp.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def next_fault(self, method: str) -> str:
         for i, f in enumerate(self.faults):
@@ -256,6 +276,7 @@ def build_app(book: PatronBook) -> FastAPI:
                 date_enrolled=date.today().isoformat(),
             )
             book.patrons[pid] = patron
+            book.save()
         return JSONResponse(book.out(patron, True), 201)
 
     @app.get("/api/v1/patrons/{patron_id}")
@@ -284,6 +305,7 @@ def build_app(book: PatronBook) -> FastAPI:
             for k in PATRON_PROPERTIES - {"extended_attributes"}:
                 if k in body:
                     p[k] = body[k]
+            book.save()
             if "extended_attributes" in body:
                 p["extended_attributes"] = list(body["extended_attributes"])
         return JSONResponse(book.out(p, False))
@@ -298,12 +320,14 @@ def build_app(book: PatronBook) -> FastAPI:
         if p is None:
             return JSONResponse({"error": "Patron not found"}, 404)
         p["extended_attributes"] = list(body)
+        book.save()
         return JSONResponse(p["extended_attributes"])
 
     @app.delete("/api/v1/patrons/{patron_id}")
     async def remove(patron_id: int) -> Response:
         if book.patrons.pop(patron_id, None) is None:
             return JSONResponse({"error": "Patron not found"}, 404)
+        book.save()
         return Response(status_code=204)
 
     return app
