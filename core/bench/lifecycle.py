@@ -170,7 +170,7 @@ def register_to_ils(tmp: Path, rounds: int) -> dict[str, Any]:
     central = _Central(tmp / "latency", dummy.url)
     worker = IlsWorker(central.cfg, central.repo, central.readers, open_connector(central.cfg))
     loop = asyncio.new_event_loop()
-    task = loop.create_task(worker.run(idle_s=0.05))
+    task = loop.create_task(worker.run())  # polled as central polls
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     alone: list[float] = []

@@ -33,6 +33,9 @@ log = logging.getLogger("biblioedge.fleet.ils")
 
 #: The attention cases' device: central's connector, not a kiosk.
 CASE_DEVICE = "central-ils"
+#: How often an idle worker looks for new items (one indexed query): a registration reaches
+#: the library system within about this long plus the requests.
+IDLE_S = 0.25
 #: Failures of the library system as a whole, not of one reader's data.
 SYSTEM_WIDE = frozenset(
     {"timeout", "unreachable", "server_error", "auth_refused", "redirected", "not_json"}
@@ -267,7 +270,7 @@ class IlsWorker:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    async def run(self, idle_s: float = 0.5) -> None:
+    async def run(self, idle_s: float = IDLE_S) -> None:
         """Drain the queue, poll status every ``status_poll_s``; never raises."""
         loop = asyncio.get_running_loop()
         next_poll = loop.time() + self.cfg.status_poll_s
