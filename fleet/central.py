@@ -130,7 +130,13 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
-    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts)
+    worker = None
+    if cfg.ils is not None:  # pushes readers to the library system; status back
+        worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
+        worker.on_gallery = bridge.gallery_changed
+    app = create_app(
+        cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts, ils=worker
+    )
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
         if role in GALLERY_ROLES:
@@ -168,9 +174,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
     api_task = asyncio.create_task(server.serve(), name="central:api")
     ils_task: asyncio.Task[None] | None = None
-    if cfg.ils is not None:  # pushes readers to the library system; status back
-        worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
-        worker.on_gallery = bridge.gallery_changed
+    if worker is not None and cfg.ils is not None:
         ils_task = asyncio.create_task(worker.run(), name="central:ils")
         log.info("library system: %s", cfg.ils.endpoint().base_url)
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")

@@ -26,21 +26,25 @@ from typing import Any
 import orjson
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from biblioedge.demo.launch import free_port, wait_port
 from biblioedge.drivers.sip2.client import Account
 from biblioedge.drivers.sip2.dummy import Library, build
 from biblioedge.drivers.sip2.koha_api import build_app
 from biblioedge.drivers.sip2.library import Sip2Library
+from biblioedge.fleet.api import create_app
+from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.authz import SECURITY_ATTENTION
 from biblioedge.fleet.cards import Cards
-from biblioedge.fleet.config import load_central_config
+from biblioedge.fleet.config import CentralConfig, load_central_config
 from biblioedge.fleet.dashboard import snapshot
 from biblioedge.fleet.ils import enqueue
 from biblioedge.fleet.ils.mapping import map_reader, split_name
 from biblioedge.fleet.ils.queue import Queue, backoff_s
 from biblioedge.fleet.ils.settings import IlsConfig
 from biblioedge.fleet.ils.worker import IlsWorker, open_connector
+from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.repo import Incoming, Repo
@@ -510,3 +514,44 @@ def test_central_ils_check_and_status(tmp_path: Path) -> None:
 
 
 RUN: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 120}
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+def test_the_api_shows_the_queue_and_takes_the_library_systems_hook(
+    tmp_path: Path, central: Central, ils: Ils
+) -> None:
+    api = TestClient(
+        create_app(
+            CentralConfig(data_dir=tmp_path),
+            central.repo,
+            None,
+            CentralMetrics(),
+            central.readers,
+            central.cards,
+            ils=central.worker,
+        )
+    )
+    viewer = Tokens(central.repo.engine).create("wall", "viewer")[1]
+    api.headers["Authorization"] = f"Bearer {viewer}"
+    assert api.get("/api/v1/ils/status").status_code == 403  # patron ids: staff only
+    librarian = Tokens(central.repo.engine).create("lan", "librarian")[1]
+    api.headers["Authorization"] = f"Bearer {librarian}"
+    pid = central.register()
+    assert api.get("/api/v1/ils/status").json()["pending"] == 1
+    assert api.post(f"/api/v1/ils/patrons/{pid}/changed").status_code == 404  # not linked yet
+    central.drain()
+    doc = api.get("/api/v1/ils/status").json()
+    assert (doc["pending"], doc["linked"]) == (0, 1)
+    (patron,) = ils.patrons()
+    ils.book.restricted.add(patron["patron_id"])  # blocked in Koha; its plugin calls central
+    r = api.post(f"/api/v1/ils/patrons/{pid}/changed")
+    assert r.status_code == 200 and r.json()["ils_status"] == "blocked"
+    assert central.readers.get(pid)["status"] == "blocked"
+    ils.book.faults = ["html"]
+    r = api.post(f"/api/v1/ils/patrons/{pid}/changed")
+    assert r.status_code == 502 and "not_json" in r.json()["detail"]
+    r = api.post("/api/v1/ils/resync", json={"patron_id": pid})
+    assert r.status_code == 200 and r.json() == {"queued_updates": 1}
+    assert api.post("/api/v1/ils/resync", json={"patron_id": "x\u0000"}).status_code == 422

@@ -255,6 +255,20 @@ class IlsWorker:
                 sites.append(site)
         return sorted(set(sites))
 
+    def check_one(self, patron_id: str) -> tuple[str, str | None] | None:
+        """Ask about one linked reader now (the library system's hook): (its status there,
+        the site whose gates must hear of a change); None when she is not linked."""
+        link = self.queue.link(patron_id)
+        if link is None:
+            return None
+        found = self.connector.get(link.ils_id)
+        status = found.status if found is not None else "deleted"
+        site = None
+        if status != link.status:
+            self.queue.set_status(patron_id, status)
+            site = self._mirror(patron_id, status)
+        return status, site
+
     def _mirror(self, patron_id: str, status: str) -> str | None:
         kiosk_status = {"deleted": "blocked"}.get(status, status)
         with self.repo.engine.begin() as conn:
