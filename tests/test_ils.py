@@ -114,8 +114,8 @@ def ils() -> Iterator[Ils]:
 class Central:
     """Central's database, registrar and ILS worker, as ``biblioedge central`` wires them."""
 
-    def __init__(self, tmp: Path, url: str, **ils: Any) -> None:
-        self.repo = Repo(f"sqlite:///{tmp / 'c.sqlite3'}")
+    def __init__(self, tmp: Path, url: str, db: str = "", **ils: Any) -> None:
+        self.repo = Repo(db or f"sqlite:///{tmp / 'c.sqlite3'}")
         key = load_or_create_key(tmp / "t.key")
         self.repo.migrate(key)
         self.repo.register_device(DESK, SITE, "desk")
@@ -408,6 +408,26 @@ def test_card_numbers_issued_by_the_library_system(tmp_path: Path, ils: Ils) -> 
         assert c.readers.get(pid)["barcode"] == patron["cardnumber"]  # what kiosks accept
         assert ils.sip_patron(patron["cardnumber"]).valid
     finally:
+        c.close()
+
+
+def test_the_queue_on_postgresql(tmp_path: Path, ils: Ils, postgres_url: str) -> None:
+    c = Central(tmp_path, ils.url(), db=postgres_url)
+    try:
+        first = c.register("Nguyễn Văn An", ref="1" * 64)
+        ils.book.faults = ["POST:400"]  # her push is held; the next reader's goes on
+        c.worker.step()
+        second = c.register("Trần Thị Bình", ref="2" * 64)
+        c.worker.step()
+        summary = c.queue.summary()
+        assert (summary["held"], summary["waiting"][0]["patron_id"]) == (1, first)
+        assert [p["cardnumber"] for p in ils.patrons()] == [second]
+        c.queue.resync(first)
+        c.drain()
+        assert sorted(p["cardnumber"] for p in ils.patrons()) == [first, second]
+    finally:
+        with c.repo.engine.begin() as conn:  # the cluster is shared by the session
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         c.close()
 
 
