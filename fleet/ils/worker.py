@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -185,17 +186,28 @@ class IlsWorker:
             )
 
     def step(self, limit: int = 50) -> int:
-        """Send what is due; how many items were tried. Stops at the first failure that is
-        the library system's rather than the reader's (down, timeout, 5xx, credentials): the
-        rest wait for the next round instead of each trying the same dead server now."""
+        """Send what is due; how many items were tried. Items of different readers go
+        ``[ils] concurrency`` at a time (one reader's items never together: ``due`` gives each
+        reader's first only). A failure of the library system itself (down, timeout, 5xx,
+        credentials) ends the round: the rest wait for the next one instead of each trying the
+        same dead server now."""
         items = self.queue.due(limit)
-        for n, item in enumerate(items, 1):
-            delay = self._one(item)
-            if delay is not None:
-                self.pause_s = delay
-                return n
         self.pause_s = 0.0
-        return len(items)
+        width = max(1, self.cfg.concurrency)
+        tried = 0
+        for start in range(0, len(items), width):
+            chunk = items[start : start + width]
+            if len(chunk) == 1:
+                delays = [self._one(chunk[0])]
+            else:
+                with ThreadPoolExecutor(len(chunk), thread_name_prefix="ils") as pool:
+                    delays = list(pool.map(self._one, chunk))
+            tried += len(chunk)
+            failed = [d for d in delays if d is not None]
+            if failed:
+                self.pause_s = min(failed)
+                break
+        return tried
 
     def _one(self, item: Item) -> float | None:
         """None, or the backoff when the library system itself failed."""
