@@ -454,6 +454,15 @@ def test_blocked_expired_or_deleted_in_the_library_system_is_refused_at_kiosks(
     ils.book.restricted.clear()  # lifted in Koha: she may come in again
     assert central.worker.poll_status() == [SITE]
     assert central.readers.get(pids[0])["status"] == "active"
+    central.queue.resync()  # central's state again: no block of Koha's becomes central's
+    central.drain()
+    assert ils.sip_patron(pids[0]).valid and not ils.sip_patron(pids[0]).blocks
+    assert len(ils.patrons()) == 3  # the deleted one is not made again behind Koha's back
+    (held,) = central.queue.summary()["waiting"]
+    assert (held["patron_id"], held["reason"]) == (pids[2], "deleted_in_ils")
+    central.queue.resync(pids[2])  # a person says: she is a reader, put her back
+    central.drain()
+    assert len(ils.patrons()) == 4 and central.queue.summary()["held"] == 0
 
 
 @pytest.mark.parametrize("anonymise", [False, True])

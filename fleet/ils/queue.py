@@ -178,12 +178,19 @@ class Queue:
 
     def resync(self, patron_id: str | None = None) -> int:
         """Release what waits, and queue an update of every reader (or one): the library
-        system gets central's current state again (after an outage of its own, a restore)."""
+        system gets central's current state again (after an outage of its own, a restore).
+        A reader the library system deleted is pushed again only when named."""
         self.release(patron_id)
         with self.engine.begin() as conn:
             q = select(readers.c.patron_id).order_by(readers.c.patron_id)
             if patron_id is not None:
                 q = q.where(readers.c.patron_id == patron_id)
+                # asked for by name: one the library system deleted is created there again
+                conn.execute(
+                    delete(ils_links).where(
+                        (ils_links.c.patron_id == patron_id) & (ils_links.c.ils_status == "deleted")
+                    )
+                )
             ids = [r[0] for r in conn.execute(q)]
             for pid in ids:
                 enqueue(conn, pid, "update")

@@ -108,6 +108,14 @@ class IlsWorker:
         """The reader in the library system, created once whatever happened before."""
         c = self.connector
         link = self.queue.link(patron_id)
+        if link is not None and link.status == "deleted":
+            raise IlsError(
+                "deleted_in_ils",
+                "the library system deleted this reader; erase her at central, or push her "
+                "again with central ils resync --patron",
+                retry=False,
+                person=True,
+            )
         if link is not None:
             try:
                 return c.update(link.ils_id, data)
@@ -159,7 +167,9 @@ class IlsWorker:
             and patron.cardnumber != now.barcode
         ):
             self._keep_card(item.patron_id, patron.cardnumber)
-        if item.op == "block" or (item.op in ("create", "update") and now.status == "blocked"):
+        # a new patron carries central's block; an update keeps what the library system has
+        # (a block mirrored from it must not come back as one of central's)
+        if item.op == "block" or (item.op == "create" and now.status == "blocked"):
             c.set_blocked(patron.ils_id, True)
         elif item.op == "unblock":
             c.set_blocked(patron.ils_id, False)
