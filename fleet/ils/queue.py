@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
-from biblioedge.fleet.db import ils_links, ils_queue, readers
+from biblioedge.fleet.db import ils_links, ils_queue, reader_profiles, readers
 from biblioedge.fleet.ils.connector import ILS_OPS, IlsOp, IlsPatron
+from biblioedge.fleet.readers import Readers, UnknownReader, open_name
 from biblioedge.protocol import utc_now
 
 PENDING, HELD, DONE = "pending", "held", "done"
@@ -53,6 +55,19 @@ def enqueue(
         .returning(ils_queue.c.id)
     ).scalar_one()
     return int(row)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A reader as central holds it when a push is sent (opened: name and profile)."""
+
+    site: str
+    status: str
+    expires_at: str
+    barcode: str
+    name: str
+    citizen_ref: str
+    profile: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -195,6 +210,62 @@ class Queue:
             for pid in ids:
                 enqueue(conn, pid, "update")
         return len(ids)
+
+    # -- the readers, as the pushes and status back read and change them ------------------
+
+    def snapshot(self, registry: Readers, patron_id: str) -> Snapshot | None:
+        """The reader with name and profile opened; None when she is gone (or has no
+        profile: made through the API, not at a desk)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
+            prof = conn.execute(
+                select(reader_profiles).where(reader_profiles.c.patron_id == patron_id)
+            ).first()
+        if row is None or prof is None:
+            return None
+        aead = registry.aead
+        profile = orjson.loads(aead.decrypt(prof.nonce, prof.sealed, patron_id.encode()))
+        return Snapshot(
+            site=row.site,
+            status=row.status,
+            expires_at=row.expires_at,
+            barcode=row.barcode or "",
+            name=open_name(aead, patron_id, row.name_nonce, row.name_sealed),
+            citizen_ref=prof.citizen_ref,
+            profile={str(k): str(v) for k, v in dict(profile).items()},
+        )
+
+    def set_reader(
+        self,
+        registry: Readers,
+        patron_id: str,
+        *,
+        status: str | None = None,
+        barcode: str | None = None,
+    ) -> str | None:
+        """Change the reader's status or barcode at central (through the readers' upsert, so
+        her site's gallery log moves and kiosks hear of it); her site if anything changed."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
+            if row is None:
+                return None
+            new_status = status or row.status
+            new_barcode = barcode if barcode is not None else row.barcode
+            if (new_status, new_barcode) == (row.status, row.barcode):
+                return None
+            name = registry.name_of(conn, patron_id)
+            registry.upsert_in(
+                conn, patron_id, row.site, name, new_status, row.expires_at, new_barcode
+            )
+        return str(row.site)
+
+    def site_of(self, patron_id: str) -> str:
+        """The reader's site, "" when she is gone."""
+        with self.engine.connect() as conn:
+            try:
+                return Readers.site_of(conn, patron_id)
+            except UnknownReader:
+                return ""
 
     def link(self, patron_id: str) -> IlsPatron | None:
         with self.engine.connect() as conn:

@@ -18,16 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
-import orjson
-from sqlalchemy import select
-
 from biblioedge.fleet.authz import SecurityCase
-from biblioedge.fleet.db import reader_profiles, readers
 from biblioedge.fleet.ils.connector import CardTaken, Connector, IlsError, IlsPatron, PatronData
 from biblioedge.fleet.ils.mapping import map_reader
 from biblioedge.fleet.ils.queue import Item, Queue
 from biblioedge.fleet.ils.settings import IlsConfig
-from biblioedge.fleet.readers import Readers, UnknownReader, open_name
+from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Repo
 
 log = logging.getLogger("biblioedge.fleet.ils")
@@ -77,27 +73,20 @@ class IlsWorker:
     # -- reading central ------------------------------------------------------------------
 
     def reader_now(self, patron_id: str) -> ReaderNow | None:
-        with self.repo.engine.connect() as conn:
-            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
-            prof = conn.execute(
-                select(reader_profiles).where(reader_profiles.c.patron_id == patron_id)
-            ).first()
-        if row is None or prof is None:
+        snap = self.queue.snapshot(self.readers, patron_id)
+        if snap is None:
             return None
-        aead = self.readers.aead
-        name = open_name(aead, patron_id, row.name_nonce, row.name_sealed)
-        profile = orjson.loads(aead.decrypt(prof.nonce, prof.sealed, patron_id.encode()))
-        card = patron_id if self.cfg.card_numbers == "desk" else (row.barcode or None)
+        card = patron_id if self.cfg.card_numbers == "desk" else (snap.barcode or None)
         data = map_reader(
             self.cfg,
             cardnumber=card,
-            site=row.site,
-            full_name=name,
-            citizen_ref=prof.citizen_ref,
-            expires_at=row.expires_at,
-            profile={str(k): str(v) for k, v in dict(profile).items()},
+            site=snap.site,
+            full_name=snap.name,
+            citizen_ref=snap.citizen_ref,
+            expires_at=snap.expires_at,
+            profile=snap.profile,
         )
-        return ReaderNow(row.site, row.status, row.expires_at, row.barcode or "", data)
+        return ReaderNow(snap.site, snap.status, snap.expires_at, snap.barcode, data)
 
     # -- the push ---------------------------------------------------------------------------
 
@@ -185,15 +174,7 @@ class IlsWorker:
     def _keep_card(self, patron_id: str, cardnumber: str) -> None:
         """The library system issued the number: it becomes the reader's barcode at central
         (what kiosks accept and SIP2 asks about)."""
-        with self.repo.engine.begin() as conn:
-            try:
-                name = self.readers.name_of(conn, patron_id)
-            except UnknownReader:
-                return
-            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).one()
-            self.readers.upsert_in(
-                conn, patron_id, row.site, name, row.status, row.expires_at, cardnumber
-            )
+        self.queue.set_reader(self.readers, patron_id, barcode=cardnumber)
 
     def step(self, limit: int = 50) -> int:
         """Send what is due; how many items were tried. Items of different readers go
@@ -242,12 +223,7 @@ class IlsWorker:
         return None
 
     def _case(self, item: Item, exc: IlsError) -> None:
-        site = ""
-        with self.repo.engine.connect() as conn:
-            try:
-                site = Readers.site_of(conn, item.patron_id)
-            except UnknownReader:
-                pass
+        site = self.queue.site_of(item.patron_id)
         self.repo.raise_case(
             SecurityCase(CASE_DEVICE, site, f"ils_{exc.reason}", f"{item.patron_id}: {exc.detail}"),
             None,
@@ -292,17 +268,14 @@ class IlsWorker:
         return status, site
 
     def _mirror(self, patron_id: str, status: str) -> str | None:
-        kiosk_status = {"deleted": "blocked"}.get(status, status)
-        with self.repo.engine.begin() as conn:
-            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
-            if row is None or row.status == kiosk_status:
-                return None
-            name = self.readers.name_of(conn, patron_id)
-            self.readers.upsert_in(
-                conn, patron_id, row.site, name, kiosk_status, row.expires_at, row.barcode
+        site = self.queue.set_reader(
+            self.readers, patron_id, status={"deleted": "blocked"}.get(status, status)
+        )
+        if site is not None:
+            log.info(
+                "library system says %s is %s: kiosks refuse from next sync", patron_id, status
             )
-        log.info("library system says %s is %s: kiosks refuse from next sync", patron_id, status)
-        return str(row.site)
+        return site
 
     # -- the loop ---------------------------------------------------------------------------
 
