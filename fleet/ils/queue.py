@@ -131,19 +131,26 @@ class Queue:
         return [Item(r.id, r.patron_id, r.op, dict(r.data or {}), r.attempts) for r in rows]
 
     def done(self, item: Item, link: IlsPatron | None) -> None:
-        """The library system has it: the item is done and the link is what it holds (None:
-        the patron is gone there, as asked)."""
+        self.done_many([(item, link)])
+
+    def done_many(self, finished: list[tuple[Item, IlsPatron | None]]) -> None:
+        """The library system has them: the items are done and each link is what it holds
+        (None: the patron is gone there, as asked). One transaction for a round's worth: a
+        crash before it only means those are sent again, and found there."""
+        if not finished:
+            return
         now = utc_now()
         with self.engine.begin() as conn:
-            conn.execute(
-                update(ils_queue)
-                .where(ils_queue.c.id == item.id)
-                .values(state=DONE, done_at=now, reason=None, detail=None)
-            )
-            if link is None:
-                conn.execute(delete(ils_links).where(ils_links.c.patron_id == item.patron_id))
-            else:
-                self.link_in(conn, item.patron_id, link, now)
+            for item, link in finished:
+                conn.execute(
+                    update(ils_queue)
+                    .where(ils_queue.c.id == item.id)
+                    .values(state=DONE, done_at=now, reason=None, detail=None)
+                )
+                if link is None:
+                    conn.execute(delete(ils_links).where(ils_links.c.patron_id == item.patron_id))
+                else:
+                    self.link_in(conn, item.patron_id, link, now)
 
     @staticmethod
     def link_in(conn: Connection, patron_id: str, link: IlsPatron, now: datetime) -> None:

@@ -179,29 +179,33 @@ class IlsWorker:
     def step(self, limit: int = 50) -> int:
         """Send what is due; how many items were tried. Items of different readers go
         ``[ils] concurrency`` at a time (one reader's items never together: ``due`` gives each
-        reader's first only). A failure of the library system itself (down, timeout, 5xx,
-        credentials) ends the round: the rest wait for the next one instead of each trying the
-        same dead server now."""
+        reader's first only), and those done are marked in one transaction per batch. A
+        failure of the library system itself (down, timeout, 5xx, credentials) ends the
+        round: the rest wait for the next one instead of each trying the same dead server."""
         items = self.queue.due(limit)
         self.pause_s = 0.0
         width = max(1, self.cfg.concurrency)
         tried = 0
-        for start in range(0, len(items), width):
-            chunk = items[start : start + width]
-            if len(chunk) == 1:
-                delays = [self._one(chunk[0])]
-            else:
-                with ThreadPoolExecutor(len(chunk), thread_name_prefix="ils") as pool:
-                    delays = list(pool.map(self._one, chunk))
-            tried += len(chunk)
-            failed = [d for d in delays if d is not None]
-            if failed:
-                self.pause_s = min(failed)
-                break
+        with ThreadPoolExecutor(width, thread_name_prefix="ils") as pool:
+            for start in range(0, len(items), width):
+                chunk = items[start : start + width]
+                outcomes = list(pool.map(self._one, chunk))
+                tried += len(chunk)
+                self.queue.done_many(
+                    [
+                        (item, link)
+                        for item, (ok, link, _) in zip(chunk, outcomes, strict=True)
+                        if ok
+                    ]
+                )
+                failed = [delay for _, _, delay in outcomes if delay is not None]
+                if failed:
+                    self.pause_s = min(failed)
+                    break
         return tried
 
-    def _one(self, item: Item) -> float | None:
-        """None, or the backoff when the library system itself failed."""
+    def _one(self, item: Item) -> tuple[bool, IlsPatron | None, float | None]:
+        """(sent, the link to keep, the backoff when the library system itself failed)."""
         try:
             link = self.send(item)
         except IlsError as exc:
@@ -210,17 +214,16 @@ class IlsWorker:
                 self._case(item, exc)
             if delay is None:
                 log.warning("library system: %s %s held: %s", item.op, item.patron_id, exc)
-                return None
+                return False, None, None
             log.info(
                 "library system: %s %s again in %.0f s: %s", item.op, item.patron_id, delay, exc
             )
-            return delay if exc.reason in SYSTEM_WIDE else None
+            return False, None, delay if exc.reason in SYSTEM_WIDE else None
         except Exception as exc:  # a bug or a broken row costs that item a retry, not the loop
             log.exception("library system push %s failed", item.id)
             self.queue.failed(item, "internal", repr(exc)[:300], retry=True)
-            return None
-        self.queue.done(item, link)
-        return None
+            return False, None, None
+        return True, link, None
 
     def _case(self, item: Item, exc: IlsError) -> None:
         site = self.queue.site_of(item.patron_id)
