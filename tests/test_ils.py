@@ -584,3 +584,21 @@ def test_the_api_shows_the_queue_and_takes_the_library_systems_hook(
     r = api.post("/api/v1/ils/resync", json={"patron_id": pid})
     assert r.status_code == 200 and r.json() == {"queued_updates": 1}
     assert api.post("/api/v1/ils/resync", json={"patron_id": "x\u0000"}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["central", "ils"],
+        ["central", "ils", "check"],
+        ["central", "ils", "resync"],
+        ["bench", "lifecycle"],
+        ["demo"],
+        ["sip", "serve"],
+    ],
+)
+def test_the_commands_say_what_they_do(args: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "biblioedge", *args, "--help"], **RUN)
+    assert out.returncode == 0, out.stderr
+    assert "usage: biblioedge" in out.stdout
+    assert any(w in out.stdout for w in ("library system", "--ils-url", "--rest-port"))
