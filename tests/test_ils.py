@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -602,3 +603,26 @@ def test_the_commands_say_what_they_do(args: list[str]) -> None:
     assert out.returncode == 0, out.stderr
     assert "usage: biblioedge" in out.stdout
     assert any(w in out.stdout for w in ("library system", "--ils-url", "--rest-port"))
+
+
+def test_the_dummy_refuses_what_koha_refuses(ils: Ils) -> None:
+    """The double is only as good as its strictness: patron.yaml's required fields,
+    additionalProperties false, types and date format, 409 on a taken cardnumber, 401."""
+    api = f"http://127.0.0.1:{ils.port}/api/v1/patrons"
+    good = {"surname": "Nguyễn", "library_id": SITE, "category_id": "PT", "cardnumber": "C1"}
+    with httpx.Client(auth=("koha", "koha"), timeout=10) as http:
+        assert http.post(api, json=good).status_code == 201
+        assert http.post(api, json=good).status_code == 409
+        for bad in (
+            {k: v for k, v in good.items() if k != "surname"},
+            {**good, "cardnumber": "C2", "restricted": True},  # read-only
+            {**good, "cardnumber": "C3", "nickname": "An"},
+            {**good, "cardnumber": "C4", "date_of_birth": "17/05/1990"},
+            {**good, "cardnumber": "C5", "patron_card_lost": "yes"},
+            {**good, "cardnumber": "C6", "extended_attributes": [{"type": "CCCD_REF"}]},
+            {**good, "cardnumber": "C7", "library_id": None},
+        ):
+            r = http.post(api, json=bad)
+            assert r.status_code == 400 and r.json()["errors"], bad
+    assert httpx.get(api, timeout=10).status_code == 401
+    assert httpx.get(api, auth=("koha", "wrong"), timeout=10).status_code == 401
