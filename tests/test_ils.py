@@ -435,6 +435,23 @@ def test_the_queue_on_postgresql(tmp_path: Path, ils: Ils, postgres_url: str) ->
 # -- status back and the card's end ---------------------------------------------------------
 
 
+def test_status_back_finds_what_the_library_system_changed_without_asking_everyone(
+    central: Central, ils: Ils
+) -> None:
+    pids = [central.register(f"Nguyễn Văn {i}", ref=f"{i:064x}") for i in range(1, 6)]
+    central.drain()
+    last = {p["cardnumber"]: p["patron_id"] for p in ils.patrons()}[pids[-1]]
+    ils.book.restrict(last)  # a librarian restricts the last reader in Koha
+    assert central.worker.poll_status(batch=1) == [SITE]  # the sweep asked about the first
+    assert central.readers.get(pids[-1])["status"] == "blocked"
+    requests = ils.book.requests
+    assert central.worker.poll_status(batch=1) == []
+    assert ils.book.requests - requests <= 3  # the changes (one page) and one sweep step
+    ils.book.restrict(last, on=False)
+    assert central.worker.poll_status(batch=1) == [SITE]
+    assert central.readers.get(pids[-1])["status"] == "active"
+
+
 def test_blocked_expired_or_deleted_in_the_library_system_is_refused_at_kiosks(
     central: Central, ils: Ils
 ) -> None:

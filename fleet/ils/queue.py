@@ -292,6 +292,19 @@ class Queue:
             ).all()
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def links_of(self, ils_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """ILS id -> (patron id, last status) for those of ``ils_ids`` central linked."""
+        out: dict[str, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ils_ids), 500):
+                for r in conn.execute(
+                    select(ils_links.c.ils_id, ils_links.c.patron_id, ils_links.c.ils_status).where(
+                        ils_links.c.ils_id.in_(ils_ids[start : start + 500])
+                    )
+                ):
+                    out[r[0]] = (r[1], r[2])
+        return out
+
     def set_status(self, patron_id: str, status: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from biblioedge.fleet.authz import SecurityCase
 from biblioedge.fleet.ils.connector import CardTaken, Connector, IlsError, IlsPatron, PatronData
@@ -25,11 +25,15 @@ from biblioedge.fleet.ils.queue import Item, Queue
 from biblioedge.fleet.ils.settings import IlsConfig
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Repo
+from biblioedge.protocol import utc_now
 
 log = logging.getLogger("biblioedge.fleet.ils")
 
 #: The attention cases' device: central's connector, not a kiosk.
 CASE_DEVICE = "central-ils"
+#: Changes asked for from a little before the last poll: the library system's clock and
+#: central's differ, and a change made while the last answer was built must not fall between.
+CLOCK_MARGIN = timedelta(minutes=2)
 #: How often an idle worker looks for new items (one indexed query): a registration reaches
 #: the library system within about this long plus the requests.
 IDLE_S = 0.25
@@ -67,6 +71,7 @@ class IlsWorker:
         self.queue = queue or Queue(repo.engine, cfg.backoff_s, cfg.backoff_max_s)
         self.on_gallery = on_gallery
         self._poll_after = ""
+        self._changed_since = utc_now()
         #: after a failure of the library system itself: wait this long before the next round
         self.pause_s = 0.0
 
@@ -235,26 +240,45 @@ class IlsWorker:
     # -- status back ------------------------------------------------------------------------
 
     def poll_status(self, batch: int = 200) -> list[str]:
-        """Ask about the next ``batch`` linked readers; the sites whose gates must hear of a
-        change. A reader blocked, expired or deleted in the library system is blocked or
-        expired at central, so kiosks refuse her from their next gallery sync."""
+        """Status back; the sites whose gates must hear of a change. First the patrons the
+        library system changed since the last poll (its ``updated_on``: a restriction, a new
+        expiry), whatever their number; then a sweep of the next ``batch`` linked readers
+        (deletions leave no change behind, and a card expires by the date alone). A reader
+        blocked, expired or deleted there is blocked or expired at central, so kiosks refuse
+        her from their next gallery sync."""
+        sites: set[str] = set()
+        started = utc_now()
+        since = (self._changed_since - CLOCK_MARGIN).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        try:
+            changed = self.connector.changed_since(since)
+        except IlsError as exc:
+            log.info("status back: the changes since %s: %s", since, exc)
+        else:
+            self._changed_since = started
+            linked = self.queue.links_of([p.ils_id for p in changed])
+            for p in changed:
+                if p.ils_id in linked:
+                    patron_id, last = linked[p.ils_id]
+                    sites |= self._status_is(patron_id, last, p.status)
         links = self.queue.links(batch, self._poll_after)
-        self._poll_after = links[-1][0] if len(links) == batch else ""
-        sites: list[str] = []
         for patron_id, ils_id, last in links:
             try:
                 found = self.connector.get(ils_id)
             except IlsError as exc:
                 log.info("status back stopped at %s: %s", patron_id, exc)
-                break
-            status = found.status if found is not None else "deleted"
-            if status == last:
-                continue
-            self.queue.set_status(patron_id, status)
-            site = self._mirror(patron_id, status)
-            if site:
-                sites.append(site)
-        return sorted(set(sites))
+                return sorted(sites)
+            self._poll_after = patron_id
+            sites |= self._status_is(patron_id, last, found.status if found else "deleted")
+        if len(links) < batch:
+            self._poll_after = ""  # the sweep went round: from the start next time
+        return sorted(sites)
+
+    def _status_is(self, patron_id: str, last: str, status: str) -> set[str]:
+        if status == last:
+            return set()
+        self.queue.set_status(patron_id, status)
+        site = self._mirror(patron_id, status)
+        return {site} if site else set()
 
     def check_one(self, patron_id: str) -> tuple[str, str | None] | None:
         """Ask about one linked reader now (the library system's hook): (its status there,
