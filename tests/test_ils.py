@@ -643,3 +643,38 @@ def test_the_dummy_refuses_what_koha_refuses(ils: Ils) -> None:
             assert r.status_code == 400 and r.json()["errors"], bad
     assert httpx.get(api, timeout=10).status_code == 401
     assert httpx.get(api, auth=("koha", "wrong"), timeout=10).status_code == 401
+
+
+def test_the_dummy_keeps_its_patrons_across_a_restart(tmp_path: Path) -> None:
+    """The demo stops its library system for a while: the readers central pushed must still
+    be there after, or status back would take them for deleted."""
+    sip, rest = free_port(), free_port()
+    serve = [sys.executable, "-m", "biblioedge", "sip", "serve", "--port", str(sip)]
+    serve += ["--rest-port", str(rest), "--patrons-file", str(tmp_path / "patrons.json")]
+    api = f"http://127.0.0.1:{rest}/api/v1/patrons"
+    body = {"surname": "Nguyễn", "firstname": "Văn An", "library_id": SITE, "category_id": "PT"}
+    for round_ in (1, 2):
+        dummy = subprocess.Popen(serve, stdout=subprocess.DEVNULL)
+        try:
+            wait_port("127.0.0.1", rest, 30)
+            wait_port("127.0.0.1", sip, 30)
+            if round_ == 1:
+                r = httpx.post(api, json={**body, "cardnumber": "BE0000001"}, auth=AUTH)
+                assert r.status_code == 201
+            else:
+                (patron,) = httpx.get(api, auth=AUTH, timeout=10).json()
+                assert (patron["cardnumber"], patron["surname"]) == ("BE0000001", "Nguyễn")
+                lib = Sip2Library(
+                    Account.from_url(f"sip2://kiosk:kiosk@127.0.0.1:{sip}?institution=TVTN")
+                )
+                try:
+                    seen = lib.patron("BE0000001")
+                finally:
+                    lib.close()
+                assert seen.valid and seen.name == "Nguyễn Văn An"
+        finally:
+            dummy.kill()
+            dummy.wait(10)
+
+
+AUTH = ("koha", "koha")

@@ -299,9 +299,7 @@ class IlsWorker:
             self.readers, patron_id, status={"deleted": "blocked"}.get(status, status)
         )
         if site is not None:
-            log.info(
-                "library system says %s is %s: kiosks refuse from next sync", patron_id, status
-            )
+            log.info("library system: %s is %s there; kiosks refuse her", patron_id, status)
         return site
 
     # -- the loop ---------------------------------------------------------------------------
