@@ -22,6 +22,7 @@ from biblioedge.fleet.enrollments import Registry
 from biblioedge.fleet.floor import ReleaseFloor
 from biblioedge.fleet.http_guard import guarded_h11
 from biblioedge.fleet.identity import CentralIdentity
+from biblioedge.fleet.ils.worker import IlsWorker, open_connector
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
@@ -158,7 +159,13 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
-    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts)
+    worker = None
+    if cfg.ils is not None:  # pushes readers to the library system; status back
+        worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
+        worker.on_gallery = bridge.gallery_changed
+    app = create_app(
+        cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts, ils=worker
+    )
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
         if role in GALLERY_ROLES:
@@ -198,6 +205,9 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
         background.append(asyncio.create_task(backup_loop(cfg, config_file), name="central:backup"))
     api_task = asyncio.create_task(server.serve(), name="central:api")
+    if worker is not None and cfg.ils is not None:
+        background.append(asyncio.create_task(worker.run(), name="central:ils"))
+        log.info("library system: %s", cfg.ils.endpoint().base_url)
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.02)

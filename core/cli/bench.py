@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from biblioedge.bench import print_result
+from biblioedge.bench import lifecycle, print_result
 from biblioedge.logs import setup_logging
 
 
@@ -315,6 +315,7 @@ def register(sub: Any) -> None:
     _register_exitgate(bsub)
     _register_rollout(bsub)
     _register_continuity(bsub)
+    lifecycle.register(bsub)
 
 
 def _cmd_bench_continuity(args: argparse.Namespace) -> int:

@@ -15,7 +15,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format or "human")
     return run_demo(
-        args.data, rate=args.rate, port=args.port, duration=args.duration, fleet=not args.no_fleet
+        args.data,
+        rate=args.rate,
+        port=args.port,
+        duration=args.duration,
+        fleet=not args.no_fleet,
+        ils_url=args.ils_url,
     )
 
 
@@ -43,6 +48,14 @@ def register(sub: Any) -> None:
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
     p.add_argument(
         "--no-fleet", action="store_true", help="without the twenty kiosks and their rollouts"
+    )
+    p.add_argument(
+        "--ils-url",
+        metavar="koha+http://USER:PASSWORD@HOST:PORT/",
+        help="push the demo's readers to this library system's patron API (Koha's REST API) "
+        "instead of the dummy's; the demo's branches map to Koha's sample libraries CPL and "
+        "MPL, adults and children to categories PT and J, and the keyed hash of the ID number "
+        "goes to the extended attribute CCCD_REF (create it in Koha)",
     )
     p.set_defaults(func=_cmd_demo)
     # the demo's own child process; without help= argparse leaves it out of the command list

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from biblioedge.cli import backup
+from biblioedge.cli import ils as ilscli
 from biblioedge.settings import ConfigError
 
 # what a command runs is imported inside its function (why: cli/agent.py)
@@ -204,7 +205,7 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
 
 def register_central(p: argparse.ArgumentParser) -> None:
     """``central init`` and ``central token create|list|revoke`` under ``central``."""
-    sub = p.add_subparsers(dest="central_command", metavar="[init|token|backup|restore]")
+    sub = p.add_subparsers(dest="central_command", metavar="[init|token|backup|restore|ils]")
     i = sub.add_parser(
         "init",
         help="create central's keys and device CA, write the broker's files",
@@ -233,6 +234,7 @@ def register_central(p: argparse.ArgumentParser) -> None:
     r.add_argument("--config", type=Path, required=True, help="central TOML file")
     r.set_defaults(func=_cmd_token_revoke)
     backup.register_central(sub)
+    ilscli.register_central(sub)
 
 
 def register(sub: Any) -> None:

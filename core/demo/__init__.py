@@ -29,6 +29,7 @@ from biblioedge.demo.fleet import SITES as FLEET_SITES
 from biblioedge.demo.fleet import FleetStory, kiosk_names
 from biblioedge.demo.keeper import Keeper
 from biblioedge.demo.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
+from biblioedge.fleet.ils.settings import parse_url
 from biblioedge.names import greeting_name
 from biblioedge.procs import free_port, port_free, wait_port
 from biblioedge.provisioning.broker import BrokerProcess
@@ -276,15 +277,35 @@ def _follow_selfcheck(central: CentralProcess, ils: Child, stop: threading.Event
             down_until = 0
 
 
+def ils_section(ils_url: str | None, dummy_port: int) -> dict[str, object]:
+    """Central's ``[ils]``: the dummy's Koha-shaped patron API, or the library system of
+    ``--ils-url``, with the demo's branches and categories mapped to Koha's sample data (so
+    the flag alone is enough)."""
+    return {
+        "ils": {
+            "url": ils_url or f"koha+http://koha:koha@127.0.0.1:{dummy_port}/",
+            "libraries": dict(zip(FLEET_SITES, ("CPL", "MPL"), strict=True)),
+            "category_adult": "PT",
+            "category_child": "J",
+            "status_poll_s": 5.0,
+        }
+    }
+
+
 class _Demo:
     """The pieces of one demo run: made in this order, started, watched, stopped together."""
 
-    def __init__(self, data: Path, rate: float, port: int) -> None:
+    def __init__(self, data: Path, rate: float, port: int, ils_url: str | None = None) -> None:
         self.data = data
         self.desk_kit = prepare_desk(data / "agents" / "desk-01")
-        self.ils_port = free_port()
+        self.ils_port, self.ils_rest = free_port(), free_port()
+        self.patrons_api = ils_url  # None: the dummy's Koha-shaped patron API
         self.ils = Child(
-            "ils", ["sip", "serve", "--port", str(self.ils_port)], data / "ils" / "ils.log", {}
+            "ils",
+            ["sip", "serve", "--port", str(self.ils_port), "--rest-port", str(self.ils_rest)]
+            + ["--patrons-file", str(data / "ils" / "patrons.json")],
+            data / "ils" / "ils.log",
+            {},
         )
         self.password = data / "ils" / "kiosk.password"  # the SIP2 secret, out of the config
         self.password.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +318,12 @@ class _Demo:
         self.exit_kit = DemoExit()
         self.broker = BrokerProcess(data / "broker")
         # central first: it makes the device CA and writes the broker's TLS files and ACL
-        self.central = CentralProcess(data / "central", self.broker, port=port or free_port())
+        self.central = CentralProcess(
+            data / "central",
+            self.broker,
+            port=port or free_port(),
+            extra=ils_section(ils_url, self.ils_rest),
+        )
         if not self.broker.secure:
             log.warning(
                 "mosquitto is not installed: the demo runs the embedded broker WITHOUT TLS, "
@@ -428,6 +454,12 @@ class _Demo:
                 f"  cards    {data / 'cards'} (printed by the desk)",
                 f"  library  dummy SIP2 library system at 127.0.0.1:{self.ils_port}"
                 f"   (receipts in {data / 'receipts'})",
+                "  patrons  central pushes readers to "
+                + (
+                    self.patrons_api.split("@")[-1]
+                    if self.patrons_api
+                    else f"the dummy's Koha-shaped API at 127.0.0.1:{self.ils_rest}"
+                ),
                 f"  data     {data}",
                 "",
                 f'  curl --cacert {central.ca_file} -H "Authorization: Bearer {self.token}" '
@@ -515,7 +547,14 @@ def run_demo(
     port: int = 8080,
     duration: float | None = None,
     fleet: bool = True,
+    ils_url: str | None = None,
 ) -> int:
+    if ils_url is not None:
+        try:
+            parse_url(ils_url)
+        except ValueError as exc:
+            sys.stderr.write(f"biblioedge: --ils-url: {exc}\n")
+            return 2
     data = data.resolve()
     data.mkdir(parents=True, exist_ok=True)
     lock = _lock(data)
@@ -533,7 +572,7 @@ def run_demo(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    demo = _Demo(data, rate, port)
+    demo = _Demo(data, rate, port, ils_url)
     try:
         demo.start()
         demo.tell(stop, fleet)
