@@ -225,8 +225,9 @@ class Bridge:
                 )
             self._count(result)
             await self._resend_galleries(client, result.gallery_versions)
-            for site in result.changed_sites:  # a desk registered readers: gates follow now
-                await self.gallery_changed(site)
+            if result.changed_sites:  # a desk registered readers: every branch follows now
+                for site in await loop.run_in_executor(self._db, self.readers.sites):
+                    await self.gallery_changed(site)
             # Acks only after the transaction committed: that is the whole promise. They are
             # independent, so all of them go out at once rather than one PUBACK round trip
             # after another (over TLS that wait had cut throughput by a quarter).

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from sqlalchemy import Connection, delete, insert, select, update
 
 from biblioedge.cardtoken import issue, public_key_b64
-from biblioedge.fleet.db import card_keys, cards, consents, gallery_log, readers, templates
+from biblioedge.fleet.db import card_keys, card_revocations, cards, consents, templates
 from biblioedge.fleet.readers import Readers, face_purposes
 from biblioedge.protocol import FACE_PURPOSES, utc_now
 
@@ -34,7 +34,7 @@ class CardError(ValueError):
 class Cards:
     def __init__(self, registry: Readers, key: bytes) -> None:
         self.readers = registry
-        self.engine = registry.repo.engine
+        self.engine = registry.engine
         self.aead = AESGCM(key)
 
     # -- keys -----------------------------------------------------------------------------
@@ -88,10 +88,9 @@ class Cards:
             )
             return {r.kid: r.public_key for r in rows}
 
-    def _keys_changed(self, conn: Any) -> None:
+    def _keys_changed(self, conn: Connection) -> None:
         """Every site's gallery moves on, so every gate gets the new key set."""
-        for (site,) in conn.execute(select(readers.c.site).distinct()):
-            conn.execute(insert(gallery_log).values(site=site, patron_id="", created_at=utc_now()))
+        Readers.log_change(conn, "")
 
     def _active(self, conn: Connection) -> tuple[str, Ed25519PrivateKey]:
         row = conn.execute(select(card_keys).where(card_keys.c.active.is_(True))).first()
@@ -126,6 +125,17 @@ class Cards:
     def cards_of(self, conn: Connection, patron_id: str) -> list[str]:
         return list(conn.scalars(select(cards.c.jti).where(cards.c.patron_id == patron_id)))
 
+    def live_cards_of(self, conn: Connection, patron_id: str) -> list[str]:
+        """The reader's cards not revoked (a replacement revokes exactly these)."""
+        revoked = select(card_revocations.c.jti).where(card_revocations.c.patron_id == patron_id)
+        return list(
+            conn.scalars(
+                select(cards.c.jti)
+                .where((cards.c.patron_id == patron_id) & cards.c.jti.not_in(revoked))
+                .order_by(cards.c.issued_at)
+            )
+        )
+
     # -- consent --------------------------------------------------------------------------
 
     def record_consent(
@@ -137,6 +147,7 @@ class Cards:
         granted: bool,
         librarian: str,
         idempotency_key: str | None = None,
+        sites: list[str] | None = None,
     ) -> dict[str, Any]:
         with self.engine.begin() as conn:
             return self.record_consent_in(
@@ -147,6 +158,7 @@ class Cards:
                 granted=granted,
                 librarian=librarian,
                 idempotency_key=idempotency_key,
+                sites=sites,
             )
 
     def record_consent_in(
@@ -159,7 +171,10 @@ class Cards:
         granted: bool,
         librarian: str,
         idempotency_key: str | None = None,
+        sites: list[str] | None = None,
     ) -> dict[str, Any]:
+        """``sites``: the branches whose kiosks may use the face for ``purpose``; None or
+        empty: every branch of the library."""
         Readers.site_of(conn, patron_id)
         if idempotency_key:
             old = conn.execute(
@@ -178,16 +193,13 @@ class Cards:
                 librarian=librarian,
                 idempotency_key=idempotency_key,
                 recorded_at=utc_now(),
+                sites=sorted(set(sites)) if sites else None,
             )
         )
         pk = res.inserted_primary_key
         assert pk is not None
-        if purpose in FACE_PURPOSES:  # the site's kiosks learn what they may use the face for
-            conn.execute(
-                insert(gallery_log).values(
-                    site=Readers.site_of(conn, patron_id), patron_id=patron_id, created_at=utc_now()
-                )
-            )
+        if purpose in FACE_PURPOSES:  # the kiosks learn what and where they may use the face for
+            Readers.log_change(conn, patron_id)
         return dict(conn.execute(select(consents).where(consents.c.id == pk[0])).one()._mapping)
 
     def consents_of(self, patron_id: str) -> list[dict[str, Any]]:
@@ -210,7 +222,7 @@ class Cards:
         templates only for its purpose); once no face purpose remains, every template is
         erased here too."""
         with self.engine.begin() as conn:
-            site = Readers.site_of(conn, patron_id)
+            Readers.site_of(conn, patron_id)  # UnknownReader if absent
             n = conn.execute(
                 update(consents)
                 .where(
@@ -223,7 +235,5 @@ class Cards:
             if purpose in FACE_PURPOSES:
                 if not face_purposes(conn, patron_id):
                     conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
-                conn.execute(
-                    insert(gallery_log).values(site=site, patron_id=patron_id, created_at=utc_now())
-                )
+                Readers.log_change(conn, patron_id)
             return int(n)
