@@ -146,9 +146,7 @@ def test_an_expired_reader_renewed_is_let_in_again_a_blocked_one_is_not(
     assert (refused.granted, refused.reason) == (False, "blocked")
 
 
-def test_a_lost_card_is_refused_at_every_gate_after_one_sync(
-    lib: Library, tmp_path: Path
-) -> None:
+def test_a_lost_card_is_refused_at_every_gate_after_one_sync(lib: Library, tmp_path: Path) -> None:
     answer = lib.register(seed=31)
     pid, old = answer["patron_id"], answer["card"]["token"]
     other_reader = lib.register(seed=32)["patron_id"]
@@ -178,8 +176,7 @@ def test_a_lost_card_is_refused_at_every_gate_after_one_sync(
     assert {e["payload"]["patron_id"] for e in events} == {pid, other_reader}
     assert api.post("/api/v1/readers/P404/replacement", json={}).status_code == 404
     assert (
-        api.post(f"/api/v1/readers/{pid}/replacement", json={"barcode": "a\nb"}).status_code
-        == 422
+        api.post(f"/api/v1/readers/{pid}/replacement", json={"barcode": "a\nb"}).status_code == 422
     )
 
 
