@@ -108,7 +108,7 @@ def test_renewal_gives_a_new_expiry_every_branch_follows(lib: Library, tmp_path:
     lib.sync_all()
     api = api_for(lib, tmp_path)
     until = (datetime.now(UTC).date() + timedelta(days=730)).isoformat()
-    r = api.post(f"/api/v1/readers/{pid}/renewal", json={"until": until})
+    r = api.post(f"/api/v1/readers/{pid}/renewal", json={"valid_days": 730})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["expires_at"] == until and body["card"]["token"].startswith("BE1.")
@@ -122,8 +122,7 @@ def test_renewal_gives_a_new_expiry_every_branch_follows(lib: Library, tmp_path:
         assert gate.card(answer["card"]["token"]).granted  # her old card still opens
     events = api.get("/api/v1/events", params={"type": RENEWED}).json()["items"]
     assert [e["payload"] for e in events] == [{"patron_id": pid, "expires_at": until}]
-    past = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
-    for bad in ({"until": past}, {"until": "3026-01-01"}, {"valid_days": 0}, {"x": 1}):
+    for bad in ({"valid_days": 3651}, {"valid_days": 0}, {"until": "2030-01-01"}):
         assert api.post(f"/api/v1/readers/{pid}/renewal", json=bad).status_code == 422, bad
     assert api.post("/api/v1/readers/P404/renewal", json={}).status_code == 404
     viewer = api_for(lib, tmp_path, "viewer")
