@@ -5,6 +5,8 @@ The exit gate runs its real flow on a reader whose field the demo fills (docs/ex
 The desk runs its real flow: a simulated citizen's CCCD lies on a virtual PC/SC reader (pcscd
 + vpcd + the chip simulator), its QR comes through a simulated hand scanner, a demo librarian
 taps consent; central issues the card; the new reader's face then opens the simulated gate.
+The desk stands at the district branch and the gate at the main building: a reader registered
+at one branch enters the other (readers are the library's, fleet/readers.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from biblioedge.provisioning.broker import BrokerProcess
 log = logging.getLogger("biblioedge.demo")
 
 SITE = "tv-tinh"  # the provincial library's main building
+BRANCH = "tv-huyen"  # a district branch: the demo's card desk stands there
 DEVICES = (
     ("gate-01", "gate"),
     ("selfcheck-01", "selfcheck"),
@@ -203,14 +206,17 @@ def _story(central: CentralProcess, stop: threading.Event) -> None:
                 items = api.get("/events", params={"type": "desk.registration"}).json()["items"]
                 if items:
                     patron = items[0]["payload"]["patron_id"]
-                    _say(f"desk-01 registered a reader as {patron}; card printed")
+                    _say(f"desk-01 at {BRANCH} registered a reader as {patron}; card printed")
                 continue
             items = api.get("/events", params={"type": "gate.decision", "limit": 200}).json()
             if any(
                 i["payload"].get("patron_id") == patron and i["payload"]["decision"] == "grant"
                 for i in items["items"]
             ):
-                _say(f"gate-01 recognized {patron} by face: gate opened")
+                _say(
+                    f"gate-01 at {SITE} recognized {patron} by face: gate opened "
+                    f"(registered at {BRANCH}: one reader, every branch)"
+                )
                 return
 
 
@@ -378,7 +384,14 @@ def run_demo(
         agents.append(
             AgentProcess(
                 agent_dir,
-                agent_config(agent_dir, device_id, role, SITE, broker.url, **sections),
+                agent_config(
+                    agent_dir,
+                    device_id,
+                    role,
+                    BRANCH if role == "desk" else SITE,
+                    broker.url,
+                    **sections,
+                ),
                 central,
             )
         )
@@ -449,7 +462,8 @@ def run_demo(
                     f"  API      {api_url}   (OpenAPI docs: {central.url}/docs)",
                     f"  CA       {central.ca_file}   (curl --cacert)",
                     f"  token    {token}   (admin; also in {token_file})",
-                    f"  kiosks   {', '.join(a.device_id for a in agents)} at site {SITE}",
+                    f"  kiosks   {', '.join(a.device_id for a in agents)} at site {SITE}"
+                    f" (desk-01 at the branch {BRANCH})",
                     (
                         f"  fleet    {len(kiosk_names())} simulated kiosks at "
                         f"{', '.join(FLEET_SITES)} (releases built, signed and rolled out "
