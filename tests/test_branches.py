@@ -7,6 +7,9 @@ gallery sync and store, card verifier, gate policy, 1:N gallery); central is its
 its desk-registration effect and its API.
 """
 
+import json
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,13 @@ from biblioedge.bench.lifecycle_kiosks import (
 )
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
+from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.lifecycle import ERASED, RENEWED, REPLACED, Lifecycle
 from biblioedge.fleet.metrics import CentralMetrics
-from biblioedge.fleet.readers import UnknownReader
+from biblioedge.fleet.readers import Readers, UnknownReader
+from biblioedge.fleet.repo import Repo
+from biblioedge.keys import load_or_create_key as central_key
 
 
 @pytest.fixture
@@ -239,3 +245,36 @@ def test_bench_replaced_card_refused_within_one_sync() -> None:
     assert out["old_card_refused_at_every_gate"] is True, out
     assert out["syncs_needed"] == 1 and out["gates"] == 2
     assert out["replaced_card_refused_s"] > 0 and out["baseline_renewal_followed_s"] > 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "biblioedge", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_card_life_from_centrals_host(tmp_path: Path) -> None:
+    data = tmp_path / "central"
+    conf = tmp_path / "central.toml"
+    conf.write_text(f'data_dir = "{data}"\n')
+    repo = Repo(f"sqlite:///{data / 'central.sqlite3'}")
+    key = central_key(data / "keys" / "templates.key")
+    repo.migrate(key)
+    readers = Readers(repo, key)
+    readers.upsert("BE0000001", site=HOME, display_name="Lê Thị Hoa", barcode="OLD-1")
+    Cards(readers, central_key(data / "keys" / "cards.key")).issue_card("BE0000001")
+    repo.close()
+    renewed = _cli("central", "reader", "renew", "BE0000001", "--days", "30", "--config", str(conf))
+    assert renewed.returncode == 0, renewed.stderr
+    doc = json.loads(renewed.stdout)
+    assert doc["expires_at"] == (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+    replaced = _cli("central", "reader", "replace", "BE0000001", "--config", str(conf))
+    assert replaced.returncode == 0, replaced.stderr
+    assert len(json.loads(replaced.stdout)["revoked"]) == 2  # the desk's card and the renewal's
+    refused = _cli("central", "reader", "leave", "BE0000001", "--config", str(conf))
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    left = _cli("central", "reader", "leave", "BE0000001", "--yes", "--config", str(conf))
+    assert left.returncode == 0, left.stderr
+    again = _cli("central", "reader", "renew", "BE0000001", "--config", str(conf))
+    assert again.returncode == 2 and "no reader BE0000001" in again.stderr
+    assert "Traceback" not in again.stderr

@@ -307,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="API port (default 8080)")
     p.set_defaults(func=_cmd_central)
     from biblioedge.cli import identity as identitycli
+    from biblioedge.cli import readers as readercli
 
-    identitycli.register_central(p)
+    readercli.register_central(identitycli.register_central(p))
     identitycli.register(sub)
 
     p = sub.add_parser(

@@ -200,9 +200,10 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_central(p: argparse.ArgumentParser) -> None:
-    """``central init`` and ``central token create|list|revoke`` under ``central``."""
-    sub = p.add_subparsers(dest="central_command", metavar="[init|token]")
+def register_central(p: argparse.ArgumentParser) -> Any:
+    """``central init`` and ``central token create|list|revoke`` under ``central``; returns
+    the subparsers, for the other ``central`` commands."""
+    sub = p.add_subparsers(dest="central_command", metavar="[init|token|reader]")
     i = sub.add_parser(
         "init",
         help="create central's keys and device CA, write the broker's files",
@@ -230,6 +231,7 @@ def register_central(p: argparse.ArgumentParser) -> None:
     r.add_argument("token", help="token id or name")
     r.add_argument("--config", type=Path, required=True, help="central TOML file")
     r.set_defaults(func=_cmd_token_revoke)
+    return sub
 
 
 def register(sub: Any) -> None:
