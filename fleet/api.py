@@ -25,6 +25,7 @@ from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.dashboard import Sessions
 from biblioedge.fleet.enrollments import EnrollmentError, Registry
+from biblioedge.fleet.ils.worker import IlsWorker
 from biblioedge.fleet.lifecycle import Lifecycle
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
@@ -39,6 +40,7 @@ from biblioedge.fleet.routers import devices as device_routes
 from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
+from biblioedge.fleet.routers import ils as ils_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
 from biblioedge.fleet.routers import rollouts as rollout_routes
@@ -89,6 +91,7 @@ def create_app(
     registry: Registry | None = None,
     releases: ReleaseRepo | None = None,
     rollouts: Rollouts | None = None,
+    ils: IlsWorker | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
@@ -215,6 +218,8 @@ def create_app(
         app.include_router(
             consent_routes.router(cards, readers, changed), dependencies=authenticated
         )
+    if ils is not None:
+        app.include_router(ils_routes.router(ils, changed), dependencies=authenticated)
     if releases is not None:
         app.include_router(release_routes.router(releases), dependencies=authenticated)
         app.include_router(release_routes.tuf_router(releases))

@@ -18,6 +18,7 @@ from biblioedge.fleet.enrollments import Registry
 from biblioedge.fleet.floor import ReleaseFloor
 from biblioedge.fleet.http_guard import guarded_h11
 from biblioedge.fleet.identity import CentralIdentity
+from biblioedge.fleet.ils.worker import IlsWorker, open_connector
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
@@ -129,7 +130,13 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
-    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts)
+    worker = None
+    if cfg.ils is not None:  # pushes readers to the library system; status back
+        worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
+        worker.on_gallery = bridge.gallery_changed
+    app = create_app(
+        cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts, ils=worker
+    )
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
         if role in GALLERY_ROLES:
@@ -166,6 +173,10 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     )
     rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
     api_task = asyncio.create_task(server.serve(), name="central:api")
+    ils_task: asyncio.Task[None] | None = None
+    if worker is not None and cfg.ils is not None:
+        ils_task = asyncio.create_task(worker.run(), name="central:ils")
+        log.info("library system: %s", cfg.ils.endpoint().base_url)
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.02)
@@ -186,6 +197,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     crl_task.cancel()
     tuf_task.cancel()
     rollout_task.cancel()
+    if ils_task is not None:
+        ils_task.cancel()
     stop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         async with asyncio.timeout(5):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
+from biblioedge.fleet.ils.settings import IlsConfig
 from biblioedge.settings import (
     BrokerConfig,
     ConfigError,
@@ -266,6 +267,11 @@ class CentralConfig(StrictModel):
         default_factory=ReleasesConfig, description="Signed releases (TUF repository)"
     )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging")
+    ils: IlsConfig | None = Field(
+        default=None,
+        description="The library system central pushes readers to (Koha's REST API, or the "
+        "dummy's); none: readers are queued for it and wait",
+    )
 
     @property
     def releases_dir(self) -> Path:

@@ -29,6 +29,7 @@ from biblioedge.fleet.authz import SECURITY_ATTENTION
 from biblioedge.fleet.db import api_tokens
 from biblioedge.fleet.device_status import revoked_devices, with_revocation
 from biblioedge.fleet.enrollments import pending_rekeys
+from biblioedge.fleet.ils.queue import Queue
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
@@ -204,10 +205,33 @@ def attention(
             ("att_circ", e["device_id"], f"{p.get('item_id', '')} {p.get('reason', '')}".strip())
         )
     items += exit_alarms(repo, now)
+    items += ils_waiting(repo)
     quarantined = len(repo.list_quarantine(limit=100))
     if quarantined:
         items.append(("att_quarantine", "central", str(quarantined)))
     return items
+
+
+def ils_waiting(repo: Repo) -> list[tuple[str, str, str]]:
+    """Pushes to the library system held for a person (each, with why), and those retrying
+    (one line: how many, the latest reason)."""
+    summary = Queue(repo.engine).summary()
+    out = [
+        ("att_ils_held", w["patron_id"], f"{w['op']}: {w['reason']}: {w['detail']}")
+        for w in summary["waiting"]
+        if w["state"] == "held"
+    ]
+    retrying = [w for w in summary["waiting"] if w["state"] != "held"]
+    if retrying:
+        w = retrying[0]
+        out.append(
+            (
+                "att_ils_waiting",
+                str(summary["pending"]),
+                f"{w['reason']}: {w['detail']} ({summary['oldest_waiting'] or ''})",
+            )
+        )
+    return out
 
 
 def exit_alarms(repo: Repo, now: datetime) -> list[tuple[str, str, str]]:

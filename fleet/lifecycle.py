@@ -21,28 +21,24 @@ never made here and forgotten there, nor pushed for a change that rolled back.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from sqlalchemy import Connection
 
 from biblioedge.fleet.cards import CardError, Cards
+from biblioedge.fleet.ils import enqueue
+from biblioedge.fleet.ils.connector import IlsOp
 from biblioedge.fleet.readers import ReaderError, Readers
 
-IlsOp = Literal["renew", "update", "erase"]
 #: the event types central records for the card's life (reports count them)
 RENEWED, REPLACED, ERASED = "reader.renewed", "reader.card_replaced", "reader.erased"
 #: the card a renewal issues: 1 day to 10 years, as the card API
 MAX_DAYS = 3650
-
-
-class IlsQueue(Protocol):
-    """Lane ``ils``'s durable queue at central (fleet/ils/): one push per change, in the
-    caller's transaction, in order per reader."""
-
-    def enqueue(self, conn: Connection, patron_id: str, op: str, data: dict[str, Any]) -> None:
-        """Queue ``op`` for the reader; the queue's worker pushes it to the library system."""
+#: queues a push to the library system in the caller's transaction (fleet/ils/queue.py)
+Enqueue = Callable[[Connection, str, IlsOp, Mapping[str, str] | None], int]
 
 
 @dataclass
@@ -57,16 +53,19 @@ class Outcome:
 
 
 class Lifecycle:
-    def __init__(self, readers: Readers, cards: Cards, ils: IlsQueue | None = None) -> None:
+    def __init__(self, readers: Readers, cards: Cards, ils: Enqueue = enqueue) -> None:
         self.readers = readers
         self.cards = cards
-        #: None: no library system configured (the dummy's SIP2 side invents its patrons)
+        #: the library-system queue (its worker runs where central has an ``[ils]``)
         self.ils = ils
 
-    def _push(self, conn: Connection, patron_id: str, op: IlsOp, data: dict[str, Any]) -> None:
-        """The single call site of the library-system queue (lane ``ils``'s ``enqueue``)."""
-        if self.ils is not None:
-            self.ils.enqueue(conn, patron_id, op, data)
+    def _push(
+        self, conn: Connection, patron_id: str, op: IlsOp, data: Mapping[str, str] | None = None
+    ) -> None:
+        """The single call site of the library-system queue: the worker reads the reader's
+        state when it sends, so only an erasure carries data (what finds her there after she
+        is gone here)."""
+        self.ils(conn, patron_id, op, data)
 
     def renew(self, patron_id: str, *, until: date | None = None, days: int = 365 * 4) -> Outcome:
         """A new expiry (``until``, else ``days`` from today) and a card valid to it."""
@@ -83,7 +82,7 @@ class Lifecycle:
             self.readers.record_in(
                 conn, RENEWED, site, {"patron_id": patron_id, "expires_at": expires}
             )
-            self._push(conn, patron_id, "renew", {"expires_at": expires})
+            self._push(conn, patron_id, "renew")
         return Outcome(patron_id, site, expires_at=expires, card=card)
 
     def replace(
@@ -106,7 +105,7 @@ class Lifecycle:
                 site,
                 {"patron_id": patron_id, "card_jti": card["jti"], "revoked": revoked},
             )
-            self._push(conn, patron_id, "update", {"barcode": barcode or ""})
+            self._push(conn, patron_id, "update")
         return Outcome(patron_id, site, card=card, revoked=revoked)
 
     def leave(self, patron_id: str) -> Outcome:
@@ -116,7 +115,8 @@ class Lifecycle:
             revoked = self.cards.live_cards_of(conn, patron_id)
             for jti in revoked:
                 self.readers.revoke_in(conn, jti, patron_id)
+            found_by = self.readers.ils_keys_in(conn, patron_id)  # before they are erased
             self.readers.erase_in(conn, patron_id)
             self.readers.record_in(conn, ERASED, site, {"patron_id": patron_id})
-            self._push(conn, patron_id, "erase", {})
+            self._push(conn, patron_id, "erase", found_by)
         return Outcome(patron_id, site, revoked=revoked)

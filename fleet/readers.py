@@ -333,6 +333,19 @@ class Readers:
         conn.execute(delete(registrations).where(registrations.c.patron_id == patron_id))
         self.log_change(conn, patron_id)
 
+    @staticmethod
+    def ils_keys_in(conn: Connection, patron_id: str) -> dict[str, str]:
+        """What finds the reader in the library system once she is erased here: her card
+        number (the barcode, else the patron number) and the keyed hash of her ID number."""
+        barcode = conn.scalar(select(readers.c.barcode).where(readers.c.patron_id == patron_id))
+        ref = conn.scalar(
+            select(reader_profiles.c.citizen_ref).where(reader_profiles.c.patron_id == patron_id)
+        )
+        keys = {"cardnumber": str(barcode or patron_id)}
+        if ref:
+            keys["citizen_ref"] = str(ref)
+        return keys
+
     def renew_in(self, conn: Connection, patron_id: str, expires_at: str) -> None:
         """A new expiry; an expired reader is active again, a blocked one stays blocked."""
         row = conn.execute(select(readers.c.status).where(readers.c.patron_id == patron_id)).first()

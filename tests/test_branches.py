@@ -10,6 +10,7 @@ its desk-registration effect and its API.
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -215,19 +216,23 @@ class ListQueue:
     """A library-system queue that keeps what it was given, or refuses (a full disk)."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[str, str, dict[str, Any]]] = []
+        self.items: list[tuple[str, str, dict[str, str]]] = []
         self.refuse = False
 
-    def enqueue(self, conn: Connection, patron_id: str, op: str, data: dict[str, Any]) -> None:
+    def __call__(
+        self, conn: Connection, patron_id: str, op: str, data: Mapping[str, str] | None
+    ) -> int:
         if self.refuse:
             raise OSError("the queue cannot be written")
-        self.items.append((patron_id, op, data))
+        self.items.append((patron_id, op, dict(data or {})))
+        return len(self.items)
 
 
 def test_each_change_is_queued_for_the_library_system_in_its_transaction(lib: Library) -> None:
     queue = ListQueue()
     life = Lifecycle(lib.readers, lib.cards, queue)
-    pid = lib.register(seed=51)["patron_id"]
+    answer = lib.register(seed=51)
+    pid = answer["patron_id"]
     life.renew(pid, until=date.today() + timedelta(days=100))
     life.replace(pid, barcode="B-51")
     assert [op for _, op, _ in queue.items] == ["renew", "update"]
@@ -237,7 +242,26 @@ def test_each_change_is_queued_for_the_library_system_in_its_transaction(lib: Li
     assert lib.readers.get(pid)["barcode"] == "B-51"
     queue.refuse = False
     life.leave(pid)
-    assert [op for _, op, _ in queue.items] == ["renew", "update", "erase"]
+    # the erasure carries what finds her in the library system once she is gone here
+    assert queue.items[-1] == (pid, "erase", {"cardnumber": "B-51", "citizen_ref": f"{51:064x}"})
+
+
+def test_the_card_life_reaches_the_ils_queue(lib: Library) -> None:
+    """Through the real queue (fleet/ils): renew, replace and leave each queue one push,
+    in order after the registration's."""
+    from biblioedge.fleet.ils.queue import Queue
+
+    pid = lib.register(seed=61)["patron_id"]
+    lib.life.renew(pid, days=30)
+    lib.life.replace(pid)
+    lib.life.leave(pid)
+    queue = Queue(lib.repo.engine)
+    ops: list[str] = []
+    while items := [i for i in queue.due(limit=50) if i.patron_id == pid]:
+        (item,) = items  # one at a time per reader, in order
+        ops.append(item.op)
+        queue.done(item, None)  # as the worker marks what the library system took
+    assert ops == ["create", "renew", "update", "erase"]
 
 
 def test_bench_replaced_card_refused_within_one_sync() -> None:

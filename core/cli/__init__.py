@@ -69,7 +69,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format or "human")
     return run_demo(
-        args.data, rate=args.rate, port=args.port, duration=args.duration, fleet=not args.no_fleet
+        args.data,
+        rate=args.rate,
+        port=args.port,
+        duration=args.duration,
+        fleet=not args.no_fleet,
+        ils_url=args.ils_url,
     )
 
 
@@ -307,9 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="API port (default 8080)")
     p.set_defaults(func=_cmd_central)
     from biblioedge.cli import identity as identitycli
-    from biblioedge.cli import readers as readercli
 
-    readercli.register_central(identitycli.register_central(p))
+    identitycli.register_central(p)
     identitycli.register(sub)
 
     p = sub.add_parser(
@@ -338,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-fleet", action="store_true", help="without the twenty kiosks and their rollouts"
     )
+    p.add_argument(
+        "--ils-url",
+        metavar="koha+http://USER:PASSWORD@HOST:PORT/",
+        help="push the demo's readers to this library system's patron API (Koha's REST API) "
+        "instead of the dummy's; the demo's branches map to Koha's sample libraries CPL and "
+        "MPL, adults and children to categories PT and J, and the keyed hash of the ID number "
+        "goes to the extended attribute CCCD_REF (create it in Koha)",
+    )
     p.set_defaults(func=_cmd_demo)
     p = sub.add_parser("demo-fleet", help=argparse.SUPPRESS)  # the demo's own child
     p.add_argument("--data", type=Path, required=True)
@@ -348,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (JSON output with --json)")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    from biblioedge.bench import lifecycle
+
+    lifecycle.register(bsub)
     b = bsub.add_parser(
         "sync",
         help="agent outbox to central database, end to end",

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from biblioedge.cli import ils as ilscli
+from biblioedge.cli import readers as readercli
 from biblioedge.settings import ConfigError
 
 
@@ -200,10 +202,10 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_central(p: argparse.ArgumentParser) -> Any:
-    """``central init`` and ``central token create|list|revoke`` under ``central``; returns
-    the subparsers, for the other ``central`` commands."""
-    sub = p.add_subparsers(dest="central_command", metavar="[init|token|reader]")
+def register_central(p: argparse.ArgumentParser) -> None:
+    """``central init`` and ``central token create|list|revoke`` under ``central``, and the
+    other ``central`` commands (``ils``, ``reader``)."""
+    sub = p.add_subparsers(dest="central_command", metavar="[init|token|ils|reader]")
     i = sub.add_parser(
         "init",
         help="create central's keys and device CA, write the broker's files",
@@ -231,7 +233,8 @@ def register_central(p: argparse.ArgumentParser) -> Any:
     r.add_argument("token", help="token id or name")
     r.add_argument("--config", type=Path, required=True, help="central TOML file")
     r.set_defaults(func=_cmd_token_revoke)
-    return sub
+    ilscli.register_central(sub)
+    readercli.register_central(sub)
 
 
 def register(sub: Any) -> None:

@@ -27,6 +27,7 @@ from biblioedge.demo.fleet import SITES as FLEET_SITES
 from biblioedge.demo.fleet import FleetStory, kiosk_names
 from biblioedge.demo.keeper import Keeper
 from biblioedge.demo.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
+from biblioedge.fleet.ils.settings import parse_url
 from biblioedge.procs import free_port, port_free, wait_port
 from biblioedge.provisioning.broker import BrokerProcess
 
@@ -280,6 +281,21 @@ def _follow_selfcheck(central: CentralProcess, ils: Child, stop: threading.Event
             down_until = 0
 
 
+def ils_section(ils_url: str | None, dummy_port: int) -> dict[str, object]:
+    """Central's ``[ils]``: the dummy's Koha-shaped patron API, or the library system of
+    ``--ils-url``, with the demo's branches and categories mapped to Koha's sample data (so
+    the flag alone is enough)."""
+    return {
+        "ils": {
+            "url": ils_url or f"koha+http://koha:koha@127.0.0.1:{dummy_port}/",
+            "libraries": dict(zip(FLEET_SITES, ("CPL", "MPL"), strict=True)),
+            "category_adult": "PT",
+            "category_child": "J",
+            "status_poll_s": 5.0,
+        }
+    }
+
+
 def run_demo(
     data: Path,
     *,
@@ -287,7 +303,14 @@ def run_demo(
     port: int = 8080,
     duration: float | None = None,
     fleet: bool = True,
+    ils_url: str | None = None,
 ) -> int:
+    if ils_url is not None:
+        try:
+            parse_url(ils_url)
+        except ValueError as exc:
+            sys.stderr.write(f"biblioedge: --ils-url: {exc}\n")
+            return 2
     data = data.resolve()
     data.mkdir(parents=True, exist_ok=True)
     lock = _lock(data)
@@ -307,8 +330,14 @@ def run_demo(
         signal.signal(sig, lambda *_: stop.set())
 
     desk_kit = prepare_desk(data / "agents" / "desk-01")
-    ils_port = free_port()
-    ils = Child("ils", ["sip", "serve", "--port", str(ils_port)], data / "ils" / "ils.log", {})
+    ils_port, ils_rest = free_port(), free_port()
+    ils = Child(
+        "ils",
+        ["sip", "serve", "--port", str(ils_port), "--rest-port", str(ils_rest)]
+        + ["--patrons-file", str(data / "ils" / "patrons.json")],
+        data / "ils" / "ils.log",
+        {},
+    )
     password = data / "ils" / "kiosk.password"  # the SIP2 account's secret, out of the config
     password.parent.mkdir(parents=True, exist_ok=True)
     password.write_text("kiosk\n")
@@ -318,7 +347,9 @@ def run_demo(
     exit_kit = DemoExit()
     broker = BrokerProcess(data / "broker")
     # central first: it makes the device CA and writes the broker's TLS files and ACL
-    central = CentralProcess(data / "central", broker, port=port or free_port())
+    central = CentralProcess(
+        data / "central", broker, port=port or free_port(), extra=ils_section(ils_url, ils_rest)
+    )
     if not broker.secure:
         log.warning(
             "mosquitto is not installed: the demo runs the embedded broker WITHOUT TLS, "
@@ -475,6 +506,12 @@ def run_demo(
                     f"  cards    {data / 'cards'} (printed by the desk)",
                     f"  library  dummy SIP2 library system at 127.0.0.1:{ils_port}"
                     f"   (receipts in {data / 'receipts'})",
+                    "  patrons  central pushes readers to "
+                    + (
+                        ils_url.split("@")[-1]
+                        if ils_url
+                        else f"the dummy's Koha-shaped API at 127.0.0.1:{ils_rest}"
+                    ),
                     f"  data     {data}",
                     "",
                     f'  curl --cacert {central.ca_file} -H "Authorization: Bearer {token}" '

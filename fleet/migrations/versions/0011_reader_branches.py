@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-# lane ils's queue is 0010; until it is merged this follows 0009 (the lead fixes the chain)
-down_revision = "0009_registration_tokens"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
