@@ -206,9 +206,8 @@ def create_app(
         await everywhere()
 
     async def everywhere() -> None:
-        if bridge is not None and readers is not None:
-            for site in await run_in_threadpool(readers.sites):
-                await bridge.gallery_changed(site)
+        if bridge is not None:
+            await bridge.library_changed()
 
     if readers is not None:
         life = Lifecycle(readers, cards) if cards is not None else None

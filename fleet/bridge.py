@@ -226,8 +226,7 @@ class Bridge:
             self._count(result)
             await self._resend_galleries(client, result.gallery_versions)
             if result.changed_sites:  # a desk registered readers: every branch follows now
-                for site in await loop.run_in_executor(self._db, self.readers.sites):
-                    await self.gallery_changed(site)
+                await self.library_changed()
             # Acks only after the transaction committed: that is the whole promise. They are
             # independent, so all of them go out at once rather than one PUBACK round trip
             # after another (over TLS that wait had cut throughput by a quarter).
@@ -335,6 +334,14 @@ class Bridge:
         with contextlib.suppress(aiomqtt.MqttError):
             for base in sorted(versions):
                 await self._send_gallery(client, site, base)
+
+    async def library_changed(self, site: str = "") -> None:
+        """A reader changed: she is at every branch, so every branch's kiosks follow now
+        (``site``, her home branch, is no limit; the signature is ``gallery_changed``'s)."""
+        del site
+        loop = asyncio.get_running_loop()
+        for branch in await loop.run_in_executor(self._db, self.readers.sites):
+            await self.gallery_changed(branch)
 
     async def _publish_keys(self, client: aiomqtt.Client, site: str | None) -> None:
         """The site keys, wrapped to each gate of ``site`` (every site: None), retained."""
