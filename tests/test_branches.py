@@ -302,3 +302,40 @@ def test_the_card_life_from_centrals_host(tmp_path: Path) -> None:
     again = _cli("central", "reader", "renew", "BE0000001", "--config", str(conf))
     assert again.returncode == 2 and "no reader BE0000001" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_a_self_check_of_the_other_branch_knows_her_by_cccd_and_face_where_consented(
+    lib: Library, tmp_path: Path
+) -> None:
+    from biblioedge.agent.gallery_store import GalleryStore
+    from biblioedge.agent.gallery_sync import GallerySync
+    from biblioedge.agent.store import Store
+    from biblioedge.protocol import GalleryDelta, dumps
+
+    answer = lib.register(seed=71)
+    pid = answer["patron_id"]
+    store = Store(tmp_path / "selfcheck.sqlite3")
+    kiosk = GallerySync(
+        store,
+        GalleryStore(store, b"s" * 32),
+        keep_citizen_ref=True,
+        purpose="face_selfcheck",
+        keep_name=False,
+    )
+    kiosk.dims["bench-embedder@1"] = 128
+
+    def sync() -> None:
+        while (delta := lib.readers.delta(OTHER, kiosk.version())) is not None:
+            assert kiosk.apply(GalleryDelta.model_validate_json(dumps(delta)))
+
+    try:
+        sync()
+        assert kiosk.reader(citizen_ref=f"{71:064x}") == (pid, "active")  # the CCCD QR
+        assert kiosk.templates.load("bench-embedder@1", 128)[0] == []  # gate consent only
+        lib.cards.record_consent(
+            pid, purpose="face_selfcheck", text_version="v1", granted=True, librarian="lan"
+        )
+        sync()
+        assert kiosk.templates.load("bench-embedder@1", 128)[0] == [pid]
+    finally:
+        store.close()
