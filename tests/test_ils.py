@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -114,8 +115,8 @@ def ils() -> Iterator[Ils]:
 class Central:
     """Central's database, registrar and ILS worker, as ``biblioedge central`` wires them."""
 
-    def __init__(self, tmp: Path, url: str, **ils: Any) -> None:
-        self.repo = Repo(f"sqlite:///{tmp / 'c.sqlite3'}")
+    def __init__(self, tmp: Path, url: str, db: str = "", **ils: Any) -> None:
+        self.repo = Repo(db or f"sqlite:///{tmp / 'c.sqlite3'}")
         key = load_or_create_key(tmp / "t.key")
         self.repo.migrate(key)
         self.repo.register_device(DESK, SITE, "desk")
@@ -411,7 +412,44 @@ def test_card_numbers_issued_by_the_library_system(tmp_path: Path, ils: Ils) -> 
         c.close()
 
 
+def test_the_queue_on_postgresql(tmp_path: Path, ils: Ils, postgres_url: str) -> None:
+    c = Central(tmp_path, ils.url(), db=postgres_url)
+    try:
+        first = c.register("Nguyễn Văn An", ref="1" * 64)
+        ils.book.faults = ["POST:400"]  # her push is held; the next reader's goes on
+        c.worker.step()
+        second = c.register("Trần Thị Bình", ref="2" * 64)
+        c.worker.step()
+        summary = c.queue.summary()
+        assert (summary["held"], summary["waiting"][0]["patron_id"]) == (1, first)
+        assert [p["cardnumber"] for p in ils.patrons()] == [second]
+        c.queue.resync(first)
+        c.drain()
+        assert sorted(p["cardnumber"] for p in ils.patrons()) == [first, second]
+    finally:
+        with c.repo.engine.begin() as conn:  # the cluster is shared by the session
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        c.close()
+
+
 # -- status back and the card's end ---------------------------------------------------------
+
+
+def test_status_back_finds_what_the_library_system_changed_without_asking_everyone(
+    central: Central, ils: Ils
+) -> None:
+    pids = [central.register(f"Nguyễn Văn {i}", ref=f"{i:064x}") for i in range(1, 6)]
+    central.drain()
+    last = {p["cardnumber"]: p["patron_id"] for p in ils.patrons()}[pids[-1]]
+    ils.book.restrict(last)  # a librarian restricts the last reader in Koha
+    assert central.worker.poll_status(batch=1) == [SITE]  # the sweep asked about the first
+    assert central.readers.get(pids[-1])["status"] == "blocked"
+    requests = ils.book.requests
+    assert central.worker.poll_status(batch=1) == []
+    assert ils.book.requests - requests <= 3  # the changes (one page) and one sweep step
+    ils.book.restrict(last, on=False)
+    assert central.worker.poll_status(batch=1) == [SITE]
+    assert central.readers.get(pids[-1])["status"] == "active"
 
 
 def test_blocked_expired_or_deleted_in_the_library_system_is_refused_at_kiosks(
@@ -434,6 +472,15 @@ def test_blocked_expired_or_deleted_in_the_library_system_is_refused_at_kiosks(
     ils.book.restricted.clear()  # lifted in Koha: she may come in again
     assert central.worker.poll_status() == [SITE]
     assert central.readers.get(pids[0])["status"] == "active"
+    central.queue.resync()  # central's state again: no block of Koha's becomes central's
+    central.drain()
+    assert ils.sip_patron(pids[0]).valid and not ils.sip_patron(pids[0]).blocks
+    assert len(ils.patrons()) == 3  # the deleted one is not made again behind Koha's back
+    (held,) = central.queue.summary()["waiting"]
+    assert (held["patron_id"], held["reason"]) == (pids[2], "deleted_in_ils")
+    central.queue.resync(pids[2])  # a person says: she is a reader, put her back
+    central.drain()
+    assert len(ils.patrons()) == 4 and central.queue.summary()["held"] == 0
 
 
 @pytest.mark.parametrize("anonymise", [False, True])
@@ -555,3 +602,79 @@ def test_the_api_shows_the_queue_and_takes_the_library_systems_hook(
     r = api.post("/api/v1/ils/resync", json={"patron_id": pid})
     assert r.status_code == 200 and r.json() == {"queued_updates": 1}
     assert api.post("/api/v1/ils/resync", json={"patron_id": "x\u0000"}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["central", "ils"],
+        ["central", "ils", "check"],
+        ["central", "ils", "resync"],
+        ["bench", "lifecycle"],
+        ["demo"],
+        ["sip", "serve"],
+    ],
+)
+def test_the_commands_say_what_they_do(args: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "biblioedge", *args, "--help"], **RUN)
+    assert out.returncode == 0, out.stderr
+    assert "usage: biblioedge" in out.stdout
+    assert any(w in out.stdout for w in ("library system", "--ils-url", "--rest-port"))
+
+
+def test_the_dummy_refuses_what_koha_refuses(ils: Ils) -> None:
+    """The double is only as good as its strictness: patron.yaml's required fields,
+    additionalProperties false, types and date format, 409 on a taken cardnumber, 401."""
+    api = f"http://127.0.0.1:{ils.port}/api/v1/patrons"
+    good = {"surname": "Nguyễn", "library_id": SITE, "category_id": "PT", "cardnumber": "C1"}
+    with httpx.Client(auth=("koha", "koha"), timeout=10) as http:
+        assert http.post(api, json=good).status_code == 201
+        assert http.post(api, json=good).status_code == 409
+        for bad in (
+            {k: v for k, v in good.items() if k != "surname"},
+            {**good, "cardnumber": "C2", "restricted": True},  # read-only
+            {**good, "cardnumber": "C3", "nickname": "An"},
+            {**good, "cardnumber": "C4", "date_of_birth": "17/05/1990"},
+            {**good, "cardnumber": "C5", "patron_card_lost": "yes"},
+            {**good, "cardnumber": "C6", "extended_attributes": [{"type": "CCCD_REF"}]},
+            {**good, "cardnumber": "C7", "library_id": None},
+        ):
+            r = http.post(api, json=bad)
+            assert r.status_code == 400 and r.json()["errors"], bad
+    assert httpx.get(api, timeout=10).status_code == 401
+    assert httpx.get(api, auth=("koha", "wrong"), timeout=10).status_code == 401
+
+
+def test_the_dummy_keeps_its_patrons_across_a_restart(tmp_path: Path) -> None:
+    """The demo stops its library system for a while: the readers central pushed must still
+    be there after, or status back would take them for deleted."""
+    sip, rest = free_port(), free_port()
+    serve = [sys.executable, "-m", "biblioedge", "sip", "serve", "--port", str(sip)]
+    serve += ["--rest-port", str(rest), "--patrons-file", str(tmp_path / "patrons.json")]
+    api = f"http://127.0.0.1:{rest}/api/v1/patrons"
+    body = {"surname": "Nguyễn", "firstname": "Văn An", "library_id": SITE, "category_id": "PT"}
+    for round_ in (1, 2):
+        dummy = subprocess.Popen(serve, stdout=subprocess.DEVNULL)
+        try:
+            wait_port("127.0.0.1", rest, 30)
+            wait_port("127.0.0.1", sip, 30)
+            if round_ == 1:
+                r = httpx.post(api, json={**body, "cardnumber": "BE0000001"}, auth=AUTH)
+                assert r.status_code == 201
+            else:
+                (patron,) = httpx.get(api, auth=AUTH, timeout=10).json()
+                assert (patron["cardnumber"], patron["surname"]) == ("BE0000001", "Nguyễn")
+                lib = Sip2Library(
+                    Account.from_url(f"sip2://kiosk:kiosk@127.0.0.1:{sip}?institution=TVTN")
+                )
+                try:
+                    seen = lib.patron("BE0000001")
+                finally:
+                    lib.close()
+                assert seen.valid and seen.name == "Nguyễn Văn An"
+        finally:
+            dummy.kill()
+            dummy.wait(10)
+
+
+AUTH = ("koha", "koha")

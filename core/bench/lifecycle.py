@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -169,9 +170,17 @@ def register_to_ils(tmp: Path, rounds: int) -> dict[str, Any]:
     dummy.start()
     central = _Central(tmp / "latency", dummy.url)
     worker = IlsWorker(central.cfg, central.repo, central.readers, open_connector(central.cfg))
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(worker.run())  # polled as central polls
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    stop = threading.Event()
+
+    async def work() -> None:
+        task = asyncio.create_task(worker.run())  # polled as central polls
+        while not stop.is_set():  # noqa: ASYNC110 - a thread's event, checked between polls
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    thread = threading.Thread(target=lambda: asyncio.run(work()), daemon=True)
     thread.start()
     alone: list[float] = []
     to_ils: list[float] = []
@@ -187,9 +196,8 @@ def register_to_ils(tmp: Path, rounds: int) -> dict[str, Any]:
                 time.sleep(0.01)
             to_ils.append(time.perf_counter() - t0)
     finally:
-        loop.call_soon_threadsafe(task.cancel)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        stop.set()
+        thread.join(30)
         worker.connector.close()
         central.repo.close()
         dummy.stop()

@@ -105,11 +105,11 @@ def register_central(sub: Any) -> None:
     c = p.add_subparsers(dest="ils_command", required=True, metavar="check|status|resync|drain")
     for name, text in (
         ("check", "reach the library system with the account of [ils]"),
-        ("status", "the queue: pending, held (and why), linked readers"),
-        ("resync", "release held items and push every reader (or --patron) again"),
-        ("drain", "send what is due now, in the foreground, until nothing is"),
+        ("status", "the queue of pushes to the library system: pending, held (and why)"),
+        ("resync", "release held items and push every reader (or --patron) to the library system"),
+        ("drain", "send what is due to the library system now, in the foreground"),
     ):
-        a = c.add_parser(name, help=text)
+        a = c.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.")
         a.add_argument("--config", type=Path, required=True, help="central TOML file")
         a.add_argument("--json", action="store_true")
         if name == "resync":

@@ -43,7 +43,13 @@ def cmd_sip(args: argparse.Namespace) -> int:
                 )
                 sys.stdout.flush()
             asyncio.run(
-                serve(args.port, args.host, patron_info=args.patron_info, rest_port=args.rest_port)
+                serve(
+                    args.port,
+                    args.host,
+                    patron_info=args.patron_info,
+                    rest_port=args.rest_port,
+                    patrons_file=args.patrons_file,
+                )
             )
         except KeyboardInterrupt:
             pass

@@ -25,7 +25,7 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -99,6 +99,12 @@ class PatronBook:
                 return p
         return None
 
+    def restrict(self, patron_id: int, on: bool = True) -> None:
+        """A librarian adds (or lifts) a restriction in "Koha": the patron's ``updated_on``
+        moves, as Koha's does when the borrower row changes."""
+        (self.restricted.add if on else self.restricted.discard)(patron_id)
+        self.patrons[patron_id]["updated_on"] = _now()
+
     def status_of(self, cardnumber: str) -> tuple[str, str]:
         """(full name, kind) for SIP2: "" and "unknown" when there is no such patron."""
         p = self.by_card(cardnumber)
@@ -114,6 +120,19 @@ class PatronBook:
         doc["restricted"] = p["patron_id"] in self.restricted
         doc["anonymized"] = False
         return doc
+
+
+def _now() -> str:
+    """Koha's ``updated_on``: the time of the patron's last change (date-time)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def _since(value: Any) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _errors(body: Any, partial_ok: bool = False) -> list[dict[str, str]]:
@@ -250,9 +269,17 @@ def build_app(book: PatronBook) -> FastAPI:
             ]
             if "cardnumber" in q:
                 found = [p for p in found if p.get("cardnumber") == q["cardnumber"]]
-        per_page = params.get("_per_page", "20")
-        n = int(per_page) if per_page.isdigit() else 20
-        return JSONResponse([book.out(p, embed(request)) for p in found[: max(n, 1)]])
+            changed = q.get("updated_on")
+            if isinstance(changed, dict) and ">=" in changed:
+                since = _since(changed[">="])
+                if since is None:
+                    return JSONResponse({"error": "updated_on is not a date-time"}, 400)
+                found = [p for p in found if (_since(p.get("updated_on")) or since) >= since]
+        per_page, page = params.get("_per_page", "20"), params.get("_page", "1")
+        n = max(int(per_page) if per_page.isdigit() else 20, 1)
+        first = (max(int(page), 1) - 1) * n if page.isdigit() else 0
+        found.sort(key=lambda p: p["patron_id"])
+        return JSONResponse([book.out(p, embed(request)) for p in found[first : first + n]])
 
     @app.post("/api/v1/patrons")
     async def add(request: Request) -> JSONResponse:
@@ -274,6 +301,7 @@ def build_app(book: PatronBook) -> FastAPI:
                 cardnumber=card or f"{pid:08d}",  # autoMemberNum, as Koha can
                 extended_attributes=list(body.get("extended_attributes") or []),
                 date_enrolled=date.today().isoformat(),
+                updated_on=_now(),
             )
             book.patrons[pid] = patron
             book.save()
@@ -305,6 +333,7 @@ def build_app(book: PatronBook) -> FastAPI:
             for k in PATRON_PROPERTIES - {"extended_attributes"}:
                 if k in body:
                     p[k] = body[k]
+            p["updated_on"] = _now()
             book.save()
             if "extended_attributes" in body:
                 p["extended_attributes"] = list(body["extended_attributes"])
@@ -320,6 +349,7 @@ def build_app(book: PatronBook) -> FastAPI:
         if p is None:
             return JSONResponse({"error": "Patron not found"}, 404)
         p["extended_attributes"] = list(body)
+        p["updated_on"] = _now()
         book.save()
         return JSONResponse(p["extended_attributes"])
 

@@ -93,6 +93,11 @@ class Connector(Protocol):
         """None: the library system has no such patron (deleted there)."""
         ...
 
+    def changed_since(self, since: str) -> list[IlsPatron]:
+        """Patrons the library system changed at or after ``since`` (ISO date-time): status
+        back without asking about every reader."""
+        ...
+
     def create(self, data: PatronData) -> IlsPatron:
         """A new patron; CardTaken when the card number is already one's."""
         ...

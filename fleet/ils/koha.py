@@ -275,6 +275,20 @@ class KohaConnector:
         doc = self._get_doc(ils_id)
         return None if doc is None else self._patron(doc)
 
+    def changed_since(
+        self, since: str, per_page: int = 100, max_pages: int = 200
+    ) -> list[IlsPatron]:
+        """Koha's ``updated_on`` ("time of last change, useful for synchronization with
+        external systems", patron.yaml), page by page."""
+        q = json.dumps({"updated_on": {">=": since}})
+        out: list[IlsPatron] = []
+        for page in range(1, max_pages + 1):
+            batch = self._list({"q": q, "_page": str(page), "_per_page": str(per_page)})
+            out += batch
+            if len(batch) < per_page:
+                break
+        return out
+
     def create(self, data: PatronData) -> IlsPatron:
         try:
             r = self._send("POST", "/patrons", json=body_of(data, self.ref_attribute))

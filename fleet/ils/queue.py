@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
-from biblioedge.fleet.db import ils_links, ils_queue, readers
+from biblioedge.fleet.db import ils_links, ils_queue, reader_profiles, readers
 from biblioedge.fleet.ils.connector import ILS_OPS, IlsOp, IlsPatron
+from biblioedge.fleet.readers import Readers, UnknownReader, open_name
 from biblioedge.protocol import utc_now
 
 PENDING, HELD, DONE = "pending", "held", "done"
@@ -53,6 +55,19 @@ def enqueue(
         .returning(ils_queue.c.id)
     ).scalar_one()
     return int(row)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A reader as central holds it when a push is sent (opened: name and profile)."""
+
+    site: str
+    status: str
+    expires_at: str
+    barcode: str
+    name: str
+    citizen_ref: str
+    profile: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -116,19 +131,26 @@ class Queue:
         return [Item(r.id, r.patron_id, r.op, dict(r.data or {}), r.attempts) for r in rows]
 
     def done(self, item: Item, link: IlsPatron | None) -> None:
-        """The library system has it: the item is done and the link is what it holds (None:
-        the patron is gone there, as asked)."""
+        self.done_many([(item, link)])
+
+    def done_many(self, finished: list[tuple[Item, IlsPatron | None]]) -> None:
+        """The library system has them: the items are done and each link is what it holds
+        (None: the patron is gone there, as asked). One transaction for a round's worth: a
+        crash before it only means those are sent again, and found there."""
+        if not finished:
+            return
         now = utc_now()
         with self.engine.begin() as conn:
-            conn.execute(
-                update(ils_queue)
-                .where(ils_queue.c.id == item.id)
-                .values(state=DONE, done_at=now, reason=None, detail=None)
-            )
-            if link is None:
-                conn.execute(delete(ils_links).where(ils_links.c.patron_id == item.patron_id))
-            else:
-                self.link_in(conn, item.patron_id, link, now)
+            for item, link in finished:
+                conn.execute(
+                    update(ils_queue)
+                    .where(ils_queue.c.id == item.id)
+                    .values(state=DONE, done_at=now, reason=None, detail=None)
+                )
+                if link is None:
+                    conn.execute(delete(ils_links).where(ils_links.c.patron_id == item.patron_id))
+                else:
+                    self.link_in(conn, item.patron_id, link, now)
 
     @staticmethod
     def link_in(conn: Connection, patron_id: str, link: IlsPatron, now: datetime) -> None:
@@ -178,16 +200,79 @@ class Queue:
 
     def resync(self, patron_id: str | None = None) -> int:
         """Release what waits, and queue an update of every reader (or one): the library
-        system gets central's current state again (after an outage of its own, a restore)."""
+        system gets central's current state again (after an outage of its own, a restore).
+        A reader the library system deleted is pushed again only when named."""
         self.release(patron_id)
         with self.engine.begin() as conn:
             q = select(readers.c.patron_id).order_by(readers.c.patron_id)
             if patron_id is not None:
                 q = q.where(readers.c.patron_id == patron_id)
+                # asked for by name: one the library system deleted is created there again
+                conn.execute(
+                    delete(ils_links).where(
+                        (ils_links.c.patron_id == patron_id) & (ils_links.c.ils_status == "deleted")
+                    )
+                )
             ids = [r[0] for r in conn.execute(q)]
             for pid in ids:
                 enqueue(conn, pid, "update")
         return len(ids)
+
+    # -- the readers, as the pushes and status back read and change them ------------------
+
+    def snapshot(self, registry: Readers, patron_id: str) -> Snapshot | None:
+        """The reader with name and profile opened; None when she is gone (or has no
+        profile: made through the API, not at a desk)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
+            prof = conn.execute(
+                select(reader_profiles).where(reader_profiles.c.patron_id == patron_id)
+            ).first()
+        if row is None or prof is None:
+            return None
+        aead = registry.aead
+        profile = orjson.loads(aead.decrypt(prof.nonce, prof.sealed, patron_id.encode()))
+        return Snapshot(
+            site=row.site,
+            status=row.status,
+            expires_at=row.expires_at,
+            barcode=row.barcode or "",
+            name=open_name(aead, patron_id, row.name_nonce, row.name_sealed),
+            citizen_ref=prof.citizen_ref,
+            profile={str(k): str(v) for k, v in dict(profile).items()},
+        )
+
+    def set_reader(
+        self,
+        registry: Readers,
+        patron_id: str,
+        *,
+        status: str | None = None,
+        barcode: str | None = None,
+    ) -> str | None:
+        """Change the reader's status or barcode at central (through the readers' upsert, so
+        her site's gallery log moves and kiosks hear of it); her site if anything changed."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
+            if row is None:
+                return None
+            new_status = status or row.status
+            new_barcode = barcode if barcode is not None else row.barcode
+            if (new_status, new_barcode) == (row.status, row.barcode):
+                return None
+            name = registry.name_of(conn, patron_id)
+            registry.upsert_in(
+                conn, patron_id, row.site, name, new_status, row.expires_at, new_barcode
+            )
+        return str(row.site)
+
+    def site_of(self, patron_id: str) -> str:
+        """The reader's site, "" when she is gone."""
+        with self.engine.connect() as conn:
+            try:
+                return Readers.site_of(conn, patron_id)
+            except UnknownReader:
+                return ""
 
     def link(self, patron_id: str) -> IlsPatron | None:
         with self.engine.connect() as conn:
@@ -206,6 +291,19 @@ class Queue:
                 .limit(limit)
             ).all()
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def links_of(self, ils_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """ILS id -> (patron id, last status) for those of ``ils_ids`` central linked."""
+        out: dict[str, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ils_ids), 500):
+                for r in conn.execute(
+                    select(ils_links.c.ils_id, ils_links.c.patron_id, ils_links.c.ils_status).where(
+                        ils_links.c.ils_id.in_(ils_ids[start : start + 500])
+                    )
+                ):
+                    out[r[0]] = (r[1], r[2])
+        return out
 
     def set_status(self, patron_id: str, status: str) -> None:
         with self.engine.begin() as conn:

@@ -98,6 +98,12 @@ class IlsConfig(StrictModel):
         "statistics kept) instead of deleted",
     )
     timeout_s: float = Field(default=10.0, gt=0, le=120, description="Per request")
+    concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Readers pushed at once (each reader's changes stay in order)",
+    )
     backoff_s: float = Field(default=2.0, gt=0, le=600, description="First retry delay")
     backoff_max_s: float = Field(default=300.0, gt=0, le=86400, description="Longest delay")
     status_poll_s: float = Field(

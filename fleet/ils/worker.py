@@ -14,25 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
-
-import orjson
-from sqlalchemy import select
+from datetime import date, timedelta
 
 from biblioedge.fleet.authz import SecurityCase
-from biblioedge.fleet.db import reader_profiles, readers
 from biblioedge.fleet.ils.connector import CardTaken, Connector, IlsError, IlsPatron, PatronData
 from biblioedge.fleet.ils.mapping import map_reader
 from biblioedge.fleet.ils.queue import Item, Queue
 from biblioedge.fleet.ils.settings import IlsConfig
-from biblioedge.fleet.readers import Readers, UnknownReader, open_name
+from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Repo
+from biblioedge.protocol import utc_now
 
 log = logging.getLogger("biblioedge.fleet.ils")
 
 #: The attention cases' device: central's connector, not a kiosk.
 CASE_DEVICE = "central-ils"
+#: Changes asked for from a little before the last poll: the library system's clock and
+#: central's differ, and a change made while the last answer was built must not fall between.
+CLOCK_MARGIN = timedelta(minutes=2)
 #: How often an idle worker looks for new items (one indexed query): a registration reaches
 #: the library system within about this long plus the requests.
 IDLE_S = 0.25
@@ -70,33 +71,27 @@ class IlsWorker:
         self.queue = queue or Queue(repo.engine, cfg.backoff_s, cfg.backoff_max_s)
         self.on_gallery = on_gallery
         self._poll_after = ""
+        self._changed_since = utc_now()
         #: after a failure of the library system itself: wait this long before the next round
         self.pause_s = 0.0
 
     # -- reading central ------------------------------------------------------------------
 
     def reader_now(self, patron_id: str) -> ReaderNow | None:
-        with self.repo.engine.connect() as conn:
-            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
-            prof = conn.execute(
-                select(reader_profiles).where(reader_profiles.c.patron_id == patron_id)
-            ).first()
-        if row is None or prof is None:
+        snap = self.queue.snapshot(self.readers, patron_id)
+        if snap is None:
             return None
-        aead = self.readers.aead
-        name = open_name(aead, patron_id, row.name_nonce, row.name_sealed)
-        profile = orjson.loads(aead.decrypt(prof.nonce, prof.sealed, patron_id.encode()))
-        card = patron_id if self.cfg.card_numbers == "desk" else (row.barcode or None)
+        card = patron_id if self.cfg.card_numbers == "desk" else (snap.barcode or None)
         data = map_reader(
             self.cfg,
             cardnumber=card,
-            site=row.site,
-            full_name=name,
-            citizen_ref=prof.citizen_ref,
-            expires_at=row.expires_at,
-            profile={str(k): str(v) for k, v in dict(profile).items()},
+            site=snap.site,
+            full_name=snap.name,
+            citizen_ref=snap.citizen_ref,
+            expires_at=snap.expires_at,
+            profile=snap.profile,
         )
-        return ReaderNow(row.site, row.status, row.expires_at, row.barcode or "", data)
+        return ReaderNow(snap.site, snap.status, snap.expires_at, snap.barcode, data)
 
     # -- the push ---------------------------------------------------------------------------
 
@@ -107,6 +102,14 @@ class IlsWorker:
         """The reader in the library system, created once whatever happened before."""
         c = self.connector
         link = self.queue.link(patron_id)
+        if link is not None and link.status == "deleted":
+            raise IlsError(
+                "deleted_in_ils",
+                "the library system deleted this reader; erase her at central, or push her "
+                "again with central ils resync --patron",
+                retry=False,
+                person=True,
+            )
         if link is not None:
             try:
                 return c.update(link.ils_id, data)
@@ -158,7 +161,9 @@ class IlsWorker:
             and patron.cardnumber != now.barcode
         ):
             self._keep_card(item.patron_id, patron.cardnumber)
-        if item.op == "block" or (item.op in ("create", "update") and now.status == "blocked"):
+        # a new patron carries central's block; an update keeps what the library system has
+        # (a block mirrored from it must not come back as one of central's)
+        if item.op == "block" or (item.op == "create" and now.status == "blocked"):
             c.set_blocked(patron.ils_id, True)
         elif item.op == "unblock":
             c.set_blocked(patron.ils_id, False)
@@ -174,31 +179,38 @@ class IlsWorker:
     def _keep_card(self, patron_id: str, cardnumber: str) -> None:
         """The library system issued the number: it becomes the reader's barcode at central
         (what kiosks accept and SIP2 asks about)."""
-        with self.repo.engine.begin() as conn:
-            try:
-                name = self.readers.name_of(conn, patron_id)
-            except UnknownReader:
-                return
-            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).one()
-            self.readers.upsert_in(
-                conn, patron_id, row.site, name, row.status, row.expires_at, cardnumber
-            )
+        self.queue.set_reader(self.readers, patron_id, barcode=cardnumber)
 
     def step(self, limit: int = 50) -> int:
-        """Send what is due; how many items were tried. Stops at the first failure that is
-        the library system's rather than the reader's (down, timeout, 5xx, credentials): the
-        rest wait for the next round instead of each trying the same dead server now."""
+        """Send what is due; how many items were tried. Items of different readers go
+        ``[ils] concurrency`` at a time (one reader's items never together: ``due`` gives each
+        reader's first only), and those done are marked in one transaction per batch. A
+        failure of the library system itself (down, timeout, 5xx, credentials) ends the
+        round: the rest wait for the next one instead of each trying the same dead server."""
         items = self.queue.due(limit)
-        for n, item in enumerate(items, 1):
-            delay = self._one(item)
-            if delay is not None:
-                self.pause_s = delay
-                return n
         self.pause_s = 0.0
-        return len(items)
+        width = max(1, self.cfg.concurrency)
+        tried = 0
+        with ThreadPoolExecutor(width, thread_name_prefix="ils") as pool:
+            for start in range(0, len(items), width):
+                chunk = items[start : start + width]
+                outcomes = list(pool.map(self._one, chunk))
+                tried += len(chunk)
+                self.queue.done_many(
+                    [
+                        (item, link)
+                        for item, (ok, link, _) in zip(chunk, outcomes, strict=True)
+                        if ok
+                    ]
+                )
+                failed = [delay for _, _, delay in outcomes if delay is not None]
+                if failed:
+                    self.pause_s = min(failed)
+                    break
+        return tried
 
-    def _one(self, item: Item) -> float | None:
-        """None, or the backoff when the library system itself failed."""
+    def _one(self, item: Item) -> tuple[bool, IlsPatron | None, float | None]:
+        """(sent, the link to keep, the backoff when the library system itself failed)."""
         try:
             link = self.send(item)
         except IlsError as exc:
@@ -207,25 +219,19 @@ class IlsWorker:
                 self._case(item, exc)
             if delay is None:
                 log.warning("library system: %s %s held: %s", item.op, item.patron_id, exc)
-                return None
+                return False, None, None
             log.info(
                 "library system: %s %s again in %.0f s: %s", item.op, item.patron_id, delay, exc
             )
-            return delay if exc.reason in SYSTEM_WIDE else None
+            return False, None, delay if exc.reason in SYSTEM_WIDE else None
         except Exception as exc:  # a bug or a broken row costs that item a retry, not the loop
             log.exception("library system push %s failed", item.id)
             self.queue.failed(item, "internal", repr(exc)[:300], retry=True)
-            return None
-        self.queue.done(item, link)
-        return None
+            return False, None, None
+        return True, link, None
 
     def _case(self, item: Item, exc: IlsError) -> None:
-        site = ""
-        with self.repo.engine.connect() as conn:
-            try:
-                site = Readers.site_of(conn, item.patron_id)
-            except UnknownReader:
-                pass
+        site = self.queue.site_of(item.patron_id)
         self.repo.raise_case(
             SecurityCase(CASE_DEVICE, site, f"ils_{exc.reason}", f"{item.patron_id}: {exc.detail}"),
             None,
@@ -234,26 +240,45 @@ class IlsWorker:
     # -- status back ------------------------------------------------------------------------
 
     def poll_status(self, batch: int = 200) -> list[str]:
-        """Ask about the next ``batch`` linked readers; the sites whose gates must hear of a
-        change. A reader blocked, expired or deleted in the library system is blocked or
-        expired at central, so kiosks refuse her from their next gallery sync."""
+        """Status back; the sites whose gates must hear of a change. First the patrons the
+        library system changed since the last poll (its ``updated_on``: a restriction, a new
+        expiry), whatever their number; then a sweep of the next ``batch`` linked readers
+        (deletions leave no change behind, and a card expires by the date alone). A reader
+        blocked, expired or deleted there is blocked or expired at central, so kiosks refuse
+        her from their next gallery sync."""
+        sites: set[str] = set()
+        started = utc_now()
+        since = (self._changed_since - CLOCK_MARGIN).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        try:
+            changed = self.connector.changed_since(since)
+        except IlsError as exc:
+            log.info("status back: the changes since %s: %s", since, exc)
+        else:
+            self._changed_since = started
+            linked = self.queue.links_of([p.ils_id for p in changed])
+            for p in changed:
+                if p.ils_id in linked:
+                    patron_id, last = linked[p.ils_id]
+                    sites |= self._status_is(patron_id, last, p.status)
         links = self.queue.links(batch, self._poll_after)
-        self._poll_after = links[-1][0] if len(links) == batch else ""
-        sites: list[str] = []
         for patron_id, ils_id, last in links:
             try:
                 found = self.connector.get(ils_id)
             except IlsError as exc:
                 log.info("status back stopped at %s: %s", patron_id, exc)
-                break
-            status = found.status if found is not None else "deleted"
-            if status == last:
-                continue
-            self.queue.set_status(patron_id, status)
-            site = self._mirror(patron_id, status)
-            if site:
-                sites.append(site)
-        return sorted(set(sites))
+                return sorted(sites)
+            self._poll_after = patron_id
+            sites |= self._status_is(patron_id, last, found.status if found else "deleted")
+        if len(links) < batch:
+            self._poll_after = ""  # the sweep went round: from the start next time
+        return sorted(sites)
+
+    def _status_is(self, patron_id: str, last: str, status: str) -> set[str]:
+        if status == last:
+            return set()
+        self.queue.set_status(patron_id, status)
+        site = self._mirror(patron_id, status)
+        return {site} if site else set()
 
     def check_one(self, patron_id: str) -> tuple[str, str | None] | None:
         """Ask about one linked reader now (the library system's hook): (its status there,
@@ -270,17 +295,12 @@ class IlsWorker:
         return status, site
 
     def _mirror(self, patron_id: str, status: str) -> str | None:
-        kiosk_status = {"deleted": "blocked"}.get(status, status)
-        with self.repo.engine.begin() as conn:
-            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
-            if row is None or row.status == kiosk_status:
-                return None
-            name = self.readers.name_of(conn, patron_id)
-            self.readers.upsert_in(
-                conn, patron_id, row.site, name, kiosk_status, row.expires_at, row.barcode
-            )
-        log.info("library system says %s is %s: kiosks refuse from next sync", patron_id, status)
-        return str(row.site)
+        site = self.queue.set_reader(
+            self.readers, patron_id, status={"deleted": "blocked"}.get(status, status)
+        )
+        if site is not None:
+            log.info("library system: %s is %s there; kiosks refuse her", patron_id, status)
+        return site
 
     # -- the loop ---------------------------------------------------------------------------
 
