@@ -26,6 +26,7 @@ from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.dashboard import Sessions
 from biblioedge.fleet.enrollments import EnrollmentError, Registry
 from biblioedge.fleet.ils.worker import IlsWorker
+from biblioedge.fleet.lifecycle import Lifecycle
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.releases import ReleaseRepo
@@ -205,18 +206,17 @@ def create_app(
     app.include_router(audit_routes.router(audit), dependencies=authenticated)
 
     async def changed(site: str) -> None:
+        """A reader changed: she is at every branch, so every branch's kiosks follow."""
+        await everywhere()
+
+    async def everywhere() -> None:
         if bridge is not None:
-            await bridge.gallery_changed(site)
+            await bridge.library_changed()
 
     if readers is not None:
-        app.include_router(reader_routes.router(readers, changed), dependencies=authenticated)
+        life = Lifecycle(readers, cards) if cards is not None else None
+        app.include_router(reader_routes.router(readers, changed, life), dependencies=authenticated)
     if readers is not None and cards is not None:
-        rdr = readers
-
-        async def everywhere() -> None:
-            for site in await run_in_threadpool(rdr.sites):
-                await changed(site)
-
         app.include_router(card_routes.router(cards, everywhere), dependencies=authenticated)
         app.include_router(
             consent_routes.router(cards, readers, changed), dependencies=authenticated

@@ -231,8 +231,8 @@ class Bridge:
                 )
             self._count(result)
             await self._resend_galleries(client, result.gallery_versions)
-            for site in result.changed_sites:  # a desk registered readers: gates follow now
-                await self.gallery_changed(site)
+            if result.changed_sites:  # a desk registered readers: every branch follows now
+                await self.library_changed()
             if self.replays is not None and self.replays.backup_id is not None:
                 await self._ask_replays(client, batch)
             # Acks only after the transaction committed: that is the whole promise. They are
@@ -363,6 +363,14 @@ class Bridge:
         with contextlib.suppress(aiomqtt.MqttError):
             for base in sorted(versions):
                 await self._send_gallery(client, site, base)
+
+    async def library_changed(self, site: str = "") -> None:
+        """A reader changed: she is at every branch, so every branch's kiosks follow now
+        (``site``, her home branch, is no limit; the signature is ``gallery_changed``'s)."""
+        del site
+        loop = asyncio.get_running_loop()
+        for branch in await loop.run_in_executor(self._db, self.readers.sites):
+            await self.gallery_changed(branch)
 
     async def _publish_keys(self, client: aiomqtt.Client, site: str | None) -> None:
         """The site keys, wrapped to each gate of ``site`` (every site: None), retained."""

@@ -162,7 +162,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     worker = None
     if cfg.ils is not None:  # pushes readers to the library system; status back
         worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
-        worker.on_gallery = bridge.gallery_changed
+        worker.on_gallery = bridge.library_changed  # her status, at every branch
     app = create_app(
         cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts, ils=worker
     )

@@ -188,6 +188,7 @@ consents = Table(
     Column("idempotency_key", String(64), nullable=True, unique=True),
     Column("recorded_at", UTCDateTime, nullable=False),
     Column("withdrawn_at", UTCDateTime, nullable=True),
+    Column("sites", JSON, nullable=True, comment="branches it covers; null: every branch"),
 )
 
 

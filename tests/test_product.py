@@ -188,12 +188,17 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     assert regs[0]["payload"]["check"]["passive_auth"] == "ok"
     patron = regs[0]["payload"]["patron_id"]
     assert (tmp_path / "demo" / "cards" / f"{patron}.png").exists()
-    # ...and the gate then lets her in by face
+    # ...and the gate then lets her in by face, at the other branch (issue 22)
     wait_until(
         lambda: any(p.get("patron_id") == patron and p["decision"] == "grant" for p in gate()),
         90,
         what="the newly registered reader recognized at the gate",
     )
+    sites = {
+        d["device_id"]: d["site"]
+        for d in httpx.get(f"{api_url}/devices", headers=auth, verify=ca).json()
+    }
+    assert regs[0]["site"] == sites["desk-01"] != sites["gate-01"]
     granted = {p["patron_id"] for p in gate() if p["decision"] == "grant"}
     assert granted <= {"P000101", "P000102", "P000103", "P000104", patron}
     devices = httpx.get(f"{api_url}/devices", headers=auth, verify=ca).json()

@@ -14,6 +14,7 @@ from typing import Any
 
 from biblioedge.cli import backup
 from biblioedge.cli import ils as ilscli
+from biblioedge.cli import readers as readercli
 from biblioedge.settings import ConfigError
 
 # what a command runs is imported inside its function (why: cli/agent.py)
@@ -204,8 +205,9 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
 
 
 def register_central(p: argparse.ArgumentParser) -> None:
-    """``central init`` and ``central token create|list|revoke`` under ``central``."""
-    sub = p.add_subparsers(dest="central_command", metavar="[init|token|backup|restore|ils]")
+    """``central init`` and ``central token create|list|revoke`` under ``central``, and the
+    other ``central`` commands (``backup``, ``restore``, ``ils``, ``reader``)."""
+    sub = p.add_subparsers(dest="central_command", metavar="[init|token|backup|restore|ils|reader]")
     i = sub.add_parser(
         "init",
         help="create central's keys and device CA, write the broker's files",
@@ -235,6 +237,7 @@ def register_central(p: argparse.ArgumentParser) -> None:
     r.set_defaults(func=_cmd_token_revoke)
     backup.register_central(sub)
     ilscli.register_central(sub)
+    readercli.register_central(sub)
 
 
 def register(sub: Any) -> None:

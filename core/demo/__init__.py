@@ -5,6 +5,8 @@ The exit gate runs its real flow on a reader whose field the demo fills (docs/ex
 The desk runs its real flow: a simulated citizen's CCCD lies on a virtual PC/SC reader (pcscd
 + vpcd + the chip simulator), its QR comes through a simulated hand scanner, a demo librarian
 taps consent; central issues the card; the new reader's face then opens the simulated gate.
+The desk stands at the district branch and the gate at the main building: a reader registered
+at one branch enters the other (readers are the library's, fleet/readers.py).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger("biblioedge.demo")
 # of central import, imports this package first.
 
 SITE = "tv-tinh"  # the provincial library's main building
+BRANCH = "tv-huyen"  # a district branch: the demo's card desk stands there
 DEVICES = (
     ("gate-01", "gate"),
     ("selfcheck-01", "selfcheck"),
@@ -206,14 +209,17 @@ def _story(central: CentralProcess, stop: threading.Event) -> None:
                 items = api.get("/events", params={"type": "desk.registration"}).json()["items"]
                 if items:
                     patron = items[0]["payload"]["patron_id"]
-                    _say(f"desk-01 registered a reader as {patron}; card printed")
+                    _say(f"desk-01 at {BRANCH} registered a reader as {patron}; card printed")
                 continue
             items = api.get("/events", params={"type": "gate.decision", "limit": 200}).json()
             if any(
                 i["payload"].get("patron_id") == patron and i["payload"]["decision"] == "grant"
                 for i in items["items"]
             ):
-                _say(f"gate-01 recognized {patron} by face: gate opened")
+                _say(
+                    f"gate-01 at {SITE} recognized {patron} by face: gate opened "
+                    f"(registered at {BRANCH}: one reader, every branch)"
+                )
                 return
 
 
@@ -347,7 +353,14 @@ class _Demo:
         }
         return AgentProcess(
             agent_dir,
-            agent_config(agent_dir, device_id, role, SITE, self.broker.url, **sections),
+            agent_config(
+                agent_dir,
+                device_id,
+                role,
+                BRANCH if role == "desk" else SITE,
+                self.broker.url,
+                **sections,
+            ),
             self.central,
         )
 
@@ -442,7 +455,8 @@ class _Demo:
                 f"  API      {api_url}   (OpenAPI docs: {central.url}/docs)",
                 f"  CA       {central.ca_file}   (curl --cacert)",
                 f"  token    {self.token}   (admin; also in {self.token_file})",
-                f"  kiosks   {', '.join(a.device_id for a in self.agents)} at site {SITE}",
+                f"  kiosks   {', '.join(a.device_id for a in self.agents)} at site {SITE}"
+                f" (desk-01 at the branch {BRANCH})",
                 (
                     f"  fleet    {len(kiosk_names())} simulated kiosks at "
                     f"{', '.join(FLEET_SITES)} (releases built, signed and rolled out "
