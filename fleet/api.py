@@ -29,6 +29,8 @@ from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reportdocs.monthly import MonthlyReports
+from biblioedge.fleet.reportdocs.source import Figures
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.fleet.routers import audit as audit_routes
 from biblioedge.fleet.routers import cards as card_routes
@@ -40,6 +42,7 @@ from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
+from biblioedge.fleet.routers import reports_page
 from biblioedge.fleet.routers import rollouts as rollout_routes
 from biblioedge.fleet.routers.common import SECURED, STRICT
 from biblioedge.fleet.throttle import FailureThrottle, client_key
@@ -88,6 +91,8 @@ def create_app(
     registry: Registry | None = None,
     releases: ReleaseRepo | None = None,
     rollouts: Rollouts | None = None,
+    figures: Figures | None = None,
+    monthly: MonthlyReports | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
@@ -223,6 +228,8 @@ def create_app(
             app.include_router(release_routes.floor_router(rollouts), dependencies=authenticated)
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
     app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
+    if figures is not None:
+        app.include_router(reports_page.router(sessions, figures, monthly))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

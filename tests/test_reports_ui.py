@@ -1,0 +1,429 @@
+"""Reports as people read them: the dashboard's reports page in a real headless Chromium
+(charts drawn by the vendored Chart.js, Vietnamese first, English on a tap, viewer and
+librarian), the Department's XLSX read back with openpyxl, the CSV of daily figures, the
+refusals of bad requests, and the monthly report central keeps."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import os
+import shutil
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openpyxl
+import pytest
+import uvicorn
+
+from biblioedge.fleet.api import create_app
+from biblioedge.fleet.auth import Tokens
+from biblioedge.fleet.config import CentralConfig
+from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reportdocs import text as words
+from biblioedge.fleet.reportdocs.model import FIGURES, Day, Kiosk, PeriodReport
+from biblioedge.fleet.reportdocs.monthly import MonthlyReports
+from biblioedge.fleet.reportdocs.sheet import daily_csv, xlsx
+from biblioedge.procs import free_port
+
+CHROMIUM = shutil.which("chromium")
+DRIVER = shutil.which("chromedriver")
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed"
+)
+SITES = ("tv-huyen", "tv-tinh")
+SHOTS = Path(os.environ.get("BIBLIOEDGE_SHOTS", "/tmp/biblioedge-shots"))
+
+
+class SampleFigures:
+    """Figures shaped like ``fleet.reports``' answers, computed from a rule, so each test
+    knows what every page and file must say. ``tv-huyen``'s children are a small cell."""
+
+    def __init__(self, today: dt.date, late: set[str] | None = None) -> None:
+        self.today = today
+        self.late = late or set()  # kiosks whose events have not all arrived
+        self.asked: list[tuple[dt.date, dt.date, str | None]] = []
+
+    def sites(self) -> list[str]:
+        return list(SITES)
+
+    @staticmethod
+    def day(d: dt.date, site: str) -> dict[str, int | None]:
+        big = site == "tv-tinh"
+        weekend = d.weekday() >= 5
+        visits = (300 if big else 40) + d.day * 3 + (120 if weekend and big else 0)
+        children = visits // 4 if big else None  # suppressed: fewer than the minimum
+        loans = (90 if big else 12) + d.day
+        renewals = 10 if big else 1
+        counts: dict[str, int | None] = {
+            "visits": visits,
+            "unique_readers": visits - 20,
+            "adults": visits - children if children is not None else None,
+            "children": children,
+            "refusals": 7,
+            "loans": loans,
+            "returns": loans - 5,
+            "renewals": renewals,
+            "items_served": loans + renewals,
+            "items_refused": 2,
+            "offline_loans": 1,
+            "cards_new": 5 if big else 1,
+            "cards_renewed": 2,
+            "cards_replaced": 1 if d.day % 10 == 0 else 0,
+            "erasures": 0,
+            "preregistrations": 3,
+            "exit_alarms": 1 if d.day % 7 == 0 else 0,
+        }
+        return counts
+
+    def _totals(self, start: dt.date, end: dt.date, site: str | None) -> dict[str, int | None]:
+        totals: dict[str, int | None] = dict.fromkeys(FIGURES, 0)
+        for s in [site] if site else SITES:
+            d = start
+            while d <= end:
+                for k, v in self.day(d, s).items():
+                    have = totals[k]
+                    totals[k] = None if v is None or have is None else have + v
+                d += dt.timedelta(days=1)
+        if totals["unique_readers"] is not None:  # unique over the period: fewer than a sum
+            totals["unique_readers"] = totals["unique_readers"] // 3
+        return totals
+
+    def period(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport:
+        self.asked.append((start, end, site))
+        days = []
+        d = start
+        while d <= end:
+            days += [Day(d, s, self.day(d, s)) for s in ([site] if site else SITES)]
+            d += dt.timedelta(days=1)
+        ago = dt.timedelta(days=365)
+        last = self._totals(start - ago, end - ago, site)
+        last = {k: None if v is None else v * 9 // 10 for k, v in last.items()}  # grew 11 %
+        week = tuple(
+            tuple(
+                0 if h < 7 or h > 20 else (30 + 6 * wd + 30 * (wd >= 5)) * (1 + (h in (9, 15)))
+                for h in range(24)
+            )
+            for wd in range(7)
+        )
+        months = tuple(
+            (m, 9000 + 400 * m if m <= end.month else None, 8000 + 350 * m) for m in range(1, 13)
+        )
+        mark = dt.datetime.combine(end, dt.time(23, 0), dt.UTC)
+        kiosks = tuple(
+            Kiosk(k, s, mark - dt.timedelta(days=3) if k in self.late else mark)
+            for k, s in (("gate-1", "tv-tinh"), ("gate-2", "tv-huyen"), ("self-1", "tv-tinh"))
+            if site in (None, s)
+        )
+        return PeriodReport(
+            start=start,
+            end=end,
+            site=site,
+            totals=self._totals(start, end, site),
+            last_year=last,
+            days=tuple(days),
+            week_hours=week,
+            months=months,
+            kiosks=kiosks,
+            may_grow=any(k.device_id in self.late for k in kiosks),
+            min_cell=5,
+        )
+
+
+NOVEMBER = (dt.date(2026, 11, 1), dt.date(2026, 11, 30))
+
+
+def test_words_are_there_in_both_languages_and_nfc() -> None:
+    for lang in ("vi", "en"):
+        cat = words.catalogue(lang)
+        assert set(cat) == set(words.keys())
+        assert all(v and unicodedata.is_normalized("NFC", v) for v in cat.values())
+        assert all(words.text(k, lang) for k in FIGURES)
+
+
+def test_department_spreadsheet_is_laid_out_in_vietnamese_with_last_year_and_change() -> None:
+    report = SampleFigures(dt.date(2026, 12, 6)).period(*NOVEMBER, None)
+    wb = openpyxl.load_workbook(io.BytesIO(xlsx(report, "vi", dt.date(2026, 12, 2))))
+    assert wb.sheetnames == ["Báo cáo", "Số liệu theo ngày", "Độ đầy đủ"]
+    ws = wb["Báo cáo"]
+    cells = [str(c.value) for row in ws.iter_rows() for c in row if c.value is not None]
+    assert all(unicodedata.is_normalized("NFC", c) for c in cells)
+    assert ws["D1"].value == "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+    assert ws["A4"].value == "BÁO CÁO THỐNG KÊ HOẠT ĐỘNG PHỤC VỤ BẠN ĐỌC"
+    assert ws["A5"].value == "Kỳ báo cáo: từ ngày 01/11/2026 đến ngày 30/11/2026"
+    assert ws["A6"].value == "Cơ sở: Tất cả cơ sở"
+    assert [c.value for c in ws[8]] == [
+        "STT", "Chỉ tiêu", "Đơn vị tính", "Kỳ này", "Cùng kỳ năm trước", "Tăng/giảm (%)"
+    ]  # fmt: skip
+    rows = {str(r[1].value): r for r in ws.iter_rows(min_row=9, max_row=20)}
+    visits = rows["Lượt bạn đọc đến thư viện"]
+    assert visits[0].value == 1 and visits[2].value == "lượt"
+    assert visits[3].value == report.totals["visits"]
+    assert visits[4].value == report.last_year["visits"]
+    assert visits[5].value == pytest.approx(report.change("visits") / 100)  # type: ignore[operator]
+    assert visits[5].number_format == "0.0%"
+    assert 10.0 < report.change("visits") < 12.0  # type: ignore[operator]
+    # a breakdown suppressed at one site is suppressed in the sum: shown as a dash, never 0
+    children = rows["Trong đó: thiếu nhi"]
+    assert children[0].value is None and children[3].value == "—"
+    for label in ("Thẻ bạn đọc cấp mới", "Thẻ gia hạn", "Lượt mượn", "Lượt tài liệu phục vụ"):
+        assert rows[label][3].value == report.totals[_key(label)]
+    assert rows["Thẻ bạn đọc cấp mới"][2].value == "thẻ"
+    assert any("—: ít hơn 5 người" in c for c in cells)
+    assert "Ngày lập: 02/12/2026" in cells and "Người lập biểu" in cells and "Giám đốc" in cells
+    days = wb["Số liệu theo ngày"]
+    assert days["A1"].value == "Ngày" and days["C1"].value == "Lượt bạn đọc đến thư viện"
+    assert days.max_row == 1 + 30 * 2
+    assert days["A2"].value.date() == dt.date(2026, 11, 1) and days["B2"].value == "tv-huyen"
+    # English on request, same numbers
+    en = openpyxl.load_workbook(io.BytesIO(xlsx(report, "en")))["Report"]
+    assert en["A4"].value == "REPORT ON READER SERVICES"
+    assert en["A5"].value == "Period: 2026-11-01 to 2026-11-30"
+
+
+def _key(label: str) -> str:
+    return next(k for k in FIGURES if words.text(k, "vi") == label)
+
+
+def test_csv_has_the_raw_daily_figures_with_a_bom_and_blank_suppressed_cells() -> None:
+    report = SampleFigures(dt.date(2026, 12, 6)).period(*NOVEMBER, "tv-huyen")
+    text = daily_csv(report)
+    assert text.startswith("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(text[1:])))
+    assert len(rows) == 30 and {r["site"] for r in rows} == {"tv-huyen"}
+    first = rows[0]
+    assert first["date"] == "2026-11-01"
+    expected = SampleFigures.day(dt.date(2026, 11, 1), "tv-huyen")
+    assert int(first["visits"]) == expected["visits"]
+    assert int(first["loans"]) == expected["loans"]
+    assert first["children"] == ""  # suppressed: empty, not 0
+    assert sum(int(r["loans"]) for r in rows) == report.totals["loans"]
+
+
+def test_monthly_report_is_kept_remade_while_it_may_grow_and_then_left(tmp_path: Path) -> None:
+    figures = SampleFigures(dt.date(2026, 12, 6), late={"gate-2"})
+    monthly = MonthlyReports(tmp_path / "monthly", figures, after_day=2)
+    assert monthly.make(dt.date(2026, 12, 1)) is None  # not due yet: late kiosks catch up
+    assert monthly.kept() == []
+    assert monthly.make(dt.date(2026, 12, 2)) == "2026-11"
+    assert figures.asked[-1] == (*NOVEMBER, None)
+    [kept] = monthly.kept()
+    assert kept.month == "2026-11" and kept.may_grow
+    assert kept.files == ("2026-11.xlsx", "2026-11.csv", "2026-11.json")
+    ws = openpyxl.load_workbook(tmp_path / "monthly" / "2026-11.xlsx")["Báo cáo"]
+    assert ws["A5"].value == "Kỳ báo cáo: từ ngày 01/11/2026 đến ngày 30/11/2026"
+    # still growing: made again; once complete, left alone
+    figures.late.clear()
+    assert monthly.make(dt.date(2026, 12, 3)) == "2026-11"
+    assert not monthly.kept()[0].may_grow
+    asked = len(figures.asked)
+    assert monthly.make(dt.date(2026, 12, 4)) is None
+    assert len(figures.asked) == asked
+    assert monthly.make(dt.date(2027, 1, 2)) == "2026-12"
+    assert [k.month for k in monthly.kept()] == ["2026-12", "2026-11"]
+    # only kept files by their exact names
+    assert monthly.path("2026-11.xlsx") is not None
+    for name in ("../2026-11.xlsx", "2026-11.xlsx/..", ".2026-11.xlsx.tmp", "2026-13.exe"):
+        assert monthly.path(name) is None
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    cfg = CentralConfig(data_dir=tmp_path / "central")
+    cfg.data_dir.mkdir(parents=True)
+    repo = Repo(cfg.db_url)
+    repo.migrate()
+    figures = SampleFigures(dt.datetime.now(dt.UTC).date(), late={"self-1"})
+    monthly = MonthlyReports(cfg.data_dir / "reports" / "monthly", figures)
+    monthly.make(dt.date(2026, 12, 2))
+    tokens = Tokens(repo.engine)
+    _, viewer = tokens.create("watcher", "viewer")
+    _, librarian = tokens.create("thu-thu", "librarian")
+    app = create_app(cfg, repo, None, CentralMetrics(), figures=figures, monthly=monthly)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:  # noqa: ASYNC110 - a thread, not a coroutine
+        time.sleep(0.02)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "viewer": viewer, "librarian": librarian}
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        repo.close()
+
+
+def _session(http: httpx.Client, token: str) -> None:
+    r = http.post("/dashboard/login", data={"token": token})
+    assert r.status_code == 303
+    http.cookies.set("be_session", r.cookies["be_session"])
+
+
+def test_downloads_and_refusals_of_bad_requests(central: dict[str, Any]) -> None:
+    with httpx.Client(base_url=central["url"], follow_redirects=False) as http:
+        assert http.get("/dashboard/reports").status_code == 303  # to the sign-in page
+        assert http.get("/dashboard/reports/export.xlsx").status_code == 401
+        _session(http, central["librarian"])
+        q = "from=2026-11-01&to=2026-11-30&site=tv-tinh"
+        r = http.get(f"/dashboard/reports/export.xlsx?{q}")
+        assert r.status_code == 200
+        assert (
+            'filename="bao-cao-2026-11-01-2026-11-30-tv-tinh.xlsx"'
+            in r.headers["content-disposition"]
+        )
+        ws = openpyxl.load_workbook(io.BytesIO(r.content))["Báo cáo"]
+        assert ws["A6"].value == "Cơ sở: tv-tinh"
+        r = http.get(f"/dashboard/reports/export.csv?{q}")
+        assert r.headers["content-type"].startswith("text/csv")
+        assert r.text.count("\r\n") == 31
+        r = http.get(f"/dashboard/reports/export.json?{q}&lang=en")
+        assert (
+            r.json()["totals"]["visits"]
+            == SampleFigures(dt.date.today())._totals(*NOVEMBER, "tv-tinh")["visits"]
+        )
+        refused = {
+            "from=2026-11-30&to=2026-11-01": "reversed",
+            "from=1900-01-01&to=2026-11-01": "before 2000-01-01",
+            "from=2001-01-01&to=2026-01-01": "over 10 years",
+            "from=2026-11-01&to=2026-11-30&site=nowhere": "unknown site 'nowhere'",
+            "from=2026-02-30": "must be a date",
+            "from=2026-11-01&to=2026-11-30&lang=fr": "no report in language 'fr'",
+        }
+        for query, reason in refused.items():
+            for path in ("/dashboard/reports/export.xlsx", "/dashboard/reports"):
+                r = http.get(f"{path}?{query}")
+                assert r.status_code == 422, (path, query)
+                assert reason in html.unescape(r.text), (path, query)
+        r = http.get(f"/dashboard/reports/export.pdf?{q}")
+        assert r.status_code == 422 and "no report format 'pdf'" in r.text
+        r = http.get("/dashboard/reports/monthly/2026-11.xlsx")
+        assert r.status_code == 200 and r.content[:2] == b"PK"
+        assert http.get("/dashboard/reports/monthly/..%2Fdashboard.key").status_code == 404
+        assert http.get("/dashboard/reports/static/chart.js.LICENSE.md").text.startswith(
+            "The MIT License"
+        )
+        assert http.get("/dashboard/reports/static/../../api.py").status_code == 404
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a browser or a driver
+    opts = Options()
+    opts.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--lang=vi",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(browser: Any, css: str, text: str = "", timeout: float = 15) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def seen(d: Any) -> str | bool:
+        try:
+            found = d.find_elements(By.CSS_SELECTOR, css)
+            got = " ".join(e.text for e in found)
+        except StaleElementReferenceException:
+            return False
+        return (got or True) if found and text in got else False
+
+    return str(WebDriverWait(browser, timeout).until(seen))
+
+
+def _painted(browser: Any, canvas_id: str) -> int:
+    """How many pixels of a chart's canvas are not blank: drawn, not just laid out."""
+    return int(
+        browser.execute_script(
+            "const c = document.getElementById(arguments[0]);"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;",
+            canvas_id,
+        )
+    )
+
+
+def _shoot(browser: Any, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(1400, max(1000, int(height) + 40))
+    path = SHOTS / name
+    browser.save_screenshot(str(path))
+    return path
+
+
+@needs_chromium
+@pytest.mark.parametrize("role", ["viewer", "librarian"])
+def test_reports_page_in_chromium_vietnamese_then_english(
+    central: dict[str, Any], browser: Any, role: str
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url = central["url"]
+    browser.get(url + "/dashboard/login")
+    browser.find_element(By.ID, "token").send_keys(central[role])
+    browser.find_element(By.ID, "sign-in").click()
+    _wait(browser, "#nav-reports", "Báo cáo thống kê")
+    browser.find_element(By.ID, "nav-reports").click()
+    _wait(browser, "#report-form h2", "Báo cáo thống kê")
+    # a period and a site, as a librarian would choose them
+    for field, value in (("from", "2026-11-01"), ("to", "2026-11-30")):
+        # a date input types in the browser's locale; set the value it would hold
+        browser.execute_script(
+            "document.getElementById(arguments[0]).value = arguments[1]", field, value
+        )
+    Select(browser.find_element(By.ID, "site")).select_by_value("tv-tinh")
+    browser.find_element(By.ID, "show").click()
+    _wait(browser, "#report-form h2", "tv-tinh")
+    assert "from=2026-11-01&to=2026-11-30&site=tv-tinh" in browser.current_url
+    for chart in ("chart-week", "chart-loans", "chart-years"):
+        _wait(browser, f"#{chart}[data-drawn=true]")
+        assert _painted(browser, chart) > 2000, chart
+    report = SampleFigures(dt.date.today()).period(*NOVEMBER, "tv-tinh")
+    visits = _wait(browser, "#row-visits", "Lượt bạn đọc đến thư viện")
+    assert f"{report.totals['visits']:,}".replace(",", ".") in visits  # Vietnamese: 11.475
+    assert f"+{report.change('visits')} %".replace(".", ",") in visits
+    assert "Thiếu nhi" in _wait(browser, "#row-children")
+    _wait(browser, "#may-grow", "có thể còn tăng")  # self-1 has not sent everything
+    _wait(browser, "#kiosk-gate-1", "30/11/2026 23:00")
+    _wait(browser, "#kiosk-self-1", "27/11/2026 23:00")
+    _wait(browser, "#month-2026-11", "XLSX")
+    assert browser.find_elements(By.CSS_SELECTOR, "#kiosk-gate-2") == []  # other site
+    shot = _shoot(browser, f"reports-vi-{role}.png")
+    assert shot.stat().st_size > 20_000
+    browser.find_element(By.ID, "lang").click()
+    _wait(browser, "#report-form h2", "Reports")
+    _wait(browser, "#row-visits", "Reader visits")
+    _wait(browser, "#chart-years[data-drawn=true]")
+    assert _painted(browser, "chart-years") > 2000
+    if role == "viewer":
+        _shoot(browser, "reports-en-viewer.png")
+    # the choice is remembered on the fleet page too
+    browser.find_element(By.ID, "nav-fleet").click()
+    _wait(browser, "h1", "Library fleet")
