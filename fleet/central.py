@@ -23,6 +23,7 @@ from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reports.rollup import Rollups
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import GALLERY_ROLES
@@ -110,6 +111,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
             loop.add_signal_handler(sig, stop.set)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     repo = Repo(cfg.db_url)
+    repo.rollups = Rollups(cfg.reports)
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
     await asyncio.to_thread(repo.migrate, key)  # with the key: a migration may seal data
     metrics = CentralMetrics()
@@ -118,7 +120,12 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     identity, registry = await asyncio.to_thread(open_identity, cfg, repo)
     repo.require_role = cfg.security.require  # roles come from certificates: no role, no say
     repo.effects[REGISTRATION] = Registrar(
-        readers, cards, cfg.patron_prefix, identity.seal_key, require_sealed=cfg.security.require
+        readers,
+        cards,
+        cfg.patron_prefix,
+        identity.seal_key,
+        require_sealed=cfg.security.require,
+        child_under=cfg.reports.child_under,
     )
     bridge = Bridge(cfg, repo, metrics, readers, identity)
     bridge.gates = lambda: [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
+from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.settings import (
     BrokerConfig,
     ConfigError,
@@ -266,6 +267,9 @@ class CentralConfig(StrictModel):
         default_factory=ReleasesConfig, description="Signed releases (TUF repository)"
     )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging")
+    reports: ReportsConfig = Field(
+        default_factory=ReportsConfig, description="Reports: time zone, visits, privacy"
+    )
 
     @property
     def releases_dir(self) -> Path:

@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 
 from biblioedge.fleet import authz, migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
+from biblioedge.fleet.reports.rollup import Rollups
 from biblioedge.protocol import (
     BATCH_DEPTH,
     GALLERY_ROLES,
@@ -211,6 +212,9 @@ class Repo:
         #: registry row has no role cannot be authorized, so its messages are held
         self.require_role = False
         self.cases = authz.SecurityCases()
+        #: report figures kept in the transaction that stores the events (fleet/reports);
+        #: central sets its ``[reports]`` settings, None keeps none (a benchmark's baseline)
+        self.rollups: Rollups | None = Rollups()
 
     def migrate(self, template_key: bytes | None = None) -> None:
         """Bring the schema to head. ``template_key`` is central's sealing key: a migration
@@ -553,6 +557,8 @@ class Repo:
         if good:
             fresh = [g for g in good if g["event_id"] not in have]
             _insert_ignore(conn, events, fresh, "event_id")
+            if self.rollups is not None:
+                self.rollups.apply(conn, fresh)
             result.inserted += len(fresh)
             result.duplicates += len(good) - len(fresh)
         with_id = [b for b in bad if b["event_id"] is not None]
