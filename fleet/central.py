@@ -23,6 +23,9 @@ from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reportdocs.monthly import MonthlyReports
+from biblioedge.fleet.reportdocs.source import ReportFigures
+from biblioedge.fleet.reports import Reports
 from biblioedge.fleet.reports.rollup import Rollups
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
@@ -136,7 +139,14 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
-    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts)
+    figures = ReportFigures(Reports(repo.engine, cfg.reports))
+    mr = cfg.monthly_report
+    monthly = MonthlyReports(
+        mr.dir or cfg.data_dir / "reports" / "monthly", figures, mr.lang, mr.after_day
+    )
+    app = create_app(
+        cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts, figures, monthly
+    )
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
         if role in GALLERY_ROLES:
@@ -172,6 +182,11 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         resign_loop(releases, cfg.releases.refresh_s), name="central:tuf"
     )
     rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
+    monthly_task = (
+        asyncio.create_task(monthly.run(mr.check_s), name="central:monthly-report")
+        if mr.enabled
+        else None
+    )
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -193,6 +208,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     crl_task.cancel()
     tuf_task.cancel()
     rollout_task.cancel()
+    if monthly_task is not None:
+        monthly_task.cancel()
     stop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         async with asyncio.timeout(5):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
+from biblioedge.fleet.reportdocs.monthly import MonthlyReportConfig
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.settings import (
     BrokerConfig,
@@ -269,6 +270,9 @@ class CentralConfig(StrictModel):
     log: LogConfig = Field(default_factory=LogConfig, description="Logging")
     reports: ReportsConfig = Field(
         default_factory=ReportsConfig, description="Reports: time zone, visits, privacy"
+    )
+    monthly_report: MonthlyReportConfig = Field(
+        default_factory=MonthlyReportConfig, description="The monthly report kept at central"
     )
 
     @property

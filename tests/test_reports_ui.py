@@ -9,8 +9,11 @@ import csv
 import datetime as dt
 import html
 import io
+import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import unicodedata
@@ -20,6 +23,7 @@ from typing import Any
 
 import httpx
 import openpyxl
+import orjson
 import pytest
 import uvicorn
 
@@ -27,12 +31,15 @@ from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
-from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.repo import Incoming, Repo
 from biblioedge.fleet.reportdocs import text as words
 from biblioedge.fleet.reportdocs.model import FIGURES, Day, Kiosk, PeriodReport
 from biblioedge.fleet.reportdocs.monthly import MonthlyReports
 from biblioedge.fleet.reportdocs.sheet import daily_csv, xlsx
+from biblioedge.fleet.reportdocs.source import ReportFigures
+from biblioedge.fleet.reports import Reports
 from biblioedge.procs import free_port
+from biblioedge.protocol import uuid7
 
 CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
@@ -40,6 +47,7 @@ needs_chromium = pytest.mark.skipif(
     not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed"
 )
 SITES = ("tv-huyen", "tv-tinh")
+BIN = Path(sys.executable).parent / "biblioedge"
 SHOTS = Path(os.environ.get("BIBLIOEDGE_SHOTS", "/tmp/biblioedge-shots"))
 
 
@@ -427,3 +435,110 @@ def test_reports_page_in_chromium_vietnamese_then_english(
     # the choice is remembered on the fleet page too
     browser.find_element(By.ID, "nav-fleet").click()
     _wait(browser, "h1", "Library fleet")
+
+
+class _Kiosk:
+    """One kiosk's events, sent through central's real ingest as the agent sends them."""
+
+    def __init__(self, repo: Repo, site: str, device: str) -> None:
+        self.repo, self.site, self.device, self.seq = repo, site, device, 0
+
+    def send(self, *events: tuple[dt.datetime, str, dict[str, Any]]) -> None:
+        batch = []
+        for at, etype, payload in events:
+            self.seq += 1
+            batch.append(
+                {
+                    "event_id": uuid7(),
+                    "device_id": self.device,
+                    "site": self.site,
+                    "type": etype,
+                    "seq": self.seq,
+                    "occurred_at": at.isoformat(),
+                    "payload": payload,
+                }
+            )
+        body = {"v": 1, "batch_id": uuid7(), "device_id": self.device, "events": batch}
+        msg = Incoming(self.site, self.device, "events", orjson.dumps(body))
+        assert not self.repo.ingest([msg], accept_unknown=True).quarantined
+
+
+# 2026-11-02 is a Monday; 09:00 in Hà Nội is 02:00 UTC
+MONDAY_9 = dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.UTC)
+
+
+def test_central_report_command_from_real_events(tmp_path: Path) -> None:
+    data = tmp_path / "central"
+    data.mkdir()
+    config = tmp_path / "central.toml"
+    config.write_text(f'data_dir = "{data}"\n', "utf-8")
+    repo = Repo(CentralConfig(data_dir=data).db_url)
+    repo.migrate()
+    gate = _Kiosk(repo, "tv-tinh", "gate-01")
+    desk = _Kiosk(repo, "tv-tinh", "sc-01")
+    hour = dt.timedelta(hours=1)
+
+    def grant(at: dt.datetime, patron: str) -> tuple[dt.datetime, str, dict[str, Any]]:
+        return at, "gate.decision", {"decision": "grant", "patron_id": patron}
+
+    gate.send(
+        *[grant(MONDAY_9, f"BE{i:07d}") for i in range(3)],
+        grant(MONDAY_9 + 6 * hour, "BE0000009"),
+        grant(MONDAY_9 + 24 * hour, "BE0000001"),
+        grant(MONDAY_9 - 365 * 24 * hour, "BE0000001"),  # the same Monday a year earlier
+    )
+    desk.send(
+        *[(MONDAY_9 + hour, "circ.checkout", {"result": "ok"}) for _ in range(4)],
+        (MONDAY_9 + 25 * hour, "circ.renew", {"result": "ok"}),
+    )
+    # the same figures through the adapter the page and the files use
+    figures = ReportFigures(Reports(repo.engine, CentralConfig(data_dir=data).reports))
+    report = figures.period(*NOVEMBER, None)
+    repo.close()
+    assert figures.sites() == ["tv-tinh"]
+    assert report.totals["visits"] == 5 and report.last_year["visits"] == 1
+    assert report.totals["unique_readers"] == 4
+    assert report.totals["loans"] == 4 and report.totals["items_served"] == 5
+    assert report.change("visits") == 400.0
+    assert report.week_hours[0][9] == 3 and report.week_hours[0][15] == 1  # Monday, local
+    assert report.week_hours[1][9] == 1  # Tuesday
+    assert dict((m, (a, b)) for m, a, b in report.months)[11] == (5, 1)
+    by_day = {d.day: d.counts for d in report.days}
+    assert by_day[dt.date(2026, 11, 2)]["loans"] == 4
+    assert by_day[dt.date(2026, 11, 3)]["items_served"] == 1
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(BIN), "central", "report", "--config", str(config), *args],
+            capture_output=True,
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+
+    got = run("--from", "2026-11-01", "--to", "2026-11-30", "--format", "json")
+    assert got.returncode == 0, got.stderr
+    doc = json.loads(got.stdout)
+    assert doc["totals"]["visits"] == 5 and doc["change_percent"]["visits"] == 400.0
+    got = run("--from", "2026-11-01", "--to", "2026-11-30", "--site", "tv-tinh", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(got.stdout.decode("utf-8-sig"))))
+    assert [(r["date"], r["visits"], r["loans"]) for r in rows] == [
+        ("2026-11-02", "4", "4"),
+        ("2026-11-03", "1", "0"),
+    ]
+    got = run("--from", "2026-11-01", "--to", "2026-11-30")
+    assert got.returncode == 0, got.stderr
+    made = tmp_path / got.stdout.decode().strip()
+    assert made.name == "bao-cao-2026-11-01-2026-11-30.xlsx"
+    ws = openpyxl.load_workbook(made)["Báo cáo"]
+    visits = next(r for r in ws.iter_rows(min_row=9) if r[1].value == "Lượt bạn đọc đến thư viện")
+    assert [c.value for c in visits[3:6]] == [5, 1, 4.0]
+    for args, reason in (
+        (("--from", "2026-11-30", "--to", "2026-11-01"), "reversed"),
+        (("--from", "2026-11-01", "--site", "nowhere"), "unknown site"),
+        (("--from", "2026-11-01", "--format", "pdf"), "no report format 'pdf'"),
+        (("--from", "2026-11-01", "--lang", "fr"), "no report in language 'fr'"),
+        (("--from", "yesterday"), "must be a date"),
+    ):
+        got = run(*args)
+        assert got.returncode == 2 and reason in got.stderr.decode(), (args, got.stderr)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from biblioedge.cli import report as reportcli
 from biblioedge.settings import ConfigError
 
 
@@ -201,8 +202,9 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
 
 
 def register_central(p: argparse.ArgumentParser) -> None:
-    """``central init`` and ``central token create|list|revoke`` under ``central``."""
-    sub = p.add_subparsers(dest="central_command", metavar="[init|token]")
+    """``central init``, ``central token create|list|revoke`` and ``central report`` under
+    ``central``."""
+    sub = p.add_subparsers(dest="central_command", metavar="[init|token|report]")
     i = sub.add_parser(
         "init",
         help="create central's keys and device CA, write the broker's files",
@@ -230,6 +232,7 @@ def register_central(p: argparse.ArgumentParser) -> None:
     r.add_argument("token", help="token id or name")
     r.add_argument("--config", type=Path, required=True, help="central TOML file")
     r.set_defaults(func=_cmd_token_revoke)
+    reportcli.register_central(sub)
 
 
 def register(sub: Any) -> None:

@@ -18,13 +18,33 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from biblioedge.fleet.dashboard_text import Lang
 from biblioedge.fleet.reportdocs.sheet import daily_csv, to_json, xlsx
 from biblioedge.fleet.reportdocs.source import Figures, last_month
+from biblioedge.settings import StrictModel
 
 log = logging.getLogger("biblioedge.fleet.reportdocs.monthly")
 KEPT_NAME = re.compile(r"(\d{4})-(\d{2})\.(xlsx|csv|json)")
+
+
+class MonthlyReportConfig(StrictModel):
+    """``[monthly_report]`` of central's configuration."""
+
+    enabled: bool = Field(default=True, description="Make and keep a report of every month")
+    after_day: int = Field(
+        default=2,
+        ge=1,
+        le=28,
+        description="Made on or after this day of the next month (late kiosks catch up first), "
+        "and made again on later checks while its figures may still grow",
+    )
+    lang: Literal["vi", "en"] = Field(default="vi", description="Language of the spreadsheet")
+    check_s: float = Field(default=3600.0, ge=60, description="How often central checks")
+    dir: Path | None = Field(default=None, description="Where (default <data>/reports/monthly)")
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ files refuse the same things for the same reasons.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Literal, Protocol, cast, get_args
 
 from biblioedge.fleet.dashboard_text import Lang
-from biblioedge.fleet.reportdocs.model import PeriodReport
+from biblioedge.fleet.reportdocs.model import FIGURES, Day, Kiosk, PeriodReport
+from biblioedge.fleet.reports import ReportQuery, Reports
 
 Format = Literal["xlsx", "csv", "json"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -79,3 +81,68 @@ def last_month(today: dt.date) -> tuple[dt.date, dt.date]:
 
 def this_month(today: dt.date) -> tuple[dt.date, dt.date]:
     return today.replace(day=1), today
+
+
+class ReportFigures:
+    """``Figures`` from central's rollups (``fleet.reports``): the figures the API reports,
+    laid out for the page and the files (three questions: by day and site with the year
+    before, by hour for the week's shape, by month for this year against last)."""
+
+    def __init__(self, reports: Reports) -> None:
+        self.reports = reports
+
+    def sites(self) -> list[str]:
+        return sorted(self.reports.sites())
+
+    def period(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport:
+        sites = (site,) if site else ()
+        daily = self.reports.report(
+            ReportQuery(start=start, end=end, sites=sites, by="day", per_site=True)
+        )
+        hourly = self.reports.report(
+            ReportQuery(start=start, end=end, sites=sites, by="hour", per_site=False, compare=False)
+        )
+        week = [[0] * 24 for _ in range(7)]
+        for row in hourly.rows:
+            at = dt.datetime.strptime(row.period, "%Y-%m-%dT%H")
+            week[at.weekday()][at.hour] += row.figures.get("visits") or 0
+        months: dict[int, list[int | None]] = {m: [None, None] for m in range(1, 13)}
+        for year, slot, last in ((end.year, 0, end), (end.year - 1, 1, None)):
+            asked = ReportQuery(
+                start=dt.date(year, 1, 1),
+                end=last or dt.date(year, 12, 31),
+                sites=sites,
+                by="month",
+                per_site=False,
+                compare=False,
+            )
+            for row in self.reports.report(asked).rows:
+                months[int(row.period[5:7])][slot] = row.figures.get("visits") or 0
+        return PeriodReport(
+            start=start,
+            end=end,
+            site=site,
+            totals=_counts(daily.total),
+            last_year=_counts(daily.previous_year or {}),
+            days=tuple(
+                Day(dt.date.fromisoformat(r.period), r.site or "", _counts(r.figures))
+                for r in daily.rows
+            ),
+            week_hours=tuple(tuple(h) for h in week),
+            months=tuple((m, a, b) for m, (a, b) in months.items()),
+            kiosks=tuple(Kiosk(k.device_id, k.site, k.complete_up_to) for k in daily.complete),
+            may_grow=daily.may_still_grow,
+            min_cell=daily.min_cell,
+            sites=tuple(self.sites()),
+        )
+
+
+def _counts(figures: Mapping[str, int | None]) -> dict[str, int | None]:
+    """``fleet.reports``' metric names to the documents' figures: the age bands of visits
+    are the adults and children; items served are loans and renewals."""
+    out: dict[str, int | None] = {k: figures.get(k, 0) for k in FIGURES}
+    out["adults"] = figures.get("visits.adult", 0)
+    out["children"] = figures.get("visits.child", 0)
+    loans, renewals = figures.get("loans", 0), figures.get("renewals", 0)
+    out["items_served"] = None if loans is None or renewals is None else loans + renewals
+    return out
