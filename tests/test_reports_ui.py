@@ -313,6 +313,8 @@ def test_downloads_and_refusals_of_bad_requests(central: dict[str, Any]) -> None
                 assert reason in html.unescape(r.text), (path, query)
         r = http.get(f"/dashboard/reports/export.pdf?{q}")
         assert r.status_code == 422 and "no report format 'pdf'" in r.text
+        page = http.get("/dashboard/reports?from=2026-11-01&to=2026-11-30")
+        assert 'id="suppressed">—: ít hơn 5 người' in page.text  # tv-huyen's children
         r = http.get("/dashboard/reports/monthly/2026-11.xlsx")
         assert r.status_code == 200 and r.content[:2] == b"PK"
         assert http.get("/dashboard/reports/monthly/..%2Fdashboard.key").status_code == 404
@@ -418,6 +420,7 @@ def test_reports_page_in_chromium_vietnamese_then_english(
     assert f"{report.totals['visits']:,}".replace(",", ".") in visits  # Vietnamese: 11.475
     assert f"+{report.change('visits')} %".replace(".", ",") in visits
     assert "Thiếu nhi" in _wait(browser, "#row-children")
+    assert browser.find_elements(By.ID, "suppressed") == []  # nothing hidden at this site
     _wait(browser, "#may-grow", "có thể còn tăng")  # self-1 has not sent everything
     _wait(browser, "#kiosk-gate-1", "30/11/2026 23:00")
     _wait(browser, "#kiosk-self-1", "27/11/2026 23:00")
@@ -542,3 +545,84 @@ def test_central_report_command_from_real_events(tmp_path: Path) -> None:
     ):
         got = run(*args)
         assert got.returncode == 2 and reason in got.stderr.decode(), (args, got.stderr)
+
+
+def _library_month(gate: _Kiosk, check: _Kiosk, first: dt.date, readers: int) -> None:
+    """A month of a library's events, shaped like the real ones: grants from opening to
+    closing (busier at 9 and 15 and at weekends) and loans at the self-check."""
+    day = first
+    while day.month == first.month:
+        grants, loans = [], []
+        for local_hour in range(8, 20):
+            at = dt.datetime.combine(day, dt.time(local_hour), dt.UTC) - dt.timedelta(hours=7)
+            n = 2 + (local_hour in (9, 15)) * 3 + (day.weekday() >= 5) * 2 + day.day % 3
+            for i in range(n):
+                patron = f"BE{(day.day * 31 + local_hour * 7 + i) % readers:07d}"
+                grants.append((at + dt.timedelta(minutes=i), "gate.decision",
+                               {"decision": "grant", "patron_id": patron}))  # fmt: skip
+            loans += [(at + dt.timedelta(minutes=30 + i), "circ.checkout", {"result": "ok"})
+                      for i in range(n // 2)]  # fmt: skip
+        gate.send(*grants)
+        check.send(*loans)
+        day += dt.timedelta(days=1)
+
+
+@pytest.fixture
+def real_central(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Central on a database filled through the real ingest, figures from its rollups."""
+    cfg = CentralConfig(data_dir=tmp_path / "central")
+    cfg.data_dir.mkdir(parents=True)
+    repo = Repo(cfg.db_url)
+    repo.migrate()
+    gate, check = _Kiosk(repo, "tv-tinh", "gate-01"), _Kiosk(repo, "tv-tinh", "sc-01")
+    _library_month(gate, check, dt.date(2025, 11, 1), 200)
+    _library_month(gate, check, dt.date(2026, 11, 1), 260)
+    figures = ReportFigures(Reports(repo.engine, cfg.reports))
+    _, librarian = Tokens(repo.engine).create("thu-thu", "librarian")
+    app = create_app(cfg, repo, None, CentralMetrics(), figures=figures)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "librarian": librarian, "figures": figures}
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        repo.close()
+
+
+@needs_chromium
+def test_reports_page_from_real_rollups_in_chromium(
+    real_central: dict[str, Any], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    url = real_central["url"]
+    browser.get(url + "/dashboard/login")
+    browser.find_element(By.ID, "token").send_keys(real_central["librarian"])
+    browser.find_element(By.ID, "sign-in").click()
+    _wait(browser, "#nav-reports")
+    browser.get(url + "/dashboard/reports?from=2026-11-01&to=2026-11-30")
+    expected = real_central["figures"].period(*NOVEMBER, None)
+    visits = _wait(browser, "#row-visits", "Lượt bạn đọc đến thư viện")
+    assert f"{expected.totals['visits']:,}".replace(",", ".") in visits
+    assert f"{expected.last_year['visits']:,}".replace(",", ".") in visits
+    loans = _wait(browser, "#row-loans", "Lượt mượn")
+    assert f"{expected.totals['loans']:,}".replace(",", ".") in loans
+    for chart in ("chart-week", "chart-loans", "chart-years"):
+        _wait(browser, f"#{chart}[data-drawn=true]")
+        assert _painted(browser, chart) > 2000, chart
+    # what the charts were given is what the rollups say
+    drawn = browser.execute_script(
+        "return JSON.parse(document.getElementById('report-data').textContent)"
+    )
+    assert sum(drawn["loans"]["data"]) == expected.totals["loans"]
+    assert sum(sum(s["data"]) for s in drawn["week"]["series"]) == expected.totals["visits"]
+    assert drawn["years"]["this"][10] == expected.totals["visits"]
+    assert drawn["years"]["last"][10] == expected.last_year["visits"]
+    _wait(browser, "#kiosk-gate-01", "30/11/2026")
+    assert browser.find_elements(By.ID, "suppressed") == []  # nothing was hidden
+    _shoot(browser, "reports-vi-real.png")

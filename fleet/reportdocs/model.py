@@ -100,6 +100,11 @@ class PeriodReport:
             return None
         return round((now - before) * 100.0 / before, 1)
 
+    def suppressed(self) -> bool:
+        """Whether some figure shown was hidden as a small cell (then the report says so)."""
+        shown = [self.totals, self.last_year, *(d.counts for d in self.days)]
+        return bool(self.min_cell) and any(v is None for c in shown for v in c.values())
+
     def complete_up_to(self) -> dt.datetime | None:
         """The earliest of the kiosks' marks: every figure is complete up to then."""
         marks = [k.complete_up_to for k in self.kiosks if k.complete_up_to is not None]

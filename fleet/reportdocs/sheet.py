@@ -19,6 +19,7 @@ import unicodedata
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.properties import PageSetupProperties
 
 from biblioedge.fleet.dashboard_text import Lang
 from biblioedge.fleet.reportdocs.model import DEPARTMENT_ROWS, FIGURES, PeriodReport
@@ -48,7 +49,7 @@ def xlsx(report: PeriodReport, lang: Lang = "vi", today: dt.date | None = None) 
     ws = wb.active
     assert ws is not None  # a new workbook has its first sheet
     ws.title = text("sheet_summary", lang)
-    for letter, width in zip("ABCDEF", (6, 44, 12, 14, 20, 14), strict=True):
+    for letter, width in zip("ABCDEF", (6, 40, 10, 12, 14, 12), strict=True):
         ws.column_dimensions[letter].width = width
     bold = Font(bold=True)
     ws["A1"] = text("library", lang)
@@ -77,6 +78,7 @@ def xlsx(report: PeriodReport, lang: Lang = "vi", today: dt.date | None = None) 
         c = ws.cell(row=top, column=col, value=text(key, lang))
         c.font, c.fill, c.border = bold, _HEAD, _BOX
         c.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+    ws.row_dimensions[top].height = 32  # two lines: "Cùng kỳ / năm trước"
     row, number = top + 1, 0
     for key, indent in DEPARTMENT_ROWS:
         if indent == 0:
@@ -97,7 +99,9 @@ def xlsx(report: PeriodReport, lang: Lang = "vi", today: dt.date | None = None) 
         for col, value in enumerate(values, start=1):
             c = ws.cell(row=row, column=col, value=value)
             c.border = _BOX
-            if col == 2:
+            if col == 1:
+                c.alignment = Alignment(horizontal="center")
+            elif col == 2:
                 c.alignment = Alignment(indent=2 * indent, wrap_text=True)
             elif col >= 4:
                 c.alignment = Alignment(horizontal="right")
@@ -106,7 +110,7 @@ def xlsx(report: PeriodReport, lang: Lang = "vi", today: dt.date | None = None) 
 
     row += 1
     notes = [text("items_note", lang)]
-    if report.min_cell:
+    if report.suppressed():
         notes.append(text("suppressed", lang, n=report.min_cell))
     mark = report.complete_up_to()
     if mark is not None:
@@ -132,15 +136,24 @@ def xlsx(report: PeriodReport, lang: Lang = "vi", today: dt.date | None = None) 
         ws.cell(row=r, column=4).alignment = Alignment(horizontal="center")
     ws.print_options.horizontalCentered = True
     ws.page_setup.orientation = "portrait"
+    ws.page_setup.paperSize = ws.PAPERSIZE_A4
+    ws.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)  # one page wide
     ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
 
     days = wb.create_sheet(text("sheet_days", lang))
     days.append([text("day", lang), text("site", lang), *(text(k, lang) for k in FIGURES)])
     for c in days[1]:
         c.font, c.fill = bold, _HEAD
-        c.alignment = Alignment(wrap_text=True, vertical="top")
+        c.alignment = Alignment(wrap_text=True, vertical="top", horizontal="center")
+    days.row_dimensions[1].height = 48  # labels wrap over up to three lines
     for d in report.days:
-        days.append([d.day, d.site, *(d.counts.get(k) for k in FIGURES)])
+        counts = [d.counts.get(k, 0) for k in FIGURES]
+        days.append([d.day, d.site, *(_DASH if v is None else v for v in counts)])
+    for line in days.iter_rows(min_row=2, min_col=3):
+        for c in line:
+            if c.value == _DASH:
+                c.alignment = Alignment(horizontal="right")
     for r in days.iter_rows(min_row=2, max_col=1):
         r[0].number_format = "DD/MM/YYYY" if lang == "vi" else "YYYY-MM-DD"
     days.column_dimensions["A"].width = 12
