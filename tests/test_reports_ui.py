@@ -5,6 +5,7 @@ refusals of bad requests, and the monthly report central keeps."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import html
@@ -36,7 +37,7 @@ from biblioedge.fleet.reportdocs import text as words
 from biblioedge.fleet.reportdocs.model import FIGURES, Day, Kiosk, PeriodReport
 from biblioedge.fleet.reportdocs.monthly import MonthlyReports
 from biblioedge.fleet.reportdocs.sheet import daily_csv, xlsx
-from biblioedge.fleet.reportdocs.source import ReportFigures
+from biblioedge.fleet.reportdocs.source import ReportFigures, last_month
 from biblioedge.fleet.reports import Reports
 from biblioedge.procs import free_port
 from biblioedge.protocol import uuid7
@@ -243,6 +244,32 @@ def test_monthly_report_is_kept_remade_while_it_may_grow_and_then_left(tmp_path:
         assert monthly.path(name) is None
 
 
+async def test_central_keeps_the_monthly_report_by_itself_after_a_failed_check(
+    tmp_path: Path,
+) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+
+    class Flaky(SampleFigures):
+        def period(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport:
+            if not self.asked:
+                self.asked.append((start, end, site))
+                raise OSError("database went away")  # costs that check, not the loop
+            return super().period(start, end, site)
+
+    figures = Flaky(today)
+    monthly = MonthlyReports(tmp_path / "monthly", figures, after_day=1)
+    task = asyncio.create_task(monthly.run(every_s=0.05))
+    try:
+        deadline = time.monotonic() + 60
+        while not monthly.kept() and time.monotonic() < deadline:  # noqa: ASYNC110 - files
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    start, _ = last_month(today)
+    assert [k.month for k in monthly.kept()] == [f"{start:%Y-%m}"]
+    assert len(figures.asked) >= 2
+
+
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[dict[str, Any]]:
     cfg = CentralConfig(data_dir=tmp_path / "central")
@@ -430,6 +457,8 @@ def test_reports_page_in_chromium_vietnamese_then_english(
     assert shot.stat().st_size > 20_000
     browser.find_element(By.ID, "lang").click()
     _wait(browser, "#report-form h2", "Reports")
+    _wait(browser, "#report-form h2", "tv-tinh")  # the same period and site
+    assert "from=2026-11-01&to=2026-11-30&site=tv-tinh" in browser.current_url
     _wait(browser, "#row-visits", "Reader visits")
     _wait(browser, "#chart-years[data-drawn=true]")
     assert _painted(browser, "chart-years") > 2000

@@ -10,6 +10,7 @@ are answered 422 with the reason, on the page or as text for the downloads.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import json
 from importlib import resources
@@ -90,7 +91,8 @@ def chart_data(report: PeriodReport, lang: Lang) -> dict[str, Any]:
         },
         "years": {
             "labels": [
-                f"{t['month']} {m}" if lang == "vi" else f"{m:02d}" for m, _, _ in report.months
+                f"{t['month']} {m}" if lang == "vi" else calendar.month_abbr[m]
+                for m, _, _ in report.months
             ],
             "this": [a for _, a, _ in report.months],
             "last": [b for _, _, b in report.months],
@@ -178,6 +180,7 @@ def router(
                 site_label=site_name(site, lang),
                 charts=json.dumps(chart_data(report, lang), ensure_ascii=False),
                 query=f"from={start}&to={end}" + (f"&site={site}" if site else ""),
+                keep=f"from={start}&to={end}" + (f"&site={site}" if site else ""),
             )
         html = env.get_template("reports.html").render(**ctx)
         resp = HTMLResponse(html, status_code=status, headers=_HEADERS)
