@@ -396,7 +396,6 @@ report_readers = Table(
     Column("site", String(64), primary_key=True),
     Column("day", Integer, primary_key=True, comment="the library's local day since 1970-01-01"),
     Column("patron_id", String(64), primary_key=True),
-    Index("ix_report_readers_day", "day"),
 )
 
 #: A reader's age band, kept at registration so that reports never open sealed profiles.

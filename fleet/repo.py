@@ -99,6 +99,8 @@ class IngestResult:
     security: dict[str, int] = field(default_factory=dict)
     #: attention cases raised in this run
     cases: list[authz.SecurityCase] = field(default_factory=list)
+    #: the events this run stored, for the report figures kept in the same transaction
+    stored_rows: list[dict[str, Any]] = field(default_factory=list)
     #: answers made in this run, by event id: a copy of the event in another message of the
     #: same run (an agent's resend after an ack timeout) gets the same answer, since the acks
     #: of one run go out together and may arrive in any order
@@ -259,6 +261,8 @@ class Repo:
                         msg.device_id,
                         exc,
                     )
+            if self.rollups is not None and result.stored_rows:  # once per run: fewer queries
+                self.rollups.apply(conn, result.stored_rows)
         return result
 
     def ingest_isolated(self, messages: list[Incoming], accept_unknown: bool) -> IngestResult:
@@ -557,8 +561,7 @@ class Repo:
         if good:
             fresh = [g for g in good if g["event_id"] not in have]
             _insert_ignore(conn, events, fresh, "event_id")
-            if self.rollups is not None:
-                self.rollups.apply(conn, fresh)
+            result.stored_rows += fresh
             result.inserted += len(fresh)
             result.duplicates += len(good) - len(fresh)
         with_id = [b for b in bad if b["event_id"] is not None]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from biblioedge import __version__
+from biblioedge.bench import reports as bench_reports
 from biblioedge.logs import setup_logging
 from biblioedge.settings import ConfigError, check_data_dir
 
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (JSON output with --json)")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    bench_reports.register(bsub)
     b = bsub.add_parser(
         "sync",
         help="agent outbox to central database, end to end",

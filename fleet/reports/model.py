@@ -22,7 +22,7 @@ MAX_DAYS = 3653
 #: Age bands kept at registration; ``unknown`` when the desk kept no date of birth.
 BANDS: tuple[str, ...] = ("adult", "child", "unknown")
 #: Figures also broken down by age band (``visits.child`` …).
-BANDED_FAMILIES: tuple[str, ...] = ("visits", "loans", "cards_new")
+BANDED_FAMILIES: tuple[str, ...] = ("visits", "cards_new")
 
 #: metric -> (Vietnamese, English). Breakdown keys (``refusals.<reason>``) take the label of
 #: their family and the reason as it was sent.

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, func, select, union
+from sqlalchemy import Connection, Engine, and_, func, literal, select, union
 
 from biblioedge.fleet.db import devices, events, report_readers, report_rollups
 from biblioedge.fleet.reports.model import (
@@ -67,7 +67,7 @@ def known_sites(conn: Connection) -> set[str]:
 class _Source:
     """Where the figures of a period come from: hour cells, and unique readers per days."""
 
-    cells: Callable[[int, int, tuple[str, ...]], Iterable[tuple[str, str, int, str, int]]]
+    cells: Callable[[int, int, tuple[str, ...], bool], Iterable[tuple[str, str, int, str, int]]]
     readers: Callable[[int, int, tuple[str, ...], bool], Iterable[tuple[str | None, int, int]]]
     distinct: Callable[[int, int, tuple[str, ...], bool, int | None], dict[str | None, int]]
 
@@ -88,14 +88,16 @@ class Reports:
     def report(self, query: ReportQuery, now: datetime | None = None) -> Report:
         """The report from the rollups; ReportError if the question is not answerable."""
         with self.engine.connect() as conn:
-            check(query, known_sites(conn))
-            return self._build(conn, query, _rollup_source(conn), now)
+            known = known_sites(conn)
+            check(query, known)
+            return self._build(conn, query, _rollup_source(conn), now, known)
 
     def raw_report(self, query: ReportQuery, now: datetime | None = None) -> Report:
         """The same report computed from the raw events (slow: reads every event of the
         period and of the year before when ``compare``)."""
         with self.engine.connect() as conn:
-            check(query, known_sites(conn))
+            known = known_sites(conn)
+            check(query, known)
             lo, hi = self._utc(query.start, query.end)
             spans = [(lo, hi)]
             if query.compare:
@@ -106,7 +108,7 @@ class Reports:
                 c, r = self.rollups.raw_cells(conn, a, b)
                 cells.update(c)
                 readers |= r
-            return self._build(conn, query, _memory_source(cells, readers), now)
+            return self._build(conn, query, _memory_source(cells, readers), now, known)
 
     # -- building -------------------------------------------------------------------------
 
@@ -118,29 +120,36 @@ class Reports:
         return lo.astimezone(UTC), hi.astimezone(UTC)
 
     def _build(
-        self, conn: Connection, query: ReportQuery, source: _Source, now: datetime | None
+        self,
+        conn: Connection,
+        query: ReportQuery,
+        source: _Source,
+        now: datetime | None,
+        known: set[str],
     ) -> Report:
         now = now or utc_now()
+        scope = query.sites or tuple(sorted(known))  # by site: the readers' key leads with it
         progress = _progress(conn, query.sites)
         gate_sites = {
             r.site
             for r in conn.execute(select(devices.c.site).where(devices.c.role == "gate").distinct())
         }
-        rows, total = self._period(query, query.start, query.end, source, gate_sites, progress)
+        rows, total = self._period(
+            query, scope, query.start, query.end, source, gate_sites, progress
+        )
         previous: Figures | None = None
         previous_rows: list[Row] = []
         change: dict[str, float | None] = {}
         if query.compare:
             a, b = _year_before(query.start, query.end)
-            previous_rows, previous = self._period(query, a, b, source, gate_sites, progress)
+            previous_rows, previous = self._period(query, scope, a, b, source, gate_sites, progress)
             for key, value in total.items():
                 before = previous.get(key)
                 if value is None or before is None or key not in METRICS:
                     continue
                 change[key] = None if before == 0 else round((value - before) * 100 / before, 1)
         _, hi = self._utc(query.start, query.end)
-        scope = [k for k in progress if k.complete_up_to is not None]
-        grows = any(k.complete_up_to is not None and k.complete_up_to < hi for k in scope)
+        grows = any(k.complete_up_to is not None and k.complete_up_to < hi for k in progress)
         keys = sorted({k for r in rows for k in r.figures} | set(total))
         return Report(
             query=query,
@@ -160,6 +169,7 @@ class Reports:
     def _period(
         self,
         query: ReportQuery,
+        scope: tuple[str, ...],
         start: date,
         end: date,
         source: _Source,
@@ -169,45 +179,42 @@ class Reports:
         lo, hi = self._utc(start, end)
         h_lo, h_hi = int(lo.timestamp()) // 3600, int(hi.timestamp()) // 3600
         per_site = query.per_site or query.per_kiosk
-        local: dict[int, datetime] = {}
+        per_hour: dict[int, tuple[str, datetime]] = {}
         figures: dict[RowKey, Counter[str]] = {}
         ends: dict[RowKey, datetime] = {}
         total: Counter[str] = Counter()
-        cells = list(source.cells(h_lo, h_hi, query.sites))
+        cells = list(source.cells(h_lo, h_hi, scope, query.per_kiosk))
         gated = gate_sites | {
             c[0] for c in cells if c[3] == "gate_visits" or c[3][:9] == "refusals."
         }
+        by, kiosk = query.by, query.per_kiosk
         for site, device, hour, metric, value in cells:
-            at = local.get(hour)
-            if at is None:
-                at = local[hour] = datetime.fromtimestamp(hour * 3600, self.zone)
-            key: RowKey = (
-                _period_key(query.by, at),
-                site if per_site else None,
-                device if query.per_kiosk else None,
-            )
+            known = per_hour.get(hour)
+            if known is None:
+                at = datetime.fromtimestamp(hour * 3600, self.zone)
+                known = per_hour[hour] = (_period_key(by, at), min(_period_end(by, at, hi), hi))
+            key: RowKey = (known[0], site if per_site else None, device if kiosk else None)
             bucket = figures.get(key)
             if bucket is None:
                 bucket = figures[key] = Counter()
-                ends[key] = min(_period_end(query.by, at, hi), hi)
+                ends[key] = known[1]
+            else:
+                ends[key] = max(ends[key], known[1])
             bucket[metric] += value
-            total[metric] += value
-            if (metric == "gate_visits") == (site in gated) and metric in (
-                "gate_visits",
-                "exit_in",
-            ):
+            if metric == "gate_visits" if site in gated else metric == "exit_in":
                 bucket["visits"] += value
-                total["visits"] += value
+        for bucket in figures.values():
+            total.update(bucket)
         d_lo, d_hi = (start - EPOCH).days, (end - EPOCH).days
         if query.by != "hour":
-            found = _unique(query.by, d_lo, d_hi, source, query.sites, per_site)
+            found = _unique(query.by, d_lo, d_hi, source, scope, per_site)
             for key, bucket in figures.items():
                 if key[2] is None:
                     bucket["unique_readers"] = found.get(key[0], {}).get(key[1], 0)
-        whole = source.distinct(d_lo, d_hi, query.sites, False, None)
+        whole = source.distinct(d_lo, d_hi, scope, False, None)
         done = _done_by(progress)
-        rows = [
-            Row(
+        rows = [  # built from checked parts: 17,000 rows a year by hour need no re-validation
+            Row.model_construct(
                 period=key[0],
                 site=key[1],
                 device_id=key[2],
@@ -343,8 +350,11 @@ def _progress(conn: Connection, sites: tuple[str, ...]) -> list[KioskProgress]:
 def _done_by(progress: list[KioskProgress]) -> Callable[[str | None, str | None], datetime]:
     """Up to when a row's figures are complete: the earliest of its kiosks."""
     far = datetime(YEARS[1], 12, 31, tzinfo=UTC)
+    cache: dict[tuple[str | None, str | None], datetime] = {}
 
     def done(site: str | None, device: str | None) -> datetime:
+        if (site, device) in cache:
+            return cache[(site, device)]
         times = [
             k.complete_up_to
             for k in progress
@@ -352,9 +362,19 @@ def _done_by(progress: list[KioskProgress]) -> Callable[[str | None, str | None]
             and (site is None or k.site == site)
             and (device is None or k.device_id == device)
         ]
-        return min(times, default=far)
+        cache[(site, device)] = min(times, default=far)
+        return cache[(site, device)]
 
     return done
+
+
+def _plain(conn: Connection, stmt: Any) -> tuple[str, Any]:
+    """A statement as the driver's SQL and parameters."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    if conn.dialect.name == "postgresql":
+        return str(compiled), params
+    return str(compiled), tuple(params[k] for k in compiled.positiontup or ())
 
 
 def _rollup_source(conn: Connection) -> _Source:
@@ -362,14 +382,20 @@ def _rollup_source(conn: Connection) -> _Source:
     rd = report_readers.c
 
     def cells(
-        h_lo: int, h_hi: int, sites: tuple[str, ...]
+        h_lo: int, h_hi: int, sites: tuple[str, ...], per_kiosk: bool
     ) -> Iterable[tuple[str, str, int, str, int]]:
-        stmt = select(r.site, r.device_id, r.hour, r.metric, r.value).where(
-            and_(r.hour >= h_lo, r.hour < h_hi)
+        """Summed over the kiosks of a site in the database unless asked per kiosk."""
+        device = r.device_id if per_kiosk else literal("")
+        value = r.value if per_kiosk else func.sum(r.value)
+        stmt = select(r.site, device, r.hour, r.metric, value).where(
+            and_(r.hour >= h_lo, r.hour < h_hi, r.value != 0)
         )
         if sites:
             stmt = stmt.where(r.site.in_(sites))
-        return conn.execute(stmt).tuples()
+        if not per_kiosk:
+            stmt = stmt.group_by(r.site, r.hour, r.metric)
+        cursor = conn.exec_driver_sql(*_plain(conn, stmt))  # plain tuples: 10x fewer objects
+        return [row for row in cursor if row[4]]
 
     def readers(
         d_lo: int, d_hi: int, sites: tuple[str, ...], per_site: bool
@@ -403,13 +429,13 @@ def _rollup_source(conn: Connection) -> _Source:
 
 def _memory_source(cells: Counter[Cell], readers: set[ReaderDay]) -> _Source:
     def cell_rows(
-        h_lo: int, h_hi: int, sites: tuple[str, ...]
+        h_lo: int, h_hi: int, sites: tuple[str, ...], per_kiosk: bool
     ) -> Iterable[tuple[str, str, int, str, int]]:
-        return [
-            (s, d, h, m, v)
-            for (s, d, h, m), v in cells.items()
-            if h_lo <= h < h_hi and (not sites or s in sites) and v
-        ]
+        summed: Counter[tuple[str, str, int, str]] = Counter()
+        for (s, d, h, m), v in cells.items():
+            if h_lo <= h < h_hi and (not sites or s in sites):
+                summed[(s, d if per_kiosk else "", h, m)] += v
+        return [(s, d, h, m, v) for (s, d, h, m), v in summed.items() if v]
 
     def days(
         d_lo: int, d_hi: int, sites: tuple[str, ...], per_site: bool

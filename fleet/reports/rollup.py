@@ -24,10 +24,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from biblioedge.fleet.db import events, reader_bands, report_readers, report_rollups
+from biblioedge.fleet.db import UTCDateTime, events, reader_bands, report_readers, report_rollups
 from biblioedge.fleet.reports.model import BANDED_FAMILIES, BANDS
 from biblioedge.fleet.reports.settings import ReportsConfig
 
@@ -164,7 +164,6 @@ class Rollups:
         readers: set[ReaderDay] = set()
         bands: dict[str, str] = {}
         grants: list[Grant] = []
-        banded: list[tuple[Cell, str]] = []  # (cell of a banded figure, patron)
         seen: set[str] = set()
         for r in rows:
             if r["event_id"] in seen:
@@ -173,7 +172,14 @@ class Rollups:
             etype, payload, at = r["type"], r["payload"], r["occurred_at"]
             if not isinstance(payload, dict):
                 continue
-            site, device, hour = r["site"], r["device_id"], hour_of(at)
+            site, device = r["site"], r["device_id"]
+            if etype == GRANT and payload.get("decision") == "grant":
+                patron = _patron(payload)
+                grants.append(Grant(r["event_id"], site, device, at, patron))
+                if patron is not None:
+                    readers.add((site, self.local_day(at), patron))
+                continue
+            hour = hour_of(at)
             for metric, n in contributions(etype, payload):
                 if n:
                     cells[(site, device, hour, metric)] += n
@@ -183,25 +189,13 @@ class Rollups:
                 bands[patron] = band
                 if etype == "reader.registered" or payload.get("returning") is not True:
                     cells[(site, device, hour, f"cards_new.{band}")] += 1
-            if etype == GRANT and payload.get("decision") == "grant":
-                grants.append(Grant(r["event_id"], site, device, at, patron))
-                if patron is not None:
-                    readers.add((site, self.local_day(at), patron))
-            elif etype == "circ.checkout" and ("loans", 1) in contributions(etype, payload):
-                banded.append(((site, device, hour, "loans"), patron or ""))
         if bands:
             self._store_bands(conn, bands)
-        known = self._bands(conn, {p for _, p in banded} | {g.patron_id or "" for g in grants})
-        known.update(bands)
-        for (site, device, hour, family), patron in banded:
-            cells[(site, device, hour, f"{family}.{known.get(patron, 'unknown')}")] += 1
         if grants:
-            self._visits(conn, grants, cells, known)
+            self._visits(conn, grants, cells)
         self.write(conn, cells, readers)
 
-    def _visits(
-        self, conn: Connection, new: list[Grant], cells: Counter[Cell], bands: dict[str, str]
-    ) -> None:
+    def _visits(self, conn: Connection, new: list[Grant], cells: Counter[Cell]) -> None:
         """Count the new grants that are visits, and uncount the later ones they repeat."""
         window = timedelta(seconds=self.window)
         by_site: dict[str, list[Grant]] = {}
@@ -213,27 +207,24 @@ class Rollups:
                 by_site.setdefault(g.site, []).append(g)
         fresh = {g.event_id for g in new}
         for site, grants in by_site.items():
-            lo = min(g.at for g in grants) - window
-            hi = max(g.at for g in grants) + window
-            patrons = sorted({g.patron_id for g in grants if g.patron_id is not None})
-            pid = events.c.payload["patron_id"].as_string()
-            stmt = select(events.c.event_id, events.c.device_id, events.c.occurred_at, pid).where(
-                and_(
-                    events.c.site == site,
-                    events.c.type == GRANT,
-                    events.c.occurred_at >= lo,
-                    events.c.occurred_at <= hi,
-                    events.c.payload["decision"].as_string() == "grant",
-                    pid.in_(patrons),
-                )
+            near: dict[str, dict[str, Grant]] = {}
+            bands: dict[str, str] = {}
+            found = conn.execute(
+                _NEAR,
+                {
+                    "site": site,
+                    "lo": min(g.at for g in grants) - window,
+                    "hi": max(g.at for g in grants) + window,
+                    "patrons": sorted({g.patron_id for g in grants if g.patron_id is not None}),
+                },
             )
-            near: dict[str, dict[str, Grant]] = {p: {} for p in patrons}
-            for event_id, device, at, patron in conn.execute(stmt):
-                near[patron][event_id] = Grant(event_id, site, device, at, patron)
+            for event_id, device, at, patron, band in found:
+                near.setdefault(patron, {})[event_id] = Grant(event_id, site, device, at, patron)
+                bands[patron] = band or "unknown"
             for g in grants:  # stored in this transaction: found above, unless a driver lags
-                near[g.patron_id or ""][g.event_id] = g
-            for patron, found in near.items():
-                ordered = sorted(found.values(), key=lambda g: g.key)
+                near.setdefault(g.patron_id or "", {})[g.event_id] = g
+            for patron, candidates in near.items():
+                ordered = sorted(candidates.values(), key=lambda g: g.key)
                 after = dict(counted(ordered, self.window))
                 before = dict(counted([g for g in ordered if g.event_id not in fresh], self.window))
                 band = bands.get(patron, "unknown")
@@ -243,18 +234,6 @@ class Rollups:
                         hour = hour_of(g.at)
                         cells[(site, g.device_id, hour, "gate_visits")] += delta
                         cells[(site, g.device_id, hour, f"visits.{band}")] += delta
-
-    @staticmethod
-    def _bands(conn: Connection, patrons: set[str]) -> dict[str, str]:
-        patrons.discard("")
-        if not patrons:
-            return {}
-        rows = conn.execute(
-            select(reader_bands.c.patron_id, reader_bands.c.band).where(
-                reader_bands.c.patron_id.in_(sorted(patrons))
-            )
-        )
-        return {r.patron_id: r.band for r in rows}
 
     @staticmethod
     def _store_bands(conn: Connection, bands: dict[str, str]) -> None:
@@ -273,25 +252,17 @@ class Rollups:
     def write(conn: Connection, cells: Counter[Cell], readers: set[ReaderDay]) -> None:
         """Add ``cells`` to the rollups (sorted: concurrent transactions lock rows in one
         order) and record the readers of each day."""
+        add, day = _UPSERTS[conn.dialect.name]
         rows = [
             {"site": s, "device_id": d, "hour": h, "metric": m, "value": v}
             for (s, d, h, m), v in sorted(cells.items())
             if v
         ]
         if rows:
-            stmt = _insert(conn, report_rollups)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["site", "device_id", "hour", "metric"],
-                    set_={"value": report_rollups.c.value + stmt.excluded.value},
-                ),
-                rows,
-            )
+            conn.execute(add, rows)
         if readers:
-            stmt = _insert(conn, report_readers)
             conn.execute(
-                stmt.on_conflict_do_nothing(index_elements=["site", "day", "patron_id"]),
-                [{"site": s, "day": d, "patron_id": p} for s, d, p in sorted(readers)],
+                day, [{"site": s, "day": d, "patron_id": p} for s, d, p in sorted(readers)]
             )
 
     def record_in(
@@ -335,7 +306,7 @@ class Rollups:
         if hi is not None:
             stmt = stmt.where(events.c.occurred_at < hi)
         by_reader: dict[tuple[str, str], list[Grant]] = {}
-        for r in conn.execution_options(yield_per=20_000).execute(stmt):
+        for r in conn.execute(stmt.execution_options(yield_per=20_000)):
             payload = r.payload
             if not isinstance(payload, dict):
                 continue
@@ -355,8 +326,6 @@ class Rollups:
             new_card = r.type == "reader.registered" or payload.get("returning") is not True
             if band is not None and patron is not None and new_card:
                 cells[(*cell, f"cards_new.{band}")] += 1
-            if r.type == "circ.checkout" and ("loans", 1) in contributions(r.type, payload):
-                cells[(*cell, f"loans.{bands.get(patron or '', 'unknown')}")] += 1
             if grant and patron is not None:
                 readers.add((r.site, self.local_day(r.occurred_at), patron))
         for (site, patron), grants in by_reader.items():
@@ -392,3 +361,41 @@ def _insert(conn: Connection, table: Any) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def _upserts() -> dict[str, tuple[Any, Any]]:
+    """(add to rollups, add readers of a day) per dialect, built once: ingest runs them for
+    every batch."""
+    out = {}
+    for name, ins in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
+        add = ins(report_rollups)
+        add = add.on_conflict_do_update(
+            index_elements=["site", "device_id", "hour", "metric"],
+            set_={"value": report_rollups.c.value + add.excluded.value},
+        )
+        day = ins(report_readers).on_conflict_do_nothing(
+            index_elements=["site", "day", "patron_id"]
+        )
+        out[name] = (add, day)
+    return out
+
+
+_UPSERTS = _upserts()
+_PATRON = events.c.payload["patron_id"].as_string()
+#: The grants of some readers at a site in a time window, with their age bands.
+_NEAR = (
+    select(
+        events.c.event_id, events.c.device_id, events.c.occurred_at, _PATRON, reader_bands.c.band
+    )
+    .select_from(events.outerjoin(reader_bands, reader_bands.c.patron_id == _PATRON))
+    .where(
+        and_(
+            events.c.site == bindparam("site"),
+            events.c.type == GRANT,
+            events.c.occurred_at >= bindparam("lo", type_=UTCDateTime),
+            events.c.occurred_at <= bindparam("hi", type_=UTCDateTime),
+            events.c.payload["decision"].as_string() == "grant",
+            _PATRON.in_(bindparam("patrons", expanding=True)),
+        )
+    )
+)

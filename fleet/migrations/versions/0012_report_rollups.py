@@ -45,7 +45,6 @@ def upgrade() -> None:
         ),
         sa.Column("patron_id", sa.String(64), primary_key=True),
     )
-    op.create_index("ix_report_readers_day", "report_readers", ["day"])
     op.create_table(
         "reader_bands",
         sa.Column("patron_id", sa.String(64), primary_key=True),
@@ -59,7 +58,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("reader_bands")
-    op.drop_index("ix_report_readers_day", "report_readers")
     op.drop_table("report_readers")
     op.drop_index("ix_report_rollups_hour", "report_rollups")
     op.drop_table("report_rollups")
