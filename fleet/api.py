@@ -235,7 +235,7 @@ def create_app(
     app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
     # the reports page reads the same rollups as /api/v1/reports (central passes its own)
     figures = figures or ReportFigures(Reports(repo.engine, cfg.reports))
-    app.include_router(reports_page.router(sessions, figures, monthly))
+    app.include_router(reports_page.router(sessions, figures, monthly, cfg.report_files.library))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

@@ -140,9 +140,9 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
     figures = ReportFigures(Reports(repo.engine, cfg.reports))
-    mr = cfg.monthly_report
+    rf = cfg.report_files
     monthly = MonthlyReports(
-        mr.dir or cfg.data_dir / "reports" / "monthly", figures, mr.lang, mr.after_day
+        rf.dir or cfg.data_dir / "reports" / "monthly", figures, rf.lang, rf.after_day, rf.library
     )
     app = create_app(
         cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts, figures, monthly
@@ -183,8 +183,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     )
     rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
     monthly_task = (
-        asyncio.create_task(monthly.run(mr.check_s), name="central:monthly-report")
-        if mr.enabled
+        asyncio.create_task(monthly.run(rf.check_s), name="central:monthly-report")
+        if rf.monthly
         else None
     )
     api_task = asyncio.create_task(server.serve(), name="central:api")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
-from biblioedge.fleet.reportdocs.monthly import MonthlyReportConfig
+from biblioedge.fleet.reportdocs.monthly import ReportFilesConfig
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.settings import (
     BrokerConfig,
@@ -271,8 +271,9 @@ class CentralConfig(StrictModel):
     reports: ReportsConfig = Field(
         default_factory=ReportsConfig, description="Reports: time zone, visits, privacy"
     )
-    monthly_report: MonthlyReportConfig = Field(
-        default_factory=MonthlyReportConfig, description="The monthly report kept at central"
+    report_files: ReportFilesConfig = Field(
+        default_factory=ReportFilesConfig,
+        description="The Department's spreadsheet and the monthly report kept at central",
     )
 
     @property

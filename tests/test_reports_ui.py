@@ -503,7 +503,9 @@ def test_central_report_command_from_real_events(tmp_path: Path) -> None:
     data = tmp_path / "central"
     data.mkdir()
     config = tmp_path / "central.toml"
-    config.write_text(f'data_dir = "{data}"\n', "utf-8")
+    config.write_text(
+        f'data_dir = "{data}"\n[report_files]\nlibrary = "Thư viện tỉnh Quảng Nam"\n', "utf-8"
+    )
     repo = Repo(CentralConfig(data_dir=data).db_url)
     repo.migrate()
     gate = _Kiosk(repo, "tv-tinh", "gate-01")
@@ -563,6 +565,7 @@ def test_central_report_command_from_real_events(tmp_path: Path) -> None:
     made = tmp_path / got.stdout.decode().strip()
     assert made.name == "bao-cao-2026-11-01-2026-11-30.xlsx"
     ws = openpyxl.load_workbook(made)["Báo cáo"]
+    assert ws["A1"].value == "THƯ VIỆN TỈNH QUẢNG NAM"
     visits = next(r for r in ws.iter_rows(min_row=9) if r[1].value == "Lượt bạn đọc đến thư viện")
     assert [c.value for c in visits[3:6]] == [5, 1, 4.0]
     for args, reason in (

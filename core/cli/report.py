@@ -46,7 +46,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     finally:
         repo.close()
     if kind == "xlsx":
-        data = xlsx(report, lang)
+        data = xlsx(report, lang, library=cfg.report_files.library)
     elif kind == "csv":
         data = daily_csv(report).encode("utf-8")
     else:

@@ -31,10 +31,17 @@ log = logging.getLogger("biblioedge.fleet.reportdocs.monthly")
 KEPT_NAME = re.compile(r"(\d{4})-(\d{2})\.(xlsx|csv|json)")
 
 
-class MonthlyReportConfig(StrictModel):
-    """``[monthly_report]`` of central's configuration."""
+class ReportFilesConfig(StrictModel):
+    """``[report_files]`` of central's configuration: the spreadsheet's header and the
+    monthly report central keeps."""
 
-    enabled: bool = Field(default=True, description="Make and keep a report of every month")
+    library: str = Field(
+        default="THƯ VIỆN TỈNH",
+        min_length=1,
+        max_length=120,
+        description="The library's name at the top of the Department's spreadsheet",
+    )
+    monthly: bool = Field(default=True, description="Make and keep a report of every month")
     after_day: int = Field(
         default=2,
         ge=1,
@@ -42,7 +49,7 @@ class MonthlyReportConfig(StrictModel):
         description="Made on or after this day of the next month (late kiosks catch up first), "
         "and made again on later checks while its figures may still grow",
     )
-    lang: Literal["vi", "en"] = Field(default="vi", description="Language of the spreadsheet")
+    lang: Literal["vi", "en"] = Field(default="vi", description="Language of the monthly report")
     check_s: float = Field(default=3600.0, ge=60, description="How often central checks")
     dir: Path | None = Field(default=None, description="Where (default <data>/reports/monthly)")
 
@@ -64,11 +71,19 @@ def _write(path: Path, data: bytes) -> None:
 
 
 class MonthlyReports:
-    def __init__(self, folder: Path, figures: Figures, lang: Lang = "vi", after_day: int = 2):
+    def __init__(
+        self,
+        folder: Path,
+        figures: Figures,
+        lang: Lang = "vi",
+        after_day: int = 2,
+        library: str | None = None,
+    ) -> None:
         self.folder = folder
         self.figures = figures
         self.lang: Lang = lang
         self.after_day = after_day  # give kiosks that were offline a day or two to catch up
+        self.library = library
 
     def _may_grow(self, month: str) -> bool | None:
         """What the kept JSON said, or None when there is no kept report for ``month``."""
@@ -88,7 +103,7 @@ class MonthlyReports:
             return None  # kept, and its figures can no longer change
         report = self.figures.period(start, end, None)
         self.folder.mkdir(parents=True, exist_ok=True)
-        _write(self.folder / f"{month}.xlsx", xlsx(report, self.lang, today))
+        _write(self.folder / f"{month}.xlsx", xlsx(report, self.lang, today, self.library))
         _write(self.folder / f"{month}.csv", daily_csv(report).encode("utf-8"))
         doc = json.dumps(to_json(report), ensure_ascii=False, default=str)
         _write(self.folder / f"{month}.json", doc.encode("utf-8"))  # last: marks it complete

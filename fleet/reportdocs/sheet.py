@@ -43,8 +43,13 @@ def site_name(site: str | None, lang: Lang) -> str:
     return site if site else text("all_sites", lang)
 
 
-def xlsx(report: PeriodReport, lang: Lang = "vi", today: dt.date | None = None) -> bytes:
-    """The Department's periodic report as an XLSX file."""
+def xlsx(
+    report: PeriodReport,
+    lang: Lang = "vi",
+    today: dt.date | None = None,
+    library: str | None = None,
+) -> bytes:
+    """The Department's periodic report as an XLSX file, ``library`` named at its top."""
     wb = Workbook()
     ws = wb.active
     assert ws is not None  # a new workbook has its first sheet
@@ -52,7 +57,7 @@ def xlsx(report: PeriodReport, lang: Lang = "vi", today: dt.date | None = None) 
     for letter, width in zip("ABCDEF", (6, 40, 10, 12, 14, 12), strict=True):
         ws.column_dimensions[letter].width = width
     bold = Font(bold=True)
-    ws["A1"] = text("library", lang)
+    ws["A1"] = _nfc(library.upper()) if library else text("library", lang)
     ws.merge_cells("A1:C1")
     ws["D1"] = text("nation", lang)
     ws.merge_cells("D1:F1")

@@ -103,7 +103,10 @@ def chart_data(report: PeriodReport, lang: Lang) -> dict[str, Any]:
 
 
 def router(
-    sessions: Sessions, figures: Figures, monthly: MonthlyReports | None = None
+    sessions: Sessions,
+    figures: Figures,
+    monthly: MonthlyReports | None = None,
+    library: str | None = None,
 ) -> APIRouter:
     ui = APIRouter(prefix="/dashboard/reports", include_in_schema=False)
     env = _env()
@@ -202,7 +205,7 @@ def router(
         report = await run_in_threadpool(figures.period, start, end, site)
         name = f"bao-cao-{start}-{end}" + (f"-{site}" if site else "")
         if kind == "xlsx":
-            body = await run_in_threadpool(xlsx, report, lang)
+            body = await run_in_threadpool(xlsx, report, lang, None, library)
             media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
         elif kind == "csv":
             body = daily_csv(report).encode("utf-8")
