@@ -139,10 +139,12 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
-    figures = ReportFigures(Reports(repo.engine, cfg.reports))
+    reports = Reports(repo.engine, cfg.reports)
+    figures = ReportFigures(reports)
     rf = cfg.report_files
+    fresh = ReportFigures(reports, ttl_s=0)  # the kept report: never a minute-old answer
     monthly = MonthlyReports(
-        rf.dir or cfg.data_dir / "reports" / "monthly", figures, rf.lang, rf.after_day, rf.library
+        rf.dir or cfg.data_dir / "reports" / "monthly", fresh, rf.lang, rf.after_day, rf.library
     )
     app = create_app(
         cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts, figures, monthly

@@ -619,7 +619,8 @@ def real_central(tmp_path: Path) -> Iterator[dict[str, Any]]:
     while not server.started:
         time.sleep(0.02)
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "librarian": librarian, "figures": figures}
+        fresh = ReportFigures(Reports(repo.engine, cfg.reports), ttl_s=0)  # not the page's
+        yield {"url": f"http://127.0.0.1:{port}", "librarian": librarian, "figures": fresh}
     finally:
         server.should_exit = True
         thread.join(5)

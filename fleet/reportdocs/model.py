@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # The daily figures, in the CSV's column order. Names are stable machine keys (the CSV is for
 # spreadsheets and scripts); people read the labels in ``reportdocs.text``.
@@ -90,7 +90,6 @@ class PeriodReport:
     kiosks: tuple[Kiosk, ...] = ()
     may_grow: bool = False
     min_cell: int = 0  # cells below this were suppressed (0: none were)
-    sites: tuple[str, ...] = field(default=())
 
     def change(self, key: str) -> float | None:
         """Change over the same period last year, in percent; None where it has no meaning

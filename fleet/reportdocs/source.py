@@ -9,6 +9,9 @@ files refuse the same things for the same reasons.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Literal, Protocol, cast, get_args
 
@@ -85,16 +88,42 @@ def this_month(today: dt.date) -> tuple[dt.date, dt.date]:
 
 class ReportFigures:
     """``Figures`` from central's rollups (``fleet.reports``): the figures the API reports,
-    laid out for the page and the files (three questions: by day and site with the year
-    before, by hour for the week's shape, by month for this year against last)."""
+    laid out for the page and the files. Three questions: by day and site with the year
+    before; by hour for the week's shape; by month from New Year to the period's end, with
+    the same months a year earlier.
 
-    def __init__(self, reports: Reports) -> None:
+    A period's figures are kept ``ttl_s`` (a minute): the page, its language toggle and the
+    download that follows ask the same question, and each answer reads a year of rollups.
+    A late event shows within that minute; the monthly report and ``central report`` use
+    their own instance, fresh."""
+
+    def __init__(self, reports: Reports, ttl_s: float = 60.0, keep: int = 16) -> None:
         self.reports = reports
+        self.ttl_s = ttl_s
+        self.keep = keep
+        self._kept: OrderedDict[tuple[dt.date, dt.date, str | None], tuple[float, PeriodReport]]
+        self._kept = OrderedDict()
+        self._lock = threading.Lock()
 
     def sites(self) -> list[str]:
         return sorted(self.reports.sites())
 
     def period(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport:
+        key = (start, end, site)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._kept.get(key)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        report = self._ask(start, end, site)
+        with self._lock:
+            self._kept[key] = (now, report)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.keep:
+                self._kept.popitem(last=False)
+        return report
+
+    def _ask(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport:
         sites = (site,) if site else ()
         daily = self.reports.report(
             ReportQuery(start=start, end=end, sites=sites, by="day", per_site=True)
@@ -106,17 +135,16 @@ class ReportFigures:
         for row in hourly.rows:
             at = dt.datetime.strptime(row.period, "%Y-%m-%dT%H")
             week[at.weekday()][at.hour] += row.figures.get("visits") or 0
-        months: dict[int, list[int | None]] = {m: [None, None] for m in range(1, 13)}
-        for year, slot, last in ((end.year, 0, end), (end.year - 1, 1, None)):
-            asked = ReportQuery(
-                start=dt.date(year, 1, 1),
-                end=last or dt.date(year, 12, 31),
-                sites=sites,
-                by="month",
-                per_site=False,
-                compare=False,
+        yearly = self.reports.report(
+            ReportQuery(
+                start=dt.date(end.year, 1, 1), end=end, sites=sites, by="month", per_site=False
             )
-            for row in self.reports.report(asked).rows:
+        )
+        months: dict[int, list[int | None]] = {m: [None, None] for m in range(1, 13)}
+        for slot, rows in ((0, yearly.rows), (1, yearly.previous_rows)):
+            for m in range(1, end.month + 1):
+                months[m][slot] = 0  # a month without events counts 0, not "no data"
+            for row in rows:
                 months[int(row.period[5:7])][slot] = row.figures.get("visits") or 0
         return PeriodReport(
             start=start,
@@ -133,7 +161,6 @@ class ReportFigures:
             kiosks=tuple(Kiosk(k.device_id, k.site, k.complete_up_to) for k in daily.complete),
             may_grow=daily.may_still_grow,
             min_cell=daily.min_cell,
-            sites=tuple(self.sites()),
         )
 
 
