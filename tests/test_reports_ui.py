@@ -528,7 +528,6 @@ def test_central_report_command_from_real_events(tmp_path: Path) -> None:
     # the same figures through the adapter the page and the files use
     figures = ReportFigures(Reports(repo.engine, CentralConfig(data_dir=data).reports))
     report = figures.period(*NOVEMBER, None)
-    repo.close()
     assert figures.sites() == ["tv-tinh"]
     assert report.totals["visits"] == 5 and report.last_year["visits"] == 1
     assert report.totals["unique_readers"] == 4
@@ -537,9 +536,14 @@ def test_central_report_command_from_real_events(tmp_path: Path) -> None:
     assert report.week_hours[0][9] == 3 and report.week_hours[0][15] == 1  # Monday, local
     assert report.week_hours[1][9] == 1  # Tuesday
     assert dict((m, (a, b)) for m, a, b in report.months)[11] == (5, 1)
+    # the year so far: its months come from its own days, the same figures
+    year = figures.period(dt.date(2026, 1, 1), dt.date(2026, 11, 30), None)
+    assert year.months == report.months
+    assert year.months[0] == (1, 0, 0) and year.months[11] == (12, None, None)
     by_day = {d.day: d.counts for d in report.days}
     assert by_day[dt.date(2026, 11, 2)]["loans"] == 4
     assert by_day[dt.date(2026, 11, 3)]["items_served"] == 1
+    repo.close()
 
     def run(*args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(

@@ -90,7 +90,8 @@ class ReportFigures:
     """``Figures`` from central's rollups (``fleet.reports``): the figures the API reports,
     laid out for the page and the files. Three questions: by day and site with the year
     before; by hour for the week's shape; by month from New Year to the period's end, with
-    the same months a year earlier.
+    the same months a year earlier (not asked when the period starts at New Year: its days
+    are those months). Visits add up over days: a visit is counted in the hour it began.
 
     A period's figures are kept ``ttl_s`` (a minute): the page, its language toggle and the
     download that follows ask the same question, and each answer reads a year of rollups.
@@ -135,17 +136,22 @@ class ReportFigures:
         for row in hourly.rows:
             at = dt.datetime.strptime(row.period, "%Y-%m-%dT%H")
             week[at.weekday()][at.hour] += row.figures.get("visits") or 0
-        yearly = self.reports.report(
-            ReportQuery(
-                start=dt.date(end.year, 1, 1), end=end, sites=sites, by="month", per_site=False
+        if start == dt.date(end.year, 1, 1):  # the year so far: its days say it already
+            by_month = (daily.rows, daily.previous_rows)
+        else:
+            yearly = self.reports.report(
+                ReportQuery(
+                    start=dt.date(end.year, 1, 1), end=end, sites=sites, by="month", per_site=False
+                )
             )
-        )
+            by_month = (yearly.rows, yearly.previous_rows)
         months: dict[int, list[int | None]] = {m: [None, None] for m in range(1, 13)}
-        for slot, rows in ((0, yearly.rows), (1, yearly.previous_rows)):
+        for slot, rows in enumerate(by_month):
             for m in range(1, end.month + 1):
                 months[m][slot] = 0  # a month without events counts 0, not "no data"
             for row in rows:
-                months[int(row.period[5:7])][slot] = row.figures.get("visits") or 0
+                have = months[int(row.period[5:7])][slot] or 0
+                months[int(row.period[5:7])][slot] = have + (row.figures.get("visits") or 0)
         return PeriodReport(
             start=start,
             end=end,
