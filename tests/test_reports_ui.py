@@ -34,7 +34,7 @@ from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.repo import Incoming, Repo
 from biblioedge.fleet.reportdocs import text as words
-from biblioedge.fleet.reportdocs.model import FIGURES, Day, Kiosk, PeriodReport
+from biblioedge.fleet.reportdocs.model import FIGURES, Day, Kiosk, Months, PeriodReport
 from biblioedge.fleet.reportdocs.monthly import MonthlyReports
 from biblioedge.fleet.reportdocs.sheet import daily_csv, xlsx
 from biblioedge.fleet.reportdocs.source import ReportFigures, last_month
@@ -93,6 +93,16 @@ class SampleFigures:
         }
         return counts
 
+    def months(self, end: dt.date, site: str | None) -> Months:
+        return tuple(
+            (
+                m,
+                9000 + 400 * m if m <= end.month else None,
+                8000 + 350 * m if m <= end.month else None,
+            )
+            for m in range(1, 13)
+        )
+
     def _totals(self, start: dt.date, end: dt.date, site: str | None) -> dict[str, int | None]:
         totals: dict[str, int | None] = dict.fromkeys(FIGURES, 0)
         for s in [site] if site else SITES:
@@ -123,9 +133,8 @@ class SampleFigures:
             )
             for wd in range(7)
         )
-        months = tuple(
-            (m, 9000 + 400 * m if m <= end.month else None, 8000 + 350 * m) for m in range(1, 13)
-        )
+        new_year = start == dt.date(end.year, 1, 1)  # as ReportFigures: else asked apart
+        months = self.months(end, site) if new_year else ()
         mark = dt.datetime.combine(end, dt.time(23, 0), dt.UTC)
         kiosks = tuple(
             Kiosk(k, s, mark - dt.timedelta(days=3) if k in self.late else mark)
@@ -535,10 +544,12 @@ def test_central_report_command_from_real_events(tmp_path: Path) -> None:
     assert report.change("visits") == 400.0
     assert report.week_hours[0][9] == 3 and report.week_hours[0][15] == 1  # Monday, local
     assert report.week_hours[1][9] == 1  # Tuesday
-    assert dict((m, (a, b)) for m, a, b in report.months)[11] == (5, 1)
+    assert report.months == ()  # not the year so far: the year chart asks apart
+    months = figures.months(NOVEMBER[1], None)
+    assert dict((m, (a, b)) for m, a, b in months)[11] == (5, 1)
     # the year so far: its months come from its own days, the same figures
     year = figures.period(dt.date(2026, 1, 1), dt.date(2026, 11, 30), None)
-    assert year.months == report.months
+    assert year.months == months
     assert year.months[0] == (1, 0, 0) and year.months[11] == (12, None, None)
     by_day = {d.day: d.counts for d in report.days}
     assert by_day[dt.date(2026, 11, 2)]["loans"] == 4
@@ -558,6 +569,7 @@ def test_central_report_command_from_real_events(tmp_path: Path) -> None:
     assert got.returncode == 0, got.stderr
     doc = json.loads(got.stdout)
     assert doc["totals"]["visits"] == 5 and doc["change_percent"]["visits"] == 400.0
+    assert doc["months"][10] == {"month": 11, "this_year": 5, "last_year": 1}
     got = run("--from", "2026-11-01", "--to", "2026-11-30", "--site", "tv-tinh", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(got.stdout.decode("utf-8-sig"))))
     assert [(r["date"], r["visits"], r["loans"]) for r in rows] == [
@@ -658,8 +670,13 @@ def test_reports_page_from_real_rollups_in_chromium(
     )
     assert sum(drawn["loans"]["data"]) == expected.totals["loans"]
     assert sum(sum(s["data"]) for s in drawn["week"]["series"]) == expected.totals["visits"]
-    assert drawn["years"]["this"][10] == expected.totals["visits"]
-    assert drawn["years"]["last"][10] == expected.last_year["visits"]
+    assert drawn["years"] is None  # asked apart, drawn when it came:
+    years = browser.execute_async_script(
+        "fetch(arguments[0]).then(r => r.json()).then(arguments[1])", drawn["years_url"]
+    )
+    assert years["this"][10] == expected.totals["visits"]
+    assert years["last"][10] == expected.last_year["visits"]
+    assert years["this"][11] is None and years["labels"][0] == "Tháng 1"
     _wait(browser, "#kiosk-gate-01", "30/11/2026")
     assert browser.find_elements(By.ID, "suppressed") == []  # nothing was hidden
     _shoot(browser, "reports-vi-real.png")

@@ -4,6 +4,7 @@ Department's XLSX, the CSV of daily figures or JSON."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -40,6 +41,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         figures = ReportFigures(Reports(repo.engine, cfg.reports))
         check_request(start, end, args.site, figures.sites())
         report = figures.period(start, end, args.site)
+        if kind == "json" and not report.months:
+            report = dataclasses.replace(report, months=figures.months(end, args.site))
     except (ReportRequestError, ReportError) as exc:
         sys.stderr.write(f"biblioedge central report: {exc}\n")
         return 2

@@ -53,6 +53,8 @@ DEPARTMENT_ROWS: tuple[tuple[str, int], ...] = (
 )
 
 Counts = Mapping[str, int | None]
+# (month 1-12, visits this year, visits the year before); None: not reached yet
+Months = tuple[tuple[int, int | None, int | None], ...]
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,9 @@ class PeriodReport:
     days: tuple[Day, ...] = ()
     # visits by weekday (Monday first) and hour of day, 7 x 24
     week_hours: tuple[tuple[int, ...], ...] = ()
-    # visits by month of ``end``'s year and of the year before: (month 1-12, this, last)
-    months: tuple[tuple[int, int | None, int | None], ...] = ()
+    # visits by month of ``end``'s year and of the year before, when the period's own
+    # question gave them (it starts at New Year); else ``Figures.months`` asks apart
+    months: Months = ()
     kiosks: tuple[Kiosk, ...] = ()
     may_grow: bool = False
     min_cell: int = 0  # cells below this were suppressed (0: none were)

@@ -12,17 +12,18 @@ import datetime as dt
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Literal, Protocol, cast, get_args
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, Protocol, TypeVar, cast, get_args
 
 from biblioedge.fleet.dashboard_text import Lang
-from biblioedge.fleet.reportdocs.model import FIGURES, Day, Kiosk, PeriodReport
-from biblioedge.fleet.reports import ReportQuery, Reports
+from biblioedge.fleet.reportdocs.model import FIGURES, Day, Kiosk, Months, PeriodReport
+from biblioedge.fleet.reports import ReportQuery, Reports, Row
 
 Format = Literal["xlsx", "csv", "json"]
 FORMATS: tuple[str, ...] = get_args(Format)
 LANGS: tuple[str, ...] = get_args(Lang)
 MAX_YEARS = 10
+T = TypeVar("T")
 EARLIEST = dt.date(2000, 1, 1)  # before any kiosk of this library existed: a typo
 
 
@@ -34,6 +35,8 @@ class Figures(Protocol):
     def sites(self) -> list[str]: ...
 
     def period(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport: ...
+
+    def months(self, end: dt.date, site: str | None) -> Months: ...
 
 
 def parse_day(value: str, what: str) -> dt.date:
@@ -88,43 +91,59 @@ def this_month(today: dt.date) -> tuple[dt.date, dt.date]:
 
 class ReportFigures:
     """``Figures`` from central's rollups (``fleet.reports``): the figures the API reports,
-    laid out for the page and the files. Three questions: by day and site with the year
-    before; by hour for the week's shape; by month from New Year to the period's end, with
-    the same months a year earlier (not asked when the period starts at New Year: its days
-    are those months). Visits add up over days: a visit is counted in the hour it began.
+    laid out for the page and the files. A period takes two questions: by day and site with
+    the year before, and by hour for the week's shape. The year chart (months of the year
+    so far against the same months a year earlier) is a third, asked apart (``months``)
+    unless the period starts at New Year, when its own days are those months. Visits add up
+    over days and months: a visit is counted in the hour it began.
 
-    A period's figures are kept ``ttl_s`` (a minute): the page, its language toggle and the
-    download that follows ask the same question, and each answer reads a year of rollups.
-    A late event shows within that minute; the monthly report and ``central report`` use
-    their own instance, fresh."""
+    Answers are kept ``ttl_s`` (a minute): the page, its language toggle and the download
+    that follows ask the same, and each answer reads the period's rollups. A late event
+    shows within that minute; the monthly report and ``central report`` ask fresh."""
 
-    def __init__(self, reports: Reports, ttl_s: float = 60.0, keep: int = 16) -> None:
+    def __init__(self, reports: Reports, ttl_s: float = 60.0, keep: int = 32) -> None:
         self.reports = reports
         self.ttl_s = ttl_s
         self.keep = keep
-        self._kept: OrderedDict[tuple[dt.date, dt.date, str | None], tuple[float, PeriodReport]]
-        self._kept = OrderedDict()
+        self._kept: OrderedDict[tuple[object, ...], tuple[float, object]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _cached(self, key: tuple[object, ...], ask: Callable[[], T]) -> T:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._kept.get(key)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return cast(T, hit[1])
+        answer = ask()
+        with self._lock:
+            self._kept[key] = (now, answer)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.keep:
+                self._kept.popitem(last=False)
+        return answer
 
     def sites(self) -> list[str]:
         return sorted(self.reports.sites())
 
     def period(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport:
-        key = (start, end, site)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._kept.get(key)
-        if hit is not None and now - hit[0] < self.ttl_s:
-            return hit[1]
-        report = self._ask(start, end, site)
-        with self._lock:
-            self._kept[key] = (now, report)
-            self._kept.move_to_end(key)
-            while len(self._kept) > self.keep:
-                self._kept.popitem(last=False)
-        return report
+        return self._cached(("period", start, end, site), lambda: self._period(start, end, site))
 
-    def _ask(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport:
+    def months(self, end: dt.date, site: str | None) -> Months:
+        return self._cached(("months", end, site), lambda: self._months(end, site))
+
+    def _months(self, end: dt.date, site: str | None) -> Months:
+        yearly = self.reports.report(
+            ReportQuery(
+                start=dt.date(end.year, 1, 1),
+                end=end,
+                sites=(site,) if site else (),
+                by="month",
+                per_site=False,
+            )
+        )
+        return _by_month(end, yearly.rows, yearly.previous_rows)
+
+    def _period(self, start: dt.date, end: dt.date, site: str | None) -> PeriodReport:
         sites = (site,) if site else ()
         daily = self.reports.report(
             ReportQuery(start=start, end=end, sites=sites, by="day", per_site=True)
@@ -136,22 +155,7 @@ class ReportFigures:
         for row in hourly.rows:
             at = dt.datetime.strptime(row.period, "%Y-%m-%dT%H")
             week[at.weekday()][at.hour] += row.figures.get("visits") or 0
-        if start == dt.date(end.year, 1, 1):  # the year so far: its days say it already
-            by_month = (daily.rows, daily.previous_rows)
-        else:
-            yearly = self.reports.report(
-                ReportQuery(
-                    start=dt.date(end.year, 1, 1), end=end, sites=sites, by="month", per_site=False
-                )
-            )
-            by_month = (yearly.rows, yearly.previous_rows)
-        months: dict[int, list[int | None]] = {m: [None, None] for m in range(1, 13)}
-        for slot, rows in enumerate(by_month):
-            for m in range(1, end.month + 1):
-                months[m][slot] = 0  # a month without events counts 0, not "no data"
-            for row in rows:
-                have = months[int(row.period[5:7])][slot] or 0
-                months[int(row.period[5:7])][slot] = have + (row.figures.get("visits") or 0)
+        new_year = start == dt.date(end.year, 1, 1)
         return PeriodReport(
             start=start,
             end=end,
@@ -163,11 +167,24 @@ class ReportFigures:
                 for r in daily.rows
             ),
             week_hours=tuple(tuple(h) for h in week),
-            months=tuple((m, a, b) for m, (a, b) in months.items()),
+            months=_by_month(end, daily.rows, daily.previous_rows) if new_year else (),
             kiosks=tuple(Kiosk(k.device_id, k.site, k.complete_up_to) for k in daily.complete),
             may_grow=daily.may_still_grow,
             min_cell=daily.min_cell,
         )
+
+
+def _by_month(end: dt.date, rows: Sequence[Row], before: Sequence[Row]) -> Months:
+    """Visits per month of ``end``'s year from rows of days or months (periods start with
+    YYYY-MM); months after ``end`` are None, months before it without visits 0."""
+    months: dict[int, list[int | None]] = {m: [None, None] for m in range(1, 13)}
+    for slot, found in enumerate((rows, before)):
+        for m in range(1, end.month + 1):
+            months[m][slot] = 0
+        for row in found:
+            have = months[int(row.period[5:7])][slot] or 0
+            months[int(row.period[5:7])][slot] = have + (row.figures.get("visits") or 0)
+    return tuple((m, a, b) for m, (a, b) in months.items())
 
 
 def _counts(figures: Mapping[str, int | None]) -> dict[str, int | None]:

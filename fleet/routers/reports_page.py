@@ -11,6 +11,7 @@ are answered 422 with the reason, on the page or as text for the downloads.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import json
 from importlib import resources
@@ -26,7 +27,7 @@ from biblioedge.fleet.dashboard import Sessions
 from biblioedge.fleet.dashboard_text import Lang
 from biblioedge.fleet.dashboard_text import catalogue as dashboard_words
 from biblioedge.fleet.reportdocs import text as words
-from biblioedge.fleet.reportdocs.model import DEPARTMENT_ROWS, FIGURES, PeriodReport
+from biblioedge.fleet.reportdocs.model import DEPARTMENT_ROWS, FIGURES, Months, PeriodReport
 from biblioedge.fleet.reportdocs.monthly import MonthlyReports
 from biblioedge.fleet.reportdocs.sheet import daily_csv, site_name, to_json, xlsx
 from biblioedge.fleet.reportdocs.source import (
@@ -54,6 +55,7 @@ _HEADERS = {
     "Cache-Control": "no-store",
 }
 DEFAULT_DAYS = 30
+MONTHS_URL = "/dashboard/reports/months.json"
 
 
 def _env() -> jinja2.Environment:
@@ -89,16 +91,21 @@ def chart_data(report: PeriodReport, lang: Lang) -> dict[str, Any]:
             "label": t["loans"],
             "x": t["day"],
         },
-        "years": {
-            "labels": [
-                f"{t['month']} {m}" if lang == "vi" else calendar.month_abbr[m]
-                for m, _, _ in report.months
-            ],
-            "this": [a for _, a, _ in report.months],
-            "last": [b for _, _, b in report.months],
-            "this_label": f"{t['this_year']} ({report.end.year})",
-            "last_label": f"{t['year_before']} ({report.end.year - 1})",
-        },
+        "years": years_chart(report.months, report.end, lang) if report.months else None,
+    }
+
+
+def years_chart(months: Months, end: dt.date, lang: Lang) -> dict[str, Any]:
+    """The months of ``end``'s year against the same months a year earlier."""
+    t = words.catalogue(lang)
+    return {
+        "labels": [
+            f"{t['month']} {m}" if lang == "vi" else calendar.month_abbr[m] for m, _, _ in months
+        ],
+        "this": [a for _, a, _ in months],
+        "last": [b for _, _, b in months],
+        "this_label": f"{t['this_year']} ({end.year})",
+        "last_label": f"{t['year_before']} ({end.year - 1})",
     }
 
 
@@ -168,6 +175,7 @@ def router(
                 (key, indent, report.totals.get(key), report.last_year.get(key), report.change(key))
                 for key, indent in DEPARTMENT_ROWS
             ]
+            keep = f"from={start}&to={end}" + (f"&site={site}" if site else "")
             rows += [
                 (k, 0, report.totals.get(k), report.last_year.get(k), report.change(k))
                 for k in FIGURES
@@ -181,15 +189,35 @@ def router(
                 report=report,
                 rows=rows,
                 site_label=site_name(site, lang),
-                charts=json.dumps(chart_data(report, lang), ensure_ascii=False),
-                query=f"from={start}&to={end}" + (f"&site={site}" if site else ""),
-                keep=f"from={start}&to={end}" + (f"&site={site}" if site else ""),
+                charts=json.dumps(
+                    {**chart_data(report, lang), "years_url": f"{MONTHS_URL}?{keep}&lang={lang}"},
+                    ensure_ascii=False,
+                ),
+                query=keep,
+                keep=keep,
             )
         html = env.get_template("reports.html").render(**ctx)
         resp = HTMLResponse(html, status_code=status, headers=_HEADERS)
         if request.query_params.get("lang") in ("vi", "en"):
             resp.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict")
         return resp
+
+    @ui.get("/months.json", response_model=None)
+    async def months(request: Request) -> Response:
+        """The year chart's figures, asked apart: a year against the year before reads two
+        years of rollups, and the page need not wait for them."""
+        if signed_in(request) is None:
+            raise HTTPException(401, "sign in first")
+        try:
+            _, end, site, _ = await asked(request)
+        except ReportRequestError as exc:
+            return PlainTextResponse(str(exc), status_code=422, headers=_HEADERS)
+        found = await run_in_threadpool(figures.months, end, site)
+        return Response(
+            json.dumps(years_chart(found, end, lang_of(request)), ensure_ascii=False),
+            media_type="application/json",
+            headers=_HEADERS,
+        )
 
     @ui.get("/export.{fmt}", response_model=None)
     async def export(fmt: str, request: Request) -> Response:
@@ -203,6 +231,9 @@ def router(
             return PlainTextResponse(str(exc), status_code=422, headers=_HEADERS)
         lang = lang_of(request)
         report = await run_in_threadpool(figures.period, start, end, site)
+        if kind == "json" and not report.months:
+            months = await run_in_threadpool(figures.months, end, site)
+            report = dataclasses.replace(report, months=months)
         name = f"bao-cao-{start}-{end}" + (f"-{site}" if site else "")
         if kind == "xlsx":
             body = await run_in_threadpool(xlsx, report, lang, None, library)
