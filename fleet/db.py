@@ -382,11 +382,11 @@ report_rollups = Table(
     "report_rollups",
     metadata,
     Column("site", String(64), primary_key=True),
-    Column("device_id", String(64), primary_key=True),
     Column("hour", Integer, primary_key=True, comment="hours since 1970-01-01T00:00Z"),
     Column("metric", String(80), primary_key=True),
+    Column("device_id", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
-    Index("ix_report_rollups_hour", "hour"),
+    sqlite_with_rowid=False,  # the key is the order reports read in: no second copy
 )
 
 #: Which readers came to a site on a (local) day: unique readers over any run of days.
@@ -396,6 +396,7 @@ report_readers = Table(
     Column("site", String(64), primary_key=True),
     Column("day", Integer, primary_key=True, comment="the library's local day since 1970-01-01"),
     Column("patron_id", String(64), primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 #: A reader's age band, kept at registration so that reports never open sealed profiles.

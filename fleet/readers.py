@@ -296,6 +296,8 @@ class Readers:
             conn.execute(delete(reader_profiles).where(reader_profiles.c.patron_id == patron_id))
             conn.execute(delete(registrations).where(registrations.c.patron_id == patron_id))
             self._log(conn, site, patron_id)
+            if self.repo.rollups is not None:  # the reports' count of erasures
+                self.repo.rollups.record_in(conn, site, "erasures")
 
     def revoke_card(self, jti: str, patron_id: str) -> None:
         with self.repo.engine.begin() as conn:

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 
 from biblioedge.fleet import authz, migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
-from biblioedge.fleet.reports.rollup import Rollups
+from biblioedge.fleet.reports.rollup import CENTRAL, Rollups
 from biblioedge.protocol import (
     BATCH_DEPTH,
     GALLERY_ROLES,
@@ -741,9 +741,10 @@ class Repo:
             return [dict(r._mapping) for r in rows]
 
     def stats(self) -> dict[str, int]:
-        """Counts of what the devices sent (central's own attention cases excluded)."""
+        """Counts of what the devices sent (central's own attention cases and report events
+        excluded)."""
         sent = select(func.count()).select_from(events)
-        sent = sent.where(events.c.type != authz.SECURITY_ATTENTION)
+        sent = sent.where(events.c.device_id != CENTRAL, events.c.type != authz.SECURITY_ATTENTION)
         with self.engine.connect() as conn:
             return {
                 "events": int(conn.scalar(sent) or 0),

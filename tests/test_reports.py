@@ -3,6 +3,7 @@ served at ``/api/v1/reports`` — on SQLite and PostgreSQL, through the real ing
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +19,7 @@ from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.db import report_readers, report_rollups
 from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Incoming, Repo
 from biblioedge.fleet.reports import Report, ReportQuery, Reports, ReportsConfig, Rollups
 from biblioedge.protocol import uuid7
@@ -213,6 +215,18 @@ def test_the_same_period_a_year_earlier_stands_beside(repo: Repo) -> None:
     assert report.previous_year is not None and report.previous_year["visits"] == 4
     assert report.change_pct["visits"] == 25.0
     assert [r.period for r in report.previous_rows] == ["2025-03"]
+
+
+def test_an_erasure_at_central_is_counted_and_names_nobody(repo: Repo) -> None:
+    readers = Readers(repo, os.urandom(32))
+    readers.upsert("BE0000007", site="tv-tinh", display_name="Nguyễn Văn An")
+    readers.erase("BE0000007")
+    today = datetime.now(UTC).date()
+    days = {"start": today - timedelta(days=1), "end": today + timedelta(days=1)}
+    report = same(Reports(repo.engine), ReportQuery(**days, by="total"))
+    assert report.total["erasures"] == 1
+    assert "BE0000007" not in report.model_dump_json()
+    assert repo.stats()["events"] == 0  # central's own figures are not what the kiosks sent
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, func, literal, select, union
+import orjson
+from sqlalchemy import Connection, Engine, Text, and_, cast, func, literal, select, union
 
 from biblioedge.fleet.db import devices, events, report_readers, report_rollups
 from biblioedge.fleet.reports.model import (
@@ -36,9 +37,6 @@ from biblioedge.fleet.reports.model import (
 from biblioedge.fleet.reports.rollup import EPOCH, Cell, ReaderDay, Rollups
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.protocol import YEARS, utc_now, valid_id
-
-#: Families whose total is the sum of their breakdown (``refusals.blocked`` …).
-SUMMED = ("refusals", "items_refused")
 
 RowKey = tuple[str, str | None, str | None]
 
@@ -67,7 +65,7 @@ def known_sites(conn: Connection) -> set[str]:
 class _Source:
     """Where the figures of a period come from: hour cells, and unique readers per days."""
 
-    cells: Callable[[int, int, tuple[str, ...], bool], Iterable[tuple[str, str, int, str, int]]]
+    cells: Callable[[int, int, tuple[str, ...], bool], list[tuple[str, str, int, dict[str, int]]]]
     readers: Callable[[int, int, tuple[str, ...], bool], Iterable[tuple[str | None, int, int]]]
     distinct: Callable[[int, int, tuple[str, ...], bool, int | None], dict[str | None, int]]
 
@@ -180,29 +178,34 @@ class Reports:
         h_lo, h_hi = int(lo.timestamp()) // 3600, int(hi.timestamp()) // 3600
         per_site = query.per_site or query.per_kiosk
         per_hour: dict[int, tuple[str, datetime]] = {}
-        figures: dict[RowKey, Counter[str]] = {}
+        figures: dict[RowKey, dict[str, int]] = {}
         ends: dict[RowKey, datetime] = {}
-        total: Counter[str] = Counter()
-        cells = list(source.cells(h_lo, h_hi, scope, query.per_kiosk))
-        gated = gate_sites | {
-            c[0] for c in cells if c[3] == "gate_visits" or c[3][:9] == "refusals."
-        }
+        cells = source.cells(h_lo, h_hi, scope, query.per_kiosk)
+        gated = set(gate_sites)
+        for site, _, _, metrics in cells:
+            if site not in gated and (
+                "gate_visits" in metrics or any(k[:9] == "refusals." for k in metrics)
+            ):
+                gated.add(site)
         by, kiosk = query.by, query.per_kiosk
-        for site, device, hour, metric, value in cells:
+        for site, device, hour, metrics in cells:
             known = per_hour.get(hour)
             if known is None:
                 at = datetime.fromtimestamp(hour * 3600, self.zone)
                 known = per_hour[hour] = (_period_key(by, at), min(_period_end(by, at, hi), hi))
             key: RowKey = (known[0], site if per_site else None, device if kiosk else None)
+            visits = metrics.get("gate_visits" if site in gated else "exit_in", 0)
             bucket = figures.get(key)
-            if bucket is None:
-                bucket = figures[key] = Counter()
+            if bucket is None:  # by hour, each is its own row: nothing to add up
+                metrics["visits"] = visits
+                figures[key] = metrics
                 ends[key] = known[1]
-            else:
-                ends[key] = max(ends[key], known[1])
-            bucket[metric] += value
-            if metric == "gate_visits" if site in gated else metric == "exit_in":
-                bucket["visits"] += value
+                continue
+            ends[key] = max(ends[key], known[1])
+            for metric, value in metrics.items():
+                bucket[metric] = bucket.get(metric, 0) + value
+            bucket["visits"] += visits
+        total: Counter[str] = Counter()
         for bucket in figures.values():
             total.update(bucket)
         d_lo, d_hi = (start - EPOCH).days, (end - EPOCH).days
@@ -227,13 +230,11 @@ class Reports:
         shown["unique_readers"] = whole.get(None, 0)
         return rows, shown
 
-    def _shown(self, counts: Counter[str]) -> Figures:
+    def _shown(self, counts: dict[str, int]) -> Figures:
         """The figures as a report shows them: families summed, small band cells hidden."""
-        out: Figures = {k: v for k, v in counts.items()}
-        for family in SUMMED:
-            out[family] = sum(v for k, v in counts.items() if k.startswith(family + "."))
-        for family in ("visits", "gate_visits", "loans", "cards_new", "exit_in"):
-            out.setdefault(family, 0)
+        out: Figures = {"visits": 0, "gate_visits": 0, "loans": 0, "cards_new": 0, "exit_in": 0}
+        out["refusals"] = out["items_refused"] = 0  # kept at ingest beside their breakdown
+        out.update(counts)
         for family in BANDED_FAMILIES:
             keys = [f"{family}.{b}" for b in BANDS]
             if any(0 < counts.get(k, 0) < self.settings.min_cell for k in keys):
@@ -304,10 +305,9 @@ def _period_end(by: str, at: datetime, hi: datetime) -> datetime:
     return end.astimezone(UTC)
 
 
-def _order(key: RowKey) -> tuple[Any, ...]:
-    period, site, device = key
-    p: Any = int(period) if period.isdigit() and len(period) == 1 else period
-    return (str(p).zfill(2) if isinstance(p, int) else p, site or "", device or "")
+def _order(key: RowKey) -> tuple[str, str, str]:
+    """Rows in time order: every period key sorts as text (ISO dates, 2026-Q1, weekday 1-7)."""
+    return (key[0], key[1] or "", key[2] or "")
 
 
 def _year_before(start: date, end: date) -> tuple[date, date]:
@@ -383,19 +383,32 @@ def _rollup_source(conn: Connection) -> _Source:
 
     def cells(
         h_lo: int, h_hi: int, sites: tuple[str, ...], per_kiosk: bool
-    ) -> Iterable[tuple[str, str, int, str, int]]:
-        """Summed over the kiosks of a site in the database unless asked per kiosk."""
+    ) -> list[tuple[str, str, int, dict[str, int]]]:
+        """One row per site (or kiosk) and hour, its figures as one JSON object built by the
+        database: a year by hour is 10,000 rows to read instead of 250,000."""
         device = r.device_id if per_kiosk else literal("")
-        value = r.value if per_kiosk else func.sum(r.value)
-        stmt = select(r.site, device, r.hour, r.metric, value).where(
-            and_(r.hour >= h_lo, r.hour < h_hi, r.value != 0)
+        inner = (
+            select(r.site, device.label("device"), r.hour, r.metric, func.sum(r.value).label("v"))
+            .where(and_(r.hour >= h_lo, r.hour < h_hi, r.value != 0, r.site.in_(sites)))
+            .group_by(r.site, device, r.hour, r.metric)
+            .subquery()
         )
-        if sites:
-            stmt = stmt.where(r.site.in_(sites))
-        if not per_kiosk:
-            stmt = stmt.group_by(r.site, r.hour, r.metric)
-        cursor = conn.exec_driver_sql(*_plain(conn, stmt))  # plain tuples: 10x fewer objects
-        return [row for row in cursor if row[4]]
+        c = inner.c
+        pg = conn.dialect.name == "postgresql"
+        agg = (
+            cast(func.json_object_agg(c.metric, c.v), Text)
+            if pg
+            else func.json_group_object(c.metric, c.v)
+        )
+        stmt = select(c.site, c.device, c.hour, agg).group_by(c.site, c.device, c.hour)
+        sql, params = _plain(conn, stmt)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            loads = orjson.loads
+            return [(s, d, h, loads(m)) for s, d, h, m in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     def readers(
         d_lo: int, d_hi: int, sites: tuple[str, ...], per_site: bool
@@ -430,12 +443,12 @@ def _rollup_source(conn: Connection) -> _Source:
 def _memory_source(cells: Counter[Cell], readers: set[ReaderDay]) -> _Source:
     def cell_rows(
         h_lo: int, h_hi: int, sites: tuple[str, ...], per_kiosk: bool
-    ) -> Iterable[tuple[str, str, int, str, int]]:
-        summed: Counter[tuple[str, str, int, str]] = Counter()
+    ) -> list[tuple[str, str, int, dict[str, int]]]:
+        summed: dict[tuple[str, str, int], Counter[str]] = {}
         for (s, d, h, m), v in cells.items():
-            if h_lo <= h < h_hi and (not sites or s in sites):
-                summed[(s, d if per_kiosk else "", h, m)] += v
-        return [(s, d, h, m, v) for (s, d, h, m), v in summed.items() if v]
+            if h_lo <= h < h_hi and s in sites and v:
+                summed.setdefault((s, d if per_kiosk else "", h), Counter())[m] += v
+        return [(s, d, h, {m: v for m, v in c.items() if v}) for (s, d, h), c in summed.items()]
 
     def days(
         d_lo: int, d_hi: int, sites: tuple[str, ...], per_site: bool

@@ -24,20 +24,24 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from biblioedge.fleet.db import UTCDateTime, events, reader_bands, report_readers, report_rollups
-from biblioedge.fleet.reports.model import BANDED_FAMILIES, BANDS
+from biblioedge.fleet.reports.model import BANDS
 from biblioedge.fleet.reports.settings import ReportsConfig
+from biblioedge.protocol import uuid7
 
 #: (site, device, UTC hour, metric)
 Cell = tuple[str, str, int, str]
 #: (site, local day, patron)
 ReaderDay = tuple[str, int, str]
-#: What central itself records (renewals, replacements, erasures at the API) is kept under
-#: this kiosk name.
+#: What central itself does (a card renewed or replaced at the API, a reader erased, a
+#: pre-registration completed) is an event of its own, ``central.figure``, under this kiosk
+#: name: stored and counted like a kiosk's, so the raw computation sees it too.
 CENTRAL = "central"
+CENTRAL_FIGURE = "central.figure"
+CENTRAL_FIGURES = frozenset({"cards_renewed", "cards_replaced", "erasures", "preregistrations"})
 EPOCH = date(1970, 1, 1)
 _SLUG = re.compile(r"^[a-z0-9_]{1,32}$")
 GRANT = "gate.decision"
@@ -70,19 +74,19 @@ def contributions(etype: str, payload: dict[str, Any]) -> list[tuple[str, int]]:
         case "gate.decision":
             if p.get("decision") == "grant":
                 return []
-            return [(f"refusals.{slug(p.get('reason'))}", 1)]
+            return [("refusals", 1), (f"refusals.{slug(p.get('reason'))}", 1)]
         case "exit.passages":
             return [("exit_in", _count(p.get("in"))), ("exit_out", _count(p.get("out")))]
         case "exit.alarm":
             return [("exit_alarms", 1)] if "items" in p else []
         case "circ.checkout":
             if not ok:
-                return [(f"items_refused.{slug(p.get('result'))}", 1)]
+                return _refused(p)
             return [("loans", 1)] + ([("offline_loans", 1)] if p.get("offline") is True else [])
         case "circ.checkin":
-            return [("returns", 1)] if ok else [(f"items_refused.{slug(p.get('result'))}", 1)]
+            return [("returns", 1)] if ok else _refused(p)
         case "circ.renew":
-            return [("renewals", 1)] if ok else [(f"items_refused.{slug(p.get('result'))}", 1)]
+            return [("renewals", 1)] if ok else _refused(p)
         case "circ.reconciled":
             return [
                 ("offline_settled", _count(p.get("done"))),
@@ -92,7 +96,14 @@ def contributions(etype: str, payload: dict[str, Any]) -> list[tuple[str, int]]:
             return [("cards_replaced" if p.get("returning") is True else "cards_new", 1)]
         case "reader.registered":
             return [("cards_new", 1)]
+        case "central.figure":
+            metric = p.get("metric")
+            return [(metric, 1)] if metric in CENTRAL_FIGURES else []
     return []
+
+
+def _refused(payload: dict[str, Any]) -> list[tuple[str, int]]:
+    return [("items_refused", 1), (f"items_refused.{slug(payload.get('result'))}", 1)]
 
 
 def band_of(birth: date | None, at: date, child_under: int) -> str:
@@ -255,7 +266,7 @@ class Rollups:
         add, day = _UPSERTS[conn.dialect.name]
         rows = [
             {"site": s, "device_id": d, "hour": h, "metric": m, "value": v}
-            for (s, d, h, m), v in sorted(cells.items())
+            for (s, h, m, d), v in sorted(((s, h, m, d), v) for (s, d, h, m), v in cells.items())
             if v
         ]
         if rows:
@@ -265,22 +276,24 @@ class Rollups:
                 day, [{"site": s, "day": d, "patron_id": p} for s, d, p in sorted(readers)]
             )
 
-    def record_in(
-        self,
-        conn: Connection,
-        site: str,
-        metric: str,
-        at: datetime | None = None,
-        n: int = 1,
-        band: str | None = None,
-    ) -> None:
-        """Count something central itself did (a card renewed or replaced, a reader erased, a
-        pre-registration completed), in the caller's transaction, under the kiosk ``central``."""
-        hour = hour_of(at or datetime.now(UTC))
-        cells: Counter[Cell] = Counter({(site, CENTRAL, hour, metric): n})
-        if band is not None and metric in BANDED_FAMILIES:
-            cells[(site, CENTRAL, hour, f"{metric}.{band}")] += n
-        self.write(conn, cells, set())
+    def record_in(self, conn: Connection, site: str, metric: str) -> None:
+        """Count something central itself did (``CENTRAL_FIGURES``), in the caller's
+        transaction: an event ``central.figure`` stored and counted (no reader named)."""
+        if metric not in CENTRAL_FIGURES:
+            raise ValueError(f"central records none of {metric!r}")
+        now = datetime.now(UTC)
+        row = {
+            "event_id": uuid7(),
+            "device_id": CENTRAL,
+            "site": site,
+            "type": CENTRAL_FIGURE,
+            "seq": 0,  # central's, not in a device's sequence
+            "occurred_at": now,
+            "received_at": now,
+            "payload": {"metric": metric},
+        }
+        conn.execute(insert(events).values(**row))
+        self.apply(conn, [row])
 
     # -- from the raw events --------------------------------------------------------------
 
@@ -370,7 +383,7 @@ def _upserts() -> dict[str, tuple[Any, Any]]:
     for name, ins in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
         add = ins(report_rollups)
         add = add.on_conflict_do_update(
-            index_elements=["site", "device_id", "hour", "metric"],
+            index_elements=["site", "hour", "metric", "device_id"],
             set_={"value": report_rollups.c.value + add.excluded.value},
         )
         day = ins(report_readers).on_conflict_do_nothing(

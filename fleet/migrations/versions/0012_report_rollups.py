@@ -28,12 +28,12 @@ def upgrade() -> None:
     op.create_table(
         "report_rollups",
         sa.Column("site", sa.String(64), primary_key=True),
-        sa.Column("device_id", sa.String(64), primary_key=True),
         sa.Column("hour", sa.Integer, primary_key=True, comment="hours since 1970-01-01T00:00Z"),
         sa.Column("metric", sa.String(80), primary_key=True),
+        sa.Column("device_id", sa.String(64), primary_key=True),
         sa.Column("value", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_report_rollups_hour", "report_rollups", ["hour"])
     op.create_table(
         "report_readers",
         sa.Column("site", sa.String(64), primary_key=True),
@@ -44,6 +44,7 @@ def upgrade() -> None:
             comment="the library's local day since 1970-01-01",
         ),
         sa.Column("patron_id", sa.String(64), primary_key=True),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "reader_bands",
@@ -59,5 +60,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("reader_bands")
     op.drop_table("report_readers")
-    op.drop_index("ix_report_rollups_hour", "report_rollups")
     op.drop_table("report_rollups")
