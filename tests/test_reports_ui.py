@@ -343,10 +343,16 @@ def test_downloads_and_refusals_of_bad_requests(central: dict[str, Any]) -> None
             "from=2026-11-01&to=2026-11-30&lang=fr": "no report in language 'fr'",
         }
         for query, reason in refused.items():
-            for path in ("/dashboard/reports/export.xlsx", "/dashboard/reports"):
+            for path in (
+                "/dashboard/reports/export.xlsx",
+                "/dashboard/reports",
+                "/dashboard/reports/months.json",
+            ):
                 r = http.get(f"{path}?{query}")
                 assert r.status_code == 422, (path, query)
                 assert reason in html.unescape(r.text), (path, query)
+        r = http.get(f"/dashboard/reports/months.json?{q}&lang=en")
+        assert r.json()["labels"][:2] == ["Jan", "Feb"] and r.json()["this"][10] is not None
         r = http.get(f"/dashboard/reports/export.pdf?{q}")
         assert r.status_code == 422 and "no report format 'pdf'" in r.text
         page = http.get("/dashboard/reports?from=2026-11-01&to=2026-11-30")
