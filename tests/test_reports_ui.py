@@ -514,14 +514,30 @@ class _Kiosk:
 MONDAY_9 = dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.UTC)
 
 
-def test_central_report_command_from_real_events(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Central's database URL: SQLite in the data directory, or the suite's PostgreSQL."""
+    if request.param == "sqlite":
+        yield CentralConfig(data_dir=tmp_path / "central").db_url
+        return
+    url = str(request.getfixturevalue("postgres_url"))
+    yield url
+    repo = Repo(url)
+    with repo.engine.begin() as conn:  # the cluster is shared by the session: leave it clean
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    repo.close()
+
+
+def test_central_report_command_from_real_events(tmp_path: Path, database: str) -> None:
     data = tmp_path / "central"
     data.mkdir()
     config = tmp_path / "central.toml"
     config.write_text(
-        f'data_dir = "{data}"\n[report_files]\nlibrary = "Thư viện tỉnh Quảng Nam"\n', "utf-8"
+        f'data_dir = "{data}"\ndatabase_url = "{database}"\n'
+        '[report_files]\nlibrary = "Thư viện tỉnh Quảng Nam"\n',
+        "utf-8",
     )
-    repo = Repo(CentralConfig(data_dir=data).db_url)
+    repo = Repo(database)
     repo.migrate()
     gate = _Kiosk(repo, "tv-tinh", "gate-01")
     desk = _Kiosk(repo, "tv-tinh", "sc-01")
