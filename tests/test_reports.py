@@ -16,10 +16,12 @@ from fastapi.testclient import TestClient
 
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
+from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.db import report_readers, report_rollups
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
+from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.repo import Incoming, Repo
 from biblioedge.fleet.reports import Report, ReportQuery, Reports, ReportsConfig, Rollups
 from biblioedge.protocol import uuid7
@@ -227,6 +229,45 @@ def test_an_erasure_at_central_is_counted_and_names_nobody(repo: Repo) -> None:
     assert report.total["erasures"] == 1
     assert "BE0000007" not in report.model_dump_json()
     assert repo.stats()["events"] == 0  # central's own figures are not what the kiosks sent
+
+
+def test_desk_registrations_count_new_and_replaced_cards_by_an_age_band_kept_for_reports(
+    repo: Repo,
+) -> None:
+    readers = Readers(repo, os.urandom(32))
+    repo.effects[REGISTRATION] = Registrar(readers, Cards(readers, os.urandom(32)))
+    desk = Kiosk(repo, "tv-tinh", "desk-01")
+    ten = (datetime.now(UTC) - timedelta(days=3660)).strftime("%d/%m/%Y")
+
+    def registered(ref: str, born: str) -> dict[str, Any]:
+        return desk.event(
+            datetime.now(UTC),
+            REGISTRATION,
+            registration_id=uuid7(),
+            citizen_ref=ref * 64,
+            display_name="Nguyễn Thị Bình",
+            profile={"date_of_birth": born, "gender": "Nữ"},
+            consent={
+                "purpose": "face_gate",
+                "granted": False,
+                "text_version": "v1",
+                "librarian": "lan",
+            },
+            check={"method": "chip_face", "passive_auth": "ok", "face_score": 0.97},
+        )
+
+    desk.send(registered("a", ten), registered("b", "1990-05-17"))
+    desk.send(registered("a", ten))  # the child's card lost: a returning reader, a new card
+    today = datetime.now(UTC).date()
+    days = {"start": today - timedelta(days=1), "end": today + timedelta(days=1)}
+    reports = Reports(repo.engine, ReportsConfig(min_cell=1))
+    report = reports.report(ReportQuery(**days, by="total"))
+    assert reports.raw_report(ReportQuery(**days, by="total")).total == report.total
+    got = {k: report.total[k] for k in ("cards_new", "cards_replaced", "cards_new.child")}
+    assert got == {"cards_new": 2, "cards_replaced": 1, "cards_new.child": 1}
+    assert report.total["cards_new.adult"] == 1
+    stored = repo.list_events(type_=REGISTRATION)[0][0]["payload"]
+    assert stored["age_band"] in ("child", "adult") and ten not in orjson.dumps(stored).decode()
 
 
 @pytest.fixture

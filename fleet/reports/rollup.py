@@ -235,6 +235,12 @@ class Rollups:
             for g in grants:  # stored in this transaction: found above, unless a driver lags
                 near.setdefault(g.patron_id or "", {})[g.event_id] = g
             for patron, candidates in near.items():
+                if len(candidates) == 1:  # the common case: no other grant near it
+                    [g] = candidates.values()
+                    hour = hour_of(g.at)
+                    cells[(site, g.device_id, hour, "gate_visits")] += 1
+                    cells[(site, g.device_id, hour, f"visits.{bands.get(patron, 'unknown')}")] += 1
+                    continue
                 ordered = sorted(candidates.values(), key=lambda g: g.key)
                 after = dict(counted(ordered, self.window))
                 before = dict(counted([g for g in ordered if g.event_id not in fresh], self.window))
