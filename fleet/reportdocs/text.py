@@ -67,6 +67,10 @@ _TEXT: dict[str, tuple[str, str]] = {
     ),
     "monthly": ("Báo cáo tháng đã lưu", "Kept monthly reports"),
     "no_monthly": ("Chưa có báo cáo tháng nào.", "No monthly report yet."),
+    "kept_may_grow": (
+        "*: số liệu có thể còn tăng; báo cáo sẽ được lập lại khi đủ.",
+        "*: figures may still grow; the report will be made again when complete.",
+    ),
     "bad_range": ("Khoảng thời gian không hợp lệ", "Invalid period"),
     "no_charts": (
         "Biểu đồ cần JavaScript; các con số ở bảng dưới đây.",
