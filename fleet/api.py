@@ -31,6 +31,9 @@ from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reportdocs.monthly import MonthlyReports
+from biblioedge.fleet.reportdocs.source import Figures, ReportFigures
+from biblioedge.fleet.reports import Reports
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.fleet.routers import audit as audit_routes
 from biblioedge.fleet.routers import cards as card_routes
@@ -44,6 +47,8 @@ from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import ils as ils_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
+from biblioedge.fleet.routers import reports as report_routes
+from biblioedge.fleet.routers import reports_page
 from biblioedge.fleet.routers import rollouts as rollout_routes
 from biblioedge.fleet.routers.common import SECURED, STRICT
 from biblioedge.fleet.throttle import FailureThrottle, client_key
@@ -93,6 +98,8 @@ def create_app(
     releases: ReleaseRepo | None = None,
     rollouts: Rollouts | None = None,
     ils: IlsWorker | None = None,
+    figures: Figures | None = None,
+    monthly: MonthlyReports | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
@@ -204,6 +211,9 @@ def create_app(
     )
     app.include_router(event_routes.router(repo), dependencies=authenticated)
     app.include_router(audit_routes.router(audit), dependencies=authenticated)
+    app.include_router(
+        report_routes.router(Reports(repo.engine, cfg.reports)), dependencies=authenticated
+    )
 
     async def changed(site: str) -> None:
         """A reader changed: she is at every branch, so every branch's kiosks follow."""
@@ -232,6 +242,9 @@ def create_app(
             app.include_router(release_routes.floor_router(rollouts), dependencies=authenticated)
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
     app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
+    # the reports page reads the same rollups as /api/v1/reports (central passes its own)
+    figures = figures or ReportFigures(Reports(repo.engine, cfg.reports))
+    app.include_router(reports_page.router(sessions, figures, monthly, cfg.report_files.library))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

@@ -28,6 +28,10 @@ from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reportdocs.monthly import MonthlyReports
+from biblioedge.fleet.reportdocs.source import ReportFigures
+from biblioedge.fleet.reports import Reports
+from biblioedge.fleet.reports.rollup import Rollups
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import GALLERY_ROLES
@@ -139,6 +143,7 @@ async def run_central(
 
 async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Path | None) -> int:
     repo = Repo(cfg.db_url)
+    repo.rollups = Rollups(cfg.reports)
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
     await asyncio.to_thread(repo.migrate, key)  # with the key: a migration may seal data
     metrics = CentralMetrics()
@@ -147,7 +152,12 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     identity, registry = await asyncio.to_thread(open_identity, cfg, repo)
     repo.require_role = cfg.security.require  # roles come from certificates: no role, no say
     repo.effects[REGISTRATION] = Registrar(
-        readers, cards, cfg.patron_prefix, identity.seal_key, require_sealed=cfg.security.require
+        readers,
+        cards,
+        cfg.patron_prefix,
+        identity.seal_key,
+        require_sealed=cfg.security.require,
+        child_under=cfg.reports.child_under,
     )
     bridge = Bridge(cfg, repo, metrics, readers, identity)
     bridge.replays = Replays(cfg.data_dir)
@@ -163,8 +173,26 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     if cfg.ils is not None:  # pushes readers to the library system; status back
         worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
         worker.on_gallery = bridge.library_changed  # her status, at every branch
+    reports = Reports(repo.engine, cfg.reports)
+    figures = ReportFigures(reports)
+    rf = cfg.report_files
+    fresh = ReportFigures(reports, ttl_s=0)  # the kept report: never a minute-old answer
+    monthly = MonthlyReports(
+        rf.dir or cfg.data_dir / "reports" / "monthly", fresh, rf.lang, rf.after_day, rf.library
+    )
     app = create_app(
-        cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts, ils=worker
+        cfg,
+        repo,
+        bridge,
+        metrics,
+        readers,
+        cards,
+        registry,
+        releases,
+        rollouts,
+        ils=worker,
+        figures=figures,
+        monthly=monthly,
     )
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
@@ -204,6 +232,10 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     background = [crl_task, tuf_task, rollout_task]
     if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
         background.append(asyncio.create_task(backup_loop(cfg, config_file), name="central:backup"))
+    if rf.monthly:
+        background.append(
+            asyncio.create_task(monthly.run(rf.check_s), name="central:monthly-report")
+        )
     api_task = asyncio.create_task(server.serve(), name="central:api")
     if worker is not None and cfg.ils is not None:
         background.append(asyncio.create_task(worker.run(), name="central:ils"))

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError, model_validator
 
 from biblioedge.fleet.ils.settings import IlsConfig
+from biblioedge.fleet.reportdocs.monthly import ReportFilesConfig
+from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.settings import (
     BrokerConfig,
     ConfigError,
@@ -313,6 +315,13 @@ class CentralConfig(StrictModel):
         default=None,
         description="The library system central pushes readers to (Koha's REST API, or the "
         "dummy's); none: readers are queued for it and wait",
+    )
+    reports: ReportsConfig = Field(
+        default_factory=ReportsConfig, description="Reports: time zone, visits, privacy"
+    )
+    report_files: ReportFilesConfig = Field(
+        default_factory=ReportFilesConfig,
+        description="The Department's spreadsheet and the monthly report kept at central",
     )
 
     @property

@@ -94,6 +94,8 @@ _TEXT: dict[str, tuple[str, str]] = {
     "viewer_note": ("Bạn chỉ có quyền xem.", "You can view only."),
     "live": ("Tự cập nhật", "Live"),
     "refused": ("Không thực hiện được", "Refused"),
+    "fleet_page": ("Thiết bị", "Fleet"),
+    "reports": ("Báo cáo thống kê", "Reports"),
 }
 
 

@@ -410,3 +410,36 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url, json_serializer=_json, json_deserializer=orjson.loads, pool_pre_ping=True
     )
+
+
+#: Report figures kept at ingest, in the transaction that stores the events they count
+#: (fleet/reports): one row per site, kiosk, UTC hour and metric.
+report_rollups = Table(
+    "report_rollups",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("hour", Integer, primary_key=True, comment="hours since 1970-01-01T00:00Z"),
+    Column("metric", String(80), primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    sqlite_with_rowid=False,  # the key is the order reports read in: no second copy
+)
+
+#: Which readers came to a site on a (local) day: unique readers over any run of days.
+report_readers = Table(
+    "report_readers",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True, comment="the library's local day since 1970-01-01"),
+    Column("patron_id", String(64), primary_key=True),
+    sqlite_with_rowid=False,
+)
+
+#: A reader's age band, kept at registration so that reports never open sealed profiles.
+reader_bands = Table(
+    "reader_bands",
+    metadata,
+    Column("patron_id", String(64), primary_key=True),
+    Column("band", String(8), nullable=False, comment="adult, child or unknown"),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

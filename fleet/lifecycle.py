@@ -79,6 +79,7 @@ class Lifecycle:
             expires = until.isoformat()
             self.readers.renew_in(conn, patron_id, expires)
             card = self.cards.issue_in(conn, patron_id, valid)
+            self.readers.count_in(conn, site, "cards_renewed")
             self.readers.record_in(
                 conn, RENEWED, site, {"patron_id": patron_id, "expires_at": expires}
             )
@@ -99,6 +100,7 @@ class Lifecycle:
                 self.readers.revoke_in(conn, jti, patron_id)
             self.readers.set_barcode_in(conn, patron_id, barcode)
             card = self.cards.issue_in(conn, patron_id, days)
+            self.readers.count_in(conn, site, "cards_replaced")
             self.readers.record_in(
                 conn,
                 REPLACED,

@@ -287,9 +287,15 @@ class Readers:
             self.erase_in(conn, patron_id)
 
     def erase_in(self, conn: Connection, patron_id: str) -> None:
-        self.site_of(conn, patron_id)  # UnknownReader if absent
+        site = self.site_of(conn, patron_id)  # UnknownReader if absent
         rows.erase(conn, patron_id)
         self.log_change(conn, patron_id)
+        self.count_in(conn, site, "erasures")
+
+    def count_in(self, conn: Connection, site: str, figure: str) -> None:
+        """Count in the reports what central itself did, in the change's transaction."""
+        if self.repo.rollups is not None:
+            self.repo.rollups.record_in(conn, site, figure)
 
     @staticmethod
     def ils_keys_in(conn: Connection, patron_id: str) -> dict[str, str]:

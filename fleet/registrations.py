@@ -43,6 +43,7 @@ from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.db import reader_profiles, readers, registrations, templates
 from biblioedge.fleet.ils.queue import enqueue
 from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
+from biblioedge.fleet.reports.rollup import band_of
 from biblioedge.protocol import (
     DeskRegistration,
     Event,
@@ -65,6 +66,7 @@ class Registrar:
         prefix: str = "BE",
         seal_key: X25519PrivateKey | None = None,
         require_sealed: bool = False,
+        child_under: int = 16,
     ) -> None:
         self.readers = registry
         self.cards = cards
@@ -74,6 +76,7 @@ class Registrar:
         #: refuse unsealed registrations: central runs with certificates (security.require),
         #: so every enrolled desk holds central's key and seals (an unsealed one is forged)
         self.require_sealed = require_sealed and seal_key is not None
+        self.child_under = child_under  # reports' age band, kept in the audit event
 
     def _opened(self, event: Event) -> dict[str, Any]:
         """The registration, opened if the desk sealed it to central (it always does once
@@ -217,7 +220,8 @@ class Registrar:
                 created_at=utc_now(),
             )
         )
-        return _audit(reg, result), result
+        band = age_band(reg.profile.get("date_of_birth"), self.child_under)
+        return {**_audit(reg, result), "returning": returning, "age_band": band}, result
 
     def _next_patron(self, conn: Connection) -> str:
         """The next patron number, ``BE0000042``: short enough to read out at the desk."""
@@ -304,3 +308,16 @@ def _audit(reg: DeskRegistration, result: dict[str, Any]) -> dict[str, Any]:
         "templates": len(reg.face.templates) if reg.face else 0,
         "model": reg.face.model if reg.face else "",
     }
+
+
+def age_band(date_of_birth: str | None, child_under: int) -> str:
+    """The reader's age band for reports (adult, child, unknown), from the date of birth the
+    desk kept (``dd/mm/yyyy`` or ISO); the event keeps the band, never the date."""
+    born = None
+    for fmt in ("%d/%m/%Y", "%Y-%m-%d"):
+        try:
+            born = datetime.strptime(str(date_of_birth or ""), fmt).date()
+            break
+        except ValueError:
+            continue
+    return band_of(born, datetime.now(UTC).date(), child_under)

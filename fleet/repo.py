@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 
 from biblioedge.fleet import authz, migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
+from biblioedge.fleet.reports.rollup import CENTRAL, Rollups
 from biblioedge.protocol import (
     BATCH_DEPTH,
     GALLERY_ROLES,
@@ -98,6 +99,8 @@ class IngestResult:
     security: dict[str, int] = field(default_factory=dict)
     #: attention cases raised in this run
     cases: list[authz.SecurityCase] = field(default_factory=list)
+    #: the events this run stored, for the report figures kept in the same transaction
+    stored_rows: list[dict[str, Any]] = field(default_factory=list)
     #: answers made in this run, by event id: a copy of the event in another message of the
     #: same run (an agent's resend after an ack timeout) gets the same answer, since the acks
     #: of one run go out together and may arrive in any order
@@ -211,6 +214,9 @@ class Repo:
         #: registry row has no role cannot be authorized, so its messages are held
         self.require_role = False
         self.cases = authz.SecurityCases()
+        #: report figures kept in the transaction that stores the events (fleet/reports);
+        #: central sets its ``[reports]`` settings, None keeps none (a benchmark's baseline)
+        self.rollups: Rollups | None = Rollups()
 
     def migrate(self, template_key: bytes | None = None) -> None:
         """Bring the schema to head. ``template_key`` is central's sealing key: a migration
@@ -255,6 +261,8 @@ class Repo:
                         msg.device_id,
                         exc,
                     )
+            if self.rollups is not None and result.stored_rows:  # once per run: fewer queries
+                self.rollups.apply(conn, result.stored_rows)
         return result
 
     def ingest_isolated(self, messages: list[Incoming], accept_unknown: bool) -> IngestResult:
@@ -553,6 +561,7 @@ class Repo:
         if good:
             fresh = [g for g in good if g["event_id"] not in have]
             _insert_ignore(conn, events, fresh, "event_id")
+            result.stored_rows += fresh
             result.inserted += len(fresh)
             result.duplicates += len(good) - len(fresh)
         with_id = [b for b in bad if b["event_id"] is not None]
@@ -732,9 +741,10 @@ class Repo:
             return [dict(r._mapping) for r in rows]
 
     def stats(self) -> dict[str, int]:
-        """Counts of what the devices sent (central's own attention cases excluded)."""
+        """Counts of what the devices sent (central's own attention cases and report events
+        excluded)."""
         sent = select(func.count()).select_from(events)
-        sent = sent.where(events.c.type != authz.SECURITY_ATTENTION)
+        sent = sent.where(events.c.device_id != CENTRAL, events.c.type != authz.SECURITY_ATTENTION)
         with self.engine.connect() as conn:
             return {
                 "events": int(conn.scalar(sent) or 0),

@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
@@ -66,7 +67,11 @@ def _exercise(op: Any, mode: GenerationMode, live: CentralProcess) -> None:
         if not dropped:
             headers["Authorization"] = f"Bearer {live.token}"
         case.headers = headers
-        case.call_and_validate(verify=str(live.ca_file), timeout=20)
+        # a report's range is two dates: that "from" must not be after "to" (nor the range
+        # over ten years) is a rule OpenAPI cannot state, and issue 23 asks 422 with the
+        # reason for it; every other check still holds for these routes
+        excluded = [positive_data_acceptance] if "/reports/" in case.path else []
+        case.call_and_validate(verify=str(live.ca_file), timeout=20, excluded_checks=excluded)
 
     run()
 

@@ -49,6 +49,7 @@ CLI = [sys.executable, "-m", "biblioedge"]
         ["central", "token", "create"],
         ["central", "token", "list"],
         ["central", "token", "revoke"],
+        ["central", "report"],
         ["provision", "token"],
         ["enroll"],
         ["sip"],

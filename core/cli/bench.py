@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from biblioedge.bench import lifecycle, print_result
+from biblioedge.bench import reports as bench_reports
 from biblioedge.logs import setup_logging
 
 
@@ -316,6 +317,7 @@ def register(sub: Any) -> None:
     _register_rollout(bsub)
     _register_continuity(bsub)
     lifecycle.register(bsub)
+    bench_reports.register(bsub)
 
 
 def _cmd_bench_continuity(args: argparse.Namespace) -> int:

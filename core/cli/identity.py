@@ -15,6 +15,7 @@ from typing import Any
 from biblioedge.cli import backup
 from biblioedge.cli import ils as ilscli
 from biblioedge.cli import readers as readercli
+from biblioedge.cli import report as reportcli
 from biblioedge.settings import ConfigError
 
 # what a command runs is imported inside its function (why: cli/agent.py)
@@ -206,8 +207,10 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
 
 def register_central(p: argparse.ArgumentParser) -> None:
     """``central init`` and ``central token create|list|revoke`` under ``central``, and the
-    other ``central`` commands (``backup``, ``restore``, ``ils``, ``reader``)."""
-    sub = p.add_subparsers(dest="central_command", metavar="[init|token|backup|restore|ils|reader]")
+    other ``central`` commands (``backup``, ``restore``, ``ils``, ``reader``, ``report``)."""
+    sub = p.add_subparsers(
+        dest="central_command", metavar="[init|token|backup|restore|ils|reader|report]"
+    )
     i = sub.add_parser(
         "init",
         help="create central's keys and device CA, write the broker's files",
@@ -238,6 +241,7 @@ def register_central(p: argparse.ArgumentParser) -> None:
     backup.register_central(sub)
     ilscli.register_central(sub)
     readercli.register_central(sub)
+    reportcli.register_central(sub)
 
 
 def register(sub: Any) -> None:

@@ -1,0 +1,420 @@
+"""Report figures kept at ingest, in the transaction that stores the events they count.
+
+The repository calls ``Rollups.apply`` with the events a transaction newly stored (never a
+duplicate: those are in the table already, and insert-or-ignore stores nothing), so the
+figures are exactly-once because the events are. A late event is counted in the hour it
+happened, whenever it arrives.
+
+Visits are the one figure that is not a plain sum: a reader granted again at the same site
+within the passback window is the same visit. An event counts as a visit when no grant of the
+same reader at the same site happened in the window before it (ordered by time, then event
+id), so whether it counts depends only on earlier grants: a late grant can only make grants
+in the window after it stop counting, and ``apply`` subtracts those from the hours they were
+counted in. ``raw_cells`` computes the same figures from the events table alone (the
+baseline of ``biblioedge bench reports`` and the migration's backfill); the two must agree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, bindparam, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from biblioedge.fleet.db import UTCDateTime, events, reader_bands, report_readers, report_rollups
+from biblioedge.fleet.reports.model import BANDS
+from biblioedge.fleet.reports.settings import ReportsConfig
+from biblioedge.protocol import uuid7
+
+#: (site, device, UTC hour, metric)
+Cell = tuple[str, str, int, str]
+#: (site, local day, patron)
+ReaderDay = tuple[str, int, str]
+#: What central itself does (a card renewed or replaced at the API, a reader erased, a
+#: pre-registration completed) is an event of its own, ``central.figure``, under this kiosk
+#: name: stored and counted like a kiosk's, so the raw computation sees it too.
+CENTRAL = "central"
+CENTRAL_FIGURE = "central.figure"
+CENTRAL_FIGURES = frozenset({"cards_renewed", "cards_replaced", "erasures", "preregistrations"})
+EPOCH = date(1970, 1, 1)
+_SLUG = re.compile(r"^[a-z0-9_]{1,32}$")
+GRANT = "gate.decision"
+
+
+def hour_of(at: datetime) -> int:
+    return int(at.timestamp()) // 3600
+
+
+def slug(value: Any) -> str:
+    """A reason as a metric key: a short lowercase slug, else ``other`` (a kiosk's free text
+    never becomes a key)."""
+    text = str(value).lower() if isinstance(value, str) else ""
+    return text if _SLUG.match(text) else "other"
+
+
+def _count(value: Any, most: int = 100_000) -> int:
+    return (
+        value
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+        else 0
+    )
+
+
+def contributions(etype: str, payload: dict[str, Any]) -> list[tuple[str, int]]:
+    """The plain (summable) figures one event adds. Gate grants are visits, counted apart."""
+    p = payload
+    ok = p.get("result", "ok") == "ok"
+    match etype:
+        case "gate.decision":
+            if p.get("decision") == "grant":
+                return []
+            return [("refusals", 1), (f"refusals.{slug(p.get('reason'))}", 1)]
+        case "exit.passages":
+            return [("exit_in", _count(p.get("in"))), ("exit_out", _count(p.get("out")))]
+        case "exit.alarm":
+            return [("exit_alarms", 1)] if "items" in p else []
+        case "circ.checkout":
+            if not ok:
+                return _refused(p)
+            return [("loans", 1)] + ([("offline_loans", 1)] if p.get("offline") is True else [])
+        case "circ.checkin":
+            return [("returns", 1)] if ok else _refused(p)
+        case "circ.renew":
+            return [("renewals", 1)] if ok else _refused(p)
+        case "circ.reconciled":
+            return [
+                ("offline_settled", _count(p.get("done"))),
+                ("offline_refused", _count(p.get("refused"))),
+            ]
+        case "desk.registration":
+            return [("cards_replaced" if p.get("returning") is True else "cards_new", 1)]
+        case "reader.registered":
+            return [("cards_new", 1)]
+        case "central.figure":
+            metric = p.get("metric")
+            return [(metric, 1)] if metric in CENTRAL_FIGURES else []
+    return []
+
+
+def _refused(payload: dict[str, Any]) -> list[tuple[str, int]]:
+    return [("items_refused", 1), (f"items_refused.{slug(payload.get('result'))}", 1)]
+
+
+def band_of(birth: date | None, at: date, child_under: int) -> str:
+    """``child`` under ``child_under`` years on ``at``, ``adult`` from then, else unknown."""
+    if birth is None:
+        return "unknown"
+    age = at.year - birth.year - ((at.month, at.day) < (birth.month, birth.day))
+    return "child" if age < child_under else "adult"
+
+
+def registration_band(
+    etype: str, payload: dict[str, Any], at: datetime, child_under: int
+) -> str | None:
+    """The age band a registration event records, if it is one."""
+    if etype == "desk.registration":
+        band = payload.get("age_band", "unknown")
+        return band if band in BANDS else "unknown"
+    if etype == "reader.registered":
+        year = payload.get("birth_year")
+        if isinstance(year, int) and not isinstance(year, bool) and 1900 <= year <= at.year:
+            return band_of(date(year, 1, 1), at.date(), child_under)
+        return "unknown"
+    return None
+
+
+def _patron(payload: dict[str, Any]) -> str | None:
+    pid = payload.get("patron_id")
+    return pid if isinstance(pid, str) and 0 < len(pid) <= 64 else None
+
+
+@dataclass(frozen=True)
+class Grant:
+    event_id: str
+    site: str
+    device_id: str
+    at: datetime
+    patron_id: str | None
+
+    @property
+    def key(self) -> tuple[datetime, str]:
+        return (self.at, self.event_id)
+
+
+def counted(grants: list[Grant], window: float) -> Iterator[tuple[Grant, bool]]:
+    """Each grant of one reader at one site (sorted by ``key``) and whether it is a visit."""
+    previous: datetime | None = None
+    for g in grants:
+        yield g, previous is None or (g.at - previous).total_seconds() >= window
+        previous = g.at
+
+
+class Rollups:
+    """Keeps ``report_rollups``, ``report_readers`` and ``reader_bands`` as events arrive."""
+
+    def __init__(self, settings: ReportsConfig | None = None) -> None:
+        self.settings = settings or ReportsConfig()
+        self.zone = ZoneInfo(self.settings.timezone)
+        self.window = self.settings.passback_s
+
+    def local_day(self, at: datetime) -> int:
+        return (at.astimezone(self.zone).date() - EPOCH).days
+
+    # -- at ingest ------------------------------------------------------------------------
+
+    def apply(self, conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+        """Count events this transaction has just stored (``events`` rows as dicts). Called
+        after they are inserted: the visits look them up beside the earlier ones."""
+        cells: Counter[Cell] = Counter()
+        readers: set[ReaderDay] = set()
+        bands: dict[str, str] = {}
+        grants: list[Grant] = []
+        seen: set[str] = set()
+        for r in rows:
+            if r["event_id"] in seen:
+                continue
+            seen.add(r["event_id"])
+            etype, payload, at = r["type"], r["payload"], r["occurred_at"]
+            if not isinstance(payload, dict):
+                continue
+            site, device = r["site"], r["device_id"]
+            if etype == GRANT and payload.get("decision") == "grant":
+                patron = _patron(payload)
+                grants.append(Grant(r["event_id"], site, device, at, patron))
+                if patron is not None:
+                    readers.add((site, self.local_day(at), patron))
+                continue
+            hour = hour_of(at)
+            for metric, n in contributions(etype, payload):
+                if n:
+                    cells[(site, device, hour, metric)] += n
+            band = registration_band(etype, payload, at, self.settings.child_under)
+            patron = _patron(payload)
+            if band is not None and patron is not None:
+                bands[patron] = band
+                if etype == "reader.registered" or payload.get("returning") is not True:
+                    cells[(site, device, hour, f"cards_new.{band}")] += 1
+        if bands:
+            self._store_bands(conn, bands)
+        if grants:
+            self._visits(conn, grants, cells)
+        self.write(conn, cells, readers)
+
+    def _visits(self, conn: Connection, new: list[Grant], cells: Counter[Cell]) -> None:
+        """Count the new grants that are visits, and uncount the later ones they repeat."""
+        window = timedelta(seconds=self.window)
+        by_site: dict[str, list[Grant]] = {}
+        for g in new:
+            if g.patron_id is None:  # nobody to repeat: always a visit
+                cells[(g.site, g.device_id, hour_of(g.at), "gate_visits")] += 1
+                cells[(g.site, g.device_id, hour_of(g.at), "visits.unknown")] += 1
+            else:
+                by_site.setdefault(g.site, []).append(g)
+        fresh = {g.event_id for g in new}
+        for site, grants in by_site.items():
+            near: dict[str, dict[str, Grant]] = {}
+            bands: dict[str, str] = {}
+            found = conn.execute(
+                _NEAR,
+                {
+                    "site": site,
+                    "lo": min(g.at for g in grants) - window,
+                    "hi": max(g.at for g in grants) + window,
+                    "patrons": sorted({g.patron_id for g in grants if g.patron_id is not None}),
+                },
+            )
+            for event_id, device, at, patron, band in found:
+                near.setdefault(patron, {})[event_id] = Grant(event_id, site, device, at, patron)
+                bands[patron] = band or "unknown"
+            for g in grants:  # stored in this transaction: found above, unless a driver lags
+                near.setdefault(g.patron_id or "", {})[g.event_id] = g
+            for patron, candidates in near.items():
+                if len(candidates) == 1:  # the common case: no other grant near it
+                    [g] = candidates.values()
+                    hour = hour_of(g.at)
+                    cells[(site, g.device_id, hour, "gate_visits")] += 1
+                    cells[(site, g.device_id, hour, f"visits.{bands.get(patron, 'unknown')}")] += 1
+                    continue
+                ordered = sorted(candidates.values(), key=lambda g: g.key)
+                after = dict(counted(ordered, self.window))
+                before = dict(counted([g for g in ordered if g.event_id not in fresh], self.window))
+                band = bands.get(patron, "unknown")
+                for g, now in after.items():
+                    delta = int(now) - int(before.get(g, False))
+                    if delta:
+                        hour = hour_of(g.at)
+                        cells[(site, g.device_id, hour, "gate_visits")] += delta
+                        cells[(site, g.device_id, hour, f"visits.{band}")] += delta
+
+    @staticmethod
+    def _store_bands(conn: Connection, bands: dict[str, str]) -> None:
+        now = datetime.now(UTC)
+        rows = [{"patron_id": p, "band": b, "updated_at": now} for p, b in sorted(bands.items())]
+        stmt = _insert(conn, reader_bands)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["patron_id"],
+                set_={"band": stmt.excluded.band, "updated_at": stmt.excluded.updated_at},
+            ),
+            rows,
+        )
+
+    @staticmethod
+    def write(conn: Connection, cells: Counter[Cell], readers: set[ReaderDay]) -> None:
+        """Add ``cells`` to the rollups (sorted: concurrent transactions lock rows in one
+        order) and record the readers of each day."""
+        add, day = _UPSERTS[conn.dialect.name]
+        rows = [
+            {"site": s, "device_id": d, "hour": h, "metric": m, "value": v}
+            for (s, h, m, d), v in sorted(((s, h, m, d), v) for (s, d, h, m), v in cells.items())
+            if v
+        ]
+        if rows:
+            conn.execute(add, rows)
+        if readers:
+            conn.execute(
+                day, [{"site": s, "day": d, "patron_id": p} for s, d, p in sorted(readers)]
+            )
+
+    def record_in(self, conn: Connection, site: str, metric: str) -> None:
+        """Count something central itself did (``CENTRAL_FIGURES``), in the caller's
+        transaction: an event ``central.figure`` stored and counted (no reader named)."""
+        if metric not in CENTRAL_FIGURES:
+            raise ValueError(f"central records none of {metric!r}")
+        now = datetime.now(UTC)
+        row = {
+            "event_id": uuid7(),
+            "device_id": CENTRAL,
+            "site": site,
+            "type": CENTRAL_FIGURE,
+            "seq": 0,  # central's, not in a device's sequence
+            "occurred_at": now,
+            "received_at": now,
+            "payload": {"metric": metric},
+        }
+        conn.execute(insert(events).values(**row))
+        self.apply(conn, [row])
+
+    # -- from the raw events --------------------------------------------------------------
+
+    def raw_cells(
+        self, conn: Connection, lo: datetime | None = None, hi: datetime | None = None
+    ) -> tuple[Counter[Cell], set[ReaderDay]]:
+        """The rollups of events that happened in [lo, hi), computed from the events table
+        alone: what ``apply`` must have kept. Bands as ``reader_bands`` has them now."""
+        cells: Counter[Cell] = Counter()
+        readers: set[ReaderDay] = set()
+        bands = {r.patron_id: r.band for r in conn.execute(select(reader_bands))}
+        window = timedelta(seconds=self.window)
+        stmt = select(
+            events.c.event_id,
+            events.c.site,
+            events.c.device_id,
+            events.c.type,
+            events.c.occurred_at,
+            events.c.payload,
+        )
+        if lo is not None:  # grants just before may make the first ones repeats
+            stmt = stmt.where(events.c.occurred_at >= lo - window)
+        if hi is not None:
+            stmt = stmt.where(events.c.occurred_at < hi)
+        by_reader: dict[tuple[str, str], list[Grant]] = {}
+        for r in conn.execute(stmt.execution_options(yield_per=20_000)):
+            payload = r.payload
+            if not isinstance(payload, dict):
+                continue
+            grant = r.type == GRANT and payload.get("decision") == "grant"
+            patron = _patron(payload)
+            if grant:
+                g = Grant(r.event_id, r.site, r.device_id, r.occurred_at, patron)
+                by_reader.setdefault((r.site, patron or f"\0{r.event_id}"), []).append(g)
+            if lo is not None and r.occurred_at < lo:
+                continue
+            hour = hour_of(r.occurred_at)
+            cell = (r.site, r.device_id, hour)
+            for metric, n in contributions(r.type, payload):
+                if n:
+                    cells[(*cell, metric)] += n
+            band = registration_band(r.type, payload, r.occurred_at, self.settings.child_under)
+            new_card = r.type == "reader.registered" or payload.get("returning") is not True
+            if band is not None and patron is not None and new_card:
+                cells[(*cell, f"cards_new.{band}")] += 1
+            if grant and patron is not None:
+                readers.add((r.site, self.local_day(r.occurred_at), patron))
+        for (site, patron), grants in by_reader.items():
+            grants.sort(key=lambda g: g.key)
+            band = bands.get(patron, "unknown") if not patron.startswith("\0") else "unknown"
+            for g, visit in counted(grants, self.window):
+                if visit and (lo is None or g.at >= lo):
+                    cells[(site, g.device_id, hour_of(g.at), "gate_visits")] += 1
+                    cells[(site, g.device_id, hour_of(g.at), f"visits.{band}")] += 1
+        return cells, readers
+
+    def backfill(self, conn: Connection) -> None:
+        """Count every stored event once (the migration that creates the rollups): the age
+        bands the registrations recorded first, then the figures."""
+        bands: dict[str, str] = {}
+        stmt = (
+            select(events.c.type, events.c.occurred_at, events.c.payload)
+            .where(events.c.type.in_(["desk.registration", "reader.registered"]))
+            .order_by(events.c.occurred_at, events.c.id)
+        )
+        for r in conn.execute(stmt):
+            patron = _patron(r.payload) if isinstance(r.payload, dict) else None
+            band = registration_band(r.type, r.payload, r.occurred_at, self.settings.child_under)
+            if patron is not None and band is not None:
+                bands[patron] = band
+        if bands:
+            self._store_bands(conn, bands)
+        cells, readers = self.raw_cells(conn)
+        self.write(conn, cells, readers)
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _upserts() -> dict[str, tuple[Any, Any]]:
+    """(add to rollups, add readers of a day) per dialect, built once: ingest runs them for
+    every batch."""
+    out = {}
+    for name, ins in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
+        add = ins(report_rollups)
+        add = add.on_conflict_do_update(
+            index_elements=["site", "hour", "metric", "device_id"],
+            set_={"value": report_rollups.c.value + add.excluded.value},
+        )
+        day = ins(report_readers).on_conflict_do_nothing(
+            index_elements=["site", "day", "patron_id"]
+        )
+        out[name] = (add, day)
+    return out
+
+
+_UPSERTS = _upserts()
+_PATRON = events.c.payload["patron_id"].as_string()
+#: The grants of some readers at a site in a time window, with their age bands.
+_NEAR = (
+    select(
+        events.c.event_id, events.c.device_id, events.c.occurred_at, _PATRON, reader_bands.c.band
+    )
+    .select_from(events.outerjoin(reader_bands, reader_bands.c.patron_id == _PATRON))
+    .where(
+        and_(
+            events.c.site == bindparam("site"),
+            events.c.type == GRANT,
+            events.c.occurred_at >= bindparam("lo", type_=UTCDateTime),
+            events.c.occurred_at <= bindparam("hi", type_=UTCDateTime),
+            events.c.payload["decision"].as_string() == "grant",
+            _PATRON.in_(bindparam("patrons", expanding=True)),
+        )
+    )
+)
