@@ -211,9 +211,7 @@ def create_app(
     )
     app.include_router(event_routes.router(repo), dependencies=authenticated)
     app.include_router(audit_routes.router(audit), dependencies=authenticated)
-    app.include_router(
-        report_routes.router(Reports(repo.engine, cfg.reports)), dependencies=authenticated
-    )
+    app.include_router(report_routes.router(Reports(repo, cfg.reports)), dependencies=authenticated)
 
     async def changed(site: str) -> None:
         """A reader changed: she is at every branch, so every branch's kiosks follow."""
@@ -243,7 +241,7 @@ def create_app(
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
     app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
     # the reports page reads the same rollups as /api/v1/reports (central passes its own)
-    figures = figures or ReportFigures(Reports(repo.engine, cfg.reports))
+    figures = figures or ReportFigures(Reports(repo, cfg.reports))
     app.include_router(reports_page.router(sessions, figures, monthly, cfg.report_files.library))
 
     @app.get("/", include_in_schema=False)

@@ -173,7 +173,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     if cfg.ils is not None:  # pushes readers to the library system; status back
         worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
         worker.on_gallery = bridge.library_changed  # her status, at every branch
-    reports = Reports(repo.engine, cfg.reports)
+    reports = Reports(repo, cfg.reports)
     figures = ReportFigures(reports)
     rf = cfg.report_files
     fresh = ReportFigures(reports, ttl_s=0)  # the kept report: never a minute-old answer

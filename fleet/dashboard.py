@@ -211,7 +211,7 @@ def attention(
 def ils_waiting(repo: Repo) -> list[tuple[str, str, str]]:
     """Pushes to the library system held for a person (each, with why), and those retrying
     (one line: how many, the latest reason)."""
-    summary = Queue(repo.engine).summary()
+    summary = Queue(repo).summary()
     out = [
         ("att_ils_held", w["patron_id"], f"{w['op']}: {w['reason']}: {w['detail']}")
         for w in summary["waiting"]

@@ -21,11 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from biblioedge.fleet.db import ils_links, ils_queue, reader_profiles, readers
 from biblioedge.fleet.ils.connector import ILS_OPS, IlsOp, IlsPatron
 from biblioedge.fleet.readers import Readers, UnknownReader, open_name
+from biblioedge.fleet.store import Db, engine_of
 from biblioedge.protocol import utc_now
 
 PENDING, HELD, DONE = "pending", "held", "done"
@@ -93,8 +94,8 @@ def backoff_s(
 class Queue:
     """The queue's rows and the links to the library system's patrons."""
 
-    def __init__(self, engine: Engine, base_s: float = 2.0, max_s: float = 300.0) -> None:
-        self.engine = engine
+    def __init__(self, db: Db, base_s: float = 2.0, max_s: float = 300.0) -> None:
+        self.engine = engine_of(db)
         self.base_s = base_s
         self.max_s = max_s
 

@@ -68,7 +68,7 @@ class IlsWorker:
         self.repo = repo
         self.readers = registry
         self.connector = connector
-        self.queue = queue or Queue(repo.engine, cfg.backoff_s, cfg.backoff_max_s)
+        self.queue = queue or Queue(repo, cfg.backoff_s, cfg.backoff_max_s)
         self.on_gallery = on_gallery
         self._poll_after = ""
         self._changed_since = utc_now()
