@@ -15,10 +15,8 @@ Everything over loopback against the dummy library system (``biblioedge sip serv
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import statistics
@@ -272,33 +270,17 @@ def outage_drain(tmp: Path, readers: int) -> dict[str, Any]:
 
 
 def bench_lifecycle(rounds: int = 50, readers: int = 1000) -> dict[str, Any]:
+    """The library system's figures, then the kiosks' (lifecycle_kiosks): the new reader
+    at the other branch's gate, and a replaced card refused at every gate."""
+    from biblioedge.bench.lifecycle_kiosks import other_branch_granted, replaced_card_refused_s
+
     with tempfile.TemporaryDirectory(prefix="be-lifecycle-") as tmp:
         result = register_to_ils(Path(tmp), rounds)
         result["outage_drain"] = outage_drain(Path(tmp), readers) if readers else None
+    branch = other_branch_granted()
+    replaced = replaced_card_refused_s()
+    result["other_branch_granted"] = branch.pop("other_branch_granted")
+    result["other_branch"] = branch
+    result["replaced_card_refused_s"] = replaced.pop("replaced_card_refused_s")
+    result["replaced_card"] = replaced
     return result
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    from biblioedge.bench import print_result
-
-    logging.getLogger("biblioedge").setLevel(logging.WARNING)
-    print_result(bench_lifecycle(args.rounds, args.readers), as_json=args.json)
-    return 0
-
-
-def register(bsub: Any) -> None:
-    b = bsub.add_parser(
-        "lifecycle",
-        help="readers reaching the library system: latency, and a drain after an outage",
-        description="Against the dummy library system over loopback (its Koha-shaped patron "
-        "API): desk registrations applied at central until the patron is stored in the "
-        "library system (p95, beside the registration alone), then READERS registrations "
-        "queued while the library system is down and drained by `central ils drain` killed "
-        "with -9 once part way: lost and duplicated patrons counted at the library system.",
-    )
-    b.add_argument("--rounds", type=int, default=50, help="registrations timed to the ILS")
-    b.add_argument(
-        "--readers", type=int, default=1000, help="registrations queued in the outage (0: skip)"
-    )
-    b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.set_defaults(func=_cmd)
