@@ -27,6 +27,14 @@ class AgentMetrics:
         self.events_acked = Counter(
             "agent_events_acked", "Events acknowledged by central and removed", registry=r
         )
+        self.events_replayed = Counter(
+            "agent_events_replayed",
+            "Acknowledged events sent again because central was restored from a backup",
+            registry=r,
+        )
+        self.events_kept = Gauge(
+            "agent_events_kept", "Acknowledged events kept for a restored central", registry=r
+        )
         self.events_rejected = Counter(
             "agent_events_rejected_by_central", "Events central quarantined", registry=r
         )

@@ -20,6 +20,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,40 @@ class ReleaseUnavailable(RuntimeError):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+#: how a TUF (or disk) error becomes a ReleaseUnavailable: (error, reason for central, what
+#: the detail says before the error's own text), tried in order, subclasses before their bases
+ErrorMap = tuple[tuple[type[Exception], str, str], ...]
+METADATA_ERRORS: ErrorMap = (
+    (tuf_errors.ExpiredMetadataError, "expired_metadata", "release metadata expired"),
+    (tuf_errors.BadVersionNumberError, "rollback_attack", "older metadata than trusted"),
+    (tuf_errors.UnsignedMetadataError, "bad_signature", "metadata not signed as trusted"),
+    (tuf_errors.LengthOrHashMismatchError, "mix_and_match", "metadata does not match"),
+    (tuf_errors.RepositoryError, "bad_metadata", "release metadata refused"),
+    (tuf_errors.DownloadError, "unreachable", "cannot fetch release metadata"),
+    (OSError, "local_error", "release metadata not stored"),
+)
+INFO_ERRORS: ErrorMap = ((tuf_errors.RepositoryError, "bad_metadata", ""),)
+TARGET_ERRORS: ErrorMap = (
+    (tuf_errors.LengthOrHashMismatchError, "tampered", "{path} does not match its signature"),
+    (tuf_errors.DownloadLengthMismatchError, "tampered", "{path} is longer than signed"),
+    (tuf_errors.DownloadError, "unreachable", "cannot download {path}"),
+    (OSError, "disk", "cannot store {path}"),
+)
+
+
+@contextmanager
+def _refused(errors: ErrorMap, **names: str) -> Iterator[None]:
+    """Turn the errors of ``errors`` raised inside into ReleaseUnavailable; others pass."""
+    try:
+        yield
+    except Exception as exc:
+        for kind, reason, what in errors:
+            if isinstance(exc, kind):
+                said = what.format(**names)
+                raise ReleaseUnavailable(reason, f"{said}: {exc}" if said else str(exc)) from exc
+        raise
 
 
 class ResumingFetcher(FetcherInterface):
@@ -148,32 +183,10 @@ class ReleaseClient:
             self._refresh()
 
     def _refresh(self) -> None:
-        try:
+        with _refused(METADATA_ERRORS):
             updater = self._new_updater()
             self._bootstrap = None  # from now on the persisted root.json is the trust anchor
             updater.refresh()
-        except tuf_errors.ExpiredMetadataError as exc:
-            raise ReleaseUnavailable(
-                "expired_metadata", f"release metadata expired: {exc}"
-            ) from exc
-        except tuf_errors.BadVersionNumberError as exc:
-            raise ReleaseUnavailable(
-                "rollback_attack", f"older metadata than trusted: {exc}"
-            ) from exc
-        except tuf_errors.UnsignedMetadataError as exc:
-            raise ReleaseUnavailable(
-                "bad_signature", f"metadata not signed as trusted: {exc}"
-            ) from exc
-        except tuf_errors.LengthOrHashMismatchError as exc:
-            raise ReleaseUnavailable("mix_and_match", f"metadata does not match: {exc}") from exc
-        except tuf_errors.RepositoryError as exc:
-            raise ReleaseUnavailable("bad_metadata", f"release metadata refused: {exc}") from exc
-        except tuf_errors.DownloadError as exc:
-            raise ReleaseUnavailable(
-                "unreachable", f"cannot fetch release metadata: {exc}"
-            ) from exc
-        except OSError as exc:
-            raise ReleaseUnavailable("local_error", f"release metadata not stored: {exc}") from exc
         self._updater = updater
         self.refreshed_at = time.time()
 
@@ -185,10 +198,8 @@ class ReleaseClient:
         if self._updater is None:
             self.refresh()
         assert self._updater is not None
-        try:
+        with _refused(INFO_ERRORS):
             target = self._updater.get_targetinfo(path)
-        except tuf_errors.RepositoryError as exc:
-            raise ReleaseUnavailable("bad_metadata", str(exc)) from exc
         if target is None:
             raise ReleaseUnavailable("unknown_release", f"{path} is not a signed release")
         return target
@@ -207,21 +218,8 @@ class ReleaseClient:
         tmp = into.with_name(f".{into.name}.part")
         self.fetcher.progress = progress
         try:
-            self._updater.download_target(target, str(tmp))
-        except tuf_errors.LengthOrHashMismatchError as exc:
-            raise ReleaseUnavailable(
-                "tampered", f"{target.path} does not match its signature: {exc}"
-            ) from exc
-        except tuf_errors.DownloadLengthMismatchError as exc:
-            raise ReleaseUnavailable(
-                "tampered", f"{target.path} is longer than signed: {exc}"
-            ) from exc
-        except tuf_errors.DownloadError as exc:
-            raise ReleaseUnavailable(
-                "unreachable", f"cannot download {target.path}: {exc}"
-            ) from exc
-        except OSError as exc:
-            raise ReleaseUnavailable("disk", f"cannot store {target.path}: {exc}") from exc
+            with _refused(TARGET_ERRORS, path=target.path):
+                self._updater.download_target(target, str(tmp))
         finally:
             self.fetcher.progress = None
         tmp.replace(into)

@@ -21,11 +21,15 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from biblioedge.agent.store import AsyncStore, Store
 from biblioedge.provisioning.bootguard import Layout
+
+if TYPE_CHECKING:
+    from biblioedge.agent.role import Role
 
 log = logging.getLogger("biblioedge.agent.selftest")
 
@@ -201,3 +205,35 @@ class ReleaseTrial:
             await asyncio.to_thread(track.roll_back, reason)
         sd_notify(f"STATUS=rolled back: {reason[:200]}")
         self.exit_for_restart(RESTART_EXIT)
+
+
+def kiosk_checks(
+    store: AsyncStore,
+    connected: Callable[[], bool],
+    health: Callable[[], Mapping[str, str]],
+    roles: Callable[[], Sequence[Role]],
+) -> dict[str, Check]:
+    """The self-test of a running kiosk: the store answers, the broker is connected, each
+    role is up under the supervisor (``health``) with its drivers, and its face engine is
+    loaded where it has one."""
+
+    async def store_answers() -> str | None:
+        await store.call(Store.outbox_depth, store.store)
+        return None
+
+    async def broker() -> str | None:
+        return None if connected() else "not connected"
+
+    async def role() -> str | None:
+        for r in roles():  # none: a role with no hardware configured (simulated kiosks)
+            state = health().get(r.name)
+            if state != "up":
+                return f"{r.name} is {state or 'not started'}"
+            if problem := r.health().get("role"):
+                return problem
+        return None
+
+    async def face() -> str | None:
+        return next((p for r in roles() if (p := r.health().get("face engine"))), None)
+
+    return {"store": store_answers, "broker": broker, "role": role, "face engine": face}

@@ -101,6 +101,7 @@ class StorageGuard:
         self.full = False
         self.cause = ""
         self.since = 0.0
+        self._shed_due = False
         store.on_full = self.failed
 
     @property
@@ -133,6 +134,17 @@ class StorageGuard:
             path.unlink(missing_ok=True)
             log.error("released %d MiB of emergency space for the store", size // 2**20)
 
+    def _shed(self) -> None:
+        """Acknowledged events kept for a restored central are the first thing to give up
+        (central has them; only its loss and restore would need them)."""
+        try:
+            dropped = self.store.store.drop_kept()
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("cannot drop the kept acknowledged events: %s", exc)
+            return
+        if dropped:
+            log.error("dropped %d acknowledged events kept for a restored central", dropped)
+
     def failed(self, exc: DiskFull) -> None:
         """A write found the disk full: degrade now rather than at the next check, and give
         the store the emergency space to finish what it holds."""
@@ -141,6 +153,7 @@ class StorageGuard:
             self._release()
         except OSError as err:
             log.error("cannot release the emergency space: %s", err)
+        self._shed_due = True  # on the store's own thread, at the next check
 
     def _enter(self, cause: str) -> None:
         if self.full:
@@ -163,6 +176,9 @@ class StorageGuard:
 
     async def check(self) -> None:
         """One look at the disk: enter or leave the degraded state."""
+        if self._shed_due:
+            self._shed_due = False
+            await self.store.call(self._shed)
         cfg = self.config().storage
         reserve = int(cfg.reserve_mb * 1024 * 1024)
         try:
@@ -176,6 +192,7 @@ class StorageGuard:
             if free < reserve:
                 self._enter(f"{free // 1024} KiB free, below the reserve of {reserve // 1024} KiB")
                 await asyncio.to_thread(self._release)
+                self._shed_due = True
             elif missing:  # first start, or a start after the ballast was released
                 if free >= reserve + sum(n for _, n in missing):
                     await asyncio.to_thread(self._make, missing)

@@ -167,6 +167,20 @@ def _m7_greeting_only(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m8_kept(db: sqlite_utils.Database) -> None:
+    # Events central acknowledged, kept for a while (outbox.keep_acked_h): if central is lost
+    # and restored from a backup, it asks kiosks to send again what came after the backup.
+    db.execute(
+        "CREATE TABLE kept ("
+        " seq INTEGER PRIMARY KEY,"
+        " event_id TEXT NOT NULL UNIQUE,"
+        " type TEXT NOT NULL,"
+        " acked_at REAL NOT NULL,"
+        " body BLOB NOT NULL)"
+    )
+    db.execute("CREATE INDEX kept_acked_at ON kept (acked_at)")
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _m1_initial),
     (2, _m2_gallery),
@@ -175,7 +189,12 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (5, _m5_offline_circulation),
     (6, _m6_citizen_ref),
     (7, _m7_greeting_only),
+    (8, _m8_kept),
 ]
+
+#: Event ids per statement when acked events are moved and deleted (SQLite allows 32766
+#: parameters; a few hundred keeps each statement cheap to prepare).
+_IN_CHUNK = 500
 
 #: Event types whose acks carry an answer the device keeps (see ``answers``).
 ANSWERED_TYPES = ("desk.registration",)
@@ -195,6 +214,8 @@ class Store:
         # what is deleted or cut down (an erased reader, a name shortened) leaves no bytes
         self.conn.execute("PRAGMA secure_delete=ON")
         self.db = sqlite_utils.Database(self.conn)
+        #: acknowledged events move to ``kept`` instead of being deleted (see _m8_kept)
+        self.keep_acked = True
         self._migrate()
 
     @contextlib.contextmanager
@@ -349,10 +370,50 @@ class Store:
                         if kinds.get(eid) in ANSWERED_TYPES
                     ],
                 )
-            before = self.conn.total_changes
-            self.conn.executemany("DELETE FROM outbox WHERE event_id = ?", ids)
-            deleted = self.conn.total_changes - before
+            deleted = 0
+            for start in range(0, len(ids), _IN_CHUNK):  # one statement per chunk: fast
+                chunk = [i for (i,) in ids[start : start + _IN_CHUNK]]
+                marks = ",".join("?" * len(chunk))
+                if self.keep_acked:
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO kept (seq, event_id, type, acked_at, body)"
+                        " SELECT seq, event_id, type, ?, body FROM outbox"
+                        f" WHERE event_id IN ({marks})",  # noqa: S608
+                        [now, *chunk],
+                    )
+                deleted += self.conn.execute(
+                    f"DELETE FROM outbox WHERE event_id IN ({marks})",  # noqa: S608
+                    chunk,
+                ).rowcount
         return deleted
+
+    # -- kept (acknowledged) events -----------------------------------------------------
+
+    def requeue_kept(self, after_seq: int) -> int:
+        """Put acknowledged events after ``after_seq`` back into the outbox, to be sent again
+        (central restored from a backup asks for them; its ingest is exactly-once)."""
+        with self.transaction():
+            before = self.conn.total_changes
+            self.conn.execute(
+                "INSERT OR IGNORE INTO outbox (seq, event_id, type, created_at, body)"
+                " SELECT seq, event_id, type, ?, body FROM kept WHERE seq > ?",
+                (time.time(), after_seq),
+            )
+            moved = self.conn.total_changes - before
+            self.conn.execute("DELETE FROM kept WHERE seq > ?", (after_seq,))
+        return moved
+
+    def prune_kept(self, older_than: float) -> int:
+        """Forget acknowledged events acked before ``older_than`` (epoch seconds)."""
+        cur = self.conn.execute("DELETE FROM kept WHERE acked_at < ?", (older_than,))
+        return cur.rowcount
+
+    def drop_kept(self) -> int:
+        """All of them: the first thing to give up when the disk fills."""
+        return self.conn.execute("DELETE FROM kept").rowcount
+
+    def kept_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM kept").fetchone()[0])
 
     def answer(self, event_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(

@@ -39,6 +39,7 @@ from biblioedge.agent.store import AsyncStore, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.logs import fields
 from biblioedge.protocol import (
+    PROTOCOL_VERSION,
     Ack,
     Command,
     DesiredState,
@@ -70,6 +71,10 @@ StateProvider = Callable[[], ReportedState]
 class _Inflight:
     sent_at: float
     event_ids: list[str]
+
+
+#: How often acknowledged events past outbox.keep_acked_h are forgotten.
+KEPT_PRUNE_EVERY_S = 600.0
 
 
 @dataclass
@@ -108,6 +113,7 @@ class Sync:
         self._cursor = 0
         self._link = Transition(log, "broker")
         self._last_command: datetime | None = None
+        self._pruned_at = 0.0
         self._reconnect = asyncio.Event()
         #: set when the broker refused our certificate in the TLS handshake (Renewal asks
         #: central whether it was replaced)
@@ -252,7 +258,7 @@ class Sync:
     async def _send(self, ctx: Context, client: aiomqtt.Client) -> None:
         cfg = self._cfg()
         topic = device_topic(cfg.site, cfg.device_id, "events")
-        head = b'{"v":1,"device_id":"' + cfg.device_id.encode() + b'","batch_id":"'
+        head = b'{"v":%d,"device_id":"%s","batch_id":"' % (PROTOCOL_VERSION, cfg.device_id.encode())
         while True:
             ctx.heartbeat()
             cfg = self._cfg()
@@ -368,7 +374,13 @@ class Sync:
             self.metrics.ack_latency.observe(time.monotonic() - batch.sent_at)
         done = list(ack.stored) + list(ack.rejected)
         answers = {**ack.results, **{e: {"rejected": r} for e, r in ack.rejected.items()}}
+        keep_s = self._cfg().outbox.keep_acked_h * 3600
+        self.store.store.keep_acked = keep_s > 0
         deleted = await self.store.call(Store.delete_acked, self.store.store, done, answers)
+        if time.monotonic() - self._pruned_at > KEPT_PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            await self.store.call(Store.prune_kept, self.store.store, time.time() - keep_s)
+            self.metrics.events_kept.set(await self.store.call(Store.kept_count, self.store.store))
         if answers:
             for listener in self.answer_listeners:
                 listener()
@@ -395,8 +407,28 @@ class Sync:
             self._state_dirty.set()
         elif cmd.name == "report_state":
             self._state_dirty.set()
+        elif cmd.name == "replay":
+            await self._replay(cmd)
         else:
             raise ProtocolError("unknown_command", cmd.name)
+
+    async def _replay(self, cmd: Command) -> None:
+        """Central was restored from a backup: send again what it acknowledged after it."""
+        after = cmd.args.get("after_seq", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ProtocolError("bad_command", f"replay: after_seq {after!r}")
+        moved = await self.store.call(Store.requeue_kept, self.store.store, after)
+        self.metrics.events_replayed.inc(moved)
+        log.warning(
+            "central was restored from backup %s: sending again %d acknowledged events after %d",
+            str(cmd.args.get("backup_id", "?"))[:64],
+            moved,
+            after,
+            extra=fields(command_id=cmd.command_id),
+        )
+        self.status.inflight.clear()
+        self._cursor = 0
+        self._wake.set()
 
 
 def reported_state(

@@ -25,10 +25,14 @@ from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.dashboard import Sessions
 from biblioedge.fleet.enrollments import EnrollmentError, Registry
+from biblioedge.fleet.ils.worker import IlsWorker
+from biblioedge.fleet.lifecycle import Lifecycle
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reportdocs.monthly import MonthlyReports
+from biblioedge.fleet.reportdocs.source import Figures, ReportFigures
 from biblioedge.fleet.reports import Reports
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.fleet.routers import audit as audit_routes
@@ -36,12 +40,15 @@ from biblioedge.fleet.routers import cards as card_routes
 from biblioedge.fleet.routers import consents as consent_routes
 from biblioedge.fleet.routers import dashboard as dashboard_routes
 from biblioedge.fleet.routers import devices as device_routes
+from biblioedge.fleet.routers import docs as api_docs
 from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
+from biblioedge.fleet.routers import ils as ils_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
 from biblioedge.fleet.routers import reports as report_routes
+from biblioedge.fleet.routers import reports_page
 from biblioedge.fleet.routers import rollouts as rollout_routes
 from biblioedge.fleet.routers.common import SECURED, STRICT
 from biblioedge.fleet.throttle import FailureThrottle, client_key
@@ -90,12 +97,18 @@ def create_app(
     registry: Registry | None = None,
     releases: ReleaseRepo | None = None,
     rollouts: Rollouts | None = None,
+    ils: IlsWorker | None = None,
+    figures: Figures | None = None,
+    monthly: MonthlyReports | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="biblioedge central",
         version=__version__,
         description="Devices, events and desired state of the library's kiosk fleet.",
+        docs_url=None,  # served from central's own files, not a CDN (routers/docs.py)
+        redoc_url=None,
     )
+    api_docs.mount(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -114,8 +127,8 @@ def create_app(
     app.add_middleware(
         BodyLimit, limit=cfg.http.max_body_bytes, exempt=("/api/v1/releases/artifacts/",)
     )
-    tokens = Tokens(repo.engine)
-    audit = Audit(repo.engine)
+    tokens = Tokens(repo)
+    audit = Audit(repo)
     open_paths = {"/api/v1/health", "/api/v1/enroll", "/api/v1/enroll/ca"}
     open_paths |= {"/api/v1/enroll/claim", "/api/v1/renewals"}
     h = cfg.http
@@ -189,7 +202,7 @@ def create_app(
         return response
 
     authenticated = [ANY, *SECURED, *STRICT]
-    open_health, stats = health_routes.router(repo, bridge)
+    open_health, stats = health_routes.router(repo, bridge, cfg)
     app.include_router(open_health, dependencies=STRICT)
     app.include_router(stats, dependencies=authenticated)
     floor = rollouts.floor if rollouts is not None else None
@@ -198,27 +211,26 @@ def create_app(
     )
     app.include_router(event_routes.router(repo), dependencies=authenticated)
     app.include_router(audit_routes.router(audit), dependencies=authenticated)
-    app.include_router(
-        report_routes.router(Reports(repo.engine, cfg.reports)), dependencies=authenticated
-    )
+    app.include_router(report_routes.router(Reports(repo, cfg.reports)), dependencies=authenticated)
 
     async def changed(site: str) -> None:
+        """A reader changed: she is at every branch, so every branch's kiosks follow."""
+        await everywhere()
+
+    async def everywhere() -> None:
         if bridge is not None:
-            await bridge.gallery_changed(site)
+            await bridge.library_changed()
 
     if readers is not None:
-        app.include_router(reader_routes.router(readers, changed), dependencies=authenticated)
+        life = Lifecycle(readers, cards) if cards is not None else None
+        app.include_router(reader_routes.router(readers, changed, life), dependencies=authenticated)
     if readers is not None and cards is not None:
-        rdr = readers
-
-        async def everywhere() -> None:
-            for site in await run_in_threadpool(rdr.sites):
-                await changed(site)
-
         app.include_router(card_routes.router(cards, everywhere), dependencies=authenticated)
         app.include_router(
             consent_routes.router(cards, readers, changed), dependencies=authenticated
         )
+    if ils is not None:
+        app.include_router(ils_routes.router(ils, changed), dependencies=authenticated)
     if releases is not None:
         app.include_router(release_routes.router(releases), dependencies=authenticated)
         app.include_router(release_routes.tuf_router(releases))
@@ -228,6 +240,9 @@ def create_app(
             app.include_router(release_routes.floor_router(rollouts), dependencies=authenticated)
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
     app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
+    # the reports page reads the same rollups as /api/v1/reports (central passes its own)
+    figures = figures or ReportFigures(Reports(repo, cfg.reports))
+    app.include_router(reports_page.router(sessions, figures, monthly, cfg.report_files.library))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

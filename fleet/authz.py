@@ -7,8 +7,8 @@ effect: a refused event is not stored as data, is acknowledged as rejected, is c
 raises a security attention case naming the device. The role is the registry's (set at
 enrollment from the certificate), never the message's.
 
-Derived from what the agents send today (agent/gate.py, agent/selfcheck*.py, agent/desk.py,
-agent/simulate.py, agent/runtime.py and the updaters; the exit gate's ``exit.*``).
+Derived from what the agents send today (agent/gate/, agent/selfcheck/, agent/desk/,
+agent/exitgate/, agent/events.py and the updaters; the simulated kiosks of sim/roles.py).
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 
-from biblioedge.fleet.db import events
+from biblioedge.fleet.store.cases import add_central_event
 from biblioedge.protocol import (
     DEVICE_EVENT_TYPES,
     GALLERY_ROLES,
     ProtocolError,
     ReportedState,
-    uuid7,
 )
 
 #: What every role sends about itself: start, health, configuration and updates.
@@ -187,18 +186,7 @@ class SecurityCases:
             "role": role or "",
             "window_s": self.window_s,
         }
-        conn.execute(
-            insert(events).values(
-                event_id=uuid7(),
-                device_id=case.device_id,
-                site=case.site,
-                type=SECURITY_ATTENTION,
-                seq=0,  # central's, not in the device's sequence
-                occurred_at=now,
-                received_at=now,
-                payload=payload,
-            )
-        )
+        add_central_event(conn, case.device_id, case.site, SECURITY_ATTENTION, payload, now)
         return True
 
 

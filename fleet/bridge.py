@@ -17,24 +17,30 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import aiomqtt
+import orjson
 
 from biblioedge.fleet.authz import GalleryResends, SecurityCase
+from biblioedge.fleet.backup.replay import Replays
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.metrics import CentralMetrics
-from biblioedge.fleet.quotas import OverQuota, Scheduler, device_roles
+from biblioedge.fleet.quotas import OverQuota, Scheduler
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import AckOut, Incoming, IngestResult, Repo
 from biblioedge.fleet.sitekeys import SiteKeyring
+from biblioedge.fleet.store.devices import device_roles
 from biblioedge.protocol import (
     MAX_PAYLOAD_BYTES,
     Ack,
+    Command,
     DesiredState,
     ProtocolError,
     device_topic,
     dumps,
     gallery_topic,
     parse_device_topic,
+    utc_now,
+    uuid7,
 )
 from biblioedge.retry import Backoff, Transition
 from biblioedge.settings import MQTT_SOCKET_OPTIONS
@@ -54,7 +60,7 @@ class Bridge:
         self.cfg = cfg
         self.identity = identity
         self.signer = identity.signer
-        self.site_keys = SiteKeyring(repo.engine, identity.aead)
+        self.site_keys = SiteKeyring(repo, identity.aead)
         #: (device id, site, certificate PEM) of the gates that hold a valid certificate
         self.gates: Callable[[], list[tuple[str, str, str]]] = lambda: []
         self.repo = repo
@@ -73,6 +79,8 @@ class Bridge:
         self._published = 0.0
         self._restarts: list[float] = []
         self.resends = GalleryResends()
+        #: after a restore from backup: which kiosks still have to be asked to send again
+        self.replays: Replays | None = None
 
     def problems(self) -> list[str]:
         """Why the bridge cannot do its job now (empty: it can). A bridge that is connected
@@ -199,9 +207,7 @@ class Bridge:
             unchecked = self.quotas.unchecked_roles()
             if unchecked:  # the registry's role decides a device's quota, before its first turn
                 try:
-                    roles = await loop.run_in_executor(
-                        self._db, device_roles, self.repo.engine, unchecked
-                    )
+                    roles = await loop.run_in_executor(self._db, device_roles, self.repo, unchecked)
                 except Exception as exc:  # the database is down: keep their current quota
                     log.warning("cannot read the devices' roles: %s", exc)
                     roles = {}
@@ -225,12 +231,35 @@ class Bridge:
                 )
             self._count(result)
             await self._resend_galleries(client, result.gallery_versions)
-            for site in result.changed_sites:  # a desk registered readers: gates follow now
-                await self.gallery_changed(site)
+            if result.changed_sites:  # a desk registered readers: every branch follows now
+                await self.library_changed()
+            if self.replays is not None and self.replays.backup_id is not None:
+                await self._ask_replays(client, batch)
             # Acks only after the transaction committed: that is the whole promise. They are
             # independent, so all of them go out at once rather than one PUBACK round trip
             # after another (over TLS that wait had cut throughput by a quarter).
             await asyncio.gather(*(self._publish_ack(client, ack) for ack in result.acks))
+
+    async def _ask_replays(self, client: aiomqtt.Client, batch: list[Incoming]) -> None:
+        """A kiosk that reports its state to a central restored from backup is asked, once,
+        to send again what the lost central had acknowledged after the backup."""
+        assert self.replays is not None
+        for msg in batch:
+            if msg.channel != "state" or not _says_online(msg.payload):
+                continue  # a retained or last-will report: the kiosk may not be there to hear
+            after = self.replays.due(msg.device_id)
+            if after is None:
+                continue
+            cmd = Command(
+                command_id=uuid7(),
+                name="replay",
+                issued_at=utc_now(),
+                args={"after_seq": after, "backup_id": self.replays.backup_id},
+            )
+            topic = device_topic(msg.site, msg.device_id, "cmd")
+            await self._publish(client, topic, self.signer.envelope(topic, dumps(cmd)))
+            self.replays.asked(msg.device_id)
+            log.warning("asked %s to send again its events after %d", msg.device_id, after)
 
     async def _publish_ack(self, client: aiomqtt.Client, ack: AckOut) -> None:
         body = Ack(
@@ -335,6 +364,14 @@ class Bridge:
             for base in sorted(versions):
                 await self._send_gallery(client, site, base)
 
+    async def library_changed(self, site: str = "") -> None:
+        """A reader changed: she is at every branch, so every branch's kiosks follow now
+        (``site``, her home branch, is no limit; the signature is ``gallery_changed``'s)."""
+        del site
+        loop = asyncio.get_running_loop()
+        for branch in await loop.run_in_executor(self._db, self.readers.sites):
+            await self.gallery_changed(branch)
+
     async def _publish_keys(self, client: aiomqtt.Client, site: str | None) -> None:
         """The site keys, wrapped to each gate of ``site`` (every site: None), retained."""
         loop = asyncio.get_running_loop()
@@ -373,3 +410,11 @@ class Bridge:
 
     def close(self) -> None:
         self._db.shutdown(wait=True)
+
+
+def _says_online(payload: bytes) -> bool:
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and doc.get("online") is True

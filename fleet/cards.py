@@ -19,11 +19,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection
 
 from biblioedge.cardtoken import issue, public_key_b64
-from biblioedge.fleet.db import card_keys, cards, consents, gallery_log, readers, templates
 from biblioedge.fleet.readers import Readers, face_purposes
+from biblioedge.fleet.store import cards as rows
+from biblioedge.fleet.store import readers as reader_rows
 from biblioedge.protocol import FACE_PURPOSES, utc_now
 
 
@@ -34,14 +35,14 @@ class CardError(ValueError):
 class Cards:
     def __init__(self, registry: Readers, key: bytes) -> None:
         self.readers = registry
-        self.engine = registry.repo.engine
+        self.tx = registry.tx
         self.aead = AESGCM(key)
 
     # -- keys -----------------------------------------------------------------------------
 
     def rotate(self) -> str:
         """Make a new signing key active; returns its kid."""
-        with self.engine.begin() as conn:
+        with self.tx.begin() as conn:
             return self.rotate_in(conn)
 
     def rotate_in(self, conn: Connection) -> str:
@@ -50,61 +51,50 @@ class Cards:
         now = utc_now()
         while True:  # 32 random bits: rotating many times a day must never reuse a kid
             kid = f"k{now:%Y%m%d}{secrets.token_hex(4)}"
-            if conn.execute(select(card_keys.c.kid).where(card_keys.c.kid == kid)).first() is None:
+            if not rows.key_exists(conn, kid):
                 break
         nonce = os.urandom(12)
-        conn.execute(update(card_keys).values(active=False))
-        conn.execute(
-            insert(card_keys).values(
-                kid=kid,
-                public_key=public_key_b64(key),
-                nonce=nonce,
-                sealed_private_key=self.aead.encrypt(nonce, raw, kid.encode()),
-                active=True,
-                created_at=now,
-            )
+        rows.add_active_key(
+            conn,
+            kid=kid,
+            public_key=public_key_b64(key),
+            nonce=nonce,
+            sealed_private_key=self.aead.encrypt(nonce, raw, kid.encode()),
+            created_at=now,
         )
         self._keys_changed(conn)
         return kid
 
     def retire(self, kid: str) -> None:
-        with self.engine.begin() as conn:
-            row = conn.execute(select(card_keys.c.active).where(card_keys.c.kid == kid)).first()
-            if row is None:
+        with self.tx.begin() as conn:
+            active = rows.key_active(conn, kid)
+            if active is None:
                 raise CardError(f"no key {kid}")
-            if row.active:
+            if active:
                 raise CardError("rotate before retiring the active key")
-            conn.execute(
-                update(card_keys).where(card_keys.c.kid == kid).values(retired_at=utc_now())
-            )
+            rows.retire_key(conn, kid)
             self._keys_changed(conn)
 
     def public_keys(self) -> dict[str, str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(card_keys.c.kid, card_keys.c.public_key).where(
-                    card_keys.c.retired_at.is_(None)
-                )
-            )
-            return {r.kid: r.public_key for r in rows}
+        with self.tx.connect() as conn:
+            return rows.public_keys(conn)
 
-    def _keys_changed(self, conn: Any) -> None:
+    def _keys_changed(self, conn: Connection) -> None:
         """Every site's gallery moves on, so every gate gets the new key set."""
-        for (site,) in conn.execute(select(readers.c.site).distinct()):
-            conn.execute(insert(gallery_log).values(site=site, patron_id="", created_at=utc_now()))
+        Readers.log_change(conn, "")
 
     def _active(self, conn: Connection) -> tuple[str, Ed25519PrivateKey]:
-        row = conn.execute(select(card_keys).where(card_keys.c.active.is_(True))).first()
+        row = rows.active_key(conn)
         if row is None:  # first card ever: make the first key
             self.rotate_in(conn)
             return self._active(conn)
         raw = self.aead.decrypt(row.nonce, row.sealed_private_key, row.kid.encode())
-        return row.kid, Ed25519PrivateKey.from_private_bytes(raw)
+        return str(row.kid), Ed25519PrivateKey.from_private_bytes(raw)
 
     # -- cards ----------------------------------------------------------------------------
 
     def issue_card(self, patron_id: str, valid_days: int = 365 * 4) -> dict[str, Any]:
-        with self.engine.begin() as conn:
+        with self.tx.begin() as conn:
             return self.issue_in(conn, patron_id, valid_days)
 
     def issue_in(self, conn: Connection, patron_id: str, valid_days: int) -> dict[str, Any]:
@@ -116,15 +106,15 @@ class Cards:
         now = utc_now()
         token = issue(key, kid, jti, patron_id, valid_days=valid_days, now=now.timestamp())
         expires = now + timedelta(days=valid_days)
-        conn.execute(
-            insert(cards).values(
-                jti=jti, patron_id=patron_id, kid=kid, issued_at=now, expires_at=expires
-            )
-        )
+        rows.add_card(conn, jti, patron_id, kid, now, expires)
         return {"jti": jti, "token": token, "kid": kid, "expires_at": expires.isoformat()}
 
     def cards_of(self, conn: Connection, patron_id: str) -> list[str]:
-        return list(conn.scalars(select(cards.c.jti).where(cards.c.patron_id == patron_id)))
+        return rows.cards_of(conn, patron_id)
+
+    def live_cards_of(self, conn: Connection, patron_id: str) -> list[str]:
+        """The reader's cards not revoked (a replacement revokes exactly these)."""
+        return rows.live_cards_of(conn, patron_id)
 
     # -- consent --------------------------------------------------------------------------
 
@@ -137,8 +127,9 @@ class Cards:
         granted: bool,
         librarian: str,
         idempotency_key: str | None = None,
+        sites: list[str] | None = None,
     ) -> dict[str, Any]:
-        with self.engine.begin() as conn:
+        with self.tx.begin() as conn:
             return self.record_consent_in(
                 conn,
                 patron_id,
@@ -147,6 +138,7 @@ class Cards:
                 granted=granted,
                 librarian=librarian,
                 idempotency_key=idempotency_key,
+                sites=sites,
             )
 
     def record_consent_in(
@@ -159,43 +151,35 @@ class Cards:
         granted: bool,
         librarian: str,
         idempotency_key: str | None = None,
+        sites: list[str] | None = None,
     ) -> dict[str, Any]:
+        """``sites``: the branches whose kiosks may use the face for ``purpose``; None or
+        empty: every branch of the library."""
         Readers.site_of(conn, patron_id)
         if idempotency_key:
-            old = conn.execute(
-                select(consents).where(consents.c.idempotency_key == idempotency_key)
-            ).first()
+            old = rows.consent_by_key(conn, idempotency_key)
             if old is not None:
-                if old.patron_id != patron_id:
+                if old["patron_id"] != patron_id:
                     raise CardError("this idempotency key was used for another reader")
-                return dict(old._mapping)
-        res = conn.execute(
-            insert(consents).values(
-                patron_id=patron_id,
-                purpose=purpose,
-                text_version=text_version,
-                granted=granted,
-                librarian=librarian,
-                idempotency_key=idempotency_key,
-                recorded_at=utc_now(),
-            )
+                return old
+        record = rows.add_consent(
+            conn,
+            patron_id=patron_id,
+            purpose=purpose,
+            text_version=text_version,
+            granted=granted,
+            librarian=librarian,
+            idempotency_key=idempotency_key,
+            recorded_at=utc_now(),
+            sites=sorted(set(sites)) if sites else None,
         )
-        pk = res.inserted_primary_key
-        assert pk is not None
-        if purpose in FACE_PURPOSES:  # the site's kiosks learn what they may use the face for
-            conn.execute(
-                insert(gallery_log).values(
-                    site=Readers.site_of(conn, patron_id), patron_id=patron_id, created_at=utc_now()
-                )
-            )
-        return dict(conn.execute(select(consents).where(consents.c.id == pk[0])).one()._mapping)
+        if purpose in FACE_PURPOSES:  # the kiosks learn what and where they may use the face for
+            Readers.log_change(conn, patron_id)
+        return record
 
     def consents_of(self, patron_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(consents).where(consents.c.patron_id == patron_id).order_by(consents.c.id)
-            )
-            return [dict(r._mapping) for r in rows]
+        with self.tx.connect() as conn:
+            return rows.consents_of(conn, patron_id)
 
     def has_biometric_consent(self, patron_id: str) -> bool:
         latest = [
@@ -209,21 +193,11 @@ class Cards:
         """Withdraw consent. The kiosks of the site follow at the next sync (each keeps
         templates only for its purpose); once no face purpose remains, every template is
         erased here too."""
-        with self.engine.begin() as conn:
-            site = Readers.site_of(conn, patron_id)
-            n = conn.execute(
-                update(consents)
-                .where(
-                    (consents.c.patron_id == patron_id)
-                    & (consents.c.purpose == purpose)
-                    & consents.c.withdrawn_at.is_(None)
-                )
-                .values(withdrawn_at=utc_now())
-            ).rowcount
+        with self.tx.begin() as conn:
+            Readers.site_of(conn, patron_id)  # UnknownReader if absent
+            n = rows.withdraw(conn, patron_id, purpose)
             if purpose in FACE_PURPOSES:
                 if not face_purposes(conn, patron_id):
-                    conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
-                conn.execute(
-                    insert(gallery_log).values(site=site, patron_id=patron_id, created_at=utc_now())
-                )
-            return int(n)
+                    reader_rows.delete_templates(conn, patron_id)
+                Readers.log_change(conn, patron_id)
+            return n

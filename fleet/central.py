@@ -7,10 +7,14 @@ import contextlib
 import logging
 import signal
 from collections.abc import Generator
+from pathlib import Path
 
 import uvicorn
 
 from biblioedge.fleet.api import create_app
+from biblioedge.fleet.backup import BackupError, last_status, run_backup
+from biblioedge.fleet.backup.replay import Replays
+from biblioedge.fleet.backup.restore import data_dir_lock
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
@@ -18,11 +22,15 @@ from biblioedge.fleet.enrollments import Registry
 from biblioedge.fleet.floor import ReleaseFloor
 from biblioedge.fleet.http_guard import guarded_h11
 from biblioedge.fleet.identity import CentralIdentity
+from biblioedge.fleet.ils.worker import IlsWorker, open_connector
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.reportdocs.monthly import MonthlyReports
+from biblioedge.fleet.reportdocs.source import ReportFigures
+from biblioedge.fleet.reports import Reports
 from biblioedge.fleet.reports.rollup import Rollups
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
@@ -47,7 +55,7 @@ def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Regi
         cfg.data_dir / "keys", cfg.broker_dir, list(sec.hostnames), sec.cert_days
     )
     registry = Registry(
-        repo.engine,
+        repo,
         identity,
         cert_days=sec.cert_days,
         broker_url=sec.kiosk_broker_url or cfg.broker.url,
@@ -102,14 +110,38 @@ def check_secure(cfg: CentralConfig) -> None:
         )
 
 
-async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> int:
+async def backup_loop(cfg: CentralConfig, config_file: Path | None) -> None:
+    """Central's own schedule (``backup.every_h``): a backup when the last one is that old.
+    A failure is logged and retried in an hour; /health shows the backup going stale."""
+    every_s = cfg.backup.every_h * 3600
+    while True:
+        last = last_status(cfg)
+        due_in = 0.0 if last is None else every_s - last["age_h"] * 3600
+        if due_in > 0:
+            await asyncio.sleep(min(due_in, 3600))
+            continue
+        try:
+            status = await asyncio.to_thread(run_backup, cfg, config_file)
+            log.info("backup %s made (%d bytes)", status["path"], status["bytes"])
+        except (BackupError, OSError) as exc:
+            log.error("scheduled backup failed: %s", exc)
+            await asyncio.sleep(3600)
+
+
+async def run_central(
+    cfg: CentralConfig, stop: asyncio.Event | None = None, config_file: Path | None = None
+) -> int:
     check_secure(cfg)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    with data_dir_lock(cfg.data_dir):  # a restore refuses to write under a running central
+        return await _run_central(cfg, stop, config_file)
+
+
+async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Path | None) -> int:
     repo = Repo(cfg.db_url)
     repo.rollups = Rollups(cfg.reports)
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
@@ -128,6 +160,7 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         child_under=cfg.reports.child_under,
     )
     bridge = Bridge(cfg, repo, metrics, readers, identity)
+    bridge.replays = Replays(cfg.data_dir)
     bridge.gates = lambda: [
         (name.device_id, name.site, pem)
         for name, pem in registry.active()
@@ -136,7 +169,31 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
-    app = create_app(cfg, repo, bridge, metrics, readers, cards, registry, releases, rollouts)
+    worker = None
+    if cfg.ils is not None:  # pushes readers to the library system; status back
+        worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
+        worker.on_gallery = bridge.library_changed  # her status, at every branch
+    reports = Reports(repo, cfg.reports)
+    figures = ReportFigures(reports)
+    rf = cfg.report_files
+    fresh = ReportFigures(reports, ttl_s=0)  # the kept report: never a minute-old answer
+    monthly = MonthlyReports(
+        rf.dir or cfg.data_dir / "reports" / "monthly", fresh, rf.lang, rf.after_day, rf.library
+    )
+    app = create_app(
+        cfg,
+        repo,
+        bridge,
+        metrics,
+        readers,
+        cards,
+        registry,
+        releases,
+        rollouts,
+        ils=worker,
+        figures=figures,
+        monthly=monthly,
+    )
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
         if role in GALLERY_ROLES:
@@ -172,7 +229,17 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
         resign_loop(releases, cfg.releases.refresh_s), name="central:tuf"
     )
     rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
+    background = [crl_task, tuf_task, rollout_task]
+    if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
+        background.append(asyncio.create_task(backup_loop(cfg, config_file), name="central:backup"))
+    if rf.monthly:
+        background.append(
+            asyncio.create_task(monthly.run(rf.check_s), name="central:monthly-report")
+        )
     api_task = asyncio.create_task(server.serve(), name="central:api")
+    if worker is not None and cfg.ils is not None:
+        background.append(asyncio.create_task(worker.run(), name="central:ils"))
+        log.info("library system: %s", cfg.ils.endpoint().base_url)
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.02)
@@ -190,9 +257,8 @@ async def run_central(cfg: CentralConfig, stop: asyncio.Event | None = None) -> 
             code = 1
     server.should_exit = True
     bridge_task.cancel()
-    crl_task.cancel()
-    tuf_task.cancel()
-    rollout_task.cancel()
+    for task in background:
+        task.cancel()
     stop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         async with asyncio.timeout(5):

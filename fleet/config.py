@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
+from biblioedge.fleet.ils.settings import IlsConfig
+from biblioedge.fleet.reportdocs.monthly import ReportFilesConfig
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.settings import (
     BrokerConfig,
@@ -235,6 +237,45 @@ class QuotaConfig(StrictModel):
         return quota if isinstance(quota, RoleQuota) else self.other
 
 
+class BackupConfig(StrictModel):
+    public_key: str | None = Field(
+        default=None,
+        description="The backup key's public half (base64 X25519, from `central backup keygen`); "
+        "backups are sealed to it and its private half stays off central",
+    )
+    dir: Path | None = Field(
+        default=None, description="Where backups are written (default: data_dir/backups)"
+    )
+    copies: list[Path] = Field(
+        default_factory=list,
+        description="Further directories (another disk or a mount) each backup is copied to",
+    )
+    every_h: float = Field(
+        default=0.0,
+        ge=0,
+        le=24 * 31,
+        description="Central makes a backup this often (hours; 0: only `central backup run` "
+        "or the systemd timer)",
+    )
+    keep_daily: int = Field(default=7, ge=0, le=366, description="Newest backup of each day")
+    keep_weekly: int = Field(default=4, ge=0, le=520, description="Newest of each ISO week")
+    keep_monthly: int = Field(default=12, ge=0, le=1200, description="Newest of each month")
+    stale_after_h: float = Field(
+        default=36.0, gt=0, le=24 * 366, description="/health degrades past this backup age"
+    )
+
+    @model_validator(mode="after")
+    def _key(self) -> BackupConfig:
+        if self.public_key is not None:
+            from biblioedge.provisioning.sealing import SealError, load_x25519_public
+
+            try:
+                load_x25519_public(self.public_key)
+            except (SealError, ValueError) as exc:
+                raise ValueError(f"backup.public_key is not a base64 X25519 key: {exc}") from None
+        return self
+
+
 class CentralConfig(StrictModel):
     data_dir: Path = Field(description="Where the default SQLite database lives")
     database_url: str | None = Field(
@@ -266,14 +307,30 @@ class CentralConfig(StrictModel):
     releases: ReleasesConfig = Field(
         default_factory=ReleasesConfig, description="Signed releases (TUF repository)"
     )
+    backup: BackupConfig = Field(
+        default_factory=BackupConfig, description="Encrypted backups (docs/operations.md)"
+    )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging")
+    ils: IlsConfig | None = Field(
+        default=None,
+        description="The library system central pushes readers to (Koha's REST API, or the "
+        "dummy's); none: readers are queued for it and wait",
+    )
     reports: ReportsConfig = Field(
         default_factory=ReportsConfig, description="Reports: time zone, visits, privacy"
+    )
+    report_files: ReportFilesConfig = Field(
+        default_factory=ReportFilesConfig,
+        description="The Department's spreadsheet and the monthly report kept at central",
     )
 
     @property
     def releases_dir(self) -> Path:
         return self.releases.dir or self.data_dir / "releases"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.data_dir / "backups"
 
     @property
     def broker_dir(self) -> Path:

@@ -22,15 +22,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from biblioedge.fleet.auth import Principal, Tokens
 from biblioedge.fleet.authz import SECURITY_ATTENTION
-from biblioedge.fleet.db import api_tokens
-from biblioedge.fleet.device_status import revoked_devices, with_revocation
-from biblioedge.fleet.enrollments import pending_rekeys
+from biblioedge.fleet.device_status import with_revocation
+from biblioedge.fleet.ils.queue import Queue
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import Rollouts
+from biblioedge.fleet.store.devices import revoked_devices
+from biblioedge.fleet.store.enrollments import pending_rekeys
 from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import utc_now
 
@@ -87,12 +86,10 @@ class Sessions:
         if expires < time.time():
             self.close(cookie)
             return None
-        with self.tokens.engine.connect() as conn:
-            row = conn.execute(select(api_tokens).where(api_tokens.c.token_id == token_id)).first()
-        if row is None or row.revoked_at is not None:
+        who = self.tokens.principal(token_id)
+        if who is None:
             self.close(cookie)
-            return None
-        return Principal(row.token_id, row.name, row.role)
+        return who
 
     def csrf(self, cookie: str) -> str:
         """A form token bound to the session: a page of another site cannot post as IT."""
@@ -130,7 +127,7 @@ def _ago(when: datetime | None, now: datetime) -> str:
 
 def kiosks(repo: Repo) -> list[Kiosk]:
     out = []
-    for d in with_revocation(repo.list_devices(), revoked_devices(repo.engine)):
+    for d in with_revocation(repo.list_devices(), revoked_devices(repo)):
         rep = d.get("reported") or {}
         upd = rep.get("update") or {}
         components = rep.get("components") or {}
@@ -171,7 +168,7 @@ def attention(
     """(kind, subject, detail): what a person should look at, most urgent first."""
     now = utc_now()
     items: list[tuple[str, str, str]] = [
-        ("att_rekey", device, request) for device, request in pending_rekeys(repo.engine)
+        ("att_rekey", device, request) for device, request in pending_rekeys(repo)
     ]
     # a kiosk said what its role may not (fleet/authz.py): first, it may be a stolen one
     rows, _ = repo.list_events(type_=SECURITY_ATTENTION, since=now - ATTENTION_WINDOW, limit=20)
@@ -204,10 +201,33 @@ def attention(
             ("att_circ", e["device_id"], f"{p.get('item_id', '')} {p.get('reason', '')}".strip())
         )
     items += exit_alarms(repo, now)
+    items += ils_waiting(repo)
     quarantined = len(repo.list_quarantine(limit=100))
     if quarantined:
         items.append(("att_quarantine", "central", str(quarantined)))
     return items
+
+
+def ils_waiting(repo: Repo) -> list[tuple[str, str, str]]:
+    """Pushes to the library system held for a person (each, with why), and those retrying
+    (one line: how many, the latest reason)."""
+    summary = Queue(repo).summary()
+    out = [
+        ("att_ils_held", w["patron_id"], f"{w['op']}: {w['reason']}: {w['detail']}")
+        for w in summary["waiting"]
+        if w["state"] == "held"
+    ]
+    retrying = [w for w in summary["waiting"] if w["state"] != "held"]
+    if retrying:
+        w = retrying[0]
+        out.append(
+            (
+                "att_ils_waiting",
+                str(summary["pending"]),
+                f"{w['reason']}: {w['detail']} ({summary['oldest_waiting'] or ''})",
+            )
+        )
+    return out
 
 
 def exit_alarms(repo: Repo, now: datetime) -> list[tuple[str, str, str]]:

@@ -86,9 +86,16 @@ _TEXT: dict[str, tuple[str, str]] = {
     "att_exit_down": ("Cổng an ninh ngưng đọc", "Exit gate reader down"),
     "att_desired": ("Cấu hình bị từ chối", "Configuration refused"),
     "att_quarantine": ("Sự kiện bị cách ly", "Quarantined events"),
+    "att_ils_held": (
+        "Bạn đọc chưa vào được hệ thống thư viện, cần người xử lý",
+        "Reader held back from the library system: a person must act",
+    ),
+    "att_ils_waiting": ("Đang chờ hệ thống thư viện", "Waiting for the library system"),
     "viewer_note": ("Bạn chỉ có quyền xem.", "You can view only."),
     "live": ("Tự cập nhật", "Live"),
     "refused": ("Không thực hiện được", "Refused"),
+    "fleet_page": ("Thiết bị", "Fleet"),
+    "reports": ("Báo cáo thống kê", "Reports"),
 }
 
 

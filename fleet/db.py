@@ -188,6 +188,7 @@ consents = Table(
     Column("idempotency_key", String(64), nullable=True, unique=True),
     Column("recorded_at", UTCDateTime, nullable=False),
     Column("withdrawn_at", UTCDateTime, nullable=True),
+    Column("sites", JSON, nullable=True, comment="branches it covers; null: every branch"),
 )
 
 
@@ -342,6 +343,41 @@ rollout_targets = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
     Index("ix_rollout_targets_device", "device_id"),
+)
+
+
+#: Pushes to the library system (fleet/ils): one row per lifecycle change of a reader, sent in
+#: ``id`` order per reader. No personal data: the push reads the reader's current state when it
+#: is sent; ``data`` holds only what a change needs once the reader is gone (an erasure).
+ils_queue = Table(
+    "ils_queue",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("patron_id", String(64), nullable=False),
+    Column("op", String(16), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("state", String(16), nullable=False, comment="pending, held or done"),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", UTCDateTime, nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("done_at", UTCDateTime, nullable=True),
+    Index("ix_ils_queue_state_next", "state", "next_at"),
+    Index("ix_ils_queue_patron", "patron_id", "id"),
+)
+
+#: What the library system holds for a reader: its own id, the card number, the status it
+#: last reported (status back: blocked, expired or deleted there is refused at kiosks).
+ils_links = Table(
+    "ils_links",
+    metadata,
+    Column("patron_id", String(64), primary_key=True),
+    Column("ils_id", String(64), nullable=False),
+    Column("cardnumber", String(64), nullable=False),
+    Column("ils_status", String(16), nullable=False),
+    Column("synced_at", UTCDateTime, nullable=False),
+    Column("checked_at", UTCDateTime, nullable=True),
 )
 
 

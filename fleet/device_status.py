@@ -3,30 +3,13 @@
 A device's registry row keeps the last state it reported, ``online`` included, and a
 revoked kiosk never reports again (the broker refuses its certificate), so without this it
 would read "online" for ever. A device is revoked when central issued it certificates and
-every one of them is revoked; one that merely let its certificate expire is not.
+every one of them is revoked; one that merely let its certificate expire is not (the query:
+``fleet/store/devices.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from sqlalchemy import Engine, case, func, select
-
-from biblioedge.fleet.db import device_certs
-
-
-def revoked_devices(engine: Engine, device_ids: list[str] | None = None) -> set[str]:
-    active = func.sum(case((device_certs.c.revoked_at.is_(None), 1), else_=0))
-    stmt = (
-        select(device_certs.c.device_id)
-        .group_by(device_certs.c.device_id)
-        .having(func.count() > 0)
-        .having(active == 0)
-    )
-    if device_ids is not None:
-        stmt = stmt.where(device_certs.c.device_id.in_(device_ids))
-    with engine.connect() as conn:
-        return {str(r.device_id) for r in conn.execute(stmt)}
 
 
 def with_revocation(devices: list[dict[str, Any]], revoked: set[str]) -> list[dict[str, Any]]:

@@ -34,12 +34,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Connection, Engine, func, insert, or_, select, update
+from sqlalchemy import Connection
 
 from biblioedge.fleet import authz
-from biblioedge.fleet.db import device_certs, devices, enrollments, rekey_requests
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.repo import register_in
+from biblioedge.fleet.store import Db, Transactions
+from biblioedge.fleet.store import enrollments as store
 from biblioedge.protocol import utc_now, valid_id
 from biblioedge.provisioning import pki
 from biblioedge.provisioning.enroll import RENEW_DOMAIN
@@ -72,7 +73,7 @@ def split_token(token: str) -> tuple[str, str]:
 class Registry:
     def __init__(
         self,
-        engine: Engine,
+        db: Db,
         identity: CentralIdentity,
         *,
         cert_days: int,
@@ -87,7 +88,7 @@ class Registry:
         self.cases = cases or authz.SecurityCases()
         self.renew_grace = dt.timedelta(seconds=renew_grace_s)
         self.renew_min_interval = dt.timedelta(seconds=renew_min_interval_s)
-        self.engine = engine
+        self.tx = Transactions(db)
         self.identity = identity
         self.cert_days = cert_days
         self.broker_url = broker_url
@@ -105,25 +106,22 @@ class Registry:
             raise EnrollmentError("invalid_role", f"role must be one of {pki.ROLES}", 400)
         now = utc_now()
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(24)
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(devices.c.site).where(devices.c.device_id == device_id)
-            ).first()
-            if row is not None and row.site != site:
+        with self.tx.begin() as conn:
+            registered = store.registered_site(conn, device_id)
+            if registered is not None and registered != site:
                 raise EnrollmentError(
-                    "site_mismatch", f"{device_id} is registered at site {row.site}", 409
+                    "site_mismatch", f"{device_id} is registered at site {registered}", 409
                 )
-            conn.execute(
-                insert(enrollments).values(
-                    token_id=token_id,
-                    secret_hash=_hash(secret),
-                    device_id=device_id,
-                    site=site,
-                    role=role,
-                    created_by=created_by,
-                    created_at=now,
-                    expires_at=now + dt.timedelta(seconds=ttl_s),
-                )
+            store.add_token(
+                conn,
+                token_id=token_id,
+                secret_hash=_hash(secret),
+                device_id=device_id,
+                site=site,
+                role=role,
+                created_by=created_by,
+                created_at=now,
+                expires_at=now + dt.timedelta(seconds=ttl_s),
             )
         return {
             "token": f"{token_id}.{secret}.{self.identity.ca_pin}",
@@ -139,7 +137,7 @@ class Registry:
     @staticmethod
     def _usable(conn: Connection, token: str, now: dt.datetime) -> Any:
         token_id, secret = split_token(token)
-        row = conn.execute(select(enrollments).where(enrollments.c.token_id == token_id)).first()
+        row = store.token(conn, token_id)
         if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
             raise EnrollmentError("unknown_token", "no such enrollment token", 401)
         if row.used_at is not None:
@@ -149,13 +147,13 @@ class Registry:
         return row
 
     def claim(self, token: str) -> dict[str, str]:
-        with self.engine.connect() as conn:
+        with self.tx.connect() as conn:
             row = self._usable(conn, token, utc_now())
         return {"device_id": row.device_id, "site": row.site, "role": row.role}
 
     def enroll(self, token: str, csr_pem: bytes) -> dict[str, Any]:
         now = utc_now()
-        with self.engine.begin() as conn:
+        with self.tx.begin() as conn:
             row = self._usable(conn, token, now)
             token_id = row.token_id
             name = pki.DeviceName(row.device_id, row.site, row.role)
@@ -164,23 +162,12 @@ class Registry:
             except pki.PkiError as exc:
                 reason = "mismatched_csr" if "token is for" in str(exc) else "malformed_csr"
                 raise EnrollmentError(reason, str(exc), 400) from exc
-            claimed = conn.execute(  # two kiosks racing with one token: only one wins
-                update(enrollments)
-                .where(enrollments.c.token_id == token_id)
-                .where(enrollments.c.used_at.is_(None))
-                .values(used_at=now)
-            )
-            if claimed.rowcount != 1:
+            if not store.use_token(conn, token_id, now):  # two kiosks racing: only one wins
                 raise EnrollmentError("used_token", "this enrollment token was already used")
             # a re-enrolled kiosk (new hardware, wiped disk): its old keys stop working
-            conn.execute(
-                update(device_certs)
-                .where(device_certs.c.device_id == name.device_id)
-                .where(device_certs.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
+            store.revoke_certs(conn, name.device_id, now)
             self._store_cert(conn, name, cert)
-            _close_rekeys(conn, name.device_id, "re-enrollment", now)
+            store.close_rekeys(conn, name.device_id, "re-enrollment", now)
             try:
                 register_in(conn, name.device_id, name.site, name.role)
             except ValueError as exc:  # moved to another site since the token was made
@@ -206,8 +193,8 @@ class Registry:
         now = utc_now()
         refusal: EnrollmentError | None = None
         cert: Any = None
-        with self.engine.begin() as conn:
-            row = conn.execute(select(device_certs).where(device_certs.c.serial == serial)).first()
+        with self.tx.begin() as conn:
+            row = store.cert(conn, serial)
             if row is None:
                 raise EnrollmentError("revoked", f"{name.device_id}'s certificate is revoked")
             if _key_sha256(csr.public_key()) != _key_sha256(current.public_key()):
@@ -249,7 +236,7 @@ class Registry:
         csr_pem: bytes,
         now: dt.datetime,
     ) -> x509.Certificate:
-        newest = self._newest(conn, name.device_id, now)
+        newest = store.newest_cert(conn, name.device_id, now)
         if newest is not None and newest.serial != row.serial:
             # the kiosk asks again with the certificate it renewed: its answer was lost (even
             # after the grace: the answer is a certificate for the key it proved it holds)
@@ -263,11 +250,7 @@ class Registry:
                 )
         if _revoked(row, now):
             raise EnrollmentError("revoked", f"{name.device_id}'s certificate is revoked")
-        last = conn.execute(
-            select(func.max(device_certs.c.issued_at))
-            .where(device_certs.c.device_id == name.device_id)
-            .where(device_certs.c.renewed_from.is_not(None))
-        ).scalar()
+        last = store.last_renewal(conn, name.device_id)
         if last is not None and now - last < self.renew_min_interval and not _late(current, now):
             raise EnrollmentError(
                 "too_soon",
@@ -282,23 +265,7 @@ class Registry:
         new_serial = format(cert.serial_number, "x")
         # every other certificate of the device goes after the grace (the kiosk reconnects
         # with the new one meanwhile); without a grace, at once
-        others = (
-            update(device_certs)
-            .where(device_certs.c.device_id == name.device_id)
-            .where(device_certs.c.serial != new_serial)
-            .where(device_certs.c.revoked_at.is_(None))
-        )
-        if self.renew_grace:
-            conn.execute(
-                others.where(
-                    or_(
-                        device_certs.c.revoke_at.is_(None),
-                        device_certs.c.revoke_at > now + self.renew_grace,
-                    )
-                ).values(revoke_at=now + self.renew_grace)
-            )
-        else:
-            conn.execute(others.values(revoked_at=now, revoke_at=now))
+        store.retire_others(conn, name.device_id, new_serial, now, self.renew_grace)
         self._store_cert(conn, name, cert, renewed_from=row.serial)
         if not _late(current, now):
             # an honest agent renews at two thirds of the life: earlier is someone else with
@@ -325,16 +292,9 @@ class Registry:
     ) -> tuple[Any, EnrollmentError | None]:
         """(the certificate IT approved for this key, None) or (None, why it is refused)."""
         key = _key_sha256(csr.public_key())
-        mine = conn.execute(
-            select(rekey_requests)
-            .where(rekey_requests.c.device_id == name.device_id)
-            .where(rekey_requests.c.key_sha256 == key)
-            .order_by(rekey_requests.c.requested_at.desc())
-        ).first()
+        mine = store.rekey_for_key(conn, name.device_id, key)
         if mine is not None and mine.state == "approved" and mine.cert_serial:
-            issued = conn.execute(
-                select(device_certs).where(device_certs.c.serial == mine.cert_serial)
-            ).first()
+            issued = store.cert(conn, mine.cert_serial)
             if issued is not None and not _revoked(issued, now):
                 return pki.load_cert(issued.pem.encode()), None
         if _revoked(row, now):
@@ -343,29 +303,24 @@ class Registry:
             return None, EnrollmentError(
                 "rekey_refused", f"IT refused the new key of {name.device_id}: keep the old one"
             )
-        pending = conn.execute(
-            select(rekey_requests)
-            .where(rekey_requests.c.device_id == name.device_id)
-            .where(rekey_requests.c.state == "pending")
-        ).first()
+        pending = store.pending_rekey(conn, name.device_id)
         if pending is None:
             try:
                 self.identity.ca.issue_device(csr_pem, name, 1)  # checks the CSR names the device
             except pki.PkiError as exc:
                 raise EnrollmentError("malformed_csr", str(exc), 400) from exc
             request_id = secrets.token_hex(8)
-            conn.execute(
-                insert(rekey_requests).values(
-                    request_id=request_id,
-                    device_id=name.device_id,
-                    site=name.site,
-                    role=name.role,
-                    current_serial=row.serial,
-                    key_sha256=key,
-                    csr=csr_pem.decode(),
-                    requested_at=now,
-                    state="pending",
-                )
+            store.add_rekey(
+                conn,
+                request_id=request_id,
+                device_id=name.device_id,
+                site=name.site,
+                role=name.role,
+                current_serial=row.serial,
+                key_sha256=key,
+                csr=csr_pem.decode(),
+                requested_at=now,
+                state="pending",
             )
             log.warning(
                 "%s asks for a new key (re-key request %s): refused until IT approves it",
@@ -389,30 +344,23 @@ class Registry:
     # -- re-key requests (IT) ----------------------------------------------------------------
 
     def rekey_requests(self, state: str | None = None) -> list[dict[str, Any]]:
-        stmt = select(rekey_requests).order_by(rekey_requests.c.requested_at.desc())
-        if state is not None:
-            stmt = stmt.where(rekey_requests.c.state == state)
-        with self.engine.connect() as conn:
-            rows = list(conn.execute(stmt.limit(500)))
+        with self.tx.connect() as conn:
+            rows = store.rekeys(conn, state, 500)
         return [_rekey_out(r) for r in rows]
 
     def decide_rekey(self, request_id: str, approve: bool, by: str) -> dict[str, Any]:
         """IT's answer. Approving issues the certificate for the new key and revokes the
         device's other certificates at once; refusing leaves the device on its old key."""
         now = utc_now()
-        with self.engine.begin() as conn:
-            req = conn.execute(
-                select(rekey_requests).where(rekey_requests.c.request_id == request_id)
-            ).first()
+        with self.tx.begin() as conn:
+            req = store.rekey(conn, request_id)
             if req is None:
                 raise EnrollmentError("unknown_request", f"no re-key request {request_id}", 404)
             if req.state != "pending":
                 raise EnrollmentError("decided", f"request {request_id} is {req.state}", 409)
             values: dict[str, Any] = {"decided_by": by, "decided_at": now}
             if approve:
-                asking = conn.execute(
-                    select(device_certs).where(device_certs.c.serial == req.current_serial)
-                ).first()
+                asking = store.cert(conn, req.current_serial)
                 # the device must still be enrolled on the certificate that asked, or on its
                 # renewal; revoked by IT (or re-enrolled) since, the request is void
                 replaced = asking is not None and asking.revoke_at is not None
@@ -420,28 +368,18 @@ class Registry:
                     raise EnrollmentError(
                         "revoked", "the certificate that asked has been revoked since", 409
                     )
-                if self._newest(conn, req.device_id, now) is None:
+                if store.newest_cert(conn, req.device_id, now) is None:
                     raise EnrollmentError("revoked", f"{req.device_id} is revoked", 409)
                 name = pki.DeviceName(req.device_id, req.site, req.role)
                 cert = self.identity.ca.issue_device(req.csr.encode(), name, self.cert_days)
-                conn.execute(
-                    update(device_certs)
-                    .where(device_certs.c.device_id == name.device_id)
-                    .where(device_certs.c.revoked_at.is_(None))
-                    .values(revoked_at=now)
-                )
+                store.revoke_certs(conn, name.device_id, now)
                 self._store_cert(conn, name, cert, renewed_from=req.current_serial)
                 values.update(state="approved", cert_serial=format(cert.serial_number, "x"))
             else:
                 values.update(state="refused")
-            conn.execute(
-                update(rekey_requests)
-                .where(rekey_requests.c.request_id == request_id)
-                .values(**values)
-            )
-            out = conn.execute(
-                select(rekey_requests).where(rekey_requests.c.request_id == request_id)
-            ).one()
+            store.decide_rekey(conn, request_id, **values)
+            out = store.rekey(conn, request_id)
+            assert out is not None  # read back in the same transaction
         log.warning("%s %s the re-key request %s of %s", by, out.state, request_id, out.device_id)
         if approve:
             self.sync_broker()
@@ -450,18 +388,10 @@ class Registry:
     def revoke(self, device_id: str) -> int:
         """Revoke every certificate of a device; it is cut off at the broker at once."""
         now = utc_now()
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(device_certs)
-                .where(device_certs.c.device_id == device_id)
-                .where(device_certs.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            conn.execute(
-                update(devices).where(devices.c.device_id == device_id).values(registered=False)
-            )
-            _close_rekeys(conn, device_id, "revocation", now)
-        n = int(res.rowcount)
+        with self.tx.begin() as conn:
+            n = store.revoke_certs(conn, device_id, now)
+            store.unregister(conn, device_id)
+            store.close_rekeys(conn, device_id, "revocation", now)
         log.warning("revoked %d certificate(s) of %s", n, device_id)
         self.sync_broker()
         return n
@@ -471,18 +401,11 @@ class Registry:
     def active(self, conn: Connection | None = None) -> list[tuple[pki.DeviceName, str]]:
         """Devices with a valid certificate, and its PEM (the newest one)."""
         now = utc_now()
-        stmt = (
-            select(device_certs)
-            .where(device_certs.c.revoked_at.is_(None))
-            .where(or_(device_certs.c.revoke_at.is_(None), device_certs.c.revoke_at > now))
-            .where(device_certs.c.not_after > now)
-            .order_by(device_certs.c.issued_at)
-        )
         if conn is None:
-            with self.engine.connect() as c:
-                rows = list(c.execute(stmt))
+            with self.tx.connect() as c:
+                rows = store.valid_certs(c, now)
         else:
-            rows = list(conn.execute(stmt))
+            rows = store.valid_certs(conn, now)
         newest = {r.device_id: r for r in rows}
         return [(pki.DeviceName(r.device_id, r.site, r.role), r.pem) for r in newest.values()]
 
@@ -494,21 +417,9 @@ class Registry:
         refuses every client certificate once the CRL has expired. Central calls this at
         start and every few hours (``refresh_loop``), and when a replaced certificate's
         grace is over."""
-        with self.engine.begin() as conn:
-            conn.execute(  # replaced certificates whose grace is over
-                update(device_certs)
-                .where(device_certs.c.revoked_at.is_(None))
-                .where(device_certs.c.revoke_at <= utc_now())
-                .values(revoked_at=device_certs.c.revoke_at)
-            )
-            revoked = [
-                (int(r.serial, 16), r.revoked_at)
-                for r in conn.execute(
-                    select(device_certs.c.serial, device_certs.c.revoked_at).where(
-                        device_certs.c.revoked_at.is_not(None)
-                    )
-                )
-            ]
+        with self.tx.begin() as conn:
+            store.revoke_due(conn, utc_now())  # replaced certificates whose grace is over
+            revoked = store.revocations(conn)
             active = [name for name, _ in self.active(conn)]
         crl = None if self._crl_current({s for s, _ in revoked}) else self.identity.ca.crl(revoked)
         if self.identity.write_broker_files(active, crl):
@@ -527,16 +438,8 @@ class Registry:
 
     def revocations_due(self) -> bool:
         """Whether a replaced certificate's grace is over but it is not revoked yet."""
-        with self.engine.connect() as conn:
-            return (
-                conn.execute(
-                    select(device_certs.c.serial)
-                    .where(device_certs.c.revoked_at.is_(None))
-                    .where(device_certs.c.revoke_at <= utc_now())
-                    .limit(1)
-                ).first()
-                is not None
-            )
+        with self.tx.connect() as conn:
+            return store.revocations_due(conn, utc_now())
 
     async def refresh_loop(self, every_s: float = 6 * 3600) -> None:
         """Keep the CRL fresh (and the ACL free of expired certificates) while central runs,
@@ -558,32 +461,19 @@ class Registry:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _newest(conn: Connection, device_id: str, now: dt.datetime) -> Any:
-        """The device's newest certificate that is not revoked (nor due to be)."""
-        return conn.execute(
-            select(device_certs)
-            .where(device_certs.c.device_id == device_id)
-            .where(device_certs.c.revoked_at.is_(None))
-            .where(or_(device_certs.c.revoke_at.is_(None), device_certs.c.revoke_at > now))
-            .order_by(device_certs.c.issued_at.desc())
-            .limit(1)
-        ).first()
-
     def _store_cert(
         self, conn: Connection, name: pki.DeviceName, cert: Any, renewed_from: str | None = None
     ) -> None:
-        conn.execute(
-            insert(device_certs).values(
-                renewed_from=renewed_from,
-                serial=format(cert.serial_number, "x"),
-                device_id=name.device_id,
-                site=name.site,
-                role=name.role,
-                pem=pki.cert_pem(cert).decode(),
-                issued_at=utc_now(),
-                not_after=cert.not_valid_after_utc,
-            )
+        store.add_cert(
+            conn,
+            renewed_from=renewed_from,
+            serial=format(cert.serial_number, "x"),
+            device_id=name.device_id,
+            site=name.site,
+            role=name.role,
+            pem=pki.cert_pem(cert).decode(),
+            issued_at=utc_now(),
+            not_after=cert.not_valid_after_utc,
         )
 
     def _bundle(self, name: pki.DeviceName, cert: Any) -> dict[str, Any]:
@@ -599,29 +489,6 @@ class Registry:
             "control_keys": self.identity.signer.public_keys,
             "seal_key": self.identity.seal_public,
         }
-
-
-def pending_rekeys(engine: Engine) -> list[tuple[str, str]]:
-    """(device, request id) of the re-key requests waiting for IT: the dashboard's attention
-    list shows them first (a stolen key trying to move a kiosk onto its own looks like this)."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(rekey_requests.c.device_id, rekey_requests.c.request_id)
-            .where(rekey_requests.c.state == "pending")
-            .order_by(rekey_requests.c.requested_at)
-            .limit(50)
-        )
-        return [(r.device_id, r.request_id) for r in rows]
-
-
-def _close_rekeys(conn: Connection, device_id: str, by: str, now: dt.datetime) -> None:
-    """A device revoked or enrolled anew: what its old certificate asked for is refused."""
-    conn.execute(
-        update(rekey_requests)
-        .where(rekey_requests.c.device_id == device_id)
-        .where(rekey_requests.c.state == "pending")
-        .values(state="refused", decided_by=by, decided_at=now)
-    )
 
 
 def _key_sha256(key: Any) -> str:

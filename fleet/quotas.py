@@ -30,10 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import Engine, select
 
 from biblioedge.fleet.config import QuotaConfig, RoleQuota
-from biblioedge.fleet.db import devices
 from biblioedge.fleet.repo import Incoming
 
 log = logging.getLogger("biblioedge.fleet.quotas")
@@ -321,18 +319,3 @@ class Scheduler:
                     self.on_over_quota(over)
                 except Exception:  # a hook's bug must not stop the receive loop
                     log.exception("over-quota hook failed for %s", device_id)
-
-
-def device_roles(engine: Engine, ids: list[str]) -> dict[str, str | None]:
-    """The registry's role of each device (None: not registered or no role)."""
-    out: dict[str, str | None] = dict.fromkeys(ids)
-    with engine.connect() as conn:
-        for i in range(0, len(ids), 500):
-            rows = conn.execute(
-                select(devices.c.device_id, devices.c.role).where(
-                    devices.c.device_id.in_(ids[i : i + 500])
-                )
-            )
-            for device_id, role in rows:
-                out[device_id] = role
-    return out

@@ -1,12 +1,20 @@
 """Readers and their face templates at central, and the per-site gallery deltas gates apply.
 
+Readers belong to the library, not to a branch: ``readers.site`` is the home branch (where
+the card was made, what reports count her under), and every branch's gates and self-checks
+hold her, so her card works everywhere. Her face goes to a branch's kiosks only where her
+consent says (a consent's ``sites``: every branch when empty, else the listed ones) and for
+the purposes it names. One central serves one library: every site it knows is a branch.
+
 Templates are sealed with AES-256-GCM under central's template key, authenticated with
 (patron, model, slot): the database alone, or a backup of it, reveals no biometric data.
-Every change to a reader appends to ``gallery_log`` for the reader's site; the log position
-is the site's gallery version. A delta from version A to B carries the *current* state of
-every reader touched in (A, B]: upserted with templates, or removed if erased or left the
-site. Compacting like this means a gate a week behind gets one message per reader, not the
-reader's whole history.
+Every change to a reader appends one row to ``gallery_log`` with site ``*`` (every branch;
+a site id can never be ``*``); rows naming one site (from before readers were the library's)
+still count for that site. A site's gallery version is the newest log row that counts for
+it. A delta from version A to B carries the *current* state of every reader touched in
+(A, B]: upserted with templates, or removed if erased. Compacting like this means a gate a
+week behind gets one message per reader, not the reader's whole history. Every statement on
+these tables is in fleet/store/readers.py.
 
 Names are sealed the same way (bound to the patron id, in a context of their own so a sealed
 name cannot pass for a template or a profile): central never searches by name, and what a
@@ -21,25 +29,18 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import date
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection
 
-from biblioedge.fleet.db import (
-    card_keys,
-    card_revocations,
-    consents,
-    gallery_log,
-    reader_profiles,
-    readers,
-    registrations,
-    templates,
-)
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.store import Transactions
+from biblioedge.fleet.store import readers as rows
 from biblioedge.names import greeting_name
 from biblioedge.protocol import (
     MAX_SIGNED_BODY,
@@ -49,6 +50,7 @@ from biblioedge.protocol import (
     GalleryReader,
     dumps,
     utc_now,
+    uuid7,
 )
 
 log = logging.getLogger("biblioedge.fleet.readers")
@@ -58,6 +60,8 @@ PATRON_RE = re.compile(PATRON_PATTERN)
 #: Reader bytes per delta: what is left of a signed message once sealing, card keys and the
 #: delta's own fields are paid for (one reader at its largest takes about 350 KB).
 DELTA_BYTES = MAX_SIGNED_BODY - 32 * 1024
+#: The device id of the events central records itself (a reader's renewal, erasure...).
+CENTRAL = "central"
 
 
 class ReaderError(ValueError):
@@ -119,34 +123,48 @@ def open_name(aead: AESGCM, patron_id: str, nonce: bytes, sealed: bytes) -> str:
     return aead.decrypt(nonce, sealed, _name_aad(patron_id)).decode()
 
 
-def face_purposes(conn: Connection, patron_id: str) -> list[FacePurpose]:
-    """The face purposes whose latest consent is granted and not withdrawn."""
+def face_purposes(conn: Connection, patron_id: str, site: str | None = None) -> list[FacePurpose]:
+    """The face purposes whose latest consent is granted and not withdrawn (and, given
+    ``site``, whose consent covers that branch: no ``sites`` listed means every branch)."""
     latest: dict[str, bool] = {}
-    for row in conn.execute(
-        select(consents.c.purpose, consents.c.granted, consents.c.withdrawn_at)
-        .where(consents.c.patron_id == patron_id)
-        .order_by(consents.c.id)
-    ):
-        latest[row.purpose] = bool(row.granted) and row.withdrawn_at is None
+    for row in rows.consent_states(conn, patron_id):
+        where = row.sites if isinstance(row.sites, list) else []
+        latest[row.purpose] = (
+            bool(row.granted)
+            and row.withdrawn_at is None
+            and (site is None or not where or site in where)
+        )
     return [p for p in get_args(FacePurpose) if latest.get(p)]
 
 
 class Readers:
+    """Readers, their sealed templates and names, revocations and the gallery deltas; the
+    statements are fleet/store/readers.py's, run in the transactions this opens."""
+
     def __init__(self, repo: Repo, key: bytes) -> None:
         self.repo = repo
+        self.tx = Transactions(repo)
         self.aead = AESGCM(key)
+
+    def begin(self) -> AbstractContextManager[Connection]:
+        """A transaction for operations that span several of these tables (lifecycle.py)."""
+        return self.tx.begin()
 
     @staticmethod
     def site_of(conn: Connection, patron_id: str) -> str:
-        site = conn.execute(select(readers.c.site).where(readers.c.patron_id == patron_id)).scalar()
+        site = rows.site_of(conn, patron_id)
         if site is None:
             raise UnknownReader(patron_id)
-        return str(site)
+        return site
+
+    @staticmethod
+    def log_change(conn: Connection, patron_id: str) -> None:
+        """Every branch's kiosks follow this reader's change ("" : a card-key change)."""
+        rows.log_change(conn, patron_id)
 
     def _log(self, conn: Connection, site: str, patron_id: str) -> None:
-        conn.execute(
-            insert(gallery_log).values(site=site, patron_id=patron_id, created_at=utc_now())
-        )
+        del site  # a reader is at every branch, whichever is her home
+        self.log_change(conn, patron_id)
 
     def upsert(
         self,
@@ -158,7 +176,7 @@ class Readers:
         expires_at: str = "",
         barcode: str | None = None,
     ) -> dict[str, object]:
-        with self.repo.engine.begin() as conn:
+        with self.tx.begin() as conn:
             self.upsert_in(conn, patron_id, site, display_name, status, expires_at, barcode)
         return self.get(patron_id)
 
@@ -194,29 +212,16 @@ class Readers:
             "updated_at": utc_now(),
         }
         if barcode:
-            holder = conn.scalar(
-                select(readers.c.patron_id).where(
-                    (readers.c.barcode == barcode) & (readers.c.patron_id != patron_id)
-                )
-            )
+            holder = rows.barcode_holder(conn, barcode, patron_id)
             if holder is not None:
                 raise BarcodeTaken(f"barcode {barcode} belongs to reader {holder}")
-        old = conn.execute(select(readers.c.site).where(readers.c.patron_id == patron_id)).first()
-        if old is None:
-            conn.execute(insert(readers).values(patron_id=patron_id, **values))
-        else:
-            conn.execute(update(readers).where(readers.c.patron_id == patron_id).values(**values))
-            if old.site != site:
-                self._log(conn, old.site, patron_id)  # leaves the old site's gates
+        # a new home branch moves nothing: she was at every branch already
+        rows.put_reader(conn, patron_id, values)
         self._log(conn, site, patron_id)
 
     def name_of(self, conn: Connection, patron_id: str) -> str:
         """The reader's full name, opened (UnknownReader if there is no such reader)."""
-        row = conn.execute(
-            select(readers.c.name_nonce, readers.c.name_sealed).where(
-                readers.c.patron_id == patron_id
-            )
-        ).first()
+        row = rows.reader(conn, patron_id)
         if row is None:
             raise UnknownReader(patron_id)
         return open_name(self.aead, patron_id, row.name_nonce, row.name_sealed)
@@ -224,24 +229,20 @@ class Readers:
     def get(self, patron_id: str) -> dict[str, object]:
         """The reader with the name opened (``display_name``) and the given name gates show
         (``greeting``): for callers whose role may see them (the API filters by role)."""
-        with self.repo.engine.connect() as conn:
-            row = conn.execute(select(readers).where(readers.c.patron_id == patron_id)).first()
+        with self.tx.connect() as conn:
+            row = rows.reader(conn, patron_id)
             if row is None:
                 raise UnknownReader(patron_id)
-            counts = conn.execute(
-                select(templates.c.model, func.count())
-                .where(templates.c.patron_id == patron_id)
-                .group_by(templates.c.model)
-            ).all()
+            counts = rows.template_counts(conn, patron_id)
         doc = dict(row._mapping)
         name = open_name(self.aead, patron_id, doc.pop("name_nonce"), doc.pop("name_sealed"))
         doc["display_name"] = name
         doc["greeting"] = greeting_name(name)
-        doc["templates"] = {m: n for m, n in counts}
+        doc["templates"] = counts
         return doc
 
     def put_templates(self, patron_id: str, model: str, vectors: list[list[float]]) -> int:
-        with self.repo.engine.begin() as conn:
+        with self.tx.begin() as conn:
             return self.put_templates_in(conn, patron_id, model, vectors)
 
     def put_templates_in(
@@ -253,15 +254,10 @@ class Readers:
             raise WrongLength(f"{model} templates have {dim} values, not {mat.shape[1]}")
         now = utc_now()
         site = self.site_of(conn, patron_id)
-        conn.execute(
-            delete(templates).where(
-                (templates.c.patron_id == patron_id) & (templates.c.model == model)
-            )
-        )
-        rows = []
+        sealed = []
         for slot, vec in enumerate(mat):
             nonce = os.urandom(12)
-            rows.append(
+            sealed.append(
                 {
                     "patron_id": patron_id,
                     "model": model,
@@ -273,83 +269,121 @@ class Readers:
                     "created_at": now,
                 }
             )
-        conn.execute(insert(templates), rows)
+        rows.replace_templates(conn, patron_id, model, sealed)
         self._log(conn, site, patron_id)
-        return len(rows)
+        return len(sealed)
 
     @staticmethod
     def model_dim(conn: Connection, model: str) -> int | None:
         """The length of ``model``'s templates, from those already stored (None: first ones).
         A gate holds one gallery matrix per model: one wrong length would break it."""
-        n = conn.scalar(
-            select(func.length(templates.c.ciphertext)).where(templates.c.model == model).limit(1)
-        )
-        return None if n is None else (int(n) - 16) // 4
+        n = rows.sealed_template_length(conn, model)
+        return None if n is None else (n - 16) // 4  # less the GCM tag, 4 bytes a value
 
     def erase(self, patron_id: str) -> None:
-        """Delete a reader, every template and the kept ID fields; the gates of the site drop
-        them at next sync. Consent records stay: they name only the patron number."""
-        with self.repo.engine.begin() as conn:
-            site = self.site_of(conn, patron_id)
-            conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
-            conn.execute(delete(readers).where(readers.c.patron_id == patron_id))
-            conn.execute(delete(reader_profiles).where(reader_profiles.c.patron_id == patron_id))
-            conn.execute(delete(registrations).where(registrations.c.patron_id == patron_id))
-            self._log(conn, site, patron_id)
-            if self.repo.rollups is not None:  # the reports' count of erasures
-                self.repo.rollups.record_in(conn, site, "erasures")
+        """Delete a reader, every template and the kept ID fields; every branch's kiosks
+        drop them at next sync. Consent records stay: they name only the patron number."""
+        with self.tx.begin() as conn:
+            self.erase_in(conn, patron_id)
+
+    def erase_in(self, conn: Connection, patron_id: str) -> None:
+        site = self.site_of(conn, patron_id)  # UnknownReader if absent
+        rows.erase(conn, patron_id)
+        self.log_change(conn, patron_id)
+        self.count_in(conn, site, "erasures")
+
+    def count_in(self, conn: Connection, site: str, figure: str) -> None:
+        """Count in the reports what central itself did, in the change's transaction."""
+        if self.repo.rollups is not None:
+            self.repo.rollups.record_in(conn, site, figure)
+
+    @staticmethod
+    def ils_keys_in(conn: Connection, patron_id: str) -> dict[str, str]:
+        """What finds the reader in the library system once she is erased here: her card
+        number (the barcode, else the patron number) and the keyed hash of her ID number."""
+        row = rows.reader(conn, patron_id)
+        ref = rows.citizen_ref_of(conn, patron_id)
+        keys = {"cardnumber": str((row.barcode if row is not None else None) or patron_id)}
+        if ref:
+            keys["citizen_ref"] = ref
+        return keys
+
+    def renew_in(self, conn: Connection, patron_id: str, expires_at: str) -> None:
+        """A new expiry; an expired reader is active again, a blocked one stays blocked."""
+        row = rows.reader(conn, patron_id)
+        if row is None:
+            raise UnknownReader(patron_id)
+        status = "blocked" if row.status == "blocked" else "active"
+        rows.set_fields(conn, patron_id, expires_at=expires_at, status=status)
+        self.log_change(conn, patron_id)
+
+    def set_barcode_in(self, conn: Connection, patron_id: str, barcode: str | None) -> None:
+        """The reader's barcode (None: none): the old one stops finding her at every kiosk."""
+        if barcode:
+            holder = rows.barcode_holder(conn, barcode, patron_id)
+            if holder is not None:
+                raise BarcodeTaken(f"barcode {barcode} belongs to reader {holder}")
+        rows.set_fields(conn, patron_id, barcode=barcode or None)
+        self.log_change(conn, patron_id)
+
+    @staticmethod
+    def record_in(conn: Connection, type_: str, site: str, payload: dict[str, Any]) -> None:
+        """An event of central's own (a reader's renewal, replacement, erasure) beside the
+        devices' events: reports and the audit trail read one table."""
+        now = utc_now()
+        rows.record_event(
+            conn,
+            event_id=uuid7(),
+            device_id=CENTRAL,
+            site=site,
+            type=type_,
+            seq=0,  # central's, not in a device's sequence
+            occurred_at=now,
+            received_at=now,
+            payload=payload,
+        )
 
     def revoke_card(self, jti: str, patron_id: str) -> None:
-        with self.repo.engine.begin() as conn:
+        with self.tx.begin() as conn:
             self.revoke_in(conn, jti, patron_id)
 
     def revoke_in(self, conn: Connection, jti: str, patron_id: str) -> None:
         site = self.site_of(conn, patron_id)
-        if conn.execute(
-            select(card_revocations.c.jti).where(card_revocations.c.jti == jti)
-        ).first():
+        if rows.is_revoked(conn, jti):
             return
-        conn.execute(
-            insert(card_revocations).values(jti=jti, patron_id=patron_id, revoked_at=utc_now())
-        )
+        rows.revoke(conn, jti, patron_id)
         self._log(conn, site, patron_id)
 
     # -- deltas ---------------------------------------------------------------------------
 
     def sites(self) -> list[str]:
-        with self.repo.engine.connect() as conn:
-            return [r[0] for r in conn.execute(select(readers.c.site).distinct())]
+        """The library's branches: every site a kiosk or a reader's home is at."""
+        with self.tx.connect() as conn:
+            return self.sites_in(conn)
+
+    @staticmethod
+    def sites_in(conn: Connection) -> list[str]:
+        return sorted(rows.homes_and_kiosk_sites(conn))
 
     def site_version(self, site: str) -> int:
-        with self.repo.engine.connect() as conn:
-            return int(
-                conn.scalar(select(func.max(gallery_log.c.seq)).where(gallery_log.c.site == site))
-                or 0
-            )
+        with self.tx.connect() as conn:
+            return rows.site_version(conn, site)
 
     def _current(
         self, conn: Connection, site: str, pid: str
     ) -> tuple[GalleryReader | None, list[str]]:
         """A reader as the site's gates should hold it (None: drop it) and its revoked cards."""
-        row = conn.execute(select(readers).where(readers.c.patron_id == pid)).first()
-        revoked = [
-            r.jti
-            for r in conn.execute(
-                select(card_revocations.c.jti).where(card_revocations.c.patron_id == pid)
-            )
-        ]
-        if row is None or row.site != site:
+        row = rows.reader(conn, pid)
+        revoked = rows.revoked_of(conn, pid)
+        if row is None:
             return None, revoked
-        tmpl = conn.execute(
-            select(templates)
-            .where(templates.c.patron_id == pid)
-            .order_by(templates.c.model, templates.c.slot)
-        ).all()
+        tmpl = rows.templates_of(conn, pid)
         model = tmpl[0].model if tmpl else ""
-        ref = conn.execute(
-            select(reader_profiles.c.citizen_ref).where(reader_profiles.c.patron_id == pid)
-        ).scalar()
-        purposes = face_purposes(conn, pid)
+        ref = rows.citizen_ref_of(conn, pid)
+        purposes = face_purposes(conn, pid, site)  # her consent says where, too
+        # templates with no consent record at all (put by staff through the API) go as
+        # before, read as face_gate; a consent that does not reach this branch keeps them away
+        face_here = bool(purposes) or not face_purposes(conn, pid)
         vecs = [
             base64.b64encode(
                 self.aead.decrypt(t.nonce, t.ciphertext, _aad(pid, t.model, t.slot))
@@ -367,8 +401,8 @@ class Readers:
                 status=row.status,
                 expires_at=row.expires_at,
                 barcode=row.barcode or "",
-                model=model,
-                templates=vecs,
+                templates=vecs if face_here else [],
+                model=model if face_here else "",
                 citizen_ref=ref or "",
                 face_purposes=purposes if vecs else [],
             )
@@ -389,12 +423,8 @@ class Readers:
         ``max_bytes`` of them (the rest in the next delta, so every delta can be published);
         None when the site has nothing after ``base``. ``seal_name`` (the bridge's: the
         site's greeting key) seals each greeting before the reader's size is counted."""
-        with self.repo.engine.connect() as conn:
-            changes = conn.execute(
-                select(gallery_log.c.seq, gallery_log.c.patron_id)
-                .where((gallery_log.c.site == site) & (gallery_log.c.seq > base))
-                .order_by(gallery_log.c.seq)
-            ).all()
+        with self.tx.connect() as conn:
+            changes = rows.changes_after(conn, site, base)
             if not changes:
                 return None
             upserts: list[GalleryReader] = []
@@ -421,15 +451,8 @@ class Readers:
                 else:
                     upserts.append(reader)
                 revoked += jtis
-            keys = {  # the newest 16 the wire schema carries; older ones should be retired
-                r.kid: r.public_key
-                for r in conn.execute(
-                    select(card_keys.c.kid, card_keys.c.public_key)
-                    .where(card_keys.c.retired_at.is_(None))
-                    .order_by(card_keys.c.created_at.desc())
-                    .limit(16)
-                )
-            }
+            # the newest 16 the wire schema carries; older ones should be retired
+            keys = rows.gate_card_keys(conn, 16)
         return GalleryDelta(
             base=base,
             version=version,

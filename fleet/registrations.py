@@ -41,6 +41,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from biblioedge.fleet.authz import Refused
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.db import reader_profiles, readers, registrations, templates
+from biblioedge.fleet.ils.queue import enqueue
 from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
 from biblioedge.fleet.reports.rollup import band_of
 from biblioedge.protocol import (
@@ -198,6 +199,9 @@ class Registrar:
         elif returning:  # no consent this time: templates of an earlier consent go
             conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
         card = self.cards.issue_in(conn, patron_id, reg.card_valid_days)
+        # the library system learns the reader from central's queue, in this transaction:
+        # never lost, never for a registration rolled back, and the desk does not wait for it
+        enqueue(conn, patron_id, "update" if returning else "create")
         result = {
             "registration_id": reg.registration_id,
             "patron_id": patron_id,

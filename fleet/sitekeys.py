@@ -18,13 +18,12 @@ import base64
 import os
 import secrets
 from collections.abc import Callable
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, func, insert, select
 
-from biblioedge.fleet.db import site_keys
+from biblioedge.fleet.store import Db
+from biblioedge.fleet.store.site_keys import SealedKey, SiteKeyStore
 from biblioedge.protocol import GalleryReader, SiteKeys, dumps, utc_now
 from biblioedge.provisioning import pki
 from biblioedge.provisioning.sealing import (
@@ -47,66 +46,36 @@ NameSealer = Callable[[GalleryReader], GalleryReader]
 
 
 class SiteKeyring:
-    def __init__(self, engine: Engine, aead: AESGCM) -> None:
-        self.engine = engine
+    def __init__(self, db: Db, aead: AESGCM) -> None:
+        self.store = SiteKeyStore(db)
         self.aead = aead
 
     def _keys(self, site: str) -> tuple[int, dict[str, list[tuple[str, bytes]]]]:
         """(how many keys the site ever had, of either kind: the version of its key sets;
         per kind, the newest KEPT keys newest first), each kind made on first use."""
-        with self.engine.begin() as conn:
-            made = {
-                str(kind)
-                for (kind,) in conn.execute(
-                    select(func.substr(site_keys.c.kid, 1, 1))
-                    .where(site_keys.c.site == site)
-                    .distinct()
-                )
-            }
-            for kind in (SITE, GREETING):
-                if kind not in made:
-                    self._add(conn, site, kind)
-            count = int(
-                conn.scalar(
-                    select(func.count()).select_from(site_keys).where(site_keys.c.site == site)
-                )
-                or 0
-            )
-            out: dict[str, list[tuple[str, bytes]]] = {}
-            for kind in (SITE, GREETING):
-                rows = conn.execute(
-                    select(site_keys)
-                    .where((site_keys.c.site == site) & site_keys.c.kid.startswith(kind))
-                    .order_by(site_keys.c.created_at.desc(), site_keys.c.kid.desc())
-                    .limit(KEPT)
-                ).all()
-                out[kind] = [
-                    (r.kid, self.aead.decrypt(r.nonce, r.sealed_key, f"{site}\0{r.kid}".encode()))
-                    for r in rows
-                ]
+        count, stored = self.store.load(site, (SITE, GREETING), KEPT, lambda k: self._new(site, k))
+        out = {
+            kind: [
+                (k.kid, self.aead.decrypt(k.nonce, k.sealed_key, f"{site}\0{k.kid}".encode()))
+                for k in keys
+            ]
+            for kind, keys in stored.items()
+        }
         return count, out
 
-    def _add(self, conn: Any, site: str, kind: str) -> str:
+    def _new(self, site: str, kind: str) -> SealedKey:
+        """A new random key of ``kind``, sealed under central's key and bound to its id."""
         kid = f"{kind}{utc_now():%Y%m%d%H%M%S}{secrets.token_hex(3)}"
         nonce = os.urandom(12)
-        conn.execute(
-            insert(site_keys).values(
-                kid=kid,
-                site=site,
-                nonce=nonce,
-                sealed_key=self.aead.encrypt(
-                    nonce, AESGCM.generate_key(256), f"{site}\0{kid}".encode()
-                ),
-                created_at=utc_now(),
-            )
-        )
-        return kid
+        sealed = self.aead.encrypt(nonce, AESGCM.generate_key(256), f"{site}\0{kid}".encode())
+        return SealedKey(kid, nonce, sealed, utc_now())
 
     def rotate(self, site: str) -> str:
         """A new site key and a new greeting key (the site key's id is returned)."""
-        with self.engine.begin() as conn:
-            self._add(conn, site, GREETING)
-            return self._add(conn, site, SITE)
+        greeting = self._new(site, GREETING)
+        key = self._new(site, SITE)
+        self.store.add(site, [greeting, key])
+        return key.kid
 
     def seal_delta(self, site: str, body: bytes) -> bytes:
         _, keys = self._keys(site)

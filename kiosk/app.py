@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from biblioedge.agent.config import AgentConfig
+from biblioedge.agent.role import Extras
 from biblioedge.agent.runtime import AgentRuntime
 
 log = logging.getLogger("biblioedge.kiosk")
@@ -38,9 +40,10 @@ async def run_kiosk(
     fullscreen: bool = True,
     lang: str = "vi",
     size: tuple[int, int] = (1024, 600),
+    extras: Sequence[Extras] = (),
 ) -> int:
     _kivy_setup(fullscreen, size)
-    runtime = AgentRuntime(config)
+    runtime = AgentRuntime(config, extras)
     stop = asyncio.Event()
     if config.role == "desk":
         app: Any = _desk_app(runtime, lang)
@@ -68,12 +71,17 @@ async def run_kiosk(
     )
 
 
+def _flow(runtime: AgentRuntime, role: str) -> Any:
+    """The running flow of the screen's role once its component built it, else None."""
+    return next((r.flow for r in runtime.roles if r.name == role), None)
+
+
 def _desk_app(runtime: AgentRuntime, lang: str) -> Any:
-    from biblioedge.agent.desk import DeskView
+    from biblioedge.agent.desk.flow import DeskView
     from biblioedge.kiosk.desk_screen import DeskScreen
 
     def tap(name: str) -> None:
-        flow: Any = getattr(runtime.desk, "flow", None)
+        flow: Any = _flow(runtime, "desk")
         if flow is not None:
             flow.tap(name)
 
@@ -86,11 +94,11 @@ def _desk_app(runtime: AgentRuntime, lang: str) -> Any:
 
 
 def _selfcheck_app(runtime: AgentRuntime, lang: str) -> Any:
-    from biblioedge.agent.selfcheck_station import SelfcheckView
+    from biblioedge.agent.selfcheck.station import SelfcheckView
     from biblioedge.kiosk.selfcheck_screen import SelfcheckScreen
 
     def station() -> Any:
-        return getattr(runtime.selfcheck, "flow", None)
+        return _flow(runtime, "selfcheck")
 
     def tap(name: str) -> None:
         if (s := station()) is not None:
@@ -109,7 +117,7 @@ def _selfcheck_app(runtime: AgentRuntime, lang: str) -> Any:
 
 
 def _exitgate_app(runtime: AgentRuntime, lang: str) -> Any:
-    from biblioedge.agent.exitgate import ExitView
+    from biblioedge.agent.exitgate.flow import ExitView
     from biblioedge.kiosk.exitgate_screen import ExitgateScreen
 
     return _screen_app(
@@ -121,7 +129,7 @@ def _exitgate_app(runtime: AgentRuntime, lang: str) -> Any:
 
 
 def _gate_app(runtime: AgentRuntime, lang: str) -> Any:
-    from biblioedge.agent.gate import GateView
+    from biblioedge.agent.gate.flow import GateView
     from biblioedge.kiosk.gate_screen import GateScreen
 
     return _screen_app(
@@ -148,7 +156,7 @@ def _screen_app(runtime: AgentRuntime, role: str, make: Any, waiting: Any) -> An
             return self.screen
 
         def tick(self, _dt: float) -> None:
-            flow: Any = getattr(getattr(runtime, role), "flow", None)
+            flow: Any = _flow(runtime, role)
             online = runtime.sync.status.connected
             if flow is None:
                 self.screen.show(waiting, None, online)

@@ -13,21 +13,17 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from kivy.graphics import Color, Rectangle
-from kivy.uix.floatlayout import FloatLayout
-from kivy.uix.label import Label
 from kivy.uix.progressbar import ProgressBar
 
-from biblioedge.kiosk.gate_screen import _Preview
 from biblioedge.kiosk.i18n import Lang, subtitle, text
-from biblioedge.kiosk.widgets import action_button, bottom_bar, text_label
+from biblioedge.kiosk.widgets import (
+    BACKGROUND,
+    CameraPreview,
+    StepScreen,
+    action_button,
+    bottom_bar,
+)
 
-BACKGROUND: dict[str, tuple[float, float, float]] = {
-    "normal": (0.07, 0.18, 0.33),
-    "warning": (0.62, 0.42, 0.05),
-    "alarm": (0.62, 0.12, 0.12),
-    "done": (0.05, 0.45, 0.22),
-}
 TONE = {
     "forgery": "alarm",
     "check_card": "warning",
@@ -47,19 +43,12 @@ PERSON_FIELDS = (
 )
 
 
-class DeskScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
+class DeskScreen(StepScreen):
     def __init__(
         self, lang: Lang = "vi", on_action: Callable[[str], None] | None = None, **kw: Any
     ) -> None:
-        super().__init__(**kw)
-        self.lang: Lang = lang
-        self.on_action = on_action
-        self.view: Any = None
-        self.online = True
-        with self.canvas.before:
-            self._bg_colour = Color(*BACKGROUND["normal"])
-            self._bg = Rectangle(pos=self.pos, size=self.size)
-        self.preview = _Preview(size_hint=(0.40, 0.56), pos_hint={"x": 0.02, "y": 0.3})
+        super().__init__(lang, on_action, **kw)
+        self.preview = CameraPreview(size_hint=(0.40, 0.56), pos_hint={"x": 0.02, "y": 0.3})
         self.add_widget(self.preview)
         self.title = self._label("34sp", (0.54, 0.16), {"x": 0.44, "y": 0.78}, bold=True)
         self.sub = self._label("19sp", (0.54, 0.2), {"x": 0.44, "y": 0.57}, valign="top")
@@ -73,20 +62,6 @@ class DeskScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         self.badge.color = (1, 0.85, 0.3, 1)
         self.buttons, self.lang_button = bottom_bar(self, self.toggle_language)
         self.bind(pos=self._layout, size=self._layout)
-        self._shown_actions: tuple[str, ...] | None = None
-        self._render()
-
-    def _label(
-        self, size: str, hint: tuple[float, float], pos: dict[str, float], **kw: Any
-    ) -> Label:
-        return text_label(self, size, hint, pos, **kw)
-
-    def _layout(self, *_: Any) -> None:
-        self._bg.pos, self._bg.size = self.pos, self.size
-
-    def toggle_language(self) -> None:
-        self.lang = "en" if self.lang == "vi" else "vi"
-        self._shown_actions = None
         self._render()
 
     def show(self, view: Any, frame: Any = None, online: bool = True) -> None:
@@ -129,8 +104,8 @@ class DeskScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         self.badge.text = "  ·  ".join(badge)
         self.lang_button.text = text("language", self.lang)
         actions = v.actions if v is not None else ()
-        if actions != self._shown_actions:
-            self._shown_actions = actions
+        if actions != self._shown:
+            self._shown = actions
             self.buttons.clear_widgets()
             for action in actions:
                 self.buttons.add_widget(

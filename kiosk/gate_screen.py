@@ -18,13 +18,13 @@ if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # no screen: render off screen
 
 import numpy as np
-from kivy.graphics import Color, Line, Rectangle
-from kivy.graphics.texture import Texture
+from kivy.graphics import Color, Rectangle
 from kivy.uix.button import Button
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
 
 from biblioedge.kiosk.i18n import Lang, subtitle, text
+from biblioedge.kiosk.widgets import CameraPreview
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "idle": (0.07, 0.18, 0.33),
@@ -48,7 +48,7 @@ class GateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         with self.canvas.before:
             self._bg_colour = Color(*COLOURS["idle"])
             self._bg = Rectangle(pos=self.pos, size=self.size)
-        self.preview = _Preview(size_hint=(0.46, 0.62), pos_hint={"x": 0.03, "y": 0.3})
+        self.preview = CameraPreview(size_hint=(0.46, 0.62), pos_hint={"x": 0.03, "y": 0.3})
         self.add_widget(self.preview)
         self.title = Label(
             font_size="40sp",
@@ -105,51 +105,3 @@ class GateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         self.sub.text = subtitle(self.message, self.lang)
         self.badge.text = "" if self.online else text("offline", self.lang)
         self.lang_button.text = text("language", self.lang)
-
-
-class _Preview(FloatLayout):  # type: ignore[misc]
-    """The camera image with the detected face outlined."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self._texture: Texture | None = None
-        self._img_size = (16, 9)
-        self._box: tuple[float, float, float, float] | None = None
-        self.bind(pos=self._draw, size=self._draw)
-
-    def set_frame(self, frame: np.ndarray, box: tuple[float, float, float, float] | None) -> None:
-        h, w = frame.shape[:2]
-        if self._texture is None or self._texture.size != (w, h):
-            self._texture = Texture.create(size=(w, h), colorfmt="bgr")
-            self._texture.flip_vertical()
-        self._texture.blit_buffer(
-            np.ascontiguousarray(frame).tobytes(), colorfmt="bgr", bufferfmt="ubyte"
-        )
-        self._img_size = (w, h)
-        self._box = box
-        self._draw()
-
-    def _draw(self, *_: Any) -> None:
-        self.canvas.clear()
-        w, h = self._img_size
-        scale = min(self.width / w, self.height / h)
-        dw, dh = w * scale, h * scale
-        x0, y0 = self.x + (self.width - dw) / 2, self.y + (self.height - dh) / 2
-        with self.canvas:
-            Color(0, 0, 0, 1)
-            Rectangle(pos=(x0, y0), size=(dw, dh))
-            if self._texture is not None:
-                Color(1, 1, 1, 1)
-                Rectangle(texture=self._texture, pos=(x0, y0), size=(dw, dh))
-            if self._box is not None:
-                bx1, by1, bx2, by2 = self._box
-                Color(0.2, 1, 0.4, 1)
-                Line(
-                    rectangle=(
-                        x0 + bx1 * scale,
-                        y0 + (h - by2) * scale,
-                        (bx2 - bx1) * scale,
-                        (by2 - by1) * scale,
-                    ),
-                    width=2,
-                )

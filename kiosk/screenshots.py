@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from biblioedge.agent.desk import DeskView
-from biblioedge.agent.exitgate import AlarmItem, ExitView
-from biblioedge.agent.gate import GateView
-from biblioedge.agent.selfcheck import ItemResult
-from biblioedge.agent.selfcheck_station import ACTIONS, SelfcheckView
+from biblioedge.agent.desk.flow import DeskView
+from biblioedge.agent.exitgate.flow import AlarmItem, ExitView
+from biblioedge.agent.gate.flow import GateView
+from biblioedge.agent.selfcheck.flow import ItemResult
+from biblioedge.agent.selfcheck.station import ACTIONS, SelfcheckView
 
 STATES: dict[str, tuple[GateView, bool]] = {
     "idle": (GateView("idle", "welcome_idle"), True),

@@ -16,23 +16,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from kivy.graphics import Color, Rectangle
 from kivy.graphics.texture import Texture
 from kivy.uix.button import Button
-from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.image import Image as KivyImage
 from kivy.uix.label import Label
 
 from biblioedge.kiosk.i18n import Lang, subtitle, text
-from biblioedge.kiosk.widgets import action_button, bottom_bar, text_label
+from biblioedge.kiosk.widgets import BACKGROUND, StepScreen, action_button, bottom_bar
 
-BACKGROUND: dict[str, tuple[float, float, float]] = {
-    "normal": (0.07, 0.18, 0.33),
-    "warning": (0.62, 0.42, 0.05),
-    "alarm": (0.62, 0.12, 0.12),
-    "done": (0.05, 0.45, 0.22),
-}
 TONE = {"refused": "alarm", "out_of_service": "alarm", "receipt": "done", "returned": "done"}
 PRIMARY = {"finish", "fee_yes", "return", "ok"}
 MAX_ROWS = 8
@@ -60,7 +52,7 @@ def _money(amount: str) -> str:
     return f"{int(digits):,}".replace(",", ".") if digits.isdigit() else amount
 
 
-class SelfcheckScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
+class SelfcheckScreen(StepScreen):
     def __init__(
         self,
         lang: Lang = "vi",
@@ -68,16 +60,9 @@ class SelfcheckScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         on_pin: Callable[[str], None] | None = None,
         **kw: Any,
     ) -> None:
-        super().__init__(**kw)
-        self.lang: Lang = lang
-        self.on_action = on_action
+        super().__init__(lang, on_action, **kw)
         self.on_pin = on_pin
-        self.view: Any = None
-        self.online = True
         self.typed = ""
-        with self.canvas.before:
-            self._bg_colour = Color(*BACKGROUND["normal"])
-            self._bg = Rectangle(pos=self.pos, size=self.size)
         self.title = self._label("34sp", (0.7, 0.12), {"x": 0.03, "y": 0.84}, bold=True)
         self.sub = self._label("19sp", (0.7, 0.08), {"x": 0.03, "y": 0.76})
         self.who = self._label("18sp", (0.7, 0.06), {"x": 0.03, "y": 0.70})
@@ -108,20 +93,6 @@ class SelfcheckScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         self.badge.color = (1, 0.85, 0.3, 1)
         self.buttons, self.lang_button = bottom_bar(self, self.toggle_language)
         self.bind(pos=self._layout, size=self._layout)
-        self._shown: tuple[Any, ...] | None = None
-        self._render()
-
-    def _label(
-        self, size: str, hint: tuple[float, float], pos: dict[str, float], **kw: Any
-    ) -> Label:
-        return text_label(self, size, hint, pos, **kw)
-
-    def _layout(self, *_: Any) -> None:
-        self._bg.pos, self._bg.size = self.pos, self.size
-
-    def toggle_language(self) -> None:
-        self.lang = "en" if self.lang == "vi" else "vi"
-        self._shown = None
         self._render()
 
     def show(self, view: Any, frame: Any = None, online: bool = True) -> None:

@@ -1,16 +1,30 @@
-"""Widgets the kiosk screens share: a wrapping text label and a big action button."""
+"""Widgets the kiosk screens share: a wrapping text label, a big action button, the camera
+preview, and the frame of the screens that walk a reader through steps (desk, self-check)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+from kivy.graphics import Color, Line, Rectangle
+from kivy.graphics.texture import Texture
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
+from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
+
+from biblioedge.kiosk.i18n import Lang
 
 PRIMARY_COLOUR = (0.1, 0.55, 0.25, 1)
 SECONDARY_COLOUR = (0.35, 0.35, 0.38, 1)
+#: background of a step screen by the tone of its step
+BACKGROUND: dict[str, tuple[float, float, float]] = {
+    "normal": (0.07, 0.18, 0.33),
+    "warning": (0.62, 0.42, 0.05),
+    "alarm": (0.62, 0.12, 0.12),
+    "done": (0.05, 0.45, 0.22),
+}
 
 
 def text_label(
@@ -49,3 +63,87 @@ def bottom_bar(parent: Any, on_language: Callable[[], None]) -> tuple[BoxLayout,
     language.bind(on_release=lambda *_: on_language())
     parent.add_widget(language)
     return buttons, language
+
+
+class StepScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
+    """The frame of the desk and self-check screens: a background coloured by the tone of
+    the step, wrapping labels, and the language toggle (Vietnamese first). A subclass lays
+    out its widgets, renders the view in ``_render`` and caches what it built in ``_shown``
+    (forgotten when the language changes)."""
+
+    def __init__(
+        self, lang: Lang = "vi", on_action: Callable[[str], None] | None = None, **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.lang: Lang = lang
+        self.on_action = on_action
+        self.view: Any = None
+        self.online = True
+        self._shown: tuple[Any, ...] | None = None
+        with self.canvas.before:
+            self._bg_colour = Color(*BACKGROUND["normal"])
+            self._bg = Rectangle(pos=self.pos, size=self.size)
+
+    def _label(
+        self, size: str, hint: tuple[float, float], pos: dict[str, float], **kw: Any
+    ) -> Label:
+        return text_label(self, size, hint, pos, **kw)
+
+    def _layout(self, *_: Any) -> None:
+        self._bg.pos, self._bg.size = self.pos, self.size
+
+    def toggle_language(self) -> None:
+        self.lang = "en" if self.lang == "vi" else "vi"
+        self._shown = None
+        self._render()
+
+    def _render(self) -> None:
+        raise NotImplementedError
+
+
+class CameraPreview(FloatLayout):  # type: ignore[misc]  # kivy ships no types
+    """The camera image with the detected face outlined (the gate's and the desk's)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._texture: Texture | None = None
+        self._img_size = (16, 9)
+        self._box: tuple[float, float, float, float] | None = None
+        self.bind(pos=self._draw, size=self._draw)
+
+    def set_frame(self, frame: np.ndarray, box: tuple[float, float, float, float] | None) -> None:
+        h, w = frame.shape[:2]
+        if self._texture is None or self._texture.size != (w, h):
+            self._texture = Texture.create(size=(w, h), colorfmt="bgr")
+            self._texture.flip_vertical()
+        self._texture.blit_buffer(
+            np.ascontiguousarray(frame).tobytes(), colorfmt="bgr", bufferfmt="ubyte"
+        )
+        self._img_size = (w, h)
+        self._box = box
+        self._draw()
+
+    def _draw(self, *_: Any) -> None:
+        self.canvas.clear()
+        w, h = self._img_size
+        scale = min(self.width / w, self.height / h)
+        dw, dh = w * scale, h * scale
+        x0, y0 = self.x + (self.width - dw) / 2, self.y + (self.height - dh) / 2
+        with self.canvas:
+            Color(0, 0, 0, 1)
+            Rectangle(pos=(x0, y0), size=(dw, dh))
+            if self._texture is not None:
+                Color(1, 1, 1, 1)
+                Rectangle(texture=self._texture, pos=(x0, y0), size=(dw, dh))
+            if self._box is not None:
+                bx1, by1, bx2, by2 = self._box
+                Color(0.2, 1, 0.4, 1)
+                Line(
+                    rectangle=(
+                        x0 + bx1 * scale,
+                        y0 + (h - by2) * scale,
+                        (bx2 - bx1) * scale,
+                        (by2 - by1) * scale,
+                    ),
+                    width=2,
+                )

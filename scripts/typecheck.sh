@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 tree=.typecheck/biblioedge
 rm -rf .typecheck && mkdir -p "$tree"
 for f in core/*; do ln -s "../../$f" "$tree/$(basename "$f")"; done
-for d in agent kiosk drivers models fleet provisioning; do ln -s "../../$d" "$tree/$d"; done
+for d in agent kiosk drivers models fleet provisioning sim; do ln -s "../../$d" "$tree/$d"; done
 MYPYPATH=.typecheck exec .venv/bin/mypy -p biblioedge "$@"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biblioedge.agent.desk import DeskFlow, DeskSettings, DeskView
+from biblioedge.agent.desk.flow import DeskFlow, DeskSettings, DeskView
 from biblioedge.agent.store import Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.bench.desk import OutboxPump, simulated_desk

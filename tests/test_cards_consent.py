@@ -232,7 +232,7 @@ def test_a_self_check_finds_the_reader_by_card_qr_and_cccd_qr_a_gate_keeps_no_ha
 
     from biblioedge.agent.citizen import citizen_ref
     from biblioedge.agent.config import validate_config
-    from biblioedge.agent.selfcheck_build import card_identifier, cccd_identifier
+    from biblioedge.agent.selfcheck.build import card_identifier, cccd_identifier
     from biblioedge.fleet.db import reader_profiles
     from biblioedge.protocol import utc_now
 

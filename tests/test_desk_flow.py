@@ -13,7 +13,7 @@ import orjson
 from desk_kit import running_desk
 from sqlalchemy import select
 
-from biblioedge.agent.desk import DeskSettings
+from biblioedge.agent.desk.flow import DeskSettings
 from biblioedge.cardtoken import CardVerifier, load_public_key
 from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
 from biblioedge.drivers.cccd.simdata import chip_files
@@ -223,7 +223,7 @@ def test_bench_desk_reports_reads_and_taps(pcsc: int) -> None:
 def test_chip_photos_in_jpeg_2000_are_decoded_for_the_face_match() -> None:
     import numpy as np
 
-    from biblioedge.agent.desk import citizen_ref, decode_photo, mask_id
+    from biblioedge.agent.desk.flow import citizen_ref, decode_photo, mask_id
     from biblioedge.demo.samples import desk_person
 
     jpeg, _ = desk_person()

@@ -15,7 +15,7 @@ import pytest
 from ils import Dummy
 
 from biblioedge.agent.config import validate_config
-from biblioedge.agent.exitgate import ExitGate
+from biblioedge.agent.exitgate.flow import ExitGate
 from biblioedge.drivers.rfid.iso28560 import TagData
 from biblioedge.drivers.rfid.sim import SimTag, item_tag
 from biblioedge.drivers.sip2.client import Account
@@ -80,7 +80,7 @@ def config(tmp: Path, **exitgate: Any) -> Any:
 @contextlib.asynccontextmanager
 async def running(tmp: Path, record: Recorder, **exitgate: Any) -> AsyncIterator[ExitGate]:
     """The exit gate as the agent builds it, its loop running."""
-    from biblioedge.agent.exitgate_build import build_exitgate
+    from biblioedge.agent.exitgate.build import build_exitgate
     from biblioedge.agent.supervisor import Context
 
     gate, closables = await build_exitgate(config(tmp, **exitgate), record)
@@ -286,7 +286,7 @@ def test_every_exit_message_is_translated_and_each_state_has_its_colour(tmp_path
     import cv2
     from test_kiosk import pixel, screenshots
 
-    from biblioedge.agent import exitgate
+    from biblioedge.agent.exitgate import flow as exitgate
     from biblioedge.kiosk.exitgate_screen import COLOURS
     from biblioedge.kiosk.i18n import keys, text
 

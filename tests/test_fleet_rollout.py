@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from biblioedge.agent.fleet_sim import SimFleet, SimSettings, prepare_first_release
 from biblioedge.demo.fleet import release_cli
 from biblioedge.demo.launch import CentralProcess
+from biblioedge.sim.fleet import SimFleet, SimSettings, prepare_first_release
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 from samples import astronaut, sample_image
 
-from biblioedge.agent.gate import GateFlow, GateMetrics, GateSettings, GateView
-from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
+from biblioedge.agent.gate.flow import GateFlow, GateMetrics, GateSettings, GateView
+from biblioedge.agent.gate.policy import GatePolicy, PatronInfo
 from biblioedge.agent.supervisor import Context
 from biblioedge.cardtoken import CardVerifier, issue
 from biblioedge.drivers.camera import SimulatedCamera

@@ -1,4 +1,4 @@
-from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
+from biblioedge.agent.gate.policy import GatePolicy, PatronInfo
 
 PATRONS = {
     "P1": PatronInfo("P1", "Nguyễn Văn An", "active", "2099-01-01"),

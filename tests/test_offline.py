@@ -7,7 +7,7 @@ from typing import Any
 
 from ils import Dummy
 
-from biblioedge.agent.offline import OfflineDesk, OfflineRules, Refusal
+from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules, Refusal
 from biblioedge.agent.store import Store
 from biblioedge.drivers.sip2.client import Account
 from biblioedge.drivers.sip2.library import Circulation, Sip2Library

@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 import pytest
 
-from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
 from biblioedge.bench.flood import FloodProcess
 from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config, wait_until
@@ -20,6 +19,7 @@ from biblioedge.fleet.quotas import OverQuota, Scheduler, TokenBucket, count_eve
 from biblioedge.fleet.repo import Incoming
 from biblioedge.provisioning.broker import BrokerProcess, mosquitto_path
 from biblioedge.settings import ConfigError
+from biblioedge.sim.roles import RoleSimulator
 
 
 class Clock:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from ils import Dummy
 
-from biblioedge.agent.offline import OfflineDesk, OfflineRules
-from biblioedge.agent.selfcheck import Refused, SelfCheck, Session
+from biblioedge.agent.selfcheck.flow import Refused, SelfCheck, Session
+from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules
 from biblioedge.agent.store import Store
 from biblioedge.drivers.rfid.m810 import M810Reader
 from biblioedge.drivers.rfid.sim import M810Simulator, SimTag, catalogue_tags
@@ -266,7 +266,7 @@ async def until(station: Any, *steps: str, within: float = 15) -> None:
 @contextlib.asynccontextmanager
 async def running(tmp: Path, url: str, record: Recorder | None = None) -> AsyncIterator[Any]:
     """The station as the agent builds it (simulated pad), its loop running."""
-    from biblioedge.agent.selfcheck_build import build_selfcheck
+    from biblioedge.agent.selfcheck.build import build_selfcheck
     from biblioedge.agent.supervisor import Context
 
     cfg = station_config(tmp, url)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from samples import astronaut
 
-from biblioedge.agent.selfcheck_face import FaceWatch
+from biblioedge.agent.selfcheck.face import FaceWatch
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.camera import SimulatedCamera
 from biblioedge.models.engine import AsyncFaceEngine, FaceEngine

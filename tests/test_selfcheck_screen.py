@@ -15,7 +15,8 @@ from biblioedge.kiosk.i18n import keys, text
 
 
 def test_every_selfcheck_message_problem_and_action_is_translated() -> None:
-    from biblioedge.agent import selfcheck, selfcheck_station
+    from biblioedge.agent.selfcheck import flow as selfcheck
+    from biblioedge.agent.selfcheck import station as selfcheck_station
 
     station = Path(selfcheck_station.__file__).read_text()
     flow = Path(selfcheck.__file__).read_text()

@@ -343,8 +343,8 @@ def test_an_acs_status_that_says_63_is_unsupported_settles_it_at_once() -> None:
 
 @pytest.mark.parametrize("no63", ["drop"], indirect=True)
 def test_the_self_check_flow_is_the_same_on_an_account_without_63(no63: str, tmp_path: Any) -> None:
-    from biblioedge.agent.offline import OfflineDesk, OfflineRules
-    from biblioedge.agent.selfcheck import Refused, SelfCheck, Session
+    from biblioedge.agent.selfcheck.flow import Refused, SelfCheck, Session
+    from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules
     from biblioedge.agent.store import Store
     from biblioedge.drivers.rfid.m810 import M810Reader
     from biblioedge.drivers.rfid.sim import M810Simulator, catalogue_tags

@@ -30,6 +30,36 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _user_ms(central: CentralProcess, ctx: ssl.SSLContext, samples: int) -> float:
+    """A real admin's median latency over ``samples`` requests."""
+    took = []
+    auth = {"Authorization": f"Bearer {central.token}"}
+    with httpx.Client(base_url=central.url, verify=ctx, headers=auth, timeout=60) as user:
+        user.get("/api/v1/devices")
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            user.get("/api/v1/devices")
+            took.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(took)
+
+
+def _flood(
+    central: CentralProcess,
+    ctx: ssl.SSLContext,
+    stop: threading.Event,
+    codes: dict[str, int],
+    lock: threading.Lock,
+) -> None:
+    """Wrong tokens from another loopback address until stopped, counting the answers."""
+    transport = httpx.HTTPTransport(local_address="127.0.0.2", verify=ctx)
+    wrong = {"Authorization": "Bearer bet_0_wrong"}
+    with httpx.Client(base_url=central.url, transport=transport, timeout=60) as attacker:
+        while not stop.is_set():
+            code = str(attacker.get("/api/v1/devices", headers=wrong).status_code)
+            with lock:
+                codes[code] = codes.get(code, 0) + 1
+
+
 def _one(
     tmp: Path, auth_failures: int, threads: int, seconds: float, samples: int
 ) -> dict[str, Any]:
@@ -41,29 +71,15 @@ def _one(
     central.start()
     ctx = ssl.create_default_context(cafile=central.ca_file)
 
-    def user_ms() -> float:
-        took = []
-        auth = {"Authorization": f"Bearer {central.token}"}
-        with httpx.Client(base_url=central.url, verify=ctx, headers=auth, timeout=60) as user:
-            user.get("/api/v1/devices")
-            for _ in range(samples):
-                t0 = time.perf_counter()
-                user.get("/api/v1/devices")
-                took.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(took)
-
     stop = threading.Event()
     codes: dict[str, int] = {}
     lock = threading.Lock()
 
+    def user_ms() -> float:
+        return _user_ms(central, ctx, samples)
+
     def flood() -> None:
-        transport = httpx.HTTPTransport(local_address="127.0.0.2", verify=ctx)
-        wrong = {"Authorization": "Bearer bet_0_wrong"}
-        with httpx.Client(base_url=central.url, transport=transport, timeout=60) as attacker:
-            while not stop.is_set():
-                code = str(attacker.get("/api/v1/devices", headers=wrong).status_code)
-                with lock:
-                    codes[code] = codes.get(code, 0) + 1
+        _flood(central, ctx, stop, codes, lock)
 
     try:
         alone = user_ms()

@@ -12,12 +12,14 @@ import io
 import time
 from typing import Any
 
+import cv2
+import numpy as np
+import segno
+
+from biblioedge.drivers.codes import LIBRARY_FORMATS, PyzbarDecoder, ZxingDecoder
+
 
 def make_frames(n: int, seed: int = 0) -> list[tuple[Any, str | None]]:
-    import cv2
-    import numpy as np
-    import segno
-
     rng = np.random.default_rng(seed)
     frames: list[tuple[Any, str | None]] = []
     for i in range(n):
@@ -49,8 +51,6 @@ def make_frames(n: int, seed: int = 0) -> list[tuple[Any, str | None]]:
 def _run(
     decoder: Any, data: list[tuple[Any, str | None]], repeat: int, with_code: int
 ) -> dict[str, Any]:
-    import numpy as np
-
     times, reads, false_reads = [], 0, 0
     for image, text in data:
         found: list[str] = []
@@ -71,8 +71,6 @@ def _run(
 
 
 def bench_codes(frames: int = 80, repeat: int = 3) -> dict[str, Any]:
-    from biblioedge.drivers.codes import LIBRARY_FORMATS, PyzbarDecoder, ZxingDecoder
-
     data = make_frames(frames)
     with_code = sum(1 for _, t in data if t is not None)
     result: dict[str, Any] = {

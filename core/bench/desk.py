@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import statistics
 import sys
@@ -25,6 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from prometheus_client import CollectorRegistry
+
+from biblioedge.agent.desk.flow import DeskFlow, DeskMetrics, DeskSettings
+from biblioedge.agent.store import AsyncStore, Store
+from biblioedge.agent.supervisor import Context
+from biblioedge.demo.samples import desk_person
+from biblioedge.drivers.camera import SimulatedCamera
+from biblioedge.drivers.cardprint import CardPrinter
+from biblioedge.drivers.cccd.card import PcscChip, read_card
+from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
+from biblioedge.drivers.cccd.simdata import chip_files, demo_citizen, make_pki
+from biblioedge.fleet.cards import Cards
+from biblioedge.fleet.readers import Readers
+from biblioedge.fleet.registrations import REGISTRATION, Registrar
+from biblioedge.fleet.repo import Incoming, Repo
+from biblioedge.keys import load_or_create_key
+from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+from biblioedge.provisioning.pcsc import PcscdProcess
 
 SITE, DESK = "bench", "desk-bench"
 
@@ -37,18 +57,11 @@ class OutboxPump:
     """
 
     def __init__(self, data: Path) -> None:
-        from biblioedge.fleet.cards import Cards
-        from biblioedge.fleet.readers import Readers
-        from biblioedge.fleet.registrations import REGISTRATION, Registrar
-        from biblioedge.fleet.repo import Repo
-        from biblioedge.keys import load_or_create_key
-
         self.repo = Repo(f"sqlite:///{data / 'central.sqlite3'}")
         key = load_or_create_key(data / "templates.key")
         self.repo.migrate(key)
         self.readers = Readers(self.repo, key)
         self.cards = Cards(self.readers, load_or_create_key(data / "cards.key"))
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
         #: central's sealing key: the desk seals registrations to its public half
         self.seal_key = X25519PrivateKey.generate()
@@ -57,8 +70,6 @@ class OutboxPump:
         self.online = True
 
     async def run(self, store: Any, on_answers: Callable[[], None], site: str = SITE) -> None:
-        from biblioedge.fleet.repo import Incoming
-
         while True:
             await asyncio.sleep(0.05)
             if not self.online:
@@ -95,16 +106,6 @@ def simulated_desk(
     """A desk flow on the simulated camera and the PC/SC reader, recording into ``store``
     (a :class:`Store`), printing into ``prints``: the benchmark's and the tests' desk.
     ``seal_key``: central's public sealing key, as an enrolled desk has it."""
-    import dataclasses
-
-    from prometheus_client import CollectorRegistry
-
-    from biblioedge.agent.desk import DeskFlow, DeskMetrics
-    from biblioedge.agent.store import AsyncStore
-    from biblioedge.drivers.camera import SimulatedCamera
-    from biblioedge.drivers.cardprint import CardPrinter
-    from biblioedge.drivers.cccd.card import PcscChip
-    from biblioedge.models.engine import AsyncFaceEngine
 
     async def emit(etype: str, payload: dict[str, Any]) -> Any:
         (event,) = store.append([(etype, payload)], device_id=device, site=site)
@@ -127,10 +128,6 @@ def simulated_desk(
 def _chip_reads(citizen: Any, pki: Any, rounds: int, port: int) -> dict[str, Any]:
     """p50/max read time per access: PACE and BAC on a chip with extended length, and BAC on
     a chip without it (short APDUs), each card put on the reader in turn."""
-    from biblioedge.drivers.cccd.card import read_card
-    from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
-    from biblioedge.drivers.cccd.simdata import chip_files
-
     files = chip_files(citizen.files(pki))
     out: dict[str, Any] = {}
     for label, mode, extended in (
@@ -164,17 +161,25 @@ def _chip_reads(citizen: Any, pki: Any, rounds: int, port: int) -> dict[str, Any
     return out
 
 
+async def _until(flow: DeskFlow, changed: asyncio.Event, step: str) -> None:
+    while flow.view.step != step:
+        changed.clear()
+        await asyncio.wait_for(changed.wait(), 60)
+
+
+async def _register(flow: DeskFlow, qr: str, changed: asyncio.Event) -> float | None:
+    """One registration from the QR scan to the card issued; the face score shown."""
+    flow.scanned(qr)
+    await _until(flow, changed, "consent")
+    score = flow.view.score
+    flow.tap("consent_yes")
+    await _until(flow, changed, "issued")
+    return score
+
+
 async def _registrations(
     runs: int, citizen: Any, qr: str, pki: Any, port: int, say: Any
 ) -> dict[str, Any]:
-    from biblioedge.agent.desk import DeskSettings
-    from biblioedge.agent.store import Store
-    from biblioedge.agent.supervisor import Context
-    from biblioedge.demo.samples import desk_person
-    from biblioedge.drivers.cccd.chipsim import CccdChip, VpcdCard
-    from biblioedge.drivers.cccd.simdata import chip_files
-    from biblioedge.models.engine import FaceEngine
-
     _, frames = desk_person(frames=8)
     tmp = Path(tempfile.mkdtemp(prefix="bench-desk-"))
     store = Store(tmp / "desk.sqlite3")
@@ -198,26 +203,17 @@ async def _registrations(
     taps, seconds, scores, patrons = [], [], [], []
     changed = asyncio.Event()
     flow.on_view = lambda _view: changed.set()
-
-    async def until(step: str) -> None:
-        while flow.view.step != step:
-            changed.clear()
-            await asyncio.wait_for(changed.wait(), 60)
-
     try:
         for i in range(runs):
             before = flow.taps
             t0 = time.monotonic()
-            flow.scanned(qr)
-            await until("consent")
-            if flow.view.score is not None:
-                scores.append(flow.view.score)
-            flow.tap("consent_yes")
-            await until("issued")
+            score = await _register(flow, qr, changed)
             seconds.append(time.monotonic() - t0)
             patrons.append(flow.view.patron_id)
+            if score is not None:
+                scores.append(score)
             flow.tap("next")
-            await until("idle")
+            await _until(flow, changed, "idle")
             taps.append(flow.taps - before)
             say(f"registration {i + 1}/{runs}: {taps[-1]} taps, {seconds[-1]:.2f} s")
     finally:
@@ -242,10 +238,6 @@ async def _registrations(
 
 
 def bench_desk(rounds: int = 5, runs: int = 3, progress: bool = True) -> dict[str, Any]:
-    from biblioedge.demo.samples import desk_person
-    from biblioedge.drivers.cccd.simdata import demo_citizen, make_pki
-    from biblioedge.provisioning.pcsc import PcscdProcess
-
     def say(msg: str) -> None:
         if progress:
             sys.stderr.write(msg + "\n")

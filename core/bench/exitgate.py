@@ -29,8 +29,16 @@ import asyncio
 import contextlib
 import random
 import statistics
+import sys
 import time
 from typing import Any
+
+from biblioedge.agent.exitgate.flow import ExitGate, ExitSettings
+from biblioedge.drivers.gate import CH340Relay
+from biblioedge.drivers.rfid.iso28560 import TagData, decode
+from biblioedge.drivers.rfid.m810 import M810Reader
+from biblioedge.drivers.rfid.sim import M810Simulator, SimTag, item_tag
+from biblioedge.drivers.sim_serial import RelayBoardSimulator
 
 BAUD = 19200
 AIR_S = 0.004
@@ -60,15 +68,6 @@ def bench_exitgate(
 async def _bench(
     passes: int, scale: float, secured_share: float, seed: int, progress: bool
 ) -> dict[str, Any]:
-    import sys
-
-    from biblioedge.agent.exitgate import ExitGate, ExitSettings
-    from biblioedge.drivers.gate import CH340Relay
-    from biblioedge.drivers.rfid.iso28560 import TagData
-    from biblioedge.drivers.rfid.m810 import M810Reader
-    from biblioedge.drivers.rfid.sim import M810Simulator, SimTag, item_tag
-    from biblioedge.drivers.sim_serial import RelayBoardSimulator
-
     rng = random.Random(seed)
     sim = M810Simulator(baud=round(BAUD * scale), air_s=AIR_S / scale, noise=True).start()
     board = RelayBoardSimulator().start()
@@ -86,6 +85,47 @@ async def _bench(
         emit=emit,
         settings=ExitSettings(forget_s=GAP_S / scale / 2, realarm_s=60.0, alarm_show_s=1.0),
     )
+    stacks, secured_uids = _stacks(rng, passes, secured_share)
+    cycles, walked_s = await _walk(gate, sim, reader, stacks, secured_uids, scale, progress)
+    alarmed, read_to_alarm = _alarms(events, stacks)
+    gate.close()
+    reader.close()
+    relay.close()
+    sim.stop()
+    board.stop()
+    lent_uids = {t.uid for s in stacks for t in s} - secured_uids
+    detected = len(secured_uids & alarmed)
+    p95_alarm, p95_cycle = _p(read_to_alarm, 0.95), _p(cycles, 0.95)
+    return {
+        "passes": passes,
+        "items": len(secured_uids) + len(lent_uids),
+        "secured_items": len(secured_uids),
+        "lent_items": len(lent_uids),
+        "secured_detected": round(detected / max(1, len(secured_uids)), 4),
+        "secured_missed": len(secured_uids) - detected,
+        "false_alarms": len(lent_uids & alarmed),
+        "alarms": len(read_to_alarm),
+        "read_to_alarm_ms_p50": round(_p(read_to_alarm, 0.5), 2),
+        "read_to_alarm_ms_p95": round(p95_alarm, 2),
+        "reader_cycle_ms_p50": round(_p(cycles, 0.5), 2),
+        "reader_cycle_ms_p95": round(p95_cycle, 2),
+        "alarm_ratio": round(p95_alarm / p95_cycle, 3) if p95_cycle else None,
+        "read_to_alarm_ms_p95_unscaled": round(p95_alarm * scale, 1),
+        "reader_cycle_ms_p95_unscaled": round(p95_cycle * scale, 1),
+        "mean_stack": round(statistics.mean(len(s) for s in stacks), 2),
+        "scale": scale,
+        "line": _line(scale),
+        "flow_cycles": gate.cycles,
+        "trouble": dict(gate.bad),
+        "wall_s": round(walked_s, 1),
+        "targets": {"secured_detected": 1.0, "false_alarms": 0, "alarm_ratio": 1.5},
+    }
+
+
+def _stacks(
+    rng: random.Random, passes: int, secured_share: float
+) -> tuple[list[list[SimTag]], set[str]]:
+    """What each person carries (1 to 10 new items), and which items are secured."""
     stacks: list[list[SimTag]] = []
     secured_uids: set[str] = set()
     n = 0
@@ -99,6 +139,19 @@ async def _bench(
                 secured_uids.add(tag.uid)
             stack.append(tag)
         stacks.append(stack)
+    return stacks, secured_uids
+
+
+async def _walk(
+    gate: ExitGate,
+    sim: M810Simulator,
+    reader: M810Reader,
+    stacks: list[list[SimTag]],
+    secured_uids: set[str],
+    scale: float,
+    progress: bool,
+) -> tuple[list[float], float]:
+    """Everyone walks through; (the baseline cycles, seconds it took)."""
     cycles: list[float] = []  # the baseline, per stack that holds a secured item
     walking = asyncio.Event()
 
@@ -122,14 +175,19 @@ async def _bench(
             cycles.append(await asyncio.to_thread(_bare_cycle, reader))
             sim.lift(*(t.uid for t in stack))
         if progress and (i + 1) % 100 == 0:
-            sys.stderr.write(f"exitgate: {i + 1}/{passes} passes\n")
+            sys.stderr.write(f"exitgate: {i + 1}/{len(stacks)} passes\n")
     walking.set()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(1.0):  # the last alarms are named and recorded
             await drive()
     walking.clear()
-    walked_s = time.monotonic() - started
+    return cycles, time.monotonic() - started
 
+
+def _alarms(
+    events: list[dict[str, Any]], stacks: list[list[SimTag]]
+) -> tuple[set[str], list[float]]:
+    """(the tags the gate alarmed for, read-to-alarm ms of each alarm)."""
     item_uid: dict[str, str] = {}
     for stack in stacks:
         for tag in stack:
@@ -143,46 +201,16 @@ async def _bench(
         for it in p["items"]:
             uid = it.get("uid") or item_uid.get(it.get("item_id") or "", "")
             alarmed.add(uid)
-    lent_uids = {t.uid for s in stacks for t in s} - secured_uids
-    detected = len(secured_uids & alarmed)
-    false_alarms = len(lent_uids & alarmed)
+    return alarmed, read_to_alarm
 
-    gate.close()
-    reader.close()
-    relay.close()
-    sim.stop()
-    board.stop()
 
-    p95_alarm, p95_cycle = _p(read_to_alarm, 0.95), _p(cycles, 0.95)
+def _line(scale: float) -> dict[str, Any]:
     return {
-        "passes": passes,
-        "items": len(secured_uids) + len(lent_uids),
-        "secured_items": len(secured_uids),
-        "lent_items": len(lent_uids),
-        "secured_detected": round(detected / max(1, len(secured_uids)), 4),
-        "secured_missed": len(secured_uids) - detected,
-        "false_alarms": false_alarms,
-        "alarms": len(read_to_alarm),
-        "read_to_alarm_ms_p50": round(_p(read_to_alarm, 0.5), 2),
-        "read_to_alarm_ms_p95": round(p95_alarm, 2),
-        "reader_cycle_ms_p50": round(_p(cycles, 0.5), 2),
-        "reader_cycle_ms_p95": round(p95_cycle, 2),
-        "alarm_ratio": round(p95_alarm / p95_cycle, 3) if p95_cycle else None,
-        "read_to_alarm_ms_p95_unscaled": round(p95_alarm * scale, 1),
-        "reader_cycle_ms_p95_unscaled": round(p95_cycle * scale, 1),
-        "mean_stack": round(statistics.mean(len(s) for s in stacks), 2),
-        "scale": scale,
-        "line": {
-            "baud": round(BAUD * scale),
-            "air_ms_per_command": round(AIR_S / scale * 1000, 3),
-            "noise": "2 garbage bytes before every answer",
-            "dwell_ms": round(DWELL_S / scale * 1000, 1),
-            "gap_ms": round(GAP_S / scale * 1000, 1),
-        },
-        "flow_cycles": gate.cycles,
-        "trouble": dict(gate.bad),
-        "wall_s": round(walked_s, 1),
-        "targets": {"secured_detected": 1.0, "false_alarms": 0, "alarm_ratio": 1.5},
+        "baud": round(BAUD * scale),
+        "air_ms_per_command": round(AIR_S / scale * 1000, 3),
+        "noise": "2 garbage bytes before every answer",
+        "dwell_ms": round(DWELL_S / scale * 1000, 1),
+        "gap_ms": round(GAP_S / scale * 1000, 1),
     }
 
 
@@ -195,6 +223,4 @@ def _bare_cycle(reader: Any) -> float:
 
 
 def _item_of(tag: Any) -> str:
-    from biblioedge.drivers.rfid.iso28560 import decode
-
     return str(decode(bytes(tag.memory)).primary_item_id)

@@ -20,12 +20,13 @@ from typing import Any
 import aiomqtt
 import orjson
 
+from biblioedge.agent.config import load_config
 from biblioedge.protocol import device_topic, utc_now, uuid7
+from biblioedge.provisioning.enroll import IdentityFiles
+from biblioedge.sim.roles import RoleSimulator
 
 
 def _bodies(role: str, site: str, device_id: str) -> list[dict[str, Any]]:
-    from biblioedge.agent.simulate import RoleSimulator
-
     sim = RoleSimulator(role, site, 7)  # type: ignore[arg-type]
     return [
         {"device_id": device_id, "site": site, "type": t, "payload": p}
@@ -40,9 +41,6 @@ async def _flood(
     sent: Synchronized[int],
     publishers: int,
 ) -> None:
-    from biblioedge.agent.config import load_config
-    from biblioedge.provisioning.enroll import IdentityFiles
-
     cfg = load_config(config_path, environ={})
     topic = device_topic(cfg.site, cfg.device_id, "events")
     bodies = _bodies(cfg.role, cfg.site, cfg.device_id)

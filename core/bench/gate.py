@@ -17,29 +17,106 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from biblioedge.agent.config import FaceConfig
+from biblioedge.agent.gate.flow import GateFlow, GateMetrics, GateSettings
+from biblioedge.agent.gate.policy import GatePolicy, PatronInfo
+from biblioedge.agent.supervisor import Context
+from biblioedge.cardtoken import CardVerifier
 from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
+from biblioedge.drivers.camera import SimulatedCamera
+from biblioedge.drivers.codes import ZxingDecoder
+from biblioedge.drivers.gate import LineGate
+from biblioedge.drivers.sim_serial import TurnstileSimulator
+from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
+from biblioedge.models.gallery import Gallery
+from biblioedge.models.pipeline import FaceService
+from biblioedge.models.worker import EngineSpec, FaceWorker
+
+
+class _Gate:
+    """The gate under test: its flow on a simulated camera and turnstile, and what its
+    decisions said (with the frames they were made on and where their time went)."""
+
+    def __init__(self, face: FaceService, gallery: Gallery, patrons: dict[str, PatronInfo]):
+        self.turnstile = TurnstileSimulator().start()
+        self.relay = LineGate(self.turnstile.port)
+        self.events: list[tuple[int, dict[str, Any]]] = []  # (scene, payload)
+        self.arrived = asyncio.Event()
+        self.blank = np.full((720, 1280, 3), 120, np.uint8)
+        self.camera = SimulatedCamera([self.blank], fps=15)
+        self.flow = GateFlow(
+            camera=self.camera,
+            face=face,
+            gallery=gallery,
+            decoder=ZxingDecoder(),
+            gate=self.relay,
+            verifier=CardVerifier({}),
+            policy=GatePolicy(patrons.get, passback_s=0, cooldown_s=0),
+            barcode_to_patron=lambda _: None,
+            emit=self.emit,
+            metrics=GateMetrics(CollectorRegistry()),
+            settings=GateSettings(pulse_ms=200, unknown_cooldown_s=0),
+        )
+        self.used: list[Any] = []  # the frames decisions were made on, for the engine's times
+        self.breakdowns: list[dict[str, float]] = []  # where each granted frame's time went
+
+    async def emit(self, etype: str, payload: dict[str, Any]) -> None:
+        flow = self.flow
+        if etype == "gate.decision" and flow.current is not None:
+            self.events.append((flow.current.scene, payload))
+            if payload.get("method") == "face" and len(self.used) < 200:
+                self.used.append(flow.current.image)
+                if payload.get("decision") == "grant":
+                    self.breakdowns.append(dict(flow.breakdown))
+            self.arrived.set()
+
+    async def approach(self, shown: list[Any]) -> tuple[list[dict[str, Any]], float]:
+        """Show one person's frames; (the decisions on them, seconds until the first)."""
+        camera, arrived = self.camera, self.arrived
+        camera.show(shown)
+        scene = camera.scene
+
+        def mine(scene: int = scene) -> list[dict[str, Any]]:
+            return [payload for s, payload in self.events if s == scene]
+
+        t0 = time.perf_counter()
+        while not mine() and (left := 3.0 - (time.perf_counter() - t0)) > 0:
+            arrived.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await arrived.wait()
+            except TimeoutError:
+                break
+        took = time.perf_counter() - t0
+        decided = mine()
+        camera.show([self.blank])
+        await asyncio.sleep(0.15)  # the next person steps up
+        return decided, took
+
+    def close(self) -> None:
+        self.relay.close()
+        self.turnstile.stop()
+
+
+def _enroll(
+    chosen: list[tuple[str, Any, Any]], enrolled: set[str], local: AsyncFaceEngine, dim: int
+) -> tuple[Gallery, dict[str, Any]]:
+    """The gallery of the enrolled people and everyone's portrait."""
+    gallery = Gallery(dim)
+    portraits = {}
+    for name, image, det in chosen:
+        portraits[name] = portrait(image, det.box, 170)
+        if name in enrolled:  # from the person's own face in the original photo
+            gallery.add(name, local.engine.embed_detections(image, [det])[0])
+    return gallery, portraits
 
 
 async def _run(
     people: int, rounds: int, frames: int, seed: int, say: Any, process: bool
 ) -> dict[str, Any]:
-    import numpy as np
-    from prometheus_client import CollectorRegistry
-
-    from biblioedge.agent.config import FaceConfig
-    from biblioedge.agent.gate import GateFlow, GateMetrics, GateSettings
-    from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
-    from biblioedge.agent.supervisor import Context
-    from biblioedge.cardtoken import CardVerifier
-    from biblioedge.drivers.camera import SimulatedCamera
-    from biblioedge.drivers.codes import ZxingDecoder
-    from biblioedge.drivers.gate import LineGate
-    from biblioedge.drivers.sim_serial import TurnstileSimulator
-    from biblioedge.models.engine import AsyncFaceEngine, FaceEngine
-    from biblioedge.models.gallery import Gallery
-    from biblioedge.models.pipeline import FaceService
-    from biblioedge.models.worker import EngineSpec, FaceWorker
-
     rng = np.random.default_rng(seed)
     everyone = people_in_samples()
     if len(everyone) < 2:
@@ -52,49 +129,12 @@ async def _run(
     face: FaceService = local
     if process:
         face = await FaceWorker(EngineSpec(detect_side=side)).start()
-    gallery = Gallery(face.dim)
-    portraits = {}
-    for name, image, det in chosen:
-        portraits[name] = portrait(image, det.box, 170)
-        if name in enrolled:  # from the person's own face in the original photo
-            gallery.add(name, local.engine.embed_detections(image, [det])[0])
+    gallery, portraits = _enroll(chosen, enrolled, local, face.dim)
     say(f"{len(chosen)} people, {len(enrolled)} enrolled, {rounds} approaches each")
-    patrons = {n: PatronInfo(n, n, "active", "2099-01-01") for n in enrolled}
-    turnstile = TurnstileSimulator().start()
-    relay = LineGate(turnstile.port)
-    events: list[tuple[int, dict[str, Any]]] = []  # (scene, payload)
-
-    async def emit(etype: str, payload: dict[str, Any]) -> None:
-        if etype == "gate.decision" and flow.current is not None:
-            events.append((flow.current.scene, payload))
-            if payload.get("method") == "face" and len(used) < 200:
-                used.append(flow.current.image)
-                if payload.get("decision") == "grant":
-                    breakdowns.append(dict(flow.breakdown))
-            arrived.set()
-
-    arrived = asyncio.Event()
-
-    blank = np.full((720, 1280, 3), 120, np.uint8)
-    camera = SimulatedCamera([blank], fps=15)
-    flow = GateFlow(
-        camera=camera,
-        face=face,
-        gallery=gallery,
-        decoder=ZxingDecoder(),
-        gate=relay,
-        verifier=CardVerifier({}),
-        policy=GatePolicy(patrons.get, passback_s=0, cooldown_s=0),
-        barcode_to_patron=lambda _: None,
-        emit=emit,
-        metrics=GateMetrics(CollectorRegistry()),
-        settings=GateSettings(pulse_ms=200, unknown_cooldown_s=0),
-    )
-    task = asyncio.create_task(flow.run(Context("gate", 60)))
+    gate = _Gate(face, gallery, {n: PatronInfo(n, n, "active", "2099-01-01") for n in enrolled})
+    task = asyncio.create_task(gate.flow.run(Context("gate", 60)))
     lag_seen = _Lag()
     lag = asyncio.create_task(_loop_lag(lag_seen))
-    used: list[Any] = []  # the frames decisions were made on, for the engine's own times
-    breakdowns: list[dict[str, float]] = []  # where each granted frame's time went
     outcomes: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     try:
@@ -103,24 +143,7 @@ async def _run(
             shown = await asyncio.to_thread(  # the harness's own work stays off the loop
                 _scenes, portraits[name], rng, frames
             )
-            camera.show(shown)
-            scene = camera.scene
-
-            def mine(scene: int = scene) -> list[dict[str, Any]]:
-                return [payload for s, payload in events if s == scene]
-
-            t0 = time.perf_counter()
-            while not mine() and (left := 3.0 - (time.perf_counter() - t0)) > 0:
-                arrived.clear()
-                try:
-                    async with asyncio.timeout(left):
-                        await arrived.wait()
-                except TimeoutError:
-                    break
-            took = time.perf_counter() - t0
-            decided = mine()
-            camera.show([blank])
-            await asyncio.sleep(0.15)  # the next person steps up
+            decided, took = await gate.approach(shown)
             outcomes.append(
                 {
                     "person": name,
@@ -134,21 +157,20 @@ async def _run(
         task.cancel()
         lag.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        relay.close()
-        turnstile.stop()
+        gate.close()
     max_lag = lag_seen.worst
     if face is not local:
         face.close()
     try:
-        say(f"the engine alone on the {len(used)} frames decisions were made on")
-        stages = await local.run(_stage_times, local.engine, used)
+        say(f"the engine alone on the {len(gate.used)} frames decisions were made on")
+        stages = await local.run(_stage_times, local.engine, gate.used)
     finally:
         local.close()
 
     result = _summary(outcomes, elapsed, stages, max_lag)
-    keys = sorted({k for b in breakdowns for k in b})
+    keys = sorted({k for b in gate.breakdowns for k in b})
     result["granted_frame_ms_p50"] = {
-        k: round(float(np.median([b[k] for b in breakdowns if k in b])), 1) for k in keys
+        k: round(float(np.median([b[k] for b in gate.breakdowns if k in b])), 1) for k in keys
     }
     return result
 
@@ -174,7 +196,6 @@ async def _loop_lag(seen: _Lag, period: float = 0.005) -> None:
 def _stage_times(engine: Any, frames: list[Any]) -> dict[str, float]:
     """Median detect, align and embed of the engine on these frames, one at a time: the cost
     the pipeline cannot avoid, against which its overhead is measured."""
-    import numpy as np
 
     detect, align, embed = [], [], []
     for image in frames:
@@ -201,11 +222,10 @@ def _stage_times(engine: Any, frames: list[Any]) -> dict[str, float]:
     }
 
 
-def _summary(
-    outcomes: list[dict[str, Any]], elapsed: float, stages: dict[str, float], max_lag: float
-) -> dict[str, Any]:
-    import numpy as np
-
+def _errors(
+    outcomes: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]], int]:
+    """(grants, false accepts, enrolled approaches, false rejects)."""
     grants = [o for o in outcomes if o["decision"] and o["decision"]["decision"] == "grant"]
     fa = sum(1 for o in grants if not o["enrolled"] or o["decision"]["patron_id"] != o["person"])
     enrolled = [o for o in outcomes if o["enrolled"]]
@@ -218,6 +238,13 @@ def _summary(
             and o["decision"]["patron_id"] == o["person"]
         )
     )
+    return grants, fa, enrolled, fr
+
+
+def _summary(
+    outcomes: list[dict[str, Any]], elapsed: float, stages: dict[str, float], max_lag: float
+) -> dict[str, Any]:
+    grants, fa, enrolled, fr = _errors(outcomes)
     lat = np.array([o["decision"]["latency_ms"] for o in grants]) if grants else np.zeros(1)
     took = (
         np.array([o["took_s"] * 1000 for o in outcomes if o["decision"]])

@@ -30,6 +30,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from biblioedge.agent.selfcheck.flow import SelfCheck
+from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules
+from biblioedge.agent.store import Store
+from biblioedge.drivers.rfid.iso28560 import TagData
+from biblioedge.drivers.rfid.m810 import BAUD, M810Reader
+from biblioedge.drivers.rfid.reader import PadItem, read_item
+from biblioedge.drivers.rfid.sim import M810Simulator, SimTag, item_tag
+from biblioedge.drivers.sip2.client import Account
+from biblioedge.drivers.sip2.dummy import Library, build
+from biblioedge.drivers.sip2.library import Sip2Library
+from biblioedge.procs import free_port, wait_port
+
 AIR_S = 0.004  # per tag command: ISO 15693 at 26 kbit/s, one block read or write
 SIP_RTT_S = 0.010  # per SIP2 exchange: a library system on the LAN
 SIZES = (1, 5, 10)
@@ -44,9 +56,6 @@ def _percentile(values: list[float], q: float) -> float:
 def dummy_ils(open_catalogue: bool = False) -> Iterator[tuple[int, Any]]:
     """The dummy library system on a loopback port, in a thread of this process, so the
     benchmark can read what it granted."""
-    from biblioedge.drivers.sip2.dummy import Library, build
-    from biblioedge.procs import free_port, wait_port
-
     lib = Library(open=open_catalogue)
     port = free_port()
     loop = asyncio.new_event_loop()
@@ -71,8 +80,6 @@ class DelayProxy:
     """TCP on loopback with ``delay_s`` added to each exchange (half each way)."""
 
     def __init__(self, target: int, delay_s: float) -> None:
-        from biblioedge.procs import free_port, wait_port
-
         self.port = free_port()
         self.target = target
         self.half = delay_s / 2
@@ -104,36 +111,19 @@ class DelayProxy:
         self.thread.join(5)
 
 
-def _loans(rounds: int, say: Any) -> dict[str, Any]:
-    from biblioedge.agent.offline import OfflineDesk
-    from biblioedge.agent.selfcheck import SelfCheck
-    from biblioedge.agent.store import Store
-    from biblioedge.drivers.rfid.iso28560 import TagData
-    from biblioedge.drivers.rfid.m810 import BAUD, M810Reader
-    from biblioedge.drivers.rfid.reader import PadItem, read_item
-    from biblioedge.drivers.rfid.sim import M810Simulator, item_tag
-    from biblioedge.drivers.sip2.client import Account
-    from biblioedge.drivers.sip2.library import Sip2Library
+class _WholeMemory(SelfCheck):
+    """The baseline: every tag's 28 blocks read, whatever its data holds."""
 
-    class WholeMemory(SelfCheck):
-        """The baseline: every tag's 28 blocks read, whatever its data holds."""
+    def scan(self) -> list[PadItem]:
+        out = []
+        for uid in self.reader.inventory():
+            self.reader.read_blocks(uid, 0, 28)
+            out.append(read_item(self.reader, uid, self.afi))
+        return out
 
-        def scan(self) -> list[PadItem]:
-            out = []
-            for uid in self.reader.inventory():
-                self.reader.read_blocks(uid, 0, 28)
-                out.append(read_item(self.reader, uid, self.afi))
-            return out
 
-    out: dict[str, Any] = {
-        "latency": {
-            "rfid_line_baud": BAUD,
-            "rfid_air_s_per_command": AIR_S,
-            "sip2_added_s_per_exchange": SIP_RTT_S,
-        },
-        "rounds": rounds,
-    }
-    tags = [
+def _loan_tags() -> list[SimTag]:
+    return [
         item_tag(
             TagData(
                 f"31{i:06d}",  # clear of the demo catalogue's hold and fee items
@@ -144,6 +134,56 @@ def _loans(rounds: int, say: Any) -> dict[str, Any]:
         )
         for i in range(1, max(SIZES) + 1)
     ]
+
+
+def _stack_loans(
+    flow: SelfCheck,
+    library: Sip2Library,
+    reader: M810Reader,
+    pad: M810Simulator,
+    stack: list[SimTag],
+    rounds: int,
+) -> dict[str, Any]:
+    """``rounds`` loans of this stack, each given back after: its times and its traffic."""
+    n = len(stack)
+    times, trips, exchanges = [], 0, 0
+    for r in range(rounds):
+        for tag in stack:
+            tag.afi = 0x07
+        pad.clear()
+        pad.place(*stack)
+        flow.identify(f"P{100 + r:06d}", "card_qr")
+        t0, rt0, ex0 = (
+            time.perf_counter(),
+            library.client.round_trips,
+            reader.exchanges,
+        )
+        results = flow.borrow()
+        times.append(time.perf_counter() - t0)
+        trips += library.client.round_trips - rt0
+        exchanges += reader.exchanges - ex0
+        if sum(x.ok for x in results) != n:
+            raise RuntimeError(f"only {sum(x.ok for x in results)} of {n} lent: {results}")
+        flow.end()
+        flow.give_back()
+    return {
+        "p50_s": round(statistics.median(times), 3),
+        "p95_s": round(_percentile(times, 0.95), 3),
+        "sip2_round_trips_per_item": round(trips / (rounds * n), 2),
+        "rfid_exchanges_per_item": round(exchanges / (rounds * n), 2),
+    }
+
+
+def _loans(rounds: int, say: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "latency": {
+            "rfid_line_baud": BAUD,
+            "rfid_air_s_per_command": AIR_S,
+            "sip2_added_s_per_exchange": SIP_RTT_S,
+        },
+        "rounds": rounds,
+    }
+    tags = _loan_tags()
     with dummy_ils(open_catalogue=True) as (port, _lib), tempfile.TemporaryDirectory() as tmp:
         proxy = DelayProxy(port, SIP_RTT_S)
         pad = M810Simulator(baud=BAUD, air_s=AIR_S).start()
@@ -151,38 +191,11 @@ def _loans(rounds: int, say: Any) -> dict[str, Any]:
         library = Sip2Library(Account.from_url(f"sip2://kiosk:kiosk@127.0.0.1:{proxy.port}"))
         store = Store(Path(tmp) / "agent.sqlite3")
         try:
-            for name, cls in (("ours", SelfCheck), ("baseline_whole_memory", WholeMemory)):
+            for name, cls in (("ours", SelfCheck), ("baseline_whole_memory", _WholeMemory)):
                 flow = cls(library, reader, OfflineDesk(store), lambda t, p: None)
                 sizes: dict[str, Any] = {}
                 for n in SIZES:
-                    times, trips, exchanges = [], 0, 0
-                    for r in range(rounds):
-                        for tag in tags[:n]:
-                            tag.afi = 0x07
-                        pad.clear()
-                        pad.place(*tags[:n])
-                        flow.identify(f"P{100 + r:06d}", "card_qr")
-                        t0, rt0, ex0 = (
-                            time.perf_counter(),
-                            library.client.round_trips,
-                            reader.exchanges,
-                        )
-                        results = flow.borrow()
-                        times.append(time.perf_counter() - t0)
-                        trips += library.client.round_trips - rt0
-                        exchanges += reader.exchanges - ex0
-                        if sum(x.ok for x in results) != n:
-                            raise RuntimeError(
-                                f"only {sum(x.ok for x in results)} of {n} lent: {results}"
-                            )
-                        flow.end()
-                        flow.give_back()
-                    sizes[str(n)] = {
-                        "p50_s": round(statistics.median(times), 3),
-                        "p95_s": round(_percentile(times, 0.95), 3),
-                        "sip2_round_trips_per_item": round(trips / (rounds * n), 2),
-                        "rfid_exchanges_per_item": round(exchanges / (rounds * n), 2),
-                    }
+                    sizes[str(n)] = _stack_loans(flow, library, reader, pad, tags[:n], rounds)
                     say(f"{name}: {n} items p50 {sizes[str(n)]['p50_s']} s")
                 out[name] = sizes
         finally:
@@ -203,7 +216,7 @@ def _forwarder(db: Path, url: str) -> subprocess.Popen[bytes]:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from biblioedge.agent.offline import OfflineDesk\n"
+        "from biblioedge.agent.selfcheck.offline import OfflineDesk\n"
         "from biblioedge.agent.store import Store\n"
         "from biblioedge.drivers.sip2.client import Account\n"
         "from biblioedge.drivers.sip2.library import Sip2Library\n"
@@ -217,9 +230,6 @@ def _forwarder(db: Path, url: str) -> subprocess.Popen[bytes]:
 
 
 def _offline(count: int, say: Any) -> dict[str, Any]:
-    from biblioedge.agent.offline import OfflineDesk, OfflineRules
-    from biblioedge.agent.store import Store
-
     with dummy_ils(open_catalogue=True) as (port, lib), tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "agent.sqlite3"
         store = Store(db)

@@ -28,16 +28,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from biblioedge.agent.simulate import RoleSimulator
 from biblioedge.agent.store import Store
 from biblioedge.bench.flood import FloodProcess
 from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config, wait_until
+from biblioedge.fleet.config import QuotaConfig
 from biblioedge.provisioning.broker import BrokerProcess
+from biblioedge.sim.roles import RoleSimulator
 
 SITE = "bench"
+ROLES = ("gate", "selfcheck", "desk")
+FLOOD_DEVICE = "bench-flood"
 
 
 class _Tracker:
@@ -109,10 +113,230 @@ def _online(db_path: Path, device_id: str, since: float) -> bool:
         return False
     if row is None or not row[0] or row[1] is None:
         return False
-    from datetime import UTC, datetime
-
     reported = datetime.fromisoformat(str(row[1])).replace(tzinfo=UTC).timestamp()
     return reported >= since - 1.0
+
+
+class _SyncRun:
+    """One ``bench_sync`` run: its processes and its phases, one method each."""
+
+    def __init__(
+        self, root: Path, devices: int, progress: bool, secure: bool, quotas: bool
+    ) -> None:
+        self.root = root
+        self.devices = devices
+        self.progress = progress
+        self.broker = BrokerProcess(root / "broker")
+        self.central = CentralProcess(
+            root / "central",
+            self.broker,
+            secure=secure,
+            extra=None if quotas else {"quotas": {"enabled": False}},
+        )
+        self.db_path = root / "central" / "central.sqlite3"
+        self.agents: list[AgentProcess] = []
+        self.flooder: FloodProcess | None = None
+        self.drain = 0.0
+        self.result: dict[str, Any] = {
+            "bench": "sync",
+            "broker": self.broker.kind,
+            "tls": self.broker.secure,
+            "faults": [],
+            "quotas": "default" if quotas else "off",
+        }
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+
+    def start(self, flood: bool) -> None:
+        """Broker, central, the enrolled agents (not running yet) and the flooder."""
+        self.broker.start()
+        self.central.start()
+        for i in range(self.devices):
+            dev = f"bench-{i:02d}"
+            self.agents.append(
+                AgentProcess(
+                    self.root / dev,
+                    agent_config(
+                        self.root / dev,
+                        dev,
+                        ROLES[i % 3],
+                        SITE,
+                        self.broker.url,
+                        sync={"ack_timeout_s": 5.0},
+                        supervisor={"stall_timeout_s": 60},
+                    ),
+                    self.central,
+                )
+            )
+            self.agents[-1].enroll()  # before the clock: start-up measures connecting
+        if flood:  # a gate's own certificate, in the hands of whoever took its SD card
+            thief = AgentProcess(
+                self.root / FLOOD_DEVICE,
+                agent_config(self.root / FLOOD_DEVICE, FLOOD_DEVICE, "gate", SITE, self.broker.url),
+            )
+            thief.central = self.central
+            thief.enroll()
+            self.flooder = FloodProcess(thief.config_path)
+
+    def startup(self) -> None:
+        """Phase 1: agents start with empty outboxes; time to "online" at central, idle RSS."""
+        self.say("startup: agents connecting")
+        connect_s = []
+        for agent in self.agents:
+            t0 = time.time()
+            agent.start()
+            wait_until(
+                lambda a=agent, t=t0: _online(self.db_path, a.device_id, t),
+                30,
+                what=f"{agent.device_id} online",
+            )
+            connect_s.append(time.time() - t0)
+        time.sleep(2.0)
+        self.result["agent_connect_s"] = round(max(connect_s), 3)
+        self.result["agent_idle_rss_mb"] = round(max(a.rss_mb() for a in self.agents), 1)
+
+    def _fault_plan(self, faults: bool) -> list[tuple[float, str, Callable[[], None]]]:
+        """(share of the events stored, what, how): the faults of ``--faults``."""
+
+        def kill_agent() -> None:
+            self.agents[0].kill()
+            self.agents[0].start()
+
+        def kill_central() -> None:
+            self.central.kill()
+            self.central.start()
+
+        if not faults:
+            return []
+        return [
+            (0.25, "kill -9 agent", kill_agent),
+            (0.45, "restart broker", self.broker.restart),
+            (0.65, "kill -9 central", kill_central),
+        ]
+
+    def throughput(self, events: int, per: list[int], faults: bool, timeout: float) -> _Tracker:
+        """Phase 2: events queued in the stopped agents' outboxes, then delivered."""
+        result = self.result
+        tracker = _Tracker(self.db_path)
+        for agent in self.agents:
+            agent.stop()
+        self.say(f"throughput: queueing {events} events in {self.devices} outbox(es)")
+        for i, agent in enumerate(self.agents):
+            _queue(agent, ROLES[i % 3], per[i], tracker, seed=i)
+        t0 = time.monotonic()
+        if self.flooder is not None:
+            self.say("  a compromised kiosk floods beside them")
+            self.flooder.start()
+        for agent in self.agents:
+            agent.start()
+        plan = self._fault_plan(faults)
+        while (stored := tracker.stored()) < tracker.expected:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(
+                    f"throughput phase: {stored}/{tracker.expected} after {timeout} s"
+                )
+            if plan and stored >= plan[0][0] * tracker.expected:
+                _, what, act = plan.pop(0)
+                self.say(f"  fault at {stored}/{tracker.expected}: {what}")
+                result["faults"].append({"fault": what, "stored_before": stored})
+                act()
+            time.sleep(0.02)
+        seconds = time.monotonic() - t0
+        for _, what, act in plan:  # run too fast for a fault to land mid-send: inject anyway
+            result["faults"].append({"fault": what, "stored_before": tracker.expected})
+            act()
+        self.say(f"  {events} events in {seconds:.2f} s")
+        result.update(
+            events=events,
+            devices=self.devices,
+            seconds=round(seconds, 3),
+            events_per_s=round(events / seconds, 1),
+        )
+        return tracker
+
+    def backlog(self, events: int, per: list[int], timeout: float) -> _Tracker:
+        """Phase 3: events queued while the broker is down, drained when it is back."""
+        backlog = _Tracker(self.db_path)
+        self.say(f"backlog: broker down, queueing {events} events")
+        self.broker.stop()
+        for i, agent in enumerate(self.agents):
+            _queue(agent, ROLES[i % 3], per[i], backlog, seed=100 + i)
+        t0 = time.monotonic()
+        self.broker.start()
+        while (stored := backlog.stored()) < backlog.expected:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"backlog phase: {stored}/{backlog.expected} after {timeout} s")
+            time.sleep(0.02)
+        drain = self.drain = time.monotonic() - t0
+        self.say(f"  drained in {drain:.2f} s")
+        self.result.update(
+            backlog_events=events,
+            backlog_drain_s=round(drain, 3),
+            backlog_events_per_s=round(events / drain, 1),
+        )
+        return backlog
+
+    def flood_result(self) -> None:
+        """What the compromised kiosk sent and what central kept of it."""
+        flooder = self.flooder
+        if flooder is None:
+            return
+        flooder.stop()
+        stored_flood = _device_events(self.db_path, FLOOD_DEVICE)
+        self.result["flood"] = {
+            "device": FLOOD_DEVICE,
+            "seconds": round(flooder.seconds, 3),
+            "sent_events": flooder.sent,
+            "sent_events_per_s": round(flooder.sent / flooder.seconds, 1),
+            "stored_events": stored_flood,
+            "refused_events": flooder.sent - stored_flood,
+            "refused_ratio": round(1 - stored_flood / max(flooder.sent, 1), 4),
+        }
+
+    def unbatched(self, events: int, timeout: float) -> _Tracker:
+        """Phase 4, the baseline: the same pipeline with one event per MQTT message."""
+        n_base = min(2000, events)
+        base_dir = self.root / "bench-unbatched"
+        base = AgentProcess(
+            base_dir,
+            agent_config(
+                base_dir,
+                "bench-unbatched",
+                "gate",
+                SITE,
+                self.broker.url,
+                sync={"batch_max_events": 1},
+            ),
+            self.central,
+        )
+        base.enroll()
+        base_tracker = _Tracker(self.db_path)
+        _queue(base, "gate", n_base, base_tracker, seed=999)
+        self.say(f"baseline: {n_base} events, one per MQTT message")
+        t0 = time.monotonic()
+        base.start()
+        self.agents.append(base)
+        while base_tracker.stored() < base_tracker.expected:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError("baseline phase timed out")
+            time.sleep(0.02)
+        base_s = time.monotonic() - t0
+        self.result["unbatched_events_per_s"] = round(n_base / base_s, 1)
+        self.result["speedup_vs_unbatched"] = round(
+            self.result["events_per_s"] / (n_base / base_s), 2
+        )
+        return base_tracker
+
+    def stop(self) -> None:
+        if self.flooder is not None:
+            self.flooder.stop()
+        for agent in self.agents:
+            agent.stop()
+        self.central.stop()
+        self.broker.stop()
 
 
 def bench_sync(
@@ -134,197 +358,23 @@ def bench_sync(
     own_tmp = work_dir is None
     root = Path(tempfile.mkdtemp(prefix="be-bench-")) if work_dir is None else work_dir
     root.mkdir(parents=True, exist_ok=True)
-
-    def say(message: str) -> None:
-        if progress:
-            sys.stderr.write(message + "\n")
-            sys.stderr.flush()
-
-    broker = BrokerProcess(root / "broker")
-    central = CentralProcess(
-        root / "central",
-        broker,
-        secure=secure,
-        extra=None if quotas else {"quotas": {"enabled": False}},
-    )
-    db_path = root / "central" / "central.sqlite3"
-    roles = ["gate", "selfcheck", "desk"]
-    agents: list[AgentProcess] = []
-    result: dict[str, Any] = {
-        "bench": "sync",
-        "broker": broker.kind,
-        "tls": broker.secure,
-        "faults": [],
-        "quotas": "default" if quotas else "off",
-    }
-    flooder: FloodProcess | None = None
-    flood_dev = "bench-flood"
+    run = _SyncRun(root, devices, progress, secure, quotas)
+    result = run.result
     try:
-        broker.start()
-        central.start()
-        for i in range(devices):
-            dev = f"bench-{i:02d}"
-            agents.append(
-                AgentProcess(
-                    root / dev,
-                    agent_config(
-                        root / dev,
-                        dev,
-                        roles[i % 3],
-                        SITE,
-                        broker.url,
-                        sync={"ack_timeout_s": 5.0},
-                        supervisor={"stall_timeout_s": 60},
-                    ),
-                    central,
-                )
-            )
-            agents[-1].enroll()  # before the clock: start-up measures connecting, not enrolling
-        if flood:  # a gate's own certificate, in the hands of whoever took its SD card
-            thief = AgentProcess(
-                root / flood_dev,
-                agent_config(root / flood_dev, flood_dev, "gate", SITE, broker.url),
-            )
-            thief.central = central
-            thief.enroll()
-            flooder = FloodProcess(thief.config_path)
-
-        # -- 1. startup ----------------------------------------------------------------
-        say("startup: agents connecting")
-        connect_s = []
-        for agent in agents:
-            t0 = time.time()
-            agent.start()
-            wait_until(
-                lambda a=agent, t=t0: _online(db_path, a.device_id, t),
-                30,
-                what=f"{agent.device_id} online",
-            )
-            connect_s.append(time.time() - t0)
-        time.sleep(2.0)
-        result["agent_connect_s"] = round(max(connect_s), 3)
-        result["agent_idle_rss_mb"] = round(max(a.rss_mb() for a in agents), 1)
-
-        # -- 2. throughput -------------------------------------------------------------
+        run.start(flood)
+        run.startup()
         per = [events // devices + (1 if i < events % devices else 0) for i in range(devices)]
-        tracker = _Tracker(db_path)
-        for agent in agents:
-            agent.stop()
-        say(f"throughput: queueing {events} events in {devices} outbox(es)")
-        for i, agent in enumerate(agents):
-            _queue(agent, roles[i % 3], per[i], tracker, seed=i)
-        t0 = time.monotonic()
-        if flooder is not None:
-            say("  a compromised kiosk floods beside them")
-            flooder.start()
-        for agent in agents:
-            agent.start()
-
-        def kill_agent() -> None:
-            agents[0].kill()
-            agents[0].start()
-
-        def kill_central() -> None:
-            central.kill()
-            central.start()
-
-        plan: list[tuple[float, str, Callable[[], None]]] = (
-            [
-                (0.25, "kill -9 agent", kill_agent),
-                (0.45, "restart broker", broker.restart),
-                (0.65, "kill -9 central", kill_central),
-            ]
-            if faults
-            else []
-        )
         timeout = max(120.0, events / 500)
-        while (stored := tracker.stored()) < tracker.expected:
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError(
-                    f"throughput phase: {stored}/{tracker.expected} after {timeout} s"
-                )
-            if plan and stored >= plan[0][0] * tracker.expected:
-                _, what, act = plan.pop(0)
-                say(f"  fault at {stored}/{tracker.expected}: {what}")
-                result["faults"].append({"fault": what, "stored_before": stored})
-                act()
-            time.sleep(0.02)
-        seconds = time.monotonic() - t0
-        for _, what, act in plan:  # run too fast for a fault to land mid-send: inject anyway
-            result["faults"].append({"fault": what, "stored_before": tracker.expected})
-            act()
-        say(f"  {events} events in {seconds:.2f} s")
-        result.update(
-            events=events,
-            devices=devices,
-            seconds=round(seconds, 3),
-            events_per_s=round(events / seconds, 1),
-        )
-
-        # -- 3. backlog while the broker is down ---------------------------------------
-        backlog = _Tracker(db_path)
-        say(f"backlog: broker down, queueing {events} events")
-        broker.stop()
-        for i, agent in enumerate(agents):
-            _queue(agent, roles[i % 3], per[i], backlog, seed=100 + i)
-        t0 = time.monotonic()
-        broker.start()
-        while (stored := backlog.stored()) < backlog.expected:
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError(f"backlog phase: {stored}/{backlog.expected} after {timeout} s")
-            time.sleep(0.02)
-        drain = time.monotonic() - t0
-        say(f"  drained in {drain:.2f} s")
-        result.update(
-            backlog_events=events,
-            backlog_drain_s=round(drain, 3),
-            backlog_events_per_s=round(events / drain, 1),
-        )
-        if flooder is not None:
-            flooder.stop()
-            stored_flood = _device_events(db_path, flood_dev)
-            result["flood"] = {
-                "device": flood_dev,
-                "seconds": round(flooder.seconds, 3),
-                "sent_events": flooder.sent,
-                "sent_events_per_s": round(flooder.sent / flooder.seconds, 1),
-                "stored_events": stored_flood,
-                "refused_events": flooder.sent - stored_flood,
-                "refused_ratio": round(1 - stored_flood / max(flooder.sent, 1), 4),
-            }
-
+        tracker = run.throughput(events, per, faults, timeout)
+        backlog = run.backlog(events, per, timeout)
+        run.flood_result()
         if quotas:  # the capacity targets belong to the unbatched comparison below
             return _verdict(result, tracker, backlog, None)
-
-        # -- 4. baseline: one event per message ------------------------------------------
-        n_base = min(2000, events)
-        base_dir = root / "bench-unbatched"
-        base = AgentProcess(
-            base_dir,
-            agent_config(
-                base_dir, "bench-unbatched", "gate", SITE, broker.url, sync={"batch_max_events": 1}
-            ),
-            central,
-        )
-        base.enroll()
-        base_tracker = _Tracker(db_path)
-        _queue(base, "gate", n_base, base_tracker, seed=999)
-        say(f"baseline: {n_base} events, one per MQTT message")
-        t0 = time.monotonic()
-        base.start()
-        agents.append(base)
-        while base_tracker.stored() < base_tracker.expected:
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError("baseline phase timed out")
-            time.sleep(0.02)
-        base_s = time.monotonic() - t0
-        result["unbatched_events_per_s"] = round(n_base / base_s, 1)
-        result["speedup_vs_unbatched"] = round(result["events_per_s"] / (n_base / base_s), 2)
-
+        base_tracker = run.unbatched(events, timeout)
         _verdict(result, tracker, backlog, base_tracker)
         result["targets"] = {
             "events_per_s>=5000": result["events_per_s"] >= 5000,
-            "backlog_drain_s<=30": drain <= 30,
+            "backlog_drain_s<=30": run.drain <= 30,
             "lost==0": result["lost"] == 0,
             "duplicated==0": result["duplicated"] == 0,
             "agent_idle_rss_mb<=120": result["agent_idle_rss_mb"] <= 120,
@@ -332,12 +382,7 @@ def bench_sync(
         }
         return result
     finally:
-        if flooder is not None:
-            flooder.stop()
-        for agent in agents:
-            agent.stop()
-        central.stop()
-        broker.stop()
+        run.stop()
         if own_tmp:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -385,8 +430,6 @@ def bench_sync_flood(*, devices: int = 3, **kwargs: Any) -> dict[str, Any]:
         work_dir=None if work_dir is None else work_dir / "flood",
         **kwargs,
     )
-    from biblioedge.fleet.config import QuotaConfig
-
     gate = QuotaConfig().gate
     flood = flooded["flood"]
     refills = 1 + sum(1 for f in flooded["faults"] if "central" in f["fault"])

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+
+# what a command runs is imported inside its function (why: cli/agent.py)
 
 
 def _out(doc: Any, as_json: bool) -> None:
@@ -59,8 +63,6 @@ def cmd_cccd(args: argparse.Namespace) -> int:
 
 
 def _read(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from cryptography import x509
 
     from biblioedge.drivers.cccd.card import keys_from_qr, read_card
@@ -101,8 +103,6 @@ def _read(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     """Put the demo citizen's card on the virtual reader until Ctrl-C."""
-    import signal
-    import threading
 
     from cryptography.hazmat.primitives import serialization
 

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# what a command runs is imported inside its function (why: cli/agent.py)
+
 
 def _store(args: argparse.Namespace) -> Any:
     from biblioedge.models.store import ModelStore
@@ -186,19 +188,18 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    default_data = Path(os.environ.get("BIBLIOEDGE_AGENT_DATA_DIR", "/var/lib/biblioedge"))
+def data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("BIBLIOEDGE_AGENT_DATA_DIR", "/var/lib/biblioedge")),
+        help="agent data directory; models live in DATA/models "
+        "(default: $BIBLIOEDGE_AGENT_DATA_DIR or /var/lib/biblioedge)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
 
-    def data_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--data",
-            type=Path,
-            default=default_data,
-            help="agent data directory; models live in DATA/models "
-            "(default: $BIBLIOEDGE_AGENT_DATA_DIR or /var/lib/biblioedge)",
-        )
-        p.add_argument("--json", action="store_true", help="print JSON")
 
+def _register_models(sub: Any) -> None:
     p = sub.add_parser(
         "models",
         help="the on-device model store",
@@ -225,6 +226,8 @@ def register(sub: Any) -> None:
     data_arg(a)
     p.set_defaults(func=cmd_models)
 
+
+def _register_face(sub: Any) -> None:
     p = sub.add_parser(
         "face",
         help="face diagnostics: detect, embed, compare",
@@ -247,6 +250,8 @@ def register(sub: Any) -> None:
     data_arg(a)
     p.set_defaults(func=cmd_face)
 
+
+def _register_gallery(sub: Any) -> None:
     p = sub.add_parser(
         "gallery",
         help="the kiosk's local gallery of enrolled readers (diagnostics, demo)",
@@ -272,3 +277,9 @@ def register(sub: Any) -> None:
     a.add_argument("patron")
     data_arg(a)
     p.set_defaults(func=cmd_gallery)
+
+
+def register(sub: Any) -> None:
+    _register_models(sub)
+    _register_face(sub)
+    _register_gallery(sub)

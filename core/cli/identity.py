@@ -8,10 +8,17 @@ import json
 import os
 import ssl
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
+from biblioedge.cli import backup
+from biblioedge.cli import ils as ilscli
+from biblioedge.cli import readers as readercli
+from biblioedge.cli import report as reportcli
 from biblioedge.settings import ConfigError
+
+# what a command runs is imported inside its function (why: cli/agent.py)
 
 
 def _central(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -170,8 +177,6 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def _cmd_rekey(args: argparse.Namespace) -> int:
-    import tomllib
-
     from biblioedge.provisioning.enroll import EnrollError, IdentityFiles, renew
 
     data = args.data.resolve()
@@ -201,8 +206,11 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
 
 
 def register_central(p: argparse.ArgumentParser) -> None:
-    """``central init`` and ``central token create|list|revoke`` under ``central``."""
-    sub = p.add_subparsers(dest="central_command", metavar="[init|token]")
+    """``central init`` and ``central token create|list|revoke`` under ``central``, and the
+    other ``central`` commands (``backup``, ``restore``, ``ils``, ``reader``, ``report``)."""
+    sub = p.add_subparsers(
+        dest="central_command", metavar="[init|token|backup|restore|ils|reader|report]"
+    )
     i = sub.add_parser(
         "init",
         help="create central's keys and device CA, write the broker's files",
@@ -230,6 +238,10 @@ def register_central(p: argparse.ArgumentParser) -> None:
     r.add_argument("token", help="token id or name")
     r.add_argument("--config", type=Path, required=True, help="central TOML file")
     r.set_defaults(func=_cmd_token_revoke)
+    backup.register_central(sub)
+    ilscli.register_central(sub)
+    readercli.register_central(sub)
+    reportcli.register_central(sub)
 
 
 def register(sub: Any) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from biblioedge.settings import ConfigError
 
+# what a command runs is imported inside its function (why: cli/agent.py)
+
 
 def _cmd_install(args: argparse.Namespace) -> int:
     from biblioedge.provisioning.install import InstallRefused, Plan, install

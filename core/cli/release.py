@@ -24,6 +24,8 @@ from typing import Any
 
 from biblioedge.settings import ConfigError
 
+# what a command runs is imported inside its function (why: cli/agent.py)
+
 
 class Central:
     """Central's release API with an admin token."""

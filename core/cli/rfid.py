@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+# what a command runs is imported inside its function (why: cli/agent.py)
+
 
 def _out(doc: Any, as_json: bool) -> None:
     if as_json:

@@ -5,11 +5,15 @@ library system the demo and the tests use."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
+
+# what a command runs is imported inside its function (why: cli/agent.py)
 
 ENV_URL = "BIBLIOEDGE_ILS"
 
@@ -28,14 +32,26 @@ def cmd_sip(args: argparse.Namespace) -> int:
     from biblioedge.drivers.sip2.library import Sip2Library, as_json
 
     if args.sip_cmd == "serve":
-        import asyncio
-
         from biblioedge.drivers.sip2.dummy import serve
 
         sys.stdout.write(f"dummy library system (SIP2, UTF-8) on {args.host}:{args.port}\n")
         sys.stdout.flush()
         try:
-            asyncio.run(serve(args.port, args.host, patron_info=args.patron_info))
+            if args.rest_port is not None:
+                sys.stdout.write(
+                    f"Koha-shaped patron API on http://{args.host}:{args.rest_port}/api/v1 "
+                    "(koha / koha)\n"
+                )
+                sys.stdout.flush()
+            asyncio.run(
+                serve(
+                    args.port,
+                    args.host,
+                    patron_info=args.patron_info,
+                    rest_port=args.rest_port,
+                    patrons_file=args.patrons_file,
+                )
+            )
         except KeyboardInterrupt:
             pass
         except OSError as exc:  # the port is taken, the address is not ours
@@ -136,5 +152,18 @@ def register(sub: Any) -> None:
         default="yes",
         help="answer 63 as a server without it does: drop the connection, 96 for ever, an "
         "ACS status instead, or pysip2's empty 64 (default: answer it)",
+    )
+    s.add_argument(
+        "--rest-port",
+        type=int,
+        default=None,
+        help="also serve a Koha-shaped patron API (/api/v1/patrons, Basic auth koha / koha) on "
+        "this port: central pushes its readers there as to a library's Koha, and the SIP2 side "
+        "then knows them",
+    )
+    s.add_argument(
+        "--patrons-file",
+        type=Path,
+        help="keep the patrons central pushed in this JSON file across restarts",
     )
     s.set_defaults(func=cmd_sip)

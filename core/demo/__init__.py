@@ -5,6 +5,8 @@ The exit gate runs its real flow on a reader whose field the demo fills (docs/ex
 The desk runs its real flow: a simulated citizen's CCCD lies on a virtual PC/SC reader (pcscd
 + vpcd + the chip simulator), its QR comes through a simulated hand scanner, a demo librarian
 taps consent; central issues the card; the new reader's face then opens the simulated gate.
+The desk stands at the district branch and the gate at the main building: a reader registered
+at one branch enters the other (readers are the library's, fleet/readers.py).
 """
 
 from __future__ import annotations
@@ -15,22 +17,34 @@ import signal
 import sys
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 
+from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
+from biblioedge.agent.store import Patron, Store
 from biblioedge.demo.exitgate import DemoExit, follow_exit
 from biblioedge.demo.fleet import SITES as FLEET_SITES
 from biblioedge.demo.fleet import FleetStory, kiosk_names
 from biblioedge.demo.keeper import Keeper
 from biblioedge.demo.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
+from biblioedge.fleet.ils.settings import parse_url
+from biblioedge.names import greeting_name
 from biblioedge.procs import free_port, port_free, wait_port
 from biblioedge.provisioning.broker import BrokerProcess
+from biblioedge.provisioning.pcsc import PcscdProcess, PcscUnavailable
 
 log = logging.getLogger("biblioedge.demo")
 
+# cv2, the face engine, the sample faces and the device simulators (kiosk extras) load inside
+# the functions that film, enroll and simulate: demo.launch, which the tests and the benchmarks
+# of central import, imports this package first.
+
 SITE = "tv-tinh"  # the provincial library's main building
+BRANCH = "tv-huyen"  # a district branch: the demo's card desk stands there
 DEVICES = (
     ("gate-01", "gate"),
     ("selfcheck-01", "selfcheck"),
@@ -51,16 +65,11 @@ DEMO_READERS = {
 def prepare_gate(agent_dir: Path) -> Path | None:
     """Enroll the demo readers into the gate's gallery and film the camera's loop: enrolled
     readers and strangers walking up one after another. None when no sample faces exist."""
-    import unicodedata
-
     import cv2
     import numpy as np
 
-    from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
-    from biblioedge.agent.store import Patron, Store
     from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
     from biblioedge.models.engine import FaceEngine
-    from biblioedge.names import greeting_name
 
     people = [p for p in people_in_samples() if not p[0].startswith("astronaut")]
     if not people:
@@ -126,11 +135,8 @@ class DemoDesk:
     """The props around the demo desk: the card on the virtual reader, the hand scanner."""
 
     def __init__(self, data: Path, photo: bytes, csca_dir: Path) -> None:
-        from cryptography.hazmat.primitives import serialization
-
         from biblioedge.drivers.cccd.simdata import make_pki
         from biblioedge.drivers.sim_serial import ScannerSimulator
-        from biblioedge.provisioning.pcsc import PcscdProcess, PcscUnavailable
 
         self.photo = photo
         # the demo country's signing authority: the desk trusts it from the start
@@ -203,14 +209,17 @@ def _story(central: CentralProcess, stop: threading.Event) -> None:
                 items = api.get("/events", params={"type": "desk.registration"}).json()["items"]
                 if items:
                     patron = items[0]["payload"]["patron_id"]
-                    _say(f"desk-01 registered a reader as {patron}; card printed")
+                    _say(f"desk-01 at {BRANCH} registered a reader as {patron}; card printed")
                 continue
             items = api.get("/events", params={"type": "gate.decision", "limit": 200}).json()
             if any(
                 i["payload"].get("patron_id") == patron and i["payload"]["decision"] == "grant"
                 for i in items["items"]
             ):
-                _say(f"gate-01 recognized {patron} by face: gate opened")
+                _say(
+                    f"gate-01 at {SITE} recognized {patron} by face: gate opened "
+                    f"(registered at {BRANCH}: one reader, every branch)"
+                )
                 return
 
 
@@ -274,6 +283,277 @@ def _follow_selfcheck(central: CentralProcess, ils: Child, stop: threading.Event
             down_until = 0
 
 
+def ils_section(ils_url: str | None, dummy_port: int) -> dict[str, object]:
+    """Central's ``[ils]``: the dummy's Koha-shaped patron API, or the library system of
+    ``--ils-url``, with the demo's branches and categories mapped to Koha's sample data (so
+    the flag alone is enough)."""
+    return {
+        "ils": {
+            "url": ils_url or f"koha+http://koha:koha@127.0.0.1:{dummy_port}/",
+            "libraries": dict(zip(FLEET_SITES, ("CPL", "MPL"), strict=True)),
+            "category_adult": "PT",
+            "category_child": "J",
+            "status_poll_s": 5.0,
+        }
+    }
+
+
+class _Demo:
+    """The pieces of one demo run: made in this order, started, watched, stopped together."""
+
+    def __init__(self, data: Path, rate: float, port: int, ils_url: str | None = None) -> None:
+        self.data = data
+        self.desk_kit = prepare_desk(data / "agents" / "desk-01")
+        self.ils_port, self.ils_rest = free_port(), free_port()
+        self.patrons_api = ils_url  # None: the dummy's Koha-shaped patron API
+        self.ils = Child(
+            "ils",
+            ["sip", "serve", "--port", str(self.ils_port), "--rest-port", str(self.ils_rest)]
+            + ["--patrons-file", str(data / "ils" / "patrons.json")],
+            data / "ils" / "ils.log",
+            {},
+        )
+        self.password = data / "ils" / "kiosk.password"  # the SIP2 secret, out of the config
+        self.password.parent.mkdir(parents=True, exist_ok=True)
+        self.password.write_text("kiosk\n")
+        self.password.chmod(0o600)
+        self.csca_dir = data / "csca"
+        self.desk = (
+            DemoDesk(data, self.desk_kit[1], self.csca_dir) if self.desk_kit is not None else None
+        )
+        self.exit_kit = DemoExit()
+        self.broker = BrokerProcess(data / "broker")
+        # central first: it makes the device CA and writes the broker's TLS files and ACL
+        self.central = CentralProcess(
+            data / "central",
+            self.broker,
+            port=port or free_port(),
+            extra=ils_section(ils_url, self.ils_rest),
+        )
+        if not self.broker.secure:
+            log.warning(
+                "mosquitto is not installed: the demo runs the embedded broker WITHOUT TLS, "
+                "client certificates or ACLs (security.require off). apt-get install mosquitto."
+            )
+        self.token = self.central.token
+        self.token_file = data / "admin-token"
+        self.token_file.write_text(self.token)
+        self.token_file.chmod(0o600)
+        self.agents = [self._agent(device_id, role, rate) for device_id, role in DEVICES]
+        self.fleet_child: Child | None = None
+
+    @property
+    def ils_url(self) -> str:
+        return f"sip2://kiosk@127.0.0.1:{self.ils_port}?institution=TVTN&timeout=3"
+
+    def _agent(self, device_id: str, role: str, rate: float) -> AgentProcess:
+        agent_dir = self.data / "agents" / device_id
+        sections = self._sections(agent_dir, role) or {
+            "simulator": {"enabled": True, "rate_per_s": rate}
+        }
+        return AgentProcess(
+            agent_dir,
+            agent_config(
+                agent_dir,
+                device_id,
+                role,
+                BRANCH if role == "desk" else SITE,
+                self.broker.url,
+                **sections,
+            ),
+            self.central,
+        )
+
+    def _sections(self, agent_dir: Path, role: str) -> dict[str, dict[str, object]] | None:
+        """The role's real flow on simulated devices; None: only simulated events."""
+        if role == "gate":
+            return _gate_sections(agent_dir)
+        if role == "selfcheck":  # the real flow: dummy library system, simulated RFID pad
+            return {
+                "simulator": {"enabled": False},
+                "selfcheck": {
+                    "enabled": True,
+                    "ils": self.ils_url,
+                    "password_file": str(self.password),
+                    "rfid": "sim",
+                    "receipt": f"dir:{self.data / 'receipts'}",
+                    "probe_s": 5.0,
+                    "demo_reader": True,
+                },
+            }
+        if role == "exitgate":  # the real flow: its reader's field simulated here
+            return self.exit_kit.sections(self.ils_url, str(self.password))
+        if role == "desk" and self.desk is not None and self.desk_kit is not None:
+            return _desk_sections(self.data, self.desk, self.desk_kit[0], self.csca_dir)
+        return None
+
+    def start(self) -> None:
+        self.ils.start()
+        wait_port("127.0.0.1", self.ils_port, 20)
+        self.broker.start()
+        self.central.start()
+        for agent in self.agents:
+            agent.start()
+        with self.central.client() as api:
+            wait_until(
+                lambda: (
+                    all(d["online"] for d in api.get("/devices").json())
+                    and len(api.get("/devices").json()) == len(self.agents)
+                ),
+                timeout=30,
+                what="all demo kiosks online",
+            )
+
+    def tell(self, stop: threading.Event, fleet: bool) -> None:
+        """The story threads: the desk's registration, the self-check, the exit, the fleet."""
+        central = self.central
+        if self.desk is not None:
+
+            def story(kit: DemoDesk = self.desk) -> None:
+                kit.present_citizen()
+                _follow_desk(central, stop)
+
+            threading.Thread(target=story, daemon=True, name="demo-story").start()
+        threading.Thread(
+            target=_follow_selfcheck, args=(central, self.ils, stop), daemon=True, name="demo-circ"
+        ).start()
+        threading.Thread(
+            target=follow_exit,
+            args=(self.exit_kit, central.client, _say, stop),
+            daemon=True,
+            name="demo-exit",
+        ).start()
+        self.fleet_child = Child(
+            "fleet",
+            [
+                "demo-fleet",
+                "--data",
+                str(self.data),
+                "--central",
+                central.url,
+                "--token-file",
+                str(self.token_file),
+                "--ca",
+                str(central.ca_file),
+            ],
+            self.data / "fleet" / "fleet.log",
+            {},
+        )
+        if fleet:
+            narrator = FleetStory(central, self.data, _say, stop, self.fleet_child)
+            threading.Thread(target=narrator.run, daemon=True, name="demo-fleet").start()
+
+    def banner(self, fleet: bool) -> str:
+        central, broker, data = self.central, self.broker, self.data
+        api_url = central.url + "/api/v1"
+        return "\n".join(
+            [
+                "",
+                "biblioedge demo is running",
+                f"  broker   {broker.kind} at {broker.url}"
+                + ("   (mutual TLS, per-kiosk ACLs)" if broker.secure else "   (INSECURE)"),
+                f"  API      {api_url}   (OpenAPI docs: {central.url}/docs)",
+                f"  CA       {central.ca_file}   (curl --cacert)",
+                f"  token    {self.token}   (admin; also in {self.token_file})",
+                f"  kiosks   {', '.join(a.device_id for a in self.agents)} at site {SITE}"
+                f" (desk-01 at the branch {BRANCH})",
+                (
+                    f"  fleet    {len(kiosk_names())} simulated kiosks at "
+                    f"{', '.join(FLEET_SITES)} (releases built, signed and rolled out "
+                    "in a minute or two)"
+                )
+                if fleet
+                else "  fleet    off (--fleet)",
+                f"  dashboard {central.url}/dashboard   (sign in with the token below)",
+                f"  cards    {data / 'cards'} (printed by the desk)",
+                f"  library  dummy SIP2 library system at 127.0.0.1:{self.ils_port}"
+                f"   (receipts in {data / 'receipts'})",
+                "  patrons  central pushes readers to "
+                + (
+                    self.patrons_api.split("@")[-1]
+                    if self.patrons_api
+                    else f"the dummy's Koha-shaped API at 127.0.0.1:{self.ils_rest}"
+                ),
+                f"  data     {data}",
+                "",
+                f'  curl --cacert {central.ca_file} -H "Authorization: Bearer {self.token}" '
+                f"{api_url}/events?limit=5",
+                "",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+        )
+
+    def keep(self, stop: threading.Event, duration: float | None) -> int | None:
+        """Keep every process up until stopped or --duration ends; 1 when the keeper gives up."""
+        keeper = Keeper([self.broker, self.central, *self.agents], _say)
+        end = None if duration is None else time.monotonic() + duration
+        while not stop.wait(1.0):
+            if end is not None and time.monotonic() > end:
+                break
+            reason = keeper.check()
+            if reason is not None:
+                log.error("giving up: %s", reason)
+                _say(f"demo stopping: {reason}")
+                return 1
+        return None
+
+    def log_tails(self) -> None:
+        for child in (self.central, *self.agents):
+            if child.log_tail():
+                log.error("%s log:\n%s", child.name, child.log_tail(15))
+
+    def stop(self) -> None:
+        log.info("stopping the demo fleet")
+        if self.fleet_child is not None:
+            self.fleet_child.stop()
+        for agent in self.agents:
+            agent.stop()
+        self.central.stop()
+        self.broker.stop()
+        self.ils.stop()
+        if self.desk is not None:
+            self.desk.stop()
+        self.exit_kit.stop()
+
+
+def _gate_sections(agent_dir: Path) -> dict[str, dict[str, object]] | None:
+    camera = prepare_gate(agent_dir)
+    if camera is None:
+        return None
+    return {  # the real gate flow on a simulated camera and turnstile
+        "simulator": {"enabled": False},
+        "gate": {
+            "enabled": True,
+            "camera": f"sim:{camera}",
+            "camera_fps": 10.0,
+            "relay": "sim",
+            "passback_s": 60.0,
+            "pulse_ms": 800,
+        },
+    }
+
+
+def _desk_sections(
+    data: Path, desk: DemoDesk, camera: Path, csca_dir: Path
+) -> dict[str, dict[str, object]]:
+    return {
+        "simulator": {"enabled": False},
+        "desk": {
+            "enabled": True,
+            "camera": f"sim:{camera}",
+            "camera_fps": 10.0,
+            "qr_from_camera": False,
+            "scanner": f"serial:{desk.scanner.port}",
+            "chip": desk.chip,
+            "csca_dir": str(csca_dir),
+            "printer": f"dir:{data / 'cards'}",
+            "library_name": "Thư viện tỉnh (demo)",
+            "demo_librarian": True,
+        },
+    }
+
+
 def run_demo(
     data: Path,
     *,
@@ -281,7 +561,14 @@ def run_demo(
     port: int = 8080,
     duration: float | None = None,
     fleet: bool = True,
+    ils_url: str | None = None,
 ) -> int:
+    if ils_url is not None:
+        try:
+            parse_url(ils_url)
+        except ValueError as exc:
+            sys.stderr.write(f"biblioedge: --ils-url: {exc}\n")
+            return 2
     data = data.resolve()
     data.mkdir(parents=True, exist_ok=True)
     lock = _lock(data)
@@ -299,207 +586,20 @@ def run_demo(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-
-    desk_kit = prepare_desk(data / "agents" / "desk-01")
-    ils_port = free_port()
-    ils = Child("ils", ["sip", "serve", "--port", str(ils_port)], data / "ils" / "ils.log", {})
-    password = data / "ils" / "kiosk.password"  # the SIP2 account's secret, out of the config
-    password.parent.mkdir(parents=True, exist_ok=True)
-    password.write_text("kiosk\n")
-    password.chmod(0o600)
-    csca_dir = data / "csca"
-    desk = DemoDesk(data, desk_kit[1], csca_dir) if desk_kit is not None else None
-    exit_kit = DemoExit()
-    broker = BrokerProcess(data / "broker")
-    # central first: it makes the device CA and writes the broker's TLS files and ACL
-    central = CentralProcess(data / "central", broker, port=port or free_port())
-    if not broker.secure:
-        log.warning(
-            "mosquitto is not installed: the demo runs the embedded broker WITHOUT TLS, "
-            "client certificates or ACLs (security.require off). apt-get install mosquitto."
-        )
-    token = central.token
-    token_file = data / "admin-token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    agents = []
-    for device_id, role in DEVICES:
-        agent_dir = data / "agents" / device_id
-        sections: dict[str, dict[str, object]] = {
-            "simulator": {"enabled": True, "rate_per_s": rate}
-        }
-        if role == "gate":
-            camera = prepare_gate(agent_dir)
-            if camera is not None:  # the real gate flow on a simulated camera and turnstile
-                sections = {
-                    "simulator": {"enabled": False},
-                    "gate": {
-                        "enabled": True,
-                        "camera": f"sim:{camera}",
-                        "camera_fps": 10.0,
-                        "relay": "sim",
-                        "passback_s": 60.0,
-                        "pulse_ms": 800,
-                    },
-                }
-        if role == "selfcheck":  # the real flow: dummy library system, simulated RFID pad
-            sections = {
-                "simulator": {"enabled": False},
-                "selfcheck": {
-                    "enabled": True,
-                    "ils": f"sip2://kiosk@127.0.0.1:{ils_port}?institution=TVTN&timeout=3",
-                    "password_file": str(password),
-                    "rfid": "sim",
-                    "receipt": f"dir:{data / 'receipts'}",
-                    "probe_s": 5.0,
-                    "demo_reader": True,
-                },
-            }
-        if role == "exitgate":  # the real flow: its reader's field simulated here
-            sections = exit_kit.sections(
-                f"sip2://kiosk@127.0.0.1:{ils_port}?institution=TVTN&timeout=3", str(password)
-            )
-        if role == "desk" and desk is not None and desk_kit is not None:
-            sections = {
-                "simulator": {"enabled": False},
-                "desk": {
-                    "enabled": True,
-                    "camera": f"sim:{desk_kit[0]}",
-                    "camera_fps": 10.0,
-                    "qr_from_camera": False,
-                    "scanner": f"serial:{desk.scanner.port}",
-                    "chip": desk.chip,
-                    "csca_dir": str(csca_dir),
-                    "printer": f"dir:{data / 'cards'}",
-                    "library_name": "Thư viện tỉnh (demo)",
-                    "demo_librarian": True,
-                },
-            }
-        agents.append(
-            AgentProcess(
-                agent_dir,
-                agent_config(agent_dir, device_id, role, SITE, broker.url, **sections),
-                central,
-            )
-        )
-    started: list[object] = []
-    fleet_child: Child | None = None
+    demo = _Demo(data, rate, port, ils_url)
     try:
-        ils.start()
-        wait_port("127.0.0.1", ils_port, 20)
-        broker.start()
-        started.append(broker)
-        central.start()
-        started.append(central)
-        for agent in agents:
-            agent.start()
-            started.append(agent)
-        with central.client() as api:
-            wait_until(
-                lambda: (
-                    all(d["online"] for d in api.get("/devices").json())
-                    and len(api.get("/devices").json()) == len(agents)
-                ),
-                timeout=30,
-                what="all demo kiosks online",
-            )
-        api_url = central.url + "/api/v1"
-        if desk is not None:
-
-            def story(kit: DemoDesk = desk) -> None:
-                kit.present_citizen()
-                _follow_desk(central, stop)
-
-            threading.Thread(target=story, daemon=True, name="demo-story").start()
-        threading.Thread(
-            target=_follow_selfcheck, args=(central, ils, stop), daemon=True, name="demo-circ"
-        ).start()
-        threading.Thread(
-            target=follow_exit,
-            args=(exit_kit, central.client, _say, stop),
-            daemon=True,
-            name="demo-exit",
-        ).start()
-        fleet_child = Child(
-            "fleet",
-            [
-                "demo-fleet",
-                "--data",
-                str(data),
-                "--central",
-                central.url,
-                "--token-file",
-                str(token_file),
-                "--ca",
-                str(central.ca_file),
-            ],
-            data / "fleet" / "fleet.log",
-            {},
-        )
-        if fleet:
-            narrator = FleetStory(central, data, _say, stop, fleet_child)
-            threading.Thread(target=narrator.run, daemon=True, name="demo-fleet").start()
-        sys.stdout.write(
-            "\n".join(
-                [
-                    "",
-                    "biblioedge demo is running",
-                    f"  broker   {broker.kind} at {broker.url}"
-                    + ("   (mutual TLS, per-kiosk ACLs)" if broker.secure else "   (INSECURE)"),
-                    f"  API      {api_url}   (OpenAPI docs: {central.url}/docs)",
-                    f"  CA       {central.ca_file}   (curl --cacert)",
-                    f"  token    {token}   (admin; also in {token_file})",
-                    f"  kiosks   {', '.join(a.device_id for a in agents)} at site {SITE}",
-                    (
-                        f"  fleet    {len(kiosk_names())} simulated kiosks at "
-                        f"{', '.join(FLEET_SITES)} (releases built, signed and rolled out "
-                        "in a minute or two)"
-                    )
-                    if fleet
-                    else "  fleet    off (--fleet)",
-                    f"  dashboard {central.url}/dashboard   (sign in with the token below)",
-                    f"  cards    {data / 'cards'} (printed by the desk)",
-                    f"  library  dummy SIP2 library system at 127.0.0.1:{ils_port}"
-                    f"   (receipts in {data / 'receipts'})",
-                    f"  data     {data}",
-                    "",
-                    f'  curl --cacert {central.ca_file} -H "Authorization: Bearer {token}" '
-                    f"{api_url}/events?limit=5",
-                    "",
-                    "Ctrl-C stops everything.",
-                    "",
-                ]
-            )
-        )
+        demo.start()
+        demo.tell(stop, fleet)
+        sys.stdout.write(demo.banner(fleet))
         sys.stdout.flush()
-        keeper = Keeper([broker, central, *agents], _say)
-        end = None if duration is None else time.monotonic() + duration
-        while not stop.wait(1.0):
-            if end is not None and time.monotonic() > end:
-                break
-            reason = keeper.check()
-            if reason is not None:
-                log.error("giving up: %s", reason)
-                _say(f"demo stopping: {reason}")
-                return 1
+        if demo.keep(stop, duration) is not None:
+            return 1
     except (TimeoutError, OSError) as exc:
         log.error("demo could not start: %s", exc)
-        for child in (central, *agents):
-            if child.log_tail():
-                log.error("%s log:\n%s", child.name, child.log_tail(15))
+        demo.log_tails()
         return 1
     finally:
-        log.info("stopping the demo fleet")
-        if fleet_child is not None:
-            fleet_child.stop()
-        for agent in agents:
-            agent.stop()
-        central.stop()
-        broker.stop()
-        ils.stop()
-        if desk is not None:
-            desk.stop()
-        exit_kit.stop()
+        demo.stop()
         lock.close()
     sys.stdout.write("demo stopped\n")
     return 0

@@ -22,6 +22,10 @@ BORROWED = "30000003"  # lent: its security switched off by the self-check
 DWELL_S = 0.6  # a tag in the field at walking speed
 
 
+# The simulated reader and the dummy library system's catalogue (pysip2, a kiosk extra) load
+# inside the functions: demo.launch, which benchmarks of central import, imports this package.
+
+
 class DemoExit:
     def __init__(self) -> None:
         from biblioedge.drivers.passage import PassageCounterSimulator

@@ -1,7 +1,7 @@
 """The demo's fleet manager: twenty simulated kiosks at two branches, and two releases.
 
 ``run_fleet`` (the hidden ``biblioedge demo-fleet`` child of the demo) runs the kiosks with
-the real update path (``agent.fleet_sim``). ``FleetStory`` is what the demo tells: it builds
+the real update path (``sim.fleet``). ``FleetStory`` is what the demo tells: it builds
 three releases from this source tree (the one the kiosks start on, a good one and a broken
 one that dies at import), signs them with offline keys kept in the demo's data dir, uploads
 them, then rolls the good one out wave by wave and the broken one after it, which halts at
@@ -13,12 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import ssl
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from biblioedge.provisioning.release_build import build_software, native_arch
+from biblioedge.sim.fleet import SimFleet, SimSettings, prepare_first_release
 
 log = logging.getLogger("biblioedge.demo.fleet")
 
@@ -39,8 +47,6 @@ def kiosk_names() -> list[tuple[str, str, str, str | None]]:
 
 
 def build_releases(data: Path, say: Callable[[str], None]) -> dict[str, Path]:
-    from biblioedge.provisioning.release_build import build_software, native_arch
-
     def broken(tree: Path) -> None:
         init = tree / "core" / "__init__.py"
         init.write_text(init.read_text() + '\nraise RuntimeError("demo: a broken release")\n')
@@ -65,14 +71,21 @@ def build_releases(data: Path, say: Callable[[str], None]) -> dict[str, Path]:
 
 
 def release_cli(central: Any, *args: str) -> None:
-    """``biblioedge release ARGS`` against a launched central, as IT would run it; its
+    """``biblioedge release ARGS`` against a launched central, run as IT would run it: as its
+    own process (the tools below the command line never import it: no import circle), with
+    the admin token in the environment rather than on a command line that ``ps`` shows. Its
     output goes to stderr so that a caller's stdout stays its own (the benchmark's JSON)."""
-    from biblioedge.cli import main
-
-    common = ["--central", central.url, "--api-token", central.token]
-    with contextlib.redirect_stdout(sys.stderr):
-        if main(["release", *args, *common, "--cacert", str(central.ca_file), "--json"]) != 0:
-            raise RuntimeError(f"release {args[0]} failed")
+    done = subprocess.run(
+        [sys.executable, "-m", "biblioedge", "release", *args]
+        + ["--central", central.url, "--cacert", str(central.ca_file), "--json"],
+        env={**os.environ, "BIBLIOEDGE_API_TOKEN": central.token},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    sys.stderr.write(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"release {args[0]} failed")
 
 
 def publish(
@@ -108,12 +121,6 @@ def publish(
 
 def run_fleet(data: Path, central_url: str, token_file: Path, ca: Path) -> int:
     """The child process: enroll and run the simulated kiosks until stopped."""
-    import ssl
-
-    import httpx
-
-    from biblioedge.agent.fleet_sim import SimFleet, SimSettings, prepare_first_release
-
     token = token_file.read_text().strip()
     api = httpx.Client(
         base_url=central_url + "/api/v1",

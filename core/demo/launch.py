@@ -8,13 +8,20 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from biblioedge.fleet.auth import Tokens
+from biblioedge.fleet.central import open_identity
+from biblioedge.fleet.config import load_central_config
+from biblioedge.fleet.repo import Repo
+from biblioedge.keys import load_or_create_key
 from biblioedge.procs import free_port, terminate, wait_port
 from biblioedge.provisioning.broker import BrokerFiles, BrokerProcess
+from biblioedge.provisioning.enroll import enroll
 from biblioedge.settings import deep_merge, to_toml
 
 
@@ -120,11 +127,6 @@ class CentralProcess(Child):
 
     def _init(self) -> str:
         """``central init`` and an admin token (kept in ``admin-token``, 0600, across runs)."""
-        from biblioedge.fleet.auth import Tokens
-        from biblioedge.fleet.central import open_identity
-        from biblioedge.fleet.config import load_central_config
-        from biblioedge.fleet.repo import Repo
-        from biblioedge.keys import load_or_create_key
 
         cfg = load_central_config(self.data_dir / "central.toml", environ={})
         repo = Repo(cfg.db_url)
@@ -205,8 +207,6 @@ class AgentProcess(Child):
             config.setdefault("security", {})["require"] = False
         if self.enrolled and self.config_path.exists():
             # a new config for an enrolled kiosk keeps what enrollment wrote
-            import tomllib
-
             old = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
             config = deep_merge(config, {k: old[k] for k in ("broker", "security") if k in old})
         self.config_path.write_text(to_toml(config))
@@ -222,8 +222,6 @@ class AgentProcess(Child):
         return (self.data_dir / "identity" / "device.crt").exists()
 
     def enroll(self) -> None:
-        from biblioedge.provisioning.enroll import enroll
-
         assert self.central is not None
         token = self.central.enrollment_token(
             self.device_id, str(self.config["site"]), str(self.config["role"])

@@ -11,13 +11,14 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
+from biblioedge.models.engine import FaceEngine
+
 
 def people_in_samples() -> list[tuple[str, Any, Any]]:
     """(name, image, detection) of every distinct person in the packaged images."""
-    import cv2
-
-    from biblioedge.models.engine import FaceEngine
-
     sources: list[tuple[str, Any]] = []
     spec = importlib.util.find_spec("insightface")
     if spec and spec.submodule_search_locations:
@@ -46,8 +47,6 @@ def people_in_samples() -> list[tuple[str, Any, Any]]:
 
 def portrait(image: Any, box: tuple[float, float, float, float], face_px: float) -> Any:
     """The person's head and shoulders, scaled so the face is ``face_px`` wide."""
-    import cv2
-
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
     pad = cv2.copyMakeBorder(image, 400, 400, 400, 400, cv2.BORDER_REFLECT)
@@ -59,9 +58,6 @@ def portrait(image: Any, box: tuple[float, float, float, float], face_px: float)
 
 def scene_frame(portrait: Any, rng: Any) -> Any:
     """One camera frame: the portrait on a 1280x720 scene, augmented."""
-    import cv2
-    import numpy as np
-
     p = portrait
     s = rng.uniform(0.8, 1.2)
     p = cv2.resize(p, None, fx=s * rng.uniform(0.85, 1.0), fy=s)  # scale, yaw-like squeeze
@@ -86,9 +82,6 @@ def scene_frame(portrait: Any, rng: Any) -> Any:
 def desk_person(index: int = 3, frames: int = 6, seed: int = 7) -> tuple[bytes, list[Any]]:
     """(chip photo JPEG of about 15 KB, live desk-camera frames) of one sample person: the
     chip holds an older, smaller, compressed portrait; the camera sees the person again."""
-    import cv2
-    import numpy as np
-
     people = people_in_samples()
     _, image, det = people[index % len(people)]
     chip = portrait(image, det.box, 150)

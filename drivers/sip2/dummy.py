@@ -4,7 +4,11 @@ as they would to Koha; ``offline`` makes it answer as a library system that is d
 circulation (the ACS status says offline and loans are refused). ``patron_info`` makes it
 answer 63 (patron information) as servers that do not implement it do: ``drop`` the
 connection, ``resend`` (96 for ever), ``other`` (an ACS status instead), ``unsupported``
-(no 63 handler: pysip2's empty 64, and BX says so)."""
+(no 63 handler: pysip2's empty 64, and BX says so).
+
+Its readers: the demo's fixed ones below, and those central pushed to its Koha-shaped patron
+API (``koha_api.py``, served with ``rest_port``): a reader registered at a desk is known to
+its SIP2 side by the card number central gave Koha, blocked when Koha says so."""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ import asyncio
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
+import uvicorn
 from pysip2 import (
     CHECKIN,
     CHECKOUT,
@@ -37,6 +43,8 @@ from pysip2 import (
     decode_message,
     encode_message,
 )
+
+from biblioedge.drivers.sip2.koha_api import PatronBook, build_app
 
 CATALOGUE = {
     "30000001": "Truyện Kiều — Nguyễn Du",
@@ -85,6 +93,8 @@ class Library:
     patron_info: str = "yes"
     #: 63 requests received (answered or not)
     patron_info_asked: int = 0
+    #: the patrons central pushed through the Koha-shaped API
+    book: PatronBook = field(default_factory=PatronBook)
 
     def title(self, item: str) -> str | None:
         if item in CATALOGUE:
@@ -96,6 +106,9 @@ class Library:
     def patron(self, pid: str) -> tuple[str, str]:
         if pid in PATRONS:
             return PATRONS[pid]
+        name, kind = self.book.status_of(pid)
+        if kind != "unknown":
+            return name, kind
         if self.open and len(pid) == 7 and pid[0] == "P" and pid[1:].isdigit():
             return f"Bạn đọc {pid}", ""
         return "", "unknown"
@@ -164,6 +177,15 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
         library_name="Thư viện tỉnh (dummy SIP2)",
         login_required=True,
     )
+    _patron_routes(server, lib, institution)
+    _loan_routes(server, lib, institution)
+    _return_routes(server, lib, institution)
+    _item_routes(server, lib, institution)
+    return server
+
+
+def _patron_routes(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Login, patron status and (unless the server is one without it) patron information."""
 
     @server.route(LOGIN)
     def login(req: Any, ctx: Any) -> LoginResponse:
@@ -208,6 +230,10 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
 
     if lib.patron_info != "unsupported":
         server.route(PATRON_INFORMATION)(patron_info)
+
+
+def _loan_routes(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Checkout, with every reason a library system refuses one."""
 
     def refuse(req: Any, ctx: Any, message: str, **extra: Any) -> CheckoutResponse:
         return CheckoutResponse(
@@ -270,6 +296,10 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
             currency_type="VND" if fee else None,
         )
 
+
+def _return_routes(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Checkin and renewal."""
+
     @server.route(CHECKIN)
     def checkin(req: Any, ctx: Any) -> CheckinResponse:
         item = req.item_identifier
@@ -313,6 +343,10 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
             screen_message=() if ok else ("Không gia hạn được tài liệu này",),
         )
 
+
+def _item_routes(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Item information and the end of a patron's session."""
+
     @server.route(ITEM_INFORMATION)
     def item_info(req: Any, ctx: Any) -> ItemInformationResponse:
         item = req.item_identifier
@@ -343,12 +377,33 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
             patron_identifier=req.patron_identifier,
         )
 
-    return server
-
 
 async def serve(
-    port: int, host: str = "127.0.0.1", lib: Library | None = None, *, patron_info: str = "yes"
+    port: int,
+    host: str = "127.0.0.1",
+    lib: Library | None = None,
+    *,
+    patron_info: str = "yes",
+    rest_port: int | None = None,
+    patrons_file: Path | None = None,
 ) -> None:
-    server = build(lib or Library(patron_info=patron_info))
+    """SIP2 on ``port``; with ``rest_port``, the Koha-shaped patron API on it as well, its
+    patrons kept in ``patrons_file`` across restarts."""
+    lib = lib or Library(patron_info=patron_info)
+    lib.book.path = patrons_file
+    lib.book.load()
+    server = build(lib)
     async with server.start(host, port):
-        await asyncio.Event().wait()
+        if rest_port is None:
+            await asyncio.Event().wait()
+            return
+        rest = uvicorn.Server(
+            uvicorn.Config(
+                build_app(lib.book),
+                host=host,
+                port=rest_port,
+                log_level="warning",
+                access_log=False,
+            )
+        )
+        await rest.serve()

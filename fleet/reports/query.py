@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, Engine, Text, and_, cast, func, literal, select, union
+from sqlalchemy import Connection, Text, and_, cast, func, literal, select, union
 
 from biblioedge.fleet.db import devices, events, report_readers, report_rollups
 from biblioedge.fleet.reports.model import (
@@ -36,6 +36,7 @@ from biblioedge.fleet.reports.model import (
 )
 from biblioedge.fleet.reports.rollup import EPOCH, Cell, ReaderDay, Rollups
 from biblioedge.fleet.reports.settings import ReportsConfig
+from biblioedge.fleet.store import Db, engine_of
 from biblioedge.protocol import YEARS, utc_now, valid_id
 
 RowKey = tuple[str, str | None, str | None]
@@ -73,8 +74,8 @@ class _Source:
 class Reports:
     """Reports of one central database, by its settings (time zone, window, minimum cell)."""
 
-    def __init__(self, engine: Engine, settings: ReportsConfig | None = None) -> None:
-        self.engine = engine
+    def __init__(self, db: Db, settings: ReportsConfig | None = None) -> None:
+        self.engine = engine_of(db)
         self.settings = settings or ReportsConfig()
         self.zone = ZoneInfo(self.settings.timezone)
         self.rollups = Rollups(self.settings)

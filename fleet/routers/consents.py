@@ -14,7 +14,7 @@ from biblioedge.fleet.auth import ANY, STAFF, Principal
 from biblioedge.fleet.cards import CardError, Cards
 from biblioedge.fleet.readers import Readers, UnknownReader
 from biblioedge.fleet.routers.common import AUTHENTICATED, ApiIn, PatronId, Responses, error
-from biblioedge.protocol import FacePurpose
+from biblioedge.protocol import ID_PATTERN, FacePurpose
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
@@ -33,6 +33,12 @@ class ConsentIn(ApiIn):
         pattern=r"^[\x21-\x7e]+$",
         description="Printable ASCII; the same key for the same reader returns the first record",
     )
+    sites: list[Annotated[str, Field(pattern=ID_PATTERN)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="The branches whose kiosks may use the face for this purpose; "
+        "empty or absent: every branch of the library",
+    )
 
 
 class ConsentOut(BaseModel):
@@ -45,6 +51,7 @@ class ConsentOut(BaseModel):
     idempotency_key: str | None
     recorded_at: datetime
     withdrawn_at: datetime | None
+    sites: list[str] | None = Field(description="Branches it covers; null: every branch")
 
 
 class WithdrawnOut(BaseModel):
@@ -67,7 +74,8 @@ def router(crd: Cards, rdr: Readers, changed: Callable[[str], Awaitable[None]]) 
         patron_id: PatronId, body: ConsentIn, _: Annotated[Principal, STAFF]
     ) -> dict[str, Any]:
         """Record consent; the same idempotency key returns the first record. A face consent
-        reaches the site's kiosks at once (each uses faces only for its own purpose)."""
+        reaches the kiosks of the branches it names (every branch when it names none) at
+        once; each kiosk uses faces only for its own purpose."""
         try:
             record: dict[str, Any] = await run_in_threadpool(
                 crd.record_consent, patron_id, **body.model_dump()

@@ -64,6 +64,101 @@ async def _form(request: Request, limit: int = 4096) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items() if v}
 
 
+class _Dashboard:
+    """What every dashboard route shares: central's parts, the templates, the session."""
+
+    def __init__(
+        self,
+        repo: Repo,
+        sessions: Sessions,
+        rollouts: Rollouts | None,
+        releases: ReleaseRepo | None,
+        audit: Audit,
+        signins: FailureThrottle,
+    ) -> None:
+        self.repo = repo
+        self.sessions = sessions
+        self.rollouts = rollouts
+        self.releases = releases
+        self.audit = audit
+        self.signins = signins
+        self.env = _env()
+
+    @staticmethod
+    def lang_of(request: Request) -> Lang:
+        wanted = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
+        return "en" if wanted == "en" else "vi"
+
+    def page(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        lang = self.lang_of(request)
+        html = self.env.get_template(name).render(lang=lang, t=catalogue(lang), **ctx)
+        resp = HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
+        if request.query_params.get("lang") in ("vi", "en"):
+            resp.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict")
+        return resp
+
+    def signed_in(self, request: Request) -> tuple[Principal, str] | None:
+        cookie = request.cookies.get(COOKIE)
+        who = self.sessions.check(cookie)
+        return None if who is None or cookie is None else (who, cookie)
+
+    def sections(self, ctx: dict[str, Any], lang: Lang) -> dict[str, str]:
+        t = catalogue(lang)
+        return {
+            s: self.env.get_template(f"_{s}.html").render(lang=lang, t=t, **ctx) for s in SECTIONS
+        }
+
+    async def context(self, who: Principal, cookie: str) -> dict[str, Any]:
+        ctx = await run_in_threadpool(snapshot, self.repo, self.rollouts)
+        ctx["who"] = who
+        ctx["csrf"] = self.sessions.csrf(cookie)
+        return ctx
+
+    async def offered(self) -> list[tuple[str, str]]:
+        """(kind, release) a rollout may start with, newest first within a kind; software
+        below the release floor is not offered."""
+        if self.releases is None:
+            return []
+        listed = await run_in_threadpool(self.releases.list_targets)
+        floors = self.rollouts.floor if self.rollouts is not None else None
+        floor = None if floors is None else await run_in_threadpool(floors.get)
+        lowest = None if floor is None else floor.get("software")
+        found = set()
+        for t in listed:
+            kind, version = t.custom.get("kind"), t.custom.get("version")
+            if kind == "software" and not below_floor(str(version), lowest):
+                found.add((kind, str(version)))  # below the floor: not offered
+            elif kind in ("model", "config"):
+                found.add((str(kind), f"{t.custom.get('name')}@{version}"))
+        order = {"software": 0, "model": 1, "config": 2}
+        names = sorted(found, key=lambda n: n[1], reverse=True)
+        names.sort(key=lambda n: order[n[0]])
+        return names
+
+    async def admin_form(self, request: Request) -> tuple[Principal, dict[str, str]]:
+        got = self.signed_in(request)
+        if got is None:
+            raise HTTPException(401, "sign in first")
+        who, cookie = got
+        form = await _form(request)
+        if form.get("csrf") != self.sessions.csrf(cookie):
+            raise HTTPException(403, "the form is not from this session")
+        if who.role != "admin":
+            await run_in_threadpool(self.audit.record, who, "POST", request.url.path, 403)
+            raise HTTPException(403, "viewers cannot change anything")
+        return who, form
+
+
+def _back(refused: str | None = None) -> RedirectResponse:
+    """To the page, with what was refused and why shown on it."""
+    query = f"?refused={quote(refused[:200])}" if refused else ""
+    return RedirectResponse(f"/dashboard{query}", status_code=303)
+
+
+def _to_login() -> RedirectResponse:
+    return RedirectResponse("/dashboard/login", status_code=303)
+
+
 def router(
     repo: Repo,
     sessions: Sessions,
@@ -75,66 +170,38 @@ def router(
     ui = APIRouter(prefix="/dashboard", include_in_schema=False)
     if signins is None:  # (not ``or``: an empty throttle has no length, so is falsy)
         signins = FailureThrottle(5, 60.0, 30.0, 3600.0)
-    env = _env()
+    d = _Dashboard(repo, sessions, rollouts, releases, audit, signins)
+    _sign_in_routes(ui, d)
+    _page_routes(ui, d)
+    _rollout_routes(ui, d)
+    _static_routes(ui)
+    return ui
 
-    def lang_of(request: Request) -> Lang:
-        wanted = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
-        return "en" if wanted == "en" else "vi"
 
-    def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        lang = lang_of(request)
-        html = env.get_template(name).render(lang=lang, t=catalogue(lang), **ctx)
-        resp = HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
-        if request.query_params.get("lang") in ("vi", "en"):
-            resp.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict")
-        return resp
-
-    def signed_in(request: Request) -> tuple[Principal, str] | None:
-        cookie = request.cookies.get(COOKIE)
-        who = sessions.check(cookie)
-        return None if who is None or cookie is None else (who, cookie)
-
-    def back(refused: str | None = None) -> RedirectResponse:
-        """To the page, with what was refused and why shown on it."""
-        query = f"?refused={quote(refused[:200])}" if refused else ""
-        return RedirectResponse(f"/dashboard{query}", status_code=303)
-
-    def to_login() -> RedirectResponse:
-        return RedirectResponse("/dashboard/login", status_code=303)
-
-    def sections(ctx: dict[str, Any], lang: Lang) -> dict[str, str]:
-        t = catalogue(lang)
-        return {s: env.get_template(f"_{s}.html").render(lang=lang, t=t, **ctx) for s in SECTIONS}
-
-    async def context(who: Principal, cookie: str) -> dict[str, Any]:
-        ctx = await run_in_threadpool(snapshot, repo, rollouts)
-        ctx["who"] = who
-        ctx["csrf"] = sessions.csrf(cookie)
-        return ctx
-
+def _sign_in_routes(ui: APIRouter, d: _Dashboard) -> None:
     @ui.get("/login")
     def login_page(request: Request) -> HTMLResponse:
-        return page(request, "login.html", who=None)
+        return d.page(request, "login.html", who=None)
 
     @ui.post("/login", response_model=None)
     async def login(request: Request) -> Response:
         address = client_key(request.client.host if request.client else None)
-        wait = signins.retry_after(address)
+        wait = d.signins.retry_after(address)
         if wait is not None:  # locked out: no form parsed, no token looked up
-            await signins.hold()
-            locked = page(request, "login.html", status=429, who=None, locked=wait)
+            await d.signins.hold()
+            locked = d.page(request, "login.html", status=429, who=None, locked=wait)
             locked.headers["Retry-After"] = str(wait)
             return locked
         form = await _form(request)
-        opened = await run_in_threadpool(sessions.open, form.get("token", ""))
+        opened = await run_in_threadpool(d.sessions.open, form.get("token", ""))
         if opened is None:
-            wait = signins.failed(address)
+            wait = d.signins.failed(address)
             if wait is not None:
-                locked = page(request, "login.html", status=429, who=None, locked=wait)
+                locked = d.page(request, "login.html", status=429, who=None, locked=wait)
                 locked.headers["Retry-After"] = str(wait)
                 return locked
-            return page(request, "login.html", status=401, who=None, error=True)
-        signins.succeeded(address)
+            return d.page(request, "login.html", status=401, who=None, error=True)
+        d.signins.succeeded(address)
         who, cookie = opened
         resp = RedirectResponse("/dashboard", status_code=303)
         resp.set_cookie(
@@ -146,60 +213,49 @@ def router(
             path="/dashboard",
             max_age=12 * 3600,
         )
-        await run_in_threadpool(audit.record, who, "POST", "/dashboard/login", 303)
+        await run_in_threadpool(d.audit.record, who, "POST", "/dashboard/login", 303)
         return resp
 
     @ui.post("/logout", response_model=None)
     async def logout(request: Request) -> Response:
         """Ends the session at central too: a copy of the cookie is refused from now on."""
-        got = signed_in(request)
-        sessions.close(request.cookies.get(COOKIE))
+        got = d.signed_in(request)
+        d.sessions.close(request.cookies.get(COOKIE))
         if got is not None:
-            await run_in_threadpool(audit.record, got[0], "POST", "/dashboard/logout", 303)
-        resp = to_login()
+            await run_in_threadpool(d.audit.record, got[0], "POST", "/dashboard/logout", 303)
+        resp = _to_login()
         resp.delete_cookie(COOKIE, path="/dashboard")
         return resp
 
+
+def _page_routes(ui: APIRouter, d: _Dashboard) -> None:
     @ui.get("", response_model=None)
     async def index(request: Request) -> Response:
-        got = signed_in(request)
+        got = d.signed_in(request)
         if got is None:
-            return to_login()
+            return _to_login()
         who, cookie = got
-        ctx = await context(who, cookie)
-        names: list[tuple[str, str]] = []  # (kind, release), newest first within a kind
-        if releases is not None:
-            listed = await run_in_threadpool(releases.list_targets)
-            floors = rollouts.floor if rollouts is not None else None
-            floor = None if floors is None else await run_in_threadpool(floors.get)
-            lowest = None if floor is None else floor.get("software")
-            found = set()
-            for t in listed:
-                kind, version = t.custom.get("kind"), t.custom.get("version")
-                if kind == "software" and not below_floor(str(version), lowest):
-                    found.add((kind, str(version)))  # below the floor: not offered
-                elif kind in ("model", "config"):
-                    found.add((str(kind), f"{t.custom.get('name')}@{version}"))
-            order = {"software": 0, "model": 1, "config": 2}
-            names = sorted(found, key=lambda n: n[1], reverse=True)
-            names.sort(key=lambda n: order[n[0]])
+        ctx = await d.context(who, cookie)
+        names = await d.offered()
         message = request.query_params.get("refused")
-        return page(request, "index.html", releases=names, message=message and message[:300], **ctx)
+        return d.page(
+            request, "index.html", releases=names, message=message and message[:300], **ctx
+        )
 
     @ui.get("/stream", response_model=None)
     async def stream(request: Request) -> Response:
-        got = signed_in(request)
+        got = d.signed_in(request)
         if got is None:
             raise HTTPException(401, "sign in first")
         who, cookie = got
-        lang = lang_of(request)
+        lang = d.lang_of(request)
 
         async def events() -> AsyncIterator[bytes]:
             last = ""
             while not await request.is_disconnected():
-                if sessions.check(cookie) is None:
+                if d.sessions.check(cookie) is None:
                     return  # signed out or token revoked: stop sending
-                data = json.dumps(sections(await context(who, cookie), lang))
+                data = json.dumps(d.sections(await d.context(who, cookie), lang))
                 if data != last:
                     last = data
                     yield f"event: sections\ndata: {data}\n\n".encode()
@@ -211,38 +267,27 @@ def router(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
         )
 
-    async def admin_form(request: Request) -> tuple[Principal, dict[str, str]]:
-        got = signed_in(request)
-        if got is None:
-            raise HTTPException(401, "sign in first")
-        who, cookie = got
-        form = await _form(request)
-        if form.get("csrf") != sessions.csrf(cookie):
-            raise HTTPException(403, "the form is not from this session")
-        if who.role != "admin":
-            await run_in_threadpool(audit.record, who, "POST", request.url.path, 403)
-            raise HTTPException(403, "viewers cannot change anything")
-        return who, form
 
+def _rollout_routes(ui: APIRouter, d: _Dashboard) -> None:
     @ui.post("/rollouts/{rollout_id}/{action}", response_model=None)
     async def act(rollout_id: str, action: str, request: Request) -> Response:
-        who, _ = await admin_form(request)
-        if rollouts is None or action not in ("pause", "resume", "abort"):
+        who, _ = await d.admin_form(request)
+        if d.rollouts is None or action not in ("pause", "resume", "abort"):
             raise HTTPException(404, "no such action")
         if not re.fullmatch(r"[a-z0-9]{1,32}", rollout_id):
             raise HTTPException(404, "no such rollout")
         try:
-            await run_in_threadpool(rollouts.control, rollout_id, action, who.name)
+            await run_in_threadpool(d.rollouts.control, rollout_id, action, who.name)
         except RolloutError as exc:
-            await run_in_threadpool(audit.record, who, "POST", request.url.path, exc.status)
-            return back(exc.detail)
-        await run_in_threadpool(audit.record, who, "POST", request.url.path, 303)
-        return back()
+            await run_in_threadpool(d.audit.record, who, "POST", request.url.path, exc.status)
+            return _back(exc.detail)
+        await run_in_threadpool(d.audit.record, who, "POST", request.url.path, 303)
+        return _back()
 
     @ui.post("/rollouts", response_model=None)
     async def start(request: Request) -> Response:
-        who, form = await admin_form(request)
-        if rollouts is None:
+        who, form = await d.admin_form(request)
+        if d.rollouts is None:
             raise HTTPException(404, "no rollouts here")
         refused: str | None = None
         status = 303
@@ -258,14 +303,16 @@ def router(
             kind, _, release = form.get("release", "").partition(":")
             if kind not in ("software", "model", "config"):
                 raise RolloutError(400, "choose a release")
-            await run_in_threadpool(rollouts.create, kind, release, selector, plan, who.name)
+            await run_in_threadpool(d.rollouts.create, kind, release, selector, plan, who.name)
         except RolloutError as exc:
             refused, status = exc.detail, exc.status
         except ValueError as exc:
             refused, status = str(exc).splitlines()[0], 400
-        await run_in_threadpool(audit.record, who, "POST", "/dashboard/rollouts", status)
-        return back(refused)
+        await run_in_threadpool(d.audit.record, who, "POST", "/dashboard/rollouts", status)
+        return _back(refused)
 
+
+def _static_routes(ui: APIRouter) -> None:
     @ui.get("/static/{name}")
     def static(name: str) -> Response:
         if name not in ("live.js", "style.css"):
@@ -273,5 +320,3 @@ def router(
         data = resources.files("biblioedge.fleet").joinpath("static", name).read_bytes()
         kind = "text/javascript" if name.endswith(".js") else "text/css"
         return Response(data, media_type=kind, headers={"Cache-Control": "max-age=300"})
-
-    return ui

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.bridge import Bridge
-from biblioedge.fleet.device_status import revoked_devices, with_revocation
+from biblioedge.fleet.device_status import with_revocation
 from biblioedge.fleet.enrollments import Registry
 from biblioedge.fleet.floor import FloorError, ReleaseFloor
 from biblioedge.fleet.repo import Repo, StaleVersion, UnknownDevice
@@ -25,6 +25,7 @@ from biblioedge.fleet.routers.common import (
     Responses,
     error,
 )
+from biblioedge.fleet.store.devices import revoked_devices
 from biblioedge.protocol import (
     ID_PATTERN,
     MAX_SIGNED_BODY,
@@ -104,7 +105,7 @@ def router(
     def list_devices(
         site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     ) -> list[dict[str, Any]]:
-        return with_revocation(repo.list_devices(site), revoked_devices(repo.engine))
+        return with_revocation(repo.list_devices(site), revoked_devices(repo))
 
     @api.post(
         "/devices",
@@ -124,7 +125,7 @@ def router(
         device = repo.get_device(device_id)
         if device is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}")
-        return with_revocation([device], revoked_devices(repo.engine, [device_id]))[0]
+        return with_revocation([device], revoked_devices(repo, [device_id]))[0]
 
     @api.delete("/devices/{device_id}", status_code=204, responses=_NOT_FOUND)
     async def delete_device(

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
 from biblioedge import __version__
+from biblioedge.fleet.backup import last_status
 from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.routers.common import AUTHENTICATED
 
@@ -19,6 +21,9 @@ class Health(BaseModel):
     database: bool
     broker: bool = Field(description="Connected, and publishing (acks, desired state) works")
     problems: list[str] = Field(default_factory=list, description="Why it is degraded")
+    backup_age_h: float | None = Field(
+        default=None, description="Age of the last backup; null when none is recorded"
+    )
 
 
 class Stats(BaseModel):
@@ -27,8 +32,13 @@ class Stats(BaseModel):
     quarantined: int
 
 
-def router(repo: Repo, bridge: Bridge | None) -> tuple[APIRouter, APIRouter]:
-    """(the open health route, the authenticated stats route)."""
+def router(
+    repo: Repo, bridge: Bridge | None, cfg: CentralConfig | None = None
+) -> tuple[APIRouter, APIRouter]:
+    """(the open health route, the authenticated stats route).
+
+    A stale backup degrades the status but not the HTTP code: central still serves, and a
+    load balancer must not take it out of rotation for it (503 is for what stops serving)."""
     open_api = APIRouter(prefix="/api/v1", tags=["health"])
     api = APIRouter(prefix="/api/v1", tags=["health"], responses=AUTHENTICATED)
 
@@ -49,12 +59,19 @@ def router(repo: Repo, bridge: Bridge | None) -> tuple[APIRouter, APIRouter]:
         problems += [f"broker: {p}" for p in broker]
         if problems:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        backup = last_status(cfg) if cfg is not None else None
+        if cfg is not None and cfg.backup.public_key is not None:
+            if backup is None:
+                problems.append("backup: none made yet")
+            elif backup["stale"]:
+                problems.append(f"backup: the last one is {backup['age_h']:.0f} h old")
         return Health(
             status="degraded" if problems else "ok",
             version=__version__,
             database=db_ok,
             broker=not broker,
             problems=problems,
+            backup_age_h=backup["age_h"] if backup else None,
         )
 
     @api.get("/stats", response_model=Stats)

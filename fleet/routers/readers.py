@@ -17,6 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from biblioedge.fleet.auth import ANY, STAFF, Principal
+from biblioedge.fleet.cards import CardError
+from biblioedge.fleet.lifecycle import Lifecycle
 from biblioedge.fleet.readers import (
     MAX_TEMPLATES,
     BarcodeTaken,
@@ -25,6 +27,7 @@ from biblioedge.fleet.readers import (
     UnknownReader,
     WrongLength,
 )
+from biblioedge.fleet.routers.cards import CardOut
 from biblioedge.fleet.routers.common import (
     AUTHENTICATED,
     NAME_PATTERN,
@@ -122,6 +125,33 @@ class RevokedOut(BaseModel):
     revoked: str
 
 
+class RenewIn(ApiIn):
+    valid_days: int = Field(
+        default=365 * 4, ge=1, le=3650, description="The new expiry: this many days from today"
+    )
+
+
+class ReplaceIn(ApiIn):
+    barcode: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[\x21-\x7e]+$",
+        description="The new card's barcode; the lost card's barcode stops working either way",
+    )
+    valid_days: int = Field(default=365 * 4, ge=1, le=3650)
+
+
+class LifeOut(BaseModel):
+    """What a renewal or replacement did: the new card (shown once: central keeps no token)
+    and the cards revoked, which every kiosk refuses from its next sync."""
+
+    patron_id: str
+    site: str = Field(description="The reader's home branch")
+    expires_at: str
+    card: CardOut | None
+    revoked: list[str] = Field(description="Card ids revoked")
+
+
 class SiteGalleryOut(BaseModel):
     site: str
     version: int
@@ -130,7 +160,10 @@ class SiteGalleryOut(BaseModel):
 _NOT_FOUND: Responses = {404: error("no such reader")}
 
 
-def router(reg: Readers, changed: Changed) -> APIRouter:
+def router(reg: Readers, changed: Changed, life: Lifecycle | None = None) -> APIRouter:
+    """``changed(site)`` brings the kiosks up to date (every branch's: readers are the
+    library's); ``life`` (with cards) adds renewal and replacement, and makes erasure
+    revoke the cards and reach the library system."""
     api = APIRouter(prefix="/api/v1", tags=["readers"], responses=AUTHENTICATED)
 
     def site_of(patron_id: str) -> str:
@@ -195,10 +228,11 @@ def router(reg: Readers, changed: Changed) -> APIRouter:
 
     @api.delete("/readers/{patron_id}", status_code=204, responses=_NOT_FOUND)
     async def erase_reader(patron_id: PatronId, _: Annotated[Principal, STAFF]) -> Response:
-        """Erase on request: the reader and every template, here and on every gate."""
+        """Erase on request (a reader leaving): the reader and every template, here and at
+        every branch's kiosks; her cards revoked; the library system told (where one is)."""
         site = site_of(patron_id)
         try:
-            await run_in_threadpool(reg.erase, patron_id)
+            await run_in_threadpool(reg.erase if life is None else life.leave, patron_id)
         except UnknownReader as exc:
             raise HTTPException(404, f"no reader {patron_id}") from exc
         await changed(site)
@@ -221,6 +255,48 @@ def router(reg: Readers, changed: Changed) -> APIRouter:
             raise HTTPException(404, f"no reader {patron_id}") from exc
         await changed(site)
         return RevokedOut(revoked=body.jti)
+
+    if life is not None:
+
+        @api.post(
+            "/readers/{patron_id}/renewal",
+            response_model=LifeOut,
+            responses=_NOT_FOUND,
+        )
+        async def renew(
+            patron_id: PatronId, body: RenewIn, _: Annotated[Principal, STAFF]
+        ) -> LifeOut:
+            """Renew: a new expiry (pushed to the library system) and a card valid to it; an
+            expired reader is active again, a blocked one stays blocked."""
+            try:
+                out = await run_in_threadpool(lambda: life.renew(patron_id, days=body.valid_days))
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+            await changed(out.site)
+            return LifeOut.model_validate(out, from_attributes=True)
+
+        @api.post(
+            "/readers/{patron_id}/replacement",
+            response_model=LifeOut,
+            responses={**_NOT_FOUND, 409: error("the barcode is another reader's")},
+        )
+        async def replace(
+            patron_id: PatronId, body: ReplaceIn, _: Annotated[Principal, STAFF]
+        ) -> LifeOut:
+            """Lost or stolen card: every live card revoked (refused at every kiosk from
+            its next sync), the old barcode dropped, a new card issued."""
+            try:
+                out = await run_in_threadpool(
+                    lambda: life.replace(patron_id, barcode=body.barcode, days=body.valid_days)
+                )
+            except UnknownReader as exc:
+                raise HTTPException(404, f"no reader {patron_id}") from exc
+            except BarcodeTaken as exc:
+                raise HTTPException(409, str(exc)) from exc
+            except (ReaderError, CardError) as exc:
+                raise unprocessable("body", str(exc), "body") from exc
+            await changed(out.site)
+            return LifeOut.model_validate(out, from_attributes=True)
 
     @api.get("/sites/{site}/gallery", response_model=SiteGalleryOut)
     def site_gallery(site: SiteId) -> SiteGalleryOut:

@@ -19,7 +19,7 @@ from alembic import op
 from biblioedge.fleet.db import UTCDateTime
 
 revision = "0012"
-down_revision = "0009_registration_tokens"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

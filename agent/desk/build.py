@@ -1,6 +1,6 @@
 """Build the desk flow from the agent's config: camera, chip reader, scanner, printer, face.
 
-Kept apart from :mod:`biblioedge.agent.desk` so the flow stays testable with hand-made parts.
+Kept apart from :mod:`biblioedge.agent.desk.flow` so the flow stays testable with hand-made parts.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from biblioedge.agent.config import AgentConfig
-from biblioedge.agent.desk import DeskFlow, DeskMetrics, DeskSettings, Emit
+from biblioedge.agent.desk.flow import DeskFlow, DeskMetrics, DeskSettings, Emit
 from biblioedge.agent.face_build import load_face
 from biblioedge.agent.store import AsyncStore
 from biblioedge.agent.supervisor import serial_scanner

@@ -13,7 +13,7 @@ What the kiosk promises:
   (checked in again) and the reader is told to put the book back;
 - a multi-part set (ISO 28560 set information) is lent only with every part on the pad;
 - when the library system is away, loans go on within the offline rules and are recorded
-  before the reader is told (:mod:`biblioedge.agent.offline`); a barcode-and-PIN login is
+  before the reader is told (:mod:`biblioedge.agent.selfcheck.offline`); a barcode-and-PIN login is
   refused then, as no one can check the PIN;
 - every transaction is an event with patron id, item id, result and timings, never a name or
   a title; anything staff must act on is a ``circ.attention`` event saying what to do.
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from biblioedge.agent.offline import OfflineDesk, Refusal
+from biblioedge.agent.selfcheck.offline import OfflineDesk, Refusal
 from biblioedge.agent.store import NotRecorded
 from biblioedge.drivers.errors import DriverError
 from biblioedge.drivers.rfid.iso28560 import TagData

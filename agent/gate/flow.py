@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from biblioedge.agent.gate_policy import GatePolicy, Method, Verdict
+from biblioedge.agent.gate.policy import GatePolicy, Method, Verdict
 from biblioedge.agent.store import NotRecorded
 from biblioedge.agent.supervisor import Context
 from biblioedge.cardtoken import CardTokenError, CardVerifier, looks_like_card

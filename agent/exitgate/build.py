@@ -1,7 +1,7 @@
 """Build the exit gate from the agent's config: the reader, the alarm relay, the sound hook,
 the passage counter and (when configured) the library system.
 
-Kept apart from :mod:`biblioedge.agent.exitgate` so the flow stays testable with hand-made
+Kept apart from :mod:`biblioedge.agent.exitgate.flow` so the flow stays testable with hand-made
 parts and this module is the only place that knows strings like ``m810:/dev/ttyUSB0``.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from biblioedge.agent.config import AgentConfig
-from biblioedge.agent.exitgate import AlarmItem, AsyncEmit, ExitGate, ExitMetrics, ExitSettings
+from biblioedge.agent.exitgate.flow import AlarmItem, AsyncEmit, ExitGate, ExitMetrics, ExitSettings
 from biblioedge.drivers.gate import CH340Relay, LineGate
 from biblioedge.drivers.rfid.reader import AfiScheme, TagReader
 from biblioedge.settings import ConfigError

@@ -22,16 +22,19 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from biblioedge.agent.config import AgentConfig
-from biblioedge.agent.offline import OfflineDesk, OfflineRules
-from biblioedge.agent.selfcheck import ATTENTION, ItemResult, Refused, SelfCheck, Session, Via
+from biblioedge.agent.selfcheck.flow import ATTENTION, ItemResult, Refused, SelfCheck, Session, Via
+from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules
 from biblioedge.agent.store import NotRecorded, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.errors import DriverError
 from biblioedge.drivers.receipt import Receipt, ReceiptPrinter
 from biblioedge.drivers.rfid.reader import AfiScheme, TagReader
+
+if TYPE_CHECKING:  # the face watch loads the camera and face engine: only with a camera
+    from biblioedge.agent.selfcheck.face import FaceWatch
 
 log = logging.getLogger("biblioedge.agent.selfcheck")
 
@@ -136,7 +139,7 @@ class SelfcheckStation:
         self._next_probe = 0.0
         self.stories: list[str] = []  # one line per finished session (the demo prints them)
         self.simulator: Any = None  # the simulated pad, when rfid = "sim" (demo, tests)
-        self.face_watch: Any = None  # face identification, when selfcheck.camera is set
+        self.face_watch: FaceWatch | None = None  # face identification, with selfcheck.camera
 
     # -- plumbing ----------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from biblioedge.protocol import DesiredState, ReportedState, utc_now
 from biblioedge.provisioning.bootguard import Layout
 from biblioedge.provisioning.release_build import native_arch
 
-log = logging.getLogger("biblioedge.agent.fleet_sim")
+log = logging.getLogger("biblioedge.sim.fleet")
 
 
 class _Ctx:

@@ -1,6 +1,6 @@
 """Build the gate flow from the agent's config: drivers, face engine, gallery, policy.
 
-Kept apart from :mod:`biblioedge.agent.gate` so the flow stays testable with hand-made parts
+Kept apart from :mod:`biblioedge.agent.gate.flow` so the flow stays testable with hand-made parts
 and this module is the only place that knows config strings like ``line:/dev/ttyUSB0``.
 """
 
@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.face_build import load_face
 from biblioedge.agent.gallery_sync import GallerySync
-from biblioedge.agent.gate import Emit, GateFlow, GateMetrics, GateSettings
-from biblioedge.agent.gate_policy import GatePolicy, PatronInfo
+from biblioedge.agent.gate.flow import Emit, GateFlow, GateMetrics, GateSettings
+from biblioedge.agent.gate.policy import GatePolicy, PatronInfo
 from biblioedge.agent.store import Store
 from biblioedge.cardtoken import CardVerifier, load_public_key
 from biblioedge.drivers.camera import Camera, open_camera

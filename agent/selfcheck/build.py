@@ -12,7 +12,7 @@ from typing import Any
 
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.gallery_sync import GallerySync
-from biblioedge.agent.selfcheck_station import AsyncEmit, SelfcheckStation
+from biblioedge.agent.selfcheck.station import AsyncEmit, SelfcheckStation
 from biblioedge.agent.store import Store
 from biblioedge.agent.supervisor import serial_scanner
 from biblioedge.cardtoken import CardTokenError, CardVerifier, load_public_key
@@ -85,7 +85,7 @@ async def build_face_watch(cfg: AgentConfig, synced: GallerySync, station: Any) 
     """The camera, the face engine and the gallery of readers who consented to being
     recognised at a self-check (the only templates a self-check keeps)."""
     from biblioedge.agent.face_build import load_face
-    from biblioedge.agent.selfcheck_face import FaceWatch
+    from biblioedge.agent.selfcheck.face import FaceWatch
     from biblioedge.drivers.camera import open_camera
     from biblioedge.models.gallery import Gallery
     from biblioedge.models.liveness import MotionLiveness

@@ -1,0 +1,1 @@
+"""The card desk: a reader registers with the CCCD, consents and gets a library card."""

@@ -1,0 +1,1 @@
+"""The exit security gate: alarms on secured items leaving, counts passages."""

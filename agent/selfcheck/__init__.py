@@ -1,0 +1,1 @@
+"""The self-check: loans and returns on the RFID pad, online through SIP2 or offline."""
