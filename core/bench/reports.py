@@ -83,59 +83,44 @@ def synthetic(n: int, seed: int = 23, days: int = 365) -> Iterator[list[dict[str
     rng = random.Random(seed)
     zone = ZoneInfo("Asia/Ho_Chi_Minh")
     days_ = [date(YEAR, 1, 1) + timedelta(days=i) for i in range(days)]
-    weight = sum(HOURS.values())
     seqs: dict[str, int] = {}
     kiosks = [(s, d) for s, ds in SITES.items() for d in ds]
     shares = [
         6 if d.startswith(("gate", "sc")) else 3 if d.startswith("exit") else 1 for _, d in kiosks
     ]
-    per_day = n / len(days_)
+    hours = [  # every opening hour with its share: quieter Sundays, some noise
+        (day, hour, w * (0.6 if day.isoweekday() == 7 else 1.0) * rng.uniform(0.8, 1.2))
+        for day in days_
+        for hour, w in HOURS.items()
+    ]
+    scale = n / sum(w for _, _, w in hours)
     out: list[dict[str, Any]] = []
     made = 0
-    for day in days_:
-        sunday = 0.6 if day.isoweekday() == 7 else 1.0
-        for hour, w in HOURS.items():
-            count = int(per_day * w / weight * sunday * rng.uniform(0.8, 1.2))
-            start = datetime(day.year, day.month, day.day, hour, tzinfo=zone).astimezone(UTC)
-            for _k in range(count):
-                if made >= n:
-                    break
-                site, device = rng.choices(kiosks, shares)[0]
-                seq = seqs[device] = seqs.get(device, 0) + 1
-                at = start + timedelta(seconds=rng.uniform(0, 3599.999))
-                etype, payload = _kiosk_event(rng, site, device, at, seq)
-                out.append(
-                    {
-                        "event_id": uuid7(),
-                        "device_id": device,
-                        "site": site,
-                        "type": etype,
-                        "seq": seq,
-                        "occurred_at": at,
-                        "payload": payload,
-                    }
-                )
-                made += 1
-                if len(out) >= BATCH:
-                    yield out
-                    out = []
-    while made < n:  # rounding: the rest in the year's last evening
-        site, device = "tv-tinh", "gate-01"
-        seq = seqs[device] = seqs.get(device, 0) + 1
-        at = datetime(YEAR, 12, 31, 12, tzinfo=UTC) + timedelta(seconds=made % 3600)
-        etype, payload = _kiosk_event(rng, site, device, at, seq)
-        out.append(
-            {
-                "event_id": uuid7(),
-                "device_id": device,
-                "site": site,
-                "type": etype,
-                "seq": seq,
-                "occurred_at": at,
-                "payload": payload,
-            }
-        )
-        made += 1
+    wanted = 0.0
+    for day, hour, w in hours:
+        wanted += w * scale
+        count = round(wanted) - made  # rounded as it goes: exactly n in the end
+        start = datetime(day.year, day.month, day.day, hour, tzinfo=zone).astimezone(UTC)
+        for _k in range(count):
+            site, device = rng.choices(kiosks, shares)[0]
+            seq = seqs[device] = seqs.get(device, 0) + 1
+            at = start + timedelta(seconds=rng.uniform(0, 3599.999))
+            etype, payload = _kiosk_event(rng, site, device, at, seq)
+            out.append(
+                {
+                    "event_id": uuid7(),
+                    "device_id": device,
+                    "site": site,
+                    "type": etype,
+                    "seq": seq,
+                    "occurred_at": at,
+                    "payload": payload,
+                }
+            )
+            made += 1
+            if len(out) >= BATCH:
+                yield out
+                out = []
     if out:
         yield out
 
