@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from biblioedge.fleet.auth import ADMIN, Principal
 from biblioedge.fleet.bridge import Bridge
@@ -30,9 +30,12 @@ from biblioedge.protocol import (
     ID_PATTERN,
     MAX_SIGNED_BODY,
     DesiredState,
+    ModelRef,
+    ModelTask,
     Role,
     dumps,
 )
+from biblioedge.settings import explain
 
 
 class DeviceOut(BaseModel):
@@ -75,8 +78,9 @@ class DesiredIn(ApiIn):
         default_factory=dict, description="Agent tunables: section -> key -> value"
     )
     software: str | None = Field(default=None, max_length=64, pattern=r"^[\x21-\x7e]+$")
-    models: Annotated[dict[Name, Name], Field(max_length=16, json_schema_extra=CLOSED)] = Field(
-        default_factory=dict, description="Model name -> version"
+    # the wire's own types: a name the kiosk would refuse is refused here, with the reason
+    models: Annotated[dict[ModelTask, ModelRef], Field(max_length=3)] = Field(
+        default_factory=dict, description="Face model task -> release (name@version)"
     )
 
 
@@ -195,6 +199,8 @@ def router(
                 status.HTTP_409_CONFLICT,
                 f"desired state is at version {exc.current}, not {body.base_version}",
             ) from exc
+        except ValidationError as exc:  # what the wire schema refuses and the API let by
+            raise HTTPException(422, f"not a desired state: {explain(exc)}") from exc
         published = bridge is not None and await bridge.publish_desired(site, device_id, desired)
         return DesiredOut(device_id=device_id, desired=desired, published=published)
 
