@@ -18,7 +18,6 @@ computed from the raw events, on SQLite and PostgreSQL, in the same run.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import os
@@ -421,43 +420,3 @@ def bench_reports(
         if work is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return result
-
-
-def register(bsub: Any) -> None:
-    b = bsub.add_parser(
-        "reports",
-        help="a year's report from the rollups against the raw events, SQLite and PostgreSQL",
-        description="Load --events synthetic events of two branches' year (bulk, through the "
-        "rollup code central runs at ingest; some late, some twice), then time the year's "
-        "report by site x day x hour from the rollups (report_p95_ms), compute it from the "
-        "raw events in the same run (raw_ms, speedup, exact), and measure central's real "
-        "ingest path on --sample events with and without rollups (ingest_ratio).",
-    )
-    b.add_argument("--events", type=int, default=2_000_000, help="events in the year")
-    b.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
-    b.add_argument(
-        "--postgres-url",
-        help="a PostgreSQL server to create databases on (default: a private temporary cluster)",
-    )
-    b.add_argument("--runs", type=int, default=20, help="timed reports")
-    b.add_argument("--sample", type=int, default=20_000, help="events for ingest_ratio")
-    b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
-    b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.set_defaults(func=_cmd)
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    from biblioedge.bench import print_result
-
-    dbs = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
-    result = bench_reports(
-        args.events,
-        dbs,
-        args.postgres_url,
-        args.runs,
-        args.sample,
-        args.work_dir,
-        progress=not args.json,
-    )
-    print_result(result, as_json=args.json)
-    return 0
