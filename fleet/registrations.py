@@ -36,14 +36,14 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection
 
 from biblioedge.fleet.authz import Refused
 from biblioedge.fleet.cards import Cards
-from biblioedge.fleet.db import reader_profiles, readers, registrations, templates
 from biblioedge.fleet.ils.queue import enqueue
 from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
 from biblioedge.fleet.reports.rollup import band_of
+from biblioedge.fleet.store import registrations as rows
 from biblioedge.protocol import (
     DeskRegistration,
     Event,
@@ -110,16 +110,13 @@ class Registrar:
         rid = event.payload.get("registration_id")
         if not isinstance(rid, str):
             return None
-        row = conn.execute(
-            select(registrations.c.device_id, registrations.c.patron_id).where(
-                registrations.c.registration_id == rid
-            )
-        ).first()
-        if row is None:
+        made = rows.owner(conn, rid)
+        if made is None:
             return None
-        if row.device_id != event.device_id:
+        device_id, patron_id = made
+        if device_id != event.device_id:
             raise Refused("foreign_registration", f"{rid} was made by another device")
-        return {"registration_id": rid, "patron_id": row.patron_id, "status": ALREADY_DELIVERED}
+        return {"registration_id": rid, "patron_id": patron_id, "status": ALREADY_DELIVERED}
 
     def result_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
         """The answer to a resent event (the repository checked it is this desk's own): the
@@ -159,25 +156,13 @@ class Registrar:
                 )
         if not name:
             raise ProtocolError("invalid_registration", "display_name is empty")
-        ref = conn.execute(
-            select(reader_profiles.c.patron_id).where(
-                reader_profiles.c.citizen_ref == reg.citizen_ref
-            )
-        ).first()
-        returning = (
-            ref is not None
-            and conn.execute(
-                select(readers.c.patron_id).where(readers.c.patron_id == ref.patron_id)
-            ).first()
-            is not None
-        )
-        patron_id = ref.patron_id if ref is not None and returning else self._next_patron(conn)
+        known = rows.returning_reader(conn, reg.citizen_ref)
+        returning = known is not None
+        patron_id = known if known is not None else rows.next_patron(conn, self.prefix)
         expires = (datetime.now(UTC) + timedelta(days=reg.card_valid_days)).date().isoformat()
         status = "active"
         if returning:  # a desk renews a card; it does not lift a block the library set
-            current = conn.execute(
-                select(readers.c.status).where(readers.c.patron_id == patron_id)
-            ).scalar()
+            current = rows.status_of(conn, patron_id)
             status = "blocked" if current == "blocked" else "active"
         self.readers.upsert_in(conn, patron_id, event.site, name, status, expires)
         if returning:  # a re-issued card replaces the lost or old one
@@ -197,7 +182,7 @@ class Registrar:
         if reg.face is not None:
             n = self.readers.put_templates_in(conn, patron_id, reg.face.model, vectors)
         elif returning:  # no consent this time: templates of an earlier consent go
-            conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
+            rows.drop_templates(conn, patron_id)
         card = self.cards.issue_in(conn, patron_id, reg.card_valid_days)
         # the library system learns the reader from central's queue, in this transaction:
         # never lost, never for a registration rolled back, and the desk does not wait for it
@@ -211,34 +196,16 @@ class Registrar:
             "card": card,
         }
         kept = {**result, "card": {k: v for k, v in card.items() if k != "token"}}
-        conn.execute(
-            insert(registrations).values(
-                registration_id=reg.registration_id,
-                patron_id=patron_id,
-                device_id=event.device_id,
-                result={k: v for k, v in kept.items() if k != "display_name"},  # no token, no name
-                created_at=utc_now(),
-            )
+        rows.record(
+            conn,
+            reg.registration_id,
+            patron_id,
+            event.device_id,
+            {k: v for k, v in kept.items() if k != "display_name"},  # no token, no name
+            utc_now(),
         )
         band = age_band(reg.profile.get("date_of_birth"), self.child_under)
         return {**_audit(reg, result), "returning": returning, "age_band": band}, result
-
-    def _next_patron(self, conn: Connection) -> str:
-        """The next patron number, ``BE0000042``: short enough to read out at the desk."""
-        n = int(
-            conn.scalar(
-                select(func.count())
-                .select_from(readers)
-                .where(readers.c.patron_id.like(f"{self.prefix}%"))
-            )
-            or 0
-        )
-        while True:
-            n += 1
-            pid = f"{self.prefix}{n:07d}"
-            if conn.execute(select(readers.c.patron_id).where(readers.c.patron_id == pid)).first():
-                continue
-            return pid
 
     def _seal_profile(
         self, conn: Connection, patron_id: str, citizen_ref: str, profile: dict[str, str]
@@ -252,31 +219,14 @@ class Registrar:
             "sealed": sealed,
             "updated_at": utc_now(),
         }
-        conn.execute(
-            delete(reader_profiles).where(
-                (reader_profiles.c.citizen_ref == citizen_ref)
-                & (reader_profiles.c.patron_id != patron_id)
-            )
-        )
-        if (
-            conn.execute(
-                update(reader_profiles)
-                .where(reader_profiles.c.patron_id == patron_id)
-                .values(**values)
-            ).rowcount
-            == 0
-        ):
-            conn.execute(insert(reader_profiles).values(patron_id=patron_id, **values))
+        rows.put_profile(conn, patron_id, values)
 
     def profile(self, conn: Connection, patron_id: str) -> dict[str, str] | None:
-        row = conn.execute(
-            select(reader_profiles).where(reader_profiles.c.patron_id == patron_id)
-        ).first()
+        row = rows.profile_row(conn, patron_id)
         if row is None:
             return None
-        data: dict[str, str] = orjson.loads(
-            self.aead.decrypt(row.nonce, row.sealed, patron_id.encode())
-        )
+        nonce, sealed = row
+        data: dict[str, str] = orjson.loads(self.aead.decrypt(nonce, sealed, patron_id.encode()))
         return data
 
 
