@@ -24,8 +24,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, bindparam, insert, select
+from sqlalchemy import Connection, Select, and_, bindparam, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.expression import ColumnClause
 
 from biblioedge.fleet.db import UTCDateTime, events, reader_bands, report_readers, report_rollups
 from biblioedge.fleet.reports.model import BANDS
@@ -221,7 +222,7 @@ class Rollups:
             near: dict[str, dict[str, Grant]] = {}
             bands: dict[str, str] = {}
             found = conn.execute(
-                _NEAR,
+                _NEAR[conn.dialect.name],
                 {
                     "site": site,
                     "lo": min(g.at for g in grants) - window,
@@ -400,21 +401,39 @@ def _upserts() -> dict[str, tuple[Any, Any]]:
 
 
 _UPSERTS = _upserts()
-_PATRON = events.c.payload["patron_id"].as_string()
-#: The grants of some readers at a site in a time window, with their age bands.
-_NEAR = (
-    select(
-        events.c.event_id, events.c.device_id, events.c.occurred_at, _PATRON, reader_bands.c.band
+#: The patron of an event, written out per database (no bound parameter in it), so that the
+#: index ``ix_events_site_patron`` (migration 0013) serves the look-up of a reader's grants:
+#: without it each stored run scanned every grant of the site within the window.
+PATRON_SQL = {
+    "sqlite": "json_extract(events.payload, '$.patron_id')",
+    "postgresql": "(events.payload ->> 'patron_id')",
+}
+
+
+def _near(dialect: str) -> Select[Any]:
+    """The grants of some readers at a site in a time window, with their age bands."""
+    patron: ColumnClause[str] = literal_column(PATRON_SQL[dialect])
+    # SQLite without statistics takes the (type, time) index, every grant of the window: a
+    # unary + on the type keeps that index out of its choice (SQLite's documented way)
+    kind: ColumnClause[str] = (
+        literal_column("+events.type") if dialect == "sqlite" else events.c.type
     )
-    .select_from(events.outerjoin(reader_bands, reader_bands.c.patron_id == _PATRON))
-    .where(
-        and_(
-            events.c.site == bindparam("site"),
-            events.c.type == GRANT,
-            events.c.occurred_at >= bindparam("lo", type_=UTCDateTime),
-            events.c.occurred_at <= bindparam("hi", type_=UTCDateTime),
-            events.c.payload["decision"].as_string() == "grant",
-            _PATRON.in_(bindparam("patrons", expanding=True)),
+    return (
+        select(
+            events.c.event_id, events.c.device_id, events.c.occurred_at, patron, reader_bands.c.band
+        )
+        .select_from(events.outerjoin(reader_bands, reader_bands.c.patron_id == patron))
+        .where(
+            and_(
+                events.c.site == bindparam("site"),
+                patron.in_(bindparam("patrons", expanding=True)),
+                events.c.occurred_at >= bindparam("lo", type_=UTCDateTime),
+                events.c.occurred_at <= bindparam("hi", type_=UTCDateTime),
+                kind == GRANT,
+                events.c.payload["decision"].as_string() == "grant",
+            )
         )
     )
-)
+
+
+_NEAR = {dialect: _near(dialect) for dialect in PATRON_SQL}
