@@ -9,6 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
+from sqlalchemy import inspect
 
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
@@ -64,10 +65,21 @@ def batch(
     return Incoming(site, device, "events", orjson.dumps(body))
 
 
+#: Indexes on an expression, made per database by a migration (0013: the patron in an
+#: event's JSON): SQLAlchemy's metadata does not hold them and SQLite does not reflect them.
+EXPRESSION_INDEXES = {"ix_events_site_patron"}
+
+
 def test_migrations_reach_the_table_definitions(repo: Repo) -> None:
     with repo.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
-    assert diff == []
+        names = {str(i.get("name")) for i in inspect(conn).get_indexes("events")}
+    assert "ix_events_site_patron" in names or repo.engine.dialect.name == "sqlite"
+    assert [
+        d
+        for d in diff
+        if not (d[0] == "remove_index" and getattr(d[1], "name", None) in EXPRESSION_INDEXES)
+    ] == []
     repo.migrate()  # idempotent
 
 
@@ -224,6 +236,9 @@ def test_events_filter_and_paginate(api: TestClient, repo: Repo) -> None:
     oldest = api.get("/api/v1/events", params={"order": "oldest", "limit": 1}).json()["items"][0]
     assert oldest["seq"] == 1 and oldest["device_id"] == "gate-01"
     assert api.get("/api/v1/events", params={"since": "2026-11-21T05:00:10"}).status_code == 422
+    # a number is not a date-time, though pydantic would read it as Unix time (schemathesis)
+    for number in ("2.302581462226982e-205", "1764990000", "-1"):
+        assert api.get("/api/v1/events", params={"until": number}).status_code == 422
     assert api.get("/api/v1/events", params={"cursor": "abc"}).status_code == 422
     assert api.get("/api/v1/stats").json()["events"] == 30
 

@@ -7,11 +7,20 @@ itself, so a client parses one shape for each status.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from biblioedge.protocol import ID_PATTERN, MAX_DEPTH, PATRON_PATTERN, ProtocolError, check_depth
 
@@ -28,6 +37,19 @@ NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Text = Annotated[str, StringConstraints(pattern=TEXT_PATTERN, max_length=1024)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_only(value: Any) -> Any:
+    """pydantic reads a number as seconds since 1970; the API documents ISO 8601 only."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("a date-time in ISO 8601 (2026-12-06T08:00:00+07:00), not a number")
+    return value
+
+
+#: A date-time parameter as its documentation says: ISO 8601, never a Unix time.
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
 CLOSED = {"additionalProperties": False}  # keys must match their pattern, in the schema too
 Scalar = None | bool | Int64 | float | Text
 Setting = (

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from biblioedge.fleet.auth import ANY, Principal
 from biblioedge.fleet.repo import Repo
-from biblioedge.fleet.routers.common import AUTHENTICATED, unprocessable
+from biblioedge.fleet.routers.common import AUTHENTICATED, IsoDateTime, unprocessable
 from biblioedge.protocol import ID_PATTERN, MAX_INT, YEARS
 
 
@@ -89,8 +89,8 @@ def router(repo: Repo) -> APIRouter:
             str | None,
             Query(pattern=r"^[a-z0-9_.]{1,64}$", description="Event type, e.g. gate.decision"),
         ] = None,
-        since: Annotated[datetime | None, Query(description="occurred_at >= since")] = None,
-        until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,
+        since: Annotated[IsoDateTime | None, Query(description="occurred_at >= since")] = None,
+        until: Annotated[IsoDateTime | None, Query(description="occurred_at < until")] = None,
         cursor: Annotated[
             str | None,
             Query(pattern=r"^[0-9]{1,19}$", description="next_cursor of the previous page"),
