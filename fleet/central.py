@@ -126,6 +126,9 @@ async def backup_loop(cfg: CentralConfig, config_file: Path | None) -> None:
         except (BackupError, OSError) as exc:
             log.error("scheduled backup failed: %s", exc)
             await asyncio.sleep(3600)
+        except Exception:  # a failed backup costs that backup, never the schedule
+            log.exception("scheduled backup failed")
+            await asyncio.sleep(3600)
 
 
 async def run_central(
