@@ -293,7 +293,7 @@ def _register_rollout(bsub: Any) -> None:
         "waves of 1, 10 %% and the rest. With --bad the release dies at import: it must halt "
         "at its canary and every affected kiosk must be back on the previous release.",
     )
-    b.add_argument("--devices", type=int, default=200)
+    b.add_argument("--devices", type=int, default=200, help="simulated kiosks (default 200)")
     b.add_argument("--bad", action="store_true", help="roll out a release that is broken")
     b.add_argument("--sites", type=int, default=2, help="branches the kiosks are spread over")
     b.add_argument("--soak", type=float, default=2.0, help="seconds of soak before commit")
@@ -386,7 +386,12 @@ def _register_reports(bsub: Any) -> None:
         "ingest path on --sample events with and without rollups (ingest_ratio).",
     )
     b.add_argument("--events", type=int, default=2_000_000, help="events in the year")
-    b.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    b.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql", "both"],
+        default="both",
+        help="which database to measure (default both)",
+    )
     b.add_argument(
         "--postgres-url",
         help="a PostgreSQL server to create databases on (default: a private temporary cluster)",

@@ -464,7 +464,7 @@ class _Demo:
                 )
                 if fleet
                 else "  fleet    off (--fleet)",
-                f"  dashboard {central.url}/dashboard   (sign in with the token below)",
+                f"  dashboard {central.url}/dashboard   (sign in with the admin token above)",
                 f"  cards    {data / 'cards'} (printed by the desk)",
                 f"  library  dummy SIP2 library system at 127.0.0.1:{self.ils_port}"
                 f"   (receipts in {data / 'receipts'})",
