@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from biblioedge.cli import alerts as alertscli
 from biblioedge.cli import backup
 from biblioedge.cli import ils as ilscli
 from biblioedge.cli import readers as readercli
@@ -252,6 +253,7 @@ def register_central(p: argparse.ArgumentParser) -> None:
     r.add_argument("--config", type=Path, required=True, help="central TOML file")
     r.set_defaults(func=_cmd_token_revoke)
     backup.register_central(sub)
+    alertscli.register_central(sub)
     ilscli.register_central(sub)
     readercli.register_central(sub)
     reportcli.register_central(sub)
