@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from biblioedge.fleet.alerts.worker import AlertWorker
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.backup import BackupError, last_status, run_backup
 from biblioedge.fleet.backup.replay import Replays
@@ -240,6 +241,9 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
             asyncio.create_task(monthly.run(rf.check_s), name="central:monthly-report")
         )
     api_task = asyncio.create_task(server.serve(), name="central:api")
+    if cfg.alerts is not None:
+        alerts = AlertWorker(cfg, repo, lambda: rollouts.list_all(20))
+        background.append(asyncio.create_task(alerts.run(), name="central:alerts"))
     if worker is not None and cfg.ils is not None:
         background.append(asyncio.create_task(worker.run(), name="central:ils"))
         log.info("library system: %s", cfg.ils.endpoint().base_url)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
+from biblioedge.fleet.alerts.settings import AlertsConfig
 from biblioedge.fleet.ils.settings import IlsConfig
 from biblioedge.fleet.reportdocs.monthly import ReportFilesConfig
 from biblioedge.fleet.reports.settings import ReportsConfig
@@ -322,6 +323,10 @@ class CentralConfig(StrictModel):
     report_files: ReportFilesConfig = Field(
         default_factory=ReportFilesConfig,
         description="The Department's spreadsheet and the monthly report kept at central",
+    )
+    alerts: AlertsConfig | None = Field(
+        default=None,
+        description="Alerts by e-mail and webhooks (docs/alerts.md); none: the dashboard only",
     )
 
     @property

@@ -443,3 +443,31 @@ reader_bands = Table(
     Column("band", String(8), nullable=False, comment="adult, child or unknown"),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+#: The alert conditions central is tracking (fleet/alerts): since when, and whether told.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("fired_at", UTCDateTime, nullable=True),
+)
+
+#: Alert messages waiting for their target (e-mail, a webhook), kept until it takes them.
+alert_outbox = Table(
+    "alert_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("target", String(32), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("state", String(16), nullable=False, comment="pending, sent or dropped"),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("done_at", UTCDateTime, nullable=True),
+    Index("ix_alert_outbox_state_next", "state", "next_at"),
+)

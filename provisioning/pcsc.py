@@ -40,6 +40,24 @@ def vpcd_port_open(port: int = VPCD_PORT) -> bool:
         return False
 
 
+def vpcd_answers(port: int, within: float = 6.0) -> bool:
+    """Whether vpcd behind ``port`` serves a card: it speaks first (power-up, ATR) to a card
+    that connects while pcscd polls the reader. A port that accepts and stays silent is a
+    pcscd that is stuck or belongs to another session; a card put on it would never be read.
+    One connection can land while vpcd still tears down the last: try again until ``within``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                sock.settimeout(2.0)
+                if sock.recv(1, socket.MSG_PEEK):
+                    return True
+        except OSError:  # TimeoutError included: silent this time
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def ephemeral_range() -> tuple[int, int]:
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
@@ -88,6 +106,12 @@ class PcscdProcess:
 
             if not _wait(listening, 3.0):
                 raise PcscUnavailable(f"a pcscd runs without the vpcd reader (ports {ports})")
+            if not vpcd_answers(found[0]):
+                raise PcscUnavailable(
+                    f"a pcscd that was not started here runs, and its vpcd reader on port "
+                    f"{found[0]} does not talk to a card (stop it: systemctl stop pcscd.socket "
+                    "pcscd, or pkill pcscd)"
+                )
             self.port = found[0]
             return self
         failures: list[str] = []

@@ -228,3 +228,15 @@ def test_our_own_vpcd_port_is_outside_the_ephemeral_range(monkeypatch: pytest.Mo
         assert ports and all(not low <= p <= high and 1024 <= p <= 65535 for p in ports), ports
     monkeypatch.setattr(pcsc, "ephemeral_range", lambda: (40000, 60999))
     assert pcsc.own_ports()[0] == pcsc.VPCD_PORT  # Debian's default where nothing takes it
+
+
+def test_a_vpcd_port_that_accepts_but_never_talks_is_not_a_reader(pcsc: int) -> None:
+    """A pcscd the demo did not start may hold its vpcd port without serving cards (a stuck
+    one, another session's): the demo then says so instead of timing out mid-story."""
+    import socket
+
+    from biblioedge.provisioning.pcsc import vpcd_answers
+
+    assert vpcd_answers(pcsc)  # the session's pcscd: vpcd speaks first to a card
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never speaks
+        assert not vpcd_answers(silent.getsockname()[1], within=3.0)

@@ -4,8 +4,6 @@ reload, and the actions an admin takes; plus the refusals a crafted request gets
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from browser import CHROMIUM, DRIVER, chromium
 from sqlalchemy import update
 from tuf_kit import tuf_server
 
@@ -27,8 +26,6 @@ from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import RolloutPlan, Rollouts, Selector
 from biblioedge.procs import free_port
 
-CHROMIUM = shutil.which("chromium")
-DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed"
 )
@@ -117,27 +114,8 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a browser or a driver
-    opts = Options()
-    opts.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
-    driver.implicitly_wait(0)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def sign_in(browser: Any, url: str, token: str) -> None:

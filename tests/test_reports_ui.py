@@ -12,7 +12,6 @@ import html
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import openpyxl
 import orjson
 import pytest
 import uvicorn
+from browser import CHROMIUM, DRIVER, chromium
 
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
@@ -42,8 +42,6 @@ from biblioedge.fleet.reports import Reports
 from biblioedge.procs import free_port
 from biblioedge.protocol import uuid7
 
-CHROMIUM = shutil.which("chromium")
-DRIVER = shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
     not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed"
 )
@@ -368,28 +366,8 @@ def test_downloads_and_refusals_of_bad_requests(central: dict[str, Any]) -> None
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a browser or a driver
-    opts = Options()
-    opts.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--lang=vi",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
-    driver.implicitly_wait(0)
-    try:
+    with chromium("--lang=vi") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(browser: Any, css: str, text: str = "", timeout: float = 15) -> str:

@@ -16,6 +16,7 @@ PACKAGE_REPOSITORIES = {
     "ils/queue.py": "the library-system queue and the links to its patrons",
     "reports/rollup.py": "the rollups, kept in the ingest's transaction",
     "reports/query.py": "the report queries over the rollups (and the raw events, the check)",
+    "alerts/store.py": "the alert conditions tracked and the messages waiting for targets",
     # the backup works on the database as a whole, below any repository: an online
     # snapshot (SQLite's backup API, pg_dump), the point it records, a restore
     "backup/make.py": "the snapshot and the point it records",

@@ -83,6 +83,15 @@ def test_the_sip_command_answers_in_json_and_says_when_the_login_is_refused(ils:
     )
     assert out.returncode == 3 and "refused the login" in out.stderr
     assert "Traceback" not in out.stderr
+    out = subprocess.run(  # a script reading stdout learns of the failure too
+        [*CLI, "sip", "status", "--ils", ils.replace("kiosk:kiosk", "kiosk:wrong"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    doc = json.loads(out.stdout)
+    assert out.returncode == doc["exit_code"] == 3 and doc["ok"] is False
+    assert "refused the login" in doc["error"]
     bad_urls = ("http://x", "sip2://", "sip2://h:1?colour=red", "sip2://h:1?encoding=klingon")
     for bad in (*bad_urls, "sip2://h:1?timeout=-1", "sip2://h:1?timeout=soon"):
         out = subprocess.run(

@@ -122,7 +122,9 @@ async def build_gate(
         emit=emit,
         metrics=GateMetrics(registry),
         settings=GateSettings(
-            pulse_ms=g.pulse_ms, quality=QualityConfig(min_eye_distance_px=g.min_eye_distance_px)
+            pulse_ms=g.pulse_ms,
+            quality=QualityConfig(min_eye_distance_px=g.min_eye_distance_px),
+            idle_after_s=g.idle_after_s,
         ),
         liveness=MotionLiveness() if g.liveness == "motion" else None,
     )

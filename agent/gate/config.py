@@ -31,6 +31,13 @@ class GateConfig(StrictModel):
     cooldown_s: float = Field(default=4.0, ge=0, description="One decision per approach")
     liveness: Literal["off", "motion"] = Field(default="off", description="Liveness check")
     min_eye_distance_px: float = Field(default=36.0, gt=0, description="Smallest face tried")
+    idle_after_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=600,
+        description="Nothing moved and no face this long: the gate idles (no face detector, "
+        "no code reader) until something moves; 0 looks at every frame",
+    )
     card_keys: dict[str, str] = Field(
         default_factory=dict, description="Central's card-signing public keys, kid -> base64url"
     )

@@ -37,6 +37,7 @@ from biblioedge.models.errors import FaceEngineError
 from biblioedge.models.gallery import Gallery
 from biblioedge.models.liveness import Liveness
 from biblioedge.models.pipeline import Analysis, FaceService
+from biblioedge.models.presence import Presence
 from biblioedge.models.quality import QualityConfig
 from biblioedge.models.worker import WorkerUnavailable
 
@@ -68,6 +69,9 @@ class GateMetrics:
             registry=registry,
         )
         self.frames = Counter("gate_frames_processed", "Frames looked at", registry=registry)
+        self.idle_frames = Counter(
+            "gate_frames_idle", "Frames skipped: nothing moved, no face", registry=registry
+        )
         self.camera_down = Counter(
             "gate_camera_unavailable", "Times the camera went out of service", registry=registry
         )
@@ -92,6 +96,9 @@ class GateSettings:
     #: a tracked face that did not match is embedded again only when a frame is clearly
     #: better, or after this long
     reembed_s: float = 0.4
+    #: nothing moved and no face for this long: the gate idles (no detector, no code
+    #: reader) until something moves (models/presence.py); 0 looks at every frame
+    idle_after_s: float = 2.0
 
 
 class GateFlow:
@@ -134,6 +141,8 @@ class GateFlow:
         self.breakdown: dict[str, float] = {}
         self._recent: dict[str, float] = {}  # refusal key -> when, to log one per approach
         self._last_face = 0.0
+        self.presence = Presence()
+        self._moved_at = 0.0
         self._track: tuple[float, float, float, float] | None = None  # the face seen last
         self._embedded_at = 0.0  # when the tracked face was last embedded, and how good it was
         self._embedded_goodness = 0.0
@@ -168,10 +177,27 @@ class GateFlow:
                     log.info("camera back")
                     self._show(GateView("idle", "welcome_idle"))
                 last_seq = frame.seq
+                if not self.awake(frame):
+                    self.metrics.idle_frames.inc()
+                    continue
                 self.metrics.frames.inc()
                 await self.process(frame)
         finally:
             self.camera.stop()
+
+    def awake(self, frame: Frame) -> bool:
+        """Whether to look at this frame: something moved a moment ago, or a face is being
+        tracked. The frame that first moves is looked at itself: idling costs a person
+        stepping up no frame."""
+        if self.settings.idle_after_s <= 0:
+            return True
+        now = time.monotonic()
+        if self.presence.moved(frame.image):
+            self._moved_at = now
+        return (
+            now - self._moved_at < self.settings.idle_after_s
+            or now - self._last_face <= self.settings.idle_after_s
+        )
 
     async def process(self, frame: Frame) -> None:
         self.current = frame

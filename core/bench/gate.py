@@ -24,6 +24,7 @@ from biblioedge.agent.config import FaceConfig
 from biblioedge.agent.gate.flow import GateFlow, GateMetrics, GateSettings
 from biblioedge.agent.gate.policy import GatePolicy, PatronInfo
 from biblioedge.agent.supervisor import Context
+from biblioedge.bench.gate_idle import bench_idle
 from biblioedge.cardtoken import CardVerifier
 from biblioedge.demo.samples import people_in_samples, portrait, scene_frame
 from biblioedge.drivers.camera import SimulatedCamera
@@ -294,6 +295,19 @@ def _summary(
     }
 
 
+async def _idle(seconds: float, say: Any) -> dict[str, Any]:
+    """An empty lobby with idling on, beside the detector on every frame (gate_idle.py)."""
+    name, image, det = people_in_samples()[0]
+    reader = scene_frame(portrait(image, det.box, 170), np.random.default_rng(5))
+    side = FaceConfig().detect_side
+    face = await FaceWorker(EngineSpec(detect_side=side)).start()
+    try:
+        say(f"idle: an empty lobby for {seconds:.0f} s a run, idling against always-detect")
+        return await bench_idle(lambda: _Gate(face, Gallery(face.dim), {}), face, reader, seconds)
+    finally:
+        face.close()
+
+
 def bench_gate(
     people: int = 8,
     rounds: int = 5,
@@ -301,9 +315,11 @@ def bench_gate(
     seed: int = 7,
     progress: bool = True,
     baseline: bool = True,
+    idle_s: float = 8.0,
 ) -> dict[str, Any]:
     """The gate with its face engine in a worker process; with ``baseline``, the same
-    approaches again with the engine on a thread of the agent, in the same run."""
+    approaches again with the engine on a thread of the agent, in the same run; with
+    ``idle_s``, what an empty lobby costs with idling and without (gate_idle.py)."""
 
     def say(msg: str) -> None:
         if progress:
@@ -321,4 +337,8 @@ def bench_gate(
         }
         p95, base_p95 = result["frame_to_relay_ms"]["p95"], base["frame_to_relay_ms"]["p95"]
         result["p95_speedup_vs_thread"] = round(base_p95 / p95, 2) if p95 else None
+    if idle_s > 0:
+        result["idle"] = asyncio.run(_idle(idle_s, say))
+        result["idle_cpu_pct"] = result["idle"]["idle_cpu_pct"]
+        result["targets"].update(result["idle"]["targets"])
     return result

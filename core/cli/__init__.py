@@ -64,7 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
+    _explain(parser)
     return parser
+
+
+#: Said once here for every command's ``--json`` switch.
+JSON_HELP = "print one JSON document on stdout instead of text (for scripts)"
+
+
+def _explain(parser: argparse.ArgumentParser) -> None:
+    """A subcommand's own ``--help`` repeats the line its parent lists it with (argparse
+    shows that line only in the parent's list), and every ``--json`` switch says what it
+    does; tests/test_cli.py checks that no option is left without a help text."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                if child.description is None and helps.get(name):
+                    child.description = helps[name]
+                _explain(child)
+        elif action.option_strings == ["--json"] and action.help is None:
+            action.help = JSON_HELP
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,9 @@ def register(sub: Any) -> None:
         "Settings come from --config, then BIBLIOEDGE_AGENT_* variables, then these flags.",
     )
     p.add_argument("--config", type=Path, help="agent TOML file (or BIBLIOEDGE_AGENT_CONFIG)")
-    p.add_argument("--role", choices=["gate", "selfcheck", "desk", "exitgate"])
+    p.add_argument(
+        "--role", choices=["gate", "selfcheck", "desk", "exitgate"], help="the kiosk's role"
+    )
     p.add_argument("--site", help="site id")
     p.add_argument("--device-id", dest="device_id", help="device id")
     p.add_argument("--data", dest="data_dir", type=Path, help="data directory")

@@ -207,7 +207,7 @@ def register_central(sub: Any) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_cmd_run)
     v = b.add_parser("verify", help="open a whole backup and check every byte, restoring nothing")
-    v.add_argument("backup", type=Path)
+    v.add_argument("backup", type=Path, help="the backup file to check")
     v.add_argument("--key", type=Path, required=True, help="the backup private key file")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_cmd_verify)
@@ -222,7 +222,7 @@ def register_central(sub: Any) -> None:
         "central, a running central and a non-empty one (unless --force, which sets the "
         "present data aside), before it overwrites anything.",
     )
-    s.add_argument("backup", type=Path)
+    s.add_argument("backup", type=Path, help="the backup file to restore")
     s.add_argument("--key", type=Path, required=True, help="the backup private key file")
     s.add_argument("--config", type=Path, required=True, help="central TOML file of the target")
     s.add_argument("--force", action="store_true", help="replace a central that has data")

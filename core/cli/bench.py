@@ -89,6 +89,7 @@ def _cmd_bench_gate(args: argparse.Namespace) -> int:
         args.frames,
         progress=not args.json,
         baseline=not args.no_baseline,
+        idle_s=args.idle_s,
     )
     print_result(result, as_json=args.json)
     return 0
@@ -219,13 +220,21 @@ def _register_gate(bsub: Any) -> None:
         "into the real gate flow, dlib engine and turnstile simulator. The engine runs in its "
         "worker process as on a kiosk; the same approaches are then run with it on a thread, "
         "as the baseline. Reported beside the latencies: the engine's own detect, align and "
-        "embed times on the frames decided on, the overhead ratio and the event loop's lag.",
+        "embed times on the frames decided on, the overhead ratio and the event loop's lag. "
+        "Then an empty lobby: the CPU share (one core = 100) with idling and with the detector "
+        "on every frame, and the time to the first look at a reader stepping up in each mode.",
     )
     b.add_argument("--people", type=int, default=8, help="distinct people (at most 8 here)")
     b.add_argument("--rounds", type=int, default=5, help="approaches per person")
     b.add_argument("--frames", type=int, default=6, help="augmented frames per approach")
     b.add_argument(
         "--no-baseline", action="store_true", help="skip the run with the engine on a thread"
+    )
+    b.add_argument(
+        "--idle-s",
+        type=float,
+        default=8.0,
+        help="seconds of empty lobby per idle run (four runs; 0 skips the idle phase)",
     )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_gate)
@@ -293,7 +302,7 @@ def _register_rollout(bsub: Any) -> None:
         "waves of 1, 10 %% and the rest. With --bad the release dies at import: it must halt "
         "at its canary and every affected kiosk must be back on the previous release.",
     )
-    b.add_argument("--devices", type=int, default=200)
+    b.add_argument("--devices", type=int, default=200, help="simulated kiosks (default 200)")
     b.add_argument("--bad", action="store_true", help="roll out a release that is broken")
     b.add_argument("--sites", type=int, default=2, help="branches the kiosks are spread over")
     b.add_argument("--soak", type=float, default=2.0, help="seconds of soak before commit")
@@ -386,7 +395,12 @@ def _register_reports(bsub: Any) -> None:
         "ingest path on --sample events with and without rollups (ingest_ratio).",
     )
     b.add_argument("--events", type=int, default=2_000_000, help="events in the year")
-    b.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    b.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql", "both"],
+        default="both",
+        help="which database to measure (default both)",
+    )
     b.add_argument(
         "--postgres-url",
         help="a PostgreSQL server to create databases on (default: a private temporary cluster)",

@@ -24,6 +24,6 @@ def register(sub: Any) -> None:
         help="run the embedded MQTT broker (amqtt)",
         description="The fallback broker for machines without mosquitto. Loopback only.",
     )
-    p.add_argument("--port", type=int, default=1883)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883, help="TCP port (default 1883)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.set_defaults(func=_cmd_broker)

@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
     c = csub.add_parser("check", help="validate a config file and the environment")
-    c.add_argument("file", type=Path)
+    c.add_argument("file", type=Path, help="the TOML file to check")
     c.add_argument("--central", action="store_true", help="the file is central's")
     c.set_defaults(func=_cmd_config_check)
     c = csub.add_parser(

@@ -60,9 +60,11 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_demo)
     # the demo's own child process; without help= argparse leaves it out of the command list
     # (help=SUPPRESS would list it as "==SUPPRESS==")
-    p = sub.add_parser("demo-fleet")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--central", required=True)
-    p.add_argument("--token-file", type=Path, required=True)
-    p.add_argument("--ca", type=Path, required=True)
+    p = sub.add_parser(
+        "demo-fleet", description="The demo's kiosks in one process (`biblioedge demo` starts it)."
+    )
+    p.add_argument("--data", type=Path, required=True, help="the fleet's data directory")
+    p.add_argument("--central", required=True, help="central's URL")
+    p.add_argument("--token-file", type=Path, required=True, help="an admin API token")
+    p.add_argument("--ca", type=Path, required=True, help="central's CA certificate")
     p.set_defaults(func=_cmd_demo_fleet)

@@ -210,8 +210,8 @@ def _register_models(sub: Any) -> None:
     )
     msub = p.add_subparsers(dest="models_cmd", required=True, metavar="ACTION")
     a = msub.add_parser("add", help="add a model file with its manifest (JSON)")
-    a.add_argument("file", type=Path)
-    a.add_argument("--manifest", type=Path, required=True)
+    a.add_argument("file", type=Path, help="the ONNX model file")
+    a.add_argument("--manifest", type=Path, required=True, help="its signed manifest")
     data_arg(a)
     for name, text in (
         ("list", "list stored models (* = active)"),
@@ -219,10 +219,10 @@ def _register_models(sub: Any) -> None:
     ):
         data_arg(msub.add_parser(name, help=text))
     a = msub.add_parser("activate", help="make NAME@VERSION the active model of its task")
-    a.add_argument("ref", metavar="NAME@VERSION")
+    a.add_argument("ref", metavar="NAME@VERSION", help="an installed model")
     data_arg(a)
     a = msub.add_parser("rollback", help="back to the previously active model of a task")
-    a.add_argument("task", choices=["detect", "embed", "liveness"])
+    a.add_argument("task", choices=["detect", "embed", "liveness"], help="which model slot")
     data_arg(a)
     p.set_defaults(func=cmd_models)
 
@@ -235,17 +235,17 @@ def _register_face(sub: Any) -> None:
     )
     fsub = p.add_subparsers(dest="face_cmd", required=True, metavar="ACTION")
     a = fsub.add_parser("detect", help="faces in an image: boxes, scores, landmarks")
-    a.add_argument("image", type=Path)
+    a.add_argument("image", type=Path, help="a JPEG or PNG file")
     a.add_argument("--model", metavar="NAME@VERSION", help="a stored detector (default: active)")
     data_arg(a)
     a = fsub.add_parser("embed", help="embedding of the largest face")
-    a.add_argument("image", type=Path)
+    a.add_argument("image", type=Path, help="a JPEG or PNG file")
     a.add_argument("--aligned", action="store_true", help="IMAGE is already a 112x112 crop")
     a.add_argument("--model", metavar="NAME@VERSION", help="a stored embedder (default: active)")
     data_arg(a)
     a = fsub.add_parser("compare", help="is the largest face of A the same person as of B?")
-    a.add_argument("a", type=Path)
-    a.add_argument("b", type=Path)
+    a.add_argument("a", type=Path, help="the first face image")
+    a.add_argument("b", type=Path, help="the second face image")
     a.add_argument("--model", metavar="NAME@VERSION", help="a stored embedder (default: active)")
     data_arg(a)
     p.set_defaults(func=cmd_face)
@@ -262,7 +262,7 @@ def _register_gallery(sub: Any) -> None:
     gsub = p.add_subparsers(dest="gallery_cmd", required=True, metavar="ACTION")
     a = gsub.add_parser("enroll", help="enroll a reader from one or more face photos")
     a.add_argument("patron", help="patron id")
-    a.add_argument("images", type=Path, nargs="+")
+    a.add_argument("images", type=Path, nargs="+", help="face images of one reader")
     a.add_argument(
         "--name",
         required=True,
@@ -274,7 +274,7 @@ def _register_gallery(sub: Any) -> None:
     data_arg(a)
     data_arg(gsub.add_parser("list", help="enrolled readers"))
     a = gsub.add_parser("remove", help="erase a reader's templates and cache entry")
-    a.add_argument("patron")
+    a.add_argument("patron", help="the patron number")
     data_arg(a)
     p.set_defaults(func=cmd_gallery)
 

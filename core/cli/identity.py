@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from biblioedge.cli import alerts as alertscli
 from biblioedge.cli import backup
 from biblioedge.cli import ils as ilscli
 from biblioedge.cli import readers as readercli
@@ -125,7 +126,15 @@ def _cmd_provision_token(args: argparse.Namespace) -> int:
                 timeout=10,
             )
         except httpx.HTTPError as exc:
-            raise ConfigError(f"cannot reach central at {args.central}: {exc}") from exc
+            hint = ""
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                hint = (
+                    " (central's certificate is signed by its own CA: give it with "
+                    "--cacert: keys/device-ca.crt in its data directory)"
+                    if not args.cacert
+                    else f" ({args.cacert} is not the CA that signed central's certificate)"
+                )
+            raise ConfigError(f"cannot reach central at {args.central}: {exc}{hint}") from exc
         if resp.status_code != 201:
             sys.stderr.write(
                 f"biblioedge: central refused ({resp.status_code}): {resp.text[:300]}\n"
@@ -227,7 +236,12 @@ def register_central(p: argparse.ArgumentParser) -> None:
     c = t.add_parser("create", help="make a token (printed once)")
     c.add_argument("--config", type=Path, required=True, help="central TOML file")
     c.add_argument("--name", required=True, help="who or what uses it (shown in the audit)")
-    c.add_argument("--role", required=True, choices=["admin", "librarian", "viewer"])
+    c.add_argument(
+        "--role",
+        required=True,
+        choices=["admin", "librarian", "viewer"],
+        help="what the token may do",
+    )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_token_create)
     ls = t.add_parser("list", help="tokens, their roles and state (never the tokens)")
@@ -239,6 +253,7 @@ def register_central(p: argparse.ArgumentParser) -> None:
     r.add_argument("--config", type=Path, required=True, help="central TOML file")
     r.set_defaults(func=_cmd_token_revoke)
     backup.register_central(sub)
+    alertscli.register_central(sub)
     ilscli.register_central(sub)
     readercli.register_central(sub)
     reportcli.register_central(sub)
@@ -258,8 +273,13 @@ def register(sub: Any) -> None:
         "to the device, site and role, single use, short-lived, and carries the pin of "
         "central's CA.",
     )
-    t.add_argument("--site", required=True)
-    t.add_argument("--role", required=True, choices=["gate", "selfcheck", "desk", "exitgate"])
+    t.add_argument("--site", required=True, help="the branch the kiosk stands in")
+    t.add_argument(
+        "--role",
+        required=True,
+        choices=["gate", "selfcheck", "desk", "exitgate"],
+        help="the kiosk's role",
+    )
     t.add_argument("--device", required=True, help="device id")
     t.add_argument("--ttl", type=int, help="seconds the token is valid (default: central's)")
     t.add_argument("--central", help="central's URL, https://host:port")

@@ -49,13 +49,35 @@ def register(sub: Any) -> None:
         "release's venv from a 'release build' directory, and install the systemd units and "
         "udev rules. Safe to run again.",
     )
-    p.add_argument("--role", required=True, choices=["gate", "selfcheck", "desk", "exitgate"])
+    p.add_argument(
+        "--role",
+        required=True,
+        choices=["gate", "selfcheck", "desk", "exitgate"],
+        help="the kiosk's role",
+    )
     p.add_argument("--release", type=Path, required=True, help="a 'release build' directory")
-    p.add_argument("--prefix", type=Path, default=Path("/opt/biblioedge"))
-    p.add_argument("--data", type=Path, default=Path("/var/lib/biblioedge"))
-    p.add_argument("--config", type=Path, default=Path("/etc/biblioedge/agent.toml"))
-    p.add_argument("--units-dir", type=Path, default=Path("/etc/systemd/system"))
-    p.add_argument("--udev-dir", type=Path, default=Path("/etc/udev/rules.d"))
+    p.add_argument("--prefix", type=Path, default=Path("/opt/biblioedge"), help="where releases go")
+    p.add_argument(
+        "--data", type=Path, default=Path("/var/lib/biblioedge"), help="the agent's data directory"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/biblioedge/agent.toml"),
+        help="the agent's TOML file",
+    )
+    p.add_argument(
+        "--units-dir",
+        type=Path,
+        default=Path("/etc/systemd/system"),
+        help="where the systemd units go",
+    )
+    p.add_argument(
+        "--udev-dir",
+        type=Path,
+        default=Path("/etc/udev/rules.d"),
+        help="where the udev rules go",
+    )
     p.add_argument("--user", default="biblioedge", help="the agent's system user")
     p.add_argument("--no-user", action="store_true", help="do not create the user")
     p.add_argument("--no-enable", action="store_true", help="do not enable the units")

@@ -64,7 +64,9 @@ def register(sub: Any) -> None:
         "out of service; each also in English) to PNG files, "
         "without a display.",
     )
-    k.add_argument("screen", choices=["gate", "desk", "selfcheck", "exitgate"])
+    k.add_argument(
+        "screen", choices=["gate", "desk", "selfcheck", "exitgate"], help="which kiosk's screens"
+    )
     k.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
     k.add_argument("--size", default="1024x600", help="WIDTHxHEIGHT (default 1024x600)")
     k.add_argument("--frame", type=Path, help="an image to show as the camera preview")

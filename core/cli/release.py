@@ -293,7 +293,7 @@ def register(sub: Any) -> None:
     p = r.add_parser("init", help="new offline keys and the first root")
     p.add_argument("--keys", type=Path, required=True, help="directory for the offline keys")
     p.add_argument("--online", type=Path, help="central's online keys (JSON), instead of asking")
-    p.add_argument("--root-days", type=int, default=365)
+    p.add_argument("--root-days", type=int, default=365, help="days the root role is valid")
     p.add_argument("--days", type=int, default=90, help="life of the targets metadata")
     _central_args(p)
     p.set_defaults(func=_cmd_init)
@@ -301,8 +301,18 @@ def register(sub: Any) -> None:
     p = r.add_parser("build", help="a software release from a source tree")
     p.add_argument("--source", type=Path, default=Path("."), help="biblioedge's source tree")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--arch", action="append", choices=["x86_64", "aarch64"])
-    p.add_argument("--role", action="append", choices=["gate", "selfcheck", "desk", "exitgate"])
+    p.add_argument(
+        "--arch",
+        action="append",
+        choices=["x86_64", "aarch64"],
+        help="repeat for each (default both)",
+    )
+    p.add_argument(
+        "--role",
+        action="append",
+        choices=["gate", "selfcheck", "desk", "exitgate"],
+        help="repeat for each (default gate and selfcheck)",
+    )
     p.add_argument(
         "--no-deps", action="store_true", help="biblioedge's wheel alone (tests and benchmarks)"
     )
@@ -313,7 +323,13 @@ def register(sub: Any) -> None:
     p.add_argument("--keys", type=Path, required=True, help="the offline keys directory")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     p.add_argument("--software", type=Path, action="append", help="a 'release build' directory")
-    p.add_argument("--model", nargs=2, action="append", metavar=("MANIFEST", "FILE"))
+    p.add_argument(
+        "--model",
+        nargs=2,
+        action="append",
+        metavar=("MANIFEST", "FILE"),
+        help="a model to sign into the release; repeat for each",
+    )
     p.add_argument("--config-doc", type=Path, action="append", help="a configuration document")
     p.add_argument("--remove", action="append", help="a target path to drop")
     p.add_argument("--days", type=int, default=90, help="life of the targets metadata")
@@ -321,7 +337,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_sign)
 
     p = r.add_parser("upload", help="upload a signed bundle (or the keys dir's root) to central")
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", type=Path, help="the signed release directory")
     p.add_argument("--root-only", action="store_true", help="the root and first targets only")
     _central_args(p)
     p.set_defaults(func=_cmd_upload)

@@ -180,7 +180,12 @@ def register(sub: Any) -> None:
     e.add_argument(
         "--element", action="append", help="any other element, NAME=VALUE (shelf_location=…)"
     )
-    e.add_argument("--model", choices=["28560-2", "28560-3"], default="28560-2")
+    e.add_argument(
+        "--model",
+        choices=["28560-2", "28560-3"],
+        default="28560-2",
+        help="the data model (default 28560-2)",
+    )
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_encode)
     s = c.add_parser("scan", help="every tag on a reader's pad, decoded, with its security")

@@ -60,13 +60,11 @@ def cmd_sip(args: argparse.Namespace) -> int:
         return 0
     url = args.ils or os.environ.get(ENV_URL)
     if not url:
-        sys.stderr.write(f"biblioedge: --ils sip2://USER:PASSWORD@HOST:PORT (or ${ENV_URL})\n")
-        return 2
+        return _fail(args, 2, f"--ils sip2://USER:PASSWORD@HOST:PORT (or ${ENV_URL})")
     try:
         account = Account.from_url(url)
     except ValueError as exc:
-        sys.stderr.write(f"biblioedge: {exc}\n")
-        return 2
+        return _fail(args, 2, str(exc))
     if not args.verbose:  # the answer (or the one line of its failure) says what matters
         logging.getLogger("biblioedge.drivers.sip2").setLevel(logging.ERROR)
     lib = Sip2Library(account)
@@ -84,20 +82,26 @@ def cmd_sip(args: argparse.Namespace) -> int:
         else:
             doc = as_json(lib.item(args.item))
     except LoginRefused as exc:
-        sys.stderr.write(f"biblioedge: {exc} (check the account's user and password)\n")
-        return 3
+        return _fail(args, 3, f"{exc} (check the account's user and password)")
     except Sip2Error as exc:
-        sys.stderr.write(f"biblioedge: {exc}\n")
-        return 1
+        return _fail(args, 1, str(exc))
     except Exception as exc:  # noqa: BLE001 - a diagnostic prints one line, never a traceback
-        sys.stderr.write(f"biblioedge: the library system exchange failed: {exc!r}\n")
-        return 1
+        return _fail(args, 1, f"the library system exchange failed: {exc!r}")
     finally:
         lib.close()
     doc["round_trips"] = lib.client.round_trips
     _out(doc, args.json)
     ok = doc.get("ok", doc.get("online", doc.get("valid", True)))
     return 0 if ok or args.sip_cmd in ("item",) else 4
+
+
+def _fail(args: argparse.Namespace, code: int, message: str) -> int:
+    """One line on stderr; with --json also a document on stdout, so that a script reading
+    stdout learns of the failure too."""
+    sys.stderr.write(f"biblioedge: {message}\n")
+    if args.json:
+        _out({"ok": False, "error": message, "exit_code": code}, True)
+    return code
 
 
 def register(sub: Any) -> None:
@@ -117,7 +121,7 @@ def register(sub: Any) -> None:
     def action(name: str, text: str, *args: str) -> argparse.ArgumentParser:
         a: argparse.ArgumentParser = c.add_parser(name, help=text)
         for arg in args:
-            a.add_argument(arg)
+            a.add_argument(arg, help=f"the {arg}'s barcode")
         a.add_argument("--ils", help="the account URL (default $BIBLIOEDGE_ILS)")
         a.add_argument("--json", action="store_true")
         a.add_argument("--verbose", action="store_true", help="log the exchange's detours")

@@ -153,6 +153,7 @@ class DemoDesk:
             self.pcscd.start()
         except PcscUnavailable as exc:
             log.warning("no virtual card reader (%s): the demo desk registers from the QR", exc)
+            _say(f"desk: no virtual card reader ({exc}); the desk registers from the QR alone")
             self.pcscd = None
 
     @property
@@ -410,7 +411,16 @@ class _Demo:
         if self.desk is not None:
 
             def story(kit: DemoDesk = self.desk) -> None:
-                kit.present_citizen()
+                try:
+                    kit.present_citizen()
+                except (OSError, RuntimeError) as exc:  # TimeoutError is an OSError
+                    log.warning("demo desk story: %r", exc)
+                    _say(
+                        "desk story stopped: the citizen's card could not be put on the "
+                        f"virtual card reader ({exc}); no reader is registered in this demo. "
+                        "Another pcscd may hold the reader: stop it and start the demo again."
+                    )
+                    return
                 _follow_desk(central, stop)
 
             threading.Thread(target=story, daemon=True, name="demo-story").start()
@@ -464,8 +474,12 @@ class _Demo:
                 )
                 if fleet
                 else "  fleet    off (--fleet)",
-                f"  dashboard {central.url}/dashboard   (sign in with the token below)",
-                f"  cards    {data / 'cards'} (printed by the desk)",
+                f"  dashboard {central.url}/dashboard   (sign in with the admin token above)",
+                (
+                    f"  cards    {data / 'cards'} (the desk prints each card it issues here)"
+                    if self.desk is not None
+                    else "  cards    none: no desk in this demo (see the log for why)"
+                ),
                 f"  library  dummy SIP2 library system at 127.0.0.1:{self.ils_port}"
                 f"   (receipts in {data / 'receipts'})",
                 "  patrons  central pushes readers to "

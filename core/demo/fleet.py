@@ -74,7 +74,8 @@ def release_cli(central: Any, *args: str) -> None:
     """``biblioedge release ARGS`` against a launched central, run as IT would run it: as its
     own process (the tools below the command line never import it: no import circle), with
     the admin token in the environment rather than on a command line that ``ps`` shows. Its
-    output goes to stderr so that a caller's stdout stays its own (the benchmark's JSON)."""
+    JSON is for scripts, not for the person watching the demo: it is shown (on stderr, so
+    that a caller's stdout stays its own) only when the command fails."""
     done = subprocess.run(
         [sys.executable, "-m", "biblioedge", "release", *args]
         + ["--central", central.url, "--cacert", str(central.ca_file), "--json"],
@@ -83,8 +84,8 @@ def release_cli(central: Any, *args: str) -> None:
         text=True,
         check=False,
     )
-    sys.stderr.write(done.stdout + done.stderr)
     if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
         raise RuntimeError(f"release {args[0]} failed")
 
 
@@ -238,16 +239,22 @@ class FleetStory:
                         f"wave {w['wave'] + 1} {w['states'].get('committed', 0)}/{w['size']}"
                         for w in got["waves"]
                     )
-                    if line != seen:
+                    final = got["state"] in ("done", "halted", "aborted")
+                    if line != seen and not final:  # the end is told once, below
                         seen = line
                         self.say(f"fleet: {version} {got['state']}: {line}")
-                    return got if got["state"] in ("done", "halted", "aborted") else None
+                    return got if final else None
 
                 final = self._wait(progress, 1800)
                 if final is None:
                     return
-                if final["state"] == "halted":
-                    self.say(f"fleet: {version} halted by itself: {final['halt_reason']}")
-                    if self._wait(lambda: on(GOOD) == len(names), 300):
-                        self.say(f"fleet: every kiosk is back on {GOOD}; no one had to do anything")
+                if final["state"] == "done":
+                    self.say(f"fleet: {version} done: every wave committed")
+                    continue
+                if final["state"] == "aborted":
+                    self.say(f"fleet: {version} aborted (from the dashboard or the API)")
                     return
+                self.say(f"fleet: {version} halted by itself: {final['halt_reason']}")
+                if self._wait(lambda: on(GOOD) == len(names), 300):
+                    self.say(f"fleet: every kiosk is back on {GOOD}; no one had to do anything")
+                return
