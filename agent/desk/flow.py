@@ -679,7 +679,9 @@ class DeskFlow:
         face = CardFace(
             library=self.settings.library_name,
             name=str(answer["display_name"]),
-            patron_id=str(answer["patron_id"]),
+            # the number the library system holds ("" until it assigns one: the card says
+            # so, and the librarian's page lists it for a reprint; docs/ils.md)
+            patron_id=str(answer.get("card_number", answer["patron_id"])),
             expires=str(card["expires_at"])[:10],
             token=str(card["token"]),
             photo=photo,
