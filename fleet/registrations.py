@@ -43,6 +43,7 @@ from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.ils.queue import enqueue
 from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
 from biblioedge.fleet.reports.rollup import band_of
+from biblioedge.fleet.store import librarian as print_rows
 from biblioedge.fleet.store import registrations as rows
 from biblioedge.protocol import (
     DeskRegistration,
@@ -190,6 +191,9 @@ class Registrar:
         elif returning:  # no consent this time: templates of an earlier consent go
             rows.drop_templates(conn, patron_id)
         card = self.cards.issue_in(conn, patron_id, reg.card_valid_days)
+        # the number printed on the card and held by the library system; "" while the
+        # library system has not assigned it yet (card_numbers = "ils")
+        card_number = card_number_of(conn, patron_id, self.card_numbers)
         # the library system learns the reader from central's queue, in this transaction:
         # never lost, never for a registration rolled back, and the desk does not wait for it
         enqueue(conn, patron_id, "update" if returning else "create")
@@ -200,10 +204,10 @@ class Registrar:
             "returning": returning,
             "templates": n,
             "card": card,
-            # the number printed on the card and held by the library system; "" while the
-            # library system has not assigned it yet (card_numbers = "ils")
-            "card_number": card_number_of(conn, patron_id, self.card_numbers),
+            "card_number": card_number,
         }
+        # what the desk prints on the card: a later number is listed for a reprint
+        print_rows.put_print(conn, patron_id, card_number, event.device_id, utc_now())
         kept = {**result, "card": {k: v for k, v in card.items() if k != "token"}}
         rows.record(
             conn,
