@@ -679,12 +679,13 @@ class DeskFlow:
         face = CardFace(
             library=self.settings.library_name,
             name=str(answer["display_name"]),
-            # the number the library system holds ("" until it assigns one: the card says
-            # so, and the librarian's page lists it for a reprint; docs/ils.md)
-            patron_id=str(answer.get("card_number", answer["patron_id"])),
+            patron_id=str(answer["patron_id"]),
             expires=str(card["expires_at"])[:10],
             token=str(card["token"]),
             photo=photo,
+            # the number the library system holds ("" until it assigns one: the card says
+            # so, and the librarian's page lists it for a reprint; docs/ils.md)
+            card_number=None if answer.get("card_number") is None else str(answer["card_number"]),
         )
         try:
             return await asyncio.to_thread(self.printer.print_card, face)
