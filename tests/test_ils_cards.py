@@ -25,6 +25,7 @@ from biblioedge.drivers.rfid.m810 import M810Reader
 from biblioedge.drivers.rfid.sim import M810Simulator
 from biblioedge.drivers.sip2.client import Account
 from biblioedge.drivers.sip2.library import Sip2Library
+from biblioedge.fleet.librarian import LibrarianDesk
 from biblioedge.fleet.lifecycle import Lifecycle
 
 
@@ -152,3 +153,39 @@ def test_desk_numbers_a_replacement_barcode_becomes_the_library_systems_number(
         assert ils.sip_patron("TV9000001").valid and not ils.sip_patron(pid).valid
     finally:
         c.close()
+
+
+def test_a_card_printed_before_the_number_is_listed_and_printed_again_with_it(
+    tmp_path: Path, ils: Ils
+) -> None:
+    """The clear path while the library system is away: the desk prints the card without a
+    number (its QR works at once), central lists it once the number arrives, the librarian
+    prints it again with the library system's number."""
+    c = Central(tmp_path, ils.url(), card_numbers="ils")
+    desk = LibrarianDesk(c.readers, c.cards, "ils")
+    try:
+        ils.stop()  # the library system is down at registration time
+        pid, answer = c.register_answer("Đỗ Thị Mai")
+        assert answer["card_number"] == ""
+        assert desk.reader(pid).card_number == "" and desk.to_reprint() == []
+        c.drain(rounds=2)  # nothing reaches it: the number stays pending
+        assert desk.reader(pid).card_number == ""
+    finally:
+        c.close()
+    ils2 = Ils()
+    ils2.start()
+    try:
+        c = Central(tmp_path, ils2.url(), card_numbers="ils")
+        desk = LibrarianDesk(c.readers, c.cards, "ils")
+        c.drain()
+        (patron,) = ils2.patrons()
+        number = patron["cardnumber"]
+        assert desk.to_reprint() == [(pid, "", number)]
+        reader = desk.reader(pid)
+        assert reader.card_number == number and reader.needs_reprint
+        card = desk.reprint(pid, "thu-thu-lan")
+        assert card.card_number == number and "<svg" in card.qr_svg
+        assert desk.to_reprint() == [] and not desk.reader(pid).needs_reprint
+        c.close()
+    finally:
+        ils2.stop()

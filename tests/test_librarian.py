@@ -235,6 +235,9 @@ def test_consent_withdrawn_reprint_and_replacement(library: Library) -> None:
         assert "<svg" in card.text and "<script" not in card.text
         live = library.readers.get(pid)
         assert live["status"] == "active"
+        # its language link goes back to her page, and prints nothing
+        back = http.get(f"/dashboard/readers/{pid}/reprint?lang=en")
+        assert back.status_code == 303 and back.headers["location"].endswith(f"{pid}?lang=en")
         # replacement: every earlier card revoked
         new = http.post(f"/dashboard/readers/{pid}/replace", data={"csrf": csrf})
         assert new.status_code == 200 and "Đã thu hồi 2 thẻ cũ." in new.text

@@ -186,6 +186,13 @@ def router(sessions: Sessions, desk: LibrarianDesk, audit: Audit) -> APIRouter:
         await run_in_threadpool(audit.record, who, "POST", request.url.path, 200)
         return page(request, "librarian_card.html", who, card=printed, keep="")
 
+    @ui.get("/readers/{pid}/{action}", response_model=None)
+    def card_again(pid: str, action: str, request: Request) -> Response:
+        """A printed card's page is a POST's answer: its language link (a GET) goes back to
+        the reader's page in that language, never prints another card."""
+        lang = "?lang=en" if request.query_params.get("lang") == "en" else ""
+        return RedirectResponse(f"/dashboard/readers/{patron(pid)}{lang}", status_code=303)
+
     @ui.get("/cases", response_model=None)
     async def cases_page(request: Request) -> Response:
         who = staff(request)
