@@ -17,7 +17,7 @@ from test_ils import SITE, Central, Ils
 
 from biblioedge.agent.gallery_store import GalleryStore
 from biblioedge.agent.gallery_sync import GallerySync
-from biblioedge.agent.selfcheck.card_numbers import IlsNumbers
+from biblioedge.agent.selfcheck.card_numbers import speak_card_numbers
 from biblioedge.agent.selfcheck.flow import Refused, SelfCheck, Session
 from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules
 from biblioedge.agent.store import Store
@@ -49,14 +49,11 @@ class SelfCheckKiosk:
         self.reader = M810Reader(self.pad.port)
         url = f"sip2://kiosk:kiosk@127.0.0.1:{ils.sip_port}?institution=TVTN&timeout=2"
         self.sip = Sip2Library(Account.from_url(url))
-        library = (
-            IlsNumbers(self.sip, self.synced.card_number, self.synced.patron_of)
-            if mapped
-            else self.sip
-        )
+        if mapped:
+            speak_card_numbers(self.sip, self.synced.card_number, self.synced.patron_of)
         self.events: list[tuple[str, dict[str, object]]] = []
         self.flow = SelfCheck(
-            library,
+            self.sip,
             self.reader,
             OfflineDesk(self.store, OfflineRules(max_items_per_reader=3)),
             lambda t, p: self.events.append((t, p)),
@@ -106,8 +103,12 @@ def test_the_library_systems_number_is_on_the_card_and_in_sip2(
         assert session.patron_id == pid  # the kiosk's events keep central's number
         loan = kiosk.flow.borrow_barcode("30000002")
         assert loan.ok, loan
-        # the library system lent it to her card number
+        # the library system lent it to her card number; renewing names her by it too, and
+        # answers that name her come back with central's number
         assert ils.lib.loans["30000002"][0] == koha_number
+        renewed = kiosk.sip.renew(pid, "30000002")
+        assert renewed.patron_id in ("", pid) and ils.lib.loans["30000002"][0] == koha_number
+        assert kiosk.sip.patron(pid).patron_id == pid
         kiosk.flow.end()
         (checkout,) = [p for t, p in kiosk.events if t == "circ.checkout"]
         assert checkout["patron_id"] == pid
