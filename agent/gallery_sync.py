@@ -136,6 +136,19 @@ class GallerySync:
             ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
+    def card_number(self, patron_id: str) -> str:
+        """The number the library system holds for this reader: her barcode, else her patron
+        number (kept so in ``patron_cache.barcode``); the number itself when not synced."""
+        row = self.store.conn.execute(
+            "SELECT barcode FROM patron_cache WHERE patron_id = ?", (patron_id,)
+        ).fetchone()
+        return str(row[0]) if row and row[0] else patron_id
+
+    def patron_of(self, number: str) -> str:
+        """The patron number of the reader the library system knows by ``number``."""
+        found = self.reader(patron_id=number)
+        return found[0] if found else number
+
     def apply(self, delta: GalleryDelta) -> bool:
         """True when applied; False when it does not start at our version (ignored)."""
         if delta.base != self.version() or delta.version <= delta.base:

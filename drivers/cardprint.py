@@ -32,6 +32,10 @@ CARD_PX = (1011, 638)  # 85.6 x 54 mm at 300 dpi
 RECEIPT_DOTS = 576  # 80 mm paper at 203 dpi (58 mm printers: 384)
 
 
+#: printed where the number goes while the library system has not assigned it yet
+PENDING_NUMBER = "Chờ cấp số / No. pending"
+
+
 @dataclass(frozen=True)
 class CardFace:
     library: str
@@ -40,6 +44,13 @@ class CardFace:
     expires: str  # YYYY-MM-DD
     token: str
     photo: bytes | None = None  # JPEG/JPEG 2000 from the chip, when configured
+    #: the number printed: the one the library system holds (None: the patron number; "":
+    #: not assigned yet, the card says so and is printed again once it is)
+    card_number: str | None = None
+
+    @property
+    def number(self) -> str:
+        return self.patron_id if self.card_number is None else self.card_number
 
 
 def font_path() -> Path:
@@ -118,7 +129,10 @@ def render_card(card: CardFace) -> Image.Image:
     name = _nfc(card.name).upper()
     draw.text((left, 200), name, font=fit_font(draw, name, 44, text_w), fill="black")
     draw.text((left, 290), "Số thẻ / No.", font=_font(22), fill=(90, 90, 90))
-    draw.text((left, 318), card.patron_id, font=_font(48), fill="black")
+    if card.number:
+        draw.text((left, 318), card.number, font=_font(48), fill="black")
+    else:  # the library system assigns the number later: this card is reprinted then
+        draw.text((left, 326), PENDING_NUMBER, font=_font(30), fill="black")
     draw.text((left, 410), "Hạn dùng / Valid until", font=_font(22), fill=(90, 90, 90))
     draw.text((left, 438), _vn_date(card.expires), font=_font(36), fill="black")
     return img
@@ -157,7 +171,7 @@ def render_receipt(card: CardFace, width: int = RECEIPT_DOTS) -> Image.Image:
         (_nfc(card.library).upper(), 28),
         ("THẺ BẠN ĐỌC", 34),
         (_nfc(card.name).upper(), 30),
-        (f"Số thẻ: {card.patron_id}", 30),
+        (f"Số thẻ: {card.number or PENDING_NUMBER}", 30),
         (f"Hạn dùng: {_vn_date(card.expires)}", 26),
     ]
     qr = qr_image(card.token, min(width - 40, 400))

@@ -26,6 +26,7 @@ from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.dashboard import Sessions
 from biblioedge.fleet.enrollments import EnrollmentError, Registry
 from biblioedge.fleet.ils.worker import IlsWorker
+from biblioedge.fleet.librarian import LibrarianDesk
 from biblioedge.fleet.lifecycle import Lifecycle
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
@@ -45,10 +46,10 @@ from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import ils as ils_routes
+from biblioedge.fleet.routers import librarian_page, reports_page
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
 from biblioedge.fleet.routers import reports as report_routes
-from biblioedge.fleet.routers import reports_page
 from biblioedge.fleet.routers import rollouts as rollout_routes
 from biblioedge.fleet.routers.common import SECURED, STRICT
 from biblioedge.fleet.throttle import FailureThrottle, client_key
@@ -85,6 +86,14 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+def librarian_desk(cfg: CentralConfig, readers: Readers, cards: Cards) -> LibrarianDesk:
+    """The librarian's view: card numbers as ``[ils]`` issues them; a scanned CCCD finds a
+    reader only where central is given the desks' pepper (``pepper_file``)."""
+    pepper = cfg.pepper_file.read_bytes() if cfg.pepper_file is not None else None
+    numbers = cfg.ils.card_numbers if cfg.ils is not None else "desk"
+    return LibrarianDesk(readers, cards, numbers, pepper)
 
 
 def create_app(
@@ -240,6 +249,10 @@ def create_app(
             app.include_router(release_routes.floor_router(rollouts), dependencies=authenticated)
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
     app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
+    if readers is not None and cards is not None:  # the librarian's view (issue 26)
+        app.include_router(
+            librarian_page.router(sessions, librarian_desk(cfg, readers, cards), audit)
+        )
     # the reports page reads the same rollups as /api/v1/reports (central passes its own)
     figures = figures or ReportFigures(Reports(repo, cfg.reports))
     app.include_router(reports_page.router(sessions, figures, monthly, cfg.report_files.library))

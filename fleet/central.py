@@ -162,6 +162,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         identity.seal_key,
         require_sealed=cfg.security.require,
         child_under=cfg.reports.child_under,
+        card_numbers=cfg.ils.card_numbers if cfg.ils is not None else "desk",
     )
     bridge = Bridge(cfg, repo, metrics, readers, identity)
     bridge.replays = Replays(cfg.data_dir)

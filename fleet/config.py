@@ -305,6 +305,11 @@ class CentralConfig(StrictModel):
         pattern=r"^[A-Z]{1,4}$",
         description="Patron numbers the desks are given: prefix + 7 digits (BE0000042)",
     )
+    pepper_file: Path | None = Field(
+        default=None,
+        description="The desks' citizen.pepper (the same 32-byte file): the librarian's page "
+        "finds a reader by a scanned CCCD with it; none: by card number only",
+    )
     releases: ReleasesConfig = Field(
         default_factory=ReleasesConfig, description="Signed releases (TUF repository)"
     )

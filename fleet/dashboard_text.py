@@ -12,6 +12,8 @@ _TEXT: dict[str, tuple[str, str]] = {
     "title": ("Quản lý thiết bị thư viện", "Library fleet"),
     "sign_in": ("Đăng nhập", "Sign in"),
     "sign_out": ("Đăng xuất", "Sign out"),
+    "readers_page": ("Bạn đọc", "Readers"),
+    "cases_page": ("Việc từ kiosk", "Staff cases"),
     "token": ("Mã truy cập API", "API token"),
     "token_hint": (
         "Dán mã truy cập API của bạn (bất kỳ vai trò nào).",

@@ -381,6 +381,27 @@ ils_links = Table(
 )
 
 
+#: Staff cases from kiosks (``circ.attention`` events) a librarian marked handled (0019).
+staff_cases_handled = Table(
+    "staff_cases_handled",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("handled_by", String(64), nullable=False),
+    Column("handled_at", UTCDateTime, nullable=False),
+)
+
+#: The card number each reader's last printed card carries (0019): "" when it was printed
+#: before the library system assigned her number, so the librarian's page lists a reprint.
+card_prints = Table(
+    "card_prints",
+    metadata,
+    Column("patron_id", String(64), primary_key=True),
+    Column("card_number", String(64), nullable=False, comment='"" : not yet assigned'),
+    Column("printed_at", UTCDateTime, nullable=False),
+    Column("printed_by", String(64), nullable=False),
+)
+
+
 def _json(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 

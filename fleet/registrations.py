@@ -43,6 +43,7 @@ from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.ils.queue import enqueue
 from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
 from biblioedge.fleet.reports.rollup import band_of
+from biblioedge.fleet.store import librarian as print_rows
 from biblioedge.fleet.store import registrations as rows
 from biblioedge.protocol import (
     DeskRegistration,
@@ -67,6 +68,7 @@ class Registrar:
         seal_key: X25519PrivateKey | None = None,
         require_sealed: bool = False,
         child_under: int = 16,
+        card_numbers: str = "desk",
     ) -> None:
         self.readers = registry
         self.cards = cards
@@ -77,6 +79,9 @@ class Registrar:
         #: so every enrolled desk holds central's key and seals (an unsealed one is forged)
         self.require_sealed = require_sealed and seal_key is not None
         self.child_under = child_under  # reports' age band, kept in the audit event
+        #: who issues card numbers ([ils] card_numbers): "ils" leaves a new reader's number
+        #: to the library system, so her first card is answered without one (docs/ils.md)
+        self.card_numbers = card_numbers
 
     def _opened(self, event: Event) -> dict[str, Any]:
         """The registration, opened if the desk sealed it to central (it always does once
@@ -161,10 +166,12 @@ class Registrar:
         patron_id = known if known is not None else rows.next_patron(conn, self.prefix)
         expires = (datetime.now(UTC) + timedelta(days=reg.card_valid_days)).date().isoformat()
         status = "active"
+        barcode = None
         if returning:  # a desk renews a card; it does not lift a block the library set
             current = rows.status_of(conn, patron_id)
             status = "blocked" if current == "blocked" else "active"
-        self.readers.upsert_in(conn, patron_id, event.site, name, status, expires)
+            barcode = rows.barcode_of(conn, patron_id)  # her card number stays hers
+        self.readers.upsert_in(conn, patron_id, event.site, name, status, expires, barcode)
         if returning:  # a re-issued card replaces the lost or old one
             for jti in self.cards.cards_of(conn, patron_id):
                 self.readers.revoke_in(conn, jti, patron_id)
@@ -184,6 +191,9 @@ class Registrar:
         elif returning:  # no consent this time: templates of an earlier consent go
             rows.drop_templates(conn, patron_id)
         card = self.cards.issue_in(conn, patron_id, reg.card_valid_days)
+        # the number printed on the card and held by the library system; "" while the
+        # library system has not assigned it yet (card_numbers = "ils")
+        card_number = card_number_of(conn, patron_id, self.card_numbers)
         # the library system learns the reader from central's queue, in this transaction:
         # never lost, never for a registration rolled back, and the desk does not wait for it
         enqueue(conn, patron_id, "update" if returning else "create")
@@ -194,7 +204,10 @@ class Registrar:
             "returning": returning,
             "templates": n,
             "card": card,
+            "card_number": card_number,
         }
+        # what the desk prints on the card: a later number is listed for a reprint
+        print_rows.put_print(conn, patron_id, card_number, event.device_id, utc_now())
         kept = {**result, "card": {k: v for k, v in card.items() if k != "token"}}
         rows.record(
             conn,
@@ -228,6 +241,15 @@ class Registrar:
         nonce, sealed = row
         data: dict[str, str] = orjson.loads(self.aead.decrypt(nonce, sealed, patron_id.encode()))
         return data
+
+
+def card_number_of(conn: Connection, patron_id: str, card_numbers: str = "desk") -> str:
+    """The reader's one card number: her barcode, else (central issuing numbers) her patron
+    number; "" while the library system has yet to assign it."""
+    barcode = rows.barcode_of(conn, patron_id)
+    if barcode:
+        return barcode
+    return patron_id if card_numbers == "desk" else ""
 
 
 def _vectors(templates: list[str]) -> list[list[float]]:

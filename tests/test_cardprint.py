@@ -122,3 +122,23 @@ def test_a_loan_receipt_prints_as_escpos_raster_and_carries_no_name(tmp_path: Pa
     assert ReceiptPrinter("screen").print(slip) is None
     with pytest.raises(ValueError, match="receipt"):
         ReceiptPrinter("lpt:1")
+
+
+def test_a_card_printed_before_the_library_system_assigned_the_number(
+    tmp_path: Path, card: tuple[CardFace, CardVerifier]
+) -> None:
+    """``[ils] card_numbers = "ils"``: the card says the number is pending (never central's
+    number, which the library system will not know), its QR works, its files keep the
+    patron number's name."""
+    face, verifier = card
+    pending = CardFace(**{**face.__dict__, "card_number": ""})
+    assigned = CardFace(**{**face.__dict__, "card_number": "00000042"})
+    assert (pending.number, assigned.number, face.number) == ("", "00000042", "BE0000042")
+    written = CardPrinter(f"dir:{tmp_path}").print_card(pending)
+    assert [Path(p).name for p in written] == ["BE0000042.png", "BE0000042.pdf"]
+    (code,) = ZxingDecoder().decode(cv2.imread(str(tmp_path / "BE0000042.png")))
+    assert verifier.verify(code.text).pid == "BE0000042"
+    # the three cards differ where the number goes, and only there
+    a, b, c = (gray(render_card(f)) for f in (pending, assigned, face))
+    assert not np.array_equal(a, b) and not np.array_equal(b, c)
+    assert np.array_equal(a[:280], b[:280])

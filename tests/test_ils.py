@@ -122,9 +122,11 @@ class Central:
         self.repo.register_device(DESK, SITE, "desk")
         self.readers = Readers(self.repo, key)
         self.cards = Cards(self.readers, load_or_create_key(tmp / "c.key"))
-        self.repo.effects[REGISTRATION] = Registrar(self.readers, self.cards)
         settings = {"url": url, "timeout_s": 2.0, "backoff_s": 0.01, "backoff_max_s": 0.02}
         self.cfg = IlsConfig.model_validate({**settings, **ils})
+        self.repo.effects[REGISTRATION] = Registrar(
+            self.readers, self.cards, card_numbers=self.cfg.card_numbers
+        )
         self.queue = Queue(self.repo.engine, 0.01, 0.02)
         self.worker = IlsWorker(
             self.cfg, self.repo, self.readers, open_connector(self.cfg), self.queue
@@ -132,6 +134,12 @@ class Central:
         self.seq = 0
 
     def register(self, name: str = "Nguyễn Văn An", ref: str = "a" * 64, **profile: str) -> str:
+        return self.register_answer(name, ref, **profile)[0]
+
+    def register_answer(
+        self, name: str = "Nguyễn Văn An", ref: str = "a" * 64, **profile: str
+    ) -> tuple[str, dict[str, Any]]:
+        """(patron id, central's answer to the desk)."""
         self.seq += 1
         payload = {
             "registration_id": uuid7(),
@@ -159,7 +167,8 @@ class Central:
         body = {"batch_id": str(uuid.uuid4()), "device_id": DESK, "events": [event]}
         result = self.repo.ingest([Incoming(SITE, DESK, "events", orjson.dumps(body))], True)
         (ack,) = result.acks
-        return str(ack.results[event["event_id"]]["patron_id"])
+        answer = dict(ack.results[event["event_id"]])
+        return str(answer["patron_id"]), answer
 
     def drain(self, rounds: int = 20) -> None:
         """Send until nothing is due (backoffs here are milliseconds), releasing waits."""

@@ -683,6 +683,9 @@ class DeskFlow:
             expires=str(card["expires_at"])[:10],
             token=str(card["token"]),
             photo=photo,
+            # the number the library system holds ("" until it assigns one: the card says
+            # so, and the librarian's page lists it for a reprint; docs/ils.md)
+            card_number=None if answer.get("card_number") is None else str(answer["card_number"]),
         )
         try:
             return await asyncio.to_thread(self.printer.print_card, face)

@@ -12,6 +12,7 @@ from typing import Any
 
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.gallery_sync import GallerySync
+from biblioedge.agent.selfcheck.card_numbers import speak_card_numbers
 from biblioedge.agent.selfcheck.station import AsyncEmit, SelfcheckStation
 from biblioedge.agent.store import Store
 from biblioedge.agent.supervisor import serial_scanner
@@ -117,6 +118,8 @@ async def build_selfcheck(
     sc = cfg.selfcheck
     reader, sim = await asyncio.to_thread(open_reader, cfg)
     library = Sip2Library(sc.account())
+    if synced is not None:  # SIP2 names a reader by the library system's number
+        speak_card_numbers(library, synced.card_number, synced.patron_of)
     offline_store = await asyncio.to_thread(Store, cfg.store_path)  # its own connection
 
     def blocked(patron_id: str) -> bool:

@@ -17,6 +17,7 @@ import socket
 import ssl
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -124,6 +125,10 @@ class Sip2Client:
         self._buffer = b""
         self._seq = 0
         self.round_trips = 0
+        #: (to the library system's number, back): a library system that knows readers by
+        #: another number than the kiosk's (agent/selfcheck/card_numbers.py); every patron
+        #: identifier (AA) going out and coming back is translated, in every message
+        self.numbers: tuple[Callable[[str], str], Callable[[str], str]] | None = None
 
     # -- connection ---------------------------------------------------------------------
 
@@ -181,6 +186,8 @@ class Sip2Client:
         goes wrong is a Sip2Error: ReplyLost when the request went out and no usable reply
         came back (the connection is then closed, so that nothing of that exchange is read as
         the answer to the next request)."""
+        if self.numbers is not None:
+            return self._translated(command, fixed, fields, expect, *self.numbers)
         if self._sock is None:
             self.connect()
         try:
@@ -196,6 +203,25 @@ class Sip2Client:
             except (ConnectionError, TimeoutError, OSError) as again:
                 self.close()
                 raise ReplyLost(f"no reply to {command}, twice: {again}") from again
+
+    def _translated(
+        self,
+        command: str,
+        fixed: str,
+        fields: list[tuple[str, str | None]],
+        expect: str,
+        out: Callable[[str], str],
+        back: Callable[[str], str],
+    ) -> Reply:
+        numbers, self.numbers = self.numbers, None
+        try:
+            sent = [(k, out(v) if k == "AA" and v else v) for k, v in fields]
+            reply = self.request(command, fixed, sent, expect)
+        finally:
+            self.numbers = numbers
+        if "AA" in reply.fields:
+            reply.fields["AA"] = [back(v) if v else v for v in reply.fields["AA"]]
+        return reply
 
     def _exchange_or_close(
         self, command: str, fixed: str, fields: list[tuple[str, str | None]], expect: str

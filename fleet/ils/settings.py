@@ -66,8 +66,9 @@ class IlsConfig(StrictModel):
     )
     card_numbers: Literal["desk", "ils"] = Field(
         default="desk",
-        description="Who issues card numbers: desk (central's patron number is the Koha "
-        "cardnumber) or ils (Koha assigns one; central keeps it as the reader's barcode)",
+        description="Who issues card numbers: desk (the reader's barcode, else central's "
+        "patron number, is the Koha cardnumber) or ils (Koha assigns one; central keeps it as "
+        "the reader's barcode). Either way kiosks' SIP2 calls and cards carry that number",
     )
     libraries: dict[str, str] = Field(
         default_factory=dict,

@@ -81,7 +81,9 @@ class IlsWorker:
         snap = self.queue.snapshot(self.readers, patron_id)
         if snap is None:
             return None
-        card = patron_id if self.cfg.card_numbers == "desk" else (snap.barcode or None)
+        # one card number everywhere: her barcode, else her patron number (docs/ils.md); with
+        # "ils" and no barcode yet, None: the library system assigns it and _keep_card keeps it
+        card = snap.barcode or (patron_id if self.cfg.card_numbers == "desk" else None)
         data = map_reader(
             self.cfg,
             cardnumber=card,

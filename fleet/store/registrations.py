@@ -44,6 +44,11 @@ def status_of(conn: Connection, patron_id: str) -> str | None:
     return None if value is None else str(value)
 
 
+def barcode_of(conn: Connection, patron_id: str) -> str | None:
+    value = conn.scalar(select(readers.c.barcode).where(readers.c.patron_id == patron_id))
+    return None if value is None else str(value)
+
+
 def drop_templates(conn: Connection, patron_id: str) -> None:
     conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
 
