@@ -1,7 +1,7 @@
 """Alerts: the conditions central tracks and the messages waiting for their targets (issue 26).
 
 Revision ID: 0020
-Revises: 0013
+Revises: 0019
 Create Date: 2026-12-06
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from biblioedge.fleet.db import BigId, UTCDateTime
 
 revision = "0020"
-down_revision = "0013"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
