@@ -239,7 +239,19 @@ def create_app(
         if rollouts.floor is not None:
             app.include_router(release_routes.floor_router(rollouts), dependencies=authenticated)
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
-    app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
+    app.include_router(
+        dashboard_routes.router(
+            repo,
+            sessions,
+            rollouts,
+            releases,
+            audit,
+            signins,
+            bridge=bridge,
+            registry=registry,
+            cfg=cfg,
+        )
+    )
     # the reports page reads the same rollups as /api/v1/reports (central passes its own)
     figures = figures or ReportFigures(Reports(repo, cfg.reports))
     app.include_router(reports_page.router(sessions, figures, monthly, cfg.report_files.library))

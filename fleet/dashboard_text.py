@@ -6,6 +6,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Literal
 
+from biblioedge.fleet.itdash_text import TEXT as _ITDASH
+
 Lang = Literal["vi", "en"]
 
 _TEXT: dict[str, tuple[str, str]] = {
@@ -97,6 +99,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "fleet_page": ("Thiết bị", "Fleet"),
     "reports": ("Báo cáo thống kê", "Reports"),
 }
+_TEXT.update(_ITDASH)  # the IT pages' words (fleet/itdash_text.py)
 
 
 def text(key: str, lang: Lang = "vi") -> str:
