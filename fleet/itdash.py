@@ -152,7 +152,7 @@ def branches(fleet: list[Kiosk], attention: list[tuple[str, str, str]]) -> list[
 def _series_of(event: Mapping[str, Any]) -> str | None:
     kind, p = event["type"], event.get("payload") or {}
     if kind == "gate.decision":
-        return "visits" if p.get("decision") == "granted" else "refused"
+        return "visits" if p.get("decision") == "grant" else "refused"
     if kind == "circ.checkout":
         return "loans"
     if kind == "circ.checkin":

@@ -220,9 +220,9 @@ TEXT: dict[str, tuple[str, str]] = {
     "ev_device.update_rolled_back": ("Cập nhật bị hoàn tác", "Update rolled back"),
     "ev_security.attention": ("Vấn đề an ninh", "Security case"),
     # payload words
-    "w_granted": ("cho vào", "granted"),
-    "w_refused": ("từ chối", "refused"),
-    "w_denied": ("từ chối", "refused"),
+    "w_grant": ("cho vào", "let in"),
+    "w_deny": ("từ chối", "refused"),
+    "w_liveness": ("không qua kiểm tra người thật", "liveness check failed"),
     "w_face": ("khuôn mặt", "face"),
     "w_card_qr": ("thẻ QR", "card QR"),
     "w_barcode": ("mã vạch", "barcode"),
