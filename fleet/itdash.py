@@ -50,15 +50,43 @@ _CODE = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b|^[a-z]+\b")
 _SHOWN = ("decision", "method", "reason", "result", "item_id", "version", "component", "state")
 
 
-def sayer(lang: Lang) -> Callable[[object], str]:
+class Say:
     """``say(text)``: each code in ``text`` with words for it replaced by them (unknown_face
-    → "không nhận ra khuôn mặt"); free text and unknown codes stay as they are."""
-    t = catalogue(lang)
+    → "không nhận ra khuôn mặt"); free text and unknown codes stay as they are.
+    ``say.halt(reason)``: a rollout's halt reason (fleet/rollout_plan.py words it in English
+    for the API and the log) in the page's language, waves counted from 1 as the page does."""
 
-    def say(text: object) -> str:
-        return _CODE.sub(lambda m: t.get(f"w_{m.group(0)}", m.group(0)), str(text))
+    def __init__(self, lang: Lang) -> None:
+        self.t = catalogue(lang)
 
-    return say
+    def __call__(self, text: object) -> str:
+        return _CODE.sub(lambda m: self.t.get(f"w_{m.group(0)}", m.group(0)), str(text))
+
+    def halt(self, reason: object) -> str:
+        text = str(reason or "")
+        m = _HALT_WAVE.match(text)
+        if m is None:
+            return self(text)
+        wave, rest = int(m.group(1)) + 1, m.group(2)
+        for pattern, key in _HALTS:
+            found = pattern.match(rest)
+            if found:
+                parts = [self(g) for g in found.groups()]
+                return self.t["halt_wave"].format(wave=wave) + self.t[key].format(*parts)
+        return self.t["halt_wave"].format(wave=wave) + self(rest)
+
+
+_HALT_WAVE = re.compile(r"^wave (\d+): (.*)$", re.S)
+_HALTS = (
+    (re.compile(r"^(\d+) of (\d+) failed \((.*)\)$", re.S), "halt_failed"),
+    (re.compile(r"^(\d+) component crashes on the new release, (\d+) before$"), "halt_crashes"),
+    (re.compile(r"^gate false rejects (\S+) on the new release, (\S+) before$"), "halt_rejects"),
+    (re.compile(r"^failed loans (\S+) on the new release, (\S+) before$"), "halt_loans"),
+)
+
+
+def sayer(lang: Lang) -> Say:
+    return Say(lang)
 
 
 # -- the fleet table: search, filter, sort ----------------------------------------------

@@ -180,6 +180,21 @@ TEXT: dict[str, tuple[str, str]] = {
     "copy_ok": ("tốt", "ok"),
     "copy_failed": ("lỗi", "failed"),
     "no_copies": ("không có bản sao nào ở nơi khác", "no copy elsewhere"),
+    # a rollout's halt reason
+    "halt_wave": ("Đợt {wave}: ", "Wave {wave}: "),
+    "halt_failed": ("{0}/{1} thiết bị lỗi ({2})", "{0} of {1} failed ({2})"),
+    "halt_crashes": (
+        "{0} lần thành phần bị lỗi với bản mới, trước đó {1}",
+        "{0} component crashes on the new release, {1} before",
+    ),
+    "halt_rejects": (
+        "cổng từ chối nhầm {0} với bản mới, trước đó {1}",
+        "gate false rejects {0} on the new release, {1} before",
+    ),
+    "halt_loans": (
+        "mượn lỗi {0} với bản mới, trước đó {1}",
+        "failed loans {0} on the new release, {1} before",
+    ),
     # the audit trail's words for what was done
     "audit_login": ("Đăng nhập bảng điều khiển", "Signed in to the dashboard"),
     "audit_logout": ("Đăng xuất", "Signed out"),

@@ -60,3 +60,17 @@ def test_kiosks_running_the_face_engine_report_their_models(tmp_path: Path) -> N
     assert reported_models(cfg("selfcheck"), {}) == {}  # no camera by default
     with_camera = cfg("selfcheck", selfcheck={"camera": "sim"})
     assert reported_models(with_camera, {}) == builtin
+
+
+def test_a_halt_reason_in_words_with_waves_counted_from_one() -> None:
+    say = sayer("vi")
+    assert say.halt("wave 0: 2 of 3 failed (self-1: rolled_back)") == (
+        "Đợt 1: 2/3 thiết bị lỗi (self-1: đã hoàn tác)"
+    )
+    assert say.halt("wave 1: 4 component crashes on the new release, 0 before") == (
+        "Đợt 2: 4 lần thành phần bị lỗi với bản mới, trước đó 0"
+    )
+    assert sayer("en").halt("wave 2: gate false rejects 9.0% on the new release, 1.0% before") == (
+        "Wave 3: gate false rejects 9.0% on the new release, 1.0% before"
+    )
+    assert say.halt("aborted by it") == "aborted by it"  # not a halt it knows: as it is
