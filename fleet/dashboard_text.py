@@ -65,7 +65,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "abort": ("Hủy", "Abort"),
     "new_rollout": ("Triển khai mới", "New rollout"),
     "waves_hint": ("Các đợt, ví dụ 1,10%,100%", "Waves, e.g. 1,10%,100%"),
-    "sites_hint": ("Cơ sở (để trống: tất cả)", "Sites (empty: all)"),
+    "sites_hint": ("Cơ sở (không chọn: tất cả)", "Sites (none chosen: all)"),
     "start": ("Bắt đầu", "Start"),
     "committed": ("đã cập nhật", "committed"),
     "failed": ("lỗi", "failed"),

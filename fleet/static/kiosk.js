@@ -18,7 +18,7 @@
         return { label: s.label, data: s.data, backgroundColor: palette[i % palette.length] };
       })
     },
-    options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } }
+    options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } }
   });
   canvas.setAttribute("data-drawn", "true");
 })();
