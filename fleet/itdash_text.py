@@ -7,6 +7,10 @@ and the same test checks both languages have every key."""
 from __future__ import annotations
 
 TEXT: dict[str, tuple[str, str]] = {
+    # API roles, as the header and the audit trail say them
+    "api_role_admin": ("quản trị", "admin"),
+    "api_role_librarian": ("thủ thư", "librarian"),
+    "api_role_viewer": ("chỉ xem", "viewer"),
     # kiosk states
     "state_online": ("Trực tuyến", "Online"),
     "state_offline": ("Ngoại tuyến", "Offline"),
