@@ -152,12 +152,14 @@ class _Dashboard:
         names.sort(key=lambda n: order[n[0]])
         return names
 
-    async def admin_form(self, request: Request) -> tuple[Principal, dict[str, str]]:
+    async def admin_form(
+        self, request: Request, limit: int = 4096
+    ) -> tuple[Principal, dict[str, str]]:
         got = self.signed_in(request)
         if got is None:
             raise HTTPException(401, "sign in first")
         who, cookie = got
-        form = await _form(request)
+        form = await _form(request, limit)
         if form.get("csrf") != self.sessions.csrf(cookie):
             raise HTTPException(403, "the form is not from this session")
         if who.role != "admin":

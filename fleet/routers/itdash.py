@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 ACTIONS = ("desired", "resync", "quarantine", "unquarantine", "revoke")
 AUDIT_PAGE = 50
+#: the settings form: its textarea holds 3,000 characters, percent-encoded in the body
+FORM_LIMIT = 16_384
 
 
 def decorate(ctx: dict[str, Any], query: QueryParams, cfg: CentralConfig | None) -> None:
@@ -130,7 +132,8 @@ def routes(
 
     @ui.post("/kiosks/{device_id}/{action}", response_model=None)
     async def kiosk_action(device_id: str, action: str, request: Request) -> Response:
-        who, form = await d.admin_form(request)
+        # settings as JSON, percent-encoded: up to three bytes a character of the textarea
+        who, form = await d.admin_form(request, FORM_LIMIT)
         if action not in ACTIONS or not re.fullmatch(ID_PATTERN, device_id):
             raise HTTPException(404, "no such action")
         device = await run_in_threadpool(d.repo.get_device, device_id)
