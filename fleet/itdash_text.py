@@ -73,6 +73,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "Số sự kiện mỗi ngày theo loại; bảng dưới đây có đủ số liệu.",
         "Events a day by kind; the table below has every figure.",
     ),
+    "activity_truncated": (
+        "(Chỉ tính 50.000 sự kiện gần nhất.)",
+        "(Only the latest 50,000 events are counted.)",
+    ),
     "day": ("Ngày", "Day"),
     "series_visits": ("Lượt vào", "Entries"),
     "series_refused": ("Bị từ chối ở cổng", "Refused at the gate"),

@@ -211,7 +211,8 @@ def test_admin_acts_on_a_kiosk_and_the_audit_trail_says_so(
 
     repo: Repo = central["repo"]
     login(browser, central["url"], central["admin"])
-    browser.get(central["url"] + "/dashboard/kiosks/gate-2")
+    page = central["url"] + "/dashboard/kiosks/gate-2"
+    browser.get(page)
     # quarantine: the state says it, the attention list has it, and no rollout takes it
     click(browser, "#quarantine")
     wait_text(browser, "#message", "Thiết bị đã được cách ly.")
@@ -222,7 +223,7 @@ def test_admin_acts_on_a_kiosk_and_the_audit_trail_says_so(
         )
     browser.get(central["url"] + "/dashboard")
     wait_text(browser, "#attention", "Thiết bị đang cách ly")
-    browser.get(central["url"] + "/dashboard/kiosks/gate-2")
+    browser.get(page)
     click(browser, "#unquarantine")
     wait_text(browser, "#message", "Đã bỏ cách ly.")
     # desired settings: saved (with no broker the kiosk gets them on reconnect)
@@ -242,6 +243,7 @@ def test_admin_acts_on_a_kiosk_and_the_audit_trail_says_so(
     box.send_keys('{"gate": {"no_such_setting": 1}')
     click(browser, "#save-desired")
     wait_text(browser, "#message", "Cấu hình phải là JSON")
+    browser.get(page)  # afresh: the same message must come from this submission
     box = browser.find_element(By.ID, "desired-config")
     box.clear()
     box.send_keys('["a list"]')
