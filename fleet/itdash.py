@@ -21,6 +21,7 @@ from biblioedge.fleet.dashboard import Kiosk
 from biblioedge.fleet.dashboard_text import Lang, catalogue
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollout_plan import RolloutError
+from biblioedge.fleet.store.activity import activity_rows
 from biblioedge.protocol import utc_now
 
 STATES = ("online", "offline", "never", "quarantined", "revoked")
@@ -177,10 +178,9 @@ def branches(fleet: list[Kiosk], attention: list[tuple[str, str, str]]) -> list[
 # -- one kiosk's page -------------------------------------------------------------------------
 
 
-def _series_of(event: Mapping[str, Any]) -> str | None:
-    kind, p = event["type"], event.get("payload") or {}
+def _series_of(kind: str, decision: str | None) -> str | None:
     if kind == "gate.decision":
-        return "visits" if p.get("decision") == "grant" else "refused"
+        return "visits" if decision == "grant" else "refused"
     if kind == "circ.checkout":
         return "loans"
     if kind == "circ.checkin":
@@ -201,12 +201,13 @@ def activity(repo: Repo, device_id: str, now: datetime | None = None) -> dict[st
     days = [first + timedelta(days=i) for i in range(HISTORY_DAYS)]
     counts = {s: [0] * HISTORY_DAYS for s in SERIES}
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    rows, _ = repo.list_events(device_id=device_id, since=start, limit=ACTIVITY_LIMIT)
-    for e in rows:
-        series = _series_of(e)
+    counted = {"gate.decision", "circ.checkout", "circ.checkin", *TROUBLE}
+    rows = activity_rows(repo, device_id, start, counted, ACTIVITY_LIMIT)
+    for when, kind, decision in rows:
+        series = _series_of(kind, decision)
         if series is None:
             continue
-        i = (e["occurred_at"].astimezone(UTC).date() - first).days
+        i = (when.astimezone(UTC).date() - first).days
         if 0 <= i < HISTORY_DAYS:
             counts[series][i] += 1
     return {

@@ -5,12 +5,24 @@ not shown; and kiosks that run the face engine say which models they run."""
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.models_report import reported_models
 from biblioedge.fleet.dashboard_text import catalogue
-from biblioedge.fleet.itdash import View, known_message, parse_waves, sayer
+from biblioedge.fleet.itdash import (
+    HISTORY_DAYS,
+    SERIES,
+    View,
+    activity,
+    known_message,
+    parse_waves,
+    sayer,
+)
+from biblioedge.fleet.repo import Repo
 
 
 def test_both_languages_have_every_word_in_nfc() -> None:
@@ -74,3 +86,42 @@ def test_a_halt_reason_in_words_with_waves_counted_from_one() -> None:
         "Wave 3: gate false rejects 9.0% on the new release, 1.0% before"
     )
     assert say.halt("aborted by it") == "aborted by it"  # not a halt it knows: as it is
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    r = Repo(url)
+    r.migrate()
+    yield r
+    if request.param == "postgresql":
+        with r.engine.begin() as conn:  # the cluster is shared by the session: start clean
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    r.close()
+
+
+def test_a_kiosks_activity_is_counted_by_day_and_kind(repo: Repo) -> None:
+    from test_itdash import send
+
+    repo.register_device("gate-1", "tv-tinh", "gate")
+    repo.register_device("gate-2", "tv-tinh", "gate")
+    send(
+        repo,
+        "gate-1",
+        "tv-tinh",
+        [
+            ("gate.decision", {"decision": "grant", "method": "face", "patron_id": "P1"}),
+            ("gate.decision", {"decision": "deny", "method": "face", "reason": "unknown_face"}),
+            ("device.storage_full", {}),
+            ("device.started", {}),  # not trouble, not counted
+        ],
+    )
+    send(repo, "gate-2", "tv-tinh", [("gate.decision", {"decision": "grant", "method": "face"})])
+    got = activity(repo, "gate-1")
+    assert len(got["days"]) == HISTORY_DAYS and not got["truncated"]
+    # summed over the fortnight: the run may straddle midnight
+    total = {s: sum(got["series"][s]) for s in SERIES}
+    assert total == {"visits": 1, "refused": 1, "loans": 0, "returns": 0, "trouble": 1}
