@@ -23,6 +23,7 @@ from biblioedge.agent.events import Events, OutboxWatch
 from biblioedge.agent.gallery_store import GalleryStore, load_or_create_key
 from biblioedge.agent.gallery_sync import GallerySync
 from biblioedge.agent.metrics import AgentMetrics
+from biblioedge.agent.models_report import reported_models
 from biblioedge.agent.renewal import Renewal, check_identity
 from biblioedge.agent.role import Extras, GalleryNeeds, Role, RoleHost
 from biblioedge.agent.roles import roles_for
@@ -129,7 +130,7 @@ class AgentRuntime:
             gallery_version=self.gallery_version,
             degraded=[DISK_FULL] if self.storage.full else [],
             update=None if up is None or up.updater is None else up.updater.report,
-            models={} if up is None else up.active_models(),
+            models=reported_models(self.config, {} if up is None else up.active_models()),
             model_update=None
             if up is None or up.model_updater is None
             else up.model_updater.report,

@@ -248,7 +248,19 @@ def create_app(
         if rollouts.floor is not None:
             app.include_router(release_routes.floor_router(rollouts), dependencies=authenticated)
     sessions = Sessions(tokens, cfg.data_dir / "keys" / "dashboard.key")
-    app.include_router(dashboard_routes.router(repo, sessions, rollouts, releases, audit, signins))
+    app.include_router(
+        dashboard_routes.router(
+            repo,
+            sessions,
+            rollouts,
+            releases,
+            audit,
+            signins,
+            bridge=bridge,
+            registry=registry,
+            cfg=cfg,
+        )
+    )
     if readers is not None and cards is not None:  # the librarian's view (issue 26)
         app.include_router(
             librarian_page.router(sessions, librarian_desk(cfg, readers, cards), audit)

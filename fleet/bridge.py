@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import aiomqtt
 import orjson
@@ -398,6 +399,21 @@ class Bridge:
             if revoked is not None:
                 await self._publish(client, device_topic(site, revoked, "keys"), b"", True)
             await self._publish_keys(client, site)
+
+    async def send_command(
+        self, site: str, device_id: str, name: str, args: dict[str, Any] | None = None
+    ) -> bool:
+        """A signed command to one kiosk (the dashboard's resync); False when the broker is
+        not connected (a command is for now: it is not kept for later)."""
+        client = self.client
+        if client is None:
+            return False
+        cmd = Command(command_id=uuid7(), name=name, issued_at=utc_now(), args=args or {})
+        topic = device_topic(site, device_id, "cmd")
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._publish(client, topic, self.signer.envelope(topic, dumps(cmd)))
+            return True
+        return False
 
     async def forget_device(self, site: str, device_id: str) -> None:
         """Clear a deleted device's retained topics, so nothing of it comes back on restart."""

@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from biblioedge.fleet.authz import SECURITY_ATTENTION
 from biblioedge.fleet.device_status import with_revocation
 from biblioedge.fleet.ils.queue import Queue
 from biblioedge.fleet.repo import Repo
+from biblioedge.fleet.rollout_plan import QUARANTINE_LABEL, QUARANTINE_ON
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.fleet.store.devices import revoked_devices
 from biblioedge.fleet.store.enrollments import pending_rekeys
@@ -110,6 +111,14 @@ class Kiosk:
     health: list[str]
     alarms: list[str]
     update: str
+    #: online, offline, never (registered, never connected), revoked or quarantined
+    state: str = "offline"
+    #: (component, its state) for each component not up; the page says them in words
+    trouble: list[tuple[str, str]] = field(default_factory=list)
+    #: what the update is doing, for words: (phase, release, percent or None)
+    updating: tuple[str, str, int | None] | None = None
+    first_seen: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
@@ -139,10 +148,15 @@ def kiosks(repo: Repo) -> list[Kiosk]:
             alarms.append(f"update {upd.get('wanted')}: {upd.get('reason')}")
         phase = upd.get("phase") or "idle"
         update_text = ""
+        updating = None
         if phase not in ("idle",):
             update_text = f"{phase} {upd.get('wanted') or ''}".strip()
+            pct = None
             if phase == "downloading" and upd.get("total_bytes"):
-                update_text += f" {100 * upd.get('done_bytes', 0) // upd['total_bytes']}%"
+                pct = 100 * upd.get("done_bytes", 0) // upd["total_bytes"]
+                update_text += f" {pct}%"
+            updating = (str(phase), str(upd.get("wanted") or ""), pct)
+        labels = dict(d.get("labels") or {})
         out.append(
             Kiosk(
                 device_id=d["device_id"],
@@ -157,9 +171,26 @@ def kiosks(repo: Repo) -> list[Kiosk]:
                 health=health,
                 alarms=alarms,
                 update=update_text,
+                state=state_of(d, labels),
+                trouble=[(str(k), str(v)) for k, v in sorted(components.items()) if v != "up"],
+                updating=updating,
+                first_seen=d.get("first_seen"),
+                labels=labels,
             )
         )
     return out
+
+
+def state_of(device: dict[str, Any], labels: dict[str, str]) -> str:
+    """One word for where a kiosk is: a kiosk enrolled but never heard from is not "offline
+    with good health", it is its own case."""
+    if device.get("revoked"):
+        return "revoked"
+    if labels.get(QUARANTINE_LABEL) == QUARANTINE_ON:
+        return "quarantined"
+    if device.get("online"):
+        return "online"
+    return "offline" if device.get("last_seen") is not None else "never"
 
 
 def attention(
@@ -185,6 +216,11 @@ def attention(
     for k in fleet:
         if k.revoked:
             continue  # cut off on purpose: nothing to look at
+        if k.state == "quarantined":
+            items.append(("att_quarantined", k.device_id, ""))
+        if k.state == "never":
+            since = k.first_seen.strftime("%Y-%m-%d %H:%M") if k.first_seen else ""
+            items.append(("att_never", k.device_id, since))
         if not k.online and k.last_seen is not None and now - k.last_seen > OFFLINE_ALERT:
             items.append(("att_offline", k.device_id, k.last_seen.strftime("%Y-%m-%d %H:%M")))
         for alarm in k.alarms:
@@ -263,7 +299,8 @@ def recent_events(repo: Repo, limit: int = 15) -> list[dict[str, Any]]:
             "state",
         )
         summary = ", ".join(f"{k}={p[k]}" for k in keys if k in p)
-        out.append({**e, "summary": summary[:140]})
+        fields = [str(p[k])[:60] for k in keys if k in p and not isinstance(p[k], dict | list)]
+        out.append({**e, "summary": summary[:140], "fields": fields})
     return out
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Literal
 
+from biblioedge.fleet.itdash_text import TEXT as _ITDASH
+
 Lang = Literal["vi", "en"]
 
 _TEXT: dict[str, tuple[str, str]] = {
@@ -65,7 +67,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "abort": ("Hủy", "Abort"),
     "new_rollout": ("Triển khai mới", "New rollout"),
     "waves_hint": ("Các đợt, ví dụ 1,10%,100%", "Waves, e.g. 1,10%,100%"),
-    "sites_hint": ("Cơ sở (để trống: tất cả)", "Sites (empty: all)"),
+    "sites_hint": ("Cơ sở (không chọn: tất cả)", "Sites (none chosen: all)"),
     "start": ("Bắt đầu", "Start"),
     "committed": ("đã cập nhật", "committed"),
     "failed": ("lỗi", "failed"),
@@ -99,6 +101,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "fleet_page": ("Thiết bị", "Fleet"),
     "reports": ("Báo cáo thống kê", "Reports"),
 }
+_TEXT.update(_ITDASH)  # the IT pages' words (fleet/itdash_text.py)
 
 
 def text(key: str, lang: Lang = "vi") -> str:

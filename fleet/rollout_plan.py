@@ -26,6 +26,9 @@ TRANSIENT = {"unreachable", "expired_metadata", "local_error", "disk", "busy"}
 #: at most this many health events are counted per time window (as one query returned them)
 HEALTH_EVENTS_LIMIT = 200_000
 HEALTH_TYPES = ("device.component_crashed", "gate.decision", "circ.checkout")
+#: IT sets a kiosk aside (the dashboard's quarantine) with this label: no rollout takes it
+QUARANTINE_LABEL = "quarantine"
+QUARANTINE_ON = "on"
 
 
 class RolloutError(ValueError):
@@ -260,8 +263,15 @@ def choose(
     kiosks: Iterable[Kiosk], selector: Selector, plan: RolloutPlan, revoked: frozenset[str]
 ) -> list[Target]:
     """The targets of a new rollout in waves: the selection minus revoked kiosks (they
-    never report), online ones first, then by site and id; RolloutError 404 when none."""
-    chosen = [k for k in kiosks if selector.matches(k.row()) and k.device_id not in revoked]
+    never report) and quarantined ones (set aside by IT), online ones first, then by site
+    and id; RolloutError 404 when none."""
+    chosen = [
+        k
+        for k in kiosks
+        if selector.matches(k.row())
+        and k.device_id not in revoked
+        and k.labels.get(QUARANTINE_LABEL) != QUARANTINE_ON
+    ]
     if not chosen:
         raise RolloutError(404, "the selection matches no kiosk")
     chosen.sort(key=lambda k: (not k.online, k.site, k.device_id))

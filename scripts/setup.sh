@@ -13,6 +13,8 @@ TEST=""
 APT_PKGS=(mosquitto python3-venv libzbar0)
 # the test suite also proves central on a real PostgreSQL, and the dashboard in Debian's chromium
 [[ -n "$TEST" ]] && APT_PKGS+=(postgresql chromium chromium-driver)
+# ... and checks the dashboard's accessibility with axe-core, which comes from npm
+[[ -n "$TEST" ]] && ! command -v npm >/dev/null && APT_PKGS+=(npm)
 # the card desk: pcscd with the vpcd virtual reader, and what pyscard builds from source with
 APT_PKGS+=(pcscd vsmartcard-vpcd libpcsclite-dev swig)
 missing=()
@@ -59,4 +61,14 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   # implementation; --no-deps keeps its opencv-python (GUI build) from replacing headless
   .venv/bin/python -m pip install -q --no-deps "insightface==2.1"
   touch "$stamp"
+fi
+
+# axe-core (npm) for the dashboard's accessibility test, pinned in tests/axe/package.json
+if [[ -n "$TEST" ]] && command -v npm >/dev/null; then
+  axe=tests/axe/node_modules/axe-core/axe.min.js
+  if [[ ! -f "$axe" || tests/axe/package.json -nt "$axe" ]]; then
+    echo ">> npm install axe-core (tests/axe)"
+    npm install --prefix tests/axe --no-audit --no-fund --no-save --silent >/dev/null
+    touch "$axe"
+  fi
 fi

@@ -170,7 +170,7 @@ def test_viewer_sees_the_fleet_in_vietnamese_then_english_and_live(
     row = wait_text(browser, "#kiosk-gate-1", "Trực tuyến")
     assert "1.0" in row and "Cổng vào" in row
     wait_text(browser, "#kiosk-gate-2", "Ngoại tuyến")
-    wait_text(browser, "#kiosk-self-1", "disk_full")
+    wait_text(browser, "#kiosk-self-1", "hết dung lượng")
     attention = wait_text(browser, "#attention", "Triển khai bị dừng")
     assert "self-test failed" in attention
     wait_text(browser, f"#rollout-{site['halted']}", "Đã dừng do lỗi")
@@ -206,11 +206,11 @@ def test_admin_pauses_resumes_and_starts_a_rollout(site: dict[str, Any], browser
     # a second rollout for kiosks already in one: refused, and the page says why
     Select(browser.find_element(By.ID, "release")).select_by_value("software:2.0")
     click(browser, "#start-rollout")
-    wait_text(browser, "#message", "already in an active rollout")
+    wait_text(browser, "#message", "đang trong một đợt triển khai khác")
     click(browser, f"{row} button.abort")
     wait_text(browser, f"{row} .state", "Đã hủy")
     Select(browser.find_element(By.ID, "release")).select_by_value("software:3.0")
-    browser.find_element(By.ID, "sites").send_keys("tv-tinh")
+    Select(browser.find_element(By.ID, "sites")).select_by_value("tv-tinh")
     click(browser, "#start-rollout")
     wait_text(browser, "#rollouts tr.rollout.running", "3.0")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#rollouts tr.rollout.running")) == 1

@@ -24,11 +24,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from biblioedge.fleet.auth import Audit, Principal
+from biblioedge.fleet.bridge import Bridge
+from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.dashboard import Sessions, snapshot
 from biblioedge.fleet.dashboard_text import Lang, catalogue
+from biblioedge.fleet.enrollments import Registry
+from biblioedge.fleet.itdash import parse_waves, rollout_refusal, sayer
 from biblioedge.fleet.releases import ReleaseRepo
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.rollouts import RolloutError, RolloutPlan, Rollouts, Selector
+from biblioedge.fleet.routers import itdash as itdash_routes
 from biblioedge.fleet.throttle import FailureThrottle, client_key
 from biblioedge.releases import below_floor
 
@@ -58,10 +63,12 @@ async def _form(request: Request, limit: int = 4096) -> dict[str, str]:
         if len(body) > limit:
             raise HTTPException(413, "form too large")
     try:
-        fields = parse_qs(body.decode("utf-8"), max_num_fields=10, strict_parsing=False)
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=200, strict_parsing=False)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPException(400, "not a form") from exc
-    return {k: v[0] for k, v in fields.items() if v}
+    # a field given more than once (the sites chosen for a rollout) comes as one list;
+    # a doubled csrf field then matches no token and is refused
+    return {k: ",".join(v) for k, v in fields.items() if v}
 
 
 class _Dashboard:
@@ -82,6 +89,7 @@ class _Dashboard:
         self.releases = releases
         self.audit = audit
         self.signins = signins
+        self.cfg: CentralConfig | None = None
         self.env = _env()
 
     @staticmethod
@@ -89,9 +97,16 @@ class _Dashboard:
         wanted = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
         return "en" if wanted == "en" else "vi"
 
+    @staticmethod
+    def page_words(lang: Lang) -> dict[str, str]:
+        return catalogue(lang)
+
     def page(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         lang = self.lang_of(request)
-        html = self.env.get_template(name).render(lang=lang, t=catalogue(lang), **ctx)
+        ctx.setdefault("keep", "")
+        html = self.env.get_template(name).render(
+            lang=lang, t=catalogue(lang), say=sayer(lang), **ctx
+        )
         resp = HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
         if request.query_params.get("lang") in ("vi", "en"):
             resp.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict")
@@ -104,8 +119,10 @@ class _Dashboard:
 
     def sections(self, ctx: dict[str, Any], lang: Lang) -> dict[str, str]:
         t = catalogue(lang)
+        say = sayer(lang)
         return {
-            s: self.env.get_template(f"_{s}.html").render(lang=lang, t=t, **ctx) for s in SECTIONS
+            s: self.env.get_template(f"_{s}.html").render(lang=lang, t=t, say=say, **ctx)
+            for s in SECTIONS
         }
 
     async def context(self, who: Principal, cookie: str) -> dict[str, Any]:
@@ -135,12 +152,14 @@ class _Dashboard:
         names.sort(key=lambda n: order[n[0]])
         return names
 
-    async def admin_form(self, request: Request) -> tuple[Principal, dict[str, str]]:
+    async def admin_form(
+        self, request: Request, limit: int = 4096
+    ) -> tuple[Principal, dict[str, str]]:
         got = self.signed_in(request)
         if got is None:
             raise HTTPException(401, "sign in first")
         who, cookie = got
-        form = await _form(request)
+        form = await _form(request, limit)
         if form.get("csrf") != self.sessions.csrf(cookie):
             raise HTTPException(403, "the form is not from this session")
         if who.role != "admin":
@@ -150,8 +169,9 @@ class _Dashboard:
 
 
 def _back(refused: str | None = None) -> RedirectResponse:
-    """To the page, with what was refused and why shown on it."""
-    query = f"?refused={quote(refused[:200])}" if refused else ""
+    """To the page, with the code of what was refused (itdash.MESSAGES): the page says it in
+    words, and shows nothing for a code it does not know."""
+    query = f"?refused={quote(refused[:40])}" if refused else ""
     return RedirectResponse(f"/dashboard{query}", status_code=303)
 
 
@@ -166,15 +186,21 @@ def router(
     releases: ReleaseRepo | None,
     audit: Audit,
     signins: FailureThrottle | None = None,
+    *,
+    bridge: Bridge | None = None,
+    registry: Registry | None = None,
+    cfg: CentralConfig | None = None,
 ) -> APIRouter:
     ui = APIRouter(prefix="/dashboard", include_in_schema=False)
     if signins is None:  # (not ``or``: an empty throttle has no length, so is falsy)
         signins = FailureThrottle(5, 60.0, 30.0, 3600.0)
     d = _Dashboard(repo, sessions, rollouts, releases, audit, signins)
+    d.cfg = cfg
     _sign_in_routes(ui, d)
     _page_routes(ui, d)
     _rollout_routes(ui, d)
     _static_routes(ui)
+    itdash_routes.routes(ui, d, bridge, registry, cfg)
     return ui
 
 
@@ -236,11 +262,10 @@ def _page_routes(ui: APIRouter, d: _Dashboard) -> None:
             return _to_login()
         who, cookie = got
         ctx = await d.context(who, cookie)
+        itdash_routes.decorate(ctx, request.query_params, d.cfg)
         names = await d.offered()
-        message = request.query_params.get("refused")
-        return d.page(
-            request, "index.html", releases=names, message=message and message[:300], **ctx
-        )
+        message = itdash_routes.message_of(request.query_params)
+        return d.page(request, "index.html", releases=names, message=message, **ctx)
 
     @ui.get("/stream", response_model=None)
     async def stream(request: Request) -> Response:
@@ -255,7 +280,9 @@ def _page_routes(ui: APIRouter, d: _Dashboard) -> None:
             while not await request.is_disconnected():
                 if d.sessions.check(cookie) is None:
                     return  # signed out or token revoked: stop sending
-                data = json.dumps(d.sections(await d.context(who, cookie), lang))
+                ctx = await d.context(who, cookie)
+                itdash_routes.decorate(ctx, request.query_params, d.cfg)
+                data = json.dumps(d.sections(ctx, lang))
                 if data != last:
                     last = data
                     yield f"event: sections\ndata: {data}\n\n".encode()
@@ -280,7 +307,7 @@ def _rollout_routes(ui: APIRouter, d: _Dashboard) -> None:
             await run_in_threadpool(d.rollouts.control, rollout_id, action, who.name)
         except RolloutError as exc:
             await run_in_threadpool(d.audit.record, who, "POST", request.url.path, exc.status)
-            return _back(exc.detail)
+            return _back(rollout_refusal(exc))
         await run_in_threadpool(d.audit.record, who, "POST", request.url.path, 303)
         return _back()
 
@@ -292,22 +319,23 @@ def _rollout_routes(ui: APIRouter, d: _Dashboard) -> None:
         refused: str | None = None
         status = 303
         try:
-            waves: list[int | str] = [
-                int(w) if w.strip().isdigit() else w.strip()
-                for w in form.get("waves", "1,10%,100%").split(",")
-                if w.strip()
-            ]
+            waves = parse_waves(form.get("waves", "1,10%,100%"))
             sites = [s.strip() for s in form.get("sites", "").split(",") if s.strip()]
-            plan = RolloutPlan(waves=waves)
-            selector = Selector(sites=sites)
+            known = {str(k["site"]) for k in await run_in_threadpool(d.repo.list_devices)}
             kind, _, release = form.get("release", "").partition(":")
-            if kind not in ("software", "model", "config"):
-                raise RolloutError(400, "choose a release")
-            await run_in_threadpool(d.rollouts.create, kind, release, selector, plan, who.name)
+            if waves is None:
+                refused, status = "bad_waves", 400
+            elif not set(sites) <= known:
+                refused, status = "unknown_site", 400
+            elif kind not in ("software", "model", "config"):
+                refused, status = "choose_release", 400
+            else:
+                plan, selector = RolloutPlan(waves=waves), Selector(sites=sites)
+                await run_in_threadpool(d.rollouts.create, kind, release, selector, plan, who.name)
         except RolloutError as exc:
-            refused, status = exc.detail, exc.status
-        except ValueError as exc:
-            refused, status = str(exc).splitlines()[0], 400
+            refused, status = rollout_refusal(exc), exc.status
+        except ValueError:  # what the plan's own schema refuses and the checks above let by
+            refused, status = "refused", 400
         await run_in_threadpool(d.audit.record, who, "POST", "/dashboard/rollouts", status)
         return _back(refused)
 
@@ -315,7 +343,7 @@ def _rollout_routes(ui: APIRouter, d: _Dashboard) -> None:
 def _static_routes(ui: APIRouter) -> None:
     @ui.get("/static/{name}")
     def static(name: str) -> Response:
-        if name not in ("live.js", "style.css"):
+        if name not in ("live.js", "style.css", "kiosk.js"):
             raise HTTPException(404, "no such file")
         data = resources.files("biblioedge.fleet").joinpath("static", name).read_bytes()
         kind = "text/javascript" if name.endswith(".js") else "text/css"
