@@ -24,6 +24,8 @@ PAGES = (
     "/dashboard/branches",
     "/dashboard/audit",
     "/dashboard/reports",
+    "/dashboard/readers",  # the librarian's view
+    "/dashboard/cases",
 )
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed"

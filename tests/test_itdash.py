@@ -24,10 +24,13 @@ from tuf_kit import tuf_server
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Audit, Tokens
 from biblioedge.fleet.backup import run_backup
+from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Incoming, Repo
 from biblioedge.fleet.rollouts import RolloutError, RolloutPlan, Rollouts, Selector
+from biblioedge.keys import load_or_create_key
 from biblioedge.procs import free_port
 from biblioedge.protocol import utc_now, uuid7
 from biblioedge.provisioning.sealing import x25519_public_b64
@@ -89,7 +92,10 @@ def central(tmp_path: Path) -> Iterator[dict[str, Any]]:
         )
         cfg.data_dir.mkdir(parents=True)
         repo = Repo(cfg.db_url)
-        repo.migrate()
+        template_key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
+        repo.migrate(template_key)
+        readers = Readers(repo, template_key)  # the librarian's pages are served too
+        cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
         for device_id, s, role in (
             ("gate-1", "tv-tinh", "gate"),
             ("gate-2", "tv-tinh", "gate"),
@@ -115,7 +121,16 @@ def central(tmp_path: Path) -> Iterator[dict[str, Any]]:
         tokens = Tokens(repo.engine)
         _, admin = tokens.create("it-admin", "admin")
         _, viewer = tokens.create("watcher", "viewer")
-        app = create_app(cfg, repo, None, CentralMetrics(), releases=srv.repo, rollouts=engine)
+        app = create_app(
+            cfg,
+            repo,
+            None,
+            CentralMetrics(),
+            readers=readers,
+            cards=cards,
+            releases=srv.repo,
+            rollouts=engine,
+        )
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
