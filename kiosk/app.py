@@ -1,8 +1,9 @@
 """``biblioedge kiosk run``: the agent and its touch screen in one process, one asyncio loop.
 
 The screen pulls snapshots (the gate's view, the frame it is deciding, whether the broker is
-reachable) ten times a second; it never calls the agent's internals or the drivers. Closing
-the window stops the agent; SIGTERM to the agent closes the window.
+reachable) ten times a second and hands each to the voice (tones, spoken prompts); neither
+calls the agent's internals or the drivers. Closing the window stops the agent; SIGTERM to
+the agent closes the window.
 """
 
 from __future__ import annotations
@@ -150,7 +151,10 @@ def _screen_app(runtime: AgentRuntime, role: str, make: Any, waiting: Any) -> An
         title = f"biblioedge {role}"
 
         def build(self) -> Any:
+            from biblioedge.kiosk.voice import kiosk_voice
+
             self.screen = make()
+            self.voice = kiosk_voice(role, lambda: runtime.config.sound)
             Clock.schedule_interval(self.tick, 0.1)
             log.info("%s screen started", role)
             return self.screen
@@ -164,5 +168,10 @@ def _screen_app(runtime: AgentRuntime, role: str, make: Any, waiting: Any) -> An
             current = getattr(flow, "current", None)
             frame = current.image if current is not None else None
             self.screen.show(flow.view, frame, online)
+            self.voice.heard(flow.view)
+
+        def on_stop(self) -> None:
+            if hasattr(self, "voice"):
+                self.voice.close()
 
     return ScreenApp()
