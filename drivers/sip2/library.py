@@ -15,7 +15,7 @@ import contextlib
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
 
@@ -370,7 +370,15 @@ class Sip2Library:
         position at a time (charged, hold items, fine items, as servers answer one list per
         request), then 17 per loan for its title and due date (AU carries item ids only on
         most servers). A server on 23 (no 63) gives fees and nothing listed."""
-        if self.patron_message == "23":
+        charged: Reply | None = None
+        if self.patron_message != "23":
+            try:
+                charged = self._summary(patron_id, password, SUMMARY_CHARGED)
+            except ReplyLost as exc:  # as in patron(): a server without 63
+                if self.account.patron == "63":
+                    raise
+                self._remember_23(f"63 went unanswered ({exc})")
+        if charged is None:
             found = self._patron_status(patron_id, password)
             return PatronAccount(
                 patron_id,
@@ -382,7 +390,6 @@ class Sip2Library:
                 False,
                 screen_message=found.screen_message,
             )
-        charged = self._summary(patron_id, password, SUMMARY_CHARGED)
         counts = charged.fixed[35:59]
 
         def count(i: int) -> int | None:
@@ -392,8 +399,7 @@ class Sip2Library:
         n_charged, n_holds = count(2), count(0)
         overdue = {v.strip() for v in charged.all("AT")}
         ids = [v.strip() for v in charged.all("AU") if v.strip()]
-        loans = [self._loan(i, i in overdue) for i in ids[:MAX_LISTED]]
-        loans += [Loan(i, overdue=i in overdue) for i in ids[MAX_LISTED:]]
+        loans = self._loans(ids, overdue)
         holds: list[Loan] = []
         holds_listed = n_holds == 0
         if n_holds is None or n_holds > 0:
@@ -406,7 +412,7 @@ class Sip2Library:
             except Sip2Error as exc:  # the loans stand without the holds
                 log.info("no hold items for %s: %s", patron_id, exc)
                 names = []
-            holds = [self._loan(i, False, due=False) for i in names[:MAX_LISTED]]
+            holds = [replace(x, due=None) for x in self._loans(names, set())]
             holds_listed = bool(names)
         fines: list[str] = []
         if charged.get("BV").strip() not in ("", "0", "0.00"):
@@ -426,14 +432,23 @@ class Sip2Library:
             screen_message=_screen(charged),
         )
 
-    def _loan(self, item: str, overdue: bool, due: bool = True) -> Loan:
-        """The item's title (and due date) from 17; the id alone when 17 does not answer."""
-        try:
-            info = self.item(item)
-        except Sip2Error as exc:
-            log.info("no item information for %s: %s", item, exc)
-            return Loan(item, overdue=overdue)
-        return Loan(item, info.title, info.due if due else None, overdue)
+    def _loans(self, ids: list[str], overdue: set[str]) -> list[Loan]:
+        """Each item's title and due date from 17; ids alone past ``MAX_LISTED`` or once 17
+        went unanswered (a server without it would make the reader wait once per loan)."""
+        out: list[Loan] = []
+        asking = True
+        for n, item in enumerate(ids):
+            if asking and n < MAX_LISTED:
+                try:
+                    info = self.item(item)
+                except ReplyLost as exc:
+                    log.info("no item information (%s): listing item ids only", exc)
+                    asking = False
+                else:
+                    out.append(Loan(item, info.title, info.due, item in overdue))
+                    continue
+            out.append(Loan(item, overdue=item in overdue))
+        return out
 
     def renew_all(self, patron_id: str, password: str | None = None) -> RenewAll:
         """65 renew all; servers that do not implement it raise UnexpectedReply or ReplyLost
