@@ -72,6 +72,12 @@ async def run_kiosk(
     )
 
 
+def _brand(runtime: AgentRuntime) -> dict[str, Any]:
+    """The library's name and logo for the top of the screen (``[screen]``)."""
+    cfg = runtime.config.screen
+    return {"library_name": cfg.library_name, "logo": str(cfg.logo) if cfg.logo else None}
+
+
 def _flow(runtime: AgentRuntime, role: str) -> Any:
     """The running flow of the screen's role once its component built it, else None."""
     return next((r.flow for r in runtime.roles if r.name == role), None)
@@ -89,7 +95,7 @@ def _desk_app(runtime: AgentRuntime, lang: str) -> Any:
     return _screen_app(
         runtime,
         "desk",
-        lambda: DeskScreen(lang=lang, on_action=tap),  # type: ignore[arg-type]
+        lambda: DeskScreen(lang=lang, on_action=tap, **_brand(runtime)),  # type: ignore[arg-type]
         DeskView("idle", "desk_idle"),
     )
 
@@ -112,7 +118,7 @@ def _selfcheck_app(runtime: AgentRuntime, lang: str) -> Any:
     return _screen_app(
         runtime,
         "selfcheck",
-        lambda: SelfcheckScreen(lang=lang, on_action=tap, on_pin=pin),  # type: ignore[arg-type]
+        lambda: SelfcheckScreen(lang=lang, on_action=tap, on_pin=pin, **_brand(runtime)),  # type: ignore[arg-type]
         SelfcheckView("starting", "selfcheck_starting"),
     )
 
@@ -124,7 +130,7 @@ def _exitgate_app(runtime: AgentRuntime, lang: str) -> Any:
     return _screen_app(
         runtime,
         "exitgate",
-        lambda: ExitgateScreen(lang=lang),  # type: ignore[arg-type]
+        lambda: ExitgateScreen(lang=lang, **_brand(runtime)),  # type: ignore[arg-type]
         ExitView("starting", "exit_starting"),
     )
 
@@ -136,7 +142,7 @@ def _gate_app(runtime: AgentRuntime, lang: str) -> Any:
     return _screen_app(
         runtime,
         "gate",
-        lambda: GateScreen(lang=lang),  # type: ignore[arg-type]
+        lambda: GateScreen(lang=lang, **_brand(runtime)),  # type: ignore[arg-type]
         GateView("idle", "welcome_idle"),
     )
 
