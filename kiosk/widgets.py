@@ -73,6 +73,15 @@ def action_button(
     button.background_color = (
         CHOICE_COLOUR if primary is None else PRIMARY_COLOUR if primary else SECONDARY_COLOUR
     )
+    with button.canvas.after:  # a light edge: a green button stays a button on a green screen
+        Color(1, 1, 1, 0.85)
+        edge = Line(rectangle=(0, 0, 0, 0), width=1.5)
+    button.bind(
+        pos=lambda b, _v: setattr(edge, "rectangle", (b.x + 1, b.y + 1, b.width - 2, b.height - 2)),
+        size=lambda b, _v: setattr(
+            edge, "rectangle", (b.x + 1, b.y + 1, b.width - 2, b.height - 2)
+        ),
+    )
     button.bind(on_release=lambda _b: on_press())
     return button
 
