@@ -163,3 +163,20 @@ def test_tones_are_distinct_and_click_free() -> None:
 def samples_of(wav: bytes) -> array[int]:
     with wave.open(io.BytesIO(wav)) as w:
         return array("h", w.readframes(w.getnframes()))
+
+
+def test_volume_and_on_off_are_tunable_from_central_the_engine_is_not(tmp_path: Path) -> None:
+    from biblioedge.agent.config import apply_tunables, validate_config
+    from biblioedge.settings import ConfigError
+
+    base = validate_config(
+        {"role": "gate", "site": "tv-tinh", "device_id": "gate-01", "data_dir": str(tmp_path)}
+    )
+    quiet = apply_tunables(base, {"sound": {"volume": 20, "speech": False}})
+    assert quiet.sound.volume == 20 and not quiet.sound.speech
+    named = apply_tunables(base, {"screen": {"library_name": "Thư viện huyện"}})
+    assert named.screen.library_name == "Thư viện huyện"
+    with pytest.raises(ConfigError):
+        apply_tunables(base, {"sound": {"engine": "/bin/sh"}})
+    with pytest.raises(ConfigError):
+        apply_tunables(base, {"sound": {"volume": 101}})

@@ -199,3 +199,30 @@ def test_invenio_sip2_lists_loans_and_without_63_says_it_cannot(
         else:  # its 63 honours the summary; no 17 here: the ids alone
             assert acc.loans_listed and [x.item for x in acc.loans] == ["30000001", "30000003"]
             assert acc.charged == 2
+
+
+def test_the_account_screen_lists_renews_and_says_what_it_cannot_know(tmp_path: Path) -> None:
+    """The screen's own screenshots, read through the texts they name."""
+    import json
+
+    from test_kiosk import screenshots
+
+    out = screenshots("selfcheck", tmp_path, "1280x800")
+
+    def shown(state: str) -> list[str]:
+        doc = json.loads((out / f"{state}.texts.json").read_text(encoding="utf-8"))
+        return [t["text"] for t in doc]
+
+    account = shown("sc_account")
+    assert account.count("Gia hạn") == 2  # one per loan not yet renewed
+    assert "Gia hạn tất cả" in account and "Mượn tiếp" in account
+    assert any("Quá hạn 28/11/2026" in t for t in account)
+    assert any("Đã gia hạn" in t and "30/12/2026" in t for t in account)
+    assert any("25.000 đ" in t and "Từ điển Tiếng Việt" in t for t in account)
+    offline = shown("sc_account_offline")
+    assert "Gia hạn" not in offline and "Ngoại tuyến" in offline
+    assert any("chưa xem được sách đang mượn" in t for t in offline)
+    assert any("Tắt đèn" in t for t in offline)
+    assert any("bạn đang mượn 2 tài liệu" in t for t in shown("sc_account_not_listed"))
+    assert "My account" in shown("sc_account_english")
+    assert "• • • –" in shown("sc_pin_typed") and "– – – –" in shown("sc_pin")
