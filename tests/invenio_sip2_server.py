@@ -106,8 +106,10 @@ def main() -> None:
     port = int(sys.argv[1])
     app = Flask("biblioedge-invenio-sip2")
     actions = dict(SIP2_MESSAGE_ACTIONS)
-    if "--without-63" in sys.argv:
+    patron_handlers = {"patron_status": patron_status, "account": account}
+    if "--without-63" in sys.argv:  # its ACS status then says 63 is not supported
         actions.pop("63")
+        patron_handlers.pop("account")
     app.config.update(
         SIP2_DATASTORE_HANDLER=MemoryDatastore,
         SIP2_MESSAGE_ACTIONS=actions,
@@ -116,7 +118,7 @@ def main() -> None:
             "biblioedge": {
                 "login_handler": login,
                 "system_status_handler": status,
-                "patron_handlers": {"patron_status": patron_status, "account": account},
+                "patron_handlers": patron_handlers,
             }
         },
     )
