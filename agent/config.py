@@ -314,6 +314,7 @@ TUNABLE_PATHS: frozenset[str] = frozenset(
         "sound.enabled",
         "sound.speech",
         "sound.volume",
+        "sound.say_names",
         "update.maintenance_window",
         "update.soak_s",
     }

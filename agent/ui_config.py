@@ -41,6 +41,11 @@ class SoundConfig(StrictModel):
         default="vi", min_length=1, max_length=40, description="The engine's voice (vi: Northern)"
     )
     rate_wpm: int = Field(default=150, ge=80, le=300, description="Speaking rate, words a minute")
+    say_names: bool = Field(
+        default=False,
+        description="Speak the reader's name in greetings (the screen shows it either way); "
+        "off by default: a lobby hears what only the reader sees",
+    )
     output: str = Field(
         default="aplay",
         description="Where sound goes: aplay (ALSA), none, or dir:<folder> (WAV files, for tests)",

@@ -7,6 +7,7 @@ every role gets it the same way; :class:`biblioedge.agent.voice.Voice` plays the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -42,20 +43,22 @@ def _step(view: Any) -> str:
     return str(getattr(view, "step", None) or getattr(view, "mode", ""))
 
 
-def _speech(view: Any, message: str | None = None) -> str:
-    message = message or view.message
+def _speech(view: Any, say_names: bool) -> str:
+    message = view.message
     fields = {
-        "name": getattr(view, "name", "") or "",
+        "name": (getattr(view, "name", "") or "") if say_names else "",
         "patron": getattr(view, "patron_id", "") or "",
     }
-    title = text(message, "vi", **fields)
+    title = re.sub(r",\s*!", "!", text(message, "vi", **fields))  # "Xin chào, !" → "Xin chào!"
     sub = subtitle(message, "vi")
-    spoken = f"{title}. {sub}" if sub and len(title) + len(sub) < MAX_SPOKEN else title
+    stop = "" if title.endswith(("!", "?", ".", "…")) else "."
+    spoken = f"{title}{stop} {sub}" if sub and len(title) + len(sub) < MAX_SPOKEN else title
     return spoken.replace("«", "").replace("»", "")
 
 
-def cue(role: str, view: Any) -> Cue | None:
-    """The tone and the words for ``view``; None when the screen turning to it says nothing."""
+def cue(role: str, view: Any, say_names: bool = False) -> Cue | None:
+    """The tone and the words for ``view``; None when the screen turning to it says nothing.
+    A reader's name is spoken only with ``say_names`` (``[sound] say_names``)."""
     step = _step(view)
     if role == "selfcheck" and step == "results":
         items = tuple(view.items)
@@ -70,7 +73,7 @@ def cue(role: str, view: Any) -> Cue | None:
     if role == "exitgate" and step == "alarm":
         key += tuple(i.item_id for i in view.items)
     sound = TONES.get((role, step))
-    speech = "" if step in QUIET else _speech(view)
+    speech = "" if step in QUIET else _speech(view, say_names)
     if sound is None and not speech:
         return Cue(key, None, "")  # remembered, so returning to it later speaks again
     return Cue(key, sound, speech)
@@ -78,4 +81,4 @@ def cue(role: str, view: Any) -> Cue | None:
 
 def kiosk_voice(role: str, config: Callable[[], SoundConfig], **kw: Any) -> Voice:
     """The voice of ``role``'s screen (``kw``: an output or engine of the tests' choosing)."""
-    return Voice(lambda view: cue(role, view), config, **kw)
+    return Voice(lambda view: cue(role, view, config().say_names), config, **kw)

@@ -180,3 +180,16 @@ def test_volume_and_on_off_are_tunable_from_central_the_engine_is_not(tmp_path: 
         apply_tunables(base, {"sound": {"engine": "/bin/sh"}})
     with pytest.raises(ConfigError):
         apply_tunables(base, {"sound": {"volume": 101}})
+
+
+def test_names_are_spoken_only_when_configured() -> None:
+    from biblioedge.kiosk.voice import cue
+
+    granted = GateView("granted", "welcome_name", name="An")
+    quiet = cue("gate", granted)
+    named = cue("gate", granted, say_names=True)
+    assert quiet is not None and named is not None
+    assert quiet.speech == "Xin chào! Mời bạn vào" and quiet.tone == "grant"
+    assert named.speech == "Xin chào, An! Mời bạn vào"
+    ready = cue("selfcheck", SelfcheckView("ready", "selfcheck_place_books", name="Trần Thị Bình"))
+    assert ready is not None and "Bình" not in ready.speech and ready.speech.startswith("Xin chào!")
