@@ -193,3 +193,47 @@ def test_names_are_spoken_only_when_configured() -> None:
     assert named.speech == "Xin chào, An! Mời bạn vào"
     ready = cue("selfcheck", SelfcheckView("ready", "selfcheck_place_books", name="Trần Thị Bình"))
     assert ready is not None and "Bình" not in ready.speech and ready.speech.startswith("Xin chào!")
+
+
+@needs_espeak
+def test_kiosk_run_speaks_what_its_screen_shows(tmp_path: Path) -> None:
+    """The agent with its screen, as a kiosk runs it: strangers at the gate (no one is
+    enrolled) hear the refusal tone and the prompt to scan their card."""
+    import signal
+    import subprocess
+    import sys
+
+    import cv2
+    from samples import insightface_images
+
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    cv2.imwrite(str(camera / "0.jpg"), cv2.imread(str(insightface_images() / "t1.jpg")))
+    sounds = tmp_path / "sounds"
+    conf = tmp_path / "agent.toml"
+    conf.write_text(
+        f'role = "gate"\nsite = "tv-tinh"\ndevice_id = "gate-78"\ndata_dir = "{tmp_path}"\n'
+        '[broker]\nurl = "mqtt://127.0.0.1:1"\n[metrics]\nenabled = false\n'
+        "[security]\nrequire = false\n"
+        f'[gate]\nenabled = true\ncamera = "sim:{camera}"\nrelay = "sim"\n'
+        f'[sound]\noutput = "dir:{sounds}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "biblioedge", "kiosk", "run", "--config", str(conf), "--window"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180  # the screen, the agent and the face engine start
+        while len(list(sounds.glob("*.wav"))) < 2:
+            assert proc.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        names = sorted(p.name for p in sounds.glob("*.wav"))[:2]
+        assert names == ["0001-refusal.wav", "0002-speech.wav"]
+        speech, rate = samples(sounds / names[1])
+        assert len(speech) / rate > 1.0 and rms(speech) > 300
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0
