@@ -226,3 +226,9 @@ def test_the_account_screen_lists_renews_and_says_what_it_cannot_know(tmp_path: 
     assert any("bạn đang mượn 2 tài liệu" in t for t in shown("sc_account_not_listed"))
     assert "My account" in shown("sc_account_english")
     assert "• • • –" in shown("sc_pin_typed") and "– – – –" in shown("sc_pin")
+    boxes = {
+        t["text"]: t["box"]
+        for t in json.loads((out / "sc_pin.texts.json").read_text(encoding="utf-8"))
+    }
+    key_bottom = boxes["Xóa"][1] + boxes["Xóa"][3]  # the pad's last row
+    assert boxes["Hủy"][1] - key_bottom >= 16  # stands clear of the cancel bar
