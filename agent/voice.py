@@ -43,6 +43,7 @@ class Voice:
         *,
         output: SoundOutput | None = None,
         engine: SpeechEngine | None = None,
+        warm: tuple[str, ...] = (),
     ) -> None:
         cfg = config()
         self.cue_of, self.config = cue_of, config
@@ -54,6 +55,8 @@ class Voice:
         self._stopped = False
         self._failing = False
         self._speech_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._tones: dict[tuple[str, int], bytes] = {}  # a tone takes 25-90 ms to make
+        self._warm = warm  # prompts spoken first and often: made before anyone arrives
         self.played: list[str] = []  # names of what was played, in order (tests, the demo)
         if not getattr(self.output, "available", True):
             log.warning("no sound output (%s): kiosk sounds are off", cfg.output)
@@ -91,6 +94,14 @@ class Voice:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        cfg = self.config()
+        if cfg.speech and self.engine.available:
+            for words in self._warm:
+                try:
+                    self._speech(words)
+                except DriverError as exc:
+                    log.info("speech not prepared (%s): made when first needed", exc)
+                    break
         while True:
             with self._wake:
                 while not self._queue and not self._stopped:
@@ -116,14 +127,23 @@ class Voice:
         if not cfg.enabled or not getattr(self.output, "available", True) or cfg.volume == 0:
             return
         if item.tone is not None:
-            self.output.play(item.tone, tone(item.tone, cfg.volume))
+            made = self._tones.get((item.tone, cfg.volume))
+            if made is None:
+                made = self._tones[(item.tone, cfg.volume)] = tone(item.tone, cfg.volume)
+            self.output.play(item.tone, made)
             self.played.append(item.tone)
         if item.speech and cfg.speech and self.engine.available:
-            wav = self._speech_cache.get(item.speech)
-            if wav is None:
-                wav = self.engine.speak(item.speech)
-                self._speech_cache[item.speech] = wav
-                if len(self._speech_cache) > 64:
-                    self._speech_cache.popitem(last=False)
-            self.output.play("speech", scale(wav, cfg.volume))
+            self.output.play("speech", scale(self._speech(item.speech), cfg.volume))
             self.played.append("speech")
+
+    def _speech(self, words: str) -> bytes:
+        """The words as a WAV at full volume, from the cache of the last 64 prompts."""
+        wav = self._speech_cache.get(words)
+        if wav is None:
+            wav = self.engine.speak(words)
+            self._speech_cache[words] = wav
+            if len(self._speech_cache) > 64:
+                self._speech_cache.popitem(last=False)
+        else:
+            self._speech_cache.move_to_end(words)
+        return wav

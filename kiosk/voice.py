@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from biblioedge.agent.ui_config import SoundConfig
@@ -79,6 +80,26 @@ def cue(role: str, view: Any, say_names: bool = False) -> Cue | None:
     return Cue(key, sound, speech)
 
 
+#: the prompts each role speaks first and most (made at start, so the first is not late)
+WARM: dict[str, tuple[tuple[str, str], ...]] = {
+    "gate": (("granted", "welcome_name"), ("denied", "scan_card")),
+    "selfcheck": (("ready", "selfcheck_place_books"),),
+    "exitgate": (("alarm", "exit_alarm"),),
+}
+
+
+@dataclass(frozen=True)
+class _Shown:
+    step: str
+    message: str
+    name: str = ""
+    items: tuple[Any, ...] = ()
+
+
 def kiosk_voice(role: str, config: Callable[[], SoundConfig], **kw: Any) -> Voice:
     """The voice of ``role``'s screen (``kw``: an output or engine of the tests' choosing)."""
+    warm = tuple(
+        c.speech for s, m in WARM.get(role, ()) if (c := cue(role, _Shown(s, m))) and c.speech
+    )
+    kw.setdefault("warm", warm)
     return Voice(lambda view: cue(role, view, config().say_names), config, **kw)
