@@ -22,6 +22,7 @@ from biblioedge.agent.desk.config import DeskConfig
 from biblioedge.agent.exitgate.config import ExitgateConfig
 from biblioedge.agent.gate.config import GateConfig
 from biblioedge.agent.selfcheck.config import SelfcheckConfig
+from biblioedge.agent.ui_config import ScreenConfig, SoundConfig
 from biblioedge.protocol import Role, valid_id
 from biblioedge.settings import (
     BrokerConfig,
@@ -250,6 +251,12 @@ class AgentConfig(StrictModel):
     exitgate: ExitgateConfig = Field(
         default_factory=ExitgateConfig, description="Exit security gate (role exitgate)"
     )
+    screen: ScreenConfig = Field(
+        default_factory=ScreenConfig, description="The kiosk screen: library name and logo"
+    )
+    sound: SoundConfig = Field(
+        default_factory=SoundConfig, description="Tones and spoken prompts of the kiosk"
+    )
     drivers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-driver settings, by driver name"
     )
@@ -303,6 +310,11 @@ TUNABLE_PATHS: frozenset[str] = frozenset(
         "exitgate.pulse_ms",
         "exitgate.alarm_show_s",
         "exitgate.loan_cache_s",
+        "screen.library_name",
+        "sound.enabled",
+        "sound.speech",
+        "sound.volume",
+        "sound.say_names",
         "update.maintenance_window",
         "update.soak_s",
     }

@@ -1,8 +1,9 @@
 """``biblioedge kiosk run``: the agent and its touch screen in one process, one asyncio loop.
 
 The screen pulls snapshots (the gate's view, the frame it is deciding, whether the broker is
-reachable) ten times a second; it never calls the agent's internals or the drivers. Closing
-the window stops the agent; SIGTERM to the agent closes the window.
+reachable) ten times a second and hands each to the voice (tones, spoken prompts); neither
+calls the agent's internals or the drivers. Closing the window stops the agent; SIGTERM to
+the agent closes the window.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ async def run_kiosk(
     )
 
 
+def _brand(runtime: AgentRuntime) -> dict[str, Any]:
+    """The library's name and logo for the top of the screen (``[screen]``)."""
+    cfg = runtime.config.screen
+    return {"library_name": cfg.library_name, "logo": str(cfg.logo) if cfg.logo else None}
+
+
 def _flow(runtime: AgentRuntime, role: str) -> Any:
     """The running flow of the screen's role once its component built it, else None."""
     return next((r.flow for r in runtime.roles if r.name == role), None)
@@ -88,7 +95,7 @@ def _desk_app(runtime: AgentRuntime, lang: str) -> Any:
     return _screen_app(
         runtime,
         "desk",
-        lambda: DeskScreen(lang=lang, on_action=tap),  # type: ignore[arg-type]
+        lambda: DeskScreen(lang=lang, on_action=tap, **_brand(runtime)),  # type: ignore[arg-type]
         DeskView("idle", "desk_idle"),
     )
 
@@ -111,7 +118,7 @@ def _selfcheck_app(runtime: AgentRuntime, lang: str) -> Any:
     return _screen_app(
         runtime,
         "selfcheck",
-        lambda: SelfcheckScreen(lang=lang, on_action=tap, on_pin=pin),  # type: ignore[arg-type]
+        lambda: SelfcheckScreen(lang=lang, on_action=tap, on_pin=pin, **_brand(runtime)),  # type: ignore[arg-type]
         SelfcheckView("starting", "selfcheck_starting"),
     )
 
@@ -123,7 +130,7 @@ def _exitgate_app(runtime: AgentRuntime, lang: str) -> Any:
     return _screen_app(
         runtime,
         "exitgate",
-        lambda: ExitgateScreen(lang=lang),  # type: ignore[arg-type]
+        lambda: ExitgateScreen(lang=lang, **_brand(runtime)),  # type: ignore[arg-type]
         ExitView("starting", "exit_starting"),
     )
 
@@ -135,7 +142,7 @@ def _gate_app(runtime: AgentRuntime, lang: str) -> Any:
     return _screen_app(
         runtime,
         "gate",
-        lambda: GateScreen(lang=lang),  # type: ignore[arg-type]
+        lambda: GateScreen(lang=lang, **_brand(runtime)),  # type: ignore[arg-type]
         GateView("idle", "welcome_idle"),
     )
 
@@ -150,7 +157,10 @@ def _screen_app(runtime: AgentRuntime, role: str, make: Any, waiting: Any) -> An
         title = f"biblioedge {role}"
 
         def build(self) -> Any:
+            from biblioedge.kiosk.voice import kiosk_voice
+
             self.screen = make()
+            self.voice = kiosk_voice(role, lambda: runtime.config.sound)
             Clock.schedule_interval(self.tick, 0.1)
             log.info("%s screen started", role)
             return self.screen
@@ -164,5 +174,10 @@ def _screen_app(runtime: AgentRuntime, role: str, make: Any, waiting: Any) -> An
             current = getattr(flow, "current", None)
             frame = current.image if current is not None else None
             self.screen.show(flow.view, frame, online)
+            self.voice.heard(flow.view)
+
+        def on_stop(self) -> None:
+            if hasattr(self, "voice"):
+                self.voice.close()
 
     return ScreenApp()

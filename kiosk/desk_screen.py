@@ -18,6 +18,9 @@ from kivy.uix.progressbar import ProgressBar
 from biblioedge.kiosk.i18n import Lang, subtitle, text
 from biblioedge.kiosk.widgets import (
     BACKGROUND,
+    DEFAULT_LIBRARY,
+    MIN_SP,
+    Badge,
     CameraPreview,
     StepScreen,
     action_button,
@@ -34,7 +37,9 @@ TONE = {
     "issued": "done",
     "pending": "warning",
 }
-PRIMARY = {"consent_yes", "next", "retry", "confirm_identity", "override"}
+PRIMARY = {"next", "retry", "confirm_identity", "override"}
+#: answers to a free choice: the same colour and size, neither nudged (issue 26)
+CHOICES = {"consent_yes", "consent_no"}
 PERSON_FIELDS = (
     ("name", "Họ tên", "Name"),
     ("id", "Số CCCD", "ID number"),
@@ -45,21 +50,27 @@ PERSON_FIELDS = (
 
 class DeskScreen(StepScreen):
     def __init__(
-        self, lang: Lang = "vi", on_action: Callable[[str], None] | None = None, **kw: Any
+        self,
+        lang: Lang = "vi",
+        on_action: Callable[[str], None] | None = None,
+        library_name: str = DEFAULT_LIBRARY,
+        logo: str | None = None,
+        **kw: Any,
     ) -> None:
-        super().__init__(lang, on_action, **kw)
+        super().__init__(lang, on_action, library_name, logo, **kw)
         self.preview = CameraPreview(size_hint=(0.40, 0.56), pos_hint={"x": 0.02, "y": 0.3})
         self.add_widget(self.preview)
-        self.title = self._label("34sp", (0.54, 0.16), {"x": 0.44, "y": 0.78}, bold=True)
-        self.sub = self._label("19sp", (0.54, 0.2), {"x": 0.44, "y": 0.57}, valign="top")
-        self.person = self._label("20sp", (0.54, 0.2), {"x": 0.44, "y": 0.36}, valign="top")
-        self.detail = self._label("16sp", (0.54, 0.06), {"x": 0.44, "y": 0.3})
+        sp = f"{MIN_SP}sp"
+        self.title = self._label("34sp", (0.54, 0.12), {"x": 0.44, "y": 0.8}, bold=True)
+        self.sub = self._label(sp, (0.54, 0.3), {"x": 0.44, "y": 0.5}, valign="top")
+        self.person = self._label(sp, (0.54, 0.19), {"x": 0.44, "y": 0.3}, valign="top")
+        self.detail = self._label(sp, (0.54, 0.06), {"x": 0.44, "y": 0.23})
         self.progress = ProgressBar(
             max=1.0, size_hint=(0.38, 0.04), pos_hint={"x": 0.03, "y": 0.24}
         )
         self.add_widget(self.progress)
-        self.badge = self._label("18sp", (0.3, 0.06), {"x": 0.02, "top": 0.99})
-        self.badge.color = (1, 0.85, 0.3, 1)
+        self.badge = Badge(size_hint=(0.4, 0.06), pos_hint={"right": 0.98, "top": 0.99})
+        self.add_widget(self.badge)
         self.buttons, self.lang_button = bottom_bar(self, self.toggle_language)
         self.bind(pos=self._layout, size=self._layout)
         self._render()
@@ -111,7 +122,7 @@ class DeskScreen(StepScreen):
                 self.buttons.add_widget(
                     action_button(
                         text(f"action_{action}", self.lang),
-                        action in PRIMARY,
+                        None if action in CHOICES else action in PRIMARY,
                         partial(self._pressed, action),
                     )
                 )

@@ -21,11 +21,17 @@ if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 
 from kivy.graphics import Color, Rectangle
-from kivy.uix.button import Button
 from kivy.uix.floatlayout import FloatLayout
 
 from biblioedge.kiosk.i18n import Lang, subtitle, text
-from biblioedge.kiosk.widgets import text_label
+from biblioedge.kiosk.widgets import (
+    DEFAULT_LIBRARY,
+    MIN_SP,
+    Badge,
+    flat_button,
+    library_header,
+    text_label,
+)
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "starting": (0.07, 0.18, 0.33),
@@ -37,7 +43,13 @@ MAX_ITEMS = 6
 
 
 class ExitgateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
-    def __init__(self, lang: Lang = "vi", **kw: Any) -> None:
+    def __init__(
+        self,
+        lang: Lang = "vi",
+        library_name: str = DEFAULT_LIBRARY,
+        logo: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.lang: Lang = lang
         self.view: Any = None
@@ -45,14 +57,14 @@ class ExitgateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         with self.canvas.before:
             self._bg_colour = Color(*COLOURS["idle"])
             self._bg = Rectangle(pos=self.pos, size=self.size)
-        self.title = text_label(self, "44sp", (0.94, 0.2), {"x": 0.03, "top": 0.96}, bold=True)
-        self.sub = text_label(self, "24sp", (0.94, 0.12), {"x": 0.03, "top": 0.76})
-        self.items = text_label(self, "26sp", (0.94, 0.44), {"x": 0.03, "top": 0.62}, valign="top")
-        self.badge = text_label(
-            self, "18sp", (0.4, 0.07), {"x": 0.03, "y": 0.03}, color=(1, 0.85, 0.3, 1)
-        )
-        self.lang_button = Button(
-            font_size="18sp", size_hint=(0.16, 0.09), pos_hint={"right": 0.98, "y": 0.03}
+        self.header = library_header(self, library_name, logo)
+        self.title = text_label(self, "44sp", (0.94, 0.18), {"x": 0.03, "top": 0.91}, bold=True)
+        self.sub = text_label(self, f"{MIN_SP}sp", (0.94, 0.12), {"x": 0.03, "top": 0.73})
+        self.items = text_label(self, "26sp", (0.94, 0.4), {"x": 0.03, "top": 0.6}, valign="top")
+        self.badge = Badge(size_hint=(0.5, 0.08), pos_hint={"x": 0.03, "y": 0.04})
+        self.add_widget(self.badge)
+        self.lang_button = flat_button(
+            font_size=f"{MIN_SP}sp", size_hint=(0.18, 0.1), pos_hint={"right": 0.98, "y": 0.03}
         )
         self.lang_button.bind(on_release=lambda *_: self.toggle_language())
         self.add_widget(self.lang_button)

@@ -19,16 +19,22 @@ if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
 
 import numpy as np
 from kivy.graphics import Color, Rectangle
-from kivy.uix.button import Button
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
 
 from biblioedge.kiosk.i18n import Lang, subtitle, text
-from biblioedge.kiosk.widgets import CameraPreview
+from biblioedge.kiosk.widgets import (
+    DEFAULT_LIBRARY,
+    MIN_SP,
+    Badge,
+    CameraPreview,
+    flat_button,
+    library_header,
+)
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "idle": (0.07, 0.18, 0.33),
-    "granted": (0.05, 0.45, 0.22),
+    "granted": (0.04, 0.36, 0.18),
     "hint": (0.62, 0.42, 0.05),
     "denied": (0.62, 0.12, 0.12),
     "out_of_service": (0.30, 0.30, 0.30),
@@ -36,7 +42,13 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 
 
 class GateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
-    def __init__(self, lang: Lang = "vi", **kw: Any) -> None:
+    def __init__(
+        self,
+        lang: Lang = "vi",
+        library_name: str = DEFAULT_LIBRARY,
+        logo: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.lang: Lang = lang
         self.mode = "idle"
@@ -48,7 +60,8 @@ class GateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         with self.canvas.before:
             self._bg_colour = Color(*COLOURS["idle"])
             self._bg = Rectangle(pos=self.pos, size=self.size)
-        self.preview = CameraPreview(size_hint=(0.46, 0.62), pos_hint={"x": 0.03, "y": 0.3})
+        self.header = library_header(self, library_name, logo)
+        self.preview = CameraPreview(size_hint=(0.46, 0.62), pos_hint={"x": 0.03, "y": 0.26})
         self.add_widget(self.preview)
         self.title = Label(
             font_size="40sp",
@@ -59,7 +72,7 @@ class GateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
             pos_hint={"x": 0.51, "y": 0.52},
         )
         self.sub = Label(
-            font_size="22sp",
+            font_size=f"{MIN_SP}sp",
             halign="center",
             valign="top",
             size_hint=(0.46, 0.2),
@@ -68,15 +81,10 @@ class GateScreen(FloatLayout):  # type: ignore[misc]  # kivy ships no types
         for label in (self.title, self.sub):
             label.bind(size=lambda w, s: setattr(w, "text_size", s))
             self.add_widget(label)
-        self.badge = Label(
-            font_size="18sp",
-            size_hint=(0.2, 0.07),
-            pos_hint={"right": 0.99, "top": 0.99},
-            color=(1, 0.85, 0.3, 1),
-        )
+        self.badge = Badge(size_hint=(0.26, 0.08), pos_hint={"right": 0.99, "top": 0.99})
         self.add_widget(self.badge)
-        self.lang_button = Button(
-            font_size="18sp", size_hint=(0.16, 0.09), pos_hint={"right": 0.98, "y": 0.03}
+        self.lang_button = flat_button(
+            font_size=f"{MIN_SP}sp", size_hint=(0.18, 0.1), pos_hint={"right": 0.98, "y": 0.03}
         )
         self.lang_button.bind(on_release=lambda *_: self.toggle_language())
         self.add_widget(self.lang_button)

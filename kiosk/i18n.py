@@ -270,6 +270,43 @@ _SELFCHECK: dict[str, tuple[str, str]] = {
     "action_fee_yes": ("Đồng ý trả phí", "Accept the charge"),
     "action_ok": ("Đồng ý", "OK"),
     "key_delete": ("Xóa", "Delete"),
+    # -- "my account" at the self-check --
+    "selfcheck_account": ("Tài khoản của tôi", "My account"),
+    "selfcheck_account_sub": (
+        "Sách đang mượn và hạn trả, sách đặt trước đã về, phí",
+        "Your loans and due dates, holds ready, fees",
+    ),
+    "selfcheck_account_offline": ("Tài khoản của tôi (ngoại tuyến)", "My account (offline)"),
+    "selfcheck_account_offline_sub": (
+        "Mất kết nối với hệ thống thư viện: chưa xem được sách đang mượn, sách đặt trước và "
+        "phí. Dưới đây chỉ là sách bạn vừa mượn tại máy này.",
+        "The library system is unreachable: your loans, holds and fees cannot be seen now. "
+        "Below are only the books you just borrowed here.",
+    ),
+    "selfcheck_account_reading": ("Đang mở tài khoản…", "Opening your account…"),
+    "selfcheck_renewing": ("Đang gia hạn…", "Renewing…"),
+    "account_no_loans": ("Bạn không mượn tài liệu nào", "You have nothing on loan"),
+    "account_not_listed": (
+        "Hệ thống thư viện không gửi danh sách tài liệu đang mượn",
+        "The library system did not list your loans",
+    ),
+    "account_not_listed_count": (
+        "Hệ thống thư viện không gửi danh sách: bạn đang mượn {n} tài liệu",
+        "The library system did not list them: you have {n} items on loan",
+    ),
+    "account_holds": ("Sách đặt trước đã về (nhận tại quầy): {titles}", "Holds ready: {titles}"),
+    "account_no_fees": ("Không có phí chưa trả", "No unpaid fees"),
+    "account_overdue": ("Quá hạn {due}", "Overdue since {due}"),
+    "account_renewed": ("Đã gia hạn", "Renewed"),
+    "account_renew_all_unavailable": (
+        "Hệ thống thư viện không cho gia hạn tại máy này: mời bạn đến quầy",
+        "The library system does not allow renewing here: please see the desk",
+    ),
+    "account_not_renewed": ("Không gia hạn được", "Not renewed"),
+    "action_account": ("Tài khoản", "My account"),
+    "action_renew_all": ("Gia hạn tất cả", "Renew all"),
+    "action_renew": ("Gia hạn", "Renew"),
+    "action_back": ("Mượn tiếp", "Borrow more"),
 }
 _GATE.update(_SELFCHECK)
 

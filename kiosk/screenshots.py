@@ -3,11 +3,16 @@ screen.
 
 Used by the screenshot tests and by anyone reviewing the UI without a kiosk at hand:
 ``biblioedge kiosk screenshot gate --out shots/`` (or ``desk``, ``selfcheck``, ``exitgate``).
+Beside each ``<state>.png`` a ``<state>.texts.json`` lists every text shown: its box in the
+PNG's pixels, its colour and size, so a test can measure the contrast of each text against
+what is really drawn around it (tests/test_kiosk_contrast.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ import numpy as np
 from biblioedge.agent.desk.flow import DeskView
 from biblioedge.agent.exitgate.flow import AlarmItem, ExitView
 from biblioedge.agent.gate.flow import GateView
+from biblioedge.agent.selfcheck.account import AccountInfo, AccountLine
 from biblioedge.agent.selfcheck.flow import ItemResult
 from biblioedge.agent.selfcheck.station import ACTIONS, SelfcheckView
 
@@ -155,6 +161,49 @@ SELFCHECK_STATES: dict[str, tuple[SelfcheckView, bool]] = {
         True,
     ),
     "sc_refused": (_sc("refused", "selfcheck_refused_reader_blocked"), True),
+    "sc_account": (
+        _sc(
+            "account",
+            "selfcheck_account",
+            name="Trần Thị Bình",
+            account=AccountInfo(
+                loans=(
+                    AccountLine(
+                        "30000001", "Truyện Kiều — Nguyễn Du", "2026-12-30", False, "renewed"
+                    ),
+                    AccountLine("30000002", "Dế Mèn phiêu lưu ký — Tô Hoài", "2026-12-16"),
+                    AccountLine("30000005", "Nỗi buồn chiến tranh — Bảo Ninh", "2026-11-28", True),
+                ),
+                holds=(AccountLine("30000008", "Từ điển Tiếng Việt"),),
+                fees="25000",
+                charged=3,
+            ),
+        ),
+        True,
+    ),
+    "sc_account_offline": (
+        _sc(
+            "account",
+            "selfcheck_account_offline",
+            account=AccountInfo(
+                loans=(AccountLine("30000004", "Tắt đèn — Ngô Tất Tố", "2026-12-16"),),
+                offline=True,
+                listed=False,
+                holds_listed=False,
+            ),
+            actions=("back", "finish"),
+            offline=True,
+        ),
+        True,
+    ),
+    "sc_account_not_listed": (
+        _sc(
+            "account",
+            "selfcheck_account",
+            account=AccountInfo(listed=False, holds_listed=False, charged=2),
+        ),
+        True,
+    ),
     "sc_out_of_service": (
         _sc("out_of_service", "selfcheck_reader_problem", detail="the RFID reader did not answer"),
         False,
@@ -186,45 +235,97 @@ EXIT_STATES: dict[str, tuple[ExitView, bool]] = {
 }
 
 
+#: what a state does to the screen after it is shown (a PIN being typed is the screen's own)
+def _type_pin(screen: Any) -> None:
+    for key in "123":
+        screen._key(key)
+
+
+AFTER: dict[str, Callable[[Any], None]] = {"sc_pin_typed": _type_pin}
+SELFCHECK_STATES["sc_pin_typed"] = SELFCHECK_STATES["sc_pin"]
+
+
 def render_exitgate(
-    out: Path, size: tuple[int, int] = (1024, 600), frame: np.ndarray | None = None
+    out: Path,
+    size: tuple[int, int] = (1024, 600),
+    frame: np.ndarray | None = None,
+    brand: dict[str, Any] | None = None,
 ) -> list[Path]:
     from biblioedge.kiosk.exitgate_screen import ExitgateScreen
 
     states = list(EXIT_STATES.items())
     states.append(("exit_alarm_english", EXIT_STATES["exit_alarm"]))
-    return _render(out, size, frame, ExitgateScreen, states, "exit_alarm_english")
+    return _render(out, size, frame, ExitgateScreen, states, "exit_alarm_english", brand)
 
 
 def render_selfcheck(
-    out: Path, size: tuple[int, int] = (1280, 800), frame: np.ndarray | None = None
+    out: Path,
+    size: tuple[int, int] = (1280, 800),
+    frame: np.ndarray | None = None,
+    brand: dict[str, Any] | None = None,
 ) -> list[Path]:
     from biblioedge.kiosk.selfcheck_screen import SelfcheckScreen
 
     states = list(SELFCHECK_STATES.items())
     states.append(("sc_results_english", SELFCHECK_STATES["sc_results"]))
-    return _render(out, size, frame, SelfcheckScreen, states, "sc_results_english")
+    states.append(("sc_account_english", SELFCHECK_STATES["sc_account"]))
+    return _render(out, size, frame, SelfcheckScreen, states, "sc_results_english", brand)
 
 
 def render_desk(
-    out: Path, size: tuple[int, int] = (1280, 800), frame: np.ndarray | None = None
+    out: Path,
+    size: tuple[int, int] = (1280, 800),
+    frame: np.ndarray | None = None,
+    brand: dict[str, Any] | None = None,
 ) -> list[Path]:
     from biblioedge.kiosk.desk_screen import DeskScreen
 
     states = list(DESK_STATES.items())
     states.append(("desk_consent_english", DESK_STATES["desk_consent"]))
-    return _render(out, size, frame, DeskScreen, states, "desk_consent_english")
+    return _render(out, size, frame, DeskScreen, states, "desk_consent_english", brand)
 
 
 def render_gate(
-    out: Path, size: tuple[int, int] = (1024, 600), frame: np.ndarray | None = None
+    out: Path,
+    size: tuple[int, int] = (1024, 600),
+    frame: np.ndarray | None = None,
+    brand: dict[str, Any] | None = None,
 ) -> list[Path]:
     from biblioedge.kiosk.gate_screen import GateScreen
 
     states = list(STATES.items()) + [
         ("english", (GateView("granted", "welcome_name", name="Nguyễn Văn An"), True))
     ]
-    return _render(out, size, frame, GateScreen, states, "english")
+    return _render(out, size, frame, GateScreen, states, "english", brand)
+
+
+def texts(screen: Any) -> list[dict[str, Any]]:
+    """Every text the screen shows now: box (PNG pixels, top-left origin), colour, size in sp."""
+    from kivy.metrics import sp
+    from kivy.uix.label import Label
+
+    height = screen.height
+    found = []
+    for w in screen.walk(restrict=True):
+        if not isinstance(w, Label) or not w.text.strip() or w.width < 2 or w.height < 2:
+            continue
+        node, visible = w, True
+        while node is not None and node is not screen.parent:
+            if node.opacity == 0:
+                visible = False
+            node = node.parent
+        if not visible:
+            continue
+        x, y = w.to_window(w.x, w.y)
+        found.append(
+            {
+                "text": w.text,
+                "box": [round(x), round(height - y - w.height), round(w.width), round(w.height)],
+                "colour": [round(c * 255) for c in w.color[:3]],
+                "sp": round(float(w.font_size) / sp(1), 1),
+            }
+        )
+    return found
 
 
 def _render(
@@ -234,6 +335,7 @@ def _render(
     make: Any,
     states: list[tuple[str, tuple[Any, bool]]],
     english: str,
+    brand: dict[str, Any] | None = None,
 ) -> list[Path]:
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     from kivy.config import Config
@@ -250,7 +352,7 @@ def _render(
 
     class Shots(App):  # type: ignore[misc]
         def build(self) -> Any:
-            self.screen = make()
+            self.screen = make(**(brand or {}))
             self.todo = list(states)
             Clock.schedule_once(self.next, 0.2)
             return self.screen
@@ -260,14 +362,19 @@ def _render(
                 self.stop()
                 return
             name, (view, online) = self.todo.pop(0)
-            if name == english:
+            want = "en" if name == english or name.endswith("english") else "vi"
+            if self.screen.lang != want:
                 self.screen.toggle_language()
             self.screen.show(view, camera, online=online)
+            if name in AFTER:
+                AFTER[name](self.screen)
             Clock.schedule_once(lambda *_: self.capture(name), 0.1)
 
         def capture(self, name: str) -> None:
             path = out / f"{name}.png"
             self.screen.export_to_png(str(path))
+            shown = json.dumps(texts(self.screen), ensure_ascii=False, indent=1)
+            (out / f"{name}.texts.json").write_text(shown, encoding="utf-8")
             written.append(path)
             Clock.schedule_once(self.next, 0)
 

@@ -17,6 +17,8 @@ APT_PKGS=(mosquitto python3-venv libzbar0)
 [[ -n "$TEST" ]] && ! command -v npm >/dev/null && APT_PKGS+=(npm)
 # the card desk: pcscd with the vpcd virtual reader, and what pyscard builds from source with
 APT_PKGS+=(pcscd vsmartcard-vpcd libpcsclite-dev swig)
+# the kiosks' voice: the offline speech engine for spoken prompts, and aplay for the sound card
+APT_PKGS+=(espeak-ng alsa-utils)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,6 @@
 """The demo's reader at the self-check (``selfcheck.demo_reader``): borrows two or three books
-from the demo catalogue, takes the receipt, later brings them back, on the simulated pad.
+from the demo catalogue, the first time opens "my account" and renews all, takes the receipt,
+later brings them back, on the simulated pad.
 
 While the library system answers, the reader logs in with the patron barcode and PIN; while
 it is away (the demo stops it for a while) the simulated camera recognises the reader, as a
@@ -29,6 +30,7 @@ class DemoReader:
         self.station = station
         self.pause_s = pause_s
         self.rng = random.Random(seed)
+        self.renewed = False  # "my account" is shown once: the story, not every session
 
     async def _until(self, ctx: Context, steps: tuple[str, ...], within_s: float = 30) -> bool:
         for _ in range(int(within_s / 0.2)):
@@ -38,6 +40,21 @@ class DemoReader:
                 return True
             await asyncio.sleep(0.2)
         return False
+
+    async def _my_account(self, ctx: Context, station: Any) -> None:
+        """Open "my account", renew all, go back to the loans."""
+        self.renewed = True
+        station.tap("account")
+        if not await self._until(ctx, ("account",)):
+            return
+        await asyncio.sleep(self.pause_s)
+        if "renew_all" in station.view.actions:
+            station.tap("renew_all")
+            await asyncio.sleep(0.5)
+            await self._until(ctx, ("account",))
+            await asyncio.sleep(self.pause_s)
+        station.tap("back")
+        await self._until(ctx, ("results", "ready"))
 
     async def run(self, ctx: Context) -> None:
         from biblioedge.drivers.rfid.sim import catalogue_tags
@@ -71,6 +88,8 @@ class DemoReader:
             sim.place(*pad)
             if await self._until(ctx, ("results",)):
                 await asyncio.sleep(self.pause_s)
+                if not self.renewed and station.flow.online:
+                    await self._my_account(ctx, station)
                 station.tap("finish")
             await self._until(ctx, ("receipt", "idle"))
             await asyncio.sleep(self.pause_s)

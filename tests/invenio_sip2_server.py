@@ -71,12 +71,45 @@ def patron_status(patron_id, **kwargs):  # type: ignore[no-untyped-def]
     }
 
 
+class Account(dict):  # type: ignore[type-arg]
+    """A reader's account as an invenio-sip2 ILS handler hands it over: a dict whose counts
+    are attributes too (what its patron information action reads)."""
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def account(patron_id, **kwargs):  # type: ignore[no-untyped-def]
+    """Patron information (63): two loans, listed when the summary asks for them."""
+    reader = READERS.get(patron_id)
+    charged = ["30000001", "30000003"] if reader else []
+    return Account(
+        patron_status=Flags(" " * 14),
+        language="en",
+        patron_id=patron_id,
+        patron_name=reader[0] if reader else "",
+        valid_patron=reader is not None,
+        hold_items_count=0,
+        overdue_items_count=0,
+        charged_items_count=len(charged),
+        fine_items_count=0,
+        recall_items_count=0,
+        unavailable_items_count=0,
+        charged_items=charged,
+    )
+
+
 def main() -> None:
     port = int(sys.argv[1])
     app = Flask("biblioedge-invenio-sip2")
     actions = dict(SIP2_MESSAGE_ACTIONS)
-    if "--without-63" in sys.argv:
+    patron_handlers = {"patron_status": patron_status, "account": account}
+    if "--without-63" in sys.argv:  # its ACS status then says 63 is not supported
         actions.pop("63")
+        patron_handlers.pop("account")
     app.config.update(
         SIP2_DATASTORE_HANDLER=MemoryDatastore,
         SIP2_MESSAGE_ACTIONS=actions,
@@ -85,7 +118,7 @@ def main() -> None:
             "biblioedge": {
                 "login_handler": login,
                 "system_status_handler": status,
-                "patron_handlers": {"patron_status": patron_status},
+                "patron_handlers": patron_handlers,
             }
         },
     )

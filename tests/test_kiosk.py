@@ -43,7 +43,7 @@ def test_every_gate_message_is_translated_and_nfc() -> None:
     assert subtitle("denied_blocked", "vi") == "Vui lòng liên hệ quầy thủ thư"
 
 
-def screenshots(screen: str, out: Path, size: str) -> Path:
+def screenshots(screen: str, out: Path, size: str, *more: str) -> Path:
     """The product's own screenshot command, as a reviewer runs it."""
     run = subprocess.run(
         [
@@ -59,6 +59,7 @@ def screenshots(screen: str, out: Path, size: str) -> Path:
             str(insightface_images() / "t1.jpg"),
             "--size",
             size,
+            *more,
         ],
         capture_output=True,
         text=True,
@@ -224,34 +225,36 @@ def desk_shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return screenshots("desk", tmp_path_factory.mktemp("desk"), "1280x800")
 
 
-def buttons(img: np.ndarray) -> tuple[int, int]:
-    """(primary, secondary) buttons in the bottom bar, counted by their colour runs."""
-    row = img[664, :1000].astype(int)  # a line through the button bar, above the labels
-    green = np.abs(row - np.array([64, 140, 26])).sum(axis=1) < 40
-    grey = np.abs(row - np.array([97, 89, 89])).sum(axis=1) < 40
+def buttons(img: np.ndarray) -> tuple[int, int, int]:
+    """(primary, secondary, choice) buttons in the bottom bar, counted by their colour runs."""
+    from biblioedge.kiosk.widgets import CHOICE_COLOUR, PRIMARY_COLOUR, SECONDARY_COLOUR
 
-    def runs(mask: np.ndarray) -> int:
+    row = img[664, :1000].astype(int)  # a line through the button bar, above the labels
+
+    def runs(colour: tuple[float, ...]) -> int:
+        bgr = np.array([round(c * 255) for c in colour[:3]][::-1])
+        mask = np.abs(row - bgr).sum(axis=1) < 20  # flat colours: the screen's are near
         return int(((mask[1:].astype(int) - mask[:-1].astype(int)) == 1).sum() + mask[0])
 
-    return runs(green), runs(grey)
+    return runs(PRIMARY_COLOUR), runs(SECONDARY_COLOUR), runs(CHOICE_COLOUR)
 
 
 @pytest.mark.parametrize(
     ("state", "tone", "want"),
     [
-        ("desk_idle", "normal", (0, 0)),
-        ("desk_reading", "normal", (0, 1)),
-        ("desk_forgery", "alarm", (1, 1)),
-        ("desk_check_card", "warning", (1, 1)),
-        ("desk_face_mismatch", "warning", (1, 1)),
-        ("desk_consent", "normal", (1, 2)),
-        ("desk_pending", "warning", (1, 0)),
-        ("desk_issued", "done", (1, 1)),
-        ("desk_storage_full", "alarm", (0, 0)),
+        ("desk_idle", "normal", (0, 0, 0)),
+        ("desk_reading", "normal", (0, 1, 0)),
+        ("desk_forgery", "alarm", (1, 1, 0)),
+        ("desk_check_card", "warning", (1, 1, 0)),
+        ("desk_face_mismatch", "warning", (1, 1, 0)),
+        ("desk_consent", "normal", (0, 1, 2)),  # agree and not: equal weight (issue 26)
+        ("desk_pending", "warning", (1, 0, 0)),
+        ("desk_issued", "done", (1, 1, 0)),
+        ("desk_storage_full", "alarm", (0, 0, 0)),
     ],
 )
 def test_desk_states_colour_and_buttons(
-    desk_shots: Path, state: str, tone: str, want: tuple[int, int]
+    desk_shots: Path, state: str, tone: str, want: tuple[int, int, int]
 ) -> None:
     from biblioedge.kiosk.desk_screen import BACKGROUND
 

@@ -224,6 +224,8 @@ def _demo_story(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     assert any(p["result"] == "ok" and not p["offline"] for p in loans)
     assert any(p["result"] == "ok" and p["offline"] for p in loans)
     assert all("title" not in p for p in loans)  # ids only
+    renewals = [e["payload"] for e in circ() if e["type"] == "circ.renew"]
+    assert any(p["result"] == "ok" for p in renewals)  # the reader's own account screen
     (rec,) = [e["payload"] for e in circ() if e["type"] == "circ.reconciled"][:1]
     assert rec["done"] > 0 and rec["pending"] == 0
     assert list((tmp_path / "demo" / "receipts").glob("*.png"))

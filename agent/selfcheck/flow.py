@@ -194,6 +194,10 @@ class SelfCheck:
             self.online = False
         return self.online
 
+    def went_offline(self, exc: Exception) -> None:
+        """The library system stopped answering mid-session (the station's account step)."""
+        self._went_offline(exc)
+
     def _went_offline(self, exc: Exception) -> None:
         log.warning("library system lost mid-session, lending offline: %s", exc)
         self.online = False

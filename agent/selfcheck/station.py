@@ -10,6 +10,8 @@ Steps: ``idle`` (scan your card, or tap "return" and put the books down) → ``p
 barcode was scanned: the PIN pad) → ``ready`` (put your books on the pad) → ``working`` →
 ``results`` (titles, due dates, per-item problems; a loan with a charge asks first) →
 ``receipt`` → ``idle``. Returning: ``return`` → ``working`` → ``returned`` → ``idle``.
+"My account" (``account``, from ``ready`` or ``results``): loans with due dates, holds
+waiting, fees; renew one or all; back to borrowing (agent/selfcheck/account.py).
 A session with no activity for ``session_timeout_s`` ends by itself.
 """
 
@@ -25,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from biblioedge.agent.config import AgentConfig
+from biblioedge.agent.selfcheck.account import AccountInfo, MyAccount
 from biblioedge.agent.selfcheck.flow import ATTENTION, ItemResult, Refused, SelfCheck, Session, Via
 from biblioedge.agent.selfcheck.offline import OfflineDesk, OfflineRules
 from biblioedge.agent.store import NotRecorded, Store
@@ -32,6 +35,7 @@ from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.errors import DriverError
 from biblioedge.drivers.receipt import Receipt, ReceiptPrinter
 from biblioedge.drivers.rfid.reader import AfiScheme, TagReader
+from biblioedge.drivers.sip2.codec import Sip2Error
 
 if TYPE_CHECKING:  # the face watch loads the camera and face engine: only with a camera
     from biblioedge.agent.selfcheck.face import FaceWatch
@@ -49,6 +53,7 @@ Step = Literal[
     "returned",
     "refused",
     "out_of_service",
+    "account",
 ]
 T = TypeVar("T")
 AsyncEmit = Callable[[str, dict[str, Any]], Coroutine[Any, Any, Any]]
@@ -56,8 +61,9 @@ AsyncEmit = Callable[[str, dict[str, Any]], Coroutine[Any, Any, Any]]
 ACTIONS: dict[Step, tuple[str, ...]] = {
     "idle": ("return",),
     "pin": ("cancel",),
-    "ready": ("finish", "cancel"),
-    "results": ("finish",),
+    "ready": ("account", "finish", "cancel"),
+    "results": ("account", "finish"),
+    "account": ("renew_all", "back", "finish"),
     "receipt": ("new_session",),
     "returned": ("return_more", "new_session"),
     "refused": ("new_session",),
@@ -79,6 +85,7 @@ class SelfcheckView:
     detail: str = ""
     receipt: str = ""  # the receipt as text, for the on-screen QR
     pending: int = 0  # offline transactions waiting to be forwarded
+    account: AccountInfo | None = None  # "my account", in the account step
 
 
 def _item_code(text: str) -> bool:
@@ -127,6 +134,9 @@ class SelfcheckStation:
             blocked=blocked,
             can_record=can_record,
         )
+        self.my_account = MyAccount(library, self._emit)
+        self._shown_items: tuple[ItemResult, ...] = ()  # the results to go back to
+        self._account_session: Session | None = None  # a refused reader's, for her account
         self.identify_card = identify_card
         self.identify_cccd = identify_cccd
         self.printer = printer or ReceiptPrinter(cfg.receipt)
@@ -242,13 +252,23 @@ class SelfcheckStation:
         self._touch()
         if action in ("cancel", "new_session"):
             return self._spawn(self._end(receipt=False))
-        if action == "finish" and self.view.step in ("ready", "results"):
+        if action == "finish" and self.view.step in ("ready", "results", "account"):
             return self._spawn(self._end(receipt=True))
         if action in ("return", "return_more") and self.view.step in ("idle", "returned"):
             self._returning = True
             self._pad = frozenset()
             self._show("ready", "selfcheck_return_place", actions=("cancel",))
             return None
+        in_session = self._reader() is not None
+        account_from = ("ready", "results", "refused")
+        if action == "account" and self.view.step in account_from and in_session:
+            return self._spawn(self._account())
+        if self.view.step == "account" and in_session:
+            if action == "back":
+                self._back_to_borrowing()
+                return None
+            if action == "renew_all" or action.startswith("renew:"):
+                return self._spawn(self._renew(action))
         if action.startswith("fee_yes:") and self.view.step == "results":
             item = action[8:]
             self._fee_items.add(item)
@@ -279,10 +299,19 @@ class SelfcheckStation:
 
     async def _identify(self, patron_id: str, via: Via, pin: str | None = None) -> None:
         self._returning = False  # a reader who scans their card after returning now borrows
+        self._account_session = None
         self._show("working", "selfcheck_identifying")
         got = await self._call(self.flow.identify, patron_id, via, pin)
         if isinstance(got, Refused):
-            self._show("refused", f"selfcheck_refused_{got.reason}", detail=got.message)
+            actions = ACTIONS["refused"]
+            if got.reason == "reader_blocked" and self.flow.online:
+                # she may not borrow (fees, too many loans): her account says why, and
+                # renewing may be what unblocks her
+                self._account_session = Session(patron_id, via)
+                actions = ("account", *actions)
+            self._show(
+                "refused", f"selfcheck_refused_{got.reason}", detail=got.message, actions=actions
+            )
             return
         self._pad = frozenset()
         self._show("ready", "selfcheck_place_books")
@@ -294,10 +323,54 @@ class SelfcheckStation:
         shown = tuple(session.results) if session else tuple(results)
         self._show("results", "selfcheck_results", items=shown, actions=self._result_actions(shown))
 
+    def _reader(self) -> Session | None:
+        """Whose account is open: the borrowing session's, or a refused reader's."""
+        return self.flow.session or self._account_session
+
+    async def _account(self) -> None:
+        session = self._reader()
+        assert session is not None
+        self._shown_items = self.view.items
+        self._show("working", "selfcheck_account_reading", items=())
+        info = await self._call(self.my_account.read, session, self.flow.online)
+        self._show_account(info)
+
+    def _show_account(self, info: AccountInfo) -> None:
+        actions = ACTIONS["account"] if info.can_renew else ("back", "finish")
+        if info.can_renew and not info.loans and (info.listed or self.my_account.no_renew_all):
+            actions = ("back", "finish")  # nothing to renew, or no way to
+        if self.flow.session is None:  # a refused reader: her account, then goodbye
+            actions = tuple(a for a in actions if a != "back")
+        message = "selfcheck_account_offline" if info.offline else "selfcheck_account"
+        self._show("account", message, account=info, actions=actions)
+
+    async def _renew(self, action: str) -> None:
+        session, shown = self._reader(), self.view.account
+        assert session is not None and shown is not None
+        self._show("working", "selfcheck_renewing", account=shown)
+        try:
+            if action == "renew_all":
+                await self._call(self.my_account.renew_all, session, shown.loans)
+            else:
+                await self._call(self.my_account.renew, session, action[6:])
+        except Sip2Error as exc:
+            self.flow.went_offline(exc)
+        info = await self._call(self.my_account.read, session, self.flow.online)
+        self._show_account(info)
+
+    def _back_to_borrowing(self) -> None:
+        items = self._shown_items
+        if items:
+            self._show(
+                "results", "selfcheck_results", items=items, actions=self._result_actions(items)
+            )
+        else:
+            self._show("ready", "selfcheck_place_books")
+
     @staticmethod
     def _result_actions(items: tuple[ItemResult, ...]) -> tuple[str, ...]:
         fees = tuple(f"fee_yes:{r.item_id}" for r in items if r.problem == "fee_required")
-        return (*fees[:2], "finish")
+        return (*fees[:2], "finish") if fees else ("account", "finish")
 
     async def _return(self) -> None:
         self._show("working", "selfcheck_returning")
@@ -307,6 +380,9 @@ class SelfcheckStation:
         self.stories.append(f"trả {ok}/{len(results)} tài liệu")
 
     async def _end(self, *, receipt: bool) -> None:
+        self.my_account.forget()
+        self._account_session = None
+        self._shown_items = ()
         session: Session | None = await self._call(self.flow.end)
         if session is None or not receipt or not session.borrowed:
             if session is not None and session.borrowed:

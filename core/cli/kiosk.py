@@ -47,7 +47,8 @@ def _cmd_kiosk_screenshot(args: argparse.Namespace) -> int:
         "selfcheck": render_selfcheck,
         "exitgate": render_exitgate,
     }.get(args.screen, render_gate)
-    for path in render(args.out, (width, height), frame):
+    brand = {"library_name": args.library_name, "logo": str(args.logo) if args.logo else None}
+    for path in render(args.out, (width, height), frame, brand):
         sys.stdout.write(f"{path}\n")
     return 0
 
@@ -61,8 +62,8 @@ def register(sub: Any) -> None:
         description="Render a kiosk screen in each of its states (the gate: idle, granted, "
         "hint, denied, blocked, out of service, offline; the desk's steps; the self-check's "
         "steps with loans, problems, offline and receipt; the exit gate at rest, alarmed and "
-        "out of service; each also in English) to PNG files, "
-        "without a display.",
+        "out of service; each also in English) to PNG files, without a display, each with a "
+        "<state>.texts.json naming every text shown (box, colour, size).",
     )
     k.add_argument(
         "screen", choices=["gate", "desk", "selfcheck", "exitgate"], help="which kiosk's screens"
@@ -70,6 +71,12 @@ def register(sub: Any) -> None:
     k.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
     k.add_argument("--size", default="1024x600", help="WIDTHxHEIGHT (default 1024x600)")
     k.add_argument("--frame", type=Path, help="an image to show as the camera preview")
+    k.add_argument(
+        "--library-name",
+        default="Thư viện tỉnh",
+        help="the name at the top ([screen] library_name)",
+    )
+    k.add_argument("--logo", type=Path, help="the logo beside it ([screen] logo), PNG or JPEG")
     k.set_defaults(func=_cmd_kiosk_screenshot)
     k = ksub.add_parser(
         "run",

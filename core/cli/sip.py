@@ -50,6 +50,8 @@ def cmd_sip(args: argparse.Namespace) -> int:
                     patron_info=args.patron_info,
                     rest_port=args.rest_port,
                     patrons_file=args.patrons_file,
+                    summary=not args.without_summary,
+                    renew_all=not args.without_renew_all,
                 )
             )
         except KeyboardInterrupt:
@@ -79,6 +81,10 @@ def cmd_sip(args: argparse.Namespace) -> int:
             doc = as_json(lib.checkin(args.item))
         elif args.sip_cmd == "renew":
             doc = as_json(lib.renew(args.patron, args.item))
+        elif args.sip_cmd == "account":
+            doc = as_json(lib.patron_account(args.patron, args.patron_password))
+        elif args.sip_cmd == "renew-all":
+            doc = as_json(lib.renew_all(args.patron, args.patron_password))
         else:
             doc = as_json(lib.item(args.item))
     except LoginRefused as exc:
@@ -141,6 +147,15 @@ def register(sub: Any) -> None:
     action("checkin", "return an item (09/10)", "item")
     action("renew", "renew a reader's loan (29/30)", "patron", "item")
     action("item", "an item's status and title (17/18)", "item")
+    a = action(
+        "account",
+        "the reader's loans with due dates, holds waiting and fees, as the self-check's "
+        '"my account" shows them (63 with a summary, 17 per loan)',
+        "patron",
+    )
+    a.add_argument("--patron-password", help="the reader's PIN, when the library asks one")
+    a = action("renew-all", "renew every loan of a reader (65/66)", "patron")
+    a.add_argument("--patron-password", help="the reader's PIN, when the library asks one")
     s = c.add_parser(
         "serve",
         help="run the dummy library system (demo, tests)",
@@ -164,6 +179,15 @@ def register(sub: Any) -> None:
         help="also serve a Koha-shaped patron API (/api/v1/patrons, Basic auth koha / koha) on "
         "this port: central pushes its readers there as to a library's Koha, and the SIP2 side "
         "then knows them",
+    )
+    s.add_argument(
+        "--without-summary",
+        action="store_true",
+        help="answer 63 with counts only, never the lists its summary asks for (as servers "
+        "that ignore it)",
+    )
+    s.add_argument(
+        "--without-renew-all", action="store_true", help="leave 65 (renew all) unanswered"
     )
     s.add_argument(
         "--patrons-file",

@@ -235,6 +235,13 @@ def _circ_line(e: dict[str, Any]) -> str | None:
             f"selfcheck-01 lent {p['item_id']} to {p.get('patron_id')} "
             f"(due {p.get('due_date', '?')}; {how})"
         )
+    if e["type"] == "circ.renew":
+        if p.get("result") != "ok":
+            return f"selfcheck-01 could not renew {p['item_id']}: {p.get('result')}"
+        return (
+            f"selfcheck-01 renewed {p['item_id']} for {p.get('patron_id')} "
+            f"(renew {p.get('renewal', 'one')}, from the reader's own account screen)"
+        )
     if e["type"] == "circ.checkin":
         where = f"bin {p['sort_bin']}" if p.get("sort_bin") else "offline"
         return f"selfcheck-01 took back {p['item_id']} ({where}; security on, read back)"

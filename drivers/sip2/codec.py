@@ -26,6 +26,7 @@ FIXED_WIDTH = {
     "12": 22,  # checkout: ok, renewal ok, magnetic media, desensitize, date
     "10": 22,  # checkin: ok, resensitize, magnetic media, alert, date
     "30": 22,  # renew: ok, renewal ok, magnetic media, desensitize, date
+    "66": 27,  # renew all: ok, renewed count, unrenewed count, date
     "18": 24,  # item information: circulation status, security marker, fee type, date
     "36": 19,  # end session: end session, date
     "96": 0,  # request SC resend

@@ -30,6 +30,7 @@ from pysip2 import (
     PATRON_INFORMATION,
     PATRON_STATUS,
     RENEW,
+    RENEW_ALL,
     CheckinResponse,
     CheckoutResponse,
     EndSessionResponse,
@@ -37,6 +38,7 @@ from pysip2 import (
     LoginResponse,
     PatronInformationResponse,
     PatronStatusResponse,
+    RenewAllResponse,
     RenewResponse,
     SCStatusRequest,
     SIP2Server,
@@ -95,6 +97,14 @@ class Library:
     patron_info_asked: int = 0
     #: the patrons central pushed through the Koha-shaped API
     book: PatronBook = field(default_factory=PatronBook)
+    #: holds waiting on the shelf, per reader ("my account" lists them)
+    holds_ready: dict[str, list[str]] = field(default_factory=lambda: {"P000102": ["30000008"]})
+    #: False: 63 answers counts only, whatever the summary asks (servers that ignore it)
+    summary: bool = True
+    #: False: no 65 handler (renew all), as servers without it
+    renew_all: bool = True
+    #: items the library system will not renew (another reader's hold, the renewal limit)
+    not_renewable: set[str] = field(default_factory=set)
 
     def title(self, item: str) -> str | None:
         if item in CATALOGUE:
@@ -181,6 +191,8 @@ def build(lib: Library, institution: str = "TVTN") -> SIP2Server:
     _loan_routes(server, lib, institution)
     _return_routes(server, lib, institution)
     _item_routes(server, lib, institution)
+    if lib.renew_all:
+        _renew_all_route(server, lib, institution)
     return server
 
 
@@ -217,15 +229,24 @@ def _patron_routes(server: SIP2Server, lib: Library, institution: str) -> None:
     def patron_info(req: Any, ctx: Any) -> PatronInformationResponse:
         lib.patron_info_asked += 1
         pid = req.patron_identifier
-        charged = sum(1 for p, _ in lib.loans.values() if p == pid)
+        charged = sorted(i for i, (p, _) in lib.loans.items() if p == pid)
+        overdue = [i for i in charged if lib.loans[i][1] < date.today()]
+        ready = lib.holds_ready.get(pid, [])
+        fines = ["30000007 Phí quá hạn 25.000 đ"] if lib.patron(pid)[1] == "fees" else []
+        summary = (req.summary or "").ljust(10)
+        listed = lib.summary and lib.patron(pid)[1] != "unknown"
         return PatronInformationResponse(
             **patron_fields(pid, ctx, req.patron_password),
-            hold_items_count="0000",
-            overdue_items_count="0000",
-            charged_items_count=f"{charged:04d}",
-            fine_items_count="0000",
+            hold_items_count=f"{len(ready):04d}",
+            overdue_items_count=f"{len(overdue):04d}",
+            charged_items_count=f"{len(charged):04d}",
+            fine_items_count=f"{len(fines):04d}",
             recall_items_count="0000",
             unavailable_holds_count="0000",
+            hold_items=tuple(ready) if listed and summary[0] == "Y" else (),
+            overdue_items=tuple(overdue) if listed and summary[1] == "Y" else (),
+            charged_items=tuple(charged) if listed and summary[2] == "Y" else (),
+            fine_items=tuple(fines) if listed and summary[3] == "Y" else (),
         )
 
     if lib.patron_info != "unsupported":
@@ -326,6 +347,7 @@ def _return_routes(server: SIP2Server, lib: Library, institution: str) -> None:
         pid, item = req.patron_identifier, req.item_identifier
         holder = lib.loans.get(item)
         ok = holder is not None and holder[0] == pid and not lib.offline
+        ok = ok and item not in lib.not_renewable
         due = date.today() + timedelta(days=lib.loan_days)
         if ok:
             lib.loans[item] = (pid, due)
@@ -341,6 +363,29 @@ def _return_routes(server: SIP2Server, lib: Library, institution: str) -> None:
             title_identifier=_nfc(CATALOGUE.get(item, "")),
             due_date=_sip_due(due) if ok else "",
             screen_message=() if ok else ("Không gia hạn được tài liệu này",),
+        )
+
+
+def _renew_all_route(server: SIP2Server, lib: Library, institution: str) -> None:
+    """Renew all (65): every loan of the reader, each as the single renewal would."""
+
+    @server.route(RENEW_ALL)
+    def renew_all(req: Any, ctx: Any) -> RenewAllResponse:
+        pid = req.patron_identifier
+        mine = sorted(i for i, (p, _) in lib.loans.items() if p == pid)
+        renewed = [i for i in mine if i not in lib.not_renewable and not lib.offline]
+        due = date.today() + timedelta(days=lib.loan_days)
+        for item in renewed:
+            lib.loans[item] = (pid, due)
+        unrenewed = [i for i in mine if i not in renewed]
+        return RenewAllResponse(
+            ok="0" if lib.offline else "1",
+            renewed_count=f"{len(renewed):04d}",
+            unrenewed_count=f"{len(unrenewed):04d}",
+            transaction_date=ctx.now_18(),
+            institution_id=institution,
+            renewed_items=tuple(renewed),
+            unrenewed_items=tuple(unrenewed),
         )
 
 
@@ -386,10 +431,12 @@ async def serve(
     patron_info: str = "yes",
     rest_port: int | None = None,
     patrons_file: Path | None = None,
+    summary: bool = True,
+    renew_all: bool = True,
 ) -> None:
     """SIP2 on ``port``; with ``rest_port``, the Koha-shaped patron API on it as well, its
     patrons kept in ``patrons_file`` across restarts."""
-    lib = lib or Library(patron_info=patron_info)
+    lib = lib or Library(patron_info=patron_info, summary=summary, renew_all=renew_all)
     lib.book.path = patrons_file
     lib.book.load()
     server = build(lib)

@@ -11,10 +11,11 @@ was a passing one). An ACS status whose BX says 63 is not supported settles it a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
 
@@ -104,6 +105,56 @@ class Item:
     screen_message: str = ""
 
 
+@dataclass(frozen=True)
+class Loan:
+    """An item on the reader's account (a loan, or a hold waiting on the shelf)."""
+
+    item: str
+    title: str = ""
+    due: str | None = None  # ISO date when the library system gave one
+    overdue: bool = False
+
+
+@dataclass(frozen=True)
+class PatronAccount:
+    """What the reader has at the library system: "my account" at the self-check.
+
+    ``loans_listed`` / ``holds_listed`` say whether the library system answered the summary
+    fields (63 with a summary: AU charged, AT overdue, AS hold items): a server that does not
+    (it answers counts only, or identifies readers with 23 and has no counts) leaves the list
+    empty and the flag False, so the screen says "the library system did not list them"
+    rather than "you have no loans". ``charged`` / ``holds_ready`` are its counts, None when
+    it gave none."""
+
+    patron_id: str
+    loans: list[Loan]
+    holds: list[Loan]
+    fees: str
+    currency: str
+    loans_listed: bool
+    holds_listed: bool
+    charged: int | None = None
+    holds_ready: int | None = None
+    fine_items: list[str] = field(default_factory=list)
+    screen_message: str = ""
+
+
+@dataclass(frozen=True)
+class RenewAll:
+    """A renew-all (65/66) as the library system answered it."""
+
+    ok: bool
+    renewed: list[str]
+    unrenewed: list[str]
+    screen_message: str = ""
+
+
+#: summary positions of 63 (SIP2 2.00): hold items, overdue, charged, fine, recall, unavail.
+SUMMARY_HOLDS, SUMMARY_CHARGED, SUMMARY_FINES = 0, 2, 3
+#: at most this many loans are looked up one by one (17) for their titles and due dates
+MAX_LISTED = 30
+
+
 CIRCULATION_STATUS = {
     "01": "other",
     "02": "on_order",
@@ -133,6 +184,10 @@ class LibrarySystem(Protocol):
     def renew(self, patron_id: str, item: str) -> Circulation: ...
 
     def item(self, item: str) -> Item: ...
+
+    def patron_account(self, patron_id: str, password: str | None = None) -> PatronAccount: ...
+
+    def renew_all(self, patron_id: str, password: str | None = None) -> RenewAll: ...
 
 
 def due_date(raw: str) -> str | None:
@@ -305,6 +360,109 @@ class Sip2Library:
             screen_message=_screen(r),
         )
 
+    def _summary(self, patron_id: str, password: str | None, position: int) -> Reply:
+        summary = "".join("Y" if i == position else " " for i in range(10))
+        fields = [*self._common(), ("AA", patron_id), ("AC", ""), ("AD", password)]
+        return self.client.request("63", "000" + sip_date() + summary, fields, "64")
+
+    def patron_account(self, patron_id: str, password: str | None = None) -> PatronAccount:
+        """The reader's loans with due dates, holds waiting and fees: 63 with one summary
+        position at a time (charged, hold items, fine items, as servers answer one list per
+        request), then 17 per loan for its title and due date (AU carries item ids only on
+        most servers). A server on 23 (no 63) gives fees and nothing listed."""
+        charged: Reply | None = None
+        if self.patron_message != "23":
+            try:
+                charged = self._summary(patron_id, password, SUMMARY_CHARGED)
+            except ReplyLost as exc:  # as in patron(): a server without 63
+                if self.account.patron == "63":
+                    raise
+                self._remember_23(f"63 went unanswered ({exc})")
+        if charged is None:
+            found = self._patron_status(patron_id, password)
+            return PatronAccount(
+                patron_id,
+                [],
+                [],
+                found.fees,
+                found.currency,
+                False,
+                False,
+                screen_message=found.screen_message,
+            )
+        counts = charged.fixed[35:59]
+
+        def count(i: int) -> int | None:
+            piece = counts[i * 4 : i * 4 + 4].strip()
+            return int(piece) if piece.isdigit() else None
+
+        n_charged, n_holds = count(2), count(0)
+        overdue = {v.strip() for v in charged.all("AT")}
+        ids = [v.strip() for v in charged.all("AU") if v.strip()]
+        loans = self._loans(ids, overdue)
+        holds: list[Loan] = []
+        holds_listed = n_holds == 0
+        if n_holds is None or n_holds > 0:
+            try:
+                names = [
+                    v.strip()
+                    for v in self._summary(patron_id, password, SUMMARY_HOLDS).all("AS")
+                    if v.strip()
+                ]
+            except Sip2Error as exc:  # the loans stand without the holds
+                log.info("no hold items for %s: %s", patron_id, exc)
+                names = []
+            holds = [replace(x, due=None) for x in self._loans(names, set())]
+            holds_listed = bool(names)
+        fines: list[str] = []
+        if charged.get("BV").strip() not in ("", "0", "0.00"):
+            with contextlib.suppress(Sip2Error):  # the amount stands without the lines
+                fines = [v for v in self._summary(patron_id, password, SUMMARY_FINES).all("AV")]
+        return PatronAccount(
+            patron_id=charged.get("AA", patron_id),
+            loans=loans,
+            holds=holds,
+            fees=charged.get("BV"),
+            currency=charged.get("BH"),
+            loans_listed=bool(ids) or n_charged == 0,
+            holds_listed=holds_listed,
+            charged=n_charged,
+            holds_ready=n_holds,
+            fine_items=fines,
+            screen_message=_screen(charged),
+        )
+
+    def _loans(self, ids: list[str], overdue: set[str]) -> list[Loan]:
+        """Each item's title and due date from 17; ids alone past ``MAX_LISTED`` or once 17
+        went unanswered (a server without it would make the reader wait once per loan)."""
+        out: list[Loan] = []
+        asking = True
+        for n, item in enumerate(ids):
+            if asking and n < MAX_LISTED:
+                try:
+                    info = self.item(item)
+                except ReplyLost as exc:
+                    log.info("no item information (%s): listing item ids only", exc)
+                    asking = False
+                else:
+                    out.append(Loan(item, info.title, info.due, item in overdue))
+                    continue
+            out.append(Loan(item, overdue=item in overdue))
+        return out
+
+    def renew_all(self, patron_id: str, password: str | None = None) -> RenewAll:
+        """65 renew all; servers that do not implement it raise UnexpectedReply or ReplyLost
+        (the caller renews one by one with 29 then)."""
+        fields = [*self._common(), ("AA", patron_id), ("AD", password), ("AC", "")]
+        fields.append(("BO", "N"))
+        r = self.client.request("65", sip_date(), fields, "66")
+        return RenewAll(
+            ok=r.fixed[:1] == "1",
+            renewed=r.all("BM"),
+            unrenewed=r.all("BN"),
+            screen_message=_screen(r),
+        )
+
     def end_session(self, patron_id: str) -> bool:
         r = self.client.request("35", sip_date(), [*self._common(), ("AA", patron_id)], "36")
         return r.flag(0)
@@ -331,4 +489,15 @@ def as_json(result: Any) -> dict[str, Any]:
     return asdict(result)
 
 
-__all__ = ["Account", "Circulation", "Item", "LibrarySystem", "Patron", "Sip2Library", "Status"]
+__all__ = [
+    "Account",
+    "Circulation",
+    "Item",
+    "LibrarySystem",
+    "Loan",
+    "Patron",
+    "PatronAccount",
+    "RenewAll",
+    "Sip2Library",
+    "Status",
+]
