@@ -45,6 +45,7 @@ from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import ils as ils_routes
+from biblioedge.fleet.routers import prereg_page as prereg_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
 from biblioedge.fleet.routers import reports as report_routes
@@ -229,6 +230,20 @@ def create_app(
         app.include_router(
             consent_routes.router(cards, readers, changed), dependencies=authenticated
         )
+        if cfg.prereg.enabled:  # the public pages: register from home, the card on the phone
+            from biblioedge.fleet.prereg import open_prereg
+
+            pre, phone = open_prereg(cfg, readers)
+            p = cfg.prereg
+            app.include_router(
+                prereg_routes.router(
+                    pre,
+                    phone,
+                    per_address=p.per_address,
+                    max_waiting=p.max_waiting,
+                    expire_days=p.expire_days,
+                )
+            )
     if ils is not None:
         app.include_router(ils_routes.router(ils, changed), dependencies=authenticated)
     if releases is not None:

@@ -276,6 +276,36 @@ class BackupConfig(StrictModel):
         return self
 
 
+class PreregConfig(StrictModel):
+    enabled: bool = Field(
+        default=True,
+        description="Serve the public register-from-home page (/register) and accept its "
+        "codes at the desks (docs/readers.md)",
+    )
+    expire_days: int = Field(
+        default=30, ge=1, le=365, description="An unconfirmed pre-registration is deleted after"
+    )
+    per_address: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Submissions one address (IPv6: its /64) may make per hour; more are "
+        "answered 429 with Retry-After",
+    )
+    max_waiting: int = Field(
+        default=20000,
+        ge=1,
+        description="Unconfirmed pre-registrations kept at most (a flood from many addresses "
+        "is refused beyond it, nothing older is dropped)",
+    )
+    pickup_h: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 31,
+        description="Hours a card's phone link (shown at the desk) can be opened",
+    )
+
+
 class CentralConfig(StrictModel):
     data_dir: Path = Field(description="Where the default SQLite database lives")
     database_url: str | None = Field(
@@ -322,6 +352,10 @@ class CentralConfig(StrictModel):
     report_files: ReportFilesConfig = Field(
         default_factory=ReportFilesConfig,
         description="The Department's spreadsheet and the monthly report kept at central",
+    )
+    prereg: PreregConfig = Field(
+        default_factory=PreregConfig,
+        description="Register from home and the card on the phone (docs/readers.md)",
     )
 
     @property

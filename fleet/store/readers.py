@@ -19,6 +19,7 @@ from biblioedge.fleet.db import (
     devices,
     events,
     gallery_log,
+    phone_cards,
     reader_profiles,
     readers,
     registrations,
@@ -87,6 +88,7 @@ def erase(conn: Connection, patron_id: str) -> None:
     conn.execute(delete(readers).where(readers.c.patron_id == patron_id))
     conn.execute(delete(reader_profiles).where(reader_profiles.c.patron_id == patron_id))
     conn.execute(delete(registrations).where(registrations.c.patron_id == patron_id))
+    conn.execute(delete(phone_cards).where(phone_cards.c.patron_id == patron_id))
 
 
 def record_event(conn: Connection, **values: Any) -> None:
