@@ -34,7 +34,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -42,13 +42,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection
 
 from biblioedge.fleet.store import prereg as rows
+from biblioedge.prereg_code import PREFIX, PreregCodeError, parse_code
 from biblioedge.protocol import utc_now
 
-PREFIX = "BP1."
 #: the version of the consent text on the public page (recorded with the consent)
 FORM_CONSENT_VERSION = "web-vi-2026-1"
 MAX_NAME = 100
-_TOKEN = re.compile(r"^BP1\.([A-Za-z0-9_-]{16})\.(\d{9,11})\.([yn]{2})\.([A-Za-z0-9_-]{22})$")
 _PHONE = re.compile(r"^(?:\+84|0084|0)([35789]\d{8})$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+$")
 _NAME_PUNCT = set(" -'.")
@@ -63,13 +62,8 @@ class FormError(ValueError):
         self.field = field
 
 
-class PreregRefused(ValueError):
-    """A pre-registration code the desk sent that cannot be used: forged, expired, used."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+#: a pre-registration code the desk sent that cannot be used: forged, expired, used
+PreregRefused = PreregCodeError
 
 
 @dataclass(frozen=True)
@@ -161,32 +155,6 @@ def check_form(fields: dict[str, list[str]]) -> PreregForm:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-@dataclass(frozen=True)
-class PreregCode:
-    """A parsed ``BP1.`` code: what the desk may read without central (never personal)."""
-
-    token: str
-    prereg_id: str
-    expires_at: datetime
-    face: bool
-    notices: bool
-    mac: str
-
-    @property
-    def signed_part(self) -> str:
-        return self.token.rpartition(".")[0]
-
-
-def parse_code(token: str) -> PreregCode:
-    """PreregRefused("prereg_malformed") for anything that is not a ``BP1.`` code."""
-    m = _TOKEN.fullmatch(token.strip())
-    if m is None:
-        raise PreregRefused("prereg_malformed", "not a pre-registration code")
-    pid, exp, choices, mac = m.groups()
-    expires = datetime.fromtimestamp(int(exp), UTC)
-    return PreregCode(token.strip(), pid, expires, choices[0] == "y", choices[1] == "y", mac)
 
 
 class Preregistrations:
