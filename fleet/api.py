@@ -230,20 +230,20 @@ def create_app(
         app.include_router(
             consent_routes.router(cards, readers, changed), dependencies=authenticated
         )
-        if cfg.prereg.enabled:  # the public pages: register from home, the card on the phone
-            from biblioedge.fleet.prereg import open_prereg
+    if readers is not None and cfg.prereg.enabled:  # public: register from home, phone card
+        from biblioedge.fleet.prereg import open_prereg
 
-            pre, phone = open_prereg(cfg, readers)
-            p = cfg.prereg
-            app.include_router(
-                prereg_routes.router(
-                    pre,
-                    phone,
-                    per_address=p.per_address,
-                    max_waiting=p.max_waiting,
-                    expire_days=p.expire_days,
-                )
+        pre, phone = open_prereg(cfg, readers)
+        p = cfg.prereg
+        app.include_router(
+            prereg_routes.router(
+                pre,
+                phone,
+                per_address=p.per_address,
+                max_waiting=p.max_waiting,
+                expire_days=p.expire_days,
             )
+        )
     if ils is not None:
         app.include_router(ils_routes.router(ils, changed), dependencies=authenticated)
     if releases is not None:

@@ -172,8 +172,8 @@ class Preregistrations:
     def create(self, form: PreregForm, max_waiting: int) -> Issued:
         """Seal and keep the form; returns the code for her QR. FormError("full") when
         ``max_waiting`` pre-registrations already wait (a flood from many addresses)."""
-        now = utc_now()
-        expires = (now + timedelta(days=self.expire_days)).replace(microsecond=0)
+        now = utc_now().replace(microsecond=0)  # the code carries whole seconds
+        expires = now + timedelta(days=self.expire_days)
         prereg_id = secrets.token_urlsafe(12)
         choices = ("y" if form.face else "n") + ("y" if form.notices else "n")
         signed = f"{PREFIX}{prereg_id}.{int(expires.timestamp())}.{choices}"
@@ -229,11 +229,17 @@ class Preregistrations:
         if not rows.mark_used(conn, prereg_id, patron_id, utc_now()):
             raise PreregRefused("prereg_used", "used by another registration just now")
 
-    def purge(self) -> int:
-        """Delete every expired pre-registration and phone-card pick-up; returns how many
-        pre-registrations went."""
+    def purge(self, now: datetime | None = None) -> int:
+        """Delete every pre-registration and phone-card pick-up expired at ``now`` (default:
+        now); returns how many pre-registrations went."""
         with self.begin() as conn:
-            return rows.purge(conn, utc_now())
+            return rows.purge(conn, now or utc_now())
+
+    def count(self) -> int:
+        """Pre-registrations kept (waiting or used, not yet expired): what tests and the
+        operator's look at the flood guard read."""
+        with self.begin() as conn:
+            return rows.kept(conn)
 
 
 def _aad(prereg_id: str) -> bytes:

@@ -73,7 +73,7 @@ class OutboxPump:
         self.registrar = Registrar(self.readers, self.cards, seal_key=self.seal_key)
         #: register from home: central's pre-registrations and the card on the phone
         self.prereg = Preregistrations(
-            self.readers.begin, self.readers.aead, load_or_create_key(data / "prereg.key")
+            self.readers.begin, self.readers.aead, load_or_create_key(data / "keys" / "prereg.key")
         )
         self.registrar.prereg = self.prereg
         self.registrar.phone = PhoneCards(self.readers.begin, base_url="https://central.test")

@@ -23,6 +23,10 @@ def waiting(conn: Connection, now: datetime) -> int:
     return int(conn.scalar(q) or 0)
 
 
+def kept(conn: Connection) -> int:
+    return int(conn.scalar(select(func.count()).select_from(preregistrations)) or 0)
+
+
 def get(conn: Connection, prereg_id: str) -> Any:
     return conn.execute(
         select(preregistrations).where(preregistrations.c.prereg_id == prereg_id)
