@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import orjson
 import pytest
 from desk_kit import Desk, running_desk
 from fastapi.testclient import TestClient
@@ -59,16 +60,16 @@ def public_api(tmp: Path, repo: Repo, readers: Readers, **prereg: object) -> Tes
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> tuple[Repo, Readers]:
+def db(tmp_path: Path) -> tuple[Repo, Readers]:
     repo = Repo(f"sqlite:///{tmp_path / 'c.sqlite3'}")
     repo.migrate()
     return repo, Readers(repo, load_or_create_key(tmp_path / "t.key"))
 
 
 def test_the_page_is_vietnamese_first_and_gives_a_code_once(
-    tmp_path: Path, central: tuple[Repo, Readers]
+    tmp_path: Path, db: tuple[Repo, Readers]
 ) -> None:
-    repo, readers = central
+    repo, readers = db
     api = public_api(tmp_path, repo, readers)
     page = api.get("/register")
     assert page.status_code == 200 and 'lang="vi"' in page.text
@@ -109,9 +110,9 @@ def test_the_page_is_vietnamese_first_and_gives_a_code_once(
     ],
 )
 def test_a_bad_form_gets_its_reason_and_nothing_is_kept(
-    tmp_path: Path, central: tuple[Repo, Readers], change: dict[str, str], reason: str
+    tmp_path: Path, db: tuple[Repo, Readers], change: dict[str, str], reason: str
 ) -> None:
-    repo, readers = central
+    repo, readers = db
     api = public_api(tmp_path, repo, readers)
     r = api.post("/register", data={**FORM, **change})
     assert r.status_code == 422
@@ -121,9 +122,9 @@ def test_a_bad_form_gets_its_reason_and_nothing_is_kept(
 
 
 def test_oversized_and_foreign_bodies_are_refused_unread(
-    tmp_path: Path, central: tuple[Repo, Readers]
+    tmp_path: Path, db: tuple[Repo, Readers]
 ) -> None:
-    repo, readers = central
+    repo, readers = db
     api = public_api(tmp_path, repo, readers, per_address=100)
     big = api.post("/register", data={**FORM, "email": "x" * 5000 + "@example.vn"})
     assert big.status_code == 413 and catalogue("vi")["form_size"] in big.text
@@ -140,9 +141,9 @@ def test_oversized_and_foreign_bodies_are_refused_unread(
 
 
 def test_a_flood_from_one_address_is_held_and_many_addresses_meet_the_cap(
-    tmp_path: Path, central: tuple[Repo, Readers]
+    tmp_path: Path, db: tuple[Repo, Readers]
 ) -> None:
-    repo, readers = central
+    repo, readers = db
     cfg = CentralConfig(data_dir=tmp_path, prereg={"per_address": 3, "max_waiting": 7})
     app = create_app(cfg, repo, None, CentralMetrics(), readers)
     one = TestClient(app, client=("203.0.113.7", 5000))
@@ -163,11 +164,11 @@ def test_a_flood_from_one_address_is_held_and_many_addresses_meet_the_cap(
 
 
 def test_unconfirmed_preregistrations_expire_and_are_deleted(
-    tmp_path: Path, central: tuple[Repo, Readers]
+    tmp_path: Path, db: tuple[Repo, Readers]
 ) -> None:
     from biblioedge.fleet.prereg import Preregistrations
 
-    repo, readers = central
+    repo, readers = db
     pre = Preregistrations(readers.begin, readers.aead, b"k" * 32, expire_days=7)
     form = check_form({k: [v] for k, v in FORM.items()})
     issued = pre.create(form, max_waiting=10)
@@ -333,3 +334,54 @@ async def test_the_card_on_the_phone_is_the_printed_card_and_a_new_card_revokes_
         assert delta is not None and old.jti in delta.revoked_cards
         with pytest.raises(CardTokenError, match="revoked"):
             CardVerifier(keys, revoked=delta.revoked_cards).verify(on_phone)
+
+
+# -- a real central, a desk's certificate over the real broker ---------------------------------
+
+
+@pytest.mark.integration
+def test_central_takes_a_code_from_its_page_and_answers_the_desk_with_the_phone_link(
+    tmp_path: Path, central: object, broker: object
+) -> None:
+    """The product's own wiring: central's public page, its registrar and its phone card
+    page, in the central process, with a desk speaking MQTT over mutual TLS."""
+    import httpx
+    from test_compromised_kiosk import Kiosk, _enrolled, registration_doc
+
+    from biblioedge.demo.launch import CentralProcess
+    from biblioedge.protocol import registration_context
+    from biblioedge.provisioning.broker import BrokerProcess
+    from biblioedge.provisioning.sealing import load_x25519_public, seal
+
+    assert isinstance(central, CentralProcess) and isinstance(broker, BrokerProcess)
+    import ssl
+
+    trust = ssl.create_default_context(cafile=str(central.ca_file))
+    web = httpx.Client(base_url=central.url, verify=trust)
+    done = web.post("/register", data=FORM)
+    assert done.status_code == 201
+    code = png_code(done.text)
+    bundle = _enrolled(central, tmp_path, "desk-07", "desk")
+    desk = Kiosk(broker.port, tmp_path / "desk-07" / "identity", "desk-07", "tv-tinh")
+    key = load_x25519_public(bundle["seal_key"])
+
+    def register() -> dict[str, object]:
+        doc = {**registration_doc(), "prereg": code}
+        rid = doc["registration_id"]
+        blob = seal(key, orjson.dumps(doc), registration_context("desk-07", rid))
+        sealed = {"registration_id": rid, "sealed": base64.b64encode(blob).decode()}
+        event = desk.event("desk.registration", sealed)
+        ack = desk.send(event)
+        return {**ack["results"], **ack["rejected"]}[event["event_id"]]  # type: ignore[no-any-return]
+
+    try:
+        answer = register()
+        assert isinstance(answer, dict) and answer["display_name"] == "Trần Văn An"  # the chip's
+        link = str(answer["phone_card"])
+        assert link.startswith(central.url + "/the/card/")
+        page = web.get(link.removeprefix(central.url))
+        assert page.status_code == 200 and png_code(page.text) == answer["card"]["token"]
+        assert register() == "prereg_used"  # the same code from the same desk, again
+    finally:
+        desk.close()
+        web.close()
