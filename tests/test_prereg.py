@@ -385,3 +385,11 @@ def test_central_takes_a_code_from_its_page_and_answers_the_desk_with_the_phone_
     finally:
         desk.close()
         web.close()
+
+
+def test_the_desk_screen_shows_the_phone_link_as_a_code_a_phone_reads() -> None:
+    from biblioedge.kiosk.desk_screen import phone_card_frame
+
+    link = "https://central.test/the/card/AbCdEfGhIjKlMnOp/" + "k" * 43
+    (code,) = ZxingDecoder().decode(phone_card_frame(link))
+    assert code.text == link

@@ -14,7 +14,10 @@ One session per reader:
 6. the registration is recorded in the outbox (idempotency key = registration id) and central
    answers in the ack with the patron number and the signed card, which is printed.
 
-Happy path: two taps (consent, next). Nothing personal outlives the session on the desk except
+A reader who registered from home (``agent/desk/prereg.py``) brings a code: it is scanned
+first, then her CCCD, and step 5 becomes her own choices from home, confirmed in one tap.
+
+Happy path: two taps (consent or confirm, next). Nothing personal outlives the session on the desk except
 what waits in the outbox for central, and central's answer until it is printed. Only the
 fields in ``keep_fields`` are sent; the ID number travels only as a keyed hash.
 """
