@@ -17,9 +17,9 @@ One session per reader:
 A reader who registered from home (``agent/desk/prereg.py``) brings a code: it is scanned
 first, then her CCCD, and step 5 becomes her own choices from home, confirmed in one tap.
 
-Happy path: two taps (consent or confirm, next). Nothing personal outlives the session on the desk except
-what waits in the outbox for central, and central's answer until it is printed. Only the
-fields in ``keep_fields`` are sent; the ID number travels only as a keyed hash.
+Happy path: two taps (consent or confirm, next). Nothing personal outlives the session on the
+desk except what waits in the outbox for central, and central's answer until it is printed.
+Only the fields in ``keep_fields`` are sent; the ID number travels only as a keyed hash.
 """
 
 from __future__ import annotations
