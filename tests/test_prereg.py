@@ -20,6 +20,8 @@ import orjson
 import pytest
 from desk_kit import Desk, running_desk
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from biblioedge.cardtoken import CardTokenError, CardVerifier, load_public_key
@@ -29,7 +31,7 @@ from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.db import events, preregistrations
 from biblioedge.fleet.db import readers as readers_table
 from biblioedge.fleet.metrics import CentralMetrics
-from biblioedge.fleet.prereg import PreregForm, check_form
+from biblioedge.fleet.prereg import FormError, PreregForm, check_form
 from biblioedge.fleet.prereg_text import catalogue, keys
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.repo import Repo
@@ -334,6 +336,13 @@ async def test_the_card_on_the_phone_is_the_printed_card_and_a_new_card_revokes_
         assert delta is not None and old.jti in delta.revoked_cards
         with pytest.raises(CardTokenError, match="revoked"):
             CardVerifier(keys, revoked=delta.revoked_cards).verify(on_phone)
+        # she leaves: her phone link and the used pre-registration naming her go too
+        from biblioedge.fleet.lifecycle import Lifecycle
+
+        Lifecycle(desk.central.readers, desk.central.cards).leave(pid)
+        assert api.get(again.link.removeprefix("https://central.test")).status_code == 404
+        with desk.central.repo.engine.connect() as conn:
+            assert conn.execute(select(preregistrations)).all() == []
 
 
 # -- a real central, a desk's certificate over the real broker ---------------------------------
@@ -393,3 +402,31 @@ def test_the_desk_screen_shows_the_phone_link_as_a_code_a_phone_reads() -> None:
     link = "https://central.test/the/card/AbCdEfGhIjKlMnOp/" + "k" * 43
     (code,) = ZxingDecoder().decode(phone_card_frame(link))
     assert code.text == link
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(["name", "phone", "email", "face", "notices", "lang", "x"]),
+        st.lists(st.text(max_size=400), min_size=0, max_size=2),
+        max_size=7,
+    ),
+    code=st.text(max_size=200) | st.from_regex(r"BP1\.[A-Za-z0-9_-]{16}\.\d{9,11}\.[yn]{2}\..{22}"),
+)
+def test_hostile_forms_and_codes_are_refused_with_a_reason_never_a_crash(
+    fields: dict[str, list[str]], code: str
+) -> None:
+    from biblioedge.prereg_code import PreregCodeError, parse_code
+
+    try:
+        form = check_form(fields)
+    except FormError as exc:
+        assert exc.reason in keys()  # a message the page can show
+    else:
+        assert unicodedata.is_normalized("NFC", form.name) and len(form.name) <= 100
+        assert form.phone or form.email
+        assert not any(ch.isdigit() for ch in form.name)
+    try:
+        parse_code(code)
+    except PreregCodeError as exc:
+        assert exc.reason == "prereg_malformed"
