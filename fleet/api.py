@@ -231,7 +231,7 @@ def create_app(
             consent_routes.router(cards, readers, changed), dependencies=authenticated
         )
     if readers is not None and cfg.prereg.enabled:  # public: register from home, phone card
-        from biblioedge.fleet.prereg import open_prereg
+        from biblioedge.fleet.prereg import open_prereg, open_wallet
 
         pre, phone = open_prereg(cfg, readers)
         p = cfg.prereg
@@ -242,6 +242,7 @@ def create_app(
                 per_address=p.per_address,
                 max_waiting=p.max_waiting,
                 expire_days=p.expire_days,
+                wallet=open_wallet(cfg),
             )
         )
     if ils is not None:

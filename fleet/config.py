@@ -304,6 +304,40 @@ class PreregConfig(StrictModel):
         le=24 * 31,
         description="Hours a card's phone link (shown at the desk) can be opened",
     )
+    wallet_pass_type: str | None = Field(
+        default=None,
+        description="Apple Wallet: the Pass Type ID (pass.vn.example.library); with the "
+        "certificate files below, the phone card offers a .pkpass; none: no pass",
+    )
+    wallet_team: str | None = Field(default=None, description="Apple Wallet: the Team ID")
+    wallet_cert: Path | None = Field(
+        default=None, description="Apple Wallet: the Pass Type ID certificate (PEM)"
+    )
+    wallet_key: Path | None = Field(
+        default=None, description="Apple Wallet: its private key (PEM, unencrypted, 0600)"
+    )
+    wallet_chain: Path | None = Field(
+        default=None, description="Apple Wallet: Apple's intermediate (WWDR) certificate (PEM)"
+    )
+    wallet_organization: str = Field(
+        default="Thư viện tỉnh", description="Apple Wallet: the name the pass shows"
+    )
+
+    @model_validator(mode="after")
+    def _wallet(self) -> PreregConfig:
+        parts = (
+            self.wallet_pass_type,
+            self.wallet_team,
+            self.wallet_cert,
+            self.wallet_key,
+            self.wallet_chain,
+        )
+        if any(p is not None for p in parts) and not all(p is not None for p in parts):
+            raise ValueError(
+                "prereg.wallet_*: a wallet pass needs the pass type, team, certificate, key "
+                "and chain together"
+            )
+        return self
 
 
 class CentralConfig(StrictModel):

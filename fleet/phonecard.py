@@ -10,8 +10,8 @@ image. Anyone without the link reads nothing, central included; the sealed row g
 pick-up expires (``pickup_h``, 72 h by default) or when a new card is issued (the old token is
 revoked everywhere then, by the revocation list every kiosk syncs).
 
-A wallet pass (Apple's ``.pkpass``) needs a signing certificate the library must obtain; it is
-not made here (docs/readers.md, "Not yet").
+A wallet pass (Apple's ``.pkpass``) is offered beside the page only where the library
+configured its pass-signing certificate (``fleet/walletpass.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class PhoneCard:
     name: str
     token: str
     expires_at: str
+    jti: str = ""
 
     def qr_svg(self) -> str:
         """The card's QR as inline SVG (what a gate's camera reads off her screen)."""
@@ -105,5 +106,9 @@ class PhoneCards:
         except (InvalidTag, ValueError, binascii.Error):
             return None
         return PhoneCard(
-            str(data["patron_id"]), str(data["name"]), str(data["token"]), data["expires_at"]
+            str(data["patron_id"]),
+            str(data["name"]),
+            str(data["token"]),
+            str(data["expires_at"]),
+            str(row.card_jti),
         )

@@ -256,6 +256,23 @@ def same_name(form_name: str, chip_name: str) -> bool:
     return key(form_name) == key(chip_name)
 
 
+def open_wallet(cfg: Any) -> Any:
+    """The wallet pass signer where ``[prereg] wallet_*`` is configured, else None."""
+    p = cfg.prereg
+    if p.wallet_cert is None:
+        return None
+    from biblioedge.fleet.walletpass import WalletSigner
+
+    return WalletSigner.load(
+        p.wallet_pass_type,
+        p.wallet_team,
+        p.wallet_organization,
+        p.wallet_cert,
+        p.wallet_key,
+        p.wallet_chain,
+    )
+
+
 def open_prereg(cfg: Any, readers: Any) -> tuple[Preregistrations, Any]:
     """Central's pre-registrations and phone cards from its config (``[prereg]``) and readers:
     the API, the registrar and the purge share the keys through the files, not the objects."""

@@ -103,6 +103,7 @@ _TEXT: dict[str, tuple[str, str]] = {
         "offline. When a new card is issued, this code stops working everywhere.",
     ),
     "save_card": ("Lưu ảnh thẻ", "Save the card image"),
+    "add_wallet": ("Thêm vào Apple Wallet", "Add to Apple Wallet"),
     "card_gone": (
         "Liên kết không đúng hoặc đã hết hạn. Hỏi thủ thư để nhận lại.",
         "This link is wrong or has expired. Ask the librarian for a new one.",

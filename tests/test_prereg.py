@@ -430,3 +430,105 @@ def test_hostile_forms_and_codes_are_refused_with_a_reason_never_a_crash(
         parse_code(code)
     except PreregCodeError as exc:
         assert exc.reason == "prereg_malformed"
+
+
+def _pki(tmp: Path) -> dict[str, Path]:
+    """A root, an intermediate (Apple's WWDR, in real life) and a pass-signing certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = utc_now()
+
+    def make(name: str, issuer: tuple[x509.Name, object] | None, ca: bool) -> tuple[object, object]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        issuer_name, issuer_key = issuer if issuer else (subject, key)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        return cert, key
+
+    root, root_key = make("Test Root", None, True)
+    wwdr, wwdr_key = make("Test WWDR", (root.subject, root_key), True)  # type: ignore[attr-defined]
+    signer, signer_key = make("Pass Type ID: pass.vn.test", (wwdr.subject, wwdr_key), False)  # type: ignore[attr-defined]
+    files = {}
+    for name, cert in (("root", root), ("wwdr", wwdr), ("cert", signer)):
+        files[name] = tmp / f"{name}.pem"
+        files[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))  # type: ignore[attr-defined]
+    files["key"] = tmp / "key.pem"
+    files["key"].write_bytes(
+        signer_key.private_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+def test_a_wallet_pass_only_with_a_certificate_and_signed_by_it(
+    tmp_path: Path, db: tuple[Repo, Readers]
+) -> None:
+    import io
+    import json
+    import subprocess
+    import zipfile
+
+    from biblioedge.fleet.cards import Cards
+    from biblioedge.fleet.phonecard import PhoneCards
+
+    repo, readers = db
+    cards = Cards(readers, load_or_create_key(tmp_path / "c.key"))
+    readers.upsert("BE0000001", site="tv-tinh", display_name="Nguyễn Thị Bình")
+    with readers.begin() as conn:
+        card = cards.issue_in(conn, "BE0000001", 365)
+        link = PhoneCards(readers.begin).offer_in(conn, "BE0000001", "Nguyễn Thị Bình", card)
+    plain = public_api(tmp_path, repo, readers)
+    assert 'id="wallet"' not in plain.get(link).text  # no certificate: no pass offered
+    assert plain.get(link + "/card.pkpass").status_code == 404
+    pki = _pki(tmp_path)
+    with pytest.raises(ValueError, match="together"):
+        CentralConfig(data_dir=tmp_path, prereg={"wallet_cert": str(pki["cert"])})
+    wallet = {
+        "wallet_pass_type": "pass.vn.test",
+        "wallet_team": "ABCDE12345",
+        "wallet_cert": str(pki["cert"]),
+        "wallet_key": str(pki["key"]),
+        "wallet_chain": str(pki["wwdr"]),
+    }
+    api = public_api(tmp_path, repo, readers, **wallet)
+    assert 'id="wallet"' in api.get(link).text
+    got = api.get(link + "/card.pkpass")
+    assert got.status_code == 200 and got.headers["content-type"] == "application/vnd.apple.pkpass"
+    z = zipfile.ZipFile(io.BytesIO(got.content))
+    manifest = json.loads(z.read("manifest.json"))
+    import hashlib
+
+    for name, digest in manifest.items():
+        assert hashlib.sha1(z.read(name)).hexdigest() == digest  # noqa: S324
+    doc = json.loads(z.read("pass.json"))
+    assert doc["barcodes"][0]["message"] == card["token"]  # the printed card's token
+    assert doc["generic"]["primaryFields"][0]["value"] == "Nguyễn Thị Bình"
+    (tmp_path / "manifest.json").write_bytes(z.read("manifest.json"))
+    (tmp_path / "signature").write_bytes(z.read("signature"))
+    # an outside implementation checks the signature and the chain: OpenSSL
+    verify = subprocess.run(
+        ["openssl", "smime", "-verify", "-binary", "-inform", "DER", "-purpose", "any"]
+        + ["-in", str(tmp_path / "signature"), "-content", str(tmp_path / "manifest.json")]
+        + ["-CAfile", str(pki["root"]), "-out", "/dev/null"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert api.get(link.rsplit("/", 1)[0] + "/" + "A" * 43 + "/card.pkpass").status_code == 404

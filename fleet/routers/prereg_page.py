@@ -37,6 +37,7 @@ from biblioedge.fleet.phonecard import PhoneCards
 from biblioedge.fleet.prereg import FormError, Preregistrations, check_form
 from biblioedge.fleet.prereg_text import Lang, catalogue
 from biblioedge.fleet.throttle import FailureThrottle, client_key
+from biblioedge.fleet.walletpass import WalletSigner
 
 MAX_FORM_BYTES = 4096
 _HEADERS = {
@@ -80,6 +81,7 @@ def router(
     per_address: int,
     max_waiting: int,
     expire_days: int,
+    wallet: WalletSigner | None = None,
 ) -> APIRouter:
     ui = APIRouter(include_in_schema=False)
     env = _env()
@@ -163,6 +165,37 @@ def router(
         expires = card.expires_at
         if lang == "vi" and len(expires) == 10:
             expires = f"{expires[8:10]}/{expires[5:7]}/{expires[0:4]}"
-        return page("phone_card.html", lang, card=card, svg=card.qr_svg(), png=png, exp=expires)
+        return page(
+            "phone_card.html",
+            lang,
+            card=card,
+            svg=card.qr_svg(),
+            png=png,
+            exp=expires,
+            wallet=wallet is not None,
+            card_path=f"{CARD_PATH}/{pickup_id}/{secret}",
+        )
+
+    @ui.get(CARD_PATH + "/{pickup_id}/{secret}/card.pkpass")
+    async def wallet_pass(request: Request, pickup_id: str, secret: str) -> Response:
+        """The card as an Apple Wallet pass, where the library configured its certificate."""
+        address = client_key(request.client.host if request.client else None)
+        wait = wrong_links.retry_after(address)
+        if wait is not None:
+            return Response(status_code=429, headers={"Retry-After": str(wait), **_HEADERS})
+        card = await run_in_threadpool(phone.open, pickup_id, secret)
+        if card is None or wallet is None:
+            if card is None:
+                wrong_links.failed(address)
+            return Response(status_code=404, headers=_HEADERS)
+        data = await run_in_threadpool(wallet.make, card, _lang(request))
+        return Response(
+            data,
+            media_type="application/vnd.apple.pkpass",
+            headers={
+                **_HEADERS,
+                "Content-Disposition": f'attachment; filename="the-{card.patron_id}.pkpass"',
+            },
+        )
 
     return ui
