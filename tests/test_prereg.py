@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 import unicodedata
 from datetime import timedelta
 from pathlib import Path
@@ -532,3 +533,75 @@ def test_a_wallet_pass_only_with_a_certificate_and_signed_by_it(
     )
     assert verify.returncode == 0, verify.stderr
     assert api.get(link.rsplit("/", 1)[0] + "/" + "A" * 43 + "/card.pkpass").status_code == 404
+
+
+# -- in a browser on a phone-sized screen ------------------------------------------------------
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium is not installed")
+def test_registering_from_a_phone_in_chromium(tmp_path: Path, db: tuple[Repo, Readers]) -> None:
+    import os
+    import threading
+    import time
+
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from biblioedge.procs import free_port
+
+    repo, readers = db
+    app = create_app(CentralConfig(data_dir=tmp_path), repo, None, CentralMetrics(), readers)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a browser or a driver
+    opts = Options()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    opts.add_argument("--window-size=412,915")  # a phone
+    browser = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{port}/register"
+        browser.get(url)
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Đăng ký thẻ bạn đọc từ xa"
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= browser.execute_script("return window.innerWidth")  # no sideways scroll
+
+        def fill(name: str) -> None:
+            field = browser.find_element(By.ID, "name")
+            field.clear()
+            field.send_keys(name)
+            phone = browser.find_element(By.ID, "phone")
+            phone.clear()
+            phone.send_keys("0912 345 678")
+            browser.find_element(By.CSS_SELECTOR, "input[name=face][value=no]").click()
+            browser.find_element(By.CSS_SELECTOR, "input[name=notices][value=yes]").click()
+            browser.find_element(By.ID, "submit").click()
+
+        fill("Bình 001190012345")  # an ID number in the name: refused, in Vietnamese
+        refused = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "refused"))
+        assert catalogue("vi")["name_chars"] in refused.text
+        assert browser.find_element(By.ID, "name").get_attribute("value") == "Bình 001190012345"
+        fill("Nguyễn Thị Bình")
+        WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "code"))
+        assert "Mang mã này" in browser.find_element(By.ID, "done").text
+        shot = browser.find_element(By.ID, "code").screenshot_as_png
+        img = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)
+        (code,) = ZxingDecoder().decode(img)  # the QR as her screen shows it
+        assert code.text.startswith("BP1.") and code.text.split(".")[3] == "ny"
+        browser.get(url + "?lang=en")
+        assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Register")
+    finally:
+        browser.quit()
+        server.should_exit = True
+        thread.join(5)
