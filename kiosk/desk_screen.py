@@ -10,7 +10,7 @@ flow or the drivers. Vietnamese by default, English on a tap.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from kivy.uix.progressbar import ProgressBar
@@ -125,8 +125,10 @@ class DeskScreen(StepScreen):
             self.on_action(action)
 
 
+@lru_cache(maxsize=2)
 def phone_card_frame(link: str, size: int = 480) -> Any:
-    """The phone-card link as a QR image (BGR, black on white) for the camera preview."""
+    """The phone-card link as a QR image (BGR, black on white) for the camera preview; made
+    once per card, not per camera frame."""
     import numpy as np
     import segno
 
