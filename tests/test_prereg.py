@@ -605,3 +605,21 @@ def test_registering_from_a_phone_in_chromium(tmp_path: Path, db: tuple[Repo, Re
         browser.quit()
         server.should_exit = True
         thread.join(5)
+
+
+def test_the_desk_screenshots_show_the_confirm_step_and_the_phone_code(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "biblioedge", "kiosk", "screenshot", "desk", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "desk_prereg_confirm.png").exists()
+    shot = cv2.imread(str(tmp_path / "desk_issued_phone.png"))
+    codes = [c.text for c in ZxingDecoder().decode(shot)]
+    assert codes == ["https://central.example.vn/the/card/AbCdEfGhIjKlMnOp/" + "k" * 43]
