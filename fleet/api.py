@@ -45,6 +45,7 @@ from biblioedge.fleet.routers import enrollments as enrollment_routes
 from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import ils as ils_routes
+from biblioedge.fleet.routers import phone_cards as phone_card_routes
 from biblioedge.fleet.routers import prereg_page as prereg_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
@@ -245,6 +246,11 @@ def create_app(
                 wallet=open_wallet(cfg),
             )
         )
+        if cards is not None:  # staff: a new card for her phone, the old ones revoked
+            app.include_router(
+                phone_card_routes.router(Lifecycle(readers, cards), phone, changed),
+                dependencies=authenticated,
+            )
     if ils is not None:
         app.include_router(ils_routes.router(ils, changed), dependencies=authenticated)
     if releases is not None:

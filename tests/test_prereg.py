@@ -623,3 +623,35 @@ def test_the_desk_screenshots_show_the_confirm_step_and_the_phone_code(tmp_path:
     shot = cv2.imread(str(tmp_path / "desk_issued_phone.png"))
     codes = [c.text for c in ZxingDecoder().decode(shot)]
     assert codes == ["https://central.example.vn/the/card/AbCdEfGhIjKlMnOp/" + "k" * 43]
+
+
+def test_staff_can_put_a_card_on_her_phone_later_and_it_revokes_the_printed_one(
+    tmp_path: Path, db: tuple[Repo, Readers]
+) -> None:
+    from biblioedge.fleet.auth import Tokens
+    from biblioedge.fleet.cards import Cards
+
+    repo, readers = db
+    cards = Cards(readers, load_or_create_key(tmp_path / "c.key"))
+    readers.upsert("BE0000001", site="tv-tinh", display_name="Nguyễn Thị Bình")
+    cfg = CentralConfig(data_dir=tmp_path)
+    api = TestClient(create_app(cfg, repo, None, CentralMetrics(), readers, cards))
+    tokens = Tokens(repo.engine)
+    api.headers["Authorization"] = "Bearer " + tokens.create("lan", "librarian")[1]
+    printed = api.post("/api/v1/readers/BE0000001/cards", json={}).json()
+    got = api.post("/api/v1/readers/BE0000001/phone-card")
+    assert got.status_code == 201
+    doc = got.json()
+    assert doc["revoked"] == [printed["jti"]] and doc["jti"] != printed["jti"]
+    page = api.get(doc["link"].removeprefix(cfg.public_url))
+    assert page.status_code == 200 and "Nguyễn Thị Bình" in page.text
+    keys = {k: load_public_key(v) for k, v in cards.public_keys().items()}
+    delta = readers.delta("tv-tinh", 0)
+    assert delta is not None and printed["jti"] in delta.revoked_cards
+    verifier = CardVerifier(keys, revoked=delta.revoked_cards)
+    assert verifier.verify(png_code(page.text)).jti == doc["jti"]  # the new card opens
+    with pytest.raises(CardTokenError, match="revoked"):
+        verifier.verify(printed["token"])  # the printed one no longer does
+    assert api.post("/api/v1/readers/BE0000404/phone-card").status_code == 404
+    api.headers["Authorization"] = "Bearer " + tokens.create("xem", "viewer")[1]
+    assert api.post("/api/v1/readers/BE0000001/phone-card").status_code == 403
