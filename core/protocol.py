@@ -425,6 +425,11 @@ class DeskRegistration(_Strict):
     face: RegistrationFace | None = None
     check: RegistrationCheck
     card_valid_days: int = Field(default=365 * 4, ge=1, le=3650)
+    prereg: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The reader's pre-registration code (BP1.…) scanned at the desk, if any",
+    )
 
 
 class Command(_Strict):

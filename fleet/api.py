@@ -47,6 +47,8 @@ from biblioedge.fleet.routers import events as event_routes
 from biblioedge.fleet.routers import health as health_routes
 from biblioedge.fleet.routers import ils as ils_routes
 from biblioedge.fleet.routers import librarian_page, reports_page
+from biblioedge.fleet.routers import phone_cards as phone_card_routes
+from biblioedge.fleet.routers import prereg_page as prereg_routes
 from biblioedge.fleet.routers import readers as reader_routes
 from biblioedge.fleet.routers import releases as release_routes
 from biblioedge.fleet.routers import reports as report_routes
@@ -238,6 +240,26 @@ def create_app(
         app.include_router(
             consent_routes.router(cards, readers, changed), dependencies=authenticated
         )
+    if readers is not None and cfg.prereg.enabled:  # public: register from home, phone card
+        from biblioedge.fleet.prereg import open_prereg, open_wallet
+
+        pre, phone = open_prereg(cfg, readers)
+        p = cfg.prereg
+        app.include_router(
+            prereg_routes.router(
+                pre,
+                phone,
+                per_address=p.per_address,
+                max_waiting=p.max_waiting,
+                expire_days=p.expire_days,
+                wallet=open_wallet(cfg),
+            )
+        )
+        if cards is not None:  # staff: a new card for her phone, the old ones revoked
+            app.include_router(
+                phone_card_routes.router(Lifecycle(readers, cards), phone, changed),
+                dependencies=authenticated,
+            )
     if ils is not None:
         app.include_router(ils_routes.router(ils, changed), dependencies=authenticated)
     if releases is not None:

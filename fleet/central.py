@@ -25,6 +25,7 @@ from biblioedge.fleet.http_guard import guarded_h11
 from biblioedge.fleet.identity import CentralIdentity
 from biblioedge.fleet.ils.worker import IlsWorker, open_connector
 from biblioedge.fleet.metrics import CentralMetrics
+from biblioedge.fleet.prereg import open_prereg, purge_loop
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.releases import ReleaseRepo
@@ -164,6 +165,9 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         child_under=cfg.reports.child_under,
         card_numbers=cfg.ils.card_numbers if cfg.ils is not None else "desk",
     )
+    registrar = repo.effects[REGISTRATION]
+    if cfg.prereg.enabled and isinstance(registrar, Registrar):  # codes from /register
+        registrar.prereg, registrar.phone = open_prereg(cfg, readers)
     bridge = Bridge(cfg, repo, metrics, readers, identity)
     bridge.replays = Replays(cfg.data_dir)
     bridge.gates = lambda: [
@@ -235,6 +239,8 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     )
     rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
     background = [crl_task, tuf_task, rollout_task]
+    if cfg.prereg.enabled and isinstance(registrar, Registrar) and registrar.prereg is not None:
+        background.append(asyncio.create_task(purge_loop(registrar.prereg), name="central:prereg"))
     if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
         background.append(asyncio.create_task(backup_loop(cfg, config_file), name="central:backup"))
     if rf.monthly:

@@ -277,6 +277,70 @@ class BackupConfig(StrictModel):
         return self
 
 
+class PreregConfig(StrictModel):
+    enabled: bool = Field(
+        default=True,
+        description="Serve the public register-from-home page (/register) and accept its "
+        "codes at the desks (docs/readers.md)",
+    )
+    expire_days: int = Field(
+        default=30, ge=1, le=365, description="An unconfirmed pre-registration is deleted after"
+    )
+    per_address: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Submissions one address (IPv6: its /64) may make per hour; more are "
+        "answered 429 with Retry-After",
+    )
+    max_waiting: int = Field(
+        default=20000,
+        ge=1,
+        description="Unconfirmed pre-registrations kept at most (a flood from many addresses "
+        "is refused beyond it, nothing older is dropped)",
+    )
+    pickup_h: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 31,
+        description="Hours a card's phone link (shown at the desk) can be opened",
+    )
+    wallet_pass_type: str | None = Field(
+        default=None,
+        description="Apple Wallet: the Pass Type ID (pass.vn.example.library); with the "
+        "certificate files below, the phone card offers a .pkpass; none: no pass",
+    )
+    wallet_team: str | None = Field(default=None, description="Apple Wallet: the Team ID")
+    wallet_cert: Path | None = Field(
+        default=None, description="Apple Wallet: the Pass Type ID certificate (PEM)"
+    )
+    wallet_key: Path | None = Field(
+        default=None, description="Apple Wallet: its private key (PEM, unencrypted, 0600)"
+    )
+    wallet_chain: Path | None = Field(
+        default=None, description="Apple Wallet: Apple's intermediate (WWDR) certificate (PEM)"
+    )
+    wallet_organization: str = Field(
+        default="Thư viện tỉnh", description="Apple Wallet: the name the pass shows"
+    )
+
+    @model_validator(mode="after")
+    def _wallet(self) -> PreregConfig:
+        parts = (
+            self.wallet_pass_type,
+            self.wallet_team,
+            self.wallet_cert,
+            self.wallet_key,
+            self.wallet_chain,
+        )
+        if any(p is not None for p in parts) and not all(p is not None for p in parts):
+            raise ValueError(
+                "prereg.wallet_*: a wallet pass needs the pass type, team, certificate, key "
+                "and chain together"
+            )
+        return self
+
+
 class CentralConfig(StrictModel):
     data_dir: Path = Field(description="Where the default SQLite database lives")
     database_url: str | None = Field(
@@ -332,6 +396,10 @@ class CentralConfig(StrictModel):
     alerts: AlertsConfig | None = Field(
         default=None,
         description="Alerts by e-mail and webhooks (docs/alerts.md); none: the dashboard only",
+    )
+    prereg: PreregConfig = Field(
+        default_factory=PreregConfig,
+        description="Register from home and the card on the phone (docs/readers.md)",
     )
 
     @property

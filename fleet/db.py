@@ -492,3 +492,31 @@ alert_outbox = Table(
     Column("done_at", UTCDateTime, nullable=True),
     Index("ix_alert_outbox_state_next", "state", "next_at"),
 )
+
+#: Register from home (fleet/prereg.py): the form's data sealed until the desk confirms it or it
+#: expires; a used one keeps only its id, times and patron number (a second use is refused).
+preregistrations = Table(
+    "preregistrations",
+    metadata,
+    Column("prereg_id", String(32), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("nonce", LargeBinary, nullable=True),
+    Column("sealed", LargeBinary, nullable=True),
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("patron_id", String(64), nullable=True),
+)
+
+#: A card offered to the reader's phone (fleet/phonecard.py): the token sealed under a key only
+#: her pick-up link holds, until the pick-up expires.
+phone_cards = Table(
+    "phone_cards",
+    metadata,
+    Column("pickup_id", String(32), primary_key=True),
+    Column("patron_id", String(64), nullable=False, index=True),
+    Column("card_jti", String(64), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)

@@ -41,6 +41,9 @@ from sqlalchemy import Connection
 from biblioedge.fleet.authz import Refused
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.ils.queue import enqueue
+from biblioedge.fleet.phonecard import PhoneCards
+from biblioedge.fleet.prereg import FORM_CONSENT_VERSION, Prereg, Preregistrations, PreregRefused
+from biblioedge.fleet.prereg import same_name as _same_name
 from biblioedge.fleet.readers import ReaderError, Readers, check_vectors
 from biblioedge.fleet.reports.rollup import band_of
 from biblioedge.fleet.store import librarian as print_rows
@@ -82,6 +85,10 @@ class Registrar:
         #: who issues card numbers ([ils] card_numbers): "ils" leaves a new reader's number
         #: to the library system, so her first card is answered without one (docs/ils.md)
         self.card_numbers = card_numbers
+        #: pre-registrations from the public page (fleet/prereg.py); None: codes are refused
+        self.prereg: Preregistrations | None = None
+        #: cards offered to the reader's phone (fleet/phonecard.py); None: none offered
+        self.phone: PhoneCards | None = None
 
     def _opened(self, event: Event) -> dict[str, Any]:
         """The registration, opened if the desk sealed it to central (it always does once
@@ -161,10 +168,16 @@ class Registrar:
                 )
         if not name:
             raise ProtocolError("invalid_registration", "display_name is empty")
+        pre = self._prereg(conn, reg.prereg)
         known = rows.returning_reader(conn, reg.citizen_ref)
         returning = known is not None
         patron_id = known if known is not None else rows.next_patron(conn, self.prefix)
         expires = (datetime.now(UTC) + timedelta(days=reg.card_valid_days)).date().isoformat()
+        if pre is not None:  # its first write: a code used meanwhile refuses before any other
+            try:
+                Preregistrations.use_in(conn, pre.prereg_id, patron_id)
+            except PreregRefused as exc:
+                raise ProtocolError(exc.reason, exc.detail) from exc
         status = "active"
         barcode = None
         if returning:  # a desk renews a card; it does not lift a block the library set
@@ -175,16 +188,28 @@ class Registrar:
         if returning:  # a re-issued card replaces the lost or old one
             for jti in self.cards.cards_of(conn, patron_id):
                 self.readers.revoke_in(conn, jti, patron_id)
-        self._seal_profile(conn, patron_id, reg.citizen_ref, reg.profile)
+        contact = {} if pre is None else {"phone": pre.form.phone, "email": pre.form.email}
+        profile = {**reg.profile, **{k: v for k, v in contact.items() if v}}
+        self._seal_profile(conn, patron_id, reg.citizen_ref, profile)
         self.cards.record_consent_in(
             conn,
             patron_id,
             purpose=reg.consent.purpose,
-            text_version=reg.consent.text_version,
+            text_version=FORM_CONSENT_VERSION if pre is not None else reg.consent.text_version,
             granted=reg.consent.granted,
             librarian=reg.consent.librarian,
             idempotency_key=reg.registration_id,
         )
+        if pre is not None:  # her other choice on the form: notices by phone or e-mail
+            self.cards.record_consent_in(
+                conn,
+                patron_id,
+                purpose="notices",
+                text_version=FORM_CONSENT_VERSION,
+                granted=pre.form.notices,
+                librarian=reg.consent.librarian,
+                idempotency_key=f"{reg.registration_id}:notices",
+            )
         n = 0
         if reg.face is not None:
             n = self.readers.put_templates_in(conn, patron_id, reg.face.model, vectors)
@@ -194,6 +219,7 @@ class Registrar:
         # the number printed on the card and held by the library system; "" while the
         # library system has not assigned it yet (card_numbers = "ils")
         card_number = card_number_of(conn, patron_id, self.card_numbers)
+        phone = None if self.phone is None else self.phone.offer_in(conn, patron_id, name, card)
         # the library system learns the reader from central's queue, in this transaction:
         # never lost, never for a registration rolled back, and the desk does not wait for it
         enqueue(conn, patron_id, "update" if returning else "create")
@@ -217,8 +243,25 @@ class Registrar:
             {k: v for k, v in kept.items() if k != "display_name"},  # no token, no name
             utc_now(),
         )
+        if phone is not None:  # her phone's link holds the key to the card: the desk only
+            result["phone_card"] = phone
         band = age_band(reg.profile.get("date_of_birth"), self.child_under)
-        return {**_audit(reg, result), "returning": returning, "age_band": band}, result
+        audit = {**_audit(reg, result), "returning": returning, "age_band": band}
+        if pre is not None:  # whether the form's name was the chip's; never the names
+            audit["prereg"] = {"used": True, "name_matches_chip": _same_name(pre.form.name, name)}
+        return audit, result
+
+    def _prereg(self, conn: Connection, code: str | None) -> Prereg | None:
+        """The pre-registration a desk scanned, checked; ProtocolError with the reason
+        (forged, expired, used) refuses the registration and the desk shows it."""
+        if code is None:
+            return None
+        if self.prereg is None:
+            raise ProtocolError("prereg_unavailable", "central takes no pre-registrations")
+        try:
+            return self.prereg.open_in(conn, code)
+        except PreregRefused as exc:
+            raise ProtocolError(exc.reason, exc.detail) from exc
 
     def _seal_profile(
         self, conn: Connection, patron_id: str, citizen_ref: str, profile: dict[str, str]

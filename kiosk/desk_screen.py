@@ -10,7 +10,7 @@ flow or the drivers. Vietnamese by default, English on a tap.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from kivy.uix.progressbar import ProgressBar
@@ -37,7 +37,7 @@ TONE = {
     "issued": "done",
     "pending": "warning",
 }
-PRIMARY = {"next", "retry", "confirm_identity", "override"}
+PRIMARY = {"next", "retry", "confirm_identity", "override", "confirm"}
 #: answers to a free choice: the same colour and size, neither nudged (issue 26)
 CHOICES = {"consent_yes", "consent_no"}
 PERSON_FIELDS = (
@@ -78,6 +78,8 @@ class DeskScreen(StepScreen):
     def show(self, view: Any, frame: Any = None, online: bool = True) -> None:
         """Render a ``DeskView``; ``frame`` is the desk camera image (BGR) or None."""
         self.view, self.online = view, online
+        if view is not None and view.step == "issued" and view.link:
+            frame = phone_card_frame(view.link)  # her card's link, for her phone's camera
         if frame is not None:
             self.preview.set_frame(frame, None)
         self._render()
@@ -105,6 +107,8 @@ class DeskScreen(StepScreen):
             if v is not None and step in ("check_card", "reader_problem", "refused", "not_cccd")
             else ""
         )
+        if v is not None and step == "issued" and v.link:
+            self.detail.text = text("phone_card", self.lang)
         self.progress.opacity = 1 if v is not None and v.progress is not None else 0
         self.progress.value = v.progress if v is not None and v.progress is not None else 0
         badge = []
@@ -130,3 +134,17 @@ class DeskScreen(StepScreen):
     def _pressed(self, action: str) -> None:
         if self.on_action is not None:
             self.on_action(action)
+
+
+@lru_cache(maxsize=2)
+def phone_card_frame(link: str, size: int = 480) -> Any:
+    """The phone-card link as a QR image (BGR, black on white) for the camera preview; made
+    once per card, not per camera frame."""
+    import numpy as np
+    import segno
+
+    matrix = np.array(segno.make(link, error="m").matrix, dtype=bool)
+    matrix = np.pad(matrix, 4, constant_values=False)
+    scale = max(1, size // matrix.shape[0])
+    img = np.where(np.kron(matrix, np.ones((scale, scale), dtype=bool)), 0, 255).astype(np.uint8)
+    return np.repeat(img[:, :, None], 3, axis=2)

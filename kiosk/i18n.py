@@ -154,6 +154,44 @@ _GATE: dict[str, tuple[str, str]] = {
     "action_print": ("In lại", "Print again"),
     "action_next": ("Người tiếp theo", "Next reader"),
     "action_confirm_identity": ("Đúng chủ thẻ", "Holder confirmed"),
+    # -- register from home (agent/desk/prereg.py) --
+    "prereg_scan_cccd": ("Đã nhận mã đăng ký từ xa", "Pre-registration code received"),
+    "prereg_scan_cccd_sub": (
+        "Quét mã QR trên CCCD, rồi đặt thẻ lên đầu đọc",
+        "Scan the QR code on the citizen ID card, then place the card on the reader",
+    ),
+    "prereg_confirm_face": (
+        "Xác nhận đăng ký: bạn đọc chọn vào cổng bằng khuôn mặt",
+        "Confirm: the reader chose to enter by face",
+    ),
+    "prereg_confirm_face_sub": (
+        "Bạn đọc đã đồng ý khi đăng ký từ xa. Muốn đổi lựa chọn: Hủy, rồi đăng ký tại quầy",
+        "She agreed when registering from home. To change it: Cancel, then register here",
+    ),
+    "prereg_confirm_noface": (
+        "Xác nhận đăng ký: bạn đọc vào cổng bằng mã QR",
+        "Confirm: the reader enters with the QR code",
+    ),
+    "prereg_confirm_noface_sub": (
+        "Không lưu mẫu khuôn mặt. Muốn đổi lựa chọn: Hủy, rồi đăng ký tại quầy",
+        "No face template is kept. To change it: Cancel, then register here",
+    ),
+    "prereg_malformed": (
+        "Mã đăng ký từ xa không đọc được",
+        "The pre-registration code is unreadable",
+    ),
+    "prereg_expired": ("Mã đăng ký từ xa đã hết hạn", "The pre-registration code has expired"),
+    "prereg_expired_sub": (
+        "Đăng ký tại quầy như bình thường",
+        "Register at the desk as usual",
+    ),
+    "prereg_forged": (
+        "Mã đăng ký từ xa không do thư viện cấp",
+        "The pre-registration code was not issued by the library",
+    ),
+    "prereg_used": ("Mã đăng ký từ xa đã được dùng", "The pre-registration code was already used"),
+    "phone_card": ("Quét để lưu thẻ trên điện thoại", "Scan to keep the card on your phone"),
+    "action_confirm": ("Xác nhận", "Confirm"),
 }
 
 

@@ -92,6 +92,29 @@ DESK_STATES: dict[str, tuple[DeskView, bool]] = {
         ),
         True,
     ),
+    # registered from home (agent/desk/prereg.py): her choices confirmed; her phone's card link
+    "desk_prereg_confirm": (
+        DeskView(
+            "prereg_confirm",
+            "prereg_confirm_face",
+            person=_FULL,
+            score=0.981,
+            threshold=0.93,
+            actions=("confirm", "cancel"),
+        ),
+        True,
+    ),
+    "desk_issued_phone": (
+        DeskView(
+            "issued",
+            "card_issued",
+            person=_FULL,
+            patron_id="BE0000042",
+            actions=("print", "next"),
+            link="https://central.example.vn/the/card/AbCdEfGhIjKlMnOp/" + "k" * 43,
+        ),
+        False,
+    ),
 }
 
 

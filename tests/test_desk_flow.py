@@ -216,7 +216,10 @@ def test_bench_desk_reports_reads_and_taps(pcsc: int) -> None:
     assert 10 < doc["chip_read"]["BAC"]["apdus"] < 40  # extended-length reads
     assert doc["chip_read"]["BAC_short_apdus"]["apdus"] > 60
     assert doc["registration"]["taps"] == [2, 2]
-    assert doc["targets"] == {"chip_read_s<=3": True, "taps<=4": True}
+    timed = "prereg_confirm_s<=walkin_s"  # reported beside walkin_s; not asserted (timing)
+    assert timed in doc["targets"] and doc["prereg_confirm_s"] > 0 and doc["walkin_s"] > 0
+    del doc["targets"][timed]
+    assert doc["targets"] == {"chip_read_s<=3": True, "taps<=4": True, "prereg_taps<=2": True}
     assert doc["pace_vs_bac_time_ratio"] > 0
 
 

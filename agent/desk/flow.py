@@ -14,9 +14,12 @@ One session per reader:
 6. the registration is recorded in the outbox (idempotency key = registration id) and central
    answers in the ack with the patron number and the signed card, which is printed.
 
-Happy path: two taps (consent, next). Nothing personal outlives the session on the desk except
-what waits in the outbox for central, and central's answer until it is printed. Only the
-fields in ``keep_fields`` are sent; the ID number travels only as a keyed hash.
+A reader who registered from home (``agent/desk/prereg.py``) brings a code: it is scanned
+first, then her CCCD, and step 5 becomes her own choices from home, confirmed in one tap.
+
+Happy path: two taps (consent or confirm, next). Nothing personal outlives the session on the
+desk except what waits in the outbox for central, and central's answer until it is printed.
+Only the fields in ``keep_fields`` are sent; the ID number travels only as a keyed hash.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from biblioedge.agent.citizen import citizen_ref
+from biblioedge.agent.desk.prereg import REFUSALS as PREREG_REFUSALS
+from biblioedge.agent.desk.prereg import check_code, confirm_message, wait_cccd
 from biblioedge.agent.store import AsyncStore, NotRecorded, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.camera import Camera
@@ -49,6 +54,7 @@ from biblioedge.drivers.errors import DriverError
 from biblioedge.models.errors import FaceEngineError
 from biblioedge.models.pipeline import FaceService
 from biblioedge.models.quality import QualityConfig
+from biblioedge.prereg_code import PreregCode, PreregCodeError, is_prereg
 from biblioedge.protocol import registration_context, uuid7
 from biblioedge.provisioning.sealing import seal
 
@@ -56,6 +62,8 @@ log = logging.getLogger("biblioedge.agent.desk")
 
 Step = Literal[
     "idle",
+    "prereg",
+    "prereg_confirm",
     "place_card",
     "reading",
     "check_card",
@@ -88,6 +96,8 @@ class DeskView:
     patron_id: str = ""
     actions: tuple[str, ...] = ()
     pending_cards: int = 0
+    #: the card's link for the reader's phone (shown as a QR once the card is issued)
+    link: str = ""
 
 
 @dataclass(frozen=True)
@@ -252,6 +262,23 @@ class DeskFlow:
                 await self._refresh_pending()
                 self._show(DeskView("idle", "desk_idle", pending_cards=self.view.pending_cards))
                 payload = await self._wait_qr()
+                code = None
+                if is_prereg(payload) and self.can_record():  # registered from home
+                    first = payload
+                    try:
+                        code = check_code(payload)
+                    except PreregCodeError as exc:
+                        self.metrics.sessions.labels(exc.reason).inc()
+                        self._show(DeskView("refused", exc.reason, detail=exc.detail))
+                        self._quiet[first] = time.monotonic() + 10.0
+                        await asyncio.sleep(3.0)
+                        continue
+                    cccd = await wait_cccd(self, code)
+                    self._quiet[first] = time.monotonic() + 60.0
+                    if cccd is None:
+                        self.metrics.sessions.labels("cancelled").inc()
+                        continue
+                    payload = cccd
                 if not self.can_record():  # a registration it could not keep: refuse it first
                     self.metrics.sessions.labels("storage_full").inc()
                     self._show(DeskView("refused", "storage_full"))
@@ -267,7 +294,7 @@ class DeskFlow:
                     await asyncio.sleep(3.0)
                     continue
                 try:
-                    outcome = await self.session(qr)
+                    outcome = await self.session(qr, code)
                 except _Cancelled:
                     outcome = "cancelled"
                 # the card may still be held up to the camera: not a new registration
@@ -302,14 +329,17 @@ class DeskFlow:
             now = time.monotonic()
             self._quiet = {k: t for k, t in self._quiet.items() if t > now}
             for code in codes:
-                # a CCCD payload (library cards are BE1.… tokens), not the one just handled
-                if "|" in code.text and code.text not in self._quiet:
+                # a CCCD payload or a pre-registration code (library cards are BE1.… tokens),
+                # not the one just handled
+                wanted = "|" in code.text or is_prereg(code.text)
+                if wanted and code.text not in self._quiet:
                     return code.text
 
     # -- one reader -----------------------------------------------------------------------
 
-    async def session(self, qr: CccdQr) -> str:
-        """Run one registration from a parsed QR; returns the outcome for metrics."""
+    async def session(self, qr: CccdQr, prereg: PreregCode | None = None) -> str:
+        """Run one registration from a parsed QR (and the reader's pre-registration code,
+        if she registered from home); returns the outcome for metrics."""
         person = {"name": qr.full_name, "id": mask_id(qr.id_number)}
         card: CardData | None = None
         chip_face: np.ndarray | None = None
@@ -365,18 +395,34 @@ class DeskFlow:
         else:
             check["face_score"] = round(score, 4)
             check["face_threshold"] = self._threshold()
-        self._show(
-            DeskView(
-                "consent",
-                "consent_text",
-                person=person,
-                score=check.get("face_score"),
-                threshold=check.get("face_threshold"),
-                actions=("consent_yes", "consent_no", "cancel"),
+        if prereg is not None:  # her choices from home, confirmed in one tap
+            self._show(
+                DeskView(
+                    "prereg_confirm",
+                    confirm_message(prereg),
+                    person=person,
+                    score=check.get("face_score"),
+                    threshold=check.get("face_threshold"),
+                    actions=("confirm", "cancel"),
+                )
             )
-        )
-        granted = await self._choose() == "consent_yes"
+            await self._choose()  # "confirm": cancel raises
+            granted = prereg.face
+        else:
+            self._show(
+                DeskView(
+                    "consent",
+                    "consent_text",
+                    person=person,
+                    score=check.get("face_score"),
+                    threshold=check.get("face_threshold"),
+                    actions=("consent_yes", "consent_no", "cancel"),
+                )
+            )
+            granted = await self._choose() == "consent_yes"
         payload = self._registration(qr, card, check, templates if granted else [], granted)
+        if prereg is not None:
+            payload["prereg"] = prereg.token
         return await self._register(payload, person, card)
 
     def _person(self, qr: CccdQr, card: CardData) -> dict[str, str]:
@@ -631,10 +677,11 @@ class DeskFlow:
         await self.store.call(Store.forget_answer, self.store.store, event_id)
         self._current = None
         if "rejected" in answer:
+            reason = str(answer["rejected"])
             self._show(
                 DeskView(
                     "refused",
-                    "registration_refused",
+                    reason if reason in PREREG_REFUSALS else "registration_refused",
                     detail=str(answer["rejected"]),
                     person=person,
                     actions=("next",),
@@ -655,6 +702,7 @@ class DeskFlow:
                 person=person,
                 patron_id=str(answer["patron_id"]),
                 actions=("print", "next"),
+                link=str(answer.get("phone_card", "")),
             )
         )
         while await self._choose(self.settings.idle_reset_s) == "print":

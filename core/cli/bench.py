@@ -247,10 +247,13 @@ def _register_desk(bsub: Any) -> None:
         description="Starts pcscd with the vpcd virtual reader (or uses the running one), puts "
         "the simulated citizen's card on it, times chip reads with PACE and with BAC, then runs "
         "whole registrations through the real desk flow, face engine and central code, counting "
-        "the librarian's taps.",
+        "the librarian's taps; each walk-in alternates with the same reader registered from "
+        "home (prereg_confirm_s beside walkin_s).",
     )
     b.add_argument("--rounds", type=int, default=5, help="chip reads per access protocol")
-    b.add_argument("--runs", type=int, default=3, help="whole registrations")
+    b.add_argument(
+        "--runs", type=int, default=3, help="walk-in registrations (and as many pre-registered)"
+    )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_desk)
 
