@@ -59,9 +59,11 @@ class ReplicaProcess(Child):
             {},
         )
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """``wait``: until its API listens (a replica that refuses to start never does)."""
         super().start()
-        wait_port("127.0.0.1", self.port, 60)
+        if wait:
+            wait_port("127.0.0.1", self.port, 60)
 
 
 def replica_extra(db_url: str, replica_id: str = "a", **replica: Any) -> dict[str, Any]:
