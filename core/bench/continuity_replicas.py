@@ -7,7 +7,9 @@ processes with ``[replica]`` (one data directory, one database), kiosk agents.
 1. ``one``: replica ``a`` alone receives ``--events`` queued in the kiosks' outboxes (the
    same-run baseline);
 2. ``two``: with ``b`` started too, the same number of new events (``replica_ratio`` =
-   events/s with two replicas over events/s with one);
+   events/s with two replicas over events/s with one); ``one`` and ``two`` alternate for
+   ``rounds`` rounds (b stopped and started again), so that a machine whose load drifts
+   (this one is shared) weighs on both alike;
 3. ``kill``: ``--events`` more; once a third of them are in, the leader is killed (SIGKILL).
    ``takeover_s``: from the kill to the other replica holding the lease; ``lost`` and
    ``duplicated`` by event id against what the kiosks queued.
@@ -16,6 +18,7 @@ processes with ``[replica]`` (one data directory, one database), kiosk agents.
 from __future__ import annotations
 
 import shutil
+import ssl
 import sys
 import tempfile
 import time
@@ -23,6 +26,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import create_engine, text
 
 from biblioedge.agent.store import Store
@@ -64,6 +68,18 @@ class ReplicaProcess(Child):
         super().start()
         if wait:
             wait_port("127.0.0.1", self.port, 60)
+
+    def healthy(self, ca_file: Path) -> bool:
+        """``/health`` answers 200: the database is reachable and the bridge subscribed."""
+        try:
+            r = httpx.get(
+                f"https://127.0.0.1:{self.port}/api/v1/health",
+                verify=ssl.create_default_context(cafile=ca_file),
+                timeout=5,
+            )
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
 
 
 def replica_extra(db_url: str, replica_id: str = "a", **replica: Any) -> dict[str, Any]:
@@ -163,31 +179,42 @@ def bench_replicas(
     work_dir: Path | None = None,
     postgres_url: str | None = None,
     timeout: float = 600,
+    rounds: int = 2,
 ) -> dict[str, Any]:
     root = Path(work_dir or tempfile.mkdtemp(prefix="bench-replicas-"))
     keep = work_dir is not None
     try:
         if postgres_url is not None:
-            return _run(root, postgres_url, events, devices, timeout)
+            return _run(root, postgres_url, events, devices, timeout, rounds)
         with private_postgres(root / "pg") as url:
-            return _run(root, url, events, devices, timeout)
+            return _run(root, url, events, devices, timeout, rounds)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(root: Path, db_url: str, events: int, devices: int, timeout: float) -> dict[str, Any]:
+def _run(
+    root: Path, db_url: str, events: int, devices: int, timeout: float, rounds: int
+) -> dict[str, Any]:
     fleet = Fleet(root, db_url, devices)
     try:
         fleet.start()
         wait_until(lambda: fleet.leader()[0] == "a", 60, 0.2, "replica a to lead")
-        _say(f"one replica: {events} events from {devices} kiosks")
-        one_ids = fleet.queue(events, seed=1)
-        one_s = fleet.deliver(one_ids, timeout)
-        fleet.b.start()
-        _say(f"two replicas: {events} more")
-        two_ids = fleet.queue(events, seed=1000)
-        two_s = fleet.deliver(two_ids, timeout)
+        sent: set[str] = set()
+        one_s: list[float] = []
+        two_s: list[float] = []
+        for r in range(rounds):
+            fleet.b.stop()
+            _say(f"round {r + 1}, one replica: {events} events from {devices} kiosks")
+            ids = fleet.queue(events, seed=1 + 100 * r)
+            one_s.append(fleet.deliver(ids, timeout))
+            sent |= ids
+            fleet.b.start()
+            wait_until(lambda: fleet.b.healthy(fleet.a.ca_file), 60, 0.2, "replica b healthy")
+            _say(f"round {r + 1}, two replicas: {events} more")
+            ids = fleet.queue(events, seed=1000 + 100 * r)
+            two_s.append(fleet.deliver(ids, timeout))
+            sent |= ids
         _say(f"kill -9 the leader while {events} more arrive")
         kill_ids = fleet.queue(events, seed=2000)
         before = len(fleet.ids())
@@ -207,10 +234,10 @@ def _run(root: Path, db_url: str, events: int, devices: int, timeout: float) -> 
         takeover_s = time.monotonic() - killed_at
         new_leader, new_epoch = fleet.leader()
         wait_until(lambda: kill_ids <= fleet.ids(), timeout, 0.2, "every event after the kill")
-        all_ids = one_ids | two_ids | kill_ids
+        all_ids = sent | kill_ids
         held = fleet.ids()
         rows = fleet.rows()
-        one_eps, two_eps = events / one_s, events / two_s
+        one_eps, two_eps = events * rounds / sum(one_s), events * rounds / sum(two_s)
         lost, duplicated = len(all_ids - held), rows - len(held)
         return {
             "bench": "continuity",
@@ -218,6 +245,9 @@ def _run(root: Path, db_url: str, events: int, devices: int, timeout: float) -> 
             "database": "postgresql",
             "devices": devices,
             "events_per_step": events,
+            "rounds": rounds,
+            "one_replica_s": [round(t, 2) for t in one_s],
+            "two_replicas_s": [round(t, 2) for t in two_s],
             "one_replica_eps": round(one_eps, 1),
             "two_replicas_eps": round(two_eps, 1),
             "replica_ratio": round(two_eps / one_eps, 2),
