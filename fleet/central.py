@@ -31,7 +31,6 @@ from biblioedge.fleet.replicas import (
     Job,
     Leadership,
     Lease,
-    lease_engine,
     prepare_schema,
     replica_bridges,
     run_job,
@@ -66,7 +65,7 @@ def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Regi
         cfg.data_dir / "keys", cfg.broker_dir, list(sec.hostnames), sec.cert_days, bridge_id
     )
     if cfg.replica is not None:  # every replica's bridge may read the kiosks' events
-        identity.bridge_users = lambda: [pki.BRIDGE_ID, *replica_bridges(repo.engine)]
+        identity.bridge_users = lambda: [pki.BRIDGE_ID, *replica_bridges(repo)]
     registry = Registry(
         repo,
         identity,
@@ -171,7 +170,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     if cfg.replica is None:
         await asyncio.to_thread(repo.migrate, key)  # with the key: a migration may seal data
     else:  # one replica at a time, and none under a replica running another schema
-        await asyncio.to_thread(prepare_schema, repo.engine, cfg.replica, lambda: repo.migrate(key))
+        await asyncio.to_thread(prepare_schema, repo, cfg.replica, lambda: repo.migrate(key))
     metrics = CentralMetrics()
     readers = Readers(repo, key)
     cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
@@ -197,12 +196,9 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
     lease, ticker, leads = None, rollouts, lambda: True
     if cfg.replica is not None:  # the leader's rollout ticks write through a fenced engine
-        lease = Lease(lease_engine(cfg.db_url), cfg.replica.id, cfg.replica.lease_s)
+        lease = Lease(cfg.db_url, cfg.replica.id, cfg.replica.lease_s)
         leads = lease.held
-        fenced = Repo.__new__(Repo)
-        fenced.__dict__.update(repo.__dict__)
-        fenced.engine = lease.fenced_engine(cfg.db_url)
-        ticker = Rollouts(fenced, releases, bridge.publish_desired, floor=floor)
+        ticker = Rollouts(lease.fenced(repo), releases, bridge.publish_desired, floor=floor)
     worker = None
     if cfg.ils is not None:  # pushes readers to the library system; status back
         worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
@@ -305,6 +301,8 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         async with asyncio.timeout(5):
             await asyncio.gather(api_task, bridge_task, *background, return_exceptions=True)
     bridge.close()
+    if lease is not None:
+        lease.close()
     repo.close()
     log.info("central stopped")
     return code

@@ -20,25 +20,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from pydantic import Field, model_validator
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection
 
 from biblioedge.fleet import migrations
+from biblioedge.fleet.store.replicas import LeaseStore, ReplicaStore, fenced_repo
 from biblioedge.settings import ConfigError, StrictModel
 
-log = logging.getLogger("biblioedge.fleet.replicas")
+if TYPE_CHECKING:
+    from biblioedge.fleet.repo import Repo
+    from biblioedge.fleet.store import Db
 
-LEASE = "central"
-#: pg_advisory_lock key held while a replica checks the schema and migrates (two replicas
-#: starting together must not both run the migrations)
-MIGRATE_LOCK = 0x62696230  # "bib0"
+log = logging.getLogger("biblioedge.fleet.replicas")
 
 
 class ReplicaConfig(StrictModel):
@@ -92,221 +91,104 @@ class SchemaMismatch(ConfigError):
     """This replica's code and the database (or a running replica) disagree on the schema."""
 
 
-def head_revision() -> str:
+def _scripts() -> ScriptDirectory:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    return ScriptDirectory.from_config(cfg)
+
+
+def head_revision() -> str:
+    head = _scripts().get_current_head()
     assert head is not None
     return head
 
 
-def known_revisions() -> set[str]:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    return {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
-
-
-def _db_revision(conn: Connection) -> str | None:
-    exists = conn.execute(text("SELECT to_regclass('alembic_version')")).scalar()
-    if exists is None:
-        return None
-    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-    return None if row is None else str(row[0])
-
-
-def _live_replicas(conn: Connection, within_s: float) -> list[tuple[str, str, float]]:
-    if conn.execute(text("SELECT to_regclass('central_replicas')")).scalar() is None:
-        return []
-    rows = conn.execute(
-        text(
-            "SELECT replica_id, schema_rev, EXTRACT(EPOCH FROM now() - seen_at) "
-            "FROM central_replicas WHERE seen_at > now() - make_interval(secs => :s)"
-        ),
-        {"s": within_s},
-    )
-    return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
-
-
-def prepare_schema(engine: Engine, replica: ReplicaConfig, migrate: Callable[[], None]) -> str:
+def prepare_schema(repo: Db, replica: ReplicaConfig, migrate: Callable[[], None]) -> str:
     """Check the schema and migrate, one replica at a time; registers this replica.
 
     Refused, before anything is written: a database at a revision this code does not know
     (a newer central migrated it), and a migration while another replica on the old schema
     is alive (it would run on tables it does not know)."""
     head = head_revision()
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_LOCK})
-        conn.commit()
-        try:
-            current = _db_revision(conn)
-            if current is not None and current not in known_revisions():
-                raise SchemaMismatch(
-                    f"replica {replica.id}: the database's schema is at revision {current}, "
-                    f"which this central (schema {head}) does not know: a newer central "
-                    "migrated it. Run the same biblioedge version on every replica"
-                )
-            others = [
-                r
-                for r in _live_replicas(conn, replica.lease_s * 3)
-                if r[0] != replica.id and r[1] != head
-            ]
-            if current != head and others:
-                who = ", ".join(f"{r} (schema {s}, seen {age:.0f} s ago)" for r, s, age in others)
-                raise SchemaMismatch(
-                    f"replica {replica.id} would migrate the schema from {current} to {head} "
-                    f"while other replicas run the old one: {who}. Stop them first, then "
-                    "start the upgraded replicas"
-                )
-            conn.rollback()
-            migrate()
-            conn.execute(
-                text(
-                    "INSERT INTO central_replicas (replica_id, schema_rev, started_at, seen_at) "
-                    "VALUES (:r, :s, now(), now()) ON CONFLICT (replica_id) DO UPDATE "
-                    "SET schema_rev = :s, started_at = now(), seen_at = now()"
-                ),
-                {"r": replica.id, "s": head},
+    with ReplicaStore(repo).migration_lock() as check:
+        current = check.revision()
+        if current is not None and current not in {s.revision for s in _scripts().walk_revisions()}:
+            raise SchemaMismatch(
+                f"replica {replica.id}: the database's schema is at revision {current}, "
+                f"which this central (schema {head}) does not know: a newer central "
+                "migrated it. Run the same biblioedge version on every replica"
             )
-            conn.commit()
-        finally:
-            conn.rollback()
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_LOCK})
-            conn.commit()
+        others = [r for r in check.live(replica.lease_s * 3) if r[0] != replica.id and r[1] != head]
+        if current != head and others:
+            who = ", ".join(f"{r} (schema {s}, seen {age:.0f} s ago)" for r, s, age in others)
+            raise SchemaMismatch(
+                f"replica {replica.id} would migrate the schema from {current} to {head} "
+                f"while other replicas run the old one: {who}. Stop them first, then "
+                "start the upgraded replicas"
+            )
+        check.conn.rollback()
+        migrate()
+        check.register(replica.id, head)
     return head
 
 
-def replica_bridges(engine: Engine) -> list[str]:
+def replica_bridges(repo: Db) -> list[str]:
     """The bridge users of every replica that has run on this database (the broker's ACL)."""
     from biblioedge.provisioning.pki import BRIDGE_ID
 
-    with engine.connect() as conn:
-        if conn.execute(text("SELECT to_regclass('central_replicas')")).scalar() is None:
-            return []
-        rows = conn.execute(text("SELECT replica_id FROM central_replicas ORDER BY 1"))
-        return [f"{BRIDGE_ID}-{r[0]}" for r in rows]
+    return [f"{BRIDGE_ID}-{r}" for r in ReplicaStore(repo).replica_ids()]
 
 
-def replicas_status(engine: Engine) -> dict[str, Any]:
-    """Who leads (and since which epoch) and which replicas were seen when: for /health."""
-    with engine.connect() as conn:
-        lease = conn.execute(
-            text("SELECT holder, epoch, expires_at > now() FROM central_lease WHERE name = :n"),
-            {"n": LEASE},
-        ).first()
-        seen = conn.execute(
-            text(
-                "SELECT replica_id, schema_rev, EXTRACT(EPOCH FROM now() - seen_at) "
-                "FROM central_replicas ORDER BY 1"
-            )
-        ).all()
-    return {
-        "leader": lease[0] if lease is not None and lease[2] else None,
-        "epoch": int(lease[1]) if lease is not None else 0,
-        "replicas": [
-            {"id": r[0], "schema": r[1], "seen_s_ago": round(float(r[2]), 1)} for r in seen
-        ],
-    }
-
-
-def lease_engine(url: str) -> Engine:
-    """A small engine of its own for the lease: a renewal never waits behind ingest for a
-    pooled connection, and a dead database fails it in seconds, not minutes."""
-    return create_engine(
-        url,
-        pool_size=2,
-        pool_pre_ping=True,
-        connect_args={
-            "connect_timeout": 3,
-            "options": "-c statement_timeout=3000 -c idle_in_transaction_session_timeout=10000",
-        },
-    )
+def replicas_status(repo: Db) -> dict[str, Any]:
+    """Who leads (and since which epoch) and which replicas were seen when."""
+    return ReplicaStore(repo).status()
 
 
 class Lease:
     """The leader's lease (``central_lease``): held, renewed, lost, with its epoch."""
 
-    def __init__(self, engine: Engine, holder: str, lease_s: float) -> None:
-        self.engine = engine
+    def __init__(self, url: str, holder: str, lease_s: float) -> None:
+        self.store = LeaseStore(url)
         self.holder = holder
         self.lease_s = lease_s
         #: the epoch this replica leads in; None when it does not lead
         self.epoch: int | None = None
-        self._valid_until = 0.0
+        self.valid_until = 0.0
 
     def held(self) -> bool:
         """Leading now, by the local clock: false from (before) the moment another replica
         could take over, even if the database has not been reached since."""
-        return self.epoch is not None and time.monotonic() < self._valid_until
+        return self.epoch is not None and time.monotonic() < self.valid_until
 
     def try_hold(self) -> bool:
         """Renew the lease, or take it if it has expired. Returns whether this replica leads."""
         sent = time.monotonic()
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                text(
-                    "INSERT INTO central_lease AS l (name, holder, epoch, expires_at) "
-                    "VALUES (:n, :h, 1, now() + make_interval(secs => :s)) "
-                    "ON CONFLICT (name) DO UPDATE SET holder = :h, "
-                    "  epoch = CASE WHEN l.holder = :h AND l.epoch = :e THEN l.epoch "
-                    "               ELSE l.epoch + 1 END, "
-                    "  expires_at = now() + make_interval(secs => :s) "
-                    "WHERE (l.holder = :h AND l.epoch = :e) OR l.expires_at < now() "
-                    "RETURNING epoch"
-                ),
-                {"n": LEASE, "h": self.holder, "s": self.lease_s, "e": self.epoch or -1},
-            ).first()
-            conn.execute(
-                text("UPDATE central_replicas SET seen_at = now() WHERE replica_id = :r"),
-                {"r": self.holder},
-            )
-        if row is None:
-            self.epoch = None
+        self.epoch = self.store.hold(self.holder, self.lease_s, self.epoch)
+        if self.epoch is None:
             return False
-        self.epoch = int(row[0])
         # the renewal was sent before the database read now(): this deadline comes first
-        self._valid_until = sent + self.lease_s - 0.5
+        self.valid_until = sent + self.lease_s - 0.5
         return True
 
     def give_up(self) -> None:
         """On a clean stop: let another replica take over at once rather than in lease_s."""
         epoch, self.epoch = self.epoch, None
-        if epoch is None:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE central_lease SET expires_at = now() - interval '1 second' "
-                    "WHERE name = :n AND holder = :h AND epoch = :e"
-                ),
-                {"n": LEASE, "h": self.holder, "e": epoch},
-            )
+        if epoch is not None:
+            self.store.release(self.holder, epoch)
 
     def fence(self, conn: Connection) -> None:
-        """Refuse this transaction unless the lease is still ours (same epoch, unexpired);
-        ``FOR SHARE`` holds a takeover off until the transaction ends."""
+        """Refuse this transaction unless the lease is still ours (same epoch, unexpired)."""
         epoch = self.epoch
-        ok = (
-            epoch is not None
-            and conn.exec_driver_sql(
-                "SELECT 1 FROM central_lease WHERE name = %(n)s AND holder = %(h)s "
-                "AND epoch = %(e)s AND expires_at > now() FOR SHARE",
-                {"n": LEASE, "h": self.holder, "e": epoch},
-            ).first()
-        )
-        if not ok:
+        if epoch is None or not self.store.still_held(conn, self.holder, epoch):
             raise Fenced(f"replica {self.holder} no longer holds the lease (epoch {epoch})")
 
-    def fenced_engine(self, url: str) -> Engine:
-        """An engine for the leader's jobs: every transaction starts with ``fence``."""
-        from biblioedge.fleet.db import make_engine
+    def fenced(self, repo: Repo) -> Repo:
+        """``repo`` for the leader's jobs: every transaction starts with ``fence``."""
+        made: Repo = fenced_repo(repo, self.store.fenced_engine(self.fence))
+        return made
 
-        engine = make_engine(url)
-
-        @event.listens_for(engine, "begin")
-        def _check(conn: Connection) -> None:
-            self.fence(conn)
-
-        return engine
+    def close(self) -> None:
+        self.store.close()
 
 
 Job = tuple[str, Callable[[], Awaitable[None]]]
@@ -344,13 +226,13 @@ class Leadership:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(asyncio.to_thread(self.lease.try_hold))
-                left = self.lease._valid_until - time.monotonic() if self._tasks else None
+                left = self.lease.valid_until - time.monotonic() if self._tasks else None
                 wait = self.renew_s if left is None else max(0.05, min(self.renew_s, left))
                 done, _ = await asyncio.wait({pending}, timeout=wait)
                 if pending in done:
                     try:
                         pending.result()
-                    except (SQLAlchemyError, OSError) as exc:
+                    except Exception as exc:  # the database away: the deadline decides
                         log.warning("cannot reach the lease: %s", exc)
                     pending = None
                 if self.lease.held():
@@ -371,17 +253,9 @@ class Leadership:
             self._stop("stopping")
             if pending is not None:
                 pending.cancel()
-            with contextlib.suppress(SQLAlchemyError, OSError):
+            with contextlib.suppress(Exception):  # it expires by itself then
                 await asyncio.to_thread(self.lease.give_up)
 
 
 async def run_job(job: Callable[[], Awaitable[None]]) -> None:
     await job()
-
-
-@contextlib.contextmanager
-def suppress_fenced() -> Iterator[None]:
-    try:
-        yield
-    except Fenced as exc:
-        log.warning("%s: write refused", exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy import create_engine, text
 from biblioedge.bench.continuity_replicas import Fleet, ReplicaProcess, replica_extra
 from biblioedge.demo.launch import wait_until
 from biblioedge.fleet.config import load_central_config
-from biblioedge.fleet.replicas import Fenced, Lease, ReplicaConfig, lease_engine, prepare_schema
+from biblioedge.fleet.replicas import Fenced, Lease, ReplicaConfig, prepare_schema
 from biblioedge.fleet.repo import Repo
 from biblioedge.provisioning.broker import mosquitto_acl
 from biblioedge.settings import ConfigError
@@ -89,7 +90,7 @@ def test_both_replicas_ingest_and_serve_the_api(fleet: Fleet) -> None:
         with httpx.Client(
             base_url=f"https://127.0.0.1:{port}/api/v1",
             headers={"Authorization": f"Bearer {fleet.a.token}"},
-            verify=str(fleet.a.ca_file),
+            verify=ssl.create_default_context(cafile=fleet.a.ca_file),
             timeout=30,
         ) as api:
             r = api.get("/devices")
@@ -121,11 +122,11 @@ def test_a_paused_leader_is_fenced_and_steps_down(fleet: Fleet) -> None:
 def test_fencing_refuses_the_old_leaders_writes(db_url: str) -> None:
     repo = Repo(db_url)
     try:
-        prepare_schema(repo.engine, ReplicaConfig(id="a"), lambda: repo.migrate(b"k" * 32))
-        a = Lease(lease_engine(db_url), "a", lease_s=2.0)
-        b = Lease(lease_engine(db_url), "b", lease_s=2.0)
+        prepare_schema(repo, ReplicaConfig(id="a"), lambda: repo.migrate(b"k" * 32))
+        a = Lease(db_url, "a", lease_s=2.0)
+        b = Lease(db_url, "b", lease_s=2.0)
         assert a.try_hold() and not b.try_hold()
-        writes = a.fenced_engine(db_url)
+        writes = a.fenced(repo).engine
         with writes.begin() as conn:
             conn.execute(text("SELECT 1"))
         wait_until(b.try_hold, 30, 0.2, "b to take the expired lease")
@@ -134,6 +135,8 @@ def test_fencing_refuses_the_old_leaders_writes(db_url: str) -> None:
             conn.execute(text("SELECT 1"))
         assert not a.try_hold()  # and it does not take the lease back while b renews
         writes.dispose()
+        a.close()
+        b.close()
     finally:
         repo.close()
 
