@@ -85,6 +85,18 @@ def test_both_replicas_ingest_and_serve_the_api(fleet: Fleet) -> None:
     assert fleet.rows() == len(fleet.ids())
     for log in (fleet.a.log_path, fleet.b.log_path):
         assert "Traceback" not in log.read_text()
+
+    # /health names each replica, and exactly one of them leads
+    def leaders() -> list[bool]:
+        out = []
+        for port in (fleet.a.port, fleet.b.port):
+            doc = httpx.get(f"https://127.0.0.1:{port}/api/v1/health", verify=ctx).json()
+            assert doc["replica"] in ("a", "b")
+            out.append(doc["leads"])
+        return out
+
+    ctx = ssl.create_default_context(cafile=fleet.a.ca_file)
+    wait_until(lambda: sorted(leaders()) == [False, True], 60, 0.2, "one leader in /health")
     # the API answers on each replica, with the same tokens (they live in the database)
     for port in (fleet.a.port, fleet.b.port):
         with httpx.Client(
