@@ -82,6 +82,10 @@ class Bridge:
         self.resends = GalleryResends()
         #: after a restore from backup: which kiosks still have to be asked to send again
         self.replays: Replays | None = None
+        #: central replicas (fleet/replicas.py): set while this replica leads. Events are
+        #: shared among the replicas' bridges; kiosks' states (retained, and what a gallery
+        #: resend or a replay request follows) are read by the leader alone. None: one central.
+        self.leading: asyncio.Event | None = None
 
     def problems(self) -> list[str]:
         """Why the bridge cannot do its job now (empty: it can). A bridge that is connected
@@ -125,12 +129,18 @@ class Bridge:
                     link.ok()
                     backoff.reset()
                     log.info("bridge connected to %s", self.cfg.broker.url)
-                    await client.subscribe([("be/+/+/events", 1), ("be/+/+/state", 1)])
+                    replica = self.cfg.replica
+                    if replica is None:
+                        await client.subscribe([("be/+/+/events", 1), ("be/+/+/state", 1)])
+                    else:
+                        await client.subscribe(f"$share/{replica.group}/be/+/+/events", qos=1)
                     await self._publish_all_desired(client)
                     await self._publish_keys(client, None)
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._receive(client), name="bridge:receive")
                         tg.create_task(self._ingest(client), name="bridge:ingest")
+                        if replica is not None and self.leading is not None:
+                            tg.create_task(self._follow_leader(client), name="bridge:states")
             except* aiomqtt.MqttError as group:
                 self._restarts.append(time.monotonic())
                 link.failed(group.exceptions[0])
@@ -144,12 +154,31 @@ class Bridge:
                 self.metrics.connected.set(0)
             await asyncio.sleep(backoff.next_delay())
 
+    async def _follow_leader(self, client: aiomqtt.Client) -> None:
+        """Read the kiosks' states while this replica leads: subscribing brings every
+        kiosk's retained state, so a new leader starts from the whole fleet's picture."""
+        assert self.leading is not None
+        subscribed = False
+        try:
+            while True:
+                if self.leading.is_set() and not subscribed:
+                    await client.subscribe("be/+/+/state", qos=1)
+                    subscribed = True
+                elif not self.leading.is_set() and subscribed:
+                    await client.unsubscribe("be/+/+/state")
+                    subscribed = False
+                await asyncio.sleep(0.2)  # leadership changes at most every renew_s
+        finally:
+            if subscribed:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.unsubscribe("be/+/+/state", timeout=1)
+
     def _client(self) -> aiomqtt.Client:
         b = self.cfg.broker
         return aiomqtt.Client(
             b.host,
             b.port,
-            identifier="central-bridge",
+            identifier=self.identity.bridge_id,
             username=b.username,
             password=b.password.get_secret_value() if b.password else None,
             keepalive=b.keepalive_s,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import uvicorn
@@ -29,6 +29,14 @@ from biblioedge.fleet.prereg import open_prereg, purge_loop
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.releases import ReleaseRepo
+from biblioedge.fleet.replicas import (
+    Job,
+    Leadership,
+    Lease,
+    prepare_schema,
+    replica_bridges,
+    run_job,
+)
 from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.reportdocs.monthly import MonthlyReports
 from biblioedge.fleet.reportdocs.source import ReportFigures
@@ -37,6 +45,7 @@ from biblioedge.fleet.reports.rollup import Rollups
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
 from biblioedge.protocol import GALLERY_ROLES
+from biblioedge.provisioning import pki
 from biblioedge.settings import ConfigError
 
 log = logging.getLogger("biblioedge.fleet.central")
@@ -53,9 +62,12 @@ class _Server(uvicorn.Server):
 def open_identity(cfg: CentralConfig, repo: Repo) -> tuple[CentralIdentity, Registry]:
     """Central's keys and device registry; writes the broker's files (``central init``)."""
     sec = cfg.security
+    bridge_id = pki.BRIDGE_ID if cfg.replica is None else cfg.replica.bridge_id
     identity = CentralIdentity(
-        cfg.data_dir / "keys", cfg.broker_dir, list(sec.hostnames), sec.cert_days
+        cfg.data_dir / "keys", cfg.broker_dir, list(sec.hostnames), sec.cert_days, bridge_id
     )
+    if cfg.replica is not None:  # every replica's bridge may read the kiosks' events
+        identity.bridge_users = lambda: [pki.BRIDGE_ID, *replica_bridges(repo)]
     registry = Registry(
         repo,
         identity,
@@ -82,22 +94,28 @@ def open_releases(cfg: CentralConfig) -> ReleaseRepo:
     )
 
 
-async def resign_loop(releases: ReleaseRepo, every_s: float) -> None:
+async def resign_loop(
+    releases: ReleaseRepo, every_s: float, leads: Callable[[], bool] = lambda: True
+) -> None:
     """Keep the timestamp and snapshot fresh: kiosks refuse expired metadata."""
     while True:
         try:
-            if await asyncio.to_thread(releases.refresh):
+            if leads() and await asyncio.to_thread(releases.refresh):
                 log.info("re-signed the release timestamp")
         except OSError as exc:
             log.error("cannot re-sign release metadata: %s", exc)
         await asyncio.sleep(every_s)
 
 
-async def rollout_loop(rollouts: Rollouts, every_s: float) -> None:
-    """Drive every active rollout: start kiosks, read their reports, advance or halt."""
+async def rollout_loop(
+    rollouts: Rollouts, every_s: float, leads: Callable[[], bool] = lambda: True
+) -> None:
+    """Drive every active rollout: start kiosks, read their reports, advance or halt.
+    ``leads``: a replica back from a pause stops here before its jobs are cancelled."""
     while True:
         try:
-            await rollouts.tick()
+            if leads():
+                await rollouts.tick()
         except Exception:  # a bad tick costs that tick; the next one reads the state again
             log.exception("rollout tick failed")
         await asyncio.sleep(every_s)
@@ -142,7 +160,8 @@ async def run_central(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    with data_dir_lock(cfg.data_dir):  # a restore refuses to write under a running central
+    # a restore refuses to write under a running central; replicas share the directory
+    with data_dir_lock(cfg.data_dir, shared=cfg.replica is not None):
         return await _run_central(cfg, stop, config_file)
 
 
@@ -150,7 +169,10 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     repo = Repo(cfg.db_url)
     repo.rollups = Rollups(cfg.reports)
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
-    await asyncio.to_thread(repo.migrate, key)  # with the key: a migration may seal data
+    if cfg.replica is None:
+        await asyncio.to_thread(repo.migrate, key)  # with the key: a migration may seal data
+    else:  # one replica at a time, and none under a replica running another schema
+        await asyncio.to_thread(prepare_schema, repo, cfg.replica, lambda: repo.migrate(key))
     metrics = CentralMetrics()
     readers = Readers(repo, key)
     cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
@@ -178,6 +200,11 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
+    lease, ticker, leads = None, rollouts, lambda: True
+    if cfg.replica is not None:  # the leader's rollout ticks write through a fenced engine
+        lease = Lease(cfg.db_url, cfg.replica.id, cfg.replica.lease_s)
+        leads = lease.held
+        ticker = Rollouts(lease.fenced(repo), releases, bridge.publish_desired, floor=floor)
     worker = None
     if cfg.ils is not None:  # pushes readers to the library system; status back
         worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
@@ -232,28 +259,36 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     )
     if not cfg.security.require:
         log.warning("security.require is off: the broker is not authenticated (demo only)")
-    bridge_task = asyncio.create_task(bridge.run(), name="central:bridge")
-    crl_task = asyncio.create_task(registry.refresh_loop(), name="central:crl")
-    tuf_task = asyncio.create_task(
-        resign_loop(releases, cfg.releases.refresh_s), name="central:tuf"
-    )
-    rollout_task = asyncio.create_task(rollout_loop(rollouts, 1.0), name="central:rollouts")
-    background = [crl_task, tuf_task, rollout_task]
+    # what must run once: in one central, here; among replicas, on the leader only
+    once: list[Job] = [
+        ("crl", registry.refresh_loop),
+        ("tuf", lambda: resign_loop(releases, cfg.releases.refresh_s, leads)),
+        ("rollouts", lambda: rollout_loop(ticker, 1.0, leads)),
+    ]
     if cfg.prereg.enabled and isinstance(registrar, Registrar) and registrar.prereg is not None:
-        background.append(asyncio.create_task(purge_loop(registrar.prereg), name="central:prereg"))
-    if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
-        background.append(asyncio.create_task(backup_loop(cfg, config_file), name="central:backup"))
-    if rf.monthly:
-        background.append(
-            asyncio.create_task(monthly.run(rf.check_s), name="central:monthly-report")
-        )
-    api_task = asyncio.create_task(server.serve(), name="central:api")
+        prereg = registrar.prereg
+        once.append(("prereg", lambda: purge_loop(prereg)))
     if cfg.alerts is not None:
         alerts = AlertWorker(cfg, repo, lambda: rollouts.list_all(20))
-        background.append(asyncio.create_task(alerts.run(), name="central:alerts"))
+        once.append(("alerts", alerts.run))
+    if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
+        once.append(("backup", lambda: backup_loop(cfg, config_file)))
+    if rf.monthly:
+        once.append(("monthly-report", lambda: monthly.run(rf.check_s)))
     if worker is not None and cfg.ils is not None:
-        background.append(asyncio.create_task(worker.run(), name="central:ils"))
+        once.append(("ils", worker.run))
         log.info("library system: %s", cfg.ils.endpoint().base_url)
+    bridge_task = asyncio.create_task(bridge.run(), name="central:bridge")
+    if lease is None or cfg.replica is None:
+        background: list[asyncio.Task[None]] = [
+            asyncio.create_task(run_job(job), name=f"central:{n}") for n, job in once
+        ]
+    else:
+        leadership = Leadership(lease, cfg.replica.renew_s, once)
+        bridge.leading = leadership.leading
+        background = [asyncio.create_task(leadership.run(), name="central:leadership")]
+        log.info("replica %s of central (lease %.0f s)", cfg.replica.id, cfg.replica.lease_s)
+    api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.02)
@@ -276,8 +311,10 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     stop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         async with asyncio.timeout(5):
-            await asyncio.gather(api_task, bridge_task, return_exceptions=True)
+            await asyncio.gather(api_task, bridge_task, *background, return_exceptions=True)
     bridge.close()
+    if lease is not None:
+        lease.close()
     repo.close()
     log.info("central stopped")
     return code

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from biblioedge.fleet.alerts.settings import AlertsConfig
 from biblioedge.fleet.ils.settings import IlsConfig
+from biblioedge.fleet.replicas import ReplicaConfig, check_replica_config
 from biblioedge.fleet.reportdocs.monthly import ReportFilesConfig
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.settings import (
@@ -401,6 +402,19 @@ class CentralConfig(StrictModel):
         default_factory=PreregConfig,
         description="Register from home and the card on the phone (docs/readers.md)",
     )
+    replica: ReplicaConfig | None = Field(
+        default=None,
+        description="Run as one of several central replicas on PostgreSQL (docs/operations.md "
+        '"Central replicas"); none: one central process',
+    )
+
+    @model_validator(mode="after")
+    def _replicas_need_postgres(self) -> CentralConfig:
+        try:
+            check_replica_config(self.db_url, self.replica)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @property
     def releases_dir(self) -> Path:

@@ -520,3 +520,25 @@ phone_cards = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
+
+#: Central replicas (PostgreSQL only, fleet/replicas.py): the one lease the leader holds, its
+#: epoch raised at every change of holder (the fencing token the leader's writes check).
+central_lease = Table(
+    "central_lease",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+#: The replicas that have run on this database, with the schema each runs (its bridge user
+#: is in the broker's ACL; /health lists them).
+central_replicas = Table(
+    "central_replicas",
+    metadata,
+    Column("replica_id", String(64), primary_key=True),
+    Column("schema_rev", String(32), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+)

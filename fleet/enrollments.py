@@ -100,7 +100,7 @@ class Registry:
     def create_token(
         self, device_id: str, site: str, role: str, created_by: str, ttl_s: int
     ) -> dict[str, Any]:
-        if not (valid_id(device_id) and valid_id(site)) or device_id == pki.BRIDGE_ID:
+        if not (valid_id(device_id) and valid_id(site)) or pki.is_bridge_name(device_id):
             raise EnrollmentError("invalid_device", "device and site must be lowercase ids", 400)
         if role not in pki.ROLES:
             raise EnrollmentError("invalid_role", f"role must be one of {pki.ROLES}", 400)

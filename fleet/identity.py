@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,22 @@ class Signer:
 
 
 class CentralIdentity:
-    def __init__(self, keys_dir: Path, broker_dir: Path, hosts: list[str], cert_days: int) -> None:
+    def __init__(
+        self,
+        keys_dir: Path,
+        broker_dir: Path,
+        hosts: list[str],
+        cert_days: int,
+        bridge_id: str = pki.BRIDGE_ID,
+    ) -> None:
         self.keys_dir = keys_dir
+        #: this process's MQTT identity; each central replica has its own (the broker forces
+        #: the certificate's name as client id, so two replicas on one would close each other)
+        self.bridge_id = bridge_id
+        self._bridge_leaf = "bridge" if bridge_id == pki.BRIDGE_ID else bridge_id
+        #: the bridge users the broker's ACL lets read every kiosk's events (all replicas;
+        #: asked at each rewrite, since a replica started later adds its own)
+        self.bridge_users: Callable[[], list[str]] = lambda: [bridge_id]
         self.files = BrokerFiles(broker_dir)
         self.hosts = hosts
         aead = AESGCM(load_or_create_key(keys_dir / "identity.key"))
@@ -100,7 +115,7 @@ class CentralIdentity:
             self.seal_key = x25519.X25519PrivateKey.generate()
             _seal_file(aead, seal, self.seal_key.private_bytes_raw())
         self.aead = aead
-        self._tls_leaf("bridge", lambda k: ca.issue_client(pki.BRIDGE_ID, k, cert_days), [])
+        self._tls_leaf(self._bridge_leaf, lambda k: ca.issue_client(bridge_id, k, cert_days), [])
         self._tls_leaf("https", lambda k: ca.issue_server(k, hosts, cert_days), hosts)
         self._broker_leaf(cert_days)
 
@@ -154,7 +169,8 @@ class CentralIdentity:
 
     def bridge_tls(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.keys_dir / "device-ca.crt"))
-        ctx.load_cert_chain(self.keys_dir / "bridge.crt", self.keys_dir / "bridge.key")
+        leaf = self.keys_dir / self._bridge_leaf
+        ctx.load_cert_chain(leaf.with_suffix(".crt"), leaf.with_suffix(".key"))
         return ctx
 
     @property
@@ -165,7 +181,7 @@ class CentralIdentity:
 
     def write_broker_files(self, devices: list[pki.DeviceName], crl: bytes | None) -> bool:
         """Write the ACL and (when given) the CRL; True when either changed (reload)."""
-        acl = mosquitto_acl(devices).encode()
+        acl = mosquitto_acl(devices, self.bridge_users()).encode()
         changed = False
         for path, data in ((self.files.acl, acl), (self.files.crl, crl)):
             if data is not None and (not path.exists() or path.read_bytes() != data):

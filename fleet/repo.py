@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -105,6 +106,8 @@ class IngestResult:
     #: same run (an agent's resend after an ack timeout) gets the same answer, since the acks
     #: of one run go out together and may arrive in any order
     fresh: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: devices whose events this run stored or answered (their ``last_seen``)
+    seen: set[str] = field(default_factory=set)
 
     def count(self, bucket: dict[str, int], reason: str, n: int = 1) -> None:
         bucket[reason] = bucket.get(reason, 0) + n
@@ -205,6 +208,10 @@ def _refuse_clear_names_without_key(conn: Connection) -> None:
         )
 
 
+#: how fresh a device's ``last_seen`` is kept by its events (its state reports set it always)
+LAST_SEEN_STEP = timedelta(seconds=2)
+
+
 class Repo:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -263,7 +270,30 @@ class Repo:
                     )
             if self.rollups is not None and result.stored_rows:  # once per run: fewer queries
                 self.rollups.apply(conn, result.stored_rows)
+        if result.seen:
+            self._touch(sorted(result.seen), now)
         return result
+
+    def _touch(self, device_ids: list[str], now: datetime) -> None:
+        """``last_seen`` of the devices heard, in a transaction of its own after the events
+        committed, at most once per LAST_SEEN_STEP: inside the ingest transaction the row
+        stayed locked until its commit, and central replicas ingesting the same kiosk's
+        batches queued on it. Best effort: the events are stored whatever happens here."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(devices)
+                    .where(
+                        devices.c.device_id.in_(device_ids),
+                        or_(
+                            devices.c.last_seen.is_(None),
+                            devices.c.last_seen < now - LAST_SEEN_STEP,
+                        ),
+                    )
+                    .values(last_seen=now)
+                )
+        except DBAPIError as exc:
+            log.warning("cannot note when %d devices were last seen: %s", len(device_ids), exc)
 
     def ingest_isolated(self, messages: list[Incoming], accept_unknown: bool) -> IngestResult:
         """``ingest``, and when a run fails on something unexpected, each message alone: the
@@ -568,9 +598,7 @@ class Repo:
         _insert_ignore(conn, quarantine, with_id, "event_id")
         if len(with_id) < len(bad):
             conn.execute(insert(quarantine), [b for b in bad if b["event_id"] is None])
-        conn.execute(
-            update(devices).where(devices.c.device_id == msg.device_id).values(last_seen=now)
-        )
+        result.seen.add(msg.device_id)  # last_seen: after the commit (_touch)
         for refusal in refusals:
             self._flag(conn, msg, known, roles, refusal, now, result)
         result.acks.append(ack)

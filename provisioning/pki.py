@@ -29,6 +29,14 @@ from biblioedge.protocol import valid_id
 URN_PREFIX = "urn:biblioedge:device:"
 #: The client id and certificate CN of central's MQTT bridge; no device may take it.
 BRIDGE_ID = "central-bridge"
+
+
+def is_bridge_name(name: str) -> bool:
+    """Central's own MQTT names (``central-bridge``, and ``central-bridge-<id>`` of each
+    replica): never a device's, or a kiosk's certificate would read every kiosk's events."""
+    return name == BRIDGE_ID or name.startswith(BRIDGE_ID + "-")
+
+
 ROLES = ("gate", "selfcheck", "desk", "exitgate")
 
 
@@ -246,7 +254,7 @@ class DeviceCA:
             raise PkiError(f"the request names {named!r}, the token is for {expected.device_id!r}")
         if not (valid_id(expected.device_id) and valid_id(expected.site)):
             raise PkiError("device and site must be lowercase ids")
-        if expected.role not in ROLES or expected.device_id == BRIDGE_ID:
+        if expected.role not in ROLES or is_bridge_name(expected.device_id):
             raise PkiError(f"cannot issue a device certificate for {expected.device_id}")
         return self._leaf(
             expected.device_id,

@@ -185,3 +185,30 @@ def bench_restore(
         broker.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_phases(args: Any) -> dict[str, Any]:
+    """The phases ``--phase`` names; with several, one object holding each, and their
+    targets merged (prefixed by phase)."""
+    from biblioedge.bench.continuity_replicas import bench_replicas
+
+    runs: dict[str, Any] = {
+        "restore": lambda: bench_restore(
+            events=args.events, devices=args.devices, work_dir=args.work_dir
+        ),
+        "replicas": lambda: bench_replicas(
+            events=args.events,
+            devices=max(args.devices, 2),
+            work_dir=args.work_dir and args.work_dir / "replicas",
+            postgres_url=args.postgres_url,
+        ),
+    }
+    if args.phase != "all":
+        result: dict[str, Any] = runs[args.phase]()
+        return result
+    phases = {name: run() for name, run in runs.items()}
+    return {
+        "bench": "continuity",
+        "phases": phases,
+        "targets": {f"{n}:{t}": ok for n, r in phases.items() for t, ok in r["targets"].items()},
+    }

@@ -332,10 +332,10 @@ def register(sub: Any) -> None:
 
 
 def _cmd_bench_continuity(args: argparse.Namespace) -> int:
-    from biblioedge.bench.continuity import bench_restore
+    from biblioedge.bench.continuity import bench_phases
 
     setup_logging(args.log_format or "human", "WARNING")
-    result = bench_restore(events=args.events, devices=args.devices, work_dir=args.work_dir)
+    result = bench_phases(args)
     print_result(result, as_json=args.json)
     return 0 if all(result["targets"].values()) else 1
 
@@ -350,8 +350,19 @@ def _register_continuity(bsub: Any) -> None:
         "lost central had acknowledged. Reports lost, duplicated, restore_s, replay_s and "
         "rto_s beside ingest_s, the same events' first delivery in the same run.",
     )
+    b.add_argument(
+        "--phase",
+        choices=("restore", "replicas", "all"),
+        default="all",
+        help="restore: above; replicas: two central replicas on PostgreSQL, the leader "
+        "killed (SIGKILL) mid-stream: lost, duplicated, takeover_s, replica_ratio (two "
+        "replicas' events/s over one's, alternated in the same run); all: each in turn",
+    )
     b.add_argument("--events", type=int, default=10_000, help="events after the backup")
     b.add_argument("--devices", type=int, default=2, help="kiosk agents")
+    b.add_argument(
+        "--postgres-url", help="replicas: an empty PostgreSQL database (default: a private one)"
+    )
     b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_continuity)

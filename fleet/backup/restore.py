@@ -51,20 +51,23 @@ _MAX_MANIFEST = 64 * 1024 * 1024
 
 
 @contextlib.contextmanager
-def data_dir_lock(data_dir: Path) -> Iterator[None]:
+def data_dir_lock(data_dir: Path, shared: bool = False) -> Iterator[None]:
     """Held by a running central for its whole life, so that a restore (or a second central
-    on the same SQLite file) is refused instead of writing under it."""
+    on the same SQLite file) is refused instead of writing under it. ``shared``: central
+    replicas (PostgreSQL) on one data directory each hold it shared; a restore still waits
+    for all of them."""
     data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BackupError(
                 f"a central is running on {data_dir} (it holds {LOCK}): stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         yield
     finally:
         os.close(fd)

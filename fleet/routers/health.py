@@ -24,6 +24,12 @@ class Health(BaseModel):
     backup_age_h: float | None = Field(
         default=None, description="Age of the last backup; null when none is recorded"
     )
+    replica: str | None = Field(
+        default=None, description="This central replica's id; null: central is one process"
+    )
+    leads: bool | None = Field(
+        default=None, description="Whether this replica leads (runs what must run once)"
+    )
 
 
 class Stats(BaseModel):
@@ -72,6 +78,8 @@ def router(
             broker=not broker,
             problems=problems,
             backup_age_h=backup["age_h"] if backup else None,
+            replica=cfg.replica.id if cfg is not None and cfg.replica is not None else None,
+            leads=None if bridge is None or bridge.leading is None else bridge.leading.is_set(),
         )
 
     @api.get("/stats", response_model=Stats)

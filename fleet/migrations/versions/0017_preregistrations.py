@@ -8,7 +8,7 @@ at its expiry. ``phone_cards``: the card token a reader may keep on her phone, s
 key that only her link holds (central cannot read it back), until the pick-up expires.
 
 Revision ID: 0017
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-06
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from biblioedge.fleet.db import UTCDateTime
 
 revision = "0017"
-down_revision = "0013"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

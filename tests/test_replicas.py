@@ -1,0 +1,202 @@
+"""Central replicas on PostgreSQL (issue 24 deliver 5), on real processes: mosquitto with
+mutual TLS, two ``central`` processes with ``[replica]``, kiosk agents, the session's
+PostgreSQL cluster (a database of its own per test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from biblioedge.bench.continuity_replicas import Fleet, ReplicaProcess, replica_extra
+from biblioedge.demo.launch import wait_until
+from biblioedge.fleet.config import load_central_config
+from biblioedge.fleet.replicas import Fenced, Lease, ReplicaConfig, prepare_schema
+from biblioedge.fleet.repo import Repo
+from biblioedge.provisioning.broker import mosquitto_acl
+from biblioedge.settings import ConfigError
+
+
+@pytest.fixture
+def db_url(postgres_url: str) -> Iterator[str]:
+    name = f"rep_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield f"{postgres_url.rsplit('/', 1)[0]}/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, db_url: str) -> Iterator[Fleet]:
+    # a short lease keeps the test short; the takeover target (10 s) is bench continuity's
+    made = Fleet(tmp_path, db_url, devices=2, lease_s=3.0, renew_s=0.5)
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
+
+
+def _leader(fleet: Fleet) -> str:
+    wait_until(lambda: fleet.leader()[0] is not None, 60, 0.1, "a leader")
+    leader = fleet.leader()[0]
+    assert leader is not None
+    return leader
+
+
+def test_leader_killed_mid_stream_another_takes_over_and_nothing_is_lost_or_doubled(
+    fleet: Fleet,
+) -> None:
+    fleet.b.start()
+    first = _leader(fleet)
+    _, epoch = fleet.leader()
+    ids = fleet.queue(3000, seed=7)
+    for agent in fleet.agents:
+        agent.start()
+    wait_until(lambda: len(fleet.ids()) >= 500, 300, 0.05, "some events in")
+    fleet.replica(first).kill()
+    wait_until(lambda: fleet.leader()[0] not in (None, first), 60, 0.1, "the other to lead")
+    second, new_epoch = fleet.leader()
+    assert new_epoch > epoch  # the fencing token moved on with the leadership
+    wait_until(lambda: ids <= fleet.ids(), 300, 0.2, "every event")
+    # exactly once, though the killed replica held some (the kiosks' own events are there too)
+    assert fleet.rows() == len(fleet.ids())
+    survivor = fleet.replica(second or "")
+    wait_until(
+        lambda: f"replica {second} leads" in survivor.log_tail(200), 30, 0.2, "its jobs start"
+    )
+
+
+def test_both_replicas_ingest_and_serve_the_api(fleet: Fleet) -> None:
+    import httpx
+
+    fleet.b.start()
+    ids = fleet.queue(2000, seed=3)
+    fleet.deliver(ids, 300)
+    assert fleet.rows() == len(fleet.ids())
+    for log in (fleet.a.log_path, fleet.b.log_path):
+        assert "Traceback" not in log.read_text()
+
+    # /health names each replica, and exactly one of them leads
+    def leaders() -> list[bool]:
+        out = []
+        for port in (fleet.a.port, fleet.b.port):
+            doc = httpx.get(f"https://127.0.0.1:{port}/api/v1/health", verify=ctx).json()
+            assert doc["replica"] in ("a", "b")
+            out.append(doc["leads"])
+        return out
+
+    ctx = ssl.create_default_context(cafile=fleet.a.ca_file)
+    wait_until(lambda: sorted(leaders()) == [False, True], 60, 0.2, "one leader in /health")
+    # the API answers on each replica, with the same tokens (they live in the database)
+    for port in (fleet.a.port, fleet.b.port):
+        with httpx.Client(
+            base_url=f"https://127.0.0.1:{port}/api/v1",
+            headers={"Authorization": f"Bearer {fleet.a.token}"},
+            verify=ssl.create_default_context(cafile=fleet.a.ca_file),
+            timeout=30,
+        ) as api:
+            r = api.get("/devices")
+            assert r.status_code == 200, r.text
+            assert {d["device_id"] for d in r.json()} >= {a.device_id for a in fleet.agents}
+
+
+def test_a_paused_leader_is_fenced_and_steps_down(fleet: Fleet) -> None:
+    fleet.b.start()
+    first = _leader(fleet)
+    paused = fleet.replica(first)
+    _, epoch = fleet.leader()
+    os.kill(paused.pid, signal.SIGSTOP)  # a VM stall, a network pause: no renewal
+    try:
+        wait_until(lambda: fleet.leader()[0] not in (None, first), 60, 0.1, "a takeover")
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    wait_until(
+        lambda: f"replica {first} no longer leads" in paused.log_tail(200),
+        60,
+        0.2,
+        "the paused replica to step down",
+    )
+    holder, new_epoch = fleet.leader()
+    assert holder != first and new_epoch == epoch + 1
+    assert paused.alive()  # it stays a replica: API and ingest, no leader's jobs
+
+
+def test_fencing_refuses_the_old_leaders_writes(db_url: str) -> None:
+    repo = Repo(db_url)
+    try:
+        prepare_schema(repo, ReplicaConfig(id="a"), lambda: repo.migrate(b"k" * 32))
+        a = Lease(db_url, "a", lease_s=2.0)
+        b = Lease(db_url, "b", lease_s=2.0)
+        assert a.try_hold() and not b.try_hold()
+        writes = a.fenced(repo).engine
+        with writes.begin() as conn:
+            conn.execute(text("SELECT 1"))
+        wait_until(b.try_hold, 30, 0.2, "b to take the expired lease")
+        assert b.epoch == (a.epoch or 0) + 1
+        with pytest.raises(Fenced, match="no longer holds the lease"), writes.begin() as conn:
+            conn.execute(text("SELECT 1"))
+        assert not a.try_hold()  # and it does not take the lease back while b renews
+        writes.dispose()
+        a.close()
+        b.close()
+    finally:
+        repo.close()
+
+
+def test_a_replica_on_another_schema_version_refuses_to_start(fleet: Fleet) -> None:
+    engine = create_engine(fleet.db_url)
+    with engine.begin() as conn:  # a newer central migrated the database
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    fleet.b.start(wait=False)
+    wait_until(lambda: not fleet.b.alive(), 60, 0.1, "replica b to exit")
+    assert fleet.b.returncode != 0
+    assert "revision 9999, which this central (schema" in fleet.b.log_tail()
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0013'"))
+        # replica "old" runs the old schema and is alive (seen "now" for the next hour: a
+        # loaded machine may take longer to start c than a live replica's window)
+        conn.execute(
+            text(
+                "INSERT INTO central_replicas VALUES "
+                "('old', '0013', now(), now() + interval '1 hour')"
+            )
+        )
+    third = ReplicaProcess(fleet.a, "c")
+    third.start(wait=False)
+    wait_until(lambda: not third.alive(), 60, 0.1, "replica c to exit")
+    assert "while other replicas run the old one: old (schema 0013" in third.log_tail(), (
+        third.log_path.read_text()[:3000]
+    )
+    engine.dispose()
+
+
+def test_sqlite_stays_one_process(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SQLite"):
+        load_central_config(overrides={"data_dir": str(tmp_path), "replica": {"id": "a"}})
+    cfg = load_central_config(
+        overrides={"data_dir": str(tmp_path), **replica_extra("postgresql+psycopg://x/y", "b")}
+    )
+    assert cfg.replica is not None and cfg.replica.bridge_id == "central-bridge-b"
+
+
+def test_every_replica_bridge_reads_events_and_no_kiosk_may_take_a_bridge_name(
+    fleet: Fleet,
+) -> None:
+    acl = mosquitto_acl([], ["central-bridge", "central-bridge-a", "central-bridge-b"])
+    for user in ("central-bridge-a", "central-bridge-b"):
+        assert f"user {user}\ntopic read be/+/+/events" in acl
+    with fleet.a.client() as api:
+        r = api.post(
+            "/enrollments", json={"device_id": "central-bridge-x", "site": "s", "role": "gate"}
+        )
+        assert r.status_code == 400, r.text
