@@ -157,6 +157,14 @@ class Bridge:
             max_inflight_messages=256,
             socket_options=MQTT_SOCKET_OPTIONS,
             max_queued_incoming_messages=0,
+            # A persistent session: the broker keeps the bridge's subscriptions and queues
+            # kiosks' QoS1 events while the bridge is away (central restarting, or the broker
+            # back before the bridge's next retry). With a clean session, what a fleet sent in
+            # the seconds before the bridge subscribed again was dropped, and every kiosk
+            # waited out its ack timeout to send it again (bench continuity --phase reconnect).
+            # The queue is bounded by the broker's max_queued_messages/bytes; what it drops,
+            # the kiosks still hold in their outboxes, and ingest is exactly-once.
+            clean_session=False,
         )
 
     async def _receive(self, client: aiomqtt.Client) -> None:

@@ -323,7 +323,17 @@ def _cmd_bench_continuity(args: argparse.Namespace) -> int:
     from biblioedge.bench.continuity import bench_restore
 
     setup_logging(args.log_format or "human", "WARNING")
-    result = bench_restore(events=args.events, devices=args.devices, work_dir=args.work_dir)
+    if args.phase == "reconnect":
+        from biblioedge.bench.continuity_reconnect import bench_reconnect
+
+        result = bench_reconnect(
+            kiosks=args.kiosks,
+            events=args.events_per_kiosk,
+            baseline_kiosks=args.baseline_kiosks,
+            work_dir=args.work_dir,
+        )
+    else:
+        result = bench_restore(events=args.events, devices=args.devices, work_dir=args.work_dir)
     print_result(result, as_json=args.json)
     return 0 if all(result["targets"].values()) else 1
 
@@ -340,6 +350,17 @@ def _register_continuity(bsub: Any) -> None:
     )
     b.add_argument("--events", type=int, default=10_000, help="events after the backup")
     b.add_argument("--devices", type=int, default=2, help="kiosk agents")
+    b.add_argument(
+        "--phase",
+        choices=["restore", "reconnect"],
+        default="restore",
+        help="reconnect: --kiosks simulated kiosks (own identity, own TLS connection, own "
+        "outbox, the agent's Sync) queue --events-per-kiosk during a broker outage and come "
+        "back at once; drain_s, lost, beside --baseline-kiosks carrying the same events",
+    )
+    b.add_argument("--kiosks", type=int, default=1000, help="reconnect: simulated kiosks")
+    b.add_argument("--events-per-kiosk", type=int, default=100, help="reconnect: each backlog")
+    b.add_argument("--baseline-kiosks", type=int, default=10, help="reconnect: the baseline")
     b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_continuity)
