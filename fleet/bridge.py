@@ -125,11 +125,10 @@ class Bridge:
                     backoff.reset()
                     log.info("bridge connected to %s", self.cfg.broker.url)
                     await client.subscribe([("be/+/+/events", 1), ("be/+/+/state", 1)])
-                    await self._publish_all_desired(client)
-                    await self._publish_keys(client, None)
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._receive(client), name="bridge:receive")
                         tg.create_task(self._ingest(client), name="bridge:ingest")
+                        tg.create_task(self._reassert(client), name="bridge:reassert")
             except* aiomqtt.MqttError as group:
                 self._restarts.append(time.monotonic())
                 link.failed(group.exceptions[0])
@@ -143,9 +142,16 @@ class Bridge:
                 self.metrics.connected.set(0)
             await asyncio.sleep(backoff.next_delay())
 
+    async def _reassert(self, client: aiomqtt.Client) -> None:
+        """Every desired document and gate key again, beside ingest rather than before it:
+        with a thousand kiosks this is a thousand retained publishes and a key wrapped per
+        gate, and a fleet back from an outage must not wait for it to be acknowledged."""
+        await self._publish_all_desired(client)
+        await self._publish_keys(client, None)
+
     def _client(self) -> aiomqtt.Client:
         b = self.cfg.broker
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             b.host,
             b.port,
             identifier="central-bridge",
@@ -166,6 +172,11 @@ class Bridge:
             # the kiosks still hold in their outboxes, and ingest is exactly-once.
             clean_session=False,
         )
+        # acks go out together (one per stored message, up to ingest_coalesce at once) and a
+        # fleet's worth of desired documents at reconnect: aiomqtt's default of 10 logged a
+        # warning for each publish beyond it
+        client.pending_calls_threshold = 4096
+        return client
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

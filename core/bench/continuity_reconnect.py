@@ -27,7 +27,6 @@ i.e. what a thousand connections cost beside ten carrying the same events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import resource
 import shutil
@@ -40,15 +39,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from biblioedge import __version__
-from biblioedge.agent.config import AgentConfig, load_config
-from biblioedge.agent.metrics import AgentMetrics
-from biblioedge.agent.store import AsyncStore, Store
-from biblioedge.agent.sync import Sync
 from biblioedge.demo.launch import CentralProcess
-from biblioedge.protocol import DesiredState, ReportedState, utc_now
 from biblioedge.provisioning.broker import BrokerProcess
-from biblioedge.sim.roles import RoleSimulator
+from biblioedge.sim.syncfleet import SyncKiosk
 
 ROLES = ("gate", "selfcheck")
 
@@ -58,94 +51,7 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-class _Ctx:
-    def heartbeat(self) -> None:
-        pass
-
-
-class _Kiosk:
-    """One simulated kiosk: its identity on disk, its outbox, the agent's real ``Sync``."""
-
-    def __init__(self, root: Path, device_id: str, site: str, role: str) -> None:
-        self.root = root
-        self.device_id = device_id
-        self.site = site
-        self.role = role
-        self.config: AgentConfig | None = None
-        self.store: AsyncStore | None = None
-        self.sync: Sync | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.first: int = 0  # the first seq queued in the outage
-        self.last: int = 0
-
-    def enroll(self, central: CentralProcess) -> None:
-        from biblioedge.provisioning.enroll import enroll
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not (self.root / "identity" / "device.crt").exists():
-            token = central.enrollment_token(self.device_id, self.site, self.role)
-            enroll(central.url, token, self.root, self.root / "agent.toml")
-        self.config = load_config(
-            self.root / "agent.toml",
-            environ={},
-            overrides={
-                "metrics": {"enabled": False},
-                # the kiosks re-report state only when it changes (the reconnect itself
-                # reports it): a thousand periodic reports would be noise in the measure
-                "sync": {"state_interval_s": 3600.0},
-            },
-        )
-
-    def state(self) -> ReportedState:
-        return ReportedState(
-            device_id=self.device_id,
-            site=self.site,
-            role=self.role,  # type: ignore[arg-type]
-            online=True,
-            software=__version__,
-            reported_at=utc_now(),
-        )
-
-    async def _desired(self, _desired: DesiredState) -> None:
-        return None
-
-    def start(self) -> None:
-        assert self.config is not None
-        cfg = self.config
-        self.store = AsyncStore(Store(self.root / "agent.sqlite3"))
-        self.sync = Sync(lambda: cfg, self.store, AgentMetrics(), self.state, self._desired)
-        self.task = asyncio.create_task(self.sync.run(_Ctx()), name=f"kiosk:{self.device_id}")  # type: ignore[arg-type]
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
-            self.task = None
-        if self.store is not None:
-            await asyncio.to_thread(self.store.close)
-            self.store = None
-
-    @property
-    def connected(self) -> bool:
-        return self.sync is not None and self.sync.status.connected
-
-    async def queue(self, n: int, seed: int) -> None:
-        """The outage's work: ``n`` events into the outbox, as the kiosk's flows write them."""
-        assert self.store is not None
-        sim = RoleSimulator(self.role, self.site, seed)  # type: ignore[arg-type]
-        items = [sim.next_event() for _ in range(n)]
-        events = await self.store.call(
-            self.store.store.append, items, device_id=self.device_id, site=self.site
-        )
-        self.first, self.last = events[0].seq, events[-1].seq
-
-    async def depth(self) -> int:
-        assert self.store is not None
-        return await self.store.call(self.store.store.outbox_depth)
-
-
-def _central_counts(db: Path, kiosks: list[_Kiosk]) -> tuple[int, int]:
+def _central_counts(db: Path, kiosks: list[SyncKiosk]) -> tuple[int, int]:
     """(distinct (device, seq) of the outage's events at central, rows holding them)."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
@@ -199,7 +105,7 @@ async def _until(check: Callable[[], Any], within: float, what: str, every: floa
 
 
 async def _outage(
-    kiosks: list[_Kiosk],
+    kiosks: list[SyncKiosk],
     broker: BrokerProcess,
     db: Path,
     events: int,
@@ -244,9 +150,9 @@ async def _outage(
     }
 
 
-def _enroll_all(central: CentralProcess, kiosks: list[_Kiosk], workers: int = 4) -> None:
+def _enroll_all(central: CentralProcess, kiosks: list[SyncKiosk], workers: int = 4) -> None:
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda k: k.enroll(central), kiosks))
+        list(pool.map(lambda k: k.enroll(central.url, central.enrollment_token), kiosks))
 
 
 def _raise_fd_limit() -> None:
@@ -273,11 +179,11 @@ async def _run(
     )
     names = [f"xa-{i:02d}" for i in range(sites)]
     fleet = [
-        _Kiosk(root / "kiosks" / f"rc-{i:04d}", f"rc-{i:04d}", names[i % sites], ROLES[i % 2])
+        SyncKiosk(root / "kiosks" / f"rc-{i:04d}", f"rc-{i:04d}", names[i % sites], ROLES[i % 2])
         for i in range(kiosks_n)
     ]
     base = [
-        _Kiosk(root / "kiosks" / f"rb-{i:02d}", f"rb-{i:02d}", names[i % sites], ROLES[i % 2])
+        SyncKiosk(root / "kiosks" / f"rb-{i:02d}", f"rb-{i:02d}", names[i % sites], ROLES[i % 2])
         for i in range(baseline_n)
     ]
     result: dict[str, Any] = {
@@ -292,6 +198,14 @@ async def _run(
     # the bench's own logs: a thousand kiosks each saying "connected" is not a report
     logging.getLogger("biblioedge.agent.sync").setLevel(logging.ERROR)
     logging.getLogger("mqtt").setLevel(logging.CRITICAL)
+    # aiomqtt leaves a dropped session's publish futures unretrieved: one line each
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    # aiomqtt connects (TCP and the TLS handshake) on the loop's default executor: a real
+    # kiosk has a process of its own, here a thousand share one, and the default of six
+    # threads would queue their handshakes behind each other until they time out
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=128, thread_name_prefix="kiosk-connect")
+    )
     try:
         broker.start()
         central.start()
