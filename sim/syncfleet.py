@@ -49,9 +49,11 @@ class SyncKiosk:
         central_url: str,
         token: Callable[[str, str, str], str],
         sync: dict[str, Any] | None = None,
+        broker_url: str | None = None,
     ) -> None:
         """Enroll (once: an enrolled kiosk keeps its identity) with a one-time token from
-        ``token(device_id, site, role)``; ``sync`` overrides the agent's [sync] settings."""
+        ``token(device_id, site, role)``; ``sync`` overrides the agent's [sync] settings,
+        ``broker_url`` the broker enrollment named (a bench's broker on a new port)."""
         from biblioedge.provisioning.enroll import enroll
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +68,7 @@ class SyncKiosk:
                 # the kiosks re-report state only when it changes (the reconnect itself
                 # reports it): a thousand periodic reports would be noise in the measure
                 "sync": {"state_interval_s": 3600.0, **(sync or {})},
+                **({"broker": {"url": broker_url}} if broker_url else {}),
             },
         )
 

@@ -150,9 +150,12 @@ async def _outage(
     }
 
 
-def _enroll_all(central: CentralProcess, kiosks: list[SyncKiosk], workers: int = 4) -> None:
+def _enroll_all(
+    central: CentralProcess, broker: str, kiosks: list[SyncKiosk], workers: int = 4
+) -> None:
+    url = central.url
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda k: k.enroll(central.url, central.enrollment_token), kiosks))
+        list(pool.map(lambda k: k.enroll(url, central.enrollment_token, None, broker), kiosks))
 
 
 def _raise_fd_limit() -> None:
@@ -211,7 +214,7 @@ async def _run(
         central.start()
         _say(f"enrolling {kiosks_n + baseline_n} kiosks through central's API")
         t = time.monotonic()
-        await asyncio.to_thread(_enroll_all, central, base + fleet)
+        await asyncio.to_thread(_enroll_all, central, broker.url, base + fleet)
         result["enroll_s"] = round(time.monotonic() - t, 1)
 
         per_base = kiosks_n * events // max(1, baseline_n)
