@@ -128,9 +128,7 @@ def prune_s3(target: S3CopyConfig, daily: int, weekly: int, monthly: int) -> lis
     """The retention rule in the bucket: the backups' keys it no longer keeps are deleted."""
     s3 = client(target)
     found: dict[datetime, str] = {}
-    pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=target.bucket, Prefix=target.prefix
-    )
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix=target.prefix)
     for page in pages:
         for obj in page.get("Contents", []):
             name = str(obj["Key"])[len(target.prefix) :]
