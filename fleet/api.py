@@ -37,6 +37,7 @@ from biblioedge.fleet.reportdocs.source import Figures, ReportFigures
 from biblioedge.fleet.reports import Reports
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.fleet.routers import audit as audit_routes
+from biblioedge.fleet.routers import backups as backup_routes
 from biblioedge.fleet.routers import cards as card_routes
 from biblioedge.fleet.routers import consents as consent_routes
 from biblioedge.fleet.routers import dashboard as dashboard_routes
@@ -222,6 +223,7 @@ def create_app(
     )
     app.include_router(event_routes.router(repo), dependencies=authenticated)
     app.include_router(audit_routes.router(audit), dependencies=authenticated)
+    app.include_router(backup_routes.router(cfg), dependencies=authenticated)
     app.include_router(report_routes.router(Reports(repo, cfg.reports)), dependencies=authenticated)
 
     async def changed(site: str) -> None:

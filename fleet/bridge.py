@@ -134,11 +134,10 @@ class Bridge:
                         await client.subscribe([("be/+/+/events", 1), ("be/+/+/state", 1)])
                     else:
                         await client.subscribe(f"$share/{replica.group}/be/+/+/events", qos=1)
-                    await self._publish_all_desired(client)
-                    await self._publish_keys(client, None)
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._receive(client), name="bridge:receive")
                         tg.create_task(self._ingest(client), name="bridge:ingest")
+                        tg.create_task(self._reassert(client), name="bridge:reassert")
                         if replica is not None and self.leading is not None:
                             tg.create_task(self._follow_leader(client), name="bridge:states")
             except* aiomqtt.MqttError as group:
@@ -173,9 +172,16 @@ class Bridge:
                 with contextlib.suppress(aiomqtt.MqttError):
                     await client.unsubscribe("be/+/+/state", timeout=1)
 
+    async def _reassert(self, client: aiomqtt.Client) -> None:
+        """Every desired document and gate key again, beside ingest rather than before it:
+        with a thousand kiosks this is a thousand retained publishes and a key wrapped per
+        gate, and a fleet back from an outage must not wait for it to be acknowledged."""
+        await self._publish_all_desired(client)
+        await self._publish_keys(client, None)
+
     def _client(self) -> aiomqtt.Client:
         b = self.cfg.broker
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             b.host,
             b.port,
             identifier=self.identity.bridge_id,
@@ -187,7 +193,22 @@ class Bridge:
             max_inflight_messages=256,
             socket_options=MQTT_SOCKET_OPTIONS,
             max_queued_incoming_messages=0,
+            # A persistent session: the broker keeps the bridge's subscriptions and queues
+            # kiosks' QoS1 events while the bridge is away (central restarting, or the broker
+            # back before the bridge's next retry). With a clean session, what a fleet sent in
+            # the seconds before the bridge subscribed again was dropped, and every kiosk
+            # waited out its ack timeout to send it again (bench continuity --phase reconnect).
+            # The queue is bounded by the broker's max_queued_messages/bytes; what it drops,
+            # the kiosks still hold in their outboxes, and ingest is exactly-once.
+            # A replica keeps a clean session: the broker would go on handing a killed
+            # replica its share of the events, to wait for it, instead of to the live ones.
+            clean_session=self.cfg.replica is not None,
         )
+        # acks go out together (one per stored message, up to ingest_coalesce at once) and a
+        # fleet's worth of desired documents at reconnect: aiomqtt's default of 10 logged a
+        # warning for each publish beyond it
+        client.pending_calls_threshold = 4096
+        return client
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

@@ -239,6 +239,43 @@ class QuotaConfig(StrictModel):
         return quota if isinstance(quota, RoleQuota) else self.other
 
 
+class S3CopyConfig(StrictModel):
+    """One S3-compatible store each backup is copied to (``[[backup.s3]]``)."""
+
+    bucket: str = Field(
+        min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$", description="Bucket"
+    )
+    prefix: str = Field(
+        default="",
+        max_length=512,
+        pattern=r"^[A-Za-z0-9/_.-]*$",
+        description="Key prefix of the backups in the bucket (e.g. central-1/)",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The store's URL (MinIO, Ceph, a provider's S3 API); unset: AWS",
+    )
+    region: str = Field(default="us-east-1", max_length=64, description="Signing region")
+    credentials_file: Path = Field(
+        description="A file, readable by central only, in the AWS shared-credentials format: "
+        "[default] aws_access_key_id = … / aws_secret_access_key = …"
+    )
+    profile: str = Field(default="default", max_length=64, description="Its section")
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for a store with its own CA (default: the system's)"
+    )
+    attempts: int = Field(default=4, ge=1, le=20, description="Tries before a copy is failed")
+    retry_s: float = Field(
+        default=5.0, ge=0, le=600, description="Wait before the first retry (doubles each time)"
+    )
+
+    def where(self) -> str:
+        """How the dashboard names it (no credentials in it)."""
+        host = self.endpoint_url or "s3"
+        return f"{host.rstrip('/')}/{self.bucket}/{self.prefix}"
+
+
 class BackupConfig(StrictModel):
     public_key: str | None = Field(
         default=None,
@@ -251,6 +288,11 @@ class BackupConfig(StrictModel):
     copies: list[Path] = Field(
         default_factory=list,
         description="Further directories (another disk or a mount) each backup is copied to",
+    )
+    s3: list[S3CopyConfig] = Field(
+        default_factory=list,
+        max_length=8,
+        description="S3-compatible stores each backup is copied to ([[backup.s3]])",
     )
     every_h: float = Field(
         default=0.0,

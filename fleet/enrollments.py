@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,10 @@ class Registry:
         self.broker_url = broker_url
         self.central_url = central_url
         self.pid_file = pid_file
+        #: one ACL rewrite at a time: two enrollments at once (a fleet enrolled in parallel)
+        #: would otherwise race on the file, and the later write could be the older registry
+        #: (a kiosk enrolled but missing from the broker's ACL)
+        self._broker_files = threading.Lock()
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -417,13 +422,15 @@ class Registry:
         refuses every client certificate once the CRL has expired. Central calls this at
         start and every few hours (``refresh_loop``), and when a replaced certificate's
         grace is over."""
-        with self.tx.begin() as conn:
-            store.revoke_due(conn, utc_now())  # replaced certificates whose grace is over
-            revoked = store.revocations(conn)
-            active = [name for name, _ in self.active(conn)]
-        crl = None if self._crl_current({s for s, _ in revoked}) else self.identity.ca.crl(revoked)
-        if self.identity.write_broker_files(active, crl):
-            self.identity.reload_broker(self.pid_file)
+        with self._broker_files:
+            with self.tx.begin() as conn:
+                store.revoke_due(conn, utc_now())  # replaced certificates whose grace is over
+                revoked = store.revocations(conn)
+                active = [name for name, _ in self.active(conn)]
+            current = self._crl_current({s for s, _ in revoked})
+            crl = None if current else self.identity.ca.crl(revoked)
+            if self.identity.write_broker_files(active, crl):
+                self.identity.reload_broker(self.pid_file)
 
     def _crl_current(self, serials: set[int]) -> bool:
         path = self.identity.files.crl

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def write_private(path: Path, data: bytes) -> None:
 
 def write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of this writer's own: two writers of one file must not rename each other's copy
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

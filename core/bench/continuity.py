@@ -190,6 +190,7 @@ def bench_restore(
 def bench_phases(args: Any) -> dict[str, Any]:
     """The phases ``--phase`` names; with several, one object holding each, and their
     targets merged (prefixed by phase)."""
+    from biblioedge.bench.continuity_reconnect import bench_reconnect
     from biblioedge.bench.continuity_replicas import bench_replicas
 
     runs: dict[str, Any] = {
@@ -201,6 +202,12 @@ def bench_phases(args: Any) -> dict[str, Any]:
             devices=max(args.devices, 2),
             work_dir=args.work_dir and args.work_dir / "replicas",
             postgres_url=args.postgres_url,
+        ),
+        "reconnect": lambda: bench_reconnect(
+            kiosks=args.kiosks,
+            events=args.events_per_kiosk,
+            baseline_kiosks=args.baseline_kiosks,
+            work_dir=args.work_dir and args.work_dir / "reconnect",
         ),
     }
     if args.phase != "all":

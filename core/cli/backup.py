@@ -102,7 +102,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"backup failed: {exc}") from None
     finally:
         progress.end()
-    copies = ", ".join(f"{c['path']} ({c['state']})" for c in status["copies"]) or "none"
+    copies = (
+        ", ".join(f"{c.get('where', c['path'])} ({c['state']})" for c in status["copies"]) or "none"
+    )
     _out(
         args,
         status,
@@ -117,12 +119,26 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from biblioedge.fleet.backup.restore import verify
 
     progress = _Progress("verify")
+    key = load_private(args.key)
+    cfg = None
+    if args.config is not None:
+        from biblioedge.fleet.config import load_central_config
+
+        cfg = load_central_config(args.config)
     try:
-        summary = verify(args.backup, load_private(args.key), progress)
+        summary = verify(args.backup, key, progress)
     except BackupError as exc:
+        if cfg is not None:  # a failed drill is recorded too: IT must see it
+            from biblioedge.fleet.backup.status import record_drill
+
+            record_drill(cfg, args.backup, None, str(exc))
         raise ConfigError(f"{args.backup}: {exc}") from None
     finally:
         progress.end()
+    if cfg is not None:
+        from biblioedge.fleet.backup.status import record_drill
+
+        record_drill(cfg, args.backup, summary, None)
     _out(
         args,
         {"ok": True, **summary},
@@ -209,6 +225,12 @@ def register_central(sub: Any) -> None:
     v = b.add_parser("verify", help="open a whole backup and check every byte, restoring nothing")
     v.add_argument("backup", type=Path, help="the backup file to check")
     v.add_argument("--key", type=Path, required=True, help="the backup private key file")
+    v.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="central TOML file: record this drill (passed or failed) for the dashboard",
+    )
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_cmd_verify)
     ls = b.add_parser("list", help="the backups kept, in every place, and the last one made")

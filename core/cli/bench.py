@@ -352,17 +352,23 @@ def _register_continuity(bsub: Any) -> None:
     )
     b.add_argument(
         "--phase",
-        choices=("restore", "replicas", "all"),
+        choices=("restore", "replicas", "reconnect", "all"),
         default="all",
         help="restore: above; replicas: two central replicas on PostgreSQL, the leader "
         "killed (SIGKILL) mid-stream: lost, duplicated, takeover_s, replica_ratio (two "
-        "replicas' events/s over one's, alternated in the same run); all: each in turn",
+        "replicas' events/s over one's, alternated in the same run); reconnect: --kiosks "
+        "simulated kiosks (own identity, own TLS connection, own outbox, the agent's Sync) "
+        "queue --events-per-kiosk during a broker outage and come back at once: drain_s, lost, "
+        "beside --baseline-kiosks carrying the same events; all: each in turn",
     )
     b.add_argument("--events", type=int, default=10_000, help="events after the backup")
     b.add_argument("--devices", type=int, default=2, help="kiosk agents")
     b.add_argument(
         "--postgres-url", help="replicas: an empty PostgreSQL database (default: a private one)"
     )
+    b.add_argument("--kiosks", type=int, default=1000, help="reconnect: simulated kiosks")
+    b.add_argument("--events-per-kiosk", type=int, default=100, help="reconnect: each backlog")
+    b.add_argument("--baseline-kiosks", type=int, default=10, help="reconnect: the baseline")
     b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_continuity)

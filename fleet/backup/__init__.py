@@ -12,6 +12,7 @@ from biblioedge.fleet.backup.container import BackupError
 from biblioedge.fleet.backup.make import Made, make_backup
 from biblioedge.fleet.backup.parts import Layout, Progress
 from biblioedge.fleet.backup.retention import copy_to, prune
+from biblioedge.fleet.backup.s3 import copy_to_s3, prune_s3
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.provisioning.sealing import load_x25519_public
 
@@ -32,13 +33,23 @@ def run_backup(
     recipient = load_x25519_public(cfg.backup.public_key)
     made: Made = make_backup(Layout.of(cfg, config_file), recipient, progress=progress)
     b = cfg.backup
-    copies: list[dict[str, str]] = []
+    copies: list[dict[str, Any]] = []
     for directory in b.copies:
+        where = {"kind": "dir", "where": str(directory)}
         try:
-            copies.append({"path": str(copy_to(made.path, directory)), "state": "ok"})
+            copies.append({**where, "path": str(copy_to(made.path, directory)), "state": "ok"})
             prune(directory, b.keep_daily, b.keep_weekly, b.keep_monthly)
         except OSError as exc:  # a missing mount costs the copy, not the backup
-            copies.append({"path": str(directory), "state": f"failed: {exc.strerror or exc}"})
+            state = f"failed: {exc.strerror or exc}"
+            copies.append({**where, "path": str(directory), "state": state})
+    for target in b.s3:
+        copy = copy_to_s3(made.path, target, progress)
+        copies.append(copy)
+        if copy["state"] == "ok":
+            try:
+                prune_s3(target, b.keep_daily, b.keep_weekly, b.keep_monthly)
+            except Exception as exc:  # an unpruned bucket costs space, not the copy
+                copy["pruned"] = f"failed: {type(exc).__name__}"
     removed = prune(made.path.parent, b.keep_daily, b.keep_weekly, b.keep_monthly)
     status = {**made.as_json(), "copies": copies, "pruned": len(removed)}
     (cfg.data_dir / STATUS).write_text(json.dumps(status, indent=1))

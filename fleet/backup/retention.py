@@ -34,15 +34,21 @@ def keep(stamps: list[datetime], daily: int, weekly: int, monthly: int) -> set[d
     return kept
 
 
+def stamp_of(name: str) -> datetime | None:
+    """The time in a backup's file name; None for any other name."""
+    m = _STAMP.match(name)
+    return datetime.strptime(m.group(2), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) if m else None
+
+
 def listed(directory: Path) -> dict[datetime, Path]:
     """The backups in ``directory`` by their time (files of other names are left alone)."""
     out: dict[datetime, Path] = {}
     if not directory.is_dir():
         return out
     for path in directory.iterdir():
-        m = _STAMP.match(path.name)
-        if m and path.is_file():
-            out[datetime.strptime(m.group(2), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)] = path
+        stamp = stamp_of(path.name)
+        if stamp is not None and path.is_file():
+            out[stamp] = path
     return out
 
 

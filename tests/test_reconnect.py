@@ -1,0 +1,93 @@
+"""Central at a fleet's scale: kiosks that come back together after an outage, events that
+wait at the broker while central is away, and kiosks enrolled at the same moment.
+
+The kiosks are ``sim.syncfleet.SyncKiosk``s: each enrolled through the real path, on its own
+mutual-TLS connection to mosquitto with its own outbox and the agent's own ``Sync``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from biblioedge.bench.continuity_reconnect import bench_reconnect
+from biblioedge.demo.launch import CentralProcess
+from biblioedge.sim.syncfleet import SyncKiosk
+
+
+async def _until(check: Callable[[], Any], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        got = check()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def test_a_fleet_back_from_a_broker_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    result = bench_reconnect(
+        kiosks=24, events=30, baseline_kiosks=2, sites=3, work_dir=tmp_path / "run"
+    )
+    assert result["tls"] is True, "mosquitto with mutual TLS, as the product runs it"
+    assert result["events"] == 24 * 30
+    assert result["lost"] == 0 and result["duplicated"] == 0
+    assert result["baseline"]["events"] == 24 * 30
+    assert result["baseline"]["lost"] == 0 and result["baseline"]["duplicated"] == 0
+    assert result["drain_ratio"] is not None and result["targets"]["lost==0"]
+
+
+async def test_events_sent_while_central_is_away_wait_at_the_broker_for_it(
+    tmp_path: Path, central: CentralProcess
+) -> None:
+    """Central's bridge keeps a persistent session: what a kiosk published while central was
+    down is delivered when it is back, without the kiosk sending it again (its ack timeout
+    is ten minutes here, far beyond this test's wait)."""
+    kiosk = SyncKiosk(tmp_path / "gate-07", "gate-07", "tv-tinh", "gate")
+    await asyncio.to_thread(
+        kiosk.enroll, central.url, central.enrollment_token, {"ack_timeout_s": 600.0}
+    )
+    kiosk.start()
+    try:
+        await _until(lambda: kiosk.connected, 60, "the kiosk connected")
+        await kiosk.queue(5, seed=1)  # central up: delivered and acknowledged at once
+        await _until(lambda: _drained(kiosk), 60, "the first events acknowledged")
+        central.kill()
+        await kiosk.queue(40, seed=2)
+        assert kiosk.sync is not None
+        sync = kiosk.sync
+        await _until(lambda: bool(sync.status.inflight), 60, "the kiosk published its batch")
+        registry = sync.metrics.registry
+        sent = registry.get_sample_value("agent_batches_sent_total")
+        await asyncio.to_thread(central.start)
+        await _until(lambda: _drained(kiosk), 120, "the batch delivered from the broker's queue")
+        assert registry.get_sample_value("agent_batch_timeouts_total") == 0
+        assert registry.get_sample_value("agent_batches_sent_total") == sent, "sent once"
+    finally:
+        await kiosk.stop()
+
+
+async def _drained(kiosk: SyncKiosk) -> bool:
+    return await kiosk.depth() == 0
+
+
+def test_kiosks_enrolled_at_the_same_moment_are_all_in_the_broker_acl(
+    tmp_path: Path, central: CentralProcess
+) -> None:
+    kiosks = [
+        SyncKiosk(tmp_path / f"k-{i:02d}", f"k-{i:02d}", "xa-an-binh", "selfcheck")
+        for i in range(12)
+    ]
+    with ThreadPoolExecutor(max_workers=6) as pool:  # a technician's script, in parallel
+        list(pool.map(lambda k: k.enroll(central.url, central.enrollment_token), kiosks))
+    assert "Traceback" not in central.log_tail(400)
+    acl = (central.data_dir / "broker" / "acl").read_text()
+    for k in kiosks:
+        assert f"user {k.device_id}\n" in acl
+    leftovers = [p.name for p in (central.data_dir / "broker").iterdir() if ".tmp" in p.name]
+    assert leftovers == []
