@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from biblioedge.fleet.backup import last_status
+from biblioedge.fleet.backup.status import continuity_status
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.dashboard import Kiosk
 from biblioedge.fleet.dashboard_text import Lang, catalogue
@@ -271,27 +271,30 @@ def audit_result(status: int) -> str:
 
 
 def backup_panel(cfg: CentralConfig | None, now: datetime | None = None) -> dict[str, Any]:
-    """The last backup, its age, size and copies, and the last restore drill, as central
-    records them (``fleet/backup``'s status file); ``None`` fields when there is none."""
-    status = None if cfg is None else last_status(cfg, now)
-    configured = cfg is not None and cfg.backup.public_key is not None
-    if status is None:
-        return {"backup": None, "drill": None, "configured": configured}
-    drill = status.get("drill") if isinstance(status.get("drill"), dict) else None
-    copies = [c for c in status.get("copies") or [] if isinstance(c, dict)]
+    """The last backup, its age, size and copies (directories and S3), and the last restore
+    drill, as ``GET /api/v1/backups/status`` says them (``fleet/backup/status.py``)."""
+    if cfg is None:
+        return {"backup": None, "drill": None, "configured": False}
+    status = continuity_status(cfg, now)
+    last, drill = status["last"], status["last_drill"]
     return {
-        "backup": {
-            "created": str(status.get("created", "")),
-            "age_h": float(status.get("age_h", 0.0)),
-            "bytes": int(status.get("bytes") or 0),
-            "stale": bool(status.get("stale")),
-            "backup_id": str(status.get("backup_id", "")),
-            "copies": [
-                {"path": str(c.get("path", "")), "ok": c.get("state") == "ok"} for c in copies
-            ],
+        "backup": None
+        if last is None
+        else {
+            "created": str(last.get("created") or ""),
+            "age_h": float(last.get("age_h") or 0.0),
+            "bytes": int(last.get("bytes") or 0),
+            "stale": bool(last.get("stale")),
+            "backup_id": str(last.get("backup_id") or ""),
+            "copies": [{"path": str(c["where"]), "ok": bool(c["ok"])} for c in last["copies"]],
         },
-        "drill": drill,
-        "configured": configured,
+        "drill": None
+        if drill is None
+        else {
+            "at": str(drill.get("at") or ""),
+            "result": "drill_ok" if drill.get("ok") else "drill_failed",
+        },
+        "configured": bool(status["configured"]),
     }
 
 

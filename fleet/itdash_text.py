@@ -183,6 +183,8 @@ TEXT: dict[str, tuple[str, str]] = {
         "Backups are not configured (backup.public_key in central's config).",
     ),
     "no_drill": ("Chưa ghi nhận lần diễn tập nào.", "No drill recorded."),
+    "w_drill_ok": ("khôi phục được", "restored fine"),
+    "w_drill_failed": ("thất bại", "failed"),
     "stale": ("Đã cũ", "Stale"),
     "fresh": ("Còn mới", "Recent"),
     "copy_ok": ("tốt", "ok"),

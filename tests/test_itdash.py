@@ -24,6 +24,7 @@ from tuf_kit import tuf_server
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Audit, Tokens
 from biblioedge.fleet.backup import run_backup
+from biblioedge.fleet.backup.status import record_drill
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.metrics import CentralMetrics
@@ -350,6 +351,10 @@ def test_the_backup_panel_shows_a_real_backup(central: dict[str, Any], browser: 
     wait_text(browser, "#backup-drill", "Chưa ghi nhận")
     attention = wait_text(browser, "#attention", "")
     assert "sao lưu" not in attention
+    # IT's restore drill (`central backup verify`) is recorded and shown
+    record_drill(central["cfg"], Path(status["path"]), status, None)
+    browser.get(central["url"] + "/dashboard")
+    wait_text(browser, "#backup-drill", "khôi phục được")
 
 
 def test_a_phone_sized_window_never_scrolls_the_page_sideways(
