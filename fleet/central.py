@@ -161,6 +161,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         identity.seal_key,
         require_sealed=cfg.security.require,
         child_under=cfg.reports.child_under,
+        timezone=cfg.reports.timezone,
     )
     bridge = Bridge(cfg, repo, metrics, readers, identity)
     bridge.replays = Replays(cfg.data_dir)

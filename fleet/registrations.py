@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from biblioedge.fleet import guardians
 from biblioedge.fleet.authz import Refused
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.ils.queue import enqueue
@@ -67,6 +68,7 @@ class Registrar:
         seal_key: X25519PrivateKey | None = None,
         require_sealed: bool = False,
         child_under: int = 16,
+        timezone: str = "Asia/Ho_Chi_Minh",
     ) -> None:
         self.readers = registry
         self.cards = cards
@@ -77,6 +79,7 @@ class Registrar:
         #: so every enrolled desk holds central's key and seals (an unsealed one is forged)
         self.require_sealed = require_sealed and seal_key is not None
         self.child_under = child_under  # reports' age band, kept in the audit event
+        self.timezone = timezone  # a minor's age counts on the day at the desk, local
 
     def _opened(self, event: Event) -> dict[str, Any]:
         """The registration, opened if the desk sealed it to central (it always does once
@@ -156,6 +159,8 @@ class Registrar:
                 )
         if not name:
             raise ProtocolError("invalid_registration", "display_name is empty")
+        day = guardians.desk_day(event.occurred_at, self.timezone)
+        adult_on = guardians.check(reg, day, self.child_under)  # a minor: her guardian
         known = rows.returning_reader(conn, reg.citizen_ref)
         returning = known is not None
         patron_id = known if known is not None else rows.next_patron(conn, self.prefix)
@@ -178,6 +183,7 @@ class Registrar:
             librarian=reg.consent.librarian,
             idempotency_key=reg.registration_id,
         )
+        guardians.record_in(conn, patron_id, reg, adult_on)
         n = 0
         if reg.face is not None:
             n = self.readers.put_templates_in(conn, patron_id, reg.face.model, vectors)
@@ -205,7 +211,8 @@ class Registrar:
             utc_now(),
         )
         band = age_band(reg.profile.get("date_of_birth"), self.child_under)
-        return {**_audit(reg, result), "returning": returning, "age_band": band}, result
+        audit = {**_audit(reg, result), "returning": returning, "age_band": band}
+        return {**audit, **guardians.audit(reg)}, result
 
     def _seal_profile(
         self, conn: Connection, patron_id: str, citizen_ref: str, profile: dict[str, str]

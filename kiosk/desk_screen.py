@@ -31,15 +31,19 @@ TONE = {
     "face_failed": "warning",
     "confirm_identity": "warning",
     "refused": "alarm",
+    "guardian_refused": "warning",
     "issued": "done",
     "pending": "warning",
 }
+DETAILED = ("check_card", "reader_problem", "refused", "not_cccd", "guardian_refused")
 PRIMARY = {"consent_yes", "next", "retry", "confirm_identity", "override"}
 PERSON_FIELDS = (
     ("name", "Họ tên", "Name"),
     ("id", "Số CCCD", "ID number"),
     ("date_of_birth", "Ngày sinh", "Born"),
     ("gender", "Giới tính", "Sex"),
+    ("age", "Tuổi", "Age"),
+    ("guardian", "Người giám hộ", "Guardian"),
 )
 
 
@@ -89,11 +93,7 @@ class DeskScreen(StepScreen):
                     text("score", self.lang, score=f"{v.score:.3f}", threshold=f"{v.threshold:.2f}")
                 )
         self.person.text = "\n".join(lines)
-        self.detail.text = (
-            v.detail[:120]
-            if v is not None and step in ("check_card", "reader_problem", "refused", "not_cccd")
-            else ""
-        )
+        self.detail.text = v.detail[:120] if v is not None and step in DETAILED else ""
         self.progress.opacity = 1 if v is not None and v.progress is not None else 0
         self.progress.value = v.progress if v is not None and v.progress is not None else 0
         badge = []

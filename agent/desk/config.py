@@ -59,6 +59,23 @@ class DeskConfig(StrictModel):
         default=False,
         description="Demo only: a simulated librarian answers the screens (consent, next)",
     )
+    majority_age: int = Field(
+        default=16,
+        ge=1,
+        le=30,
+        description="Readers younger than this on the day at the desk need a guardian's CCCD and "
+        "consent (VN: a child is under 16, Law on Children 2016 art. 1; Decree 13/2023 art. 20)",
+    )
+    own_consent_from: int = Field(
+        default=7,
+        ge=0,
+        le=30,
+        description="From this age a minor's own consent is asked too (Decree 13/2023 art. 20)",
+    )
+    face_for_minors: bool = Field(
+        default=False,
+        description="Offer face enrollment to minors (the child's and the guardian's consent)",
+    )
     pepper_file: Path | None = Field(
         default=None,
         description="Secret for the keyed hash of ID numbers; the same file on every desk of "

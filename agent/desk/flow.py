@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any, Literal, Protocol
 
 import cv2
@@ -36,6 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from biblioedge.agent.citizen import citizen_ref
+from biblioedge.agent.desk.guardian import MinorPolicy, birth_of, is_minor
+from biblioedge.agent.desk.guardian_flow import ask_guardian
 from biblioedge.agent.store import AsyncStore, NotRecorded, Store
 from biblioedge.agent.supervisor import Context
 from biblioedge.drivers.camera import Camera
@@ -65,6 +68,11 @@ Step = Literal[
     "face_failed",
     "confirm_identity",
     "consent",
+    "guardian_card",
+    "guardian_refused",
+    "relationship",
+    "child_consent",
+    "guardian_consent",
     "registering",
     "pending",
     "issued",
@@ -108,6 +116,8 @@ class DeskSettings:
     #: central's X25519 key: registrations are sealed to it before they enter the outbox
     seal_key: X25519PublicKey | None = None
     device_id: str = ""
+    #: readers under the age of majority: guardian, child's consent, face (agent/desk/guardian.py)
+    minors: MinorPolicy = field(default_factory=MinorPolicy)
 
 
 class ChipSource(Protocol):
@@ -352,6 +362,8 @@ class DeskFlow:
             if chip_face is None:
                 check["method"] = "qr_librarian"
         templates, score = await self._capture(person, chip_face)
+        day = date.today()  # the age on the day at the desk, whatever a form said before
+        minor = is_minor(birth_of(qr, card), day, self.settings.minors)
         if chip_face is None:
             self._show(
                 DeskView(
@@ -365,18 +377,27 @@ class DeskFlow:
         else:
             check["face_score"] = round(score, 4)
             check["face_threshold"] = self._threshold()
-        self._show(
-            DeskView(
-                "consent",
-                "consent_text",
-                person=person,
-                score=check.get("face_score"),
-                threshold=check.get("face_threshold"),
-                actions=("consent_yes", "consent_no", "cancel"),
+        guardian = None
+        if minor:  # the guardian's card and consent, the child's own from 7 (guardian_flow)
+            guardian = await ask_guardian(self, qr, card, person, birth_of(qr, card), day)
+            if guardian is None:
+                return "declined"
+        granted = False
+        if not minor or self.settings.minors.face_for_minors:
+            self._show(
+                DeskView(
+                    "consent",
+                    "consent_text",
+                    person=person,
+                    score=check.get("face_score"),
+                    threshold=check.get("face_threshold"),
+                    actions=("consent_yes", "consent_no", "cancel"),
+                )
             )
-        )
-        granted = await self._choose() == "consent_yes"
+            granted = await self._choose() == "consent_yes"
         payload = self._registration(qr, card, check, templates if granted else [], granted)
+        if guardian is not None:
+            payload["guardian"] = guardian
         return await self._register(payload, person, card)
 
     def _person(self, qr: CccdQr, card: CardData) -> dict[str, str]:

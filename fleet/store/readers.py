@@ -19,6 +19,7 @@ from biblioedge.fleet.db import (
     devices,
     events,
     gallery_log,
+    guardian_consents,
     reader_profiles,
     readers,
     registrations,
@@ -82,11 +83,12 @@ def citizen_ref_of(conn: Connection, patron_id: str) -> str | None:
 
 
 def erase(conn: Connection, patron_id: str) -> None:
-    """The reader, her templates, her sealed profile and her registration records."""
+    """The reader, her templates, her sealed profile, her registration and guardian records."""
     conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
     conn.execute(delete(readers).where(readers.c.patron_id == patron_id))
     conn.execute(delete(reader_profiles).where(reader_profiles.c.patron_id == patron_id))
     conn.execute(delete(registrations).where(registrations.c.patron_id == patron_id))
+    conn.execute(delete(guardian_consents).where(guardian_consents.c.patron_id == patron_id))
 
 
 def record_event(conn: Connection, **values: Any) -> None:
