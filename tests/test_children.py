@@ -223,6 +223,83 @@ async def test_a_child_under_7_needs_only_the_guardian_and_a_refusal_sends_nothi
         assert desk.store.outbox_depth() == 0
 
 
+def test_every_guardian_screen_and_refusal_is_translated_vietnamese_first() -> None:
+    import ast
+    import typing
+    import unicodedata
+
+    from biblioedge.agent.desk import guardian, guardian_flow
+    from biblioedge.kiosk.i18n import keys, subtitle, text
+
+    tree = ast.parse(Path(guardian_flow.__file__).read_text())
+    shown = {
+        node.args[1].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", "") in ("_view", "_declined")
+        and len(node.args) > 1
+        and isinstance(node.args[1], ast.Constant)
+    }
+    actions = {
+        elt.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword) and node.arg == "actions"
+        for elt in getattr(node.value, "elts", [])
+        if isinstance(elt, ast.Constant)
+    }
+    reasons = set(typing.get_args(guardian.GuardianReason))
+    for node in ast.walk(tree):  # messages chosen through a variable or a condition
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "message":
+            shown.add(getattr(node.value, "value", ""))
+        choice = node.args[1] if isinstance(node, ast.Call) and len(node.args) > 1 else None
+        if getattr(node, "func", None) is not None and isinstance(choice, ast.IfExp):
+            shown |= {getattr(n, "value", "") for n in (choice.body, choice.orelse)}
+    shown = {m for m in shown if isinstance(m, str) and m}
+    assert {"guardian_needed", "child_consent_text", "guardian_declined"} <= shown
+    assert {"rel_parent", "child_yes", "guardian_yes"} <= actions
+    needed = shown | reasons | {f"action_{a}" for a in actions}
+    assert needed <= keys()
+    for key in needed:
+        for lang in ("vi", "en"):
+            t = text(key, lang)  # type: ignore[arg-type]
+            assert t and unicodedata.is_normalized("NFC", t)
+    consent = subtitle("guardian_consent_text", "vi")
+    for words in ("Mục đích", "Lưu", "Rút lại"):  # purpose, retention, withdrawal
+        assert words in consent
+
+
+def test_the_guardian_screens_render_in_both_languages(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import cv2
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "biblioedge",
+            "kiosk",
+            "screenshot",
+            "desk",
+            "--out",
+            str(tmp_path),
+            "--size",
+            "1280x800",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    needed = cv2.imread(str(tmp_path / "desk_guardian_needed.png"))
+    consent = cv2.imread(str(tmp_path / "desk_guardian_consent.png"))
+    expired = cv2.imread(str(tmp_path / "desk_guardian_expired.png"))
+    assert needed is not None and consent is not None and expired is not None
+    title = (slice(70, 150), slice(560, 1250))
+    assert abs(needed[title].astype(int) - consent[title].astype(int)).max() > 100
+
+
 # -- central -------------------------------------------------------------------------------
 
 
