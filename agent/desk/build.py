@@ -38,7 +38,7 @@ def desk_settings(cfg: AgentConfig) -> DeskSettings:
         face_threshold=d.face_threshold,
         seal_key=load_x25519_public(cfg.security.seal_key) if cfg.security.seal_key else None,
         device_id=cfg.device_id,
-        minors=MinorPolicy(d.majority_age, d.own_consent_from, d.face_for_minors),
+        minors=MinorPolicy(d.majority_age, d.own_consent_from, d.face_for_minors, d.timezone),
     )
 
 

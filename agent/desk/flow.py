@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import date
 from typing import Any, Literal, Protocol
 
 import cv2
@@ -362,7 +361,7 @@ class DeskFlow:
             if chip_face is None:
                 check["method"] = "qr_librarian"
         templates, score = await self._capture(person, chip_face)
-        day = date.today()  # the age on the day at the desk, whatever a form said before
+        day = self.settings.minors.today()  # the age on the day at the desk, not a form's
         minor = is_minor(birth_of(qr, card), day, self.settings.minors)
         if chip_face is None:
             self._show(

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from biblioedge.drivers.cccd.card import CardData
 from biblioedge.drivers.cccd.qr import CccdQr
@@ -38,6 +39,12 @@ class MinorPolicy:
     own_consent_from: int = 7
     #: offer face enrollment to minors (both consents needed); off by default
     face_for_minors: bool = False
+    #: the library's time zone: the day at the desk is its day, as central counts it
+    #: (``[reports] timezone``), whatever the kiosk's clock is set to
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    def today(self) -> date:
+        return datetime.now(ZoneInfo(self.timezone)).date()
 
 
 class GuardianRefused(Exception):
