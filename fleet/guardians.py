@@ -48,6 +48,8 @@ def check(reg: DeskRegistration, day: date, majority: int) -> date | None:
     """The day a minor reaches majority (None for an adult without a guardian block);
     ProtocolError when the registration cannot stand."""
     born = parse_birth(reg.profile.get("date_of_birth"))
+    if born is not None and not (day.year - 130 <= born.year and born <= day):
+        raise ProtocolError("invalid_registration", "the date of birth is not a living reader's")
     g = reg.guardian
     if g is None:
         if born is not None and age_on(born, day) < majority:

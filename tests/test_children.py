@@ -326,8 +326,9 @@ def guardian(**over: Any) -> dict[str, Any]:
 
 
 def child_registration(born: date, **over: Any) -> dict[str, Any]:
-    reg = registration(granted=False, **over)
+    reg = registration(granted=False)
     reg["profile"] = {"date_of_birth": born.isoformat(), "gender": "Nữ"}
+    reg.update(over)
     return reg
 
 
@@ -339,6 +340,10 @@ def child_registration(born: date, **over: Any) -> dict[str, Any]:
         ({"guardian": guardian(consent=False)}, "no_guardian_consent"),
         ({"guardian": guardian(child_consent=None)}, "no_child_consent"),
         ({"guardian": guardian(relationship="neighbour")}, "invalid_registration"),
+        (
+            {"profile": {"date_of_birth": "9999-12-31"}, "guardian": guardian()},
+            "invalid_registration",
+        ),
     ],
 )
 def test_central_refuses_a_minor_without_a_valid_guardian(
