@@ -388,3 +388,55 @@ def test_leaving_erases_the_guardian_record(tmp_path: Path) -> None:
     central.readers.erase(pid)
     with central.repo.engine.connect() as conn:
         assert conn.execute(select(guardian_consents)).all() == []
+
+
+def test_the_library_system_gets_the_child_category_also_without_a_kept_birth_date(
+    tmp_path: Path,
+) -> None:
+    """Through central's ILS worker to the Koha-shaped dummy (tests/ils.py): a child whose desk
+    keeps no date of birth is still category_child, from her guardian record."""
+    import uuid
+
+    from test_ils import DESK, SITE, Ils
+    from test_ils import Central as IlsCentral
+
+    from biblioedge.fleet.repo import Incoming
+    from biblioedge.protocol import uuid7
+
+    ils = Ils()
+    ils.start()
+    central = IlsCentral(tmp_path, ils.url())
+    try:
+        payloads = [
+            {**child_registration(years_before(date.today(), 11), guardian=guardian(child_age=11))},
+            {**registration(granted=False, ref="e" * 64), "profile": {}},  # an adult, no date
+            {**registration(granted=False, ref="f" * 64), "profile": {}, "guardian": guardian()},
+        ]
+        payloads[0]["profile"] = {}  # the desk keeps no date of birth
+        evs = [
+            {
+                "event_id": uuid7(),
+                "device_id": DESK,
+                "site": SITE,
+                "type": "desk.registration",
+                "seq": i + 1,
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "payload": p,
+            }  # fmt: skip
+            for i, p in enumerate(payloads)
+        ]
+        body = {"batch_id": str(uuid.uuid4()), "device_id": DESK, "events": evs}
+        result = central.repo.ingest([Incoming(SITE, DESK, "events", orjson.dumps(body))], True)
+        (ack,) = result.acks
+        pids = [ack.results[e["event_id"]]["patron_id"] for e in evs]
+        central.drain()
+        category = {p["cardnumber"]: p["category_id"] for p in ils.patrons()}
+        cfg = central.cfg
+        assert category == {
+            pids[0]: cfg.category_child,
+            pids[1]: cfg.category_adult,
+            pids[2]: cfg.category_child,
+        }
+    finally:
+        central.close()
+        ils.stop()
