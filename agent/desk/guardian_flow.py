@@ -33,6 +33,7 @@ from biblioedge.agent.desk.guardian import (
 from biblioedge.drivers.cccd.card import CardData
 from biblioedge.drivers.cccd.errors import CccdError
 from biblioedge.drivers.cccd.qr import CccdQr, parse_qr
+from biblioedge.drivers.errors import DriverError
 
 if TYPE_CHECKING:
     from biblioedge.agent.desk.flow import DeskFlow, DeskView
@@ -83,7 +84,12 @@ async def _card_off(flow: DeskFlow, person: dict[str, str]) -> None:
         return
     flow._show(_view("guardian_card", "guardian_swap_card", person=person, actions=("cancel",)))
     deadline = time.monotonic() + flow.settings.idle_reset_s
-    while await asyncio.to_thread(chip.present):
+    while True:
+        try:
+            if not await asyncio.to_thread(chip.present):
+                return
+        except DriverError:  # no reader or pcscd: the read that follows says so, with retry
+            return
         if time.monotonic() > deadline:
             raise _cancel()
         await flow._poll_cancel(0.3)
