@@ -72,13 +72,7 @@ def put_on_reader(desk: Desk, citizen: Citizen, port: int, **files_over: bytes) 
     desk.card = VpcdCard(
         CccdChip(citizen.mrz_information(), chip_files(files), can=citizen.can), port=port
     )
-    for attempt in range(3):  # vpcd re-listens after a card leaves: on a loaded machine, late
-        try:
-            desk.card.insert()
-            return
-        except TimeoutError:
-            if attempt == 2:
-                raise
+    desk.card.insert()  # waits for vpcd to listen again (chipsim.VpcdCard.insert)
 
 
 async def showing(desk: Desk, message: str, within: float = 60.0) -> None:
