@@ -402,6 +402,25 @@ class RegistrationCheck(_Strict):
     override_reason: str | None = Field(default=None, max_length=200)
 
 
+class RegistrationGuardian(_Strict):
+    """A minor's registration: the guardian whose own CCCD the desk read (chip, passive
+    authentication) and who consented, and the child's own consent from age 7 (Decree
+    13/2023 art. 20; docs/children.md). No name, no ID number: a keyed hash of hers."""
+
+    citizen_ref: str = Field(pattern=r"^[0-9a-f]{64}$", description="Keyed hash of her ID")
+    relationship: Literal["parent", "guardian"]
+    named_on_child_card: bool = Field(
+        default=False, description="The child's chip (DG13) names her as father or mother"
+    )
+    passive_auth: Literal["ok", "unknown_csca"]
+    consent: bool = Field(description="The guardian's consent to the registration")
+    child_consent: bool | None = Field(
+        default=None, description="The child's own consent (asked from age 7; null before)"
+    )
+    child_age: int = Field(ge=0, le=30, description="The child's age on the day at the desk")
+    majority_age: int = Field(ge=1, le=30, description="The desk's age of majority")
+
+
 def registration_context(device_id: str, registration_id: str) -> bytes:
     """What a sealed ``desk.registration`` payload is bound to: it opens only as this desk's
     event for this registration, so a sealed blob copied elsewhere is refused."""
@@ -429,6 +448,9 @@ class DeskRegistration(_Strict):
         default=None,
         max_length=128,
         description="The reader's pre-registration code (BP1.…) scanned at the desk, if any",
+    )
+    guardian: RegistrationGuardian | None = Field(
+        default=None, description="Readers under the age of majority: who consented for them"
     )
 
 

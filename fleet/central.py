@@ -186,6 +186,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         require_sealed=cfg.security.require,
         child_under=cfg.reports.child_under,
         card_numbers=cfg.ils.card_numbers if cfg.ils is not None else "desk",
+        timezone=cfg.reports.timezone,
     )
     registrar = repo.effects[REGISTRATION]
     if cfg.prereg.enabled and isinstance(registrar, Registrar):  # codes from /register

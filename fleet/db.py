@@ -218,6 +218,26 @@ reader_profiles = Table(
 )
 
 
+#: A minor's registration: who consented for her (migration 0018, fleet/guardians.py). The
+#: guardian is a keyed hash of her ID number, never her name or number; ``adult_on`` is the
+#: day the reader reaches the desk's age of majority (her own consent is needed from then,
+#: and the library system's category follows it when no date of birth is kept).
+guardian_consents = Table(
+    "guardian_consents",
+    metadata,
+    Column("patron_id", String(64), primary_key=True),
+    Column("registration_id", String(64), nullable=False),
+    Column("guardian_ref", String(64), nullable=False, index=True),
+    Column("relationship", String(16), nullable=False, comment="parent or guardian"),
+    Column("named_on_child_card", Boolean, nullable=False),
+    Column("passive_auth", String(16), nullable=False),
+    Column("child_age", Integer, nullable=False, comment="on the day at the desk"),
+    Column("child_consent", Boolean, nullable=True, comment="null: under the age asked"),
+    Column("adult_on", String(10), nullable=False, comment="YYYY-MM-DD"),
+    Column("librarian", String(64), nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+)
+
 #: Device certificates central issued: renewals add rows; revoking a device revokes them all
 #: (the CRL lists every serial here with ``revoked_at``).
 device_certs = Table(

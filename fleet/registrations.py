@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from biblioedge.fleet import guardians
 from biblioedge.fleet.authz import Refused
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.ils.queue import enqueue
@@ -72,6 +73,7 @@ class Registrar:
         require_sealed: bool = False,
         child_under: int = 16,
         card_numbers: str = "desk",
+        timezone: str = "Asia/Ho_Chi_Minh",
     ) -> None:
         self.readers = registry
         self.cards = cards
@@ -89,6 +91,7 @@ class Registrar:
         self.prereg: Preregistrations | None = None
         #: cards offered to the reader's phone (fleet/phonecard.py); None: none offered
         self.phone: PhoneCards | None = None
+        self.timezone = timezone  # a minor's age counts on the day at the desk, local
 
     def _opened(self, event: Event) -> dict[str, Any]:
         """The registration, opened if the desk sealed it to central (it always does once
@@ -169,6 +172,8 @@ class Registrar:
         if not name:
             raise ProtocolError("invalid_registration", "display_name is empty")
         pre = self._prereg(conn, reg.prereg)
+        day = guardians.desk_day(event.occurred_at, self.timezone)
+        adult_on = guardians.check(reg, day, self.child_under)  # a minor: her guardian
         known = rows.returning_reader(conn, reg.citizen_ref)
         returning = known is not None
         patron_id = known if known is not None else rows.next_patron(conn, self.prefix)
@@ -210,6 +215,7 @@ class Registrar:
                 librarian=reg.consent.librarian,
                 idempotency_key=f"{reg.registration_id}:notices",
             )
+        guardians.record_in(conn, patron_id, reg, adult_on)
         n = 0
         if reg.face is not None:
             n = self.readers.put_templates_in(conn, patron_id, reg.face.model, vectors)
@@ -249,7 +255,7 @@ class Registrar:
         audit = {**_audit(reg, result), "returning": returning, "age_band": band}
         if pre is not None:  # whether the form's name was the chip's; never the names
             audit["prereg"] = {"used": True, "name_matches_chip": _same_name(pre.form.name, name)}
-        return audit, result
+        return {**audit, **guardians.audit(reg)}, result
 
     def _prereg(self, conn: Connection, code: str | None) -> Prereg | None:
         """The pre-registration a desk scanned, checked; ProtocolError with the reason

@@ -34,9 +34,11 @@ TONE = {
     "face_failed": "warning",
     "confirm_identity": "warning",
     "refused": "alarm",
+    "guardian_refused": "warning",
     "issued": "done",
     "pending": "warning",
 }
+DETAILED = ("check_card", "reader_problem", "refused", "not_cccd", "guardian_refused")
 PRIMARY = {"next", "retry", "confirm_identity", "override", "confirm"}
 #: answers to a free choice: the same colour and size, neither nudged (issue 26)
 CHOICES = {"consent_yes", "consent_no"}
@@ -45,6 +47,8 @@ PERSON_FIELDS = (
     ("id", "Số CCCD", "ID number"),
     ("date_of_birth", "Ngày sinh", "Born"),
     ("gender", "Giới tính", "Sex"),
+    ("age", "Tuổi", "Age"),
+    ("guardian", "Người giám hộ", "Guardian"),
 )
 
 
@@ -102,11 +106,7 @@ class DeskScreen(StepScreen):
                     text("score", self.lang, score=f"{v.score:.3f}", threshold=f"{v.threshold:.2f}")
                 )
         self.person.text = "\n".join(lines)
-        self.detail.text = (
-            v.detail[:120]
-            if v is not None and step in ("check_card", "reader_problem", "refused", "not_cccd")
-            else ""
-        )
+        self.detail.text = v.detail[:120] if v is not None and step in DETAILED else ""
         if v is not None and step == "issued" and v.link:
             self.detail.text = text("phone_card", self.lang)
         self.progress.opacity = 1 if v is not None and v.progress is not None else 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Literal
 
+from biblioedge.kiosk.i18n_guardian import GUARDIAN_TEXT
+
 Lang = Literal["vi", "en"]
 
 _GATE: dict[str, tuple[str, str]] = {
@@ -376,6 +378,7 @@ _EXIT: dict[str, tuple[str, str]] = {
     "exit_counter_down": ("Bộ đếm lượt không phản hồi", "Passage counter not answering"),
 }
 _GATE.update(_EXIT)
+_GATE.update(GUARDIAN_TEXT)
 
 
 class _Fields(dict[str, str]):

@@ -39,6 +39,37 @@ STATES: dict[str, tuple[GateView, bool]] = {
 
 _AN = {"name": "Nguyễn Thị Bình", "id": "001••••••345"}
 _FULL = {**_AN, "date_of_birth": "15/03/1990", "gender": "Nữ"}
+_CHILD = {
+    "name": "Nguyễn Thị Mai",
+    "id": "001••••••876",
+    "date_of_birth": "01/09/2014",
+    "age": "12",
+}
+GUARDIAN_STATES: dict[str, tuple[DeskView, bool]] = {
+    "desk_guardian_needed": (
+        DeskView("guardian_card", "guardian_needed", person=_CHILD, actions=("cancel",)),
+        True,
+    ),
+    "desk_guardian_expired": (
+        DeskView(
+            "guardian_refused",
+            "guardian_expired",
+            detail="expired on 10/01/2025",
+            person=_CHILD,
+            actions=("retry", "cancel"),
+        ),
+        True,
+    ),
+    "desk_guardian_consent": (
+        DeskView(
+            "guardian_consent",
+            "guardian_consent_text",
+            person={**_CHILD, "guardian": "Nguyễn Văn Ba"},
+            actions=("guardian_yes", "guardian_no", "cancel"),
+        ),
+        True,
+    ),
+}
 DESK_STATES: dict[str, tuple[DeskView, bool]] = {
     "desk_idle": (DeskView("idle", "desk_idle", pending_cards=0), True),
     "desk_storage_full": (DeskView("refused", "storage_full"), True),
@@ -116,6 +147,7 @@ DESK_STATES: dict[str, tuple[DeskView, bool]] = {
         False,
     ),
 }
+DESK_STATES.update(GUARDIAN_STATES)  # a minor's screens (kiosk/i18n_guardian.py)
 
 
 _LENT = (

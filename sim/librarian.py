@@ -30,6 +30,13 @@ class DemoLibrarian:
         "forgery": "cancel",
         "check_card": "cancel",
         "reader_problem": "cancel",
+        # a minor (docs/children.md): the demo has no guardian's card to scan, so it cancels
+        # there; with one on the reader, it answers as a consenting parent and child would
+        "guardian_card": "cancel",
+        "guardian_refused": "cancel",
+        "relationship": "rel_parent",
+        "child_consent": "child_yes",
+        "guardian_consent": "guardian_yes",
     }
 
     def __init__(self, flow: Callable[[], DeskFlow | None], pause_s: float = 1.5) -> None:

@@ -254,8 +254,18 @@ def test_desk_registrations_count_new_and_replaced_cards_by_an_age_band_kept_for
                 "librarian": "lan",
             },
             check={"method": "chip_face", "passive_auth": "ok", "face_score": 0.97},
+            **({"guardian": guardian} if born == ten else {}),  # a child: her guardian consented
         )
 
+    guardian = {
+        "citizen_ref": "c" * 64,
+        "relationship": "parent",
+        "passive_auth": "ok",
+        "consent": True,
+        "child_consent": True,
+        "child_age": 10,
+        "majority_age": 16,
+    }
     desk.send(registered("a", ten), registered("b", "1990-05-17"))
     desk.send(registered("a", ten))  # the child's card lost: a returning reader, a new card
     today = datetime.now(UTC).date()

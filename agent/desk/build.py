@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.desk.flow import DeskFlow, DeskMetrics, DeskSettings, Emit
+from biblioedge.agent.desk.guardian import MinorPolicy
 from biblioedge.agent.face_build import load_face
 from biblioedge.agent.store import AsyncStore
 from biblioedge.agent.supervisor import serial_scanner
@@ -37,6 +38,7 @@ def desk_settings(cfg: AgentConfig) -> DeskSettings:
         face_threshold=d.face_threshold,
         seal_key=load_x25519_public(cfg.security.seal_key) if cfg.security.seal_key else None,
         device_id=cfg.device_id,
+        minors=MinorPolicy(d.majority_age, d.own_consent_from, d.face_for_minors, d.timezone),
     )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from biblioedge.settings import StrictModel
 
@@ -59,6 +60,39 @@ class DeskConfig(StrictModel):
         default=False,
         description="Demo only: a simulated librarian answers the screens (consent, next)",
     )
+    majority_age: int = Field(
+        default=16,
+        ge=1,
+        le=30,
+        description="Readers younger than this on the day at the desk need a guardian's CCCD and "
+        "consent (VN: a child is under 16, Law on Children 2016 art. 1; Decree 13/2023 art. 20)",
+    )
+    own_consent_from: int = Field(
+        default=7,
+        ge=0,
+        le=30,
+        description="From this age a minor's own consent is asked too (Decree 13/2023 art. 20)",
+    )
+    face_for_minors: bool = Field(
+        default=False,
+        description="Offer face enrollment to minors (the child's and the guardian's consent)",
+    )
+    timezone: str = Field(
+        default="Asia/Ho_Chi_Minh",
+        description="The library's time zone: a reader's age counts on its day at the desk "
+        "(central's [reports] timezone must be the same)",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        """An unknown zone is refused at load, not at the first child's registration."""
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
     pepper_file: Path | None = Field(
         default=None,
         description="Secret for the keyed hash of ID numbers; the same file on every desk of "

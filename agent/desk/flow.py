@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from biblioedge.agent.citizen import citizen_ref
+from biblioedge.agent.desk.guardian import MinorPolicy, birth_of, is_minor
+from biblioedge.agent.desk.guardian_flow import ask_guardian
 from biblioedge.agent.desk.prereg import REFUSALS as PREREG_REFUSALS
 from biblioedge.agent.desk.prereg import check_code, confirm_message, wait_cccd
 from biblioedge.agent.store import AsyncStore, NotRecorded, Store
@@ -73,6 +75,11 @@ Step = Literal[
     "face_failed",
     "confirm_identity",
     "consent",
+    "guardian_card",
+    "guardian_refused",
+    "relationship",
+    "child_consent",
+    "guardian_consent",
     "registering",
     "pending",
     "issued",
@@ -118,6 +125,8 @@ class DeskSettings:
     #: central's X25519 key: registrations are sealed to it before they enter the outbox
     seal_key: X25519PublicKey | None = None
     device_id: str = ""
+    #: readers under the age of majority: guardian, child's consent, face (agent/desk/guardian.py)
+    minors: MinorPolicy = field(default_factory=MinorPolicy)
 
 
 class ChipSource(Protocol):
@@ -382,6 +391,8 @@ class DeskFlow:
             if chip_face is None:
                 check["method"] = "qr_librarian"
         templates, score = await self._capture(person, chip_face)
+        day = self.settings.minors.today()  # the age on the day at the desk, not a form's
+        minor = is_minor(birth_of(qr, card), day, self.settings.minors)
         if chip_face is None:
             self._show(
                 DeskView(
@@ -395,6 +406,13 @@ class DeskFlow:
         else:
             check["face_score"] = round(score, 4)
             check["face_threshold"] = self._threshold()
+        guardian = None
+        if minor:  # the guardian's card and consent, the child's own from 7 (guardian_flow)
+            guardian = await ask_guardian(self, qr, card, person, birth_of(qr, card), day)
+            if guardian is None:
+                return "declined"
+        face_allowed = not minor or self.settings.minors.face_for_minors
+        granted = False
         if prereg is not None:  # her choices from home, confirmed in one tap
             self._show(
                 DeskView(
@@ -407,8 +425,8 @@ class DeskFlow:
                 )
             )
             await self._choose()  # "confirm": cancel raises
-            granted = prereg.face
-        else:
+            granted = prereg.face and face_allowed
+        elif face_allowed:
             self._show(
                 DeskView(
                     "consent",
@@ -423,6 +441,8 @@ class DeskFlow:
         payload = self._registration(qr, card, check, templates if granted else [], granted)
         if prereg is not None:
             payload["prereg"] = prereg.token
+        if guardian is not None:
+            payload["guardian"] = guardian
         return await self._register(payload, person, card)
 
     def _person(self, qr: CccdQr, card: CardData) -> dict[str, str]:

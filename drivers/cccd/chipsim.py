@@ -271,13 +271,21 @@ class VpcdCard:
         self._thread: threading.Thread | None = None
         self.apdus = 0
 
-    def insert(self, timeout: float = 10.0) -> None:
+    def insert(self, timeout: float = 30.0) -> None:
         """Connect to vpcd. A connection made while vpcd is still tearing down the previous
         card is accepted by the kernel but never served: then reconnect, as a card that did
         not make contact is pushed in again."""
         deadline = time.monotonic() + timeout
         while True:
-            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            try:  # vpcd listens again once pcscd polled the slot: on a loaded host, late
+                sock = socket.create_connection(
+                    (self.host, self.port), timeout=max(0.5, deadline - time.monotonic())
+                )
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
             # one small message each way per APDU: Nagle + delayed ACK would add 40 ms to each
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(2.0)

@@ -60,11 +60,15 @@ def map_reader(
     expires_at: str,
     profile: dict[str, str],
     today: date | None = None,
+    minor_until: date | None = None,
 ) -> PatronData:
+    """``minor_until``: the day a reader registered with a guardian reaches majority; she is
+    a child until then even where no date of birth is kept (fleet/guardians.py)."""
     today = today or date.today()
     surname, firstname = split_name(full_name)
     birth = parse_birth(profile.get("date_of_birth"))
     child = birth is not None and age_on(birth, today) < cfg.child_under
+    child = child or (minor_until is not None and today < minor_until)
     gender = GENDERS.get(unicodedata.normalize("NFC", profile.get("gender", "")).strip().lower())
     address = clean_name(profile.get("address", ""))[:200] if cfg.address else ""
     return PatronData(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -27,6 +27,7 @@ from biblioedge.fleet.db import ils_links, ils_queue, reader_profiles, readers
 from biblioedge.fleet.ils.connector import ILS_OPS, IlsOp, IlsPatron
 from biblioedge.fleet.readers import Readers, UnknownReader, open_name
 from biblioedge.fleet.store import Db, engine_of
+from biblioedge.fleet.store import guardians as guardian_rows
 from biblioedge.protocol import utc_now
 
 PENDING, HELD, DONE = "pending", "held", "done"
@@ -69,6 +70,8 @@ class Snapshot:
     name: str
     citizen_ref: str
     profile: dict[str, str]
+    #: registered as a minor: the day she reaches majority (fleet/guardians.py)
+    minor_until: date | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,7 @@ class Queue:
             prof = conn.execute(
                 select(reader_profiles).where(reader_profiles.c.patron_id == patron_id)
             ).first()
+            adult_on = guardian_rows.adult_on(conn, patron_id)
         if row is None or prof is None:
             return None
         aead = registry.aead
@@ -241,6 +245,7 @@ class Queue:
             name=open_name(aead, patron_id, row.name_nonce, row.name_sealed),
             citizen_ref=prof.citizen_ref,
             profile={str(k): str(v) for k, v in dict(profile).items()},
+            minor_until=date.fromisoformat(adult_on) if adult_on else None,
         )
 
     def set_reader(

@@ -92,6 +92,7 @@ class IlsWorker:
             citizen_ref=snap.citizen_ref,
             expires_at=snap.expires_at,
             profile=snap.profile,
+            minor_until=snap.minor_until,
         )
         return ReaderNow(snap.site, snap.status, snap.expires_at, snap.barcode, data)
 

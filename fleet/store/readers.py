@@ -19,6 +19,7 @@ from biblioedge.fleet.db import (
     devices,
     events,
     gallery_log,
+    guardian_consents,
     phone_cards,
     preregistrations,
     reader_profiles,
@@ -84,14 +85,15 @@ def citizen_ref_of(conn: Connection, patron_id: str) -> str | None:
 
 
 def erase(conn: Connection, patron_id: str) -> None:
-    """The reader, her templates, her sealed profile, her registration records, her phone
-    card's pick-up and the used pre-registration that names her."""
+    """The reader, her templates, her sealed profile, her registration and guardian records,
+    her phone card's pick-up and the used pre-registration that names her."""
     conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
     conn.execute(delete(readers).where(readers.c.patron_id == patron_id))
     conn.execute(delete(reader_profiles).where(reader_profiles.c.patron_id == patron_id))
     conn.execute(delete(registrations).where(registrations.c.patron_id == patron_id))
     conn.execute(delete(phone_cards).where(phone_cards.c.patron_id == patron_id))
     conn.execute(delete(preregistrations).where(preregistrations.c.patron_id == patron_id))
+    conn.execute(delete(guardian_consents).where(guardian_consents.c.patron_id == patron_id))
 
 
 def record_event(conn: Connection, **values: Any) -> None:

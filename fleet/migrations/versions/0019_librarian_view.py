@@ -3,7 +3,7 @@ and which card number each reader's last printed card carries (a card printed be
 library system assigned her number is listed for a reprint).
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-06
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from biblioedge.fleet.db import UTCDateTime
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
