@@ -28,7 +28,14 @@ from sqlalchemy import Connection, Select, and_, bindparam, insert, literal_colu
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnClause
 
-from biblioedge.fleet.db import UTCDateTime, events, reader_bands, report_readers, report_rollups
+from biblioedge.fleet.db import (
+    UTCDateTime,
+    events,
+    reader_bands,
+    report_last_grants,
+    report_readers,
+    report_rollups,
+)
 from biblioedge.fleet.reports.model import BANDS
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.protocol import uuid7
@@ -208,50 +215,123 @@ class Rollups:
         self.write(conn, cells, readers)
 
     def _visits(self, conn: Connection, new: list[Grant], cells: Counter[Cell]) -> None:
-        """Count the new grants that are visits, and uncount the later ones they repeat."""
-        window = timedelta(seconds=self.window)
-        by_site: dict[str, list[Grant]] = {}
+        """Count the new grants that are visits, and uncount the later ones they repeat.
+
+        Each reader's latest grant per site is kept (``report_last_grants``): new grants
+        after it (the common case: a kiosk's outbox sends in order) are visits by their gap
+        to the one before, one key look-up per reader and run. A reader with a grant at or
+        before the kept one (a late event) is recounted from the grants around it."""
+        by_reader: dict[tuple[str, str], list[Grant]] = {}
         for g in new:
             if g.patron_id is None:  # nobody to repeat: always a visit
                 cells[(g.site, g.device_id, hour_of(g.at), "gate_visits")] += 1
                 cells[(g.site, g.device_id, hour_of(g.at), "visits.unknown")] += 1
             else:
-                by_site.setdefault(g.site, []).append(g)
-        fresh = {g.event_id for g in new}
-        for site, grants in by_site.items():
-            near: dict[str, dict[str, Grant]] = {}
-            bands: dict[str, str] = {}
-            found = conn.execute(
-                _NEAR[conn.dialect.name],
-                {
-                    "site": site,
-                    "lo": min(g.at for g in grants) - window,
-                    "hi": max(g.at for g in grants) + window,
-                    "patrons": sorted({g.patron_id for g in grants if g.patron_id is not None}),
-                },
-            )
-            for event_id, device, at, patron, band in found:
-                near.setdefault(patron, {})[event_id] = Grant(event_id, site, device, at, patron)
-                bands[patron] = band or "unknown"
-            for g in grants:  # stored in this transaction: found above, unless a driver lags
-                near.setdefault(g.patron_id or "", {})[g.event_id] = g
-            for patron, candidates in near.items():
-                if len(candidates) == 1:  # the common case: no other grant near it
-                    [g] = candidates.values()
-                    hour = hour_of(g.at)
-                    cells[(site, g.device_id, hour, "gate_visits")] += 1
-                    cells[(site, g.device_id, hour, f"visits.{bands.get(patron, 'unknown')}")] += 1
-                    continue
-                ordered = sorted(candidates.values(), key=lambda g: g.key)
-                after = dict(counted(ordered, self.window))
-                before = dict(counted([g for g in ordered if g.event_id not in fresh], self.window))
-                band = bands.get(patron, "unknown")
-                for g, now in after.items():
-                    delta = int(now) - int(before.get(g, False))
-                    if delta:
+                by_reader.setdefault((g.site, g.patron_id), []).append(g)
+        if not by_reader:
+            return
+        keys = sorted(by_reader)  # one lock order for concurrent transactions
+        last, bands = self._claim(conn, keys)
+        late: dict[str, list[Grant]] = {}
+        newest: list[dict[str, Any]] = []
+        for key in keys:
+            grants = sorted(by_reader[key], key=lambda g: g.key)
+            before = last.get(key)
+            if before is not None and grants[0].key <= before:
+                late.setdefault(key[0], []).extend(grants)
+            else:
+                band = bands.get(key[1], "unknown")
+                previous = before[0] if before is not None else None
+                for g in grants:
+                    if previous is None or (g.at - previous).total_seconds() >= self.window:
                         hour = hour_of(g.at)
-                        cells[(site, g.device_id, hour, "gate_visits")] += delta
-                        cells[(site, g.device_id, hour, f"visits.{band}")] += delta
+                        cells[(g.site, g.device_id, hour, "gate_visits")] += 1
+                        cells[(g.site, g.device_id, hour, f"visits.{band}")] += 1
+                    previous = g.at
+            if before is None or grants[-1].key > before:
+                at, event_id = grants[-1].key
+                newest.append(
+                    {"site": key[0], "patron_id": key[1], "occurred_at": at, "event_id": event_id}
+                )
+        for site, grants in late.items():
+            self._recount(conn, site, grants, cells)
+        if newest:
+            conn.execute(_LAST[conn.dialect.name], newest)
+
+    @staticmethod
+    def _claim(
+        conn: Connection, keys: list[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], tuple[datetime, str]], dict[str, str]]:
+        """The kept latest grant of each (site, reader), locked until the transaction ends,
+        and the readers' age bands (as ``reader_bands`` has them now). On PostgreSQL a
+        missing row is first made (empty), so that two transactions counting the same
+        reader's first grants wait for each other; SQLite's writer already holds the whole
+        database."""
+        lg = report_last_grants.c
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                postgresql.insert(report_last_grants).on_conflict_do_nothing(),
+                [{"site": s, "patron_id": p} for s, p in keys],
+            )
+        last: dict[tuple[str, str], tuple[datetime, str]] = {}
+        bands: dict[str, str] = {}
+        by_site: dict[str, list[str]] = {}
+        for s, p in keys:
+            by_site.setdefault(s, []).append(p)
+        for site, patrons in by_site.items():
+            for i in range(0, len(patrons), 1000):
+                chunk = patrons[i : i + 1000]
+                stmt = (
+                    select(lg.patron_id, lg.occurred_at, lg.event_id)
+                    .where(lg.site == site, lg.patron_id.in_(chunk))
+                    .with_for_update()
+                )
+                for patron, at, event_id in conn.execute(stmt):
+                    if at is not None and event_id is not None:
+                        last[(site, patron)] = (at, event_id)
+        readers = sorted({p for _, p in keys})
+        for i in range(0, len(readers), 1000):
+            rb = reader_bands.c
+            stmt = select(rb.patron_id, rb.band).where(rb.patron_id.in_(readers[i : i + 1000]))
+            bands.update({patron: band for patron, band in conn.execute(stmt)})
+        return last, bands
+
+    def _recount(
+        self, conn: Connection, site: str, grants: list[Grant], cells: Counter[Cell]
+    ) -> None:
+        """Late grants of some readers at a site: count them among those readers' stored
+        grants within the passback window around them, and uncount the later grants they
+        now repeat (only a grant's successor can change: whether a grant is a visit depends
+        on the one grant before it)."""
+        window = timedelta(seconds=self.window)
+        fresh = {g.event_id for g in grants}
+        near: dict[str, dict[str, Grant]] = {}
+        bands: dict[str, str] = {}
+        found = conn.execute(
+            _NEAR[conn.dialect.name],
+            {
+                "site": site,
+                "lo": min(g.at for g in grants) - window,
+                "hi": max(g.at for g in grants) + window,
+                "patrons": sorted({g.patron_id for g in grants if g.patron_id is not None}),
+            },
+        )
+        for event_id, device, at, patron, band in found:
+            near.setdefault(patron, {})[event_id] = Grant(event_id, site, device, at, patron)
+            bands[patron] = band or "unknown"
+        for g in grants:  # stored in this transaction: found above, unless a driver lags
+            near.setdefault(g.patron_id or "", {})[g.event_id] = g
+        for patron, candidates in near.items():
+            ordered = sorted(candidates.values(), key=lambda g: g.key)
+            after = dict(counted(ordered, self.window))
+            before = dict(counted([g for g in ordered if g.event_id not in fresh], self.window))
+            band = bands.get(patron, "unknown")
+            for g, now in after.items():
+                delta = int(now) - int(before.get(g, False))
+                if delta:
+                    hour = hour_of(g.at)
+                    cells[(site, g.device_id, hour, "gate_visits")] += delta
+                    cells[(site, g.device_id, hour, f"visits.{band}")] += delta
 
     @staticmethod
     def _store_bands(conn: Connection, bands: dict[str, str]) -> None:
@@ -401,6 +481,45 @@ def _upserts() -> dict[str, tuple[Any, Any]]:
 
 
 _UPSERTS = _upserts()
+
+
+def _last_upserts() -> dict[str, Any]:
+    """Keep a (site, reader)'s latest grant, per dialect."""
+    out = {}
+    for name, ins in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
+        stmt = ins(report_last_grants)
+        out[name] = stmt.on_conflict_do_update(
+            index_elements=["site", "patron_id"],
+            set_={"occurred_at": stmt.excluded.occurred_at, "event_id": stmt.excluded.event_id},
+        )
+    return out
+
+
+_LAST = _last_upserts()
+
+
+def fill_last_grants(conn: Connection) -> None:
+    """Keep each reader's latest grant per site from the grants stored so far (the migration
+    that creates ``report_last_grants``)."""
+    patron: ColumnClause[str] = literal_column(PATRON_SQL[conn.dialect.name])
+    stmt = select(events.c.site, patron, events.c.occurred_at, events.c.event_id).where(
+        events.c.type == GRANT, events.c.payload["decision"].as_string() == "grant"
+    )
+    latest: dict[tuple[str, str], tuple[datetime, str]] = {}
+    for site, pid, at, event_id in conn.execute(stmt.execution_options(yield_per=20_000)):
+        if not (isinstance(pid, str) and 0 < len(pid) <= 64):
+            continue
+        key = (site, pid)
+        if key not in latest or (at, event_id) > latest[key]:
+            latest[key] = (at, event_id)
+    rows = [
+        {"site": s, "patron_id": p, "occurred_at": at, "event_id": e}
+        for (s, p), (at, e) in sorted(latest.items())
+    ]
+    for i in range(0, len(rows), 5000):
+        conn.execute(insert(report_last_grants), rows[i : i + 5000])
+
+
 #: The patron of an event, written out per database (no bound parameter in it), so that the
 #: index ``ix_events_site_patron`` (migration 0013) serves the look-up of a reader's grants:
 #: without it each stored run scanned every grant of the site within the window.

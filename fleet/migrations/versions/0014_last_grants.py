@@ -1,0 +1,40 @@
+"""Reports: each reader's latest gate grant per site (``report_last_grants``), so that counting
+visits at ingest is one key look-up for a grant that arrives in time order (the common case)
+instead of a scan of the reader's grants in the passback window; filled here from the grants
+already stored, so that a missing row means "no grant yet" (fleet/reports/rollup.py).
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from biblioedge.fleet.db import UTCDateTime
+
+revision = "0014"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "report_last_grants",
+        sa.Column("site", sa.String(64), primary_key=True),
+        sa.Column("patron_id", sa.String(64), primary_key=True),
+        sa.Column(
+            "occurred_at", UTCDateTime, nullable=True, comment="none yet: a row being claimed"
+        ),
+        sa.Column("event_id", sa.String(64), nullable=True),
+    )
+    from biblioedge.fleet.reports.rollup import fill_last_grants
+
+    fill_last_grants(op.get_bind())
+
+
+def downgrade() -> None:
+    op.drop_table("report_last_grants")
