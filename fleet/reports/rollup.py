@@ -292,8 +292,8 @@ class Rollups:
         readers = sorted({p for _, p in keys})
         for i in range(0, len(readers), 1000):
             rb = reader_bands.c
-            stmt = select(rb.patron_id, rb.band).where(rb.patron_id.in_(readers[i : i + 1000]))
-            bands.update({patron: band for patron, band in conn.execute(stmt)})
+            found = select(rb.patron_id, rb.band).where(rb.patron_id.in_(readers[i : i + 1000]))
+            bands.update({str(r.patron_id): str(r.band) for r in conn.execute(found)})
         return last, bands
 
     def _recount(
