@@ -163,6 +163,30 @@ def counted(grants: list[Grant], window: float) -> Iterator[tuple[Grant, bool]]:
         previous = g.at
 
 
+@dataclass
+class Tail:
+    """A reader's latest grants at a site: those at the latest time ``at`` (``last_id`` the
+    greatest event id among them), the first of them by event id, and whether it is a visit
+    (the others at that time repeat it). Kept in ``report_last_grants``."""
+
+    at: datetime
+    last_id: str
+    first_id: str
+    first_device: str
+    first_counted: bool
+
+    def row(self, site: str, patron: str) -> dict[str, Any]:
+        return {
+            "site": site,
+            "patron_id": patron,
+            "occurred_at": self.at,
+            "event_id": self.last_id,
+            "first_event_id": self.first_id,
+            "first_device_id": self.first_device,
+            "first_counted": self.first_counted,
+        }
+
+
 class Rollups:
     """Keeps ``report_rollups``, ``report_readers`` and ``reader_bands`` as events arrive."""
 
@@ -217,10 +241,10 @@ class Rollups:
     def _visits(self, conn: Connection, new: list[Grant], cells: Counter[Cell]) -> None:
         """Count the new grants that are visits, and uncount the later ones they repeat.
 
-        Each reader's latest grant per site is kept (``report_last_grants``): new grants
-        after it (the common case: a kiosk's outbox sends in order) are visits by their gap
-        to the one before, one key look-up per reader and run. A reader with a grant at or
-        before the kept one (a late event) is recounted from the grants around it."""
+        Each reader's latest grants per site are kept (``report_last_grants``, a ``Tail``):
+        new grants at or after their time (the common case: a kiosk's outbox sends in order)
+        are counted from it alone, one key look-up per reader and run. A reader with a grant
+        before that time (a late event) is recounted from the grants around it."""
         by_reader: dict[tuple[str, str], list[Grant]] = {}
         for g in new:
             if g.patron_id is None:  # nobody to repeat: always a visit
@@ -231,38 +255,58 @@ class Rollups:
         if not by_reader:
             return
         keys = sorted(by_reader)  # one lock order for concurrent transactions
-        last, bands = self._claim(conn, keys)
+        tails, bands = self._claim(conn, keys)
         late: dict[str, list[Grant]] = {}
-        newest: list[dict[str, Any]] = []
+        kept: list[dict[str, Any]] = []
+        repeat = int(self.window <= 0)  # what a grant at the same time as another counts
         for key in keys:
             grants = sorted(by_reader[key], key=lambda g: g.key)
-            before = last.get(key)
-            if before is not None and grants[0].key <= before:
+            tail = tails.get(key)
+            if tail is not None and grants[0].at < tail.at:
                 late.setdefault(key[0], []).extend(grants)
-            else:
-                band = bands.get(key[1], "unknown")
-                previous = before[0] if before is not None else None
-                for g in grants:
-                    if previous is None or (g.at - previous).total_seconds() >= self.window:
-                        hour = hour_of(g.at)
-                        cells[(g.site, g.device_id, hour, "gate_visits")] += 1
-                        cells[(g.site, g.device_id, hour, f"visits.{band}")] += 1
-                    previous = g.at
-            if before is None or grants[-1].key > before:
-                at, event_id = grants[-1].key
-                newest.append(
-                    {"site": key[0], "patron_id": key[1], "occurred_at": at, "event_id": event_id}
-                )
+                continue
+            band = f"visits.{bands.get(key[1], 'unknown')}"
+            for g in grants:
+                hour = hour_of(g.at)
+                if tail is None or g.at > tail.at:
+                    gap = None if tail is None else (g.at - tail.at).total_seconds()
+                    visit = gap is None or gap >= self.window
+                    tail = Tail(g.at, g.event_id, g.event_id, g.device_id, visit)
+                    delta = int(visit)
+                elif g.event_id > tail.first_id:  # same time as the first: a repeat
+                    tail.last_id = max(tail.last_id, g.event_id)
+                    delta = repeat
+                else:  # same time, ordered before the first: it takes the first's place
+                    was = (key[0], tail.first_device, hour)
+                    moved = repeat - int(tail.first_counted)
+                    cells[(*was, "gate_visits")] += moved
+                    cells[(*was, band)] += moved
+                    tail.first_id, tail.first_device = g.event_id, g.device_id
+                    delta = int(tail.first_counted)
+                cells[(key[0], g.device_id, hour, "gate_visits")] += delta
+                cells[(key[0], g.device_id, hour, band)] += delta
+            assert tail is not None
+            kept.append(tail.row(*key))
         for site, grants in late.items():
-            self._recount(conn, site, grants, cells)
-        if newest:
-            conn.execute(_LAST[conn.dialect.name], newest)
+            for patron, statuses in self._recount(conn, site, grants, cells).items():
+                tail = tails[(site, patron)]
+                newest = max(g.at for g, _ in statuses)
+                if newest < tail.at:  # the kept ones are beyond every new grant's window
+                    continue
+                group = [(g, visit) for g, visit in statuses if g.at == newest]
+                first, visit = min(group, key=lambda gv: gv[0].key)
+                last_id = max(g.event_id for g, _ in group)
+                kept.append(
+                    Tail(newest, last_id, first.event_id, first.device_id, visit).row(site, patron)
+                )
+        if kept:
+            conn.execute(_LAST[conn.dialect.name], kept)
 
     @staticmethod
     def _claim(
         conn: Connection, keys: list[tuple[str, str]]
-    ) -> tuple[dict[tuple[str, str], tuple[datetime, str]], dict[str, str]]:
-        """The kept latest grant of each (site, reader), locked until the transaction ends,
+    ) -> tuple[dict[tuple[str, str], Tail], dict[str, str]]:
+        """The kept latest grants of each (site, reader), locked until the transaction ends,
         and the readers' age bands (as ``reader_bands`` has them now). On PostgreSQL a
         missing row is first made (empty), so that two transactions counting the same
         reader's first grants wait for each other; SQLite's writer already holds the whole
@@ -273,7 +317,7 @@ class Rollups:
                 postgresql.insert(report_last_grants).on_conflict_do_nothing(),
                 [{"site": s, "patron_id": p} for s, p in keys],
             )
-        last: dict[tuple[str, str], tuple[datetime, str]] = {}
+        last: dict[tuple[str, str], Tail] = {}
         bands: dict[str, str] = {}
         by_site: dict[str, list[str]] = {}
         for s, p in keys:
@@ -282,13 +326,19 @@ class Rollups:
             for i in range(0, len(patrons), 1000):
                 chunk = patrons[i : i + 1000]
                 stmt = (
-                    select(lg.patron_id, lg.occurred_at, lg.event_id)
+                    select(report_last_grants)
                     .where(lg.site == site, lg.patron_id.in_(chunk))
                     .with_for_update()
                 )
-                for patron, at, event_id in conn.execute(stmt):
-                    if at is not None and event_id is not None:
-                        last[(site, patron)] = (at, event_id)
+                for r in conn.execute(stmt):
+                    if r.occurred_at is not None:  # else made just now: no grant yet
+                        last[(site, r.patron_id)] = Tail(
+                            r.occurred_at,
+                            r.event_id,
+                            r.first_event_id,
+                            r.first_device_id,
+                            bool(r.first_counted),
+                        )
         readers = sorted({p for _, p in keys})
         for i in range(0, len(readers), 1000):
             rb = reader_bands.c
@@ -298,11 +348,12 @@ class Rollups:
 
     def _recount(
         self, conn: Connection, site: str, grants: list[Grant], cells: Counter[Cell]
-    ) -> None:
+    ) -> dict[str, list[tuple[Grant, bool]]]:
         """Late grants of some readers at a site: count them among those readers' stored
         grants within the passback window around them, and uncount the later grants they
         now repeat (only a grant's successor can change: whether a grant is a visit depends
-        on the one grant before it)."""
+        on the one grant before it). Returns each reader's grants looked at, in order, and
+        whether each is a visit now."""
         window = timedelta(seconds=self.window)
         fresh = {g.event_id for g in grants}
         near: dict[str, dict[str, Grant]] = {}
@@ -321,17 +372,20 @@ class Rollups:
             bands[patron] = band or "unknown"
         for g in grants:  # stored in this transaction: found above, unless a driver lags
             near.setdefault(g.patron_id or "", {})[g.event_id] = g
+        out: dict[str, list[tuple[Grant, bool]]] = {}
         for patron, candidates in near.items():
             ordered = sorted(candidates.values(), key=lambda g: g.key)
-            after = dict(counted(ordered, self.window))
+            after = list(counted(ordered, self.window))
             before = dict(counted([g for g in ordered if g.event_id not in fresh], self.window))
             band = bands.get(patron, "unknown")
-            for g, now in after.items():
+            for g, now in after:
                 delta = int(now) - int(before.get(g, False))
                 if delta:
                     hour = hour_of(g.at)
                     cells[(site, g.device_id, hour, "gate_visits")] += delta
                     cells[(site, g.device_id, hour, f"visits.{band}")] += delta
+            out[patron] = after
+        return out
 
     @staticmethod
     def _store_bands(conn: Connection, bands: dict[str, str]) -> None:
@@ -490,7 +544,16 @@ def _last_upserts() -> dict[str, Any]:
         stmt = ins(report_last_grants)
         out[name] = stmt.on_conflict_do_update(
             index_elements=["site", "patron_id"],
-            set_={"occurred_at": stmt.excluded.occurred_at, "event_id": stmt.excluded.event_id},
+            set_={
+                c: stmt.excluded[c]
+                for c in (
+                    "occurred_at",
+                    "event_id",
+                    "first_event_id",
+                    "first_device_id",
+                    "first_counted",
+                )
+            },
         )
     return out
 
@@ -498,23 +561,34 @@ def _last_upserts() -> dict[str, Any]:
 _LAST = _last_upserts()
 
 
-def fill_last_grants(conn: Connection) -> None:
-    """Keep each reader's latest grant per site from the grants stored so far (the migration
-    that creates ``report_last_grants``)."""
+def fill_last_grants(conn: Connection, window: float | None = None) -> None:
+    """Keep each reader's latest grants per site (``Tail``) from the grants stored so far (the
+    migration that creates ``report_last_grants``; the default passback window, as the
+    migration that made the rollups counted with)."""
+    window = ReportsConfig().passback_s if window is None else window
     patron: ColumnClause[str] = literal_column(PATRON_SQL[conn.dialect.name])
-    stmt = select(events.c.site, patron, events.c.occurred_at, events.c.event_id).where(
-        events.c.type == GRANT, events.c.payload["decision"].as_string() == "grant"
-    )
-    latest: dict[tuple[str, str], tuple[datetime, str]] = {}
-    for site, pid, at, event_id in conn.execute(stmt.execution_options(yield_per=20_000)):
+    stmt = select(
+        events.c.site, patron, events.c.occurred_at, events.c.event_id, events.c.device_id
+    ).where(events.c.type == GRANT, events.c.payload["decision"].as_string() == "grant")
+    # (site, reader) -> [latest time, the time before it, first id, its device, last id]
+    tails: dict[tuple[str, str], list[Any]] = {}
+    for site, pid, at, event_id, device in conn.execute(stmt.execution_options(yield_per=20_000)):
         if not (isinstance(pid, str) and 0 < len(pid) <= 64):
             continue
-        key = (site, pid)
-        if key not in latest or (at, event_id) > latest[key]:
-            latest[key] = (at, event_id)
+        t = tails.get((site, pid))
+        if t is None or at > t[0]:
+            tails[(site, pid)] = [at, None if t is None else t[0], event_id, device, event_id]
+        elif at == t[0]:
+            if event_id < t[2]:
+                t[2], t[3] = event_id, device
+            t[4] = max(t[4], event_id)
+        elif t[1] is None or at > t[1]:
+            t[1] = at
     rows = [
-        {"site": s, "patron_id": p, "occurred_at": at, "event_id": e}
-        for (s, p), (at, e) in sorted(latest.items())
+        Tail(
+            at, last, first, device, before is None or (at - before).total_seconds() >= window
+        ).row(site, pid)
+        for (site, pid), (at, before, first, device, last) in sorted(tails.items())
     ]
     for i in range(0, len(rows), 5000):
         conn.execute(insert(report_last_grants), rows[i : i + 5000])

@@ -1,7 +1,8 @@
-"""Reports: each reader's latest gate grant per site (``report_last_grants``), so that counting
-visits at ingest is one key look-up for a grant that arrives in time order (the common case)
-instead of a scan of the reader's grants in the passback window; filled here from the grants
-already stored, so that a missing row means "no grant yet" (fleet/reports/rollup.py).
+"""Reports: each reader's latest gate grants per site (``report_last_grants``: those at the
+latest time, the first of them and whether it is a visit), so that counting visits at ingest is
+one key look-up for grants that arrive in time order (the common case) instead of a scan of
+the reader's grants in the passback window; filled here from the grants already stored, so
+that a missing row means "no grant yet" (fleet/reports/rollup.py ``Tail``).
 
 Revision ID: 0014
 Revises: 0013
@@ -29,7 +30,14 @@ def upgrade() -> None:
         sa.Column(
             "occurred_at", UTCDateTime, nullable=True, comment="none yet: a row being claimed"
         ),
-        sa.Column("event_id", sa.String(64), nullable=True),
+        sa.Column("event_id", sa.String(64), nullable=True, comment="the greatest id at that time"),
+        sa.Column(
+            "first_event_id", sa.String(64), nullable=True, comment="the first grant at that time"
+        ),
+        sa.Column("first_device_id", sa.String(64), nullable=True),
+        sa.Column(
+            "first_counted", sa.Boolean, nullable=True, comment="whether the first is a visit"
+        ),
     )
     from biblioedge.fleet.reports.rollup import fill_last_grants
 
