@@ -194,9 +194,18 @@ class Rollups:
         self.settings = settings or ReportsConfig()
         self.zone = ZoneInfo(self.settings.timezone)
         self.window = self.settings.passback_s
+        self._days: dict[int, int] = {}
 
     def local_day(self, at: datetime) -> int:
-        return (at.astimezone(self.zone).date() - EPOCH).days
+        """The library's local day of ``at`` (days since 1970-01-01): by its UTC hour, since
+        the zone is a whole number of hours from UTC (remembered: ingest asks per grant)."""
+        hour = hour_of(at)
+        day = self._days.get(hour)
+        if day is None:
+            if len(self._days) > 100_000:
+                self._days.clear()
+            day = self._days[hour] = (at.astimezone(self.zone).date() - EPOCH).days
+        return day
 
     # -- at ingest ------------------------------------------------------------------------
 
@@ -218,9 +227,8 @@ class Rollups:
             site, device = r["site"], r["device_id"]
             if etype == GRANT and payload.get("decision") == "grant":
                 patron = _patron(payload)
+                # the reader's day is recorded by _visits, when it is a new one for them
                 grants.append(Grant(r["event_id"], site, device, at, patron))
-                if patron is not None:
-                    readers.add((site, self.local_day(at), patron))
                 continue
             hour = hour_of(at)
             for metric, n in contributions(etype, payload):
@@ -235,10 +243,12 @@ class Rollups:
         if bands:
             self._store_bands(conn, bands)
         if grants:
-            self._visits(conn, grants, cells)
+            self._visits(conn, grants, cells, readers)
         self.write(conn, cells, readers)
 
-    def _visits(self, conn: Connection, new: list[Grant], cells: Counter[Cell]) -> None:
+    def _visits(
+        self, conn: Connection, new: list[Grant], cells: Counter[Cell], readers: set[ReaderDay]
+    ) -> None:
         """Count the new grants that are visits, and uncount the later ones they repeat.
 
         Each reader's latest grants per site are kept (``report_last_grants``, a ``Tail``):
@@ -264,10 +274,15 @@ class Rollups:
             tail = tails.get(key)
             if tail is not None and grants[0].at < tail.at:
                 late.setdefault(key[0], []).extend(grants)
+                readers.update((key[0], self.local_day(g.at), key[1]) for g in grants)
                 continue
             band = f"visits.{bands.get(key[1], 'unknown')}"
+            day = None if tail is None else self.local_day(tail.at)
             for g in grants:
                 hour = hour_of(g.at)
+                if self.local_day(g.at) != day:  # the kept grant's day is recorded already
+                    day = self.local_day(g.at)
+                    readers.add((key[0], day, key[1]))
                 if tail is None or g.at > tail.at:
                     gap = None if tail is None else (g.at - tail.at).total_seconds()
                     visit = gap is None or gap >= self.window
