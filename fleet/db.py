@@ -443,7 +443,9 @@ report_last_grants = Table(
     metadata,
     Column("site", String(64), primary_key=True),
     Column("patron_id", String(64), primary_key=True),
-    Column("occurred_at", UTCDateTime, nullable=True, comment="none yet: a row being claimed"),
+    Column(
+        "at_us", BigInteger, nullable=True, comment="microseconds since 1970 UTC; none: being made"
+    ),
     Column("event_id", String(64), nullable=True, comment="the greatest id at that time"),
     Column("first_event_id", String(64), nullable=True, comment="the first grant at that time"),
     Column("first_device_id", String(64), nullable=True),

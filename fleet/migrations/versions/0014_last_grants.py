@@ -14,8 +14,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from biblioedge.fleet.db import UTCDateTime
-
 revision = "0014"
 down_revision = "0013"
 branch_labels = None
@@ -28,7 +26,10 @@ def upgrade() -> None:
         sa.Column("site", sa.String(64), primary_key=True),
         sa.Column("patron_id", sa.String(64), primary_key=True),
         sa.Column(
-            "occurred_at", UTCDateTime, nullable=True, comment="none yet: a row being claimed"
+            "at_us",
+            sa.BigInteger,
+            nullable=True,
+            comment="microseconds since 1970 UTC; none: being made",
         ),
         sa.Column("event_id", sa.String(64), nullable=True, comment="the greatest id at that time"),
         sa.Column(
