@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -189,8 +190,9 @@ class Tail:
 
 
 def _us(at: datetime) -> int:
-    """Microseconds since 1970 (UTC), exactly."""
-    return (at - _EPOCH_UTC) // _MICRO
+    """Microseconds since 1970 (UTC), exactly (an aware time: whole seconds, then its own
+    microseconds)."""
+    return int(at.timestamp()) * 1_000_000 + at.microsecond
 
 
 def _from_us(us: int) -> datetime:
@@ -198,7 +200,7 @@ def _from_us(us: int) -> datetime:
 
 
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
+_by_key = attrgetter("at", "event_id")
 
 
 class Rollups:
@@ -283,39 +285,44 @@ class Rollups:
         late: dict[str, list[Grant]] = {}
         kept: list[tuple[str, str, int, str, str, str, bool]] = []
         repeat = int(self.window <= 0)  # what a grant at the same time as another counts
+        window = timedelta(seconds=self.window)
+        visits: Counter[tuple[str, str, int, str]] = Counter()  # (site, kiosk, hour, band)
+        local_day = self.local_day
         for key in keys:
-            grants = sorted(by_reader[key], key=lambda g: g.key)
+            grants = by_reader[key]
+            if len(grants) > 1:
+                grants.sort(key=_by_key)
             tail = tails.get(key)
+            site = key[0]
             if tail is not None and grants[0].at < tail.at:
-                late.setdefault(key[0], []).extend(grants)
-                readers.update((key[0], self.local_day(g.at), key[1]) for g in grants)
+                late.setdefault(site, []).extend(grants)
+                readers.update((site, local_day(g.at), key[1]) for g in grants)
                 continue
             band = f"visits.{bands.get(key[1], 'unknown')}"
-            day = None if tail is None else self.local_day(tail.at)
+            day = None if tail is None else local_day(tail.at)
             for g in grants:
                 hour = hour_of(g.at)
-                if self.local_day(g.at) != day:  # the kept grant's day is recorded already
-                    day = self.local_day(g.at)
-                    readers.add((key[0], day, key[1]))
+                if local_day(g.at) != day:  # the kept grant's day is recorded already
+                    day = local_day(g.at)
+                    readers.add((site, day, key[1]))
                 if tail is None or g.at > tail.at:
-                    gap = None if tail is None else (g.at - tail.at).total_seconds()
-                    visit = gap is None or gap >= self.window
+                    visit = tail is None or g.at - tail.at >= window
                     tail = Tail(g.at, g.event_id, g.event_id, g.device_id, visit)
                     delta = int(visit)
                 elif g.event_id > tail.first_id:  # same time as the first: a repeat
                     tail.last_id = max(tail.last_id, g.event_id)
                     delta = repeat
                 else:  # same time, ordered before the first: it takes the first's place
-                    was = (key[0], tail.first_device, hour)
-                    moved = repeat - int(tail.first_counted)
-                    cells[(*was, "gate_visits")] += moved
-                    cells[(*was, band)] += moved
+                    visits[(site, tail.first_device, hour, band)] += repeat - tail.first_counted
                     tail.first_id, tail.first_device = g.event_id, g.device_id
                     delta = int(tail.first_counted)
-                cells[(key[0], g.device_id, hour, "gate_visits")] += delta
-                cells[(key[0], g.device_id, hour, band)] += delta
+                if delta:
+                    visits[(site, g.device_id, hour, band)] += delta
             assert tail is not None
             kept.append(tail.row(*key))
+        for (site, device, hour, band), n in visits.items():
+            cells[(site, device, hour, "gate_visits")] += n
+            cells[(site, device, hour, band)] += n
         for site, grants in late.items():
             for patron, statuses in self._recount(conn, site, grants, cells).items():
                 tail = tails[(site, patron)]
