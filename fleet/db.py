@@ -476,6 +476,23 @@ report_readers = Table(
     sqlite_with_rowid=False,
 )
 
+#: Each reader's latest gate grants per site (those at the latest time): whether a grant in
+#: time order is a visit is then one key look-up, not a scan of the passback window
+#: (fleet/reports/rollup.py ``Tail``).
+report_last_grants = Table(
+    "report_last_grants",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("patron_id", String(64), primary_key=True),
+    Column(
+        "at_us", BigInteger, nullable=True, comment="microseconds since 1970 UTC; none: being made"
+    ),
+    Column("event_id", String(64), nullable=True, comment="the greatest id at that time"),
+    Column("first_event_id", String(64), nullable=True, comment="the first grant at that time"),
+    Column("first_device_id", String(64), nullable=True),
+    Column("first_counted", Boolean, nullable=True, comment="whether the first is a visit"),
+)
+
 #: A reader's age band, kept at registration so that reports never open sealed profiles.
 reader_bands = Table(
     "reader_bands",

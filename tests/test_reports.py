@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -13,17 +14,19 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
-from biblioedge.fleet.db import report_readers, report_rollups
+from biblioedge.fleet.db import events, report_last_grants, report_readers, report_rollups
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
 from biblioedge.fleet.repo import Incoming, Repo
 from biblioedge.fleet.reports import Report, ReportQuery, Reports, ReportsConfig, Rollups
+from biblioedge.fleet.reports.rollup import fill_last_grants
 from biblioedge.protocol import uuid7
 
 #: 2026-03-02 is a Monday; 09:00 in Hà Nội is 02:00 UTC
@@ -158,6 +161,103 @@ def test_late_and_duplicate_events_keep_every_figure_exact(repo: Repo) -> None:
     assert reports.report(day_query(by="hour")).model_dump(exclude={"generated_at"}) == (
         reports.raw_report(day_query(by="hour")).model_dump(exclude={"generated_at"})
     )
+
+
+def test_grants_in_order_late_and_stored_before_the_kept_last_grants_count_the_same(
+    repo: Repo,
+) -> None:
+    """Visits by each reader's kept latest grant (in order), by the window around a late one,
+    and after the migration that fills the kept grants from the events already stored."""
+    reports = Reports(repo.engine)
+    gate, other = Kiosk(repo, "tv-tinh", "gate-01"), Kiosk(repo, "tv-tinh", "gate-02")
+    # in order, one run: a chain of repeats each within 5 minutes of the one before is one visit
+    gate.send(*[grant(gate, MONDAY + timedelta(minutes=4 * i), "BE0000001") for i in range(5)])
+    gate.send(grant(gate, MONDAY + timedelta(minutes=40), "BE0000001"))  # a new visit
+    assert same(reports, day_query(by="total")).total["visits"] == 2
+    # the kept grants are rebuilt from the events, as migration 0014 does on a stored database
+    with repo.engine.begin() as conn:
+        conn.execute(report_last_grants.delete())
+        fill_last_grants(conn)
+    gate.send(grant(gate, MONDAY + timedelta(minutes=42), "BE0000001"))  # a repeat of 40
+    # late: a grant between two counted visits joins them (the one at 40 becomes a repeat)
+    other.send(grant(other, MONDAY + timedelta(minutes=18), "BE0000001"))
+    other.send(grant(other, MONDAY + timedelta(minutes=22), "BE0000001"))
+    other.send(grant(other, MONDAY + timedelta(minutes=26), "BE0000001"))
+    report = same(reports, day_query(by="hour", per_kiosk=True))
+    assert report.total["visits"] == 2  # 0..16 and 18..26 one visit; 36 would be; 40 is not
+    gate.send(grant(gate, MONDAY + timedelta(minutes=30), "BE0000001"))
+    gate.send(grant(gate, MONDAY + timedelta(minutes=34), "BE0000001"))
+    gate.send(grant(gate, MONDAY + timedelta(minutes=38), "BE0000001"))
+    assert same(reports, day_query(by="hour", per_kiosk=True)).total["visits"] == 1
+
+
+@pytest.mark.parametrize("passback_s", [300.0, 0.0])
+def test_grants_at_the_same_time_from_several_gates_count_once_at_the_first(
+    repo: Repo, passback_s: float
+) -> None:
+    """Grants stamped with one time (an outbox's burst), in runs in any order of their ids: the
+    visit goes to the first by id whichever arrives first (kept grants or rebuilt ones)."""
+    config = ReportsConfig(passback_s=passback_s)
+    repo.rollups = Rollups(config)
+    reports = Reports(repo.engine, config)
+    gates = [Kiosk(repo, "tv-tinh", f"gate-0{i}") for i in range(1, 4)]
+    rng = random.Random(7)
+    for step, minutes in enumerate([0, 0, 0, 2, 2, 30, 30, 30]):
+        at = MONDAY + timedelta(minutes=minutes)
+        made = [grant(k, at, f"BE000000{p}") for p in range(1, 4) for k in rng.sample(gates, 2)]
+        rng.shuffle(made)
+        for k in gates:
+            mine = [e for e in made if e["device_id"] == k.device]
+            if mine:
+                k.send(*mine)
+        if step == 4:  # the kept grants rebuilt from the events, as migration 0014 does
+            with repo.engine.begin() as conn:
+                conn.execute(report_last_grants.delete())
+                fill_last_grants(conn, passback_s)
+        report = same(reports, day_query(by="hour", per_kiosk=True))
+    assert report.total["visits"] == (3 * 2 * 8 if passback_s == 0 else 3 * 2)
+
+
+def test_two_transactions_counting_one_readers_first_grants_wait_for_each_other(
+    repo: Repo,
+) -> None:
+    """Two central processes storing the same reader's first grants at once (PostgreSQL):
+    the second waits for the first's kept grant, so the repeat is not a second visit."""
+    if repo.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing runs at once")
+    first, second = Kiosk(repo, "tv-tinh", "gate-01"), Kiosk(repo, "tv-tinh", "gate-02")
+    early = grant(first, MONDAY, "BE0000009")
+    row = {
+        "event_id": early["event_id"],
+        "device_id": "gate-01",
+        "site": "tv-tinh",
+        "type": "gate.decision",
+        "seq": early["seq"],
+        "occurred_at": MONDAY,
+        "received_at": MONDAY,
+        "payload": early["payload"],
+    }
+    rollups = Rollups()
+    with repo.engine.connect() as conn, conn.begin():
+        conn.execute(events.insert().values(**row))
+        rollups.apply(conn, [row])  # holds the reader's kept grant until it commits
+        done = threading.Event()
+        thread = threading.Thread(
+            target=lambda: (
+                second.send(grant(second, MONDAY + timedelta(minutes=2), "BE0000009")),
+                done.set(),
+            )
+        )
+        thread.start()
+        with repo.engine.connect() as watch:  # the other transaction is waiting on our lock
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            while not watch.execute(waiting).scalar() and not done.is_set():
+                done.wait(0.05)
+    thread.join()
+    assert same(Reports(repo.engine), day_query(by="total")).total["visits"] == 1
 
 
 def test_a_report_says_up_to_when_each_kiosk_has_reported_and_what_may_still_grow(

@@ -19,13 +19,10 @@ computed from the raw events, on SQLite and PostgreSQL, in the same run.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import pwd
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -287,68 +284,6 @@ def ingest_ratio(url_of: Any, sample: int, rounds: int = 3) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def private_postgres(base: Path) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free loopback port (as root, run as ``postgres``)."""
-    from biblioedge.procs import free_port, wait_port
-
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        raise RuntimeError("no PostgreSQL server here: pass --postgres-url")
-    bindir = Path(found[-1]).parent
-    prefix: list[str] = []
-    base.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        os.chmod(base, 0o777)
-        for parent in base.parents:
-            if str(parent).startswith("/tmp"):
-                os.chmod(parent, os.stat(parent).st_mode | 0o711)
-        prefix = ["runuser", "-u", pwd.getpwnam("postgres").pw_name, "--"]
-    data, port = base / "pgdata", free_port()
-    subprocess.run(
-        [
-            *prefix,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=on"
-    subprocess.run(
-        [
-            *prefix,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(base / "pg.log"),
-            "-w",
-            "start",
-            "-o",
-            opts,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        wait_port("127.0.0.1", port, 20)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-
-
 def _fresh_sqlite(workdir: Path) -> Any:
     """A new SQLite file for each ingest run: (url, remove)."""
     counter = iter(range(1_000_000))
@@ -405,7 +340,9 @@ def bench_reports(
                     url = f"sqlite:///{workdir / 'reports.sqlite3'}"
                     url_of = _fresh_sqlite(workdir)
                 else:
-                    admin = postgres_url or stack.enter_context(private_postgres(workdir / "pg"))
+                    from biblioedge.procs import postgres_cluster
+
+                    admin = postgres_url or stack.enter_context(postgres_cluster(workdir / "pg"))
                     url_of = _fresh_pg(admin)
                     url, drop = url_of()
                     stack.callback(drop)

@@ -206,9 +206,11 @@ class Reports:
             for metric, value in metrics.items():
                 bucket[metric] = bucket.get(metric, 0) + value
             bucket["visits"] += visits
-        total: Counter[str] = Counter()
+        total: dict[str, int] = {}
+        add = total.get
         for bucket in figures.values():
-            total.update(bucket)
+            for metric, value in bucket.items():
+                total[metric] = add(metric, 0) + value
         d_lo, d_hi = (start - EPOCH).days, (end - EPOCH).days
         if query.by != "hour":
             found = _unique(query.by, d_lo, d_hi, source, scope, per_site)
@@ -217,14 +219,9 @@ class Reports:
                     bucket["unique_readers"] = found.get(key[0], {}).get(key[1], 0)
         whole = source.distinct(d_lo, d_hi, scope, False, None)
         done = _done_by(progress)
+        show = self._shown
         rows = [  # built from checked parts: 17,000 rows a year by hour need no re-validation
-            Row.model_construct(
-                period=key[0],
-                site=key[1],
-                device_id=key[2],
-                figures=self._shown(bucket),
-                may_still_grow=ends[key] > done(key[1], key[2]),
-            )
+            _row(key, show(bucket), ends[key] > done(key[1], key[2]))
             for key, bucket in sorted(figures.items(), key=lambda kv: _order(kv[0]))
         ]
         shown = self._shown(total)
@@ -233,15 +230,43 @@ class Reports:
 
     def _shown(self, counts: dict[str, int]) -> Figures:
         """The figures as a report shows them: families summed, small band cells hidden."""
-        out: Figures = {"visits": 0, "gate_visits": 0, "loans": 0, "cards_new": 0, "exit_in": 0}
-        out["refusals"] = out["items_refused"] = 0  # kept at ingest beside their breakdown
+        out: Figures = dict(_ALWAYS)
         out.update(counts)
-        for family in BANDED_FAMILIES:
-            keys = [f"{family}.{b}" for b in BANDS]
-            if any(0 < counts.get(k, 0) < self.settings.min_cell for k in keys):
-                for k in keys:
-                    out[k] = None
+        least = self.settings.min_cell
+        for keys in _BAND_KEYS:
+            for k in keys:
+                if 0 < counts.get(k, 0) < least:
+                    for hidden in keys:
+                        out[hidden] = None
+                    break
         return out
+
+
+#: Figures every row shows, 0 when nothing counted them (refusals and items refused are kept
+#: at ingest beside their breakdown)
+_ALWAYS: Figures = dict.fromkeys(
+    ("visits", "gate_visits", "loans", "cards_new", "exit_in", "refusals", "items_refused"), 0
+)
+_BAND_KEYS = [[f"{family}.{b}" for b in BANDS] for family in BANDED_FAMILIES]
+_ROW_FIELDS = frozenset(("period", "site", "device_id", "figures", "may_still_grow"))
+
+
+def _row(key: RowKey, figures: Figures, grows: bool) -> Row:
+    """A ``Row`` from checked parts, as ``Row.model_construct`` makes it without its per-field
+    defaults pass (a year by hour is 17,000 rows)."""
+    row = Row.__new__(Row)
+    values = {
+        "period": key[0],
+        "site": key[1],
+        "device_id": key[2],
+        "figures": figures,
+        "may_still_grow": grows,
+    }
+    object.__setattr__(row, "__dict__", values)
+    object.__setattr__(row, "__pydantic_fields_set__", set(_ROW_FIELDS))
+    object.__setattr__(row, "__pydantic_extra__", None)
+    object.__setattr__(row, "__pydantic_private__", None)
+    return row
 
 
 def _unique(

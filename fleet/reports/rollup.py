@@ -21,14 +21,22 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy import Connection, Select, and_, bindparam, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnClause
 
-from biblioedge.fleet.db import UTCDateTime, events, reader_bands, report_readers, report_rollups
+from biblioedge.fleet.db import (
+    UTCDateTime,
+    events,
+    reader_bands,
+    report_readers,
+    report_rollups,
+)
 from biblioedge.fleet.reports.model import BANDS
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.protocol import uuid7
@@ -156,6 +164,45 @@ def counted(grants: list[Grant], window: float) -> Iterator[tuple[Grant, bool]]:
         previous = g.at
 
 
+@dataclass
+class Tail:
+    """A reader's latest grants at a site: those at the latest time ``at`` (``last_id`` the
+    greatest event id among them), the first of them by event id, and whether it is a visit
+    (the others at that time repeat it). Kept in ``report_last_grants``."""
+
+    at: datetime
+    last_id: str
+    first_id: str
+    first_device: str
+    first_counted: bool
+
+    def row(self, site: str, patron: str) -> tuple[str, str, int, str, str, str, bool]:
+        """Its ``report_last_grants`` row, as the driver takes it (``_KEEP``)."""
+        return (
+            site,
+            patron,
+            _us(self.at),
+            self.last_id,
+            self.first_id,
+            self.first_device,
+            self.first_counted,
+        )
+
+
+def _us(at: datetime) -> int:
+    """Microseconds since 1970 (UTC), exactly (an aware time: whole seconds, then its own
+    microseconds)."""
+    return int(at.timestamp()) * 1_000_000 + at.microsecond
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH_UTC + timedelta(microseconds=us)
+
+
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_by_key = attrgetter("at", "event_id")
+
+
 class Rollups:
     """Keeps ``report_rollups``, ``report_readers`` and ``reader_bands`` as events arrive."""
 
@@ -163,9 +210,18 @@ class Rollups:
         self.settings = settings or ReportsConfig()
         self.zone = ZoneInfo(self.settings.timezone)
         self.window = self.settings.passback_s
+        self._days: dict[int, int] = {}
 
     def local_day(self, at: datetime) -> int:
-        return (at.astimezone(self.zone).date() - EPOCH).days
+        """The library's local day of ``at`` (days since 1970-01-01): by its UTC hour, since
+        the zone is a whole number of hours from UTC (remembered: ingest asks per grant)."""
+        hour = hour_of(at)
+        day = self._days.get(hour)
+        if day is None:
+            if len(self._days) > 100_000:
+                self._days.clear()
+            day = self._days[hour] = (at.astimezone(self.zone).date() - EPOCH).days
+        return day
 
     # -- at ingest ------------------------------------------------------------------------
 
@@ -187,9 +243,8 @@ class Rollups:
             site, device = r["site"], r["device_id"]
             if etype == GRANT and payload.get("decision") == "grant":
                 patron = _patron(payload)
+                # the reader's day is recorded by _visits, when it is a new one for them
                 grants.append(Grant(r["event_id"], site, device, at, patron))
-                if patron is not None:
-                    readers.add((site, self.local_day(at), patron))
                 continue
             hour = hour_of(at)
             for metric, n in contributions(etype, payload):
@@ -204,54 +259,173 @@ class Rollups:
         if bands:
             self._store_bands(conn, bands)
         if grants:
-            self._visits(conn, grants, cells)
+            self._visits(conn, grants, cells, readers)
         self.write(conn, cells, readers)
 
-    def _visits(self, conn: Connection, new: list[Grant], cells: Counter[Cell]) -> None:
-        """Count the new grants that are visits, and uncount the later ones they repeat."""
-        window = timedelta(seconds=self.window)
-        by_site: dict[str, list[Grant]] = {}
+    def _visits(
+        self, conn: Connection, new: list[Grant], cells: Counter[Cell], readers: set[ReaderDay]
+    ) -> None:
+        """Count the new grants that are visits, and uncount the later ones they repeat.
+
+        Each reader's latest grants per site are kept (``report_last_grants``, a ``Tail``):
+        new grants at or after their time (the common case: a kiosk's outbox sends in order)
+        are counted from it alone, one key look-up per reader and run. A reader with a grant
+        before that time (a late event) is recounted from the grants around it."""
+        by_reader: dict[tuple[str, str], list[Grant]] = {}
         for g in new:
             if g.patron_id is None:  # nobody to repeat: always a visit
                 cells[(g.site, g.device_id, hour_of(g.at), "gate_visits")] += 1
                 cells[(g.site, g.device_id, hour_of(g.at), "visits.unknown")] += 1
             else:
-                by_site.setdefault(g.site, []).append(g)
-        fresh = {g.event_id for g in new}
-        for site, grants in by_site.items():
-            near: dict[str, dict[str, Grant]] = {}
-            bands: dict[str, str] = {}
-            found = conn.execute(
-                _NEAR[conn.dialect.name],
-                {
-                    "site": site,
-                    "lo": min(g.at for g in grants) - window,
-                    "hi": max(g.at for g in grants) + window,
-                    "patrons": sorted({g.patron_id for g in grants if g.patron_id is not None}),
-                },
-            )
-            for event_id, device, at, patron, band in found:
-                near.setdefault(patron, {})[event_id] = Grant(event_id, site, device, at, patron)
-                bands[patron] = band or "unknown"
-            for g in grants:  # stored in this transaction: found above, unless a driver lags
-                near.setdefault(g.patron_id or "", {})[g.event_id] = g
-            for patron, candidates in near.items():
-                if len(candidates) == 1:  # the common case: no other grant near it
-                    [g] = candidates.values()
-                    hour = hour_of(g.at)
-                    cells[(site, g.device_id, hour, "gate_visits")] += 1
-                    cells[(site, g.device_id, hour, f"visits.{bands.get(patron, 'unknown')}")] += 1
+                by_reader.setdefault((g.site, g.patron_id), []).append(g)
+        if not by_reader:
+            return
+        keys = sorted(by_reader)  # one lock order for concurrent transactions
+        tails, bands = self._claim(conn, keys)
+        late: dict[str, list[Grant]] = {}
+        kept: list[tuple[str, str, int, str, str, str, bool]] = []
+        repeat = int(self.window <= 0)  # what a grant at the same time as another counts
+        window = timedelta(seconds=self.window)
+        visits: Counter[tuple[str, str, int, str]] = Counter()  # (site, kiosk, hour, band)
+        local_day = self.local_day
+        for key in keys:
+            grants = by_reader[key]
+            if len(grants) > 1:
+                grants.sort(key=_by_key)
+            tail = tails.get(key)
+            site = key[0]
+            if tail is not None and grants[0].at < tail.at:
+                late.setdefault(site, []).extend(grants)
+                readers.update((site, local_day(g.at), key[1]) for g in grants)
+                continue
+            band = f"visits.{bands.get(key[1], 'unknown')}"
+            day = None if tail is None else local_day(tail.at)
+            for g in grants:
+                hour = hour_of(g.at)
+                if local_day(g.at) != day:  # the kept grant's day is recorded already
+                    day = local_day(g.at)
+                    readers.add((site, day, key[1]))
+                if tail is None or g.at > tail.at:
+                    visit = tail is None or g.at - tail.at >= window
+                    tail = Tail(g.at, g.event_id, g.event_id, g.device_id, visit)
+                    delta = int(visit)
+                elif g.event_id > tail.first_id:  # same time as the first: a repeat
+                    tail.last_id = max(tail.last_id, g.event_id)
+                    delta = repeat
+                else:  # same time, ordered before the first: it takes the first's place
+                    visits[(site, tail.first_device, hour, band)] += repeat - tail.first_counted
+                    tail.first_id, tail.first_device = g.event_id, g.device_id
+                    delta = int(tail.first_counted)
+                if delta:
+                    visits[(site, g.device_id, hour, band)] += delta
+            assert tail is not None
+            kept.append(tail.row(*key))
+        for (site, device, hour, band), n in visits.items():
+            cells[(site, device, hour, "gate_visits")] += n
+            cells[(site, device, hour, band)] += n
+        for site, grants in late.items():
+            for patron, statuses in self._recount(conn, site, grants, cells).items():
+                tail = tails[(site, patron)]
+                newest = max(g.at for g, _ in statuses)
+                if newest < tail.at:  # the kept ones are beyond every new grant's window
                     continue
-                ordered = sorted(candidates.values(), key=lambda g: g.key)
-                after = dict(counted(ordered, self.window))
-                before = dict(counted([g for g in ordered if g.event_id not in fresh], self.window))
-                band = bands.get(patron, "unknown")
-                for g, now in after.items():
-                    delta = int(now) - int(before.get(g, False))
-                    if delta:
-                        hour = hour_of(g.at)
-                        cells[(site, g.device_id, hour, "gate_visits")] += delta
-                        cells[(site, g.device_id, hour, f"visits.{band}")] += delta
+                group = [(g, visit) for g, visit in statuses if g.at == newest]
+                first, visit = min(group, key=lambda gv: gv[0].key)
+                last_id = max(g.event_id for g, _ in group)
+                kept.append(
+                    Tail(newest, last_id, first.event_id, first.device_id, visit).row(site, patron)
+                )
+        if kept:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.executemany(_KEEP[conn.dialect.name], kept)
+            finally:
+                cursor.close()
+
+    @staticmethod
+    def _claim(
+        conn: Connection, keys: list[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], Tail], dict[str, str]]:
+        """The kept latest grants of each (site, reader), locked until the transaction ends,
+        and the readers' age bands (as ``reader_bands`` has them now), in one statement per
+        site on the driver's cursor (a run of bench sync names 1,500 readers). On PostgreSQL
+        a missing row is first made (empty), so that two transactions counting the same
+        reader's first grants wait for each other; SQLite's writer already holds the whole
+        database."""
+        pg = conn.dialect.name == "postgresql"
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        last: dict[tuple[str, str], Tail] = {}
+        bands: dict[str, str] = {}
+        by_site: dict[str, list[str]] = {}
+        for s, p in keys:
+            by_site.setdefault(s, []).append(p)
+        try:
+            if pg:
+                cursor.executemany(_CLAIM_PG, keys)
+            for site, patrons in by_site.items():
+                if pg:
+                    cursor.execute(_TAILS_PG, (patrons, site))
+                else:
+                    cursor.execute(_TAILS_SQLITE, (site, orjson.dumps(patrons).decode()))
+                for (
+                    patron,
+                    at_us,
+                    last_id,
+                    first_id,
+                    first_device,
+                    counted,
+                    band,
+                ) in cursor.fetchall():
+                    if band is not None:
+                        bands[patron] = band
+                    if at_us is not None:  # else none yet (made just now on PostgreSQL)
+                        last[(site, patron)] = Tail(
+                            _from_us(at_us), last_id, first_id, first_device, bool(counted)
+                        )
+        finally:
+            cursor.close()
+        return last, bands
+
+    def _recount(
+        self, conn: Connection, site: str, grants: list[Grant], cells: Counter[Cell]
+    ) -> dict[str, list[tuple[Grant, bool]]]:
+        """Late grants of some readers at a site: count them among those readers' stored
+        grants within the passback window around them, and uncount the later grants they
+        now repeat (only a grant's successor can change: whether a grant is a visit depends
+        on the one grant before it). Returns each reader's grants looked at, in order, and
+        whether each is a visit now."""
+        window = timedelta(seconds=self.window)
+        fresh = {g.event_id for g in grants}
+        near: dict[str, dict[str, Grant]] = {}
+        bands: dict[str, str] = {}
+        found = conn.execute(
+            _NEAR[conn.dialect.name],
+            {
+                "site": site,
+                "lo": min(g.at for g in grants) - window,
+                "hi": max(g.at for g in grants) + window,
+                "patrons": sorted({g.patron_id for g in grants if g.patron_id is not None}),
+            },
+        )
+        for event_id, device, at, patron, band in found:
+            near.setdefault(patron, {})[event_id] = Grant(event_id, site, device, at, patron)
+            bands[patron] = band or "unknown"
+        for g in grants:  # stored in this transaction: found above, unless a driver lags
+            near.setdefault(g.patron_id or "", {})[g.event_id] = g
+        out: dict[str, list[tuple[Grant, bool]]] = {}
+        for patron, candidates in near.items():
+            ordered = sorted(candidates.values(), key=lambda g: g.key)
+            after = list(counted(ordered, self.window))
+            before = dict(counted([g for g in ordered if g.event_id not in fresh], self.window))
+            band = bands.get(patron, "unknown")
+            for g, now in after:
+                delta = int(now) - int(before.get(g, False))
+                if delta:
+                    hour = hour_of(g.at)
+                    cells[(site, g.device_id, hour, "gate_visits")] += delta
+                    cells[(site, g.device_id, hour, f"visits.{band}")] += delta
+            out[patron] = after
+        return out
 
     @staticmethod
     def _store_bands(conn: Connection, bands: dict[str, str]) -> None:
@@ -401,6 +575,76 @@ def _upserts() -> dict[str, tuple[Any, Any]]:
 
 
 _UPSERTS = _upserts()
+
+
+#: The kept latest grants, written and read on the driver's cursor: ingest runs them for
+#: every reader of a run, and SQLAlchemy's per-row parameter processing was most of their cost.
+_COLUMNS = "site, patron_id, at_us, event_id, first_event_id, first_device_id, first_counted"
+_SET = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[2:])
+_KEEP = {
+    "sqlite": f"INSERT INTO report_last_grants ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    f"ON CONFLICT (site, patron_id) DO UPDATE SET {_SET}",
+    "postgresql": f"INSERT INTO report_last_grants ({_COLUMNS}) "
+    f"VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (site, patron_id) DO UPDATE SET {_SET}",
+}
+_CLAIM_PG = (
+    "INSERT INTO report_last_grants (site, patron_id) VALUES (%s, %s) "
+    "ON CONFLICT (site, patron_id) DO NOTHING"
+)
+_TAIL_COLUMNS = (
+    "j.value, lg.at_us, lg.event_id, lg.first_event_id, lg.first_device_id, lg.first_counted, "
+    "rb.band"
+)
+_TAILS_SQLITE = (
+    f"SELECT {_TAIL_COLUMNS} FROM json_each(?2) AS j "
+    "LEFT JOIN report_last_grants AS lg ON lg.site = ?1 AND lg.patron_id = j.value "
+    "LEFT JOIN reader_bands AS rb ON rb.patron_id = j.value"
+)
+_TAILS_PG = (
+    f"SELECT {_TAIL_COLUMNS} FROM unnest(%s::text[]) AS j(value) "
+    "JOIN report_last_grants AS lg ON lg.site = %s AND lg.patron_id = j.value "
+    "LEFT JOIN reader_bands AS rb ON rb.patron_id = j.value "
+    "ORDER BY j.value FOR UPDATE OF lg"
+)
+
+
+def fill_last_grants(conn: Connection, window: float | None = None) -> None:
+    """Keep each reader's latest grants per site (``Tail``) from the grants stored so far (the
+    migration that creates ``report_last_grants``; the default passback window, as the
+    migration that made the rollups counted with)."""
+    window = ReportsConfig().passback_s if window is None else window
+    patron: ColumnClause[str] = literal_column(PATRON_SQL[conn.dialect.name])
+    stmt = select(
+        events.c.site, patron, events.c.occurred_at, events.c.event_id, events.c.device_id
+    ).where(events.c.type == GRANT, events.c.payload["decision"].as_string() == "grant")
+    # (site, reader) -> [latest time, the time before it, first id, its device, last id]
+    tails: dict[tuple[str, str], list[Any]] = {}
+    for site, pid, at, event_id, device in conn.execute(stmt.execution_options(yield_per=20_000)):
+        if not (isinstance(pid, str) and 0 < len(pid) <= 64):
+            continue
+        t = tails.get((site, pid))
+        if t is None or at > t[0]:
+            tails[(site, pid)] = [at, None if t is None else t[0], event_id, device, event_id]
+        elif at == t[0]:
+            if event_id < t[2]:
+                t[2], t[3] = event_id, device
+            t[4] = max(t[4], event_id)
+        elif t[1] is None or at > t[1]:
+            t[1] = at
+    rows = [
+        Tail(
+            at, last, first, device, before is None or (at - before).total_seconds() >= window
+        ).row(site, pid)
+        for (site, pid), (at, before, first, device, last) in sorted(tails.items())
+    ]
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for i in range(0, len(rows), 5000):
+            cursor.executemany(_KEEP[conn.dialect.name], rows[i : i + 5000])
+    finally:
+        cursor.close()
+
+
 #: The patron of an event, written out per database (no bound parameter in it), so that the
 #: index ``ix_events_site_patron`` (migration 0013) serves the look-up of a reader's grants:
 #: without it each stored run scanned every grant of the site within the window.
