@@ -30,9 +30,8 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from biblioedge.agent.store import Store
-from biblioedge.bench.reports import private_postgres
 from biblioedge.demo.launch import AgentProcess, CentralProcess, Child, agent_config, wait_until
-from biblioedge.procs import free_port, wait_port
+from biblioedge.procs import free_port, postgres_cluster, wait_port
 from biblioedge.provisioning.broker import BrokerProcess
 from biblioedge.settings import deep_merge, to_toml
 from biblioedge.sim.roles import RoleSimulator
@@ -186,7 +185,7 @@ def bench_replicas(
     try:
         if postgres_url is not None:
             return _run(root, postgres_url, events, devices, timeout, rounds)
-        with private_postgres(root / "pg") as url:
+        with postgres_cluster(root / "pg") as url:
             return _run(root, url, events, devices, timeout, rounds)
     finally:
         if not keep:
