@@ -128,7 +128,7 @@ def sign_in(browser: Any, url: str, token: str) -> None:
 
 
 def wait_text(browser: Any, css: str, text: str, timeout: float = 10) -> str:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -137,6 +137,10 @@ def wait_text(browser: Any, css: str, text: str, timeout: float = 10) -> str:
             got = " ".join(e.text for e in d.find_elements(By.CSS_SELECTOR, css))
         except StaleElementReferenceException:
             return False
+        except WebDriverException as exc:  # the same, as chromedriver sometimes words it
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
         return got if text in got else False
 
     return str(WebDriverWait(browser, timeout).until(seen))
