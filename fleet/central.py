@@ -14,6 +14,7 @@ import uvicorn
 from biblioedge.fleet.alerts.worker import AlertWorker
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.backup import BackupError, last_status, run_backup
+from biblioedge.fleet.backup.journal import JournalRequests, attach, open_keys, ship_loop
 from biblioedge.fleet.backup.replay import Replays
 from biblioedge.fleet.backup.restore import data_dir_lock
 from biblioedge.fleet.bridge import Bridge
@@ -241,6 +242,10 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         if device is not None and device["role"] in GALLERY_ROLES:
             await bridge.site_keys_changed(str(device["site"]), revoked=device_id)
 
+    journal_keys = await asyncio.to_thread(open_keys, cfg)
+    if journal_keys is not None:  # what the API changes after the last backup survives too
+        attach(repo.engine, journal_keys)
+        app.add_middleware(JournalRequests)
     app.state.on_enrolled = enrolled
     app.state.on_revoked = revoked
     tls: dict[str, str] = {}
@@ -274,6 +279,8 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         once.append(("alerts", alerts.run))
     if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
         once.append(("backup", lambda: backup_loop(cfg, config_file)))
+    if journal_keys is not None:  # safe on two replicas: a record's bytes never change
+        once.append(("journal", lambda: ship_loop(cfg, repo.engine)))
     if rf.monthly:
         once.append(("monthly-report", lambda: monthly.run(rf.check_s)))
     if worker is not None and cfg.ils is not None:
