@@ -46,12 +46,15 @@ from biblioedge.provisioning.sealing import x25519_public_b64
 CLI = [sys.executable, "-m", "biblioedge"]
 
 
-def _central(root: Path, key: x25519.X25519PrivateKey, name: str = "a") -> CentralConfig:
+def _central(
+    root: Path, key: x25519.X25519PrivateKey, name: str = "a", db_url: str | None = None
+) -> CentralConfig:
     """A migrated central with its identity, backups to a place off its disk and a copy."""
     from biblioedge.fleet.central import open_identity
 
     cfg = CentralConfig.model_validate(
         {
+            **({"database_url": db_url} if db_url else {}),
             "data_dir": root / name,
             "security": {"require": False},
             "backup": {
@@ -395,3 +398,45 @@ def test_a_kiosk_revoked_after_the_backup_stays_out_after_a_restore(
             assert api.get("/devices").status_code == 200
     finally:
         assert again.stop() == 0, again.log_tail()
+
+
+def test_postgresql_changes_after_the_backup_are_replayed(
+    tmp_path: Path, key: x25519.X25519PrivateKey, postgres_url: str
+) -> None:
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in ("jn_src", "jn_dst"):
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    base = postgres_url.rsplit("/", 1)[0]
+    try:
+        cfg = _central(tmp_path, key, db_url=f"{base}/jn_src")
+        c = Central(cfg)
+        with journaled("test"):
+            c.readers.upsert("P1", site="tv-tinh", display_name="Nguyễn Văn An")
+            c.readers.upsert("P2", site="tv-tinh", display_name="Lê Văn Cường")
+        made = make_backup(Layout.of(cfg, None), key.public_key())
+        with journaled("test"):
+            _, late = c.tokens.create("late", "viewer")
+            c.readers.erase("P1")
+            c.readers.upsert("P3", site="tv-tinh", display_name="Phạm Thị Dung")
+        assert c.ship()["pending"] == 0
+        c.close()
+        # a fresh machine, an empty database; the journal read from the backup places
+        target = cfg.model_copy(
+            update={"data_dir": tmp_path / "fresh", "database_url": f"{base}/jn_dst"}
+        )
+        record = restore(
+            made.path, key, Layout.of(target, None), journal=lambda cid: places_of(cfg, cid)
+        )
+        assert record["journal"]["replayed"] == 3
+        assert Tokens(create_engine(target.db_url)).check(late) is not None
+        assert _rows(target.db_url, "SELECT patron_id FROM readers ORDER BY 1") == [
+            ("P2",),
+            ("P3",),
+        ]
+    finally:
+        with admin.connect() as conn:
+            for name in ("jn_src", "jn_dst"):
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

@@ -106,7 +106,31 @@ def _enc(value: Any) -> Any:
         return {"$m": {str(k): _enc(v) for k, v in value.items()}}
     if isinstance(value, list | tuple):
         return [_enc(v) for v in value]
+    kind = type(value).__name__
+    if kind in _WRAPPERS and hasattr(value, "obj"):  # psycopg's Binary, Json, Jsonb
+        return {"$w": [kind, _enc(value.obj)]}
     raise TypeError(f"cannot journal a parameter of type {type(value).__name__}")
+
+
+_WRAPPERS = frozenset({"Binary", "Json", "Jsonb"})
+
+
+def _wrap(kind: str, obj: Any) -> Any:
+    import psycopg
+    from psycopg.types.json import Json, Jsonb
+
+    if kind == "Binary":
+        return psycopg.Binary(obj)
+    return (Json if kind == "Json" else Jsonb)(_thaw(obj))
+
+
+def _thaw(value: Any) -> Any:
+    """JSON documents as they were: lists, not the tuples parameters are decoded to."""
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
 
 
 def _dec(value: Any) -> Any:
@@ -126,6 +150,8 @@ def _dec(value: Any) -> Any:
             return UUID(raw)
         if tag == "$m":
             return {k: _dec(v) for k, v in raw.items()}
+        if tag == "$w" and raw[0] in _WRAPPERS:
+            return _wrap(raw[0], _dec(raw[1]))
         raise BackupError(f"corrupt journal record: unknown parameter tag {tag!r}")
     return value
 
