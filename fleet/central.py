@@ -202,11 +202,12 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
-    lease, ticker, leads = None, rollouts, lambda: True
-    if cfg.replica is not None:  # the leader's rollout ticks write through a fenced engine
+    lease, ticker, leads, jobs_repo = None, rollouts, lambda: True, repo
+    if cfg.replica is not None:  # the leader's jobs write through a fenced engine
         lease = Lease(cfg.db_url, cfg.replica.id, cfg.replica.lease_s)
         leads = lease.held
-        ticker = Rollouts(lease.fenced(repo), releases, bridge.publish_desired, floor=floor)
+        jobs_repo = lease.fenced(repo)
+        ticker = Rollouts(jobs_repo, releases, bridge.publish_desired, floor=floor)
     worker = None
     if cfg.ils is not None:  # pushes readers to the library system; status back
         worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
@@ -275,7 +276,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         prereg = registrar.prereg
         once.append(("prereg", lambda: purge_loop(prereg)))
     if cfg.alerts is not None:
-        alerts = AlertWorker(cfg, repo, lambda: rollouts.list_all(20))
+        alerts = AlertWorker(cfg, jobs_repo, lambda: rollouts.list_all(20))
         once.append(("alerts", alerts.run))
     if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
         once.append(("backup", lambda: backup_loop(cfg, config_file)))
@@ -284,7 +285,11 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     if rf.monthly:
         once.append(("monthly-report", lambda: monthly.run(rf.check_s)))
     if worker is not None and cfg.ils is not None:
-        once.append(("ils", worker.run))
+        pusher = worker  # the API's worker; among replicas the leader's own, fenced
+        if jobs_repo is not repo:
+            pusher = IlsWorker(cfg.ils, jobs_repo, Readers(jobs_repo, key), worker.connector)
+            pusher.on_gallery = bridge.library_changed
+        once.append(("ils", pusher.run))
         log.info("library system: %s", cfg.ils.endpoint().base_url)
     bridge_task = asyncio.create_task(bridge.run(), name="central:bridge")
     if lease is None or cfg.replica is None:
