@@ -143,6 +143,8 @@ def lost(tmp_path: Path, key: x25519.X25519PrivateKey) -> Iterator[tuple[Central
             conn.execute(text("UPDATE audit_log SET status = 201 WHERE path = '/journaled-2'"))
     shipped = c.ship()
     assert shipped["pending"] == 0 and all(p["ok"] for p in shipped["places"])
+    # shipped everywhere: the database keeps only the chain's head
+    assert _rows(cfg.db_url, "SELECT seq FROM central_journal") == [(9,)]
     ids = _rows(cfg.db_url, "SELECT id, path FROM audit_log ORDER BY id")
     assert ids == [(1, "/journaled-1"), (2, "/ingest-like"), (3, "/journaled-2")]
     c.close()

@@ -562,7 +562,7 @@ def open_keys(cfg: CentralConfig) -> JournalKeys | None:
 def ship_once(engine: Engine, places: list[Place], status_path: Path) -> dict[str, Any]:
     """Write every unshipped record to every place; a record counts as shipped once every
     place has it. A place that fails is retried at the next round and named in the status."""
-    from sqlalchemy import select, update
+    from sqlalchemy import delete, select, update
 
     from biblioedge.fleet.db import central_journal as j
 
@@ -596,6 +596,9 @@ def ship_once(engine: Engine, places: list[Place], status_path: Path) -> dict[st
     if shipped:
         with engine.begin() as conn:
             conn.execute(update(j).where(j.c.seq.in_(shipped)).values(shipped_at=now.isoformat()))
+            # shipped records are in every place: the database keeps only the chain's head
+            # (a backup's point, and the MAC the next record chains to)
+            conn.execute(delete(j).where(j.c.shipped_at.is_not(None), j.c.seq < shipped[-1]))
         last = shipped[-1]
     left = rows[len(shipped) :]
     oldest = None
