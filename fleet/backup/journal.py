@@ -566,6 +566,7 @@ def ship_once(engine: Engine, places: list[Place], status_path: Path) -> dict[st
 
     from biblioedge.fleet.db import central_journal as j
 
+    started = datetime.now(UTC)  # what was committed before this is shipped by this round
     with engine.connect() as conn:
         rows = conn.execute(
             select(j.c.seq, j.c.at, j.c.mac, j.c.record)
@@ -605,7 +606,7 @@ def ship_once(engine: Engine, places: list[Place], status_path: Path) -> dict[st
     if left:
         oldest = round((now - datetime.fromisoformat(str(left[0][1]))).total_seconds(), 1)
     status = {
-        "at": now.replace(microsecond=0).isoformat(),
+        "at": started.isoformat(),
         "shipped_to": last,
         "pending": len(left),
         "oldest_pending_s": oldest,

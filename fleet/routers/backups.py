@@ -67,7 +67,11 @@ class JournalPlace(Place):
 
 
 class Journal(BaseModel):
-    at: str | None = Field(default=None, description="When the shipper last ran")
+    at: str | None = Field(
+        default=None,
+        description="When the shipper's last round began: what central committed before it "
+        "is in every place unless pending says otherwise",
+    )
     shipped_to: int | None = Field(
         default=None, description="The last change record in every place (its number)"
     )
