@@ -67,6 +67,9 @@ STATUS = "journal-status.json"
 #: pg_advisory_xact_lock key: one record at a time gets the next sequence number
 LOCK = 0x626A6E6C  # "bjnl"
 _MAC = 32
+#: a record is one transaction's statements (an API body is at most 1 MiB): a bigger file in
+#: a backup place is not read into memory, it is refused
+MAX_RECORD = 64 * 2**20
 _CONTEXT = b"biblioedge-journal\x00"
 _WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
 _INSERT_INTO = re.compile(r'^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+"?([A-Za-z_][A-Za-z0-9_]*)"?', re.I)
@@ -372,7 +375,10 @@ class DirPlace:
         return sorted(p.name for p in self.dir.iterdir() if p.name.endswith(SUFFIX))
 
     def get(self, name: str) -> bytes:
-        return (self.dir / name).read_bytes()
+        path = self.dir / name
+        if path.stat().st_size > MAX_RECORD:
+            raise BackupError(f"journal record {name} in {self.where} is too large to be one")
+        return path.read_bytes()
 
 
 class S3Place:
@@ -403,7 +409,9 @@ class S3Place:
 
     def get(self, name: str) -> bytes:
         obj = self._s3().get_object(Bucket=self.target.bucket, Key=self.prefix + name)
-        data: bytes = obj["Body"].read()
+        if int(obj.get("ContentLength", 0)) > MAX_RECORD:
+            raise BackupError(f"journal record {name} in {self.where} is too large to be one")
+        data: bytes = obj["Body"].read(MAX_RECORD + 1)
         return data
 
 
