@@ -355,3 +355,34 @@ def test_split_brain_a_paused_leader_sends_nothing_the_new_leader_sent(
                 proc.stop()
         broker.stop()
         engine.dispose()
+
+
+def test_the_old_leaders_library_system_worker_is_fenced(db_url: str, tmp_path: Path) -> None:
+    """The leader's library-system worker (central.py gives it the fenced repository): back
+    from a pause it cannot even read its queue, so it pushes nothing the new leader pushes."""
+    from biblioedge.fleet.ils.settings import IlsConfig
+    from biblioedge.fleet.ils.worker import IlsWorker, open_connector
+    from biblioedge.fleet.readers import Readers
+    from biblioedge.keys import load_or_create_key
+
+    repo = Repo(db_url)
+    key = load_or_create_key(tmp_path / "t.key")
+    try:
+        prepare_schema(repo, ReplicaConfig(id="a"), lambda: repo.migrate(key))
+        a = Lease(db_url, "a", lease_s=2.0)
+        b = Lease(db_url, "b", lease_s=2.0)
+        assert a.try_hold()
+        fenced = a.fenced(repo)
+        cfg = IlsConfig.model_validate(
+            {"url": "koha+http://koha:koha@127.0.0.1:9/", "timeout_s": 1.0}
+        )
+        worker = IlsWorker(cfg, fenced, Readers(fenced, key), open_connector(cfg))
+        assert worker.step() == 0  # leading: its (empty) queue read
+        wait_until(b.try_hold, 30, 0.2, "b to take the expired lease")
+        with pytest.raises(Fenced, match="no longer holds the lease"):
+            worker.step()
+        fenced.engine.dispose()
+        a.close()
+        b.close()
+    finally:
+        repo.close()
