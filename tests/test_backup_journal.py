@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from biblioedge.fleet.backup.journal import (
     places_of,
     replay,
     ship_once,
+    shipping_problems,
 )
 from biblioedge.fleet.backup.make import make_backup
 from biblioedge.fleet.backup.restore import restore
@@ -266,7 +267,12 @@ def test_shipping_to_a_missing_place_is_reported_and_caught_up(
     from biblioedge.fleet.backup.status import continuity_status
 
     problems = continuity_status(cfg)["problems"]
-    assert any("journal of changes cannot be written" in p for p in problems)
+    assert f"the journal of changes cannot be written to {copy}" in problems
+    # /health says it too, to anyone, without the path; and a shipper that stopped running
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    unplaced, idle = shipping_problems(cfg, later, places=False)
+    assert unplaced == "the journal of changes cannot be written to 1 backup place(s)"
+    assert idle.startswith("the journal's shipper has not run for 6")  # 600 s and a bit
     copy.unlink()
     status = c.ship()
     assert status["pending"] == 0 and status["shipped_to"] == 1

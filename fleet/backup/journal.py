@@ -687,3 +687,35 @@ def journal_here(cfg: CentralConfig, engine: Engine, source: str) -> bool:
     attach(engine, keys)
     _source.set(source)
     return True
+
+
+def shipping_problems(
+    cfg: CentralConfig, now: datetime | None = None, *, places: bool = True
+) -> list[str]:
+    """What IT should know about the journal's shipping, in words: a place it cannot write
+    (named only when ``places``: ``/health`` answers anyone), records waiting too long, or
+    a shipper that stopped running. Empty while backups are off."""
+    if cfg.backup.public_key is None:
+        return []
+    try:
+        doc = json.loads((cfg.data_dir / STATUS).read_text())
+        at = datetime.fromisoformat(doc["at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # not shipped yet: central's first round is seconds away
+    limit = max(60.0, 10 * cfg.backup.journal_ship_s)
+    out: list[str] = []
+    bad = [p for p in doc.get("places", []) if isinstance(p, dict) and not p.get("ok")]
+    if bad and places:
+        out += [f"the journal of changes cannot be written to {p.get('where')}" for p in bad]
+    elif bad:
+        out.append(f"the journal of changes cannot be written to {len(bad)} backup place(s)")
+    late = doc.get("oldest_pending_s")
+    if isinstance(late, int | float) and late > limit:
+        out.append(
+            f"{doc.get('pending')} changes made at central are not in every backup place "
+            f"after {late:.0f} s"
+        )
+    idle = ((now or datetime.now(UTC)) - at).total_seconds()
+    if idle > limit and doc.get("pending"):
+        out.append(f"the journal's shipper has not run for {idle:.0f} s")
+    return out

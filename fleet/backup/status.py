@@ -124,22 +124,12 @@ def continuity_status(cfg: CentralConfig, now: datetime | None = None) -> dict[s
     elif drill is not None and not drill.get("ok"):
         problems.append(f"the last restore drill failed: {drill.get('error')}")
     from biblioedge.fleet.backup.journal import STATUS as JOURNAL
+    from biblioedge.fleet.backup.journal import shipping_problems
 
     journal = _read(cfg.data_dir / JOURNAL)
     if not isinstance(journal, dict):
         journal = None
-    elif configured:
-        late = journal.get("oldest_pending_s")
-        if isinstance(late, int | float) and late > max(60.0, 10 * b.journal_ship_s):
-            problems.append(
-                f"{journal.get('pending')} changes made at central are not in every backup "
-                f"place after {late:.0f} s"
-            )
-        problems += [
-            f"the journal of changes cannot be written to {p.get('where')}"
-            for p in journal.get("places", [])
-            if isinstance(p, dict) and not p.get("ok")
-        ]
+    problems += shipping_problems(cfg, now)
     places = [{"kind": "dir", "where": str(cfg.backup_dir)}]
     places += [{"kind": "dir", "where": str(d)} for d in b.copies]
     places += [{"kind": "s3", "where": s.where()} for s in b.s3]
