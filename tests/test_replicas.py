@@ -386,3 +386,50 @@ def test_the_old_leaders_library_system_worker_is_fenced(db_url: str, tmp_path: 
         b.close()
     finally:
         repo.close()
+
+
+_RESIGN = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from biblioedge.fleet.releases import ReleaseRepo
+
+root = Path(sys.argv[1])
+repo = ReleaseRepo(root / "releases", root / "keys")
+for _ in range(int(sys.argv[2])):
+    assert repo.refresh(now=datetime(2199, 1, 1, tzinfo=UTC))  # always due
+"""
+
+
+def test_two_replicas_resigning_the_tuf_metadata_at_once_never_reuse_a_version(
+    tmp_path: Path,
+) -> None:
+    """Two processes on one release repository (replicas on a shared data directory, or a
+    paused leader back beside the new one) re-sign the snapshot and timestamp at once: each
+    re-signing starts from the newest version on disk, so none is written twice."""
+    import json
+    import subprocess
+    import sys
+
+    from biblioedge.fleet.releases import ReleaseRepo
+    from biblioedge.provisioning.tuf_offline import init_keys
+
+    repo = ReleaseRepo(tmp_path / "releases", tmp_path / "keys")
+    root, targets = init_keys(tmp_path / "offline", repo.online_public())
+    repo.set_root(root)
+    repo.publish(targets)
+    first = json.loads((tmp_path / "releases" / "metadata" / "timestamp.json").read_text())
+    runs = 15
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RESIGN, str(tmp_path), str(runs)])
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    meta = tmp_path / "releases" / "metadata"
+    versions = sorted(int(p.name.split(".")[0]) for p in meta.glob("*.snapshot.json"))
+    start = versions[0]
+    assert versions == list(range(start, start + len(versions)))
+    assert versions[-1] - start == 2 * runs  # every re-signing got a version of its own
+    last = json.loads((meta / "timestamp.json").read_text())
+    assert last["signed"]["version"] == first["signed"]["version"] + 2 * runs
+    assert last["signed"]["meta"]["snapshot.json"]["version"] == versions[-1]
