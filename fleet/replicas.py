@@ -210,14 +210,20 @@ class DirLock:
         self._depth = 0
         self._fd: int | None = None
 
-    def __enter__(self) -> DirLock:
-        self._lock.acquire()
+    def acquire(self, blocking: bool = True) -> bool:
+        """As ``threading.Lock.acquire``: False when ``blocking`` is off and it is held."""
+        if not self._lock.acquire(blocking):
+            return False
         try:
             if self._depth == 0:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    os.close(fd)
+                    self._lock.release()
+                    return False
                 except BaseException:
                     os.close(fd)
                     raise
@@ -226,14 +232,21 @@ class DirLock:
         except BaseException:
             self._lock.release()
             raise
-        return self
+        return True
 
-    def __exit__(self, *_: object) -> None:
+    def release(self) -> None:
         self._depth -= 1
         if self._depth == 0 and self._fd is not None:
             os.close(self._fd)  # releases the flock
             self._fd = None
         self._lock.release()
+
+    def __enter__(self) -> DirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
 
 Job = tuple[str, Callable[[], Awaitable[None]]]
