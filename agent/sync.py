@@ -102,6 +102,8 @@ class Sync:
         self.store = store
         self.metrics = metrics
         self._state = state
+        #: the backup id of the last replay carried out, said in every state report after it
+        self._replayed: str | None = None
         self._on_desired = on_desired
         self._on_gallery = on_gallery
         self.status = SyncStatus()
@@ -321,6 +323,8 @@ class Sync:
     ) -> None:
         cfg = self._cfg()
         topic = device_topic(cfg.site, cfg.device_id, "state")
+        if self._replayed is not None:
+            state = state.model_copy(update={"replayed": self._replayed})
         await client.publish(topic, dumps(state), qos=1, retain=True, timeout=wait_s)
 
     # -- inbound ------------------------------------------------------------------------
@@ -429,6 +433,10 @@ class Sync:
         self.status.inflight.clear()
         self._cursor = 0
         self._wake.set()
+        request = cmd.args.get("request", cmd.args.get("backup_id"))
+        if isinstance(request, str) and 0 < len(request) <= 64:
+            self._replayed = request  # requeued for good: central may stop asking
+            self._state_dirty.set()
 
 
 def reported_state(

@@ -294,6 +294,12 @@ class ReportedState(_Strict):
     )
     config_update: UpdateReport | None = None
     reported_at: datetime | None = None
+    replayed: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The last replay request (after central's restore) this kiosk carried "
+        "out: central asks again until it says so",
+    )
 
 
 class GalleryReader(_Strict):

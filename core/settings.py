@@ -178,6 +178,8 @@ def _toml_value(value: Any) -> str:
         return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # inline, as in a list of tables ([[alerts.webhooks]])
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 

@@ -292,11 +292,17 @@ class Bridge:
             await asyncio.gather(*(self._publish_ack(client, ack) for ack in result.acks))
 
     async def _ask_replays(self, client: aiomqtt.Client, batch: list[Incoming]) -> None:
-        """A kiosk that reports its state to a central restored from backup is asked, once,
-        to send again what the lost central had acknowledged after the backup."""
+        """A kiosk that reports its state to a central restored from backup is asked to
+        send again what the lost central had acknowledged after the backup, until a state
+        report says it did (fleet/backup/replay.py)."""
         assert self.replays is not None
         for msg in batch:
-            if msg.channel != "state" or not _says_online(msg.payload):
+            if msg.channel != "state":
+                continue
+            doc = _state_doc(msg.payload)
+            if self.replays.reported(msg.device_id, doc.get("replayed")):
+                continue
+            if doc.get("online") is not True:
                 continue  # a retained or last-will report: the kiosk may not be there to hear
             after = self.replays.due(msg.device_id)
             if after is None:
@@ -305,7 +311,11 @@ class Bridge:
                 command_id=uuid7(),
                 name="replay",
                 issued_at=utc_now(),
-                args={"after_seq": after, "backup_id": self.replays.backup_id},
+                args={
+                    "after_seq": after,
+                    "backup_id": self.replays.backup_id,
+                    "request": self.replays.request_id,
+                },
             )
             topic = device_topic(msg.site, msg.device_id, "cmd")
             await self._publish(client, topic, self.signer.envelope(topic, dumps(cmd)))
@@ -478,9 +488,9 @@ class Bridge:
         self._db.shutdown(wait=True)
 
 
-def _says_online(payload: bytes) -> bool:
+def _state_doc(payload: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(doc, dict) and doc.get("online") is True
+        return {}
+    return doc if isinstance(doc, dict) else {}

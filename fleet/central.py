@@ -14,6 +14,7 @@ import uvicorn
 from biblioedge.fleet.alerts.worker import AlertWorker
 from biblioedge.fleet.api import create_app
 from biblioedge.fleet.backup import BackupError, last_status, run_backup
+from biblioedge.fleet.backup.journal import JournalRequests, attach, open_keys, ship_loop
 from biblioedge.fleet.backup.replay import Replays
 from biblioedge.fleet.backup.restore import data_dir_lock
 from biblioedge.fleet.bridge import Bridge
@@ -201,11 +202,12 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     releases = open_releases(cfg)
     floor = ReleaseFloor(cfg.releases_dir / "floor.json")
     rollouts = Rollouts(repo, releases, bridge.publish_desired, floor=floor)
-    lease, ticker, leads = None, rollouts, lambda: True
-    if cfg.replica is not None:  # the leader's rollout ticks write through a fenced engine
+    lease, ticker, leads, jobs_repo = None, rollouts, lambda: True, repo
+    if cfg.replica is not None:  # the leader's jobs write through a fenced engine
         lease = Lease(cfg.db_url, cfg.replica.id, cfg.replica.lease_s)
         leads = lease.held
-        ticker = Rollouts(lease.fenced(repo), releases, bridge.publish_desired, floor=floor)
+        jobs_repo = lease.fenced(repo)
+        ticker = Rollouts(jobs_repo, releases, bridge.publish_desired, floor=floor)
     worker = None
     if cfg.ils is not None:  # pushes readers to the library system; status back
         worker = IlsWorker(cfg.ils, repo, readers, open_connector(cfg.ils))
@@ -241,6 +243,10 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         if device is not None and device["role"] in GALLERY_ROLES:
             await bridge.site_keys_changed(str(device["site"]), revoked=device_id)
 
+    journal_keys = await asyncio.to_thread(open_keys, cfg)
+    if journal_keys is not None:  # what the API changes after the last backup survives too
+        attach(repo.engine, journal_keys)
+        app.add_middleware(JournalRequests)
     app.state.on_enrolled = enrolled
     app.state.on_revoked = revoked
     tls: dict[str, str] = {}
@@ -270,14 +276,20 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         prereg = registrar.prereg
         once.append(("prereg", lambda: purge_loop(prereg)))
     if cfg.alerts is not None:
-        alerts = AlertWorker(cfg, repo, lambda: rollouts.list_all(20))
+        alerts = AlertWorker(cfg, jobs_repo, lambda: rollouts.list_all(20))
         once.append(("alerts", alerts.run))
     if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
         once.append(("backup", lambda: backup_loop(cfg, config_file)))
+    if journal_keys is not None:  # safe on two replicas: a record's bytes never change
+        once.append(("journal", lambda: ship_loop(cfg, repo.engine)))
     if rf.monthly:
         once.append(("monthly-report", lambda: monthly.run(rf.check_s)))
     if worker is not None and cfg.ils is not None:
-        once.append(("ils", worker.run))
+        pusher = worker  # the API's worker; among replicas the leader's own, fenced
+        if jobs_repo is not repo:
+            pusher = IlsWorker(cfg.ils, jobs_repo, Readers(jobs_repo, key), worker.connector)
+            pusher.on_gallery = bridge.library_changed
+        once.append(("ils", pusher.run))
         log.info("library system: %s", cfg.ils.endpoint().base_url)
     bridge_task = asyncio.create_task(bridge.run(), name="central:bridge")
     if lease is None or cfg.replica is None:

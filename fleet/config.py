@@ -307,6 +307,13 @@ class BackupConfig(StrictModel):
     stale_after_h: float = Field(
         default=36.0, gt=0, le=24 * 366, description="/health degrades past this backup age"
     )
+    journal_ship_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="Changes made at central are shipped to every backup place within about "
+        "this many seconds (the journal, replayed by `central restore`)",
+    )
 
     @model_validator(mode="after")
     def _key(self) -> BackupConfig:

@@ -579,3 +579,15 @@ central_replicas = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("seen_at", UTCDateTime, nullable=False),
 )
+
+#: Changes made at central (API, CLI), one record per committed transaction, sealed to the
+#: backup key and chained by MAC; shipped beside the backups (fleet/backup/journal.py).
+central_journal = Table(
+    "central_journal",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", String(40), nullable=False, comment="UTC, ISO 8601"),
+    Column("mac", String(64), nullable=False, comment="HMAC chaining this record"),
+    Column("record", LargeBinary, nullable=False, comment="the sealed record"),
+    Column("shipped_at", String(40), nullable=True),
+)

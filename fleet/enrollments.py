@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from sqlalchemy import Connection
 
 from biblioedge.fleet import authz
 from biblioedge.fleet.identity import CentralIdentity
+from biblioedge.fleet.replicas import DirLock
 from biblioedge.fleet.repo import register_in
 from biblioedge.fleet.store import Db, Transactions
 from biblioedge.fleet.store import enrollments as store
@@ -98,7 +98,7 @@ class Registry:
         #: one ACL rewrite at a time: two enrollments at once (a fleet enrolled in parallel)
         #: would otherwise race on the file, and the later write could be the older registry
         #: (a kiosk enrolled but missing from the broker's ACL)
-        self._broker_files = threading.Lock()
+        self._broker_files = DirLock(identity.files.root / "broker-files.lock")  # replicas too
 
     # -- tokens --------------------------------------------------------------------------
 

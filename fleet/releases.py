@@ -33,6 +33,7 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timest
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
+from biblioedge.fleet.replicas import DirLock
 from biblioedge.releases import valid_target
 
 log = logging.getLogger("biblioedge.fleet.releases")
@@ -160,7 +161,9 @@ class ReleaseRepo:
         self.timestamp_life = timedelta(days=timestamp_days)
         self.snapshot_life = timedelta(days=snapshot_days)
         self.max_artifact_bytes = max_artifact_bytes
-        self._lock = threading.RLock()
+        #: every writer of the repository, in this process and in other central replicas
+        #: on the same data directory (fleet/replicas.py): versions go up one at a time
+        self._lock = DirLock(root_dir / "repository.lock")
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -189,6 +192,61 @@ class Lease:
 
     def close(self) -> None:
         self.store.close()
+
+
+class DirLock:
+    """A reentrant lock over every thread of every process on one data directory.
+
+    Why: central replicas share the data directory, and two of them writing the broker's
+    ACL and CRL, or re-signing the TUF timestamp, each from what it read before, could leave
+    the older view on disk (a paused leader that resumes writes a CRL without the revocation
+    made meanwhile; two timestamps of one version). Under this lock a writer reads what it
+    writes from, so the last write is always made from the latest state. ``flock`` goes with
+    the process: a replica killed while holding it holds nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """As ``threading.Lock.acquire``: False when ``blocking`` is off and it is held."""
+        if not self._lock.acquire(blocking):
+            return False
+        try:
+            if self._depth == 0:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    os.close(fd)
+                    self._lock.release()
+                    return False
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
+            self._depth += 1
+        except BaseException:
+            self._lock.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+        self._lock.release()
+
+    def __enter__(self) -> DirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
 
 Job = tuple[str, Callable[[], Awaitable[None]]]

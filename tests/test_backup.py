@@ -398,6 +398,16 @@ def test_restore_drill_central_comes_back_and_its_kiosk_reconnects_unenrolled(
         assert json.loads((again.data_dir / "replay-asked.json").read_text())["devices"] == [
             "gate-01"
         ]
+        # the gate says it carried the ask out: central stops asking it
+        wait_until(
+            lambda: (
+                json.loads((again.data_dir / "replay-asked.json").read_text())["done"]
+                == ["gate-01"]
+            ),
+            60,
+            0.2,
+            "the gate's replay reported done",
+        )
         with again.client() as api:
             assert api.get("/devices/gate-01").json()["device_id"] == "gate-01"
             # the restored central has made no backup yet: degraded, but still serving
@@ -408,6 +418,40 @@ def test_restore_drill_central_comes_back_and_its_kiosk_reconnects_unenrolled(
     finally:
         gate.stop()
         assert again.stop() == 0, again.log_tail()
+
+
+def test_a_kiosk_is_asked_again_until_it_says_it_replayed(tmp_path: Path) -> None:
+    from biblioedge.fleet.backup.replay import RETRY_S, Replays
+
+    def restored(at: str) -> None:
+        (tmp_path / "restored.json").write_text(
+            json.dumps(
+                {"backup_id": "b" * 32, "restored_at": at, "point": {"g1": {"complete_to": 7}}}
+            )
+        )
+
+    restored("2026-12-06T10:00:00+00:00")
+    r = Replays(tmp_path)
+    assert r.due("g1", now=1000.0) == 7 and r.due("g2", now=1000.0) == 0  # g2: unknown
+    r.asked("g1", now=1000.0)
+    assert r.due("g1", now=1000.0 + RETRY_S / 2) is None  # just asked
+    # it never said it did (offline for the whole ask): asked again, less and less often
+    assert r.due("g1", now=1000.0 + RETRY_S) == 7
+    r.asked("g1", now=1000.0 + RETRY_S)
+    assert r.due("g1", now=1000.0 + 2 * RETRY_S) is None
+    assert r.due("g1", now=1000.0 + 3 * RETRY_S) == 7
+    # a report of another replay settles nothing; its own does, and survives a restart
+    assert r.request_id is not None
+    assert not r.reported("g1", "another-restore") and not r.reported("g1", None)
+    assert r.reported("g1", r.request_id)
+    assert r.due("g1", now=1e12) is None
+    assert Replays(tmp_path).due("g1", now=1e12) is None
+    assert Replays(tmp_path).status()["done"] == ["g1"]
+    # the same backup restored again later: a new ask, the old answer does not count
+    restored("2026-12-07T10:00:00+00:00")
+    again = Replays(tmp_path)
+    assert again.due("g1", now=1000.0) == 7
+    assert not again.reported("g1", r.request_id)
 
 
 # -- schedule and health --------------------------------------------------------------------

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,14 @@ def _deliver(agents: list[AgentProcess], db: Path, ids: set[str], timeout: float
 
 
 def bench_restore(
-    events: int = 10_000, devices: int = 2, work_dir: Path | None = None, timeout: float = 600
+    events: int = 10_000,
+    devices: int = 2,
+    work_dir: Path | None = None,
+    timeout: float = 600,
+    changes: int = 100,
 ) -> dict[str, Any]:
+    """``changes``: changes made at central (through its API) after the backup, which only
+    central's journal carries over the restore (docs/operations.md)."""
     root = Path(work_dir or tempfile.mkdtemp(prefix="bench-continuity-"))
     keep = work_dir is not None
     broker = BrokerProcess(root / "broker")
@@ -106,7 +113,13 @@ def bench_restore(
         key = root / "backup.key"
         public = _cli("central", "backup", "keygen", "--out", str(key))["public_key"]
         config = central.data_dir / "central.toml"
-        config.write_text(config.read_text() + f'\n[backup]\npublic_key = "{public}"\n')
+        copy = root / "copy"  # the backups' second place, off central's disk: the journal too
+        config.write_text(
+            config.read_text()
+            + f'\n[backup]\npublic_key = "{public}"\ncopies = ["{copy}"]\njournal_ship_s = 1\n'
+        )
+        central.stop()  # central journals its own changes once [backup] is configured
+        central.start()
         for i in range(devices):
             data = root / f"gate-{i:02d}"
             agents.append(
@@ -132,6 +145,26 @@ def bench_restore(
         ingest_s = _deliver(agents, db, later, timeout)
         for agent in agents:
             agent.stop()
+        _say(f"{changes} changes made at central after the backup (enrollment tokens, API)")
+        t = time.monotonic()
+        with central.client() as api:
+            for i in range(changes):
+                r = api.post(
+                    "/enrollments",
+                    json={"device_id": f"later-{i:04d}", "site": SITE, "role": "gate"},
+                )
+                r.raise_for_status()
+        changes_s = time.monotonic() - t
+        t, made = time.monotonic(), datetime.now(UTC)
+
+        def shipped() -> bool:  # a round that began after the last change, with none left
+            doc = api.get("/backups/status").json().get("journal") or {}
+            at = doc.get("at")
+            return at is not None and datetime.fromisoformat(at) > made and not doc["pending"]
+
+        with central.client() as api:
+            wait_until(shipped, timeout, 0.2, "central's journal shipped")
+        shipped_s = time.monotonic() - t
         held = _ids(db)
         _say("central's disk dies (SIGKILL, data directory deleted)")
         central.kill()
@@ -161,6 +194,10 @@ def bench_restore(
         replay_s = time.monotonic() - t  # central's start included
         back = _ids(db)
         rows = _rows(db)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            kept = conn.execute(
+                "SELECT COUNT(*) FROM enrollments WHERE device_id LIKE 'later-%'"
+            ).fetchone()[0]
         return {
             "bench": "continuity",
             "phase": "restore",
@@ -176,7 +213,16 @@ def bench_restore(
             "replay_ratio": round(replay_s / ingest_s, 2) if ingest_s else None,
             "lost": len(held - back),
             "duplicated": rows - len(back),
-            "targets": {"lost==0": not (held - back), "duplicated==0": rows == len(back)},
+            "central_changes": changes,
+            "central_changes_s": round(changes_s, 3),
+            "journal_shipped_s": round(shipped_s, 3),
+            "journal_replayed": (restored.get("journal") or {}).get("replayed"),
+            "central_changes_lost": changes - int(kept),
+            "targets": {
+                "lost==0": not (held - back),
+                "duplicated==0": rows == len(back),
+                "central_changes_lost==0": kept == changes,
+            },
         }
     finally:
         for agent in agents:

@@ -183,6 +183,15 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     cfg = load_central_config(args.config)
     progress = _Progress("restore")
+
+    def journal(central_id: str) -> list[Any]:
+        """Central's journal: in the places named, else in every configured backup place."""
+        from biblioedge.fleet.backup.journal import DirPlace, places_of
+
+        if args.journal:
+            return [DirPlace(d, central_id) for d in args.journal]
+        return places_of(cfg, central_id)
+
     try:
         record = restore(
             args.backup,
@@ -190,12 +199,16 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             Layout.of(cfg, args.config),
             force=args.force,
             progress=progress,
+            journal=None if args.no_journal else journal,
         )
     except BackupError as exc:
         raise ConfigError(f"restore refused: {exc}") from None
     finally:
         progress.end()
     aside = f"; what was there is in {record['set_aside']}" if record["set_aside"] else ""
+    replayed = record.get("journal")
+    if replayed:
+        aside += f"; {replayed['replayed']} changes made at central after it replayed"
     _out(
         args,
         record,
@@ -242,11 +255,26 @@ def register_central(sub: Any) -> None:
         help="restore central from a backup (same CA and keys: kiosks need no new enrollment)",
         description="Refuses a corrupt, truncated or wrongly keyed backup, one of another "
         "central, a running central and a non-empty one (unless --force, which sets the "
-        "present data aside), before it overwrites anything.",
+        "present data aside), and a journal of another central or with a broken chain, "
+        "before it overwrites anything; then replays central's journal after the backup.",
     )
     s.add_argument("backup", type=Path, help="the backup file to restore")
     s.add_argument("--key", type=Path, required=True, help="the backup private key file")
     s.add_argument("--config", type=Path, required=True, help="central TOML file of the target")
     s.add_argument("--force", action="store_true", help="replace a central that has data")
+    s.add_argument(
+        "--journal",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a backup place holding central's journal (repeatable; default: every place "
+        "in the config's [backup])",
+    )
+    s.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="restore the snapshot only: changes made at central after it are not replayed",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_restore)

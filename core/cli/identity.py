@@ -23,6 +23,7 @@ from biblioedge.settings import ConfigError
 
 
 def _central(args: argparse.Namespace) -> tuple[Any, Any]:
+    from biblioedge.fleet.backup.journal import journal_here
     from biblioedge.fleet.config import load_central_config
     from biblioedge.fleet.repo import Repo
     from biblioedge.keys import load_or_create_key
@@ -31,6 +32,7 @@ def _central(args: argparse.Namespace) -> tuple[Any, Any]:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     repo = Repo(cfg.db_url)
     repo.migrate(load_or_create_key(cfg.data_dir / "keys" / "templates.key"))
+    journal_here(cfg, repo.engine, "cli")  # a change made here survives a restore too
     return cfg, repo
 
 

@@ -17,6 +17,7 @@ from biblioedge.settings import ConfigError
 
 
 def _life(config: Path) -> tuple[Any, Any]:
+    from biblioedge.fleet.backup.journal import journal_here
     from biblioedge.fleet.cards import Cards
     from biblioedge.fleet.config import load_central_config
     from biblioedge.fleet.lifecycle import Lifecycle
@@ -28,6 +29,7 @@ def _life(config: Path) -> tuple[Any, Any]:
     key = load_or_create_key(cfg.data_dir / "keys" / "templates.key")
     repo = Repo(cfg.db_url)
     repo.migrate(key)
+    journal_here(cfg, repo.engine, "cli")  # a change made here survives a restore too
     readers = Readers(repo, key)
     cards = Cards(readers, load_or_create_key(cfg.data_dir / "keys" / "cards.key"))
     return repo, Lifecycle(readers, cards)

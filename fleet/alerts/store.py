@@ -120,6 +120,18 @@ class AlertStore:
                 for r in rows
             ]
 
+    def claim(self, message_id: int) -> bool:
+        """Just before a message goes out: still waiting? A transaction of its own, so that
+        a central replica that no longer leads is refused here (fenced) instead of sending
+        what the new leader sends."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(alert_outbox)
+                .where(alert_outbox.c.id == message_id, alert_outbox.c.state == PENDING)
+                .values(attempts=alert_outbox.c.attempts)
+            )
+        return done.rowcount == 1
+
     def sent(self, message_id: int, now: datetime) -> None:
         with self.engine.begin() as conn:
             conn.execute(

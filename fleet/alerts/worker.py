@@ -113,6 +113,8 @@ class AlertWorker:
             if message.next_at > now:
                 failing.add(message.target)
                 continue
+            if not self.store.claim(message.id):
+                continue  # sent meanwhile
             try:
                 self._send(message)
             except DeliveryError as exc:

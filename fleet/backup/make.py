@@ -103,10 +103,15 @@ def _db_point(db_url: str) -> dict[str, Any]:
                     )
                 ).all()
             )
+            # the journal's last record in the snapshot: a restore replays those after it
+            last = conn.execute(
+                text("SELECT seq, mac FROM central_journal ORDER BY seq DESC LIMIT 1")
+            ).first()
     finally:
         engine.dispose()
     return {
         "schema": rev,
+        "journal": {"seq": int(last[0]), "mac": str(last[1])} if last else {"seq": 0, "mac": ""},
         "devices": {
             r[0]: {
                 "max_seq": int(r[2]),

@@ -16,7 +16,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -34,6 +34,14 @@ from biblioedge.fleet.backup.container import (
     Header,
     open_chunks,
     read_header,
+)
+from biblioedge.fleet.backup.journal import (
+    KEY_FILE,
+    Found,
+    Place,
+    collect,
+    open_record,
+    replay,
 )
 from biblioedge.fleet.backup.make import MANIFEST
 from biblioedge.fleet.backup.parts import (
@@ -238,7 +246,11 @@ def restore(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    journal: Callable[[str], list[Place]] | None = None,
 ) -> dict[str, Any]:
+    """``journal``: the places to read central's journal from, given the backup's central
+    id (None: the snapshot only). Its records after the snapshot are checked before anything
+    is moved, and replayed after the snapshot is in place."""
     with data_dir_lock(layout.data_dir):
         target_id, rows = _target_state(layout)
         parent = layout.data_dir.parent
@@ -258,14 +270,19 @@ def restore(
                     f"{'present' if target_id else 'absent'}): refusing to overwrite it "
                     "(--force replaces it and keeps the present data aside)"
                 )
+            found = _journal_after(opened, journal, private) if journal is not None else None
             aside = _set_aside(layout) if (target_id is not None or rows) else None
             _apply(opened, layout)
+            replayed: dict[str, Any] | None = None
+            if found is not None:
+                replayed = _replay(layout, found, private)
             record = {
                 **_summary(opened),
                 "restored_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
                 "from": str(backup),
                 "set_aside": str(aside) if aside else None,
                 "point": opened.manifest["database"].get("devices", {}),
+                "journal": replayed,
             }
             (layout.data_dir / RESTORED).write_text(json.dumps(record, indent=1))
             return record
@@ -318,3 +335,32 @@ def _apply(opened: Opened, layout: Layout) -> None:
     config = stage / "config" / "central.toml"
     if config.is_file():  # for comparison: the target's own config stays in charge
         shutil.move(str(config), layout.data_dir / "restored-central.toml")
+
+
+def _journal_after(
+    opened: Opened, places: Callable[[str], list[Place]], private: x25519.X25519PrivateKey
+) -> Found:
+    """The journal's records after the snapshot, every one checked (MAC, central, chain)."""
+    point = opened.manifest["database"].get("journal")
+    key_file = opened.stage / "data" / "keys" / KEY_FILE
+    if not isinstance(point, dict) or not key_file.is_file():
+        return Found([], [])  # a backup from before the journal: nothing to chain to
+    mac_key = key_file.read_bytes()
+    found = collect(
+        places(opened.header.central_id),
+        opened.header.central_id,
+        mac_key,
+        int(point.get("seq", 0)),
+        str(point.get("mac", "")),
+    )
+    for record in found.records:  # sealed to the given key, every one, before anything moves
+        open_record(record, private)
+    return found
+
+
+def _replay(layout: Layout, found: Found, private: x25519.X25519PrivateKey) -> dict[str, Any]:
+    engine = create_engine(layout.db_url)
+    try:
+        return replay(engine, found, private)
+    finally:
+        engine.dispose()

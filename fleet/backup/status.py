@@ -108,7 +108,8 @@ def continuity_status(cfg: CentralConfig, now: datetime | None = None) -> dict[s
     restore: dict[str, Any] | None = None
     if isinstance(restored, dict):
         restore = {
-            k: restored.get(k) for k in ("restored_at", "backup_id", "created", "from", "events")
+            k: restored.get(k)
+            for k in ("restored_at", "backup_id", "created", "from", "events", "journal")
         }
     problems: list[str] = []
     configured = b.public_key is not None
@@ -122,6 +123,13 @@ def continuity_status(cfg: CentralConfig, now: datetime | None = None) -> dict[s
         problems.append("no restore drill recorded")
     elif drill is not None and not drill.get("ok"):
         problems.append(f"the last restore drill failed: {drill.get('error')}")
+    from biblioedge.fleet.backup.journal import STATUS as JOURNAL
+    from biblioedge.fleet.backup.journal import shipping_problems
+
+    journal = _read(cfg.data_dir / JOURNAL)
+    if not isinstance(journal, dict):
+        journal = None
+    problems += shipping_problems(cfg, now)
     places = [{"kind": "dir", "where": str(cfg.backup_dir)}]
     places += [{"kind": "dir", "where": str(d)} for d in b.copies]
     places += [{"kind": "s3", "where": s.where()} for s in b.s3]
@@ -133,5 +141,6 @@ def continuity_status(cfg: CentralConfig, now: datetime | None = None) -> dict[s
         "last": last,
         "last_drill": drill,
         "last_restore": restore,
+        "journal": journal,
         "problems": problems,
     }

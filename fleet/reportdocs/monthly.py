@@ -62,7 +62,7 @@ class Kept:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # replicas: a name each
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

@@ -56,6 +56,30 @@ class Restore(BaseModel):
     created: str | None = None
     events: int | None = None
     from_: str | None = Field(default=None, alias="from")
+    journal: dict[str, Any] | None = Field(
+        default=None, description="Central's changes after the backup: replayed, to_seq, read"
+    )
+
+
+class JournalPlace(Place):
+    ok: bool
+    state: str | None = Field(default=None, description="ok, or failed: the reason")
+
+
+class Journal(BaseModel):
+    at: str | None = Field(
+        default=None,
+        description="When the shipper's last round began: what central committed before it "
+        "is in every place unless pending says otherwise",
+    )
+    shipped_to: int | None = Field(
+        default=None, description="The last change record in every place (its number)"
+    )
+    pending: int = Field(default=0, description="Change records not yet in every place")
+    oldest_pending_s: float | None = Field(
+        default=None, description="How long the oldest of them has waited"
+    )
+    places: list[JournalPlace] = []
 
 
 class BackupStatus(BaseModel):
@@ -66,6 +90,11 @@ class BackupStatus(BaseModel):
     last: LastBackup | None
     last_drill: Drill | None = Field(description="The last `central backup verify --config`")
     last_restore: Restore | None
+    journal: Journal | None = Field(
+        default=None,
+        description="Changes made at central after the last backup, shipped to every place "
+        "within about backup.journal_ship_s (replayed by `central restore`)",
+    )
     problems: list[str] = Field(description="What IT should act on, in plain words")
 
 

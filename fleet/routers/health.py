@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from biblioedge import __version__
 from biblioedge.fleet.backup import last_status
+from biblioedge.fleet.backup.journal import shipping_problems
 from biblioedge.fleet.bridge import Bridge
 from biblioedge.fleet.config import CentralConfig
 from biblioedge.fleet.repo import Repo
@@ -71,6 +72,7 @@ def router(
                 problems.append("backup: none made yet")
             elif backup["stale"]:
                 problems.append(f"backup: the last one is {backup['age_h']:.0f} h old")
+            problems += [f"journal: {p}" for p in shipping_problems(cfg, places=False)]
         return Health(
             status="degraded" if problems else "ok",
             version=__version__,
