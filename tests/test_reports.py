@@ -20,7 +20,13 @@ from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
-from biblioedge.fleet.db import events, report_last_grants, report_readers, report_rollups
+from biblioedge.fleet.db import (
+    events,
+    report_hours,
+    report_last_grants,
+    report_reader_years,
+    report_readers,
+)
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
@@ -155,8 +161,8 @@ def test_late_and_duplicate_events_keep_every_figure_exact(repo: Repo) -> None:
     assert "refusals.Bad Reason!" not in rows["tv-tinh"]  # a kiosk's text never becomes a key
     # the migration's backfill of events stored before the rollups counts the same
     with repo.engine.begin() as conn:
-        conn.execute(report_rollups.delete())
-        conn.execute(report_readers.delete())
+        for table in (report_hours, report_readers, report_reader_years):
+            conn.execute(table.delete())
         Rollups().backfill(conn)
     assert reports.report(day_query(by="hour")).model_dump(exclude={"generated_at"}) == (
         reports.raw_report(day_query(by="hour")).model_dump(exclude={"generated_at"})
