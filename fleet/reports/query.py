@@ -237,7 +237,7 @@ class Reports:
 
     def _shown(self, counts: dict[str, int]) -> Figures:
         """The figures as a report shows them: families summed, small band cells hidden."""
-        out: Figures = _ALWAYS | counts
+        out: Figures = {**_ALWAYS, **counts}
         least = self.settings.min_cell
         get = counts.get
         for keys in _BAND_KEYS:
