@@ -436,3 +436,67 @@ def test_questions_no_report_answers_are_422_with_the_reason(
     [problem] = got.json()["detail"]
     assert problem["loc"][-1] == field
     assert says in problem["msg"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("counted", [True, False])
+def test_the_migration_to_wide_hours_moves_the_kept_figures_or_counts_the_events(
+    tmp_path: Path, backend: str, counted: bool, request: pytest.FixtureRequest
+) -> None:
+    """A central from before migration 0023 kept a row per figure (``report_rollups``): its
+    figures are moved as they are (a figure that only the old table had shows), and a central
+    whose events were never counted is counted from them."""
+    from alembic import command
+    from alembic.config import Config
+
+    from biblioedge.fleet import migrations
+
+    url = (
+        f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    repo = Repo(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    with repo.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0020")
+    repo.rollups = None  # the events only: that central's rollups are written below
+    try:
+        gate, sc = Kiosk(repo, "tv-tinh", "gate-01"), Kiosk(repo, "tv-tinh", "sc-01")
+        gate.send(*[grant(gate, MONDAY + timedelta(minutes=m), "BE0000001") for m in (0, 2, 30)])
+        gate.send(gate.event(MONDAY, "gate.decision", decision="deny", reason="blocked"))
+        sc.send(sc.event(MONDAY, "circ.checkout", item_id="30001", patron_id="BE0000002"))
+        extra = 1000  # a figure only the old table holds
+        if counted:
+            with repo.engine.begin() as conn:
+                cells, readers = Rollups().raw_cells(conn)
+                cells[("tv-tinh", "sc-01", int(MONDAY.timestamp()) // 3600, "loans")] += extra
+                conn.execute(
+                    text(
+                        "INSERT INTO report_rollups (site, device_id, hour, metric, value) "
+                        "VALUES (:s, :d, :h, :m, :v)"
+                    ),
+                    [{"s": s, "d": d, "h": h, "m": m, "v": v} for (s, d, h, m), v in cells.items()],
+                )
+                conn.execute(
+                    text("INSERT INTO report_readers (site, day, patron_id) VALUES (:s, :d, :p)"),
+                    [{"s": s, "d": d, "p": p} for s, d, p in readers],
+                )
+        repo.migrate()
+        reports = Reports(repo.engine)
+        query = day_query(by="day")
+        kept, raw = reports.report(query), reports.raw_report(query)
+        assert raw.total["visits"] == 2 and raw.total["refusals"] == 1
+        assert raw.total["unique_readers"] == 1 and raw.total["loans"] == 1
+        if counted:
+            raw.total["loans"] = 1 + extra
+            monday = next(r for r in raw.rows if r.period == "2026-03-02")
+            monday.figures["loans"] = 1 + extra
+        assert kept.model_dump(exclude={"generated_at"}) == raw.model_dump(exclude={"generated_at"})
+    finally:
+        if backend == "postgresql":
+            with repo.engine.begin() as conn:
+                conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        repo.close()
