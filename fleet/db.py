@@ -509,6 +509,15 @@ report_readers = Table(
     sqlite_with_rowid=False,
 )
 
+#: Events stored and not yet counted into the report figures (fleet/reports/pending.py): put
+#: here by the transaction that stores them, taken by the one that counts them.
+report_pending = Table(
+    "report_pending",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    sqlite_with_rowid=False,
+)
+
 #: Which days of a (local) year a reader came to a site: bit ``j % 62`` of ``d{j // 62}`` for
 #: the year's day ``j`` (0 = 1 January). Unique readers over any days of a year is then a
 #: count of these rows (a reader a row), not a distinct count of every reader-day.

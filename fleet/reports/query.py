@@ -1,5 +1,6 @@
-"""Answering a ``ReportQuery``: from the rollups (``report``), or from the raw events
-(``raw_report``: the benchmark's baseline and the tests' oracle, same figures by definition).
+"""Answering a ``ReportQuery``: from the rollups (``report``, after counting what is pending),
+or from the raw events (``raw_report``: the benchmark's baseline and the tests' oracle, same
+figures by definition).
 
 Rollups are kept per UTC hour; the library's zone is a whole number of hours from UTC
 (``ReportsConfig`` checks), so every local hour, day, month and year is a set of whole UTC
@@ -33,6 +34,7 @@ from biblioedge.fleet.reports.model import (
     Row,
     label,
 )
+from biblioedge.fleet.reports.pending import Tally
 from biblioedge.fleet.reports.rollup import EPOCH, SITE_ROW, Cell, ReaderDay, Rollups, day_bit
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.fleet.store import Db, engine_of
@@ -96,8 +98,12 @@ class Reports:
     def report(self, query: ReportQuery, now: datetime | None = None) -> Report:
         """The report from the rollups; ReportError if the question is not answerable."""
         with self.engine.connect() as conn:
+            check(query, known_sites(conn))
+        tally = Tally(self.engine, self.rollups)
+        if tally.any_pending():  # stored and not yet counted: counted first
+            tally.drain()
+        with self.engine.connect() as conn:
             known = known_sites(conn)
-            check(query, known)
             return self._build(conn, query, _rollup_source(conn), now, known)
 
     def raw_report(self, query: ReportQuery, now: datetime | None = None) -> Report:
