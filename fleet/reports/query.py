@@ -247,8 +247,11 @@ class Reports:
         least = self.settings.min_cell
         get = counts.get
         for keys in _BAND_KEYS:
-            if any(0 < get(k, 0) < least for k in keys):
-                out.update(dict.fromkeys(keys))
+            for k in keys:
+                n = get(k)
+                if n is not None and 0 < n < least:
+                    out.update(dict.fromkeys(keys))
+                    break
         return out
 
 
@@ -454,8 +457,8 @@ def _rollup_source(conn: Connection) -> _Source:
         out = []
         for row in found:
             metrics = {k: v for k, v in zip(names, row[3:-1], strict=True) if v}
-            if row[-1]:
-                metrics.update((k, v) for k, v in loads(row[-1]).items() if v)
+            if row[-1]:  # kept without zeros (``hour_rows``, the upsert's merge)
+                metrics.update(loads(row[-1]))
             if metrics:  # else figures counted and uncounted again (a late repeat)
                 out.append((row[0], row[1], row[2], metrics))
         return out
