@@ -10,9 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,21 +22,6 @@ from biblioedge.fleet.reports.pending import Tally
 from biblioedge.protocol import uuid7
 
 MONDAY = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    r = Repo(url)
-    r.migrate()
-    yield r
-    if request.param == "postgresql":
-        with r.engine.begin() as conn:  # the cluster is shared by the session: start clean
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    r.close()
 
 
 def ingest(repo: Repo, n: int, seed: int = 0) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,21 +36,6 @@ from biblioedge.protocol import uuid7
 
 #: 2026-03-02 is a Monday; 09:00 in Hà Nội is 02:00 UTC
 MONDAY = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    r = Repo(url)
-    r.migrate()
-    yield r
-    if request.param == "postgresql":
-        with r.engine.begin() as conn:  # the cluster is shared by the session: start clean
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    r.close()
 
 
 class Kiosk:
