@@ -19,6 +19,7 @@ On PostgreSQL every replica runs a tally: ``FOR UPDATE SKIP LOCKED`` gives each 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -120,7 +121,12 @@ class Tally:
         self._woken.set()
 
     def step(self, limit: int | None = None) -> int:
-        """Count one batch of pending events in one transaction; how many it counted."""
+        """Count one batch of pending events in one transaction; how many it counted. In a
+        context of its own: counting is derived from stored events, never a change central's
+        journal should record (a report asked inside a journaled request drains too)."""
+        return contextvars.Context().run(self._step, limit)
+
+    def _step(self, limit: int | None) -> int:
         with self.engine.begin() as conn:
             pg = conn.dialect.name == "postgresql"
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

@@ -35,6 +35,7 @@ from biblioedge.fleet.db import (
     UTCDateTime,
     events,
     reader_bands,
+    report_pending,
 )
 from biblioedge.fleet.reports.model import BANDS
 from biblioedge.fleet.reports.settings import ReportsConfig
@@ -462,7 +463,9 @@ class Rollups:
 
     def record_in(self, conn: Connection, site: str, metric: str) -> None:
         """Count something central itself did (``CENTRAL_FIGURES``), in the caller's
-        transaction: an event ``central.figure`` stored and counted (no reader named)."""
+        transaction: an event ``central.figure`` stored and queued for the tally like a
+        kiosk's (no reader named). Both through SQLAlchemy, so that central's journal
+        (fleet/backup/journal.py) records them and a restore counts them again."""
         if metric not in CENTRAL_FIGURES:
             raise ValueError(f"central records none of {metric!r}")
         now = datetime.now(UTC)
@@ -477,7 +480,7 @@ class Rollups:
             "payload": {"metric": metric},
         }
         conn.execute(insert(events).values(**row))
-        self.apply(conn, [row])
+        conn.execute(insert(report_pending).values(event_id=row["event_id"]))
 
     # -- from the raw events --------------------------------------------------------------
 
