@@ -42,6 +42,7 @@ from biblioedge.fleet.repo import Repo
 from biblioedge.fleet.reportdocs.monthly import MonthlyReports
 from biblioedge.fleet.reportdocs.source import ReportFigures
 from biblioedge.fleet.reports import Reports
+from biblioedge.fleet.reports.pending import Tally
 from biblioedge.fleet.reports.rollup import Rollups
 from biblioedge.fleet.rollouts import Rollouts
 from biblioedge.keys import load_or_create_key
@@ -301,6 +302,9 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         bridge.leading = leadership.leading
         background = [asyncio.create_task(leadership.run(), name="central:leadership")]
         log.info("replica %s of central (lease %.0f s)", cfg.replica.id, cfg.replica.lease_s)
+    # every replica counts the events ingest queued for the report figures
+    tally = repo.tally = Tally(repo.engine, repo.rollups)
+    background.append(asyncio.create_task(tally.run(), name="central:tally"))
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event

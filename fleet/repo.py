@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError
 
 from biblioedge.fleet import authz, migrations
 from biblioedge.fleet.db import devices, events, make_engine, quarantine
+from biblioedge.fleet.reports.pending import Tally, queue
 from biblioedge.fleet.reports.rollup import CENTRAL, Rollups
 from biblioedge.protocol import (
     BATCH_DEPTH,
@@ -221,9 +222,12 @@ class Repo:
         #: registry row has no role cannot be authorized, so its messages are held
         self.require_role = False
         self.cases = authz.SecurityCases()
-        #: report figures kept in the transaction that stores the events (fleet/reports);
-        #: central sets its ``[reports]`` settings, None keeps none (a benchmark's baseline)
+        #: report figures: the events ingest stores are queued for them in the same
+        #: transaction (fleet/reports/pending.py); central sets its ``[reports]`` settings,
+        #: None keeps none (a benchmark's baseline)
         self.rollups: Rollups | None = Rollups()
+        #: counts what ingest queued for the figures (central runs it; reports drain it)
+        self.tally: Tally | None = None
 
     def migrate(self, template_key: bytes | None = None) -> None:
         """Bring the schema to head. ``template_key`` is central's sealing key: a migration
@@ -268,8 +272,10 @@ class Repo:
                         msg.device_id,
                         exc,
                     )
-            if self.rollups is not None and result.stored_rows:  # once per run: fewer queries
-                self.rollups.apply(conn, result.stored_rows)
+            if self.rollups is not None and result.stored_rows:  # counted beside ingest
+                queue(conn, [r["event_id"] for r in result.stored_rows])
+        if self.rollups is not None and result.stored_rows and self.tally is not None:
+            self.tally.stored()
         if result.seen:
             self._touch(sorted(result.seen), now)
         return result

@@ -14,6 +14,7 @@ import pytest
 from ils import Dummy
 
 from biblioedge.demo.launch import AgentProcess, CentralProcess, agent_config
+from biblioedge.fleet.repo import Repo
 from biblioedge.provisioning.broker import BrokerProcess
 
 
@@ -39,6 +40,23 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with postgres_cluster(tmp_path_factory.mktemp("pg")) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
+    """A migrated central database on SQLite and on PostgreSQL (the session's cluster, left
+    clean for the next test)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    r = Repo(url)
+    r.migrate()
+    yield r
+    if request.param == "postgresql":
+        with r.engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    r.close()
 
 
 @pytest.fixture(scope="session")

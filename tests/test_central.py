@@ -1,7 +1,6 @@
 """Central's ingestion and API, in process, on a real SQLite database migrated by Alembic."""
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -18,21 +17,6 @@ from biblioedge.fleet.db import metadata
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.repo import Incoming, Repo
 from biblioedge.protocol import uuid7
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    r = Repo(url)
-    r.migrate()
-    yield r
-    if request.param == "postgresql":
-        with r.engine.begin() as conn:  # the cluster is shared by the session: start clean
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    r.close()
 
 
 @pytest.fixture

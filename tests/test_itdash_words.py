@@ -5,10 +5,7 @@ not shown; and kiosks that run the face engine say which models they run."""
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from biblioedge.agent.config import AgentConfig
 from biblioedge.agent.models_report import reported_models
@@ -86,21 +83,6 @@ def test_a_halt_reason_in_words_with_waves_counted_from_one() -> None:
         "Wave 3: gate false rejects 9.0% on the new release, 1.0% before"
     )
     assert say.halt("aborted by it") == "aborted by it"  # not a halt it knows: as it is
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    r = Repo(url)
-    r.migrate()
-    yield r
-    if request.param == "postgresql":
-        with r.engine.begin() as conn:  # the cluster is shared by the session: start clean
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    r.close()
 
 
 def test_a_kiosks_activity_is_counted_by_day_and_kind(repo: Repo) -> None:

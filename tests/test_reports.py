@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,13 @@ from biblioedge.fleet.api import create_app
 from biblioedge.fleet.auth import Tokens
 from biblioedge.fleet.cards import Cards
 from biblioedge.fleet.config import CentralConfig
-from biblioedge.fleet.db import events, report_last_grants, report_readers, report_rollups
+from biblioedge.fleet.db import (
+    events,
+    report_hours,
+    report_last_grants,
+    report_reader_years,
+    report_readers,
+)
 from biblioedge.fleet.metrics import CentralMetrics
 from biblioedge.fleet.readers import Readers
 from biblioedge.fleet.registrations import REGISTRATION, Registrar
@@ -31,21 +36,6 @@ from biblioedge.protocol import uuid7
 
 #: 2026-03-02 is a Monday; 09:00 in Hà Nội is 02:00 UTC
 MONDAY = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    r = Repo(url)
-    r.migrate()
-    yield r
-    if request.param == "postgresql":
-        with r.engine.begin() as conn:  # the cluster is shared by the session: start clean
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    r.close()
 
 
 class Kiosk:
@@ -155,8 +145,8 @@ def test_late_and_duplicate_events_keep_every_figure_exact(repo: Repo) -> None:
     assert "refusals.Bad Reason!" not in rows["tv-tinh"]  # a kiosk's text never becomes a key
     # the migration's backfill of events stored before the rollups counts the same
     with repo.engine.begin() as conn:
-        conn.execute(report_rollups.delete())
-        conn.execute(report_readers.delete())
+        for table in (report_hours, report_readers, report_reader_years):
+            conn.execute(table.delete())
         Rollups().backfill(conn)
     assert reports.report(day_query(by="hour")).model_dump(exclude={"generated_at"}) == (
         reports.raw_report(day_query(by="hour")).model_dump(exclude={"generated_at"})
@@ -430,3 +420,67 @@ def test_questions_no_report_answers_are_422_with_the_reason(
     [problem] = got.json()["detail"]
     assert problem["loc"][-1] == field
     assert says in problem["msg"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("counted", [True, False])
+def test_the_migration_to_wide_hours_moves_the_kept_figures_or_counts_the_events(
+    tmp_path: Path, backend: str, counted: bool, request: pytest.FixtureRequest
+) -> None:
+    """A central from before migration 0023 kept a row per figure (``report_rollups``): its
+    figures are moved as they are (a figure that only the old table had shows), and a central
+    whose events were never counted is counted from them."""
+    from alembic import command
+    from alembic.config import Config
+
+    from biblioedge.fleet import migrations
+
+    url = (
+        f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    repo = Repo(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    with repo.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0020")
+    repo.rollups = None  # the events only: that central's rollups are written below
+    try:
+        gate, sc = Kiosk(repo, "tv-tinh", "gate-01"), Kiosk(repo, "tv-tinh", "sc-01")
+        gate.send(*[grant(gate, MONDAY + timedelta(minutes=m), "BE0000001") for m in (0, 2, 30)])
+        gate.send(gate.event(MONDAY, "gate.decision", decision="deny", reason="blocked"))
+        sc.send(sc.event(MONDAY, "circ.checkout", item_id="30001", patron_id="BE0000002"))
+        extra = 1000  # a figure only the old table holds
+        if counted:
+            with repo.engine.begin() as conn:
+                cells, readers = Rollups().raw_cells(conn)
+                cells[("tv-tinh", "sc-01", int(MONDAY.timestamp()) // 3600, "loans")] += extra
+                conn.execute(
+                    text(
+                        "INSERT INTO report_rollups (site, device_id, hour, metric, value) "
+                        "VALUES (:s, :d, :h, :m, :v)"
+                    ),
+                    [{"s": s, "d": d, "h": h, "m": m, "v": v} for (s, d, h, m), v in cells.items()],
+                )
+                conn.execute(
+                    text("INSERT INTO report_readers (site, day, patron_id) VALUES (:s, :d, :p)"),
+                    [{"s": s, "d": d, "p": p} for s, d, p in readers],
+                )
+        repo.migrate()
+        reports = Reports(repo.engine)
+        query = day_query(by="day")
+        kept, raw = reports.report(query), reports.raw_report(query)
+        assert raw.total["visits"] == 2 and raw.total["refusals"] == 1
+        assert raw.total["unique_readers"] == 1 and raw.total["loans"] == 1
+        if counted:
+            raw.total["loans"] = 1 + extra
+            monday = next(r for r in raw.rows if r.period == "2026-03-02")
+            monday.figures["loans"] = 1 + extra
+        assert kept.model_dump(exclude={"generated_at"}) == raw.model_dump(exclude={"generated_at"})
+    finally:
+        if backend == "postgresql":
+            with repo.engine.begin() as conn:
+                conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        repo.close()

@@ -237,16 +237,24 @@ def measure(url: str, runs: int) -> dict[str, Any]:
 
 def ingest_ratio(url_of: Any, sample: int, rounds: int = 3) -> dict[str, Any]:
     """Events/s through ``Repo.ingest`` with rollups and without, fresh databases, alternated;
-    the median of ``rounds`` each."""
+    the median of ``rounds`` each. With rollups, central's ``Tally`` runs beside ingest in a
+    thread of the same process (as central runs it) and the clock also runs until it has
+    counted everything (``counted_events_per_s``, ``count_lag_s``); the figures are then
+    checked against the raw events (``ingest_exact``)."""
+    import threading
+
     import orjson
 
     from biblioedge.fleet.repo import Incoming, Repo
+    from biblioedge.fleet.reports import ReportQuery, Reports
+    from biblioedge.fleet.reports.pending import Tally
     from biblioedge.protocol import uuid7
 
     msgs: list[Incoming] = []
     # as dense as the year's events (two million a year: a day is ~5,500): a live batch
     # covers minutes, not months
-    for batch in synthetic(sample, seed=99, days=max(1, round(365 * sample / 2_000_000))):
+    days = max(1, round(365 * sample / 2_000_000))
+    for batch in synthetic(sample, seed=99, days=days):
         by_device: dict[str, list[dict[str, Any]]] = {}
         for e in batch:
             by_device.setdefault(e["device_id"], []).append(
@@ -262,17 +270,43 @@ def ingest_ratio(url_of: Any, sample: int, rounds: int = 3) -> dict[str, Any]:
                 }
                 msgs.append(Incoming(evs[0]["site"], device, "events", orjson.dumps(body)))
     rates: dict[bool, list[float]] = {True: [], False: []}
+    counted: list[float] = []
+    lags: list[float] = []
+    exact = True
     for r in range(rounds):
         for with_rollups in (True, False) if r % 2 == 0 else (False, True):
             url, cleanup = url_of()
             repo = Repo(url)
             repo.migrate()
-            if not with_rollups:
+            stop = threading.Event()
+            worker = None
+            if with_rollups:
+                assert repo.rollups is not None
+                repo.tally = Tally(repo.engine, repo.rollups)
+                worker = threading.Thread(target=repo.tally.run_blocking, args=(stop,))
+                worker.start()
+            else:
                 repo.rollups = None
             t0 = time.perf_counter()
             for i in range(0, len(msgs), 16):  # central's coalesced runs
                 repo.ingest(msgs[i : i + 16], accept_unknown=True)
-            rates[with_rollups].append(sample / (time.perf_counter() - t0))
+            stored = time.perf_counter() - t0
+            rates[with_rollups].append(sample / stored)
+            if repo.tally is not None:
+                while repo.tally.any_pending():
+                    time.sleep(0.01)
+                done = time.perf_counter() - t0
+                counted.append(sample / done)
+                lags.append(done - stored)
+                query = ReportQuery(start=date(YEAR, 1, 1), end=date(YEAR, 1, days), by="hour")
+                reports = Reports(repo.engine)
+                kept, raw = reports.report(query), reports.raw_report(query)
+                exact = exact and kept.model_dump(exclude={"generated_at"}) == raw.model_dump(
+                    exclude={"generated_at"}
+                )
+            stop.set()
+            if worker is not None:
+                worker.join()
             repo.close()
             cleanup()
     with_, without = statistics.median(rates[True]), statistics.median(rates[False])
@@ -280,6 +314,10 @@ def ingest_ratio(url_of: Any, sample: int, rounds: int = 3) -> dict[str, Any]:
         "ingest_events_per_s": round(with_),
         "ingest_events_per_s_without_rollups": round(without),
         "ingest_ratio": round(with_ / without, 3),
+        "counted_events_per_s": round(statistics.median(counted)),
+        "counted_ratio": round(statistics.median(counted) / without, 3),
+        "count_lag_s": round(statistics.median(lags), 2),
+        "ingest_exact": exact,
         "ingest_sample": sample,
     }
 

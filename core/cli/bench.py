@@ -412,7 +412,9 @@ def _register_reports(bsub: Any) -> None:
         "rollup code central runs at ingest; some late, some twice), then time the year's "
         "report by site x day x hour from the rollups (report_p95_ms), compute it from the "
         "raw events in the same run (raw_ms, speedup, exact), and measure central's real "
-        "ingest path on --sample events with and without rollups (ingest_ratio).",
+        "ingest path on --sample events with rollups (queued for central's tally, which "
+        "counts beside ingest) and without (ingest_ratio; counted_ratio and count_lag_s until "
+        "the tally has counted everything; ingest_exact).",
     )
     b.add_argument("--events", type=int, default=2_000_000, help="events in the year")
     b.add_argument(

@@ -1,5 +1,6 @@
-"""Answering a ``ReportQuery``: from the rollups (``report``), or from the raw events
-(``raw_report``: the benchmark's baseline and the tests' oracle, same figures by definition).
+"""Answering a ``ReportQuery``: from the rollups (``report``, after counting what is pending),
+or from the raw events (``raw_report``: the benchmark's baseline and the tests' oracle, same
+figures by definition).
 
 Rollups are kept per UTC hour; the library's zone is a whole number of hours from UTC
 (``ReportsConfig`` checks), so every local hour, day, month and year is a set of whole UTC
@@ -14,13 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, Text, and_, cast, func, literal, select, union
+from sqlalchemy import Connection, and_, func, select
 
-from biblioedge.fleet.db import devices, events, report_readers, report_rollups
+from biblioedge.fleet.db import HOUR_FIGURES, devices, events, report_readers
 from biblioedge.fleet.reports.model import (
     BANDED_FAMILIES,
     BANDS,
@@ -34,7 +34,8 @@ from biblioedge.fleet.reports.model import (
     Row,
     label,
 )
-from biblioedge.fleet.reports.rollup import EPOCH, Cell, ReaderDay, Rollups
+from biblioedge.fleet.reports.pending import Tally
+from biblioedge.fleet.reports.rollup import EPOCH, SITE_ROW, Cell, ReaderDay, Rollups, day_bit
 from biblioedge.fleet.reports.settings import ReportsConfig
 from biblioedge.fleet.store import Db, engine_of
 from biblioedge.protocol import YEARS, utc_now, valid_id
@@ -58,8 +59,18 @@ def check(query: ReportQuery, known_sites: Iterable[str]) -> None:
 
 
 def known_sites(conn: Connection) -> set[str]:
-    stmt = union(select(devices.c.site), select(report_rollups.c.site).distinct())
-    return {r[0] for r in conn.execute(stmt)}
+    """The registry's sites and every site with figures (kiosks since removed): the figures'
+    sites by skipping from one to the next along the key, not by reading every row."""
+    found = {r[0] for r in conn.execute(select(devices.c.site).distinct())}
+    found.update(r[0] for r in conn.exec_driver_sql(_SITES_OF_HOURS) if r[0] is not None)
+    return found
+
+
+_SITES_OF_HOURS = (
+    "WITH RECURSIVE s(site) AS (SELECT min(site) FROM report_hours UNION ALL "
+    "SELECT (SELECT min(site) FROM report_hours WHERE report_hours.site > s.site) FROM s "
+    "WHERE s.site IS NOT NULL) SELECT site FROM s"
+)
 
 
 @dataclass
@@ -87,8 +98,12 @@ class Reports:
     def report(self, query: ReportQuery, now: datetime | None = None) -> Report:
         """The report from the rollups; ReportError if the question is not answerable."""
         with self.engine.connect() as conn:
+            check(query, known_sites(conn))
+        tally = Tally(self.engine, self.rollups)
+        if tally.any_pending():  # stored and not yet counted: counted first
+            tally.drain()
+        with self.engine.connect() as conn:
             known = known_sites(conn)
-            check(query, known)
             return self._build(conn, query, _rollup_source(conn), now, known)
 
     def raw_report(self, query: ReportQuery, now: datetime | None = None) -> Report:
@@ -183,10 +198,8 @@ class Reports:
         ends: dict[RowKey, datetime] = {}
         cells = source.cells(h_lo, h_hi, scope, query.per_kiosk)
         gated = set(gate_sites)
-        for site, _, _, metrics in cells:
-            if site not in gated and (
-                "gate_visits" in metrics or any(k[:9] == "refusals." for k in metrics)
-            ):
+        for site, _, _, metrics in cells:  # a refusal is counted with its reason
+            if site not in gated and ("gate_visits" in metrics or "refusals" in metrics):
                 gated.add(site)
         by, kiosk = query.by, query.per_kiosk
         for site, device, hour, metrics in cells:
@@ -230,14 +243,14 @@ class Reports:
 
     def _shown(self, counts: dict[str, int]) -> Figures:
         """The figures as a report shows them: families summed, small band cells hidden."""
-        out: Figures = dict(_ALWAYS)
-        out.update(counts)
+        out: Figures = {**_ALWAYS, **counts}
         least = self.settings.min_cell
+        get = counts.get
         for keys in _BAND_KEYS:
             for k in keys:
-                if 0 < counts.get(k, 0) < least:
-                    for hidden in keys:
-                        out[hidden] = None
+                n = get(k)
+                if n is not None and 0 < n < least:
+                    out.update(dict.fromkeys(keys))
                     break
         return out
 
@@ -394,47 +407,61 @@ def _done_by(progress: list[KioskProgress]) -> Callable[[str | None, str | None]
     return done
 
 
-def _plain(conn: Connection, stmt: Any) -> tuple[str, Any]:
-    """A statement as the driver's SQL and parameters."""
-    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.construct_params()
-    if conn.dialect.name == "postgresql":
-        return str(compiled), params
-    return str(compiled), tuple(params[k] for k in compiled.positiontup or ())
+_NAMES = tuple(f.replace(".", "_") for f in HOUR_FIGURES)
+
+
+def _cells_sql(dialect: str, per_kiosk: bool, sites: int) -> str:
+    """The hours' rows of some sites: the kiosks' rows, or each site's own (``SITE_ROW``)."""
+    mark = "%s" if dialect == "postgresql" else "?"
+    kiosks = f"device_id {'!=' if per_kiosk else '='} {mark}"
+    return (
+        f"SELECT site, device_id, hour, {', '.join(_NAMES)}, breakdown FROM report_hours "
+        f"WHERE site IN ({', '.join([mark] * sites)}) AND hour >= {mark} AND hour < {mark} "
+        f"AND {kiosks}"
+    )
+
+
+def _year_masks(d_lo: int, d_hi: int, weekday: int | None) -> dict[int, list[int]]:
+    """Per year, the masks of ``report_reader_years``' columns for the days [d_lo, d_hi]
+    (of one weekday, 1 = Monday, when given)."""
+    masks: dict[int, list[int]] = {}
+    for day in range(d_lo, d_hi + 1):
+        if weekday is not None and (day + 3) % 7 != weekday - 1:  # day 0 was a Thursday
+            continue
+        year, column, bit = day_bit(day)
+        masks.setdefault(year, [0] * 6)[column] |= bit
+    return masks
 
 
 def _rollup_source(conn: Connection) -> _Source:
-    r = report_rollups.c
     rd = report_readers.c
+    pg = conn.dialect.name == "postgresql"
+    mark = "%s" if pg else "?"
 
     def cells(
         h_lo: int, h_hi: int, sites: tuple[str, ...], per_kiosk: bool
     ) -> list[tuple[str, str, int, dict[str, int]]]:
-        """One row per site (or kiosk) and hour, its figures as one JSON object built by the
-        database: a year by hour is 10,000 rows to read instead of 250,000."""
-        device = r.device_id if per_kiosk else literal("")
-        inner = (
-            select(r.site, device.label("device"), r.hour, r.metric, func.sum(r.value).label("v"))
-            .where(and_(r.hour >= h_lo, r.hour < h_hi, r.value != 0, r.site.in_(sites)))
-            .group_by(r.site, device, r.hour, r.metric)
-            .subquery()
-        )
-        c = inner.c
-        pg = conn.dialect.name == "postgresql"
-        agg = (
-            cast(func.json_object_agg(c.metric, c.v), Text)
-            if pg
-            else func.json_group_object(c.metric, c.v)
-        )
-        stmt = select(c.site, c.device, c.hour, agg).group_by(c.site, c.device, c.hour)
-        sql, params = _plain(conn, stmt)
+        """One row per site (or kiosk) and hour with its figures (a year by hour is ~10,000
+        rows), read on the driver's cursor."""
+        if not sites:
+            return []
+        sql = _cells_sql(conn.dialect.name, per_kiosk, len(sites))
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql, params)
-            loads = orjson.loads
-            return [(s, d, h, loads(m)) for s, d, h, m in cursor.fetchall()]
+            cursor.execute(sql, (*sites, h_lo, h_hi, SITE_ROW))
+            found = cursor.fetchall()
         finally:
             cursor.close()
+        loads = orjson.loads
+        names = HOUR_FIGURES
+        out = []
+        for row in found:
+            metrics = {k: v for k, v in zip(names, row[3:-1], strict=True) if v}
+            if row[-1]:  # kept without zeros (``hour_rows``, the upsert's merge)
+                metrics.update(loads(row[-1]))
+            if metrics:  # else figures counted and uncounted again (a late repeat)
+                out.append((row[0], row[1], row[2], metrics))
+        return out
 
     def readers(
         d_lo: int, d_hi: int, sites: tuple[str, ...], per_site: bool
@@ -451,17 +478,32 @@ def _rollup_source(conn: Connection) -> _Source:
     def distinct(
         d_lo: int, d_hi: int, sites: tuple[str, ...], per_site: bool, weekday: int | None
     ) -> dict[str | None, int]:
-        cols = [rd.site] if per_site else []
-        stmt = select(*cols, func.count(func.distinct(rd.patron_id))).where(
-            and_(rd.day >= d_lo, rd.day <= d_hi)
+        """Readers who came on any of the days: a reader's row of a year counts when it has
+        a bit of the days' mask (a reader of several years or sites is counted once)."""
+        masks = _year_masks(d_lo, d_hi, weekday)
+        if not masks or not sites:
+            return {} if per_site else {None: 0}
+        terms, params = [], []
+        for year, mask in sorted(masks.items()):
+            bits = [f"(d{i} & {mark}) != 0" for i, m in enumerate(mask) if m]
+            terms.append(f"(year = {mark} AND ({' OR '.join(bits)}))")
+            params += [year, *(m for m in mask if m)]
+        head = "SELECT site, " if per_site else "SELECT "
+        sql = (
+            f"{head}count(DISTINCT patron_id) FROM report_reader_years "
+            f"WHERE site IN ({', '.join([mark] * len(sites))}) AND year >= {mark} "
+            f"AND year <= {mark} AND ({' OR '.join(terms)})"
+            + (" GROUP BY site" if per_site else "")
         )
-        if weekday is not None:  # day 0 (1970-01-01) was a Thursday
-            stmt = stmt.where((rd.day + 3) % 7 == weekday - 1)
-        if sites:
-            stmt = stmt.where(rd.site.in_(sites))
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, (*sites, min(masks), max(masks), *params))
+            found = cursor.fetchall()
+        finally:
+            cursor.close()
         if per_site:
-            return {row[0]: int(row[1]) for row in conn.execute(stmt.group_by(rd.site))}
-        return {None: int(conn.execute(stmt).scalar() or 0)}
+            return {site: int(n) for site, n in found}
+        return {None: int(found[0][0]) if found else 0}
 
     return _Source(cells, readers, distinct)
 

@@ -31,11 +31,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnClause
 
 from biblioedge.fleet.db import (
+    HOUR_FIGURES,
     UTCDateTime,
     events,
     reader_bands,
-    report_readers,
-    report_rollups,
+    report_pending,
 )
 from biblioedge.fleet.reports.model import BANDS
 from biblioedge.fleet.reports.settings import ReportsConfig
@@ -204,7 +204,8 @@ _by_key = attrgetter("at", "event_id")
 
 
 class Rollups:
-    """Keeps ``report_rollups``, ``report_readers`` and ``reader_bands`` as events arrive."""
+    """Keeps ``report_hours``, ``report_readers``, ``report_reader_years`` and ``reader_bands``
+    as events arrive."""
 
     def __init__(self, settings: ReportsConfig | None = None) -> None:
         self.settings = settings or ReportsConfig()
@@ -442,24 +443,29 @@ class Rollups:
 
     @staticmethod
     def write(conn: Connection, cells: Counter[Cell], readers: set[ReaderDay]) -> None:
-        """Add ``cells`` to the rollups (sorted: concurrent transactions lock rows in one
-        order) and record the readers of each day."""
-        add, day = _UPSERTS[conn.dialect.name]
-        rows = [
-            {"site": s, "device_id": d, "hour": h, "metric": m, "value": v}
-            for (s, h, m, d), v in sorted(((s, h, m, d), v) for (s, d, h, m), v in cells.items())
-            if v
-        ]
-        if rows:
-            conn.execute(add, rows)
-        if readers:
-            conn.execute(
-                day, [{"site": s, "day": d, "patron_id": p} for s, d, p in sorted(readers)]
-            )
+        """Add ``cells`` to the hours' rows and record the readers of each day, on the
+        driver's cursor (sorted: concurrent transactions lock rows in one order)."""
+        pg = conn.dialect.name == "postgresql"
+        rows = hour_rows(cells)
+        days = sorted(readers)
+        years = reader_years(days)
+        if not (rows or days):
+            return
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if rows:
+                cursor.executemany(_ADD_HOURS_PG if pg else _ADD_HOURS_SQLITE, rows)
+            if days:
+                cursor.executemany(_ADD_DAY_PG if pg else _ADD_DAY_SQLITE, days)
+                cursor.executemany(_ADD_YEAR_PG if pg else _ADD_YEAR_SQLITE, years)
+        finally:
+            cursor.close()
 
     def record_in(self, conn: Connection, site: str, metric: str) -> None:
         """Count something central itself did (``CENTRAL_FIGURES``), in the caller's
-        transaction: an event ``central.figure`` stored and counted (no reader named)."""
+        transaction: an event ``central.figure`` stored and queued for the tally like a
+        kiosk's (no reader named). Both through SQLAlchemy, so that central's journal
+        (fleet/backup/journal.py) records them and a restore counts them again."""
         if metric not in CENTRAL_FIGURES:
             raise ValueError(f"central records none of {metric!r}")
         now = datetime.now(UTC)
@@ -474,7 +480,7 @@ class Rollups:
             "payload": {"metric": metric},
         }
         conn.execute(insert(events).values(**row))
-        self.apply(conn, [row])
+        conn.execute(insert(report_pending).values(event_id=row["event_id"]))
 
     # -- from the raw events --------------------------------------------------------------
 
@@ -557,24 +563,122 @@ def _insert(conn: Connection, table: Any) -> Any:
     return sqlite.insert(table)
 
 
-def _upserts() -> dict[str, tuple[Any, Any]]:
-    """(add to rollups, add readers of a day) per dialect, built once: ingest runs them for
-    every batch."""
-    out = {}
-    for name, ins in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
-        add = ins(report_rollups)
-        add = add.on_conflict_do_update(
-            index_elements=["site", "hour", "metric", "device_id"],
-            set_={"value": report_rollups.c.value + add.excluded.value},
-        )
-        day = ins(report_readers).on_conflict_do_nothing(
-            index_elements=["site", "day", "patron_id"]
-        )
-        out[name] = (add, day)
-    return out
+_FIGURE_AT = {f: i for i, f in enumerate(HOUR_FIGURES)}
+#: The kiosk of a site's own row in ``report_hours``: no kiosk id is empty (``valid_id``).
+SITE_ROW = ""
+_WIDTH = len(HOUR_FIGURES)
 
 
-_UPSERTS = _upserts()
+def hour_rows(cells: Counter[Cell]) -> list[tuple[Any, ...]]:
+    """``cells`` as ``report_hours`` rows, as the driver takes them: (site, hour, kiosk, the
+    figures in ``HOUR_FIGURES`` order, the breakdowns as JSON or None), in key order. Each
+    site's hour is also a row of its own (kiosk ``SITE_ROW``): a report by site reads those,
+    with nothing to add up."""
+    wide: dict[tuple[str, int, str], list[Any]] = {}
+    at = _FIGURE_AT.get
+    for (site, device, hour, metric), value in cells.items():
+        if not value:
+            continue
+        i = at(metric)
+        for key in ((site, hour, device), (site, hour, SITE_ROW)):
+            row = wide.get(key)
+            if row is None:
+                row = wide[key] = [0] * _WIDTH + [None]
+            if i is not None:
+                row[i] += value
+            else:
+                extra = row[_WIDTH] = row[_WIDTH] or {}
+                extra[metric] = extra.get(metric, 0) + value
+    return [
+        (*key, *row[:_WIDTH], orjson.dumps(row[_WIDTH], option=orjson.OPT_SORT_KEYS).decode())
+        if row[_WIDTH]
+        else (*key, *row[:_WIDTH], None)
+        for key, row in sorted(wide.items())
+    ]
+
+
+_YEAR_OF: dict[int, tuple[int, int, int]] = {}
+
+
+def day_bit(day: int) -> tuple[int, int, int]:
+    """(year, column, bit) of a local day (days since 1970-01-01) in ``report_reader_years``."""
+    found = _YEAR_OF.get(day)
+    if found is None:
+        d = EPOCH + timedelta(days=day)
+        j = (d - date(d.year, 1, 1)).days
+        found = _YEAR_OF[day] = (d.year, j // 62, 1 << (j % 62))
+    return found
+
+
+def reader_years(days: list[ReaderDay]) -> list[tuple[Any, ...]]:
+    """Readers' days as ``report_reader_years`` rows to OR in: (site, year, reader, d0-d5)."""
+    bits: dict[tuple[str, int, str], list[int]] = {}
+    for site, day, patron in days:
+        year, column, bit = day_bit(day)
+        row = bits.get((site, year, patron))
+        if row is None:
+            row = bits[(site, year, patron)] = [0] * 6
+        row[column] |= bit
+    return [(*key, *row) for key, row in sorted(bits.items())]
+
+
+def _hour_upsert(mark: str) -> str:
+    names = [f.replace(".", "_") for f in HOUR_FIGURES]
+    columns = ", ".join(["site", "hour", "device_id", *names, "breakdown"])
+    values = ", ".join([mark] * (len(names) + 4))
+    adds = ", ".join(f"{c} = report_hours.{c} + excluded.{c}" for c in names)
+    if mark == "?":
+        each = (
+            "SELECT key, value FROM json_each(report_hours.breakdown) UNION ALL "
+            "SELECT key, value FROM json_each(excluded.breakdown)"
+        )
+        merged = (
+            f"SELECT json_group_object(key, t) FROM (SELECT key, sum(value) AS t FROM ({each}) "
+            "GROUP BY key HAVING t != 0 ORDER BY key)"
+        )
+    else:
+        each = (
+            "SELECT key, value::bigint AS value FROM json_each_text(report_hours.breakdown::json) "
+            "UNION ALL SELECT key, value::bigint FROM json_each_text(excluded.breakdown::json)"
+        )
+        merged = (
+            "SELECT coalesce(json_object_agg(key, t ORDER BY key), '{}')::text FROM "
+            f"(SELECT key, sum(value) AS t FROM ({each}) AS u GROUP BY key "
+            "HAVING sum(value) <> 0) AS s"
+        )
+    # breakdowns are added key by key; a row without any keeps the other side's as it is
+    breakdown = (
+        "breakdown = CASE WHEN excluded.breakdown IS NULL THEN report_hours.breakdown "
+        "WHEN report_hours.breakdown IS NULL THEN excluded.breakdown "
+        f"ELSE ({merged}) END"
+    )
+    return (
+        f"INSERT INTO report_hours ({columns}) VALUES ({values}) "
+        f"ON CONFLICT (site, hour, device_id) DO UPDATE SET {adds}, {breakdown}"
+    )
+
+
+def _year_upsert(mark: str) -> str:
+    ors = ", ".join(f"d{i} = report_reader_years.d{i} | excluded.d{i}" for i in range(6))
+    return (
+        "INSERT INTO report_reader_years (site, year, patron_id, d0, d1, d2, d3, d4, d5) "
+        f"VALUES ({', '.join([mark] * 9)}) "
+        f"ON CONFLICT (site, year, patron_id) DO UPDATE SET {ors}"
+    )
+
+
+#: The figures and the readers' days, written on the driver's cursor: ingest runs them for
+#: every batch, and SQLAlchemy's per-row parameter processing was much of their cost.
+_ADD_HOURS_SQLITE = _hour_upsert("?")
+_ADD_HOURS_PG = _hour_upsert("%s")
+_ADD_DAY_SQLITE = (
+    "INSERT INTO report_readers (site, day, patron_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_ADD_DAY_PG = (
+    "INSERT INTO report_readers (site, day, patron_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+)
+_ADD_YEAR_SQLITE = _year_upsert("?")
+_ADD_YEAR_PG = _year_upsert("%s")
 
 
 #: The kept latest grants, written and read on the driver's cursor: ingest runs them for

@@ -1,6 +1,6 @@
 """Reports: figures kept at ingest (``report_rollups``), the readers of each day
-(``report_readers``) and each reader's age band (``reader_bands``); the events already stored
-are counted once here, so that the figures start complete.
+(``report_readers``) and each reader's age band (``reader_bands``). The events already stored
+are counted by migration 0023, which replaced ``report_rollups`` by ``report_hours``.
 
 The backfill uses the library's default time zone and passback window (``[reports]``
 defaults): a central configured otherwise rebuilds nothing, its new events use its settings.
@@ -52,9 +52,7 @@ def upgrade() -> None:
         sa.Column("band", sa.String(8), nullable=False, comment="adult, child or unknown"),
         sa.Column("updated_at", UTCDateTime, nullable=False),
     )
-    from biblioedge.fleet.reports.rollup import Rollups
-
-    Rollups().backfill(op.get_bind())
+    # the events already stored are counted by 0023, into the tables that replaced these
 
 
 def downgrade() -> None:
