@@ -2,7 +2,7 @@
 statements, sealed to the backup key, chained by MAC, kept until shipped beside the backups.
 
 Revision ID: 0022
-Revises: 0020 (the lead re-chains at merge)
+Revises: 0020
 Create Date: 2026-12-06
 """
 

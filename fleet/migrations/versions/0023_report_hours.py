@@ -7,7 +7,7 @@ already kept are moved over as they are; a database whose events were never coun
 (upgraded from before 0012) is counted here.
 
 Revision ID: 0023
-Revises: 0020
+Revises: 0022
 Create Date: 2026-12-06
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from biblioedge.fleet.db import HOUR_FIGURES
 
 revision = "0023"
-down_revision = "0020"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
