@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from biblioedge.fleet.store import Db, Transactions
 from biblioedge.fleet.store import enrollments as store
 from biblioedge.protocol import utc_now, valid_id
 from biblioedge.provisioning import pki
+from biblioedge.provisioning.coalesce import Coalesced
 from biblioedge.provisioning.enroll import RENEW_DOMAIN
 
 log = logging.getLogger("biblioedge.fleet.enrollments")
@@ -95,10 +95,10 @@ class Registry:
         self.broker_url = broker_url
         self.central_url = central_url
         self.pid_file = pid_file
-        #: one ACL rewrite at a time: two enrollments at once (a fleet enrolled in parallel)
-        #: would otherwise race on the file, and the later write could be the older registry
-        #: (a kiosk enrolled but missing from the broker's ACL)
-        self._broker_files = threading.Lock()
+        #: one ACL rewrite at a time (two at once raced on the file, and the later write could
+        #: be the older registry), and one for a burst of enrollments: each call still returns
+        #: only after a rewrite that read its change (provisioning/coalesce.py)
+        self._broker_files = Coalesced(self._sync_broker_now)
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -421,16 +421,18 @@ class Registry:
         The CRL is re-signed well before ``next_update``: with CRL checking on, OpenSSL
         refuses every client certificate once the CRL has expired. Central calls this at
         start and every few hours (``refresh_loop``), and when a replaced certificate's
-        grace is over."""
-        with self._broker_files:
-            with self.tx.begin() as conn:
-                store.revoke_due(conn, utc_now())  # replaced certificates whose grace is over
-                revoked = store.revocations(conn)
-                active = [name for name, _ in self.active(conn)]
-            current = self._crl_current({s for s, _ in revoked})
-            crl = None if current else self.identity.ca.crl(revoked)
-            if self.identity.write_broker_files(active, crl):
-                self.identity.reload_broker(self.pid_file)
+        grace is over. Calls at once share one rewrite (``Coalesced``)."""
+        self._broker_files.request()
+
+    def _sync_broker_now(self) -> None:
+        with self.tx.begin() as conn:
+            store.revoke_due(conn, utc_now())  # replaced certificates whose grace is over
+            revoked = store.revocations(conn)
+            active = [name for name, _ in self.active(conn)]
+        current = self._crl_current({s for s, _ in revoked})
+        crl = None if current else self.identity.ca.crl(revoked)
+        if self.identity.write_broker_files(active, crl):
+            self.identity.reload_broker(self.pid_file)
 
     def _crl_current(self, serials: set[int]) -> bool:
         path = self.identity.files.crl
