@@ -423,12 +423,15 @@ class Bridge:
         for branch in await loop.run_in_executor(self._db, self.readers.sites):
             await self.gallery_changed(branch)
 
-    async def _publish_keys(self, client: aiomqtt.Client, site: str | None) -> None:
-        """The site keys, wrapped to each gate of ``site`` (every site: None), retained."""
+    async def _publish_keys(
+        self, client: aiomqtt.Client, site: str | None, device: str | None = None
+    ) -> None:
+        """The site keys, wrapped to each gate of ``site`` (every site: None), retained;
+        to ``device`` alone when given."""
         loop = asyncio.get_running_loop()
         gates = await loop.run_in_executor(self._db, self.gates)
         for device_id, gate_site, cert in gates:
-            if site is not None and gate_site != site:
+            if (site is not None and gate_site != site) or device not in (None, device_id):
                 continue
             body = await loop.run_in_executor(
                 self._db, self.site_keys.message, device_id, gate_site, cert
@@ -436,9 +439,14 @@ class Bridge:
             topic = device_topic(gate_site, device_id, "keys")
             await self._publish(client, topic, self.signer.envelope(topic, body), True)
 
-    async def site_keys_changed(self, site: str, revoked: str | None = None) -> None:
-        """After a gate enrolled or renewed (its wrapping changed) or was revoked (the site
-        key rotates first and the revoked gate's retained copy is cleared)."""
+    async def site_keys_changed(
+        self, site: str, revoked: str | None = None, device: str | None = None
+    ) -> None:
+        """After a gate enrolled or renewed (``device``: only its wrapping changed, so only
+        it is sent its keys; the site's other gates hold theirs) or was revoked (the site
+        key rotates first, every gate of the site gets the new one, and the revoked gate's
+        retained copy is cleared). Re-wrapping every gate of the site for each enrollment
+        was a fleet's enrollment's largest cost at central (ECIES per gate, per gate)."""
         loop = asyncio.get_running_loop()
         if revoked is not None:
             await loop.run_in_executor(self._db, self.site_keys.rotate, site)
@@ -448,7 +456,7 @@ class Bridge:
         with contextlib.suppress(aiomqtt.MqttError):
             if revoked is not None:
                 await self._publish(client, device_topic(site, revoked, "keys"), b"", True)
-            await self._publish_keys(client, site)
+            await self._publish_keys(client, site, None if revoked is not None else device)
 
     async def send_command(
         self, site: str, device_id: str, name: str, args: dict[str, Any] | None = None
