@@ -82,6 +82,10 @@ class Bridge:
         self.resends = GalleryResends()
         #: after a restore from backup: which kiosks still have to be asked to send again
         self.replays: Replays | None = None
+        #: (site, device) of kiosks to ask to resend their unacknowledged batches now: see
+        #: ``_resync_unwitnessed``
+        self._resync: set[tuple[str, str]] = set()
+        self._resync_wake = asyncio.Event()
         #: central replicas (fleet/replicas.py): set while this replica leads. Events are
         #: shared among the replicas' bridges; kiosks' states (retained, and what a gallery
         #: resend or a replay request follows) are read by the leader alone. None: one central.
@@ -145,6 +149,7 @@ class Bridge:
                         tg.create_task(self._reassert(client), name="bridge:reassert")
                         if replica is not None and self.leading is not None:
                             tg.create_task(self._follow_leader(client), name="bridge:states")
+                            tg.create_task(self._resync_unwitnessed(client), name="bridge:resync")
             except* aiomqtt.MqttError as group:
                 self._restarts.append(time.monotonic())
                 link.failed(group.exceptions[0])
@@ -176,6 +181,28 @@ class Bridge:
             if subscribed:
                 with contextlib.suppress(aiomqtt.MqttError):
                     await client.unsubscribe("be/+/+/state", timeout=1)
+
+    async def _resync_unwitnessed(self, client: aiomqtt.Client) -> None:
+        """Ask kiosks that connected while this leader was not listening to resend now.
+
+        Replicas keep clean sessions (see ``_client``), so what kiosks publish while *no*
+        replica is subscribed (the broker restarted, every replica reconnecting with its
+        backoff) is dropped by the broker, and each kiosk waited out its ack timeout (10 s)
+        before sending it again: after a broker outage, most of a fleet's return (bench
+        continuity --phase reconnect, two replicas). A kiosk's connection the leader did not
+        witness shows as its "online" state arriving *retained* when the leader subscribes;
+        such a kiosk gets a signed ``resync`` (it sends its unacknowledged batches again at
+        once). A needless one costs a few duplicate batches, which ingest ignores."""
+        while True:
+            await self._resync_wake.wait()
+            self._resync_wake.clear()
+            due, self._resync = sorted(self._resync), set()
+            for site, device_id in due:
+                cmd = Command(command_id=uuid7(), name="resync", issued_at=utc_now(), args={})
+                topic = device_topic(site, device_id, "cmd")
+                await self._publish(client, topic, self.signer.envelope(topic, dumps(cmd)))
+            if due:
+                log.info("asked %d kiosks that connected unwitnessed to resend", len(due))
 
     async def _reassert(self, client: aiomqtt.Client) -> None:
         """Every desired document and gate key again, beside ingest rather than before it:
@@ -230,6 +257,14 @@ class Bridge:
                 self.metrics.refused.labels(exc.reason).inc()
                 log.warning("refused message on %s: %s", message.topic, exc)
                 continue
+            if (
+                message.retain
+                and channel == "state"
+                and self.leading is not None
+                and _says_online(bytes(payload))
+            ):
+                self._resync.add((site, device))
+                self._resync_wake.set()
             reason = self.quotas.offer(Incoming(site, device, channel, bytes(payload)))
             if reason is not None:  # not stored, not acked: an honest kiosk sends it again
                 self.metrics.quota_refused.labels(device, reason).inc()
