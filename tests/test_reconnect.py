@@ -18,7 +18,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from biblioedge.bench.continuity_reconnect import bench_reconnect
+from biblioedge.bench.continuity_replicas import ReplicaProcess, replica_extra
 from biblioedge.demo.launch import CentralProcess
+from biblioedge.provisioning.broker import BrokerProcess
 from biblioedge.sim.syncfleet import SyncKiosk
 
 
@@ -163,3 +165,46 @@ def test_kiosks_enrolled_at_the_same_moment_are_all_in_the_broker_acl(
         assert f"user {k.device_id}\n" in acl
     leftovers = [p.name for p in (central.data_dir / "broker").iterdir() if ".tmp" in p.name]
     assert leftovers == []
+
+
+async def test_a_kiosk_that_published_while_no_replica_listened_is_asked_to_resend(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Replicas keep clean sessions, so the broker drops what a kiosk publishes while no
+    replica is subscribed. The leader that comes back sees the kiosk's online state only as
+    a retained message (it did not witness the connection) and asks it to resend: the batch
+    is acknowledged although the kiosk's ack timeout is ten minutes."""
+    broker = BrokerProcess(tmp_path / "broker")
+    a = CentralProcess(
+        tmp_path / "central", broker, extra=replica_extra(db_url, "a", lease_s=3.0, renew_s=0.5)
+    )
+    b = ReplicaProcess(a, "b")
+    kiosk = SyncKiosk(tmp_path / "gate-09", "gate-09", "tv-tinh", "gate")
+    try:
+        await asyncio.to_thread(broker.start)
+        await asyncio.to_thread(a.start)
+        await asyncio.to_thread(b.start)
+        await asyncio.to_thread(kiosk.enroll, a.url, a.enrollment_token, {"ack_timeout_s": 600.0})
+        kiosk.start()
+        await _until(lambda: kiosk.connected, 60, "the kiosk connected")
+        await kiosk.queue(5, seed=1)
+        await _until(lambda: _drained(kiosk), 60, "the first events acknowledged")
+        await asyncio.to_thread(a.stop)
+        await asyncio.to_thread(b.stop)
+        await kiosk.queue(20, seed=2)  # published to nobody: dropped
+        assert kiosk.sync is not None
+        sync = kiosk.sync
+        await _until(lambda: bool(sync.status.inflight), 60, "the kiosk published its batch")
+        sent = sync.metrics.registry.get_sample_value("agent_batches_sent_total") or 0
+        await asyncio.to_thread(a.start)
+        await asyncio.to_thread(b.start)
+        await _until(lambda: _drained(kiosk), 120, "the dropped batch sent again and stored")
+        registry = sync.metrics.registry
+        assert registry.get_sample_value("agent_batch_timeouts_total") == 0
+        assert (registry.get_sample_value("agent_batches_sent_total") or 0) > sent, "sent again"
+        assert kiosk.connected, "on the same connection: asked, not timed out or reconnected"
+    finally:
+        await kiosk.stop()
+        b.stop()
+        a.stop()
+        broker.stop()
