@@ -207,7 +207,12 @@ class Bridge:
     async def _reassert(self, client: aiomqtt.Client) -> None:
         """Every desired document and gate key again, beside ingest rather than before it:
         with a thousand kiosks this is a thousand retained publishes and a key wrapped per
-        gate, and a fleet back from an outage must not wait for it to be acknowledged."""
+        gate, and a fleet back from an outage must not wait for it to be acknowledged.
+        Among replicas the leader does it (once per connection, when it leads): the
+        documents are retained, so one copy is enough, and every replica doing it after a
+        broker restart cost each of them the time the fleet's events waited for."""
+        if self.leading is not None:
+            await self.leading.wait()
         await self._publish_all_desired(client)
         await self._publish_keys(client, None)
 
@@ -469,15 +474,18 @@ class Bridge:
         """The site keys, wrapped to each gate of ``site`` (every site: None), retained;
         to ``device`` alone when given."""
         loop = asyncio.get_running_loop()
-        gates = await loop.run_in_executor(self._db, self.gates)
-        for device_id, gate_site, cert in gates:
-            if (site is not None and gate_site != site) or device not in (None, device_id):
-                continue
-            body = await loop.run_in_executor(
-                self._db, self.site_keys.message, device_id, gate_site, cert
+        by_site: dict[str, list[tuple[str, str]]] = {}
+        for device_id, gate_site, cert in await loop.run_in_executor(self._db, self.gates):
+            if (site is None or gate_site == site) and device in (None, device_id):
+                by_site.setdefault(gate_site, []).append((device_id, cert))
+        for gate_site, kiosks in sorted(by_site.items()):
+            # one site at a time on the database thread: ingest's turns come in between
+            wrapped = await loop.run_in_executor(
+                self._db, self.site_keys.messages, gate_site, kiosks
             )
-            topic = device_topic(gate_site, device_id, "keys")
-            await self._publish(client, topic, self.signer.envelope(topic, body), True)
+            for device_id, body in wrapped:
+                topic = device_topic(gate_site, device_id, "keys")
+                await self._publish(client, topic, self.signer.envelope(topic, body), True)
 
     async def site_keys_changed(
         self, site: str, revoked: str | None = None, device: str | None = None
