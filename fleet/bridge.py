@@ -82,6 +82,10 @@ class Bridge:
         self.resends = GalleryResends()
         #: after a restore from backup: which kiosks still have to be asked to send again
         self.replays: Replays | None = None
+        #: (site, device) of kiosks to ask to resend their unacknowledged batches now: see
+        #: ``_resync_unwitnessed``
+        self._resync: set[tuple[str, str]] = set()
+        self._resync_wake = asyncio.Event()
         #: central replicas (fleet/replicas.py): set while this replica leads. Events are
         #: shared among the replicas' bridges; kiosks' states (retained, and what a gallery
         #: resend or a replay request follows) are read by the leader alone. None: one central.
@@ -117,7 +121,12 @@ class Bridge:
         self._published = time.monotonic()
 
     async def run(self) -> None:
-        backoff = Backoff(base=0.2, cap=10.0)
+        # Central is one client of a broker it usually shares a machine or a rack with: it
+        # retries every two seconds at most, where a fleet's kiosks spread theirs up to 15 s.
+        # After an outage nothing is ingested until the bridge is back (and replicas, with
+        # clean sessions, are not even queued for): a 10 s cap cost a fleet's return up to
+        # 10 s (bench continuity --phase reconnect). One TLS handshake per 2 s costs nothing.
+        backoff = Backoff(base=0.2, cap=2.0)
         link = Transition(log, f"broker {self.cfg.broker.url}")
         while True:
             try:
@@ -140,6 +149,7 @@ class Bridge:
                         tg.create_task(self._reassert(client), name="bridge:reassert")
                         if replica is not None and self.leading is not None:
                             tg.create_task(self._follow_leader(client), name="bridge:states")
+                            tg.create_task(self._resync_unwitnessed(client), name="bridge:resync")
             except* aiomqtt.MqttError as group:
                 self._restarts.append(time.monotonic())
                 link.failed(group.exceptions[0])
@@ -172,10 +182,37 @@ class Bridge:
                 with contextlib.suppress(aiomqtt.MqttError):
                     await client.unsubscribe("be/+/+/state", timeout=1)
 
+    async def _resync_unwitnessed(self, client: aiomqtt.Client) -> None:
+        """Ask kiosks that connected while this leader was not listening to resend now.
+
+        Replicas keep clean sessions (see ``_client``), so what kiosks publish while *no*
+        replica is subscribed (the broker restarted, every replica reconnecting with its
+        backoff) is dropped by the broker, and each kiosk waited out its ack timeout (10 s)
+        before sending it again: after a broker outage, most of a fleet's return (bench
+        continuity --phase reconnect, two replicas). A kiosk's connection the leader did not
+        witness shows as its "online" state arriving *retained* when the leader subscribes;
+        such a kiosk gets a signed ``resync`` (it sends its unacknowledged batches again at
+        once). A needless one costs a few duplicate batches, which ingest ignores."""
+        while True:
+            await self._resync_wake.wait()
+            self._resync_wake.clear()
+            due, self._resync = sorted(self._resync), set()
+            for site, device_id in due:
+                cmd = Command(command_id=uuid7(), name="resync", issued_at=utc_now(), args={})
+                topic = device_topic(site, device_id, "cmd")
+                await self._publish(client, topic, self.signer.envelope(topic, dumps(cmd)))
+            if due:
+                log.info("asked %d kiosks that connected unwitnessed to resend", len(due))
+
     async def _reassert(self, client: aiomqtt.Client) -> None:
         """Every desired document and gate key again, beside ingest rather than before it:
         with a thousand kiosks this is a thousand retained publishes and a key wrapped per
-        gate, and a fleet back from an outage must not wait for it to be acknowledged."""
+        gate, and a fleet back from an outage must not wait for it to be acknowledged.
+        Among replicas the leader does it (once per connection, when it leads): the
+        documents are retained, so one copy is enough, and every replica doing it after a
+        broker restart cost each of them the time the fleet's events waited for."""
+        if self.leading is not None:
+            await self.leading.wait()
         await self._publish_all_desired(client)
         await self._publish_keys(client, None)
 
@@ -225,6 +262,14 @@ class Bridge:
                 self.metrics.refused.labels(exc.reason).inc()
                 log.warning("refused message on %s: %s", message.topic, exc)
                 continue
+            if (
+                message.retain
+                and channel == "state"
+                and self.leading is not None
+                and _says_online(bytes(payload))
+            ):
+                self._resync.add((site, device))
+                self._resync_wake.set()
             reason = self.quotas.offer(Incoming(site, device, channel, bytes(payload)))
             if reason is not None:  # not stored, not acked: an honest kiosk sends it again
                 self.metrics.quota_refused.labels(device, reason).inc()
@@ -433,22 +478,33 @@ class Bridge:
         for branch in await loop.run_in_executor(self._db, self.readers.sites):
             await self.gallery_changed(branch)
 
-    async def _publish_keys(self, client: aiomqtt.Client, site: str | None) -> None:
-        """The site keys, wrapped to each gate of ``site`` (every site: None), retained."""
+    async def _publish_keys(
+        self, client: aiomqtt.Client, site: str | None, device: str | None = None
+    ) -> None:
+        """The site keys, wrapped to each gate of ``site`` (every site: None), retained;
+        to ``device`` alone when given."""
         loop = asyncio.get_running_loop()
-        gates = await loop.run_in_executor(self._db, self.gates)
-        for device_id, gate_site, cert in gates:
-            if site is not None and gate_site != site:
-                continue
-            body = await loop.run_in_executor(
-                self._db, self.site_keys.message, device_id, gate_site, cert
+        by_site: dict[str, list[tuple[str, str]]] = {}
+        for device_id, gate_site, cert in await loop.run_in_executor(self._db, self.gates):
+            if (site is None or gate_site == site) and device in (None, device_id):
+                by_site.setdefault(gate_site, []).append((device_id, cert))
+        for gate_site, kiosks in sorted(by_site.items()):
+            # one site at a time on the database thread: ingest's turns come in between
+            wrapped = await loop.run_in_executor(
+                self._db, self.site_keys.messages, gate_site, kiosks
             )
-            topic = device_topic(gate_site, device_id, "keys")
-            await self._publish(client, topic, self.signer.envelope(topic, body), True)
+            for device_id, body in wrapped:
+                topic = device_topic(gate_site, device_id, "keys")
+                await self._publish(client, topic, self.signer.envelope(topic, body), True)
 
-    async def site_keys_changed(self, site: str, revoked: str | None = None) -> None:
-        """After a gate enrolled or renewed (its wrapping changed) or was revoked (the site
-        key rotates first and the revoked gate's retained copy is cleared)."""
+    async def site_keys_changed(
+        self, site: str, revoked: str | None = None, device: str | None = None
+    ) -> None:
+        """After a gate enrolled or renewed (``device``: only its wrapping changed, so only
+        it is sent its keys; the site's other gates hold theirs) or was revoked (the site
+        key rotates first, every gate of the site gets the new one, and the revoked gate's
+        retained copy is cleared). Re-wrapping every gate of the site for each enrollment
+        was a fleet's enrollment's largest cost at central (ECIES per gate, per gate)."""
         loop = asyncio.get_running_loop()
         if revoked is not None:
             await loop.run_in_executor(self._db, self.site_keys.rotate, site)
@@ -458,7 +514,7 @@ class Bridge:
         with contextlib.suppress(aiomqtt.MqttError):
             if revoked is not None:
                 await self._publish(client, device_topic(site, revoked, "keys"), b"", True)
-            await self._publish_keys(client, site)
+            await self._publish_keys(client, site, None if revoked is not None else device)
 
     async def send_command(
         self, site: str, device_id: str, name: str, args: dict[str, Any] | None = None

@@ -237,7 +237,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
 
     async def enrolled(device_id: str, site: str, role: str) -> None:
         if role in GALLERY_ROLES:
-            await bridge.site_keys_changed(site)
+            await bridge.site_keys_changed(site, device=device_id)
 
     async def revoked(device_id: str) -> None:
         device = await asyncio.to_thread(repo.get_device, device_id)

@@ -44,6 +44,7 @@ from biblioedge.fleet.store import Db, Transactions
 from biblioedge.fleet.store import enrollments as store
 from biblioedge.protocol import utc_now, valid_id
 from biblioedge.provisioning import pki
+from biblioedge.provisioning.coalesce import Coalesced
 from biblioedge.provisioning.enroll import RENEW_DOMAIN
 
 log = logging.getLogger("biblioedge.fleet.enrollments")
@@ -95,10 +96,12 @@ class Registry:
         self.broker_url = broker_url
         self.central_url = central_url
         self.pid_file = pid_file
-        #: one ACL rewrite at a time: two enrollments at once (a fleet enrolled in parallel)
-        #: would otherwise race on the file, and the later write could be the older registry
-        #: (a kiosk enrolled but missing from the broker's ACL)
-        self._broker_files = DirLock(identity.files.root / "broker-files.lock")  # replicas too
+        #: one ACL rewrite at a time (two at once raced on the file, and the later write could
+        #: be the older registry), and one for a burst of enrollments: each call still returns
+        #: only after a rewrite that read its change (provisioning/coalesce.py); across
+        #: replicas sharing the data directory, under a lock on it
+        self._broker_files_lock = DirLock(identity.files.root / "broker-files.lock")
+        self._broker_files = Coalesced(self._sync_broker_now)
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -421,8 +424,11 @@ class Registry:
         The CRL is re-signed well before ``next_update``: with CRL checking on, OpenSSL
         refuses every client certificate once the CRL has expired. Central calls this at
         start and every few hours (``refresh_loop``), and when a replaced certificate's
-        grace is over."""
-        with self._broker_files:
+        grace is over. Calls at once share one rewrite (``Coalesced``)."""
+        self._broker_files.request()
+
+    def _sync_broker_now(self) -> None:
+        with self._broker_files_lock:  # read what is written, whichever replica writes
             with self.tx.begin() as conn:
                 store.revoke_due(conn, utc_now())  # replaced certificates whose grace is over
                 revoked = store.revocations(conn)

@@ -103,12 +103,28 @@ class SiteKeyring:
     def message(self, device_id: str, site: str, cert_pem: str) -> bytes:
         """The site's keys wrapped to one kiosk's certificate key (its ``keys`` document):
         the greeting keys too if the certificate is a gate's."""
+        return self._message(device_id, site, cert_pem, self._keys(site))
+
+    def messages(self, site: str, kiosks: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
+        """``message`` for each (device id, certificate PEM) of ``site``, the site's keys
+        read once: re-asserting a fleet's keys read them once per kiosk, a transaction of
+        four queries each on the bridge's one database thread, while ingest waited."""
+        keys = self._keys(site)
+        return [(device_id, self._message(device_id, site, pem, keys)) for device_id, pem in kiosks]
+
+    def _message(
+        self,
+        device_id: str,
+        site: str,
+        cert_pem: str,
+        loaded: tuple[int, dict[str, list[tuple[str, bytes]]]],
+    ) -> bytes:
         cert = pki.load_cert(cert_pem.encode())
         pub = cert.public_key()
         if not isinstance(pub, ec.EllipticCurvePublicKey):
             raise ValueError(f"{device_id}'s certificate key is not EC")
         greets = pki.device_name(cert).role == GREETS
-        version, keys = self._keys(site)
+        version, keys = loaded
 
         def wrapped(kind: str, context: Callable[[str, str, str], bytes]) -> dict[str, str]:
             return {

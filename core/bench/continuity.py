@@ -254,6 +254,9 @@ def bench_phases(args: Any) -> dict[str, Any]:
             events=args.events_per_kiosk,
             baseline_kiosks=args.baseline_kiosks,
             work_dir=args.work_dir and args.work_dir / "reconnect",
+            replicas=args.replicas,
+            # one empty database per phase: with --phase all, replicas has used the given one
+            postgres_url=args.postgres_url if args.phase == "reconnect" else None,
         ),
     }
     if args.phase != "all":

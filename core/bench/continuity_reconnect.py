@@ -19,27 +19,37 @@ every event; ``reconnected_s`` until every kiosk was connected again. ``lost`` a
 ``duplicated`` are counted in central's database by (device, seq), independently of the
 UNIQUE event id.
 
+Central is ``--replicas`` replicas (2 by default) on a private PostgreSQL cluster (or
+``--postgres-url``), sharing the kiosks' events through the broker's shared subscription as
+a library runs them; ``--replicas 0`` is the single central on SQLite.
+
 The same-run baseline is the same number of events from ``--baseline-kiosks`` kiosks (10),
-through the same outage and return: ``drain_ratio`` = the fleet's drain / the baseline's,
-i.e. what a thousand connections cost beside ten carrying the same events.
+through the same outage and return, into the same central: ``drain_ratio`` = the fleet's
+drain / the baseline's, i.e. what a thousand connections cost beside ten carrying the same
+events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from biblioedge.demo.launch import CentralProcess
+from sqlalchemy import Engine, bindparam, create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from biblioedge.bench.continuity_replicas import ReplicaProcess, replica_extra
+from biblioedge.demo.launch import CentralProcess, Child
+from biblioedge.procs import postgres_cluster
 from biblioedge.provisioning.broker import BrokerProcess
 from biblioedge.sim.syncfleet import SyncKiosk
 
@@ -51,43 +61,38 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _central_counts(db: Path, kiosks: list[SyncKiosk]) -> tuple[int, int]:
+def _central_counts(db: Engine, kiosks: list[SyncKiosk]) -> tuple[int, int]:
     """(distinct (device, seq) of the outage's events at central, rows holding them)."""
+    count = text(
+        "SELECT COUNT(DISTINCT e.device_id || ':' || e.seq), COUNT(*) FROM events e "
+        "JOIN want w ON w.device_id = e.device_id AND e.seq BETWEEN w.lo AND w.hi"
+    )
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    except sqlite3.OperationalError:
-        return 0, 0
-    try:
-        conn.execute("CREATE TEMP TABLE want (device_id TEXT PRIMARY KEY, lo INT, hi INT)")
-        conn.executemany(
-            "INSERT INTO want VALUES (?, ?, ?)", [(k.device_id, k.first, k.last) for k in kiosks]
-        )
-        distinct, rows = conn.execute(
-            "SELECT COUNT(DISTINCT e.device_id || ':' || e.seq), COUNT(*) FROM events e "
-            "JOIN want w ON w.device_id = e.device_id AND e.seq BETWEEN w.lo AND w.hi"
-        ).fetchone()
+        with db.connect() as conn:  # a pooled connection may hold the last poll's table
+            conn.execute(
+                text("CREATE TEMP TABLE IF NOT EXISTS want (device_id TEXT, lo BIGINT, hi BIGINT)")
+            )
+            conn.execute(text("DELETE FROM want"))
+            conn.execute(
+                text("INSERT INTO want VALUES (:d, :lo, :hi)"),
+                [{"d": k.device_id, "lo": k.first, "hi": k.last} for k in kiosks],
+            )
+            distinct, rows = conn.execute(count).one()
+            conn.commit()
         return int(distinct), int(rows)
-    except sqlite3.OperationalError:
+    except DBAPIError:
         return 0, 0
-    finally:
-        conn.close()
 
 
-def _online(db: Path, ids: list[str]) -> int:
+def _online(db: Engine, ids: list[str]) -> int:
+    query = text("SELECT COUNT(*) FROM devices WHERE online AND device_id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    except sqlite3.OperationalError:
+        with db.connect() as conn:
+            return int(conn.execute(query, {"ids": ids}).scalar() or 0)
+    except DBAPIError:
         return 0
-    try:
-        marks = ",".join("?" * len(ids))
-        (n,) = conn.execute(
-            f"SELECT COUNT(*) FROM devices WHERE online AND device_id IN ({marks})", ids
-        ).fetchone()
-        return int(n)
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
 
 
 async def _until(check: Callable[[], Any], within: float, what: str, every: float = 0.25) -> float:
@@ -107,7 +112,7 @@ async def _until(check: Callable[[], Any], within: float, what: str, every: floa
 async def _outage(
     kiosks: list[SyncKiosk],
     broker: BrokerProcess,
-    db: Path,
+    db: Engine,
     events: int,
     seed: int,
     within: float,
@@ -173,13 +178,17 @@ async def _run(
     baseline_n: int,
     sites: int,
     within: float,
+    replicas: int,
+    db_url: str | None,
 ) -> dict[str, Any]:
     broker = BrokerProcess(root / "broker")
+    # a replica's own bridge and API; the kiosks enroll through the first one's
     central = CentralProcess(
-        root / "central",
-        broker,
-        extra={},
+        root / "central", broker, extra=replica_extra(db_url, "a") if db_url else {}
     )
+    others: list[Child] = [
+        ReplicaProcess(central, chr(ord("a") + i)) for i in range(1, max(replicas, 1))
+    ]
     names = [f"xa-{i:02d}" for i in range(sites)]
     fleet = [
         SyncKiosk(root / "kiosks" / f"rc-{i:04d}", f"rc-{i:04d}", names[i % sites], ROLES[i % 2])
@@ -196,8 +205,9 @@ async def _run(
         "events_per_kiosk": events,
         "sites": sites,
         "tls": broker.kind == "mosquitto",
+        "central": f"{replicas} replicas on postgresql" if db_url else "one on sqlite",
     }
-    db = central.data_dir / "central.sqlite3"
+    db = create_engine(db_url or f"sqlite:///{central.data_dir / 'central.sqlite3'}")
     # the bench's own logs: a thousand kiosks each saying "connected" is not a report
     logging.getLogger("biblioedge.agent.sync").setLevel(logging.ERROR)
     logging.getLogger("mqtt").setLevel(logging.CRITICAL)
@@ -212,6 +222,8 @@ async def _run(
     try:
         broker.start()
         central.start()
+        for replica in others:  # after the first: it made the database's schema
+            replica.start()
         _say(f"enrolling {kiosks_n + baseline_n} kiosks through central's API")
         t = time.monotonic()
         await asyncio.to_thread(_enroll_all, central, broker.url, base + fleet)
@@ -258,8 +270,11 @@ async def _run(
         return result
     finally:
         await asyncio.gather(*(k.stop() for k in base + fleet))
+        for replica in others:
+            replica.stop()
         central.stop()
         broker.stop()
+        db.dispose()
 
 
 def bench_reconnect(
@@ -269,12 +284,30 @@ def bench_reconnect(
     sites: int = 20,
     work_dir: Path | None = None,
     timeout: float = 600,
+    replicas: int = 2,
+    postgres_url: str | None = None,
 ) -> dict[str, Any]:
+    """``replicas`` central replicas on PostgreSQL (``postgres_url``, an empty database, or
+    a private cluster); 0: one central on SQLite."""
     _raise_fd_limit()
     root = Path(work_dir or tempfile.mkdtemp(prefix="bench-reconnect-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        return asyncio.run(_run(root, kiosks, events, baseline_kiosks, max(1, sites), timeout))
+        with _database(root, replicas, postgres_url) as url:
+            return asyncio.run(
+                _run(root, kiosks, events, baseline_kiosks, max(1, sites), timeout, replicas, url)
+            )
     finally:
         if work_dir is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _database(root: Path, replicas: int, url: str | None) -> Iterator[str | None]:
+    if replicas <= 0:
+        yield None
+    elif url is not None:
+        yield url
+    else:
+        with postgres_cluster(root / "pg") as private:
+            yield private

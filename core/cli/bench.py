@@ -364,11 +364,19 @@ def _register_continuity(bsub: Any) -> None:
     b.add_argument("--events", type=int, default=10_000, help="events after the backup")
     b.add_argument("--devices", type=int, default=2, help="kiosk agents")
     b.add_argument(
-        "--postgres-url", help="replicas: an empty PostgreSQL database (default: a private one)"
+        "--postgres-url",
+        help="replicas, reconnect: an empty PostgreSQL database (default: a private one each)",
     )
     b.add_argument("--kiosks", type=int, default=1000, help="reconnect: simulated kiosks")
     b.add_argument("--events-per-kiosk", type=int, default=100, help="reconnect: each backlog")
     b.add_argument("--baseline-kiosks", type=int, default=10, help="reconnect: the baseline")
+    b.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="reconnect: central replicas on PostgreSQL (--postgres-url, or a private "
+        "cluster); 0: one central on SQLite",
+    )
     b.add_argument("--work-dir", type=Path, help="keep the run's files here (default: temp)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench_continuity)
