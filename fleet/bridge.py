@@ -550,3 +550,7 @@ def _state_doc(payload: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def _says_online(payload: bytes) -> bool:
+    return _state_doc(payload).get("online") is True
