@@ -204,6 +204,16 @@ registrations = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
+#: The registrations of readers erased at central (migration 0024): a desk's registration
+#: event that comes again after a restore (a kiosk's replay) makes no reader. Names no one:
+#: a registration id and when it was erased.
+erased_registrations = Table(
+    "erased_registrations",
+    metadata,
+    Column("registration_id", String(64), primary_key=True),
+    Column("erased_at", UTCDateTime, nullable=False),
+)
+
 #: The fields a desk kept from the citizen ID (configurable, minimal), sealed like templates.
 #: ``citizen_ref`` is a keyed hash of the ID number: it finds a returning reader without
 #: storing the number.

@@ -61,6 +61,8 @@ from biblioedge.provisioning.sealing import SealError, open_sealed
 REGISTRATION = "desk.registration"
 #: The status of an answer to a registration whose card was already delivered.
 ALREADY_DELIVERED = "already_delivered"
+#: the answer to a registration of a reader erased since (a kiosk's replay after a restore)
+ERASED = "erased"
 
 
 class Registrar:
@@ -147,6 +149,12 @@ class Registrar:
         old = self._owned(conn, event)
         if old is not None:  # the same registration from another event id of this desk
             return {"registration_id": old["registration_id"], "patron_id": old["patron_id"]}, old
+        rid = event.payload.get("registration_id")
+        if isinstance(rid, str) and rows.erased(conn, rid):
+            # she was erased at central after this registration: a kiosk sending it again
+            # (its replay to a central restored from backup) brings nothing of her back
+            gone = {"registration_id": rid, "status": ERASED}
+            return gone, gone
         try:
             reg = DeskRegistration.model_validate(self._opened(event))
         except ValidationError as exc:

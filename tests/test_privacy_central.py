@@ -57,6 +57,7 @@ class Central:
     def __init__(self, tmp: Path, client: TestClient, repo: Repo, identity: Any) -> None:
         self.tmp, self.client, self.repo, self.identity = tmp, client, repo, identity
         self.seq = 0
+        self.last_event: dict[str, Any] = {}
 
     def register(self, name: str = NAME, ref: str = "a" * 64) -> dict[str, Any]:
         """A desk registration as an enrolled desk sends it: sealed to central's key."""
@@ -91,6 +92,7 @@ class Central:
             "occurred_at": datetime.now(UTC).isoformat(),
             "payload": {"registration_id": rid, "sealed": base64.b64encode(blob).decode()},
         }
+        self.last_event = event
         ack = self.send(event)
         answer: dict[str, Any] = ack.results[event["event_id"]]
         return answer
@@ -244,6 +246,37 @@ def test_the_database_file_holds_no_name_in_clear(inproc: Central) -> None:
     )
     assert r.status_code == 204
     assert blob not in inproc.db_bytes()
+
+
+def test_an_erasure_holds_when_a_kiosk_sends_her_registration_again_after_a_restore(
+    inproc: Central,
+) -> None:
+    """Registered, then erased at central; central's disk dies and the restored snapshot
+    predates the registration (its event is gone), the journal gives back the erasure, and
+    the desk replays what the lost central had acknowledged: she does not come back."""
+    answer = inproc.register()
+    event, pid = inproc.last_event, answer["patron_id"]
+    headers = inproc.headers("librarian")
+    assert inproc.client.get(f"/api/v1/readers/{pid}", headers=headers).status_code == 200
+    assert inproc.client.delete(f"/api/v1/readers/{pid}", headers=headers).status_code == 204
+    with inproc.repo.engine.begin() as conn:  # the snapshot from before her registration
+        conn.execute(text("DELETE FROM events WHERE event_id = :e"), {"e": event["event_id"]})
+    ack = inproc.send(event)  # the kiosk's replay
+    assert ack.results[event["event_id"]] == {
+        "registration_id": event["payload"]["registration_id"],
+        "status": "erased",
+    }
+    assert inproc.client.get(f"/api/v1/readers/{pid}", headers=headers).status_code == 404
+    with inproc.repo.engine.connect() as conn:
+        for table in ("readers", "templates", "reader_profiles", "registrations"):
+            n = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()  # noqa: S608
+            assert n == 0, table
+        stored = conn.execute(
+            text("SELECT payload FROM events WHERE event_id = :e"), {"e": event["event_id"]}
+        ).scalar_one()
+    assert "sealed" not in str(stored)  # nothing of her kept with the replayed event
+    # a new registration of hers (she came back to the library) is a new reader
+    assert inproc.register()["patron_id"] != pid
 
 
 def _db_at(url: str, revision: str) -> Repo:

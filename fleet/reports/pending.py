@@ -40,8 +40,9 @@ _TAKE = (
 )
 _TAKE_SQLITE = _TAKE.format("?", "")
 _TAKE_PG = _TAKE.format("%s", " FOR UPDATE SKIP LOCKED")
-_QUEUE_SQLITE = "INSERT INTO report_pending (event_id) VALUES (?)"
-_QUEUE_PG = "INSERT INTO report_pending (event_id) VALUES (%s)"
+# a name already queued (an event stored again after its row was removed by hand) is one
+_QUEUE_SQLITE = "INSERT INTO report_pending (event_id) VALUES (?) ON CONFLICT DO NOTHING"
+_QUEUE_PG = "INSERT INTO report_pending (event_id) VALUES (%s) ON CONFLICT DO NOTHING"
 
 
 def queue(conn: Any, event_ids: list[str]) -> None:

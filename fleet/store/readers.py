@@ -17,6 +17,7 @@ from biblioedge.fleet.db import (
     card_revocations,
     consents,
     devices,
+    erased_registrations,
     events,
     gallery_log,
     guardian_consents,
@@ -86,7 +87,14 @@ def citizen_ref_of(conn: Connection, patron_id: str) -> str | None:
 
 def erase(conn: Connection, patron_id: str) -> None:
     """The reader, her templates, her sealed profile, her registration and guardian records,
-    her phone card's pick-up and the used pre-registration that names her."""
+    her phone card's pick-up and the used pre-registration that names her. Her registrations'
+    ids are kept as erased: replayed after a restore, they make no reader again."""
+    ids = conn.execute(
+        select(registrations.c.registration_id).where(registrations.c.patron_id == patron_id)
+    ).scalars()
+    erased = [{"registration_id": rid, "erased_at": utc_now()} for rid in ids]
+    if erased:
+        conn.execute(insert(erased_registrations), erased)
     conn.execute(delete(templates).where(templates.c.patron_id == patron_id))
     conn.execute(delete(readers).where(readers.c.patron_id == patron_id))
     conn.execute(delete(reader_profiles).where(reader_profiles.c.patron_id == patron_id))

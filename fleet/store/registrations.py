@@ -12,7 +12,24 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from biblioedge.fleet.db import reader_profiles, readers, registrations, templates
+from biblioedge.fleet.db import (
+    consents,
+    erased_registrations,
+    reader_profiles,
+    readers,
+    registrations,
+    templates,
+)
+
+
+def erased(conn: Connection, registration_id: str) -> bool:
+    """Whether this registration's reader was erased at central (``erased_registrations``)."""
+    found = conn.execute(
+        select(erased_registrations.c.registration_id).where(
+            erased_registrations.c.registration_id == registration_id
+        )
+    ).first()
+    return found is not None
 
 
 def owner(conn: Connection, registration_id: str) -> tuple[str, str] | None:
@@ -73,13 +90,20 @@ def record(
 
 
 def next_patron(conn: Connection, prefix: str) -> str:
-    """The next free ``prefix`` + 7 digits."""
-    n = int(
-        conn.scalar(
-            select(func.count()).select_from(readers).where(readers.c.patron_id.like(f"{prefix}%"))
+    """The next ``prefix`` + 7 digits after every number given so far, never an erased
+    reader's again: her consent records keep her number (they were counted from the readers
+    there are, so the number of a reader erased last was given to the next one)."""
+    top = 0
+    for column in (readers.c.patron_id, consents.c.patron_id):
+        found = conn.scalar(
+            select(func.max(column)).where(
+                column.like(f"{prefix}%"), func.length(column) == len(prefix) + 7
+            )
         )
-        or 0
-    )
+        digits = str(found or "")[len(prefix) :]
+        if digits.isdigit():
+            top = max(top, int(digits))
+    n = top
     while True:
         n += 1
         pid = f"{prefix}{n:07d}"
