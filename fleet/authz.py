@@ -73,6 +73,7 @@ COMMON_STATE_FIELDS: frozenset[str] = frozenset(
         "config_release",
         "config_update",
         "reported_at",
+        "replayed",  # the restore's replay it carried out: every role keeps events
     }
 )
 
