@@ -246,7 +246,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
 
     journal_keys = await asyncio.to_thread(open_keys, cfg)
     if journal_keys is not None:  # what the API changes after the last backup survives too
-        attach(repo.engine, journal_keys)
+        attach(repo, journal_keys)
         app.add_middleware(JournalRequests)
     app.state.on_enrolled = enrolled
     app.state.on_revoked = revoked
@@ -282,7 +282,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
     if cfg.backup.every_h > 0 and cfg.backup.public_key is not None:
         once.append(("backup", lambda: backup_loop(cfg, config_file)))
     if journal_keys is not None:  # safe on two replicas: a record's bytes never change
-        once.append(("journal", lambda: ship_loop(cfg, repo.engine)))
+        once.append(("journal", lambda: ship_loop(cfg, repo)))
     if rf.monthly:
         once.append(("monthly-report", lambda: monthly.run(rf.check_s)))
     if worker is not None and cfg.ils is not None:
@@ -303,7 +303,7 @@ async def _run_central(cfg: CentralConfig, stop: asyncio.Event, config_file: Pat
         background = [asyncio.create_task(leadership.run(), name="central:leadership")]
         log.info("replica %s of central (lease %.0f s)", cfg.replica.id, cfg.replica.lease_s)
     # every replica counts the events ingest queued for the report figures
-    tally = repo.tally = Tally(repo.engine, repo.rollups)
+    tally = repo.tally = Tally(repo, repo.rollups)
     background.append(asyncio.create_task(tally.run(), name="central:tally"))
     api_task = asyncio.create_task(server.serve(), name="central:api")
     stop_task = asyncio.create_task(stop.wait(), name="central:stop")

@@ -14,14 +14,18 @@ LAYER = {"repo.py", "db.py", "store"}
 #: a package's own repository module, beside the layer: its tables are its alone
 PACKAGE_REPOSITORIES = {
     "ils/queue.py": "the library-system queue and the links to its patrons",
-    "reports/rollup.py": "the rollups, kept in the ingest's transaction",
+    "reports/rollup.py": "the rollups: what a batch of stored events adds to the figures",
     "reports/query.py": "the report queries over the rollups (and the raw events, the check)",
+    "reports/pending.py": "the events queued for counting, taken in batches by the tally",
     "alerts/store.py": "the alert conditions tracked and the messages waiting for targets",
     # the backup works on the database as a whole, below any repository: an online
     # snapshot (SQLite's backup API, pg_dump), the point it records, a restore
     "backup/make.py": "the snapshot and the point it records",
     "backup/parts.py": "the database URL of a snapshot or dump",
     "backup/restore.py": "what a restore would replace, and the schema check",
+    # the journal records and replays a transaction's statements at the engine, below any
+    # repository, and keeps its own table
+    "backup/journal.py": "the statements of central's changes, recorded and replayed",
 }
 #: modules that still write SQL, and why. Shrink this list; never grow it.
 NOT_YET: dict[str, str] = {}

@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from sqlalchemy import Engine, event
 
 from biblioedge.fleet.backup.container import BackupError, key_id
+from biblioedge.fleet.store import Db, engine_of
 from biblioedge.provisioning.sealing import SealError, open_sealed, seal
 
 if TYPE_CHECKING:
@@ -254,8 +255,9 @@ def _ph(dialect: str) -> str:
     return "?" if dialect == "sqlite" else "%s"
 
 
-def attach(engine: Engine, keys: JournalKeys) -> None:
-    """Journal the writes of every transaction made under ``journaled`` on ``engine``."""
+def attach(db: Db, keys: JournalKeys) -> None:
+    """Journal the writes of every transaction made under ``journaled`` on ``db``'s engine."""
+    engine = engine_of(db)
     dialect = engine.dialect.name
     ph = _ph(dialect)
 
@@ -634,7 +636,7 @@ def ship_once(engine: Engine, places: list[Place], status_path: Path) -> dict[st
     return status
 
 
-async def ship_loop(cfg: CentralConfig, engine: Engine) -> None:
+async def ship_loop(cfg: CentralConfig, db: Db) -> None:
     """Central's shipper: every ``backup.journal_ship_s``, the new records to every place.
     Safe to run on two replicas at once: a record's bytes never change."""
     import asyncio
@@ -646,7 +648,9 @@ async def ship_loop(cfg: CentralConfig, engine: Engine) -> None:
     failing = False
     while True:
         try:
-            status = await asyncio.to_thread(ship_once, engine, places, cfg.data_dir / STATUS)
+            status = await asyncio.to_thread(
+                ship_once, engine_of(db), places, cfg.data_dir / STATUS
+            )
             bad = [p["where"] for p in status["places"] if not p["ok"]]
             if bad and not failing:
                 log.error("cannot ship central's journal to %s", ", ".join(bad))

@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from biblioedge.fleet.reports.rollup import Rollups
+from biblioedge.fleet.store import Db, engine_of
 
 log = logging.getLogger("biblioedge.fleet.reports")
 
@@ -100,13 +100,13 @@ class Tally:
 
     def __init__(
         self,
-        engine: Engine,
+        db: Db,
         rollups: Rollups,
         batch: int = 5000,
         quiet_s: float = 0.2,
         max_delay_s: float = 5.0,
     ) -> None:
-        self.engine, self.rollups, self.batch = engine, rollups, batch
+        self.engine, self.rollups, self.batch = engine_of(db), rollups, batch
         self.quiet_s, self.max_delay_s = quiet_s, max_delay_s
         self._woken = threading.Event()
         self._woken.set()  # events a stopped central left pending are counted at start
