@@ -40,17 +40,24 @@ _TAKE = (
 )
 _TAKE_SQLITE = _TAKE.format("?", "")
 _TAKE_PG = _TAKE.format("%s", " FOR UPDATE SKIP LOCKED")
-# a name already queued (an event stored again after its row was removed by hand) is one
-_QUEUE_SQLITE = "INSERT INTO report_pending (event_id) VALUES (?) ON CONFLICT DO NOTHING"
-_QUEUE_PG = "INSERT INTO report_pending (event_id) VALUES (%s) ON CONFLICT DO NOTHING"
+# one statement for a run's names (a statement per name was a round trip per event on
+# PostgreSQL); a name already queued (an event stored again after its row was removed by
+# hand) is one
+_QUEUE_SQLITE = (
+    "INSERT INTO report_pending (event_id) SELECT value FROM json_each(?) WHERE true "
+    "ON CONFLICT DO NOTHING"
+)
+_QUEUE_PG = "INSERT INTO report_pending (event_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
 
 
 def queue(conn: Any, event_ids: list[str]) -> None:
     """Name events stored in this transaction as waiting to be counted (ingest's part)."""
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        pg = conn.dialect.name == "postgresql"
-        cursor.executemany(_QUEUE_PG if pg else _QUEUE_SQLITE, [(e,) for e in event_ids])
+        if conn.dialect.name == "postgresql":
+            cursor.execute(_QUEUE_PG, (event_ids,))
+        else:
+            cursor.execute(_QUEUE_SQLITE, (orjson.dumps(event_ids).decode(),))
     finally:
         cursor.close()
 
