@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +30,7 @@ def _cmd_central(args: argparse.Namespace) -> int:
     config = load_central_config(args.config, overrides=overrides)
     check_data_dir(config.data_dir)
     setup_logging(args.log_format or config.log.format, config.log.level)
-    code = asyncio.run(run_central(config, config_file=args.config))
-    # Central has stopped in order: every transaction committed or rolled back, its engines
-    # disposed, its tasks and threads done. The interpreter's own teardown is skipped: with
-    # threads of C extensions still about (database drivers, TLS), it was seen to hang with
-    # no Python frame left in any thread (a replica resumed from a pause, then stopped:
-    # tests/test_replicas.py's split brain), and systemd would wait out its stop timeout.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    return asyncio.run(run_central(config, config_file=args.config))
 
 
 def register(sub: Any) -> None:
